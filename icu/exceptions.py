@@ -1,0 +1,123 @@
+"""The project's errors and the one JSON shape every API error takes.
+
+    {"error": {"status": 404, "code": "patient_not_found", "message": "...", "fields": {...}}}
+
+`fields` appears only on validation errors: it maps each bad parameter to its messages.
+Workers use the same classes: `InvalidReading.reason` is the code written to the DLQ header.
+"""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404, HttpRequest, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class IcuError(Exception):
+    """Base of every error the project raises on purpose."""
+
+    status_code: int = status.HTTP_500_INTERNAL_SERVER_ERROR
+    code: str = "error"
+    default_message: str = "An error occurred."
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class PatientNotFound(IcuError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "patient_not_found"
+    default_message = "No patient with this uuid."
+
+
+class InvalidParameter(IcuError):
+    """A malformed request parameter: a uuid that is not one, a time that does not parse."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "invalid_parameter"
+    default_message = "A request parameter is invalid."
+
+
+class KafkaUnavailable(IcuError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    code = "kafka_unavailable"
+    default_message = "The Kafka broker cannot be reached."
+
+
+class InvalidReading(IcuError):
+    """A message on the vitals topic that breaks the contract; it goes to the DLQ.
+
+    `reason` is a stable machine code (the `dlq.reason` header), the message says exactly what
+    was wrong in words.
+    """
+
+    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
+    code = "invalid_reading"
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def error_body(*, status_code: int, code: str, message: str, fields: Any = None) -> dict:
+    error: dict[str, Any] = {"status": status_code, "code": code, "message": message}
+    if fields is not None:
+        error["fields"] = fields
+    return {"error": error}
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF's EXCEPTION_HANDLER: every error of every API view becomes `error_body`."""
+    if isinstance(exc, IcuError):
+        body = error_body(status_code=exc.status_code, code=exc.code, message=exc.message)
+        return Response(body, status=exc.status_code)
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        # A bug, not a client error: log the traceback, answer in the same shape, leak nothing.
+        logger.error("unhandled API error", exc_info=exc)
+        body = error_body(status_code=500, code="server_error", message="Internal server error.")
+        return Response(body, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+    if isinstance(exc, drf_exceptions.ValidationError):
+        fields = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        response.data = error_body(
+            status_code=response.status_code,
+            code="invalid",
+            message="Invalid input.",
+            fields=fields,
+        )
+    else:
+        codes = exc.get_codes()
+        response.data = error_body(
+            status_code=response.status_code,
+            code=codes if isinstance(codes, str) else exc.default_code,
+            message=str(exc.detail),
+        )
+    return response
+
+
+def _json_error(status_code: int, code: str, message: str) -> JsonResponse:
+    body = error_body(status_code=status_code, code=code, message=message)
+    return JsonResponse(body, status=status_code)
+
+
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """handler404: URLs that match no route answer in the API's error shape."""
+    return _json_error(404, "not_found", f"No such resource: {request.path}")
+
+
+def json_server_error(request: HttpRequest) -> JsonResponse:
+    """handler500: errors outside DRF views (middleware, non-API views)."""
+    return _json_error(500, "server_error", "Internal server error.")

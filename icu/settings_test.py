@@ -1,0 +1,16 @@
+"""Settings for the test suite: the project settings with test-only defaults.
+
+The environment still wins, so `DATABASE_URL=postgres://... pytest` runs the suite on PostgreSQL.
+"""
+
+import os
+
+# A developer's .env (DATABASE_URL, broker address...) must not leak into the suite.
+os.environ.setdefault("ICU_ENV_FILE", os.devnull)
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+from icu.settings import *  # noqa: F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,0 +1,14 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path(settings.API_PREFIX, include("icu.api_router")),
+    path(f"{settings.API_PREFIX}auth/", include("rest_framework.urls")),
+    path("admin/", admin.site.urls),
+    path("", RedirectView.as_view(url=f"/{settings.API_PREFIX}", permanent=False)),
+]
+
+handler404 = "icu.exceptions.json_not_found"
+handler500 = "icu.exceptions.json_server_error"

@@ -1,0 +1,33 @@
+import uuid
+
+from django.db import models
+
+
+class Patient(models.Model):
+    """A monitored patient, known to the pipeline by the uuid its bedside monitor sends.
+
+    Patients are created by the consumer on their first reading. `latest_metric` is kept by the
+    consumer in the same transaction as the readings, so that the ward list reads one row per
+    patient instead of searching each patient's history.
+    """
+
+    uuid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    latest_metric = models.OneToOneField(
+        "vitals.PatientMetric",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+        help_text="The reading with the newest measured_at.",
+    )
+
+    class Meta:
+        ordering = ["name", "uuid"]
+        indexes = [models.Index(fields=["name", "uuid"], name="patient_name_uuid_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.uuid})"

@@ -1,0 +1,302 @@
+"""The vitals consumer: Kafka batches in, one database transaction per batch out.
+
+Delivery is at-least-once with an exactly-once effect:
+- offsets are *stored* only after the batch's transaction has committed (and its invalid
+  messages are safely in the DLQ); librdkafka commits stored offsets in the background, on
+  rebalance and on close;
+- a re-delivered reading hits the (patient, measured_at) unique constraint and is skipped.
+
+Failure handling, by kind:
+- a message that breaks the contract is forwarded to the DLQ with its reason in a header,
+  and the batch goes on: a poison message never stalls the partition;
+- a database that is unreachable or locked is not the message's fault: nothing is stored or
+  committed, the consumer seeks back to the start of the batch and retries with backoff;
+- a reading the database itself rejects (a constraint the validator missed) is isolated by
+  storing the batch reading by reading, and only that reading goes to the DLQ.
+"""
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from django.db import DatabaseError, DataError, IntegrityError
+
+from icu.exceptions import InvalidReading
+from vitals.contract import Reading, reading_parse
+from vitals.services import StoreResult, metric_bulk_store
+
+logger = logging.getLogger(__name__)
+
+# DLQ headers, after Kafka Connect's: the original key, value and headers are kept as they
+# were, and these say why and where from.
+DLQ_REASON = "dlq.reason"
+DLQ_DETAIL = "dlq.detail"
+DLQ_TOPIC = "dlq.source.topic"
+DLQ_PARTITION = "dlq.source.partition"
+DLQ_OFFSET = "dlq.source.offset"
+DLQ_FAILED_AT = "dlq.failed_at"
+DLQ_TRUNCATED = "dlq.value.truncated_from"
+DLQ_MAX_VALUE_BYTES = 256 * 1024  # under the broker's default 1 MB message limit, with room
+
+
+@dataclass
+class ConsumerTotals:
+    """What this consumer has done since it started; logged periodically and at exit."""
+
+    consumed: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    invalid_by_reason: Counter = field(default_factory=Counter)
+    batches: int = 0
+    retries: int = 0
+
+
+class RetryBatch(Exception):
+    """The batch could not be completed for a reason that is not the messages' fault."""
+
+
+class VitalsConsumer:
+    """One step at a time: `process_batch()` consumes, validates, stores, forwards and stores
+    offsets for one batch. The management command loops over it; tests call it directly."""
+
+    def __init__(
+        self,
+        *,
+        consumer: Consumer,
+        dlq_producer: Producer,
+        dlq_topic: str,
+        batch_size: int = 1000,
+        batch_timeout: float = 0.25,
+        max_future: timedelta = timedelta(minutes=5),
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.dlq_producer = dlq_producer
+        self.dlq_topic = dlq_topic
+        self.batch_size = batch_size
+        self.batch_timeout = batch_timeout
+        self.max_future = max_future
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.backoff = 0.0
+        self.stop_event = stop_event or threading.Event()
+        self.totals = ConsumerTotals()
+        self.assigned: set[tuple[str, int]] = set()
+
+    # --- rebalance callbacks (run inside consume()) --------------------------------------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned = {(p.topic, p.partition) for p in partitions}
+        logger.info(
+            "partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)}
+        )
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Offsets stored so far are committed by librdkafka as the partitions go.
+        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        logger.info(
+            "partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)}
+        )
+
+    # --- one step ----------------------------------------------------------------------------
+    def process_batch(self) -> int:
+        """Handle one batch; return how many messages it held (0 when the topic was idle)."""
+        messages = self.consumer.consume(num_messages=self.batch_size, timeout=self.batch_timeout)
+        records = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                records.append(message)
+            elif error.fatal():
+                raise KafkaException(error)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                logger.warning("consumer error", extra={"kafka_error": error.str()})
+        if not records:
+            return 0
+
+        try:
+            result, rejected = self._store_and_forward(records)
+        except RetryBatch as exc:
+            self._rewind(records)
+            self._wait_before_retry(str(exc))
+            return len(records)
+
+        self.backoff = 0.0
+        self._store_offsets(records)
+        totals = self.totals
+        totals.batches += 1
+        totals.consumed += len(records)
+        totals.stored += result.stored
+        totals.duplicates += result.duplicates
+        totals.invalid += len(rejected)
+        logger.debug(
+            "batch stored",
+            extra={
+                "messages": len(records),
+                "stored": result.stored,
+                "duplicates": result.duplicates,
+                "invalid": len(rejected),
+            },
+        )
+        return len(records)
+
+    def _store_and_forward(self, records: list[Message]) -> tuple[StoreResult, list]:
+        now = datetime.now(tz=UTC)
+        valid: list[tuple[Message, Reading]] = []
+        rejected: list[tuple[Message, InvalidReading]] = []
+        for message in records:
+            try:
+                reading = reading_parse(
+                    key=message.key(), value=message.value(), now=now, max_future=self.max_future
+                )
+            except InvalidReading as exc:
+                rejected.append((message, exc))
+            else:
+                valid.append((message, reading))
+
+        try:
+            result = metric_bulk_store(readings=[reading for _, reading in valid])
+        except (IntegrityError, DataError) as exc:
+            logger.warning(
+                "database rejected the batch; storing reading by reading", extra={"error": str(exc)}
+            )
+            result = self._store_one_by_one(valid, rejected)
+        except DatabaseError as exc:
+            raise RetryBatch(f"database unavailable: {exc}") from exc
+
+        self._forward_to_dlq(rejected)
+        return result, rejected
+
+    def _store_one_by_one(
+        self, valid: list[tuple[Message, Reading]], rejected: list[tuple[Message, InvalidReading]]
+    ) -> StoreResult:
+        stored = duplicates = 0
+        patients = set()
+        for message, reading in valid:
+            try:
+                one = metric_bulk_store(readings=[reading])
+            except (IntegrityError, DataError) as exc:
+                rejected.append((message, InvalidReading("rejected_by_database", str(exc)[:500])))
+                continue
+            except DatabaseError as exc:
+                raise RetryBatch(f"database unavailable: {exc}") from exc
+            stored += one.stored
+            duplicates += one.duplicates
+            patients.add(reading.patient_uuid)
+        return StoreResult(stored=stored, duplicates=duplicates, patients=len(patients))
+
+    def _forward_to_dlq(self, rejected: list[tuple[Message, InvalidReading]]) -> None:
+        if not rejected:
+            return
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        failed_at = datetime.now(tz=UTC).isoformat(timespec="milliseconds")
+        for message, exc in rejected:
+            value = message.value() or b""
+            headers = list(message.headers() or [])
+            headers += [
+                (DLQ_REASON, exc.reason.encode()),
+                (DLQ_DETAIL, exc.message.encode("utf-8", "replace")),
+                (DLQ_TOPIC, message.topic().encode()),
+                (DLQ_PARTITION, str(message.partition()).encode()),
+                (DLQ_OFFSET, str(message.offset()).encode()),
+                (DLQ_FAILED_AT, failed_at.encode()),
+            ]
+            if len(value) > DLQ_MAX_VALUE_BYTES:
+                headers.append((DLQ_TRUNCATED, str(len(value)).encode()))
+                value = value[:DLQ_MAX_VALUE_BYTES]
+            self._produce(message.key(), value, headers, on_delivery)
+            self.totals.invalid_by_reason[exc.reason] += 1
+            logger.warning(
+                "invalid reading sent to the DLQ",
+                extra={
+                    "reason": exc.reason,
+                    "detail": exc.message,
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "key": (message.key() or b"")[:64].decode("utf-8", "replace"),
+                },
+            )
+        remaining = self.dlq_producer.flush(10)
+        if remaining or failures:
+            raise RetryBatch(
+                f"DLQ {self.dlq_topic} did not take {remaining + len(failures)} message(s): "
+                f"{failures[0].str() if failures else 'flush timed out'}"
+            )
+
+    def _produce(self, key: bytes | None, value: bytes, headers: list, on_delivery) -> None:
+        while True:
+            try:
+                self.dlq_producer.produce(
+                    self.dlq_topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+                )
+                return
+            except BufferError:
+                self.dlq_producer.poll(0.1)  # local queue full: let deliveries drain
+
+    def _store_offsets(self, records: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for message in records:
+            tp = (message.topic(), message.partition())
+            last[tp] = max(last.get(tp, -1), message.offset())
+        offsets = [TopicPartition(topic, p, offset + 1) for (topic, p), offset in last.items()]
+        try:
+            self.consumer.store_offsets(offsets=offsets)
+        except KafkaException as exc:
+            # The partition was revoked meanwhile: its new owner re-reads from the last commit
+            # and the unique constraint absorbs the replay.
+            logger.warning("could not store offsets", extra={"error": str(exc)})
+
+    def _rewind(self, records: list[Message]) -> None:
+        """Seek every partition of the batch back to its first message, so that the next
+        consume() returns the same messages: the consumer's position must not move past a
+        batch that was not stored (confluent-kafka-python #796)."""
+        first: dict[tuple[str, int], int] = {}
+        for message in records:
+            tp = (message.topic(), message.partition())
+            first[tp] = min(first.get(tp, message.offset()), message.offset())
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                logger.warning(
+                    "could not seek back", extra={"partition": partition, "error": str(exc)}
+                )
+
+    def _wait_before_retry(self, reason: str) -> None:
+        self.backoff = min(self.backoff_max, self.backoff * 2 or self.backoff_initial)
+        self.totals.retries += 1
+        logger.error(
+            "batch not stored, will retry", extra={"reason": reason, "retry_in_s": self.backoff}
+        )
+        # Waiting on the event lets SIGTERM cut the backoff short.
+        self.stop_event.wait(self.backoff)
+
+    def close(self) -> None:
+        """Commit stored offsets and leave the group (so that partitions move at once)."""
+        self.dlq_producer.flush(10)
+        self.consumer.close()
+
+    def log_totals(self, message: str = "consumer totals") -> None:
+        t = self.totals
+        logger.info(
+            message,
+            extra={
+                "consumed": t.consumed,
+                "stored": t.stored,
+                "duplicates": t.duplicates,
+                "invalid": t.invalid,
+                "invalid_by_reason": dict(t.invalid_by_reason),
+                "batches": t.batches,
+                "retries": t.retries,
+            },
+        )

@@ -1,0 +1,291 @@
+"""The message contract of the vitals topic: build messages, and parse and validate them.
+
+One message = one reading. Key: the patient uuid (UTF-8). Value: UTF-8 JSON, described by
+`schemas/reading-v1.schema.json` (shipped beside this module and documented in the README).
+`reading_parse` accepts exactly what that schema accepts plus the checks JSON Schema cannot
+express (systolic > diastolic, the clock, duplicate fields); tests hold the two together.
+
+Every rejection is an `InvalidReading` whose `reason` is one of `REASONS`: the code the consumer
+writes into the DLQ header.
+"""
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from icu.exceptions import InvalidReading
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "reading-v1.schema.json"
+MAX_VALUE_BYTES = 16 * 1024
+OLDEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+
+# Physiologically possible ranges (inclusive), wide on purpose: an extreme but real value
+# must be stored, since it is exactly what the clinician needs to see. Out of these ranges a
+# value is a device or software fault.
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "pulse": (0, 300),
+    "resp_rate": (0, 100),
+    "spo2": (0, 100),
+    "systolic": (30, 300),
+    "diastolic": (10, 250),
+}
+TEMPERATURE_RANGE = (25.0, 45.0)
+NAME_MAX_LENGTH = 200
+
+FIELDS = (
+    "schema_version",
+    "patient_uuid",
+    "patient_name",
+    "timestamp",
+    "pulse",
+    "resp_rate",
+    "bp",
+    "spo2",
+    "temperature",
+)
+
+REASONS = frozenset(
+    {
+        "empty_message",
+        "payload_too_large",
+        "invalid_encoding",
+        "invalid_json",
+        "not_an_object",
+        "duplicate_field",
+        "missing_field",
+        "unknown_field",
+        "wrong_type",
+        "unsupported_schema_version",
+        "invalid_uuid",
+        "key_mismatch",
+        "invalid_name",
+        "invalid_timestamp",
+        "timestamp_in_future",
+        "timestamp_too_old",
+        "invalid_bp",
+        "out_of_range",
+        "implausible",
+        # Set by the consumer, not the parser: the database refused a reading that passed.
+        "rejected_by_database",
+    }
+)
+
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_BP_RE = re.compile(r"(\d{1,3})/(\d{1,3})")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    patient_uuid: uuid.UUID
+    patient_name: str
+    measured_at: datetime
+    pulse: int
+    resp_rate: int
+    systolic: int
+    diastolic: int
+    spo2: int
+    temperature: float
+
+    @property
+    def bp(self) -> str:
+        return f"{self.systolic}/{self.diastolic}"
+
+
+def reading_to_message(reading: Reading) -> tuple[bytes, bytes]:
+    """The (key, value) to produce for one reading."""
+    value = {
+        "schema_version": SCHEMA_VERSION,
+        "patient_uuid": str(reading.patient_uuid),
+        "patient_name": reading.patient_name,
+        "timestamp": reading.measured_at.astimezone(UTC).isoformat(timespec="milliseconds"),
+        "pulse": reading.pulse,
+        "resp_rate": reading.resp_rate,
+        "bp": reading.bp,
+        "spo2": reading.spo2,
+        "temperature": round(reading.temperature, 1),
+    }
+    key = str(reading.patient_uuid).encode()
+    return key, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _reject_constant(name: str) -> None:
+    raise InvalidReading("invalid_json", f"{name} is not valid JSON")
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        if name in obj:
+            raise InvalidReading("duplicate_field", f"field '{name}' appears more than once")
+        obj[name] = value
+    return obj
+
+
+def _as_int(data: dict[str, Any], name: str) -> int:
+    value = data[name]
+    # JSON Schema's "integer" admits 72.0; bool is an int in Python but not in JSON.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidReading("wrong_type", f"'{name}' must be an integer, got {value!r:.40}")
+    low, high = INT_RANGES[name]
+    if not low <= value <= high:
+        raise InvalidReading("out_of_range", f"'{name}' {value} is outside {low}-{high}")
+    return value
+
+
+def _as_str(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise InvalidReading("wrong_type", f"'{name}' must be a string, got {value!r:.40}")
+    return value
+
+
+def _parse_uuid(text: str, *, what: str) -> uuid.UUID:
+    if not _UUID_RE.fullmatch(text):
+        raise InvalidReading("invalid_uuid", f"{what} {text!r:.60} is not a uuid (8-4-4-4-12 hex)")
+    return uuid.UUID(text)
+
+
+def _parse_timestamp(text: str, now: datetime, max_future: timedelta) -> datetime:
+    if not _TIMESTAMP_RE.fullmatch(text):
+        raise InvalidReading(
+            "invalid_timestamp",
+            f"'timestamp' {text!r:.60} is not ISO 8601 with a timezone "
+            "(e.g. 2026-11-23T10:15:30.250Z)",
+        )
+    try:
+        measured_at = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidReading(
+            "invalid_timestamp", f"'timestamp' {text!r} is not a real time"
+        ) from None
+    if measured_at > now + max_future:
+        raise InvalidReading(
+            "timestamp_in_future",
+            f"'timestamp' {text} is more than {max_future.total_seconds():g}s ahead of the "
+            f"consumer's clock ({now.isoformat(timespec='seconds')})",
+        )
+    if measured_at < OLDEST_TIMESTAMP:
+        raise InvalidReading("timestamp_too_old", f"'timestamp' {text} is before 2000")
+    return measured_at
+
+
+def reading_parse(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(minutes=5),
+) -> Reading:
+    """Validate one message against the contract; return the reading or raise InvalidReading.
+
+    `key` may be absent (the body names the patient), but if present it must be the same uuid
+    as `patient_uuid`: a mismatch means a producer bug that would also break partitioning.
+    """
+    if not value:
+        raise InvalidReading("empty_message", "the message has no value")
+    if len(value) > MAX_VALUE_BYTES:
+        raise InvalidReading(
+            "payload_too_large", f"value is {len(value)} bytes, the limit is {MAX_VALUE_BYTES}"
+        )
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidReading(
+            "invalid_encoding", f"value is not UTF-8: {exc.reason} at byte {exc.start}"
+        ) from None
+    try:
+        data = json.loads(
+            text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
+        )
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidReading("invalid_json", f"value is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict):
+        raise InvalidReading(
+            "not_an_object", f"value must be a JSON object, got {type(data).__name__}"
+        )
+
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise InvalidReading("unknown_field", f"unknown field(s): {', '.join(unknown)[:200]}")
+    missing = [name for name in FIELDS if name not in data]
+    if missing:
+        raise InvalidReading("missing_field", f"missing field(s): {', '.join(missing)}")
+
+    version = data["schema_version"]
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise InvalidReading(
+            "unsupported_schema_version",
+            f"schema_version {version!r:.40} is not supported "
+            f"(this consumer reads {SCHEMA_VERSION})",
+        )
+
+    patient_uuid = _parse_uuid(_as_str(data, "patient_uuid"), what="'patient_uuid'")
+    if key is not None:
+        try:
+            key_uuid = _parse_uuid(key.decode("utf-8"), what="key")
+        except (UnicodeDecodeError, InvalidReading):
+            raise InvalidReading("key_mismatch", f"key {key[:60]!r} is not a uuid") from None
+        if key_uuid != patient_uuid:
+            raise InvalidReading(
+                "key_mismatch", f"key {key_uuid} differs from patient_uuid {patient_uuid}"
+            )
+
+    name = _as_str(data, "patient_name")
+    if _CONTROL_RE.search(name) or not name.strip() or len(name) > NAME_MAX_LENGTH:
+        raise InvalidReading(
+            "invalid_name",
+            f"'patient_name' must be 1-{NAME_MAX_LENGTH} characters, not blank, "
+            "with no control characters",
+        )
+
+    measured_at = _parse_timestamp(
+        _as_str(data, "timestamp"), now or datetime.now(tz=UTC), max_future
+    )
+
+    bp = _as_str(data, "bp")
+    match = _BP_RE.fullmatch(bp)
+    if not match:
+        raise InvalidReading(
+            "invalid_bp", f'\'bp\' {bp!r:.40} is not "systolic/diastolic" (e.g. "120/80")'
+        )
+    pressures = {"systolic": int(match[1]), "diastolic": int(match[2])}
+    systolic, diastolic = (_as_int(pressures, name) for name in ("systolic", "diastolic"))
+    if systolic <= diastolic:
+        raise InvalidReading("implausible", f"'bp' {bp}: systolic must be above diastolic")
+
+    temperature = data["temperature"]
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise InvalidReading(
+            "wrong_type", f"'temperature' must be a number, got {temperature!r:.40}"
+        )
+    low, high = TEMPERATURE_RANGE
+    if not low <= temperature <= high:
+        raise InvalidReading("out_of_range", f"'temperature' {temperature} is outside {low}-{high}")
+
+    return Reading(
+        patient_uuid=patient_uuid,
+        patient_name=name.strip(),
+        measured_at=measured_at,
+        pulse=_as_int(data, "pulse"),
+        resp_rate=_as_int(data, "resp_rate"),
+        systolic=systolic,
+        diastolic=diastolic,
+        spo2=_as_int(data, "spo2"),
+        temperature=round(float(temperature), 1),
+    )
+
+
+def reading_schema() -> dict[str, Any]:
+    """The JSON Schema of a message value, as shipped in `schemas/`."""
+    return json.loads(SCHEMA_PATH.read_text())

@@ -1,0 +1,119 @@
+import logging
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from icu.exceptions import KafkaUnavailable
+from icu.kafka import broker_check, consumer_create, producer_create
+from icu.process import stop_on_signals
+from vitals.consumer import VitalsConsumer
+
+logger = logging.getLogger("vitals.consume")
+
+SUMMARY_EVERY_S = 30.0
+
+
+class Command(BaseCommand):
+    help = """Consume vital-sign readings from Kafka and store them in the database.
+
+Joins the consumer group KAFKA_GROUP_ID on topic KAFKA_TOPIC; start several to share the
+partitions. Each batch is validated and written in one transaction, then its offsets are
+committed; invalid messages go to KAFKA_DLQ_TOPIC with the reason in the `dlq.reason` header.
+Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
+
+examples:
+  python manage.py consume_vitals
+  python manage.py consume_vitals --batch-size 5000 --batch-timeout 1
+  python manage.py consume_vitals --exit-on-idle 10      # drain the topic, then stop
+"""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--topic", default=None, help="Topic to read (default: KAFKA_TOPIC).")
+        parser.add_argument(
+            "--group-id", default=None, help="Consumer group (default: KAFKA_GROUP_ID)."
+        )
+        parser.add_argument(
+            "--batch-size", type=int, default=1000, help="Most messages per batch (default 1000)."
+        )
+        parser.add_argument(
+            "--batch-timeout",
+            type=float,
+            default=0.25,
+            help="Longest wait in seconds to fill a batch; bounds the delay a reading spends "
+            "waiting for others (default 0.25).",
+        )
+        parser.add_argument(
+            "--exit-on-idle",
+            type=float,
+            default=None,
+            metavar="SECONDS",
+            help="Stop once partitions are assigned and no message came for SECONDS.",
+        )
+        parser.add_argument(
+            "--broker-timeout",
+            type=float,
+            default=10.0,
+            help="Seconds to wait for the broker at start before giving up (default 10).",
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        topic = options["topic"] or settings.KAFKA_TOPIC
+        group_id = options["group_id"] or settings.KAFKA_GROUP_ID
+        exit_on_idle = options["exit_on_idle"]
+
+        consumer = consumer_create(group_id=group_id)
+        dlq_producer = producer_create()
+        try:
+            broker_check(consumer, timeout=options["broker_timeout"], topics=(topic,))
+        except KafkaUnavailable as exc:
+            consumer.close()
+            raise CommandError(exc.message) from None
+
+        with stop_on_signals() as stop:
+            worker = VitalsConsumer(
+                consumer=consumer,
+                dlq_producer=dlq_producer,
+                dlq_topic=settings.KAFKA_DLQ_TOPIC,
+                batch_size=options["batch_size"],
+                batch_timeout=options["batch_timeout"],
+                max_future=timedelta(seconds=settings.VITALS_MAX_FUTURE_SKEW_SECONDS),
+                stop_event=stop,
+            )
+            consumer.subscribe(
+                [topic],
+                on_assign=worker.on_assign,
+                on_revoke=worker.on_revoke,
+                on_lost=worker.on_revoke,
+            )
+            logger.info(
+                "consuming",
+                extra={
+                    "topic": topic,
+                    "group_id": group_id,
+                    "dlq_topic": settings.KAFKA_DLQ_TOPIC,
+                    "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+                },
+            )
+            last_message = last_summary = time.monotonic()
+            try:
+                while not stop.is_set():
+                    # Outside any transaction: drop connections that died or grew too old,
+                    # as a request would (a worker never goes through the request cycle).
+                    close_old_connections()
+                    count = worker.process_batch()
+                    now = time.monotonic()
+                    if count or not worker.assigned:
+                        last_message = now
+                    elif exit_on_idle is not None and now - last_message >= exit_on_idle:
+                        logger.info("idle, exiting", extra={"idle_s": exit_on_idle})
+                        break
+                    if now - last_summary >= SUMMARY_EVERY_S:
+                        worker.log_totals()
+                        last_summary = now
+            finally:
+                worker.close()
+                close_old_connections()
+                worker.log_totals("consumer stopped")
