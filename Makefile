@@ -1,0 +1,51 @@
+# ICU Monitor. Two commands from a fresh clone: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: help install run test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+# The venv is rebuilt when a requirements file changes. Debian's python3 needs python3-venv
+# for `-m venv`; installed here when missing (CI and fresh machines run as root).
+$(INSTALLED): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is needed"'
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || { \
+		echo "Installing python3-venv (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $@
+
+# A development .env (DEBUG on, a random SECRET_KEY) so that `manage.py` works on its own too.
+# Never overwritten; delete it to get a new one.
+.env:
+	@printf 'DEBUG=true\nSECRET_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+	@echo "Wrote a development .env (DEBUG=true, random SECRET_KEY)"
+
+install: $(INSTALLED) .env ## Create .venv and install the pinned dependencies
+
+run: install ## Migrate, then run broker, consumer, 3 emulated patients and the web server
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py run_dev
+
+lint: $(INSTALLED) ## ruff lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(INSTALLED) ## Format and autofix with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: $(INSTALLED) lint ## Lint, check migrations, run the whole test suite
+	DJANGO_SETTINGS_MODULE=icu.settings_test $(PY) manage.py makemigrations --check --dry-run
+	$(PY) -m pytest
+
+clean: ## Remove the venv, caches and the local SQLite database
+	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm

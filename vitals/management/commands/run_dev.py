@@ -1,0 +1,177 @@
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from rest_framework.authtoken.models import Token
+
+from icu.exceptions import KafkaUnavailable
+from icu.kafka import admin_create, broker_check
+from icu.process import die_with_parent, stop_on_signals
+
+DEMO_USERNAME = "admin"
+DEMO_PASSWORD = "icu-demo-password"  # noqa: S105 (a local demo account, printed on purpose)
+DEFAULT_PATIENTS = ["alice", "bob", "carol"]
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen | None = None
+
+
+class Command(BaseCommand):
+    help = """Run the whole pipeline on this machine, for development and demos (`make run`).
+
+Starts, as child processes: the embedded broker (unless one already answers at
+KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, and Django's
+development web server. Creates a demo superuser and prints the URLs and the login. Ctrl-C
+stops everything; if any part exits on its own, the rest is stopped too.
+
+Local use only: it requires DEBUG=true and prints a known password.
+
+examples:
+  python manage.py run_dev
+  python manage.py run_dev --name dave --name erin --interval 1 --port 8001
+"""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--name",
+            action="append",
+            default=None,
+            help=f"Emulated patient; repeat for more (default: {', '.join(DEFAULT_PATIENTS)}).",
+        )
+        parser.add_argument(
+            "--interval",
+            type=float,
+            default=None,
+            help="Seconds between readings (default METRICS_INTERVAL).",
+        )
+        parser.add_argument(
+            "--port", type=int, default=8000, help="Web server port (default 8000)."
+        )
+
+    def handle(self, *args: object, **options: object) -> None:
+        if not settings.DEBUG:
+            raise CommandError("run_dev is for local use: set DEBUG=true (make run does).")
+        token = demo_user_ensure()
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        names = options["name"] or DEFAULT_PATIENTS
+        emulator = [*manage, "run_patient", *(arg for n in names for arg in ("--name", n))]
+        if options["interval"] is not None:
+            emulator += ["--interval", str(options["interval"])]
+        address = f"127.0.0.1:{options['port']}"
+
+        children = []
+        if not _broker_answers():
+            children.append(Child("broker", [*manage, "run_broker"]))
+        children += [
+            Child("consumer", [*manage, "consume_vitals", "--broker-timeout", "30"]),
+            Child("emulator", [*emulator, "--broker-timeout", "30"]),
+            Child("web", [*manage, "runserver", address, "--noreload"]),
+        ]
+
+        env = {
+            **os.environ,
+            "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
+            "PYTHONUNBUFFERED": "1",  # lines reach the terminal as they are written
+        }
+        with stop_on_signals() as stop:
+            try:
+                for child in children:
+                    child.process = subprocess.Popen(
+                        child.argv,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=die_with_parent,
+                        # Own process group: Ctrl-C reaches only us; we stop the children in order.
+                        start_new_session=True,
+                    )
+                    threading.Thread(target=self._relay, args=(child,), daemon=True).start()
+                    if child.name == "broker":
+                        self._wait_for_broker(child, stop)
+                self._banner(address, token, names)
+                failed = self._supervise(children, stop)
+            finally:
+                self._stop_all(children)
+        if failed:
+            raise CommandError(f"{failed.name} exited with status {failed.process.returncode}.")
+
+    def _relay(self, child: Child) -> None:
+        """Copy a child's output to ours, each line prefixed with the child's name."""
+        for raw in child.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.stdout.write(f"{child.name:>8} | {line}")
+
+    def _wait_for_broker(self, broker: Child, stop: threading.Event) -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and broker.process.poll() is None:
+            if _broker_answers() or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
+    def _supervise(self, children: list[Child], stop: threading.Event) -> Child | None:
+        while not stop.is_set():
+            for child in children:
+                if child.process.poll() is not None:
+                    return child
+            stop.wait(0.5)
+        return None
+
+    def _stop_all(self, children: list[Child]) -> None:
+        # Producers first, broker last: the consumer commits its offsets to a live broker.
+        order = ["emulator", "web", "consumer", "broker"]
+        for child in sorted(children, key=lambda c: order.index(c.name)):
+            process = child.process
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _banner(self, address: str, token: str, names: list[str]) -> None:
+        api = f"http://{address}/{settings.API_PREFIX}"
+        lines = [
+            "",
+            "ICU Monitor is running. Ctrl-C stops everything.",
+            f"  patients (browsable API): {api}patients/",
+            f"  API docs (Swagger UI):    {api}docs/",
+            f"  admin:                    http://{address}/admin/",
+            f"  login:                    {DEMO_USERNAME} / {DEMO_PASSWORD}  (local demo only)",
+            f'  curl:  curl -H "Authorization: Token {token}" {api}patients/',
+            f"  emulated patients: {', '.join(names)}; broker {settings.KAFKA_BOOTSTRAP_SERVERS}"
+            " (in memory only)",
+            "",
+        ]
+        self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
+
+def demo_user_ensure() -> str:
+    """Create (or reset) the local demo superuser; return its API token."""
+    user, _ = get_user_model().objects.get_or_create(
+        username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
+    )
+    user.is_staff = user.is_superuser = user.is_active = True
+    user.set_password(DEMO_PASSWORD)
+    user.save()
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def _broker_answers() -> bool:
+    try:
+        broker_check(admin_create(), timeout=1.0)
+    except KafkaUnavailable:
+        return False
+    return True
