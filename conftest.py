@@ -100,25 +100,26 @@ class KafkaTopics:
             producer.produce(topic or self.topic, key=key, value=value)
         assert producer.flush(10) == 0
 
-    def read(self, topic: str = "", timeout: float = 10.0) -> list[Message]:
-        """Every message now in `topic`, read without a group from the first offset to the
-        high watermark of each partition, in (partition, offset) order."""
+    def read(self, topic: str = "", idle: float = 1.0, timeout: float = 20.0) -> list[Message]:
+        """Every message now in `topic`, in (partition, offset) order, read without a group
+        from offset 0 until none arrives for `idle` seconds.
+
+        Not up to the high watermark: the Tansu broker reports it as the last *batch's* base
+        offset + 1, not the last offset + 1 as Apache Kafka does.
+        """
         topic = topic or self.topic
         consumer = Consumer(kafka_config(**{"group.id": f"reader-{uuid.uuid4()}"}))
         try:
-            metadata = consumer.list_topics(topic, timeout=timeout).topics[topic]
-            ends = {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]
-                for p in metadata.partitions
-            }
-            wanted = {p: end for p, end in ends.items() if end > 0}
-            consumer.assign([TopicPartition(topic, p, 0) for p in wanted])
+            partitions = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
+            consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
             messages: list[Message] = []
             deadline = time.monotonic() + timeout
-            while sum(wanted.values()) > len(messages) and time.monotonic() < deadline:
-                message = consumer.poll(0.5)
+            last_seen = time.monotonic()
+            while time.monotonic() - last_seen < idle and time.monotonic() < deadline:
+                message = consumer.poll(0.1)
                 if message is not None and message.error() is None:
                     messages.append(message)
+                    last_seen = time.monotonic()
             return sorted(messages, key=lambda m: (m.partition(), m.offset()))
         finally:
             consumer.close()

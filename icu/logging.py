@@ -34,7 +34,8 @@ class JsonFormatter(logging.Formatter):
             "function": record.funcName,
             "line": record.lineno,
         }
-        entry.update(record_extra(record))
+        for key, value in record_extra(record).items():
+            entry.setdefault(key, value)  # context never overwrites the standard fields
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)

@@ -201,7 +201,7 @@ class VitalsConsumer:
 
         failed_at = datetime.now(tz=UTC).isoformat(timespec="milliseconds")
         for message, exc in rejected:
-            value = message.value() or b""
+            value = message.value()  # None (a tombstone) stays None
             headers = list(message.headers() or [])
             headers += [
                 (DLQ_REASON, exc.reason.encode()),
@@ -211,7 +211,7 @@ class VitalsConsumer:
                 (DLQ_OFFSET, str(message.offset()).encode()),
                 (DLQ_FAILED_AT, failed_at.encode()),
             ]
-            if len(value) > DLQ_MAX_VALUE_BYTES:
+            if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
                 headers.append((DLQ_TRUNCATED, str(len(value)).encode()))
                 value = value[:DLQ_MAX_VALUE_BYTES]
             self._produce(message.key(), value, headers, on_delivery)
@@ -233,7 +233,7 @@ class VitalsConsumer:
                 f"{failures[0].str() if failures else 'flush timed out'}"
             )
 
-    def _produce(self, key: bytes | None, value: bytes, headers: list, on_delivery) -> None:
+    def _produce(self, key: bytes | None, value: bytes | None, headers: list, on_delivery) -> None:
         while True:
             try:
                 self.dlq_producer.produce(

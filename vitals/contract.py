@@ -3,7 +3,8 @@
 One message = one reading. Key: the patient uuid (UTF-8). Value: UTF-8 JSON, described by
 `schemas/reading-v1.schema.json` (shipped beside this module and documented in the README).
 `reading_parse` accepts exactly what that schema accepts plus the checks JSON Schema cannot
-express (systolic > diastolic, the clock, duplicate fields); tests hold the two together.
+express (systolic > diastolic, the clock, duplicate fields, no lone surrogate in the name);
+tests hold the two together.
 
 Every rejection is an `InvalidReading` whose `reason` is one of `REASONS`: the code the consumer
 writes into the DLQ header.
@@ -79,8 +80,11 @@ _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
-_BP_RE = re.compile(r"(\d{1,3})/(\d{1,3})")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+# ASCII: in JSON Schema (ECMA-262) regexes \d is [0-9], in Python it is any Unicode digit.
+_BP_RE = re.compile(r"(\d{1,3})/(\d{1,3})", re.ASCII)
+# Control characters, and lone surrogates: "\ud800" is a legal JSON escape, but such a name
+# cannot be encoded as UTF-8, so it could be neither stored nor produced again.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,27 +212,29 @@ def reading_parse(
         data = json.loads(
             text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
         )
-    except (json.JSONDecodeError, RecursionError) as exc:
+    # ValueError beyond JSONDecodeError: an integer longer than Python's int digit limit.
+    except (ValueError, RecursionError) as exc:
         raise InvalidReading("invalid_json", f"value is not JSON: {str(exc)[:120]}") from None
     if not isinstance(data, dict):
         raise InvalidReading(
             "not_an_object", f"value must be a JSON object, got {type(data).__name__}"
         )
 
-    unknown = sorted(set(data) - set(FIELDS))
-    if unknown:
-        raise InvalidReading("unknown_field", f"unknown field(s): {', '.join(unknown)[:200]}")
-    missing = [name for name in FIELDS if name not in data]
-    if missing:
-        raise InvalidReading("missing_field", f"missing field(s): {', '.join(missing)}")
-
-    version = data["schema_version"]
+    # The version first: a message of another version may well have other fields, and the
+    # version is then the one reason worth reporting.
+    version = data.get("schema_version", SCHEMA_VERSION)
     if isinstance(version, bool) or version != SCHEMA_VERSION:
         raise InvalidReading(
             "unsupported_schema_version",
             f"schema_version {version!r:.40} is not supported "
             f"(this consumer reads {SCHEMA_VERSION})",
         )
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise InvalidReading("unknown_field", f"unknown field(s): {', '.join(unknown)[:200]}")
+    missing = [name for name in FIELDS if name not in data]
+    if missing:
+        raise InvalidReading("missing_field", f"missing field(s): {', '.join(missing)}")
 
     patient_uuid = _parse_uuid(_as_str(data, "patient_uuid"), what="'patient_uuid'")
     if key is not None:
@@ -246,7 +252,7 @@ def reading_parse(
         raise InvalidReading(
             "invalid_name",
             f"'patient_name' must be 1-{NAME_MAX_LENGTH} characters, not blank, "
-            "with no control characters",
+            "with no control characters or lone surrogates",
         )
 
     measured_at = _parse_timestamp(

@@ -28,20 +28,21 @@ DYNAMICS: dict[str, tuple[float, float, float, float, float]] = {
     "systolic": (108, 138, 4.0, 180, 2.0),
     "diastolic": (64, 84, 3.0, 180, 1.5),
     "spo2": (95, 99, 0.7, 60, 0.4),
-    "temperature": (36.4, 37.2, 0.08, 900, 0.03),
+    "temperature": (36.4, 37.2, 0.08, 480, 0.03),
 }
 
-# Episode kind -> offsets from baseline at full intensity.
-EPISODES: dict[str, dict[str, float]] = {
-    "tachycardia": {"pulse": 58, "resp_rate": 4},
-    "bradycardia": {"pulse": -30, "systolic": -12},
-    "desaturation": {"spo2": -13, "resp_rate": 11, "pulse": 18},
-    "fever": {"temperature": 2.5, "pulse": 24, "resp_rate": 6},
-    "hypotension": {"systolic": -42, "diastolic": -24, "pulse": 26},
-    "hypertension": {"systolic": 58, "diastolic": 28},
+# Episode kind -> (offsets from baseline at full intensity, shortest and longest duration in s).
+# A fever builds over tens of minutes (temperature follows its target slowly); the others
+# come on within minutes.
+EPISODES: dict[str, tuple[dict[str, float], tuple[float, float]]] = {
+    "tachycardia": ({"pulse": 58, "resp_rate": 4}, (60.0, 300.0)),
+    "bradycardia": ({"pulse": -30, "systolic": -12}, (60.0, 300.0)),
+    "desaturation": ({"spo2": -13, "resp_rate": 11, "pulse": 18}, (60.0, 300.0)),
+    "fever": ({"temperature": 2.8, "pulse": 24, "resp_rate": 6}, (1200.0, 2400.0)),
+    "hypotension": ({"systolic": -42, "diastolic": -24, "pulse": 26}, (60.0, 300.0)),
+    "hypertension": ({"systolic": 58, "diastolic": 28}, (60.0, 300.0)),
 }
-EPISODE_RATE_PER_S = 1 / 600  # one episode per 10 minutes of a patient's life, on average
-EPISODE_DURATION_S = (60.0, 300.0)
+EPISODE_RATE_PER_S = 1 / 1200  # an episode starts every 20 quiet minutes, on average
 
 
 def patient_uuid_for_name(name: str) -> uuid.UUID:
@@ -99,13 +100,13 @@ class PatientEmulator:
                 self.episode = None
         elif self.rng.random() < 1 - math.exp(-EPISODE_RATE_PER_S * dt):
             kind = self.rng.choice(sorted(EPISODES))
-            self.episode = Episode(kind=kind, duration=self.rng.uniform(*EPISODE_DURATION_S))
+            self.episode = Episode(kind=kind, duration=self.rng.uniform(*EPISODES[kind][1]))
 
     def _targets(self) -> dict[str, float]:
         targets = dict(self.baseline)
         if self.episode is not None:
             intensity = self.episode.intensity()
-            for sign, offset in EPISODES[self.episode.kind].items():
+            for sign, offset in EPISODES[self.episode.kind][0].items():
                 targets[sign] += offset * intensity
         return targets
 

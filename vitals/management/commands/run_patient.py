@@ -234,7 +234,10 @@ def _run_schedule(
             emitter.producer.poll(min(wait, 0.1))
             continue
         heapq.heappop(queue)
+        # The contract carries milliseconds: compare at that precision, or two readings
+        # 0.4 ms apart would become one.
         now = datetime.now(tz=UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
         previous = last_time[i]
         # Readings of one patient are strictly ordered in time: (patient, measured_at) is unique.
         measured_at = now if previous is None or now > previous else previous + ONE_MS

@@ -1,0 +1,642 @@
+"""The patient and metrics API: authentication, shapes, filters, pagination, errors, schema."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from patients.models import Patient
+from patients.tests.factories import PatientFactory
+from vitals.contract import Reading
+from vitals.services import metric_bulk_store
+from vitals.tests.factories import T0
+
+pytestmark = pytest.mark.django_db
+
+RECEIVED = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+MISSING_UUID = "00000000-0000-4000-8000-000000000000"
+NOT_AUTHENTICATED = {
+    "error": {
+        "status": 401,
+        "code": "not_authenticated",
+        "message": "Authentication credentials were not provided.",
+    }
+}
+
+# Every endpoint; {uuid} is filled with an existing patient's uuid where that matters.
+ENDPOINTS = [
+    "/api/",
+    "/api/patients/",
+    "/api/patients/{uuid}/",
+    "/api/patients/{uuid}/metrics/",
+    "/api/patients",
+    "/api/patient/{uuid}/metrics",
+    "/api/schema/",
+    "/api/docs/",
+]
+
+
+def iso(value: datetime) -> str:
+    """A datetime as the API renders it."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def reading(patient_uuid: uuid.UUID, name: str, minute: int, **values) -> Reading:
+    fields = {
+        "pulse": 72,
+        "resp_rate": 14,
+        "systolic": 120,
+        "diastolic": 80,
+        "spo2": 98,
+        "temperature": 36.8,
+    }
+    fields.update(values)
+    return Reading(
+        patient_uuid=patient_uuid,
+        patient_name=name,
+        measured_at=T0 + timedelta(minutes=minute),
+        **fields,
+    )
+
+
+def store(*readings: Reading) -> None:
+    """Store through the consumer's own service, which keeps `latest_metric` up to date."""
+    metric_bulk_store(readings=list(readings), received_at=RECEIVED)
+
+
+def metric_body(minute: int, **values) -> dict:
+    body = {
+        "measured_at": iso(T0 + timedelta(minutes=minute)),
+        "pulse": 72,
+        "resp_rate": 14,
+        "bp": "120/80",
+        "systolic": 120,
+        "diastolic": 80,
+        "spo2": 98,
+        "temperature": 36.8,
+        "received_at": "2026-11-23T09:30:00Z",
+    }
+    body.update(values)
+    if "systolic" in values or "diastolic" in values:
+        body["bp"] = f"{body['systolic']}/{body['diastolic']}"
+    return body
+
+
+def patient_body(patient: Patient, latest: dict | None) -> dict:
+    patient.refresh_from_db()
+    return {
+        "uuid": str(patient.uuid),
+        "name": patient.name,
+        "url": f"http://testserver/api/patients/{patient.uuid}/",
+        "metrics_url": f"http://testserver/api/patients/{patient.uuid}/metrics/",
+        "created_at": iso(patient.created_at),
+        "updated_at": iso(patient.updated_at),
+        "latest_metric": latest,
+    }
+
+
+def measured(response) -> list[str]:
+    return [m["measured_at"] for m in response.json()["results"]]
+
+
+def at(minute: int) -> str:
+    return iso(T0 + timedelta(minutes=minute))
+
+
+@pytest.fixture
+def patient() -> Patient:
+    """A patient with five readings, one a minute from T0, pulse 60..64."""
+    patient_uuid = uuid.UUID("11111111-1111-4111-8111-111111111111")
+    store(*(reading(patient_uuid, "Alice", minute, pulse=60 + minute) for minute in range(5)))
+    return Patient.objects.get(uuid=patient_uuid)
+
+
+def metrics_url(patient: Patient) -> str:
+    return f"/api/patients/{patient.uuid}/metrics/"
+
+
+# --- Authentication -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_anonymous_gets_401_in_the_error_shape(anon_client: APIClient, path: str) -> None:
+    response = anon_client.get(path.format(uuid=MISSING_UUID))
+
+    assert response.status_code == 401
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == NOT_AUTHENTICATED
+    assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_bad_token_gets_401(anon_client: APIClient, path: str) -> None:
+    anon_client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+
+    response = anon_client.get(path.format(uuid=MISSING_UUID))
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "error": {"status": 401, "code": "authentication_failed", "message": "Invalid token."}
+    }
+    assert response["WWW-Authenticate"] == "Token"
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_token_auth_opens_every_endpoint(
+    api_client: APIClient, patient: Patient, path: str
+) -> None:
+    response = api_client.get(path.format(uuid=patient.uuid))
+
+    assert response.status_code == 200
+
+
+def test_session_auth_with_login(client, user, patient: Patient) -> None:
+    assert client.login(username="nurse", password="correct-horse-9")
+
+    response = client.get("/api/patients/")
+
+    assert response.status_code == 200
+    assert [p["name"] for p in response.json()["results"]] == ["Alice"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/",
+        "/api/patients/",
+        "/api/patients/{uuid}/",
+        "/api/patients/{uuid}/metrics/",
+        "/api/patients",
+        "/api/patient/{uuid}/metrics",
+    ],
+)
+def test_session_auth_browsable_api_html(client, user, patient: Patient, path: str) -> None:
+    client.force_login(user)
+
+    response = client.get(path.format(uuid=patient.uuid), HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    content = response.content.decode()
+    assert content.lstrip().startswith("<!DOCTYPE html>")
+    assert "nurse" in content  # the logged-in user's menu
+
+
+def test_token_endpoint_returns_the_users_token(anon_client: APIClient, user) -> None:
+    response = anon_client.post(
+        "/api/auth/token/", {"username": "nurse", "password": "correct-horse-9"}
+    )
+
+    assert response.status_code == 200
+    assert response.json() == {"token": Token.objects.get(user=user).key}
+    # The token it hands out opens the API.
+    anon_client.credentials(HTTP_AUTHORIZATION=f"Token {response.json()['token']}")
+    assert anon_client.get("/api/patients/").status_code == 200
+
+
+def test_token_endpoint_returns_an_existing_token(anon_client: APIClient, user) -> None:
+    token = Token.objects.create(user=user)
+
+    response = anon_client.post(
+        "/api/auth/token/", {"username": "nurse", "password": "correct-horse-9"}
+    )
+
+    assert response.json() == {"token": token.key}
+    assert Token.objects.filter(user=user).count() == 1
+
+
+def test_token_endpoint_wrong_password(anon_client: APIClient, user) -> None:
+    response = anon_client.post("/api/auth/token/", {"username": "nurse", "password": "wrong"})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "status": 400,
+            "code": "invalid",
+            "message": "Invalid input.",
+            "fields": {"non_field_errors": ["Unable to log in with provided credentials."]},
+        }
+    }
+    assert not Token.objects.filter(user=user).exists()
+
+
+# --- Patient list -------------------------------------------------------------------------------
+
+
+def test_patient_list_shape(api_client: APIClient) -> None:
+    bob_uuid = uuid.uuid4()
+    store(
+        reading(bob_uuid, "Bob", 0, pulse=70),
+        reading(bob_uuid, "Bob", 2, pulse=90, systolic=135, diastolic=85, spo2=94),
+        reading(bob_uuid, "Bob", 1, pulse=80),
+    )
+    bob = Patient.objects.get(uuid=bob_uuid)
+    carol = PatientFactory(name="Carol")
+
+    response = api_client.get("/api/patients/")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "count": 2,
+        "next": None,
+        "previous": None,
+        "results": [
+            patient_body(bob, metric_body(2, pulse=90, systolic=135, diastolic=85, spo2=94)),
+            patient_body(carol, None),
+        ],
+    }
+
+
+def test_patient_list_ordered_by_name_then_uuid(api_client: APIClient) -> None:
+    PatientFactory(name="Carol")
+    PatientFactory(name="Dan", uuid=uuid.UUID("ffffffff-ffff-4fff-8fff-ffffffffffff"))
+    PatientFactory(name="Alice")
+    PatientFactory(name="Dan", uuid=uuid.UUID("00000000-0000-4000-8000-000000000001"))
+    PatientFactory(name="Bob")
+
+    results = api_client.get("/api/patients/").json()["results"]
+
+    assert [p["name"] for p in results] == ["Alice", "Bob", "Carol", "Dan", "Dan"]
+    assert [p["uuid"] for p in results[3:]] == [
+        "00000000-0000-4000-8000-000000000001",
+        "ffffffff-ffff-4fff-8fff-ffffffffffff",
+    ]
+
+
+def test_patient_list_page_number_pagination(api_client: APIClient) -> None:
+    for name in ["E", "D", "C", "B", "A"]:
+        PatientFactory(name=name)
+
+    first = api_client.get("/api/patients/", {"page_size": 2}).json()
+    second = api_client.get(first["next"]).json()
+    last = api_client.get(second["next"]).json()
+
+    assert first["count"] == 5
+    assert [p["name"] for p in first["results"]] == ["A", "B"]
+    assert first["next"] == "http://testserver/api/patients/?page=2&page_size=2"
+    assert first["previous"] is None
+    assert [p["name"] for p in second["results"]] == ["C", "D"]
+    assert second["previous"] == "http://testserver/api/patients/?page_size=2"
+    assert [p["name"] for p in last["results"]] == ["E"]
+    assert last["next"] is None
+
+
+def test_patient_list_default_and_max_page_size(api_client: APIClient) -> None:
+    Patient.objects.bulk_create(Patient(name=f"p-{n:04d}") for n in range(501))
+
+    default = api_client.get("/api/patients/").json()
+    capped = api_client.get("/api/patients/", {"page_size": 1000}).json()
+
+    assert default["count"] == 501
+    assert len(default["results"]) == 50
+    assert len(capped["results"]) == 500
+    assert capped["results"][-1]["name"] == "p-0499"
+    assert capped["next"] == "http://testserver/api/patients/?page=2&page_size=1000"
+
+
+def test_patient_list_page_out_of_range(api_client: APIClient) -> None:
+    PatientFactory()
+
+    response = api_client.get("/api/patients/", {"page": 9})
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"status": 404, "code": "not_found", "message": "Invalid page."}
+    }
+
+
+@pytest.mark.parametrize("count", [3, 30])
+def test_patient_list_query_count_is_constant(
+    api_client: APIClient, django_assert_num_queries, count: int
+) -> None:
+    store(*(reading(uuid.uuid4(), f"p-{n:02d}", n) for n in range(count)))
+    PatientFactory(name="zz-no-readings")
+
+    # Token look-up, COUNT(*), one SELECT of patients joined to their latest reading.
+    with django_assert_num_queries(3):
+        response = api_client.get("/api/patients/")
+
+    results = response.json()["results"]
+    assert len(results) == count + 1
+    assert [p["latest_metric"]["measured_at"] for p in results[:count]] == [
+        at(n) for n in range(count)
+    ]
+    assert results[-1]["latest_metric"] is None
+
+
+# --- Patient detail -----------------------------------------------------------------------------
+
+
+def test_patient_detail(api_client: APIClient, patient: Patient) -> None:
+    response = api_client.get(f"/api/patients/{patient.uuid}/")
+
+    assert response.status_code == 200
+    assert response.json() == patient_body(patient, metric_body(4, pulse=64))
+
+
+def test_patient_detail_without_readings(api_client: APIClient) -> None:
+    patient = PatientFactory(name="New")
+
+    response = api_client.get(f"/api/patients/{patient.uuid}/")
+
+    assert response.json() == patient_body(patient, None)
+
+
+def test_patient_detail_accepts_an_uppercase_uuid(api_client: APIClient, patient) -> None:
+    response = api_client.get(f"/api/patients/{str(patient.uuid).upper()}/")
+
+    assert response.status_code == 200
+    assert response.json()["uuid"] == str(patient.uuid)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/api/patients/{uuid}/", "/api/patients/{uuid}/metrics/", "/api/patient/{uuid}/metrics"],
+)
+def test_unknown_patient_is_404(api_client: APIClient, patient: Patient, path: str) -> None:
+    response = api_client.get(path.format(uuid=MISSING_UUID))
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {
+            "status": 404,
+            "code": "patient_not_found",
+            "message": f"No patient with uuid {MISSING_UUID}.",
+        }
+    }
+
+
+@pytest.mark.parametrize("value", ["not-a-uuid", "123", "11111111-1111-4111-8111-11111111111z"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/patients/{uuid}/", "/api/patients/{uuid}/metrics/", "/api/patient/{uuid}/metrics"],
+)
+def test_malformed_uuid_is_400(api_client: APIClient, patient, path: str, value: str) -> None:
+    response = api_client.get(path.format(uuid=value))
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "status": 400,
+            "code": "invalid_parameter",
+            "message": f"'{value}' is not a valid patient uuid.",
+        }
+    }
+
+
+# --- Metrics ------------------------------------------------------------------------------------
+
+
+def test_metrics_newest_first(api_client: APIClient, patient: Patient) -> None:
+    store(reading(uuid.uuid4(), "Someone else", 2, pulse=150))
+
+    response = api_client.get(metrics_url(patient))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "next": None,
+        "previous": None,
+        "results": [metric_body(minute, pulse=60 + minute) for minute in [4, 3, 2, 1, 0]],
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"since": at(1), "until": at(3)}, [3, 2, 1]),
+        ({"since": at(2), "until": at(2)}, [2]),
+        ({"since": at(3)}, [4, 3]),
+        ({"until": at(1)}, [1, 0]),
+        ({"since": "2026-11-23T08:02:30Z"}, [4, 3]),
+        ({"since": "2026-11-23T09:03:00+01:00"}, [4, 3]),
+        ({"until": "2026-11-23T07:01:00-01:00"}, [1, 0]),
+        ({"since": "2026-11-23T08:05:00Z"}, []),
+    ],
+)
+def test_metrics_since_until_inclusive(
+    api_client: APIClient, patient: Patient, params: dict, expected: list[int]
+) -> None:
+    response = api_client.get(metrics_url(patient), params)
+
+    assert response.status_code == 200
+    assert measured(response) == [at(minute) for minute in expected]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=2026-11-23T09:03:00 01:00",  # the '+' decoded to a space
+        "since=2026-11-23T09:03:00+01:00",  # a raw '+' in the query string is a space
+        "since=2026-11-23T09:03:00%2B01:00",  # correctly encoded
+        "since=2026-11-23T09:03:00%200100",  # space and an offset without a colon
+    ],
+)
+def test_metrics_since_unencoded_plus(api_client: APIClient, patient: Patient, query: str) -> None:
+    response = api_client.get(f"{metrics_url(patient)}?{query}")
+
+    assert response.status_code == 200
+    assert measured(response) == [at(4), at(3)]
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-01T00:00:00Z", "2026-11-23T09:00:00 x"])
+def test_metrics_malformed_time_is_400(api_client: APIClient, patient, value: str) -> None:
+    response = api_client.get(metrics_url(patient), {"since": value, "until": at(3)})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["status"] == 400
+    assert error["code"] == "invalid"
+    assert error["message"] == "Invalid input."
+    assert list(error["fields"]) == ["since"]
+    assert error["fields"]["since"][0].startswith("Datetime has wrong format.")
+
+
+def test_metrics_since_after_until_is_400(api_client: APIClient, patient: Patient) -> None:
+    response = api_client.get(metrics_url(patient), {"since": at(3), "until": at(1)})
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": {
+            "status": 400,
+            "code": "invalid",
+            "message": "Invalid input.",
+            "fields": {"until": ["'until' must not be before 'since'."]},
+        }
+    }
+
+
+def test_metrics_cursor_pagination_walks_every_reading_once(
+    api_client: APIClient, patient: Patient
+) -> None:
+    pages = [api_client.get(metrics_url(patient), {"page_size": 2}).json()]
+    while pages[-1]["next"]:
+        assert urlsplit(pages[-1]["next"]).path == metrics_url(patient)
+        pages.append(api_client.get(pages[-1]["next"]).json())
+
+    assert [len(page["results"]) for page in pages] == [2, 2, 1]
+    assert [m["measured_at"] for page in pages for m in page["results"]] == [
+        at(minute) for minute in [4, 3, 2, 1, 0]
+    ]
+    assert pages[0]["previous"] is None
+    assert pages[1]["previous"] is not None
+    back = api_client.get(pages[1]["previous"]).json()
+    assert [m["measured_at"] for m in back["results"]] == [at(4), at(3)]
+
+
+def test_metrics_cursor_keeps_the_filters(api_client: APIClient, patient: Patient) -> None:
+    first = api_client.get(metrics_url(patient), {"page_size": 2, "until": at(2)}).json()
+    second = api_client.get(first["next"]).json()
+
+    assert [m["measured_at"] for m in first["results"]] == [at(2), at(1)]
+    assert [m["measured_at"] for m in second["results"]] == [at(0)]
+    assert second["next"] is None
+
+
+def test_metrics_invalid_cursor(api_client: APIClient, patient: Patient) -> None:
+    response = api_client.get(metrics_url(patient), {"cursor": "garbage"})
+
+    assert response.status_code == 404
+    assert response.json() == {
+        "error": {"status": 404, "code": "not_found", "message": "Invalid cursor"}
+    }
+
+
+def test_metrics_of_a_patient_without_readings(api_client: APIClient) -> None:
+    patient = PatientFactory()
+
+    response = api_client.get(metrics_url(patient))
+
+    assert response.status_code == 200
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+
+# --- The brief's paths --------------------------------------------------------------------------
+
+
+def test_brief_patient_list_path(api_client: APIClient, patient: Patient) -> None:
+    PatientFactory(name="Zed")
+
+    brief = api_client.get("/api/patients")
+    router = api_client.get("/api/patients/")
+
+    assert brief.status_code == 200
+    assert brief.json() == router.json()
+    assert [p["name"] for p in brief.json()["results"]] == ["Alice", "Zed"]
+
+
+@pytest.mark.parametrize("path", ["/api/patient/{uuid}/metrics", "/api/patient/{uuid}/metrics/"])
+def test_brief_metrics_path(api_client: APIClient, patient: Patient, path: str) -> None:
+    params = {"since": at(1)}
+
+    brief = api_client.get(path.format(uuid=patient.uuid), params)
+    router = api_client.get(metrics_url(patient), params)
+
+    assert brief.status_code == 200
+    assert brief.json()["results"] == router.json()["results"]
+    assert measured(brief) == [at(4), at(3), at(2), at(1)]
+
+
+def test_brief_metrics_path_paginates_with_a_cursor(api_client: APIClient, patient) -> None:
+    first = api_client.get(f"/api/patient/{patient.uuid}/metrics", {"page_size": 3}).json()
+    second = api_client.get(first["next"]).json()
+
+    assert set(first) == {"next", "previous", "results"}
+    assert measured_list(first) == [at(4), at(3), at(2)]
+    assert measured_list(second) == [at(1), at(0)]
+
+
+def measured_list(body: dict) -> list[str]:
+    return [m["measured_at"] for m in body["results"]]
+
+
+# --- Unknown paths and methods ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/nope/", "/api/nope", "/api/patients/{uuid}/nope/"])
+def test_unknown_api_path_is_json_404(api_client: APIClient, patient, path: str) -> None:
+    path = path.format(uuid=patient.uuid)
+
+    response = api_client.get(path)
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {
+        "error": {"status": 404, "code": "not_found", "message": f"No such resource: {path}"}
+    }
+
+
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+@pytest.mark.parametrize("path", ["/api/patients/", "/api/patients/{uuid}/", "/api/patients"])
+def test_patients_are_read_only(api_client: APIClient, patient, method: str, path: str) -> None:
+    response = getattr(api_client, method)(path.format(uuid=patient.uuid), {"name": "Mallory"})
+
+    assert response.status_code == 405
+    assert response.json() == {
+        "error": {
+            "status": 405,
+            "code": "method_not_allowed",
+            "message": f'Method "{method.upper()}" not allowed.',
+        }
+    }
+    assert Patient.objects.get().name == "Alice"
+
+
+# --- OpenAPI ------------------------------------------------------------------------------------
+
+
+def test_openapi_schema(api_client: APIClient) -> None:
+    response = api_client.get("/api/schema/")
+
+    assert response.status_code == 200
+    document = yaml.safe_load(response.content)
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "ICU Monitor API"
+    assert {
+        "/api/patients/",
+        "/api/patients/{patient_uuid}/",
+        "/api/patients/{patient_uuid}/metrics/",
+    } <= set(document["paths"])
+    # The brief's paths are the same operations: described once.
+    assert "/api/patients" not in document["paths"]
+    assert not any(p.startswith("/api/patient/") for p in document["paths"])
+    operation = document["paths"]["/api/patients/{patient_uuid}/metrics/"]["get"]
+    parameters = {p["name"]: p for p in operation["parameters"]}
+    assert {"patient_uuid", "since", "until", "cursor", "page_size"} <= set(parameters)
+    assert parameters["since"]["in"] == "query"
+    assert parameters["since"]["schema"] == {"type": "string", "format": "date-time"}
+    assert parameters["until"]["schema"] == {"type": "string", "format": "date-time"}
+    assert parameters["patient_uuid"]["schema"] == {"type": "string", "format": "uuid"}
+
+
+def test_openapi_schema_as_json(api_client: APIClient) -> None:
+    response = api_client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert "/api/patients/{patient_uuid}/metrics/" in response.json()["paths"]
+
+
+def test_openapi_schema_generates_without_warnings(tmp_path) -> None:
+    out = tmp_path / "s.yml"
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+
+    assert "/api/patients/{patient_uuid}/metrics/" in yaml.safe_load(out.read_text())["paths"]
+
+
+def test_swagger_docs_for_a_logged_in_user(client, user) -> None:
+    client.force_login(user)
+
+    response = client.get("/api/docs/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    content = response.content.decode()
+    assert "SwaggerUIBundle" in content
+    assert "/api/schema/" in content

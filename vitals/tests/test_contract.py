@@ -1,0 +1,1053 @@
+"""The vitals message contract: building messages, parsing them, and agreeing with the schema.
+
+Pure unit tests: no database, no broker. Every call passes `now=NOW` so the clock checks are
+deterministic.
+"""
+
+import json
+import random
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from icu.exceptions import InvalidReading
+from vitals.contract import (
+    FIELDS,
+    INT_RANGES,
+    MAX_VALUE_BYTES,
+    NAME_MAX_LENGTH,
+    REASONS,
+    TEMPERATURE_RANGE,
+    Reading,
+    reading_parse,
+    reading_schema,
+    reading_to_message,
+)
+
+PATIENT = "0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"
+OTHER_PATIENT = "5f0c2d1e-8b7a-4c3d-9e2f-1a0b9c8d7e6f"
+KEY = PATIENT.encode()
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+PARSER_REASONS = REASONS - {"rejected_by_database"}
+
+# A valid message value, fields in the contract's order.
+GOOD: dict[str, Any] = {
+    "schema_version": 1,
+    "patient_uuid": PATIENT,
+    "patient_name": "bob",
+    "timestamp": "2026-11-23T10:15:30.250+00:00",
+    "pulse": 72,
+    "resp_rate": 14,
+    "bp": "120/80",
+    "spo2": 98,
+    "temperature": 36.8,
+}
+GOOD_READING = Reading(
+    patient_uuid=uuid.UUID(PATIENT),
+    patient_name="bob",
+    measured_at=datetime(2026, 11, 23, 10, 15, 30, 250_000, tzinfo=UTC),
+    pulse=72,
+    resp_rate=14,
+    systolic=120,
+    diastolic=80,
+    spo2=98,
+    temperature=36.8,
+)
+DROP = object()  # `body(pulse=DROP)`: the message without that field
+
+
+def body(**changes: Any) -> bytes:
+    """GOOD with some fields changed (or dropped), as json.dumps writes it."""
+    data = dict(GOOD)
+    for name, value in changes.items():
+        if value is DROP:
+            del data[name]
+        else:
+            data[name] = value
+    return json.dumps(data).encode()
+
+
+GOOD_TEXT = body().decode()
+
+
+def raw(old: str, new: str) -> bytes:
+    """GOOD's JSON text with one exact piece of text replaced: for what json.dumps won't write."""
+    assert old in GOOD_TEXT
+    return GOOD_TEXT.replace(old, new, 1).encode()
+
+
+def padded(size: int) -> bytes:
+    """A valid message padded with trailing JSON whitespace to exactly `size` bytes."""
+    value = body()
+    return value + b" " * (size - len(value))
+
+
+def parse(value: bytes | None, key: bytes | None = KEY, **kwargs: Any) -> Reading:
+    return reading_parse(key=key, value=value, now=NOW, **kwargs)
+
+
+# --- Rejected messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bad:
+    value: bytes | None
+    reason: str
+    fragment: str  # a piece of the InvalidReading message that says what was wrong
+    key: bytes | None = KEY
+
+
+# Unicode decimal digits that are not ASCII: Python's re \d matches them, ECMA-262's does not.
+ARABIC_120_80 = "\u0661\u0662\u0660/\u0668\u0660"
+FULLWIDTH_120_80 = "\uff11\uff12\uff10/\uff18\uff10"
+ARABIC_2026 = "\u0662\u0660\u0662\u0666"
+
+
+def nested(depth: int, inner: str = "0") -> str:
+    return "[" * depth + inner + "]" * depth
+
+
+BAD: dict[str, Bad] = {
+    # Framing: size, encoding, JSON.
+    "empty-value": Bad(b"", "empty_message", "the message has no value"),
+    "none-value-tombstone": Bad(None, "empty_message", "the message has no value"),
+    "just-over-max-size": Bad(
+        padded(MAX_VALUE_BYTES + 1),
+        "payload_too_large",
+        f"value is {MAX_VALUE_BYTES + 1} bytes, the limit is {MAX_VALUE_BYTES}",
+    ),
+    "one-megabyte": Bad(
+        padded(1024 * 1024), "payload_too_large", "value is 1048576 bytes, the limit is 16384"
+    ),
+    "100000-open-brackets-too-large": Bad(
+        b"[" * 100_000, "payload_too_large", "value is 100000 bytes"
+    ),
+    "not-utf8-ff-fe": Bad(
+        b"\xff\xfe" + body(), "invalid_encoding", "value is not UTF-8: invalid start byte at byte 0"
+    ),
+    "utf16-encoded": Bad(
+        GOOD_TEXT.encode("utf-16"), "invalid_encoding", "value is not UTF-8: invalid start byte"
+    ),
+    "latin1-encoded-name": Bad(
+        json.dumps({**GOOD, "patient_name": "Zoë"}, ensure_ascii=False).encode("latin-1"),
+        "invalid_encoding",
+        "value is not UTF-8: invalid continuation byte",
+    ),
+    "cesu-lone-surrogate-bytes": Bad(
+        # "\ud800" written as raw bytes (CESU-8), not as a JSON escape.
+        GOOD_TEXT.encode().replace(b'"bob"', b'"bob\xed\xa0\x80"'),
+        "invalid_encoding",
+        "value is not UTF-8",
+    ),
+    "invalid-json": Bad(b"{not json}", "invalid_json", "value is not JSON: Expecting property"),
+    "truncated-before-closing-brace": Bad(
+        body()[:-1], "invalid_json", "value is not JSON: Expecting ',' delimiter"
+    ),
+    "truncated-mid-string": Bad(
+        body()[: GOOD_TEXT.index('"bob"') + 3], "invalid_json", "Unterminated string starting"
+    ),
+    "trailing-garbage": Bad(body() + b" x", "invalid_json", "value is not JSON: Extra data"),
+    "utf8-bom": Bad(b"\xef\xbb\xbf" + body(), "invalid_json", "Unexpected UTF-8 BOM"),
+    "single-quotes": Bad(GOOD_TEXT.replace('"', "'").encode(), "invalid_json", "value is not JSON"),
+    "nan-literal": Bad(raw('"pulse": 72', '"pulse": NaN'), "invalid_json", "NaN is not valid JSON"),
+    "infinity-literal": Bad(
+        raw('"temperature": 36.8', '"temperature": Infinity'),
+        "invalid_json",
+        "Infinity is not valid JSON",
+    ),
+    "minus-infinity-literal": Bad(
+        raw('"spo2": 98', '"spo2": -Infinity'), "invalid_json", "-Infinity is not valid JSON"
+    ),
+    "integer-beyond-python-digit-limit": Bad(
+        raw('"pulse": 72', '"pulse": 1' + "0" * 5000),
+        "invalid_json",
+        "value is not JSON: Exceeds the limit (4300 digits)",
+    ),
+    "16000-open-brackets": Bad(
+        b"[" * 16_000, "invalid_json", "value is not JSON: maximum recursion depth exceeded"
+    ),
+    "nested-arrays-depth-5000": Bad(
+        nested(5000).encode(), "invalid_json", "maximum recursion depth exceeded"
+    ),
+    "nested-objects-depth-1500": Bad(
+        ('{"a":' * 1500 + "0" + "}" * 1500).encode(),
+        "invalid_json",
+        "maximum recursion depth exceeded",
+    ),
+    "nested-arrays-depth-3000-in-a-field": Bad(
+        raw('"pulse": 72', f'"pulse": {nested(3000)}'),
+        "invalid_json",
+        "maximum recursion depth exceeded",
+    ),
+    "json-array": Bad(b"[1, 2]", "not_an_object", "value must be a JSON object, got list"),
+    "json-string": Bad(b'"hello"', "not_an_object", "value must be a JSON object, got str"),
+    "json-number": Bad(b"72", "not_an_object", "value must be a JSON object, got int"),
+    "json-null": Bad(b"null", "not_an_object", "value must be a JSON object, got NoneType"),
+    "array-of-a-good-message": Bad(
+        b"[" + body() + b"]", "not_an_object", "value must be a JSON object, got list"
+    ),
+    "nested-arrays-depth-50": Bad(nested(50).encode(), "not_an_object", "got list"),
+    # Fields.
+    "duplicated-field": Bad(
+        raw('"pulse": 72', '"pulse": 72, "pulse": 140'),
+        "duplicate_field",
+        "field 'pulse' appears more than once",
+    ),
+    "duplicated-field-same-value": Bad(
+        raw('"spo2": 98', '"spo2": 98, "spo2": 98'),
+        "duplicate_field",
+        "field 'spo2' appears more than once",
+    ),
+    "duplicated-field-in-nested-object": Bad(
+        raw('"bp": "120/80"', '"bp": {"s": 120, "s": 80}'),
+        "duplicate_field",
+        "field 's' appears more than once",
+    ),
+    **{
+        f"missing-{name}": Bad(body(**{name: DROP}), "missing_field", f"missing field(s): {name}")
+        for name in FIELDS
+    },
+    "missing-two-fields-listed-in-contract-order": Bad(
+        body(spo2=DROP, pulse=DROP), "missing_field", "missing field(s): pulse, spo2"
+    ),
+    "empty-object": Bad(b"{}", "missing_field", "missing field(s): " + ", ".join(FIELDS)),
+    "unknown-field": Bad(body(heart_rate=72), "unknown_field", "unknown field(s): heart_rate"),
+    "unknown-fields-sorted": Bad(
+        body(zeta=1, alpha=2), "unknown_field", "unknown field(s): alpha, zeta"
+    ),
+    "unknown-field-wins-over-missing": Bad(
+        body(pulse=DROP, heart_rate=72), "unknown_field", "unknown field(s): heart_rate"
+    ),
+    "field-name-case-differs": Bad(
+        raw('"pulse"', '"Pulse"'), "unknown_field", "unknown field(s): Pulse"
+    ),
+    # Types.
+    "pulse-as-string": Bad(body(pulse="72"), "wrong_type", "'pulse' must be an integer, got '72'"),
+    "pulse-true": Bad(body(pulse=True), "wrong_type", "'pulse' must be an integer, got True"),
+    "pulse-float-72.5": Bad(body(pulse=72.5), "wrong_type", "'pulse' must be an integer, got 72.5"),
+    "pulse-list": Bad(body(pulse=[72]), "wrong_type", "'pulse' must be an integer, got [72]"),
+    "pulse-1e400-is-infinite": Bad(
+        raw('"pulse": 72', '"pulse": 1e400'), "wrong_type", "'pulse' must be an integer, got inf"
+    ),
+    "spo2-null": Bad(body(spo2=None), "wrong_type", "'spo2' must be an integer, got None"),
+    "resp-rate-object": Bad(
+        body(resp_rate={"value": 14}), "wrong_type", "'resp_rate' must be an integer"
+    ),
+    "bp-list": Bad(body(bp=[120, 80]), "wrong_type", "'bp' must be a string, got [120, 80]"),
+    "bp-number": Bad(body(bp=120), "wrong_type", "'bp' must be a string, got 120"),
+    "temperature-as-string": Bad(
+        body(temperature="36.8"), "wrong_type", "'temperature' must be a number, got '36.8'"
+    ),
+    "temperature-true": Bad(
+        body(temperature=True), "wrong_type", "'temperature' must be a number, got True"
+    ),
+    "temperature-null": Bad(
+        body(temperature=None), "wrong_type", "'temperature' must be a number, got None"
+    ),
+    "patient-uuid-number": Bad(
+        body(patient_uuid=123), "wrong_type", "'patient_uuid' must be a string, got 123"
+    ),
+    "patient-name-null": Bad(
+        body(patient_name=None), "wrong_type", "'patient_name' must be a string, got None"
+    ),
+    "timestamp-epoch-number": Bad(
+        body(timestamp=1795428930), "wrong_type", "'timestamp' must be a string, got 1795428930"
+    ),
+    # Schema version.
+    "schema-version-2": Bad(
+        body(schema_version=2),
+        "unsupported_schema_version",
+        "schema_version 2 is not supported (this consumer reads 1)",
+    ),
+    "schema-version-string-1": Bad(
+        body(schema_version="1"), "unsupported_schema_version", "schema_version '1' is not"
+    ),
+    "schema-version-true": Bad(
+        body(schema_version=True), "unsupported_schema_version", "schema_version True is not"
+    ),
+    "schema-version-null": Bad(
+        body(schema_version=None), "unsupported_schema_version", "schema_version None is not"
+    ),
+    # Patient uuid and key.
+    "patient-uuid-malformed": Bad(
+        body(patient_uuid="not-a-uuid"),
+        "invalid_uuid",
+        "'patient_uuid' 'not-a-uuid' is not a uuid (8-4-4-4-12 hex)",
+    ),
+    "patient-uuid-braces": Bad(
+        body(patient_uuid="{" + PATIENT + "}"), "invalid_uuid", "'patient_uuid' '{0b8e7f4c-"
+    ),
+    "patient-uuid-no-dashes": Bad(
+        body(patient_uuid=uuid.UUID(PATIENT).hex), "invalid_uuid", "is not a uuid"
+    ),
+    "patient-uuid-urn": Bad(
+        body(patient_uuid=uuid.UUID(PATIENT).urn), "invalid_uuid", "'urn:uuid:0b8e7f4c"
+    ),
+    "patient-uuid-non-hex": Bad(
+        body(patient_uuid=PATIENT[:-1] + "g"), "invalid_uuid", "is not a uuid"
+    ),
+    "patient-uuid-trailing-newline": Bad(
+        body(patient_uuid=PATIENT + "\n"), "invalid_uuid", "is not a uuid"
+    ),
+    "key-other-patient": Bad(
+        body(),
+        "key_mismatch",
+        f"key {OTHER_PATIENT} differs from patient_uuid {PATIENT}",
+        key=OTHER_PATIENT.encode(),
+    ),
+    "key-not-a-uuid": Bad(
+        body(), "key_mismatch", "key b'patient-1' is not a uuid", key=b"patient-1"
+    ),
+    "key-empty-bytes": Bad(body(), "key_mismatch", "key b'' is not a uuid", key=b""),
+    "key-not-utf8": Bad(body(), "key_mismatch", "key b'\\xff\\xfe", key=b"\xff\xfe" * 18),
+    # Patient name.
+    "name-empty": Bad(
+        body(patient_name=""), "invalid_name", "'patient_name' must be 1-200 characters"
+    ),
+    "name-blank": Bad(body(patient_name="   "), "invalid_name", "not blank"),
+    "name-only-unicode-spaces": Bad(
+        body(patient_name="\u00a0\u2003\u3000"), "invalid_name", "not blank"
+    ),
+    "name-nul": Bad(body(patient_name="bob\x00"), "invalid_name", "no control characters"),
+    "name-newline": Bad(body(patient_name="bob\nsmith"), "invalid_name", "no control characters"),
+    "name-tab": Bad(body(patient_name="bob\tsmith"), "invalid_name", "no control characters"),
+    "name-del-7f": Bad(body(patient_name="bob\x7f"), "invalid_name", "no control characters"),
+    "name-201-chars": Bad(body(patient_name="a" * 201), "invalid_name", "1-200 characters"),
+    "name-200-chars-plus-surrounding-space": Bad(
+        body(patient_name=" " + "a" * 200), "invalid_name", "1-200 characters"
+    ),
+    "name-lone-surrogate-escape": Bad(
+        body(patient_name="bob\ud800"), "invalid_name", "lone surrogates"
+    ),
+    # Timestamp.
+    "timestamp-naive": Bad(
+        body(timestamp="2026-11-23T10:15:30.250"),
+        "invalid_timestamp",
+        "'timestamp' '2026-11-23T10:15:30.250' is not ISO 8601 with a timezone",
+    ),
+    "timestamp-date-only": Bad(
+        body(timestamp="2026-11-23"), "invalid_timestamp", "is not ISO 8601 with a timezone"
+    ),
+    "timestamp-space-separator": Bad(
+        body(timestamp="2026-11-23 10:15:30Z"), "invalid_timestamp", "is not ISO 8601"
+    ),
+    "timestamp-7-fraction-digits": Bad(
+        body(timestamp="2026-11-23T10:15:30.1234567Z"), "invalid_timestamp", "is not ISO 8601"
+    ),
+    "timestamp-lowercase-z": Bad(
+        body(timestamp="2026-11-23T10:15:30z"), "invalid_timestamp", "is not ISO 8601"
+    ),
+    "timestamp-compact-offset": Bad(
+        body(timestamp="2026-11-23T10:15:30+0000"), "invalid_timestamp", "is not ISO 8601"
+    ),
+    "timestamp-month-13": Bad(
+        body(timestamp="2026-13-01T10:00:00+00:00"),
+        "invalid_timestamp",
+        "'timestamp' '2026-13-01T10:00:00+00:00' is not a real time",
+    ),
+    "timestamp-february-30": Bad(
+        body(timestamp="2026-02-30T10:00:00Z"), "invalid_timestamp", "is not a real time"
+    ),
+    "timestamp-hour-24": Bad(
+        body(timestamp="2026-11-23T24:00:00Z"), "invalid_timestamp", "is not a real time"
+    ),
+    "timestamp-offset-24h": Bad(
+        body(timestamp="2026-11-23T10:00:00+24:00"), "invalid_timestamp", "is not a real time"
+    ),
+    "timestamp-year-0": Bad(
+        body(timestamp="0000-01-01T00:00:00Z"), "invalid_timestamp", "is not a real time"
+    ),
+    "timestamp-arabic-indic-digits": Bad(
+        body(timestamp=ARABIC_2026 + "-11-23T10:15:30Z"),
+        "invalid_timestamp",
+        f"'timestamp' '{ARABIC_2026}-11-23",
+    ),
+    "timestamp-1ms-beyond-max-future": Bad(
+        body(timestamp="2026-11-23T12:05:00.001Z"),
+        "timestamp_in_future",
+        "is more than 300s ahead of the consumer's clock (2026-11-23T12:00:00+00:00)",
+    ),
+    "timestamp-far-future": Bad(
+        body(timestamp="2027-01-01T00:00:00Z"), "timestamp_in_future", "ahead of the consumer"
+    ),
+    "timestamp-future-by-offset": Bad(
+        # 12:10 at -01:00 is 13:10 UTC, an hour ahead.
+        body(timestamp="2026-11-23T12:10:00-01:00"),
+        "timestamp_in_future",
+        "ahead of the consumer's clock",
+    ),
+    "timestamp-year-1999": Bad(
+        body(timestamp="1999-06-01T10:00:00Z"),
+        "timestamp_too_old",
+        "'timestamp' 1999-06-01T10:00:00Z is before 2000",
+    ),
+    "timestamp-2000-local-but-1999-utc": Bad(
+        body(timestamp="2000-01-01T00:30:00+01:00"), "timestamp_too_old", "is before 2000"
+    ),
+    "timestamp-year-1": Bad(
+        body(timestamp="0001-01-01T00:00:00+01:00"), "timestamp_too_old", "is before 2000"
+    ),
+    # Blood pressure.
+    "bp-three-numbers": Bad(
+        body(bp="120/80/60"),
+        "invalid_bp",
+        "'bp' '120/80/60' is not \"systolic/diastolic\" (e.g. \"120/80\")",
+    ),
+    "bp-dash": Bad(body(bp="120-80"), "invalid_bp", "'bp' '120-80' is not"),
+    "bp-leading-space": Bad(body(bp=" 120/80"), "invalid_bp", "'bp' ' 120/80' is not"),
+    "bp-trailing-newline": Bad(body(bp="120/80\n"), "invalid_bp", 'is not "systolic/diastolic"'),
+    "bp-four-digits": Bad(body(bp="1200/80"), "invalid_bp", "'bp' '1200/80' is not"),
+    "bp-empty": Bad(body(bp=""), "invalid_bp", "'bp' '' is not"),
+    "bp-missing-diastolic": Bad(body(bp="120/"), "invalid_bp", "'bp' '120/' is not"),
+    "bp-decimal": Bad(body(bp="120.5/80"), "invalid_bp", 'is not "systolic/diastolic"'),
+    "bp-negative": Bad(body(bp="-120/80"), "invalid_bp", 'is not "systolic/diastolic"'),
+    "bp-arabic-indic-digits": Bad(body(bp=ARABIC_120_80), "invalid_bp", f"'bp' '{ARABIC_120_80}'"),
+    "bp-fullwidth-digits": Bad(body(bp=FULLWIDTH_120_80), "invalid_bp", "is not"),
+    "bp-inverted-80-120": Bad(
+        body(bp="80/120"), "implausible", "'bp' 80/120: systolic must be above diastolic"
+    ),
+    "bp-equal-120-120": Bad(
+        body(bp="120/120"), "implausible", "'bp' 120/120: systolic must be above diastolic"
+    ),
+    "bp-systolic-999": Bad(body(bp="999/80"), "out_of_range", "'systolic' 999 is outside 30-300"),
+    "bp-systolic-29": Bad(body(bp="29/15"), "out_of_range", "'systolic' 29 is outside 30-300"),
+    "bp-diastolic-9": Bad(body(bp="120/9"), "out_of_range", "'diastolic' 9 is outside 10-250"),
+    "bp-diastolic-251": Bad(
+        body(bp="300/251"), "out_of_range", "'diastolic' 251 is outside 10-250"
+    ),
+    # Ranges.
+    "pulse-minus-1": Bad(body(pulse=-1), "out_of_range", "'pulse' -1 is outside 0-300"),
+    "pulse-301": Bad(body(pulse=301), "out_of_range", "'pulse' 301 is outside 0-300"),
+    "pulse-4000-digits": Bad(
+        raw('"pulse": 72', '"pulse": 1' + "0" * 3999), "out_of_range", "'pulse' 1000000"
+    ),
+    "spo2-101": Bad(body(spo2=101), "out_of_range", "'spo2' 101 is outside 0-100"),
+    "spo2-minus-1": Bad(body(spo2=-1), "out_of_range", "'spo2' -1 is outside 0-100"),
+    "resp-rate-101": Bad(body(resp_rate=101), "out_of_range", "'resp_rate' 101 is outside 0-100"),
+    "resp-rate-float-101.0": Bad(
+        body(resp_rate=101.0), "out_of_range", "'resp_rate' 101 is outside 0-100"
+    ),
+    "temperature-24.9": Bad(
+        body(temperature=24.9), "out_of_range", "'temperature' 24.9 is outside 25.0-45.0"
+    ),
+    "temperature-45.1": Bad(
+        body(temperature=45.1), "out_of_range", "'temperature' 45.1 is outside 25.0-45.0"
+    ),
+    "temperature-in-fahrenheit": Bad(
+        body(temperature=98.6), "out_of_range", "'temperature' 98.6 is outside"
+    ),
+    "temperature-1e400-is-infinite": Bad(
+        raw('"temperature": 36.8', '"temperature": 1e400'),
+        "out_of_range",
+        "'temperature' inf is outside 25.0-45.0",
+    ),
+}
+
+
+def test_bad_cases_cover_every_parser_reason():
+    """A reason added to REASONS without a test case here fails this test."""
+    assert {case.reason for case in BAD.values()} == PARSER_REASONS
+
+
+@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
+def test_bad_message_is_rejected_with_its_reason(case: Bad):
+    with pytest.raises(InvalidReading) as caught:
+        parse(case.value, key=case.key)
+
+    assert caught.value.reason == case.reason, caught.value.message
+    assert case.fragment in caught.value.message
+    assert str(caught.value) == caught.value.message
+
+
+def test_rejection_messages_are_bounded():
+    """A huge value must not be copied whole into the DLQ detail header or the log."""
+    value = raw('"pulse": 72', '"pulse": "' + "7" * 10_000 + '"')
+    with pytest.raises(InvalidReading) as caught:
+        parse(value)
+
+    assert caught.value.reason == "wrong_type"
+    assert len(caught.value.message) < 100
+
+
+def test_max_future_is_configurable():
+    value = body(timestamp="2026-11-23T12:00:00.001Z")
+
+    assert parse(value, max_future=timedelta(seconds=1)).measured_at == NOW + timedelta(
+        milliseconds=1
+    )
+    with pytest.raises(InvalidReading) as caught:
+        parse(value, max_future=timedelta(0))
+    assert caught.value.reason == "timestamp_in_future"
+    assert "is more than 0s ahead" in caught.value.message
+
+
+def test_without_now_the_real_clock_is_used():
+    current = datetime.now(tz=UTC)
+    stamp = current.isoformat(timespec="milliseconds")
+    ahead = (current + timedelta(hours=1)).isoformat(timespec="milliseconds")
+
+    assert (
+        reading_parse(key=KEY, value=body(timestamp=stamp)).measured_at.isoformat(
+            timespec="milliseconds"
+        )
+        == stamp
+    )
+    with pytest.raises(InvalidReading) as caught:
+        reading_parse(key=KEY, value=body(timestamp=ahead))
+    assert caught.value.reason == "timestamp_in_future"
+
+
+# --- Accepted messages ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Good:
+    value: bytes
+    expected: dict[str, Any] = field(default_factory=dict)  # Reading attributes to check
+    key: bytes | None = KEY
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+INJECTIONS = (
+    "Robert'); DROP TABLE patients_patient;--",
+    "<script>alert('x')</script>",
+    '" OR 1=1 --',
+    "{{ 7*7 }} ${7*7} %s %(name)s",
+    "..\\..\\etc/passwd",
+)
+
+GOOD_CASES: dict[str, Good] = {
+    "canonical": Good(
+        body(),
+        {
+            "patient_uuid": uuid.UUID(PATIENT),
+            "patient_name": "bob",
+            "measured_at": utc(2026, 11, 23, 10, 15, 30, 250_000),
+            "pulse": 72,
+            "resp_rate": 14,
+            "systolic": 120,
+            "diastolic": 80,
+            "spo2": 98,
+            "temperature": 36.8,
+        },
+    ),
+    "compact-json-other-field-order": Good(
+        json.dumps(dict(reversed(GOOD.items())), separators=(",", ":")).encode(), {"pulse": 72}
+    ),
+    "pretty-printed-json": Good(json.dumps(GOOD, indent=4).encode(), {"spo2": 98}),
+    "key-none": Good(body(), {"patient_uuid": uuid.UUID(PATIENT)}, key=None),
+    "key-uppercase-same-uuid": Good(
+        body(), {"patient_uuid": uuid.UUID(PATIENT)}, key=PATIENT.upper().encode()
+    ),
+    "patient-uuid-uppercase": Good(
+        body(patient_uuid=PATIENT.upper()), {"patient_uuid": uuid.UUID(PATIENT)}
+    ),
+    "schema-version-1.0": Good(body(schema_version=1.0), {"pulse": 72}),
+    "pulse-72.0-is-72": Good(body(pulse=72.0), {"pulse": 72}),
+    "pulse-7.2e1-is-72": Good(raw('"pulse": 72', '"pulse": 7.2e1'), {"pulse": 72}),
+    "pulse-0": Good(body(pulse=0), {"pulse": 0}),
+    "pulse-300": Good(body(pulse=300), {"pulse": 300}),
+    "spo2-0": Good(body(spo2=0), {"spo2": 0}),
+    "spo2-100": Good(body(spo2=100), {"spo2": 100}),
+    "resp-rate-0": Good(body(resp_rate=0), {"resp_rate": 0}),
+    "resp-rate-100": Good(body(resp_rate=100), {"resp_rate": 100}),
+    "temperature-25.0": Good(body(temperature=25.0), {"temperature": 25.0}),
+    "temperature-45.0": Good(body(temperature=45.0), {"temperature": 45.0}),
+    "temperature-int-37": Good(body(temperature=37), {"temperature": 37.0}),
+    "temperature-rounded-to-one-decimal": Good(body(temperature=37.04), {"temperature": 37.0}),
+    "bp-300-250": Good(body(bp="300/250"), {"systolic": 300, "diastolic": 250}),
+    "bp-30-10": Good(body(bp="30/10"), {"systolic": 30, "diastolic": 10}),
+    "bp-31-30-smallest-gap": Good(body(bp="31/30"), {"systolic": 31, "diastolic": 30}),
+    "bp-leading-zeros": Good(body(bp="090/060"), {"systolic": 90, "diastolic": 60}),
+    "timestamp-z": Good(
+        body(timestamp="2026-11-23T10:15:30.250Z"),
+        {"measured_at": utc(2026, 11, 23, 10, 15, 30, 250_000)},
+    ),
+    "timestamp-plus-05-30": Good(
+        body(timestamp="2026-11-23T10:15:30.250+05:30"),
+        {"measured_at": utc(2026, 11, 23, 4, 45, 30, 250_000)},
+    ),
+    "timestamp-minus-03-00": Good(
+        body(timestamp="2026-11-23T07:15:30-03:00"),
+        {"measured_at": utc(2026, 11, 23, 10, 15, 30)},
+    ),
+    "timestamp-microseconds": Good(
+        body(timestamp="2026-11-23T10:15:30.123456Z"),
+        {"measured_at": utc(2026, 11, 23, 10, 15, 30, 123_456)},
+    ),
+    "timestamp-no-fraction": Good(
+        body(timestamp="2026-11-23T10:15:30Z"), {"measured_at": utc(2026, 11, 23, 10, 15, 30)}
+    ),
+    "timestamp-exactly-max-future": Good(
+        body(timestamp="2026-11-23T12:05:00Z"), {"measured_at": NOW + timedelta(minutes=5)}
+    ),
+    "timestamp-exactly-2000": Good(
+        body(timestamp="2000-01-01T00:00:00Z"), {"measured_at": utc(2000, 1, 1)}
+    ),
+    "timestamp-1999-local-but-2000-utc": Good(
+        body(timestamp="1999-12-31T23:30:00-01:00"),
+        {"measured_at": utc(2000, 1, 1, 0, 30)},
+    ),
+    "name-200-chars": Good(body(patient_name="a" * 200), {"patient_name": "a" * 200}),
+    "name-200-four-byte-chars": Good(body(patient_name="🫀" * 200), {"patient_name": "🫀" * 200}),
+    "name-surrounding-spaces-stripped": Good(
+        body(patient_name="  Mary Ann  "), {"patient_name": "Mary Ann"}
+    ),
+    "name-inner-spaces-kept": Good(body(patient_name="Mary  Ann"), {"patient_name": "Mary  Ann"}),
+    "name-unicode": Good(
+        json.dumps({**GOOD, "patient_name": "Zoë Ærø 李雷"}, ensure_ascii=False).encode(),
+        {"patient_name": "Zoë Ærø 李雷"},
+    ),
+    "name-escaped-surrogate-pair": Good(
+        raw('"bob"', '"bob \\ud83e\\udec0"'), {"patient_name": "bob 🫀"}
+    ),
+    "name-quotes-and-backslash": Good(
+        body(patient_name='O\'Brien "Bob" \\'), {"patient_name": 'O\'Brien "Bob" \\'}
+    ),
+    **{
+        f"name-injection-{i}": Good(body(patient_name=text), {"patient_name": text})
+        for i, text in enumerate(INJECTIONS)
+    },
+    "value-exactly-max-size": Good(padded(MAX_VALUE_BYTES), {"pulse": 72}),
+}
+
+
+@pytest.mark.parametrize("case", GOOD_CASES.values(), ids=GOOD_CASES.keys())
+def test_good_message_is_accepted(case: Good):
+    reading = parse(case.value, key=case.key)
+
+    for name, expected in case.expected.items():
+        assert getattr(reading, name) == expected, name
+    for name in ("pulse", "resp_rate", "systolic", "diastolic", "spo2"):
+        assert type(getattr(reading, name)) is int, name
+    assert type(reading.temperature) is float
+    assert reading.temperature == round(reading.temperature, 1)
+    assert reading.measured_at.utcoffset() is not None
+
+
+def test_good_cases_check_every_reading_attribute():
+    assert set(GOOD_CASES["canonical"].expected) == set(Reading.__slots__)
+
+
+# --- Building messages ---------------------------------------------------------------------------
+
+
+def test_message_round_trip():
+    key, value = reading_to_message(GOOD_READING)
+
+    assert key == b"0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"
+    assert value == (
+        b'{"schema_version":1,"patient_uuid":"0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10",'
+        b'"patient_name":"bob","timestamp":"2026-11-23T10:15:30.250+00:00","pulse":72,'
+        b'"resp_rate":14,"bp":"120/80","spo2":98,"temperature":36.8}'
+    )
+    assert tuple(json.loads(value)) == FIELDS
+    assert reading_parse(key=key, value=value, now=NOW) == GOOD_READING
+
+
+@pytest.mark.parametrize(
+    ("changes", "field_name", "expected"),
+    [
+        pytest.param(
+            {
+                "measured_at": datetime(
+                    2026, 11, 23, 12, 15, 30, 250_000, tzinfo=timezone(timedelta(hours=2))
+                )
+            },
+            "timestamp",
+            "2026-11-23T10:15:30.250+00:00",
+            id="timestamp-converted-to-utc",
+        ),
+        pytest.param(
+            {"measured_at": utc(2026, 11, 23, 10, 15, 30)},
+            "timestamp",
+            "2026-11-23T10:15:30.000+00:00",
+            id="timestamp-whole-second-has-milliseconds",
+        ),
+        pytest.param(
+            {"measured_at": utc(2026, 11, 23, 10, 15, 30, 250_999)},
+            "timestamp",
+            "2026-11-23T10:15:30.250+00:00",
+            id="timestamp-microseconds-truncated",
+        ),
+        pytest.param({"temperature": 36.849}, "temperature", 36.8, id="temperature-one-decimal"),
+        pytest.param({"temperature": 38.96}, "temperature", 39.0, id="temperature-rounds-up"),
+        pytest.param({"systolic": 90, "diastolic": 60}, "bp", "90/60", id="bp-format"),
+        pytest.param({"patient_name": "Zoë 李雷"}, "patient_name", "Zoë 李雷", id="name-unicode"),
+    ],
+)
+def test_message_field_format(changes: dict, field_name: str, expected: Any):
+    _, value = reading_to_message(replace(GOOD_READING, **changes))
+
+    assert json.loads(value)[field_name] == expected
+    assert tuple(json.loads(value)) == FIELDS
+
+
+def test_message_is_compact_utf8_json():
+    _, value = reading_to_message(replace(GOOD_READING, patient_name="Zoë 李雷"))
+
+    assert "Zoë 李雷".encode() in value  # raw UTF-8, not \u escapes
+    assert b": " not in value
+    assert b", " not in value
+
+
+def test_message_with_microseconds_round_trips_to_the_millisecond():
+    reading = replace(GOOD_READING, measured_at=utc(2026, 11, 23, 10, 15, 30, 250_999))
+    key, value = reading_to_message(reading)
+
+    parsed = reading_parse(key=key, value=value, now=NOW)
+
+    assert parsed == replace(reading, measured_at=utc(2026, 11, 23, 10, 15, 30, 250_000))
+
+
+# --- Agreement with the JSON Schema --------------------------------------------------------------
+
+SCHEMA = reading_schema()
+VALIDATOR = Draft202012Validator(SCHEMA)
+NOT_JSON = object()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(name)
+
+
+def schema_instance(value: bytes | None) -> Any:
+    """The JSON document in `value` as a JSON Schema validator sees it, or NOT_JSON.
+
+    Duplicate fields collapse to the last one: the schema cannot see them."""
+    if not value:
+        return NOT_JSON
+    try:
+        return json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return NOT_JSON
+
+
+def python_re_differs_from_ecma(instance: Any) -> bool:
+    """Whether the jsonschema package may accept a string the schema, read per the spec, rejects.
+
+    JSON Schema patterns are ECMA-262 regexes; jsonschema runs them with Python's `re.search`,
+    where `$` also matches before a final newline and `\\d` matches any Unicode digit. The
+    parser follows the spec (fullmatch, ASCII digits)."""
+    return isinstance(instance, dict) and any(
+        isinstance(text, str)
+        and (text.endswith("\n") or any(c.isdigit() and not c.isascii() for c in text))
+        for text in instance.values()
+    )
+
+
+def schema_errors(instance: Any) -> list[str]:
+    return [error.message for error in VALIDATOR.iter_errors(instance)]
+
+
+# Why the parser may reject what the schema accepts: each reason, and how to recognise the case.
+SCHEMA_CANNOT_EXPRESS = {
+    "payload_too_large": lambda message: "the limit is" in message,  # size of the bytes
+    "duplicate_field": lambda message: "appears more than once" in message,  # decoded object
+    "key_mismatch": lambda message: "key" in message,  # the key is not part of the value
+    "implausible": lambda message: "systolic must be above diastolic" in message,
+    "out_of_range": lambda message: "'systolic'" in message or "'diastolic'" in message,
+    "timestamp_in_future": lambda message: "consumer's clock" in message,
+    "timestamp_too_old": lambda message: "before 2000" in message,
+    "invalid_timestamp": lambda message: "is not a real time" in message,  # pattern, not calendar
+    "invalid_name": lambda message: "lone surrogates" in message,
+}
+
+
+def test_schema_is_a_valid_draft_2020_12_schema():
+    Draft202012Validator.check_schema(SCHEMA)
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_schema_fields_match_the_contract():
+    assert tuple(SCHEMA["required"]) == FIELDS
+    assert tuple(SCHEMA["properties"]) == FIELDS
+    assert SCHEMA["additionalProperties"] is False
+    assert SCHEMA["properties"]["schema_version"] == {
+        "const": 1,
+        "description": "Version of this contract.",
+    }
+
+
+@pytest.mark.parametrize("name", ["pulse", "resp_rate", "spo2"])
+def test_schema_integer_ranges_match_the_contract(name: str):
+    prop = SCHEMA["properties"][name]
+    assert prop["type"] == "integer"
+    assert (prop["minimum"], prop["maximum"]) == INT_RANGES[name]
+
+
+def test_schema_temperature_and_name_limits_match_the_contract():
+    temperature = SCHEMA["properties"]["temperature"]
+    assert (temperature["minimum"], temperature["maximum"]) == TEMPERATURE_RANGE
+    name = SCHEMA["properties"]["patient_name"]
+    assert (name["minLength"], name["maxLength"]) == (1, NAME_MAX_LENGTH)
+    assert str(MAX_VALUE_BYTES // 1024) + " KiB" in SCHEMA["description"]
+
+
+@pytest.mark.parametrize("index", range(len(SCHEMA["examples"])))
+def test_schema_examples_are_accepted_by_the_parser(index: int):
+    example = SCHEMA["examples"][index]
+    value = json.dumps(example).encode()
+
+    reading = parse(value, key=example["patient_uuid"].encode())
+
+    assert reading.patient_name == example["patient_name"]
+    assert reading.bp == example["bp"]
+    assert schema_errors(example) == []
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        pytest.param(GOOD_READING, id="normal"),
+        pytest.param(
+            replace(
+                GOOD_READING,
+                pulse=0,
+                resp_rate=0,
+                spo2=0,
+                systolic=31,
+                diastolic=30,
+                temperature=25.0,
+            ),
+            id="lowest",
+        ),
+        pytest.param(
+            replace(
+                GOOD_READING,
+                pulse=300,
+                resp_rate=100,
+                spo2=100,
+                systolic=300,
+                diastolic=250,
+                temperature=45.0,
+            ),
+            id="highest",
+        ),
+        pytest.param(replace(GOOD_READING, patient_name="Zoë 🫀" * 20), id="unicode-name"),
+        pytest.param(
+            replace(
+                GOOD_READING,
+                measured_at=datetime(2026, 1, 1, tzinfo=timezone(timedelta(hours=-11))),
+            ),
+            id="non-utc-time",
+        ),
+    ],
+)
+def test_built_message_validates_against_schema(reading: Reading):
+    key, value = reading_to_message(reading)
+
+    assert schema_errors(json.loads(value)) == []
+    assert reading_parse(key=key, value=value, now=NOW) == reading
+
+
+@pytest.mark.parametrize("case", GOOD_CASES.values(), ids=GOOD_CASES.keys())
+def test_accepted_message_validates_against_schema(case: Good):
+    parse(case.value, key=case.key)  # accepted
+
+    instance = schema_instance(case.value)
+
+    assert instance is not NOT_JSON
+    assert schema_errors(instance) == []
+
+
+@pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
+def test_rejected_message_is_rejected_by_schema_or_documented(case: Bad):
+    """The parser is exactly as strict as the schema, plus the checks the schema cannot express."""
+    with pytest.raises(InvalidReading) as caught:
+        parse(case.value, key=case.key)
+    reason, message = caught.value.reason, caught.value.message
+
+    instance = schema_instance(case.value)
+    if instance is NOT_JSON:
+        # Not a JSON document (or too deep or long-numbered for Python): nothing to validate.
+        assert reason in {"empty_message", "payload_too_large", "invalid_encoding", "invalid_json"}
+    elif python_re_differs_from_ecma(instance):
+        assert reason in {"invalid_uuid", "invalid_timestamp", "invalid_bp"}, message
+    elif schema_errors(instance) == []:
+        assert reason in SCHEMA_CANNOT_EXPRESS, f"schema accepts what the parser rejects: {message}"
+        assert SCHEMA_CANNOT_EXPRESS[reason](message), message
+
+
+# --- Fuzzing -------------------------------------------------------------------------------------
+
+FUZZ_CHARS = "aZ09 /:-+.TZ\n\t\x00\x7f\x85é李🫀\u2028\ufeff\ud800\u0661"
+JUNK = (
+    None,
+    True,
+    False,
+    0,
+    -1,
+    1,
+    1.0,
+    72.5,
+    -0.0,
+    1e308,
+    10**20,
+    "",
+    " ",
+    "72",
+    "120/80",
+    "x" * 300,
+    [],
+    {},
+    [72],
+    {"pulse": 72},
+    float("nan"),
+    float("inf"),
+    PATIENT,
+)
+INT_FIELDS = ("pulse", "resp_rate", "spo2")
+STRING_FIELDS = ("patient_uuid", "patient_name", "timestamp", "bp")
+
+
+def random_valid(rng: random.Random) -> dict[str, Any]:
+    offset = timezone(timedelta(minutes=15 * rng.randint(-48, 56)))
+    # Recent, up to 30 years ago (some before 2000), or up to 10 minutes ahead of NOW.
+    ago = timedelta(seconds=rng.uniform(0, rng.choice((30 * 86400, 30 * 365 * 86400, -600))))
+    measured_at = (NOW - ago).astimezone(offset)
+    timestamp = measured_at.isoformat(
+        timespec=rng.choice(["seconds", "milliseconds", "microseconds"])
+    )
+    systolic = rng.randint(31, 300)
+    return {
+        "schema_version": 1,
+        "patient_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
+        "patient_name": rng.choice(["bob", " Zoë Ærø ", "李雷", "x" * 200, "O'Brien"]),
+        "timestamp": timestamp.replace("+00:00", "Z") if rng.random() < 0.5 else timestamp,
+        "pulse": rng.randint(0, 300),
+        "resp_rate": rng.randint(0, 100),
+        "bp": f"{systolic}/{rng.randint(10, min(250, systolic - 1))}",
+        "spo2": rng.randint(0, 100),
+        "temperature": round(rng.uniform(25, 45), 1),
+    }
+
+
+def mutate_fields(rng: random.Random, data: dict[str, Any]) -> None:
+    name = rng.choice(FIELDS)
+    match rng.randrange(7):
+        case 0:
+            data.pop(name, None)
+        case 1:
+            data[name] = rng.choice(JUNK)
+        case 2:
+            data[rng.choice(INT_FIELDS)] = rng.randint(-20, 420)
+        case 3 if rng.random() < 0.5:
+            data["temperature"] = rng.uniform(20, 50)
+        case 3:
+            data["bp"] = f"{rng.randint(0, 400)}/{rng.randint(0, 300)}"
+        case 4:
+            data[rng.choice(("extra", "Pulse", ""))] = 1
+        case _:
+            name = rng.choice(STRING_FIELDS)
+            text = data.get(name)
+            if isinstance(text, str) and text:
+                at = rng.randrange(len(text) + 1)
+                if rng.random() < 0.5:
+                    data[name] = text[:at] + rng.choice(FUZZ_CHARS) + text[at:]
+                else:
+                    data[name] = text[:at] + text[at + 1 :]
+
+
+def mutate_bytes(rng: random.Random, value: bytes) -> bytes | None:
+    match rng.randrange(6):
+        case 0:
+            return value[: rng.randrange(len(value))]
+        case 1:
+            at = rng.randrange(len(value))
+            return value[:at] + bytes([rng.randrange(256)]) + value[at + 1 :]
+        case 2:
+            at = rng.randrange(len(value))
+            return value[:at] + rng.randbytes(rng.randint(1, 4)) + value[at:]
+        case 3:
+            return value[:-1] + b', "' + rng.choice(FIELDS).encode() + b'": 1}'
+        case 4:
+            return rng.randbytes(rng.randrange(64))
+        case _:
+            return rng.choice([None, b"", b"{}", b"[]", b"null"])
+
+
+def random_message(rng: random.Random) -> tuple[bytes | None, bytes | None]:
+    data = random_valid(rng)
+    key = data["patient_uuid"].encode()
+    for _ in range(rng.choice((0, 0, 1, 1, 2, 3))):
+        mutate_fields(rng, data)
+    text = json.dumps(
+        data,
+        ensure_ascii=rng.random() < 0.5,
+        separators=rng.choice([(",", ":"), (", ", ": ")]),
+    )
+    value: bytes | None = text.encode("utf-8", "surrogatepass")
+    if rng.random() < 0.3:
+        value = mutate_bytes(rng, value)
+    roll = rng.random()
+    if roll < 0.1:
+        key = None
+    elif roll < 0.15:
+        key = OTHER_PATIENT.encode()
+    elif roll < 0.2:
+        key = rng.randbytes(rng.randrange(40))
+    return key, value
+
+
+def parse_or_error(key: bytes | None, value: bytes | None) -> Reading | InvalidReading:
+    try:
+        return reading_parse(key=key, value=value, now=NOW)
+    except InvalidReading as exc:
+        return exc
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4], ids=lambda seed: f"seed-{seed}")
+def test_fuzz_parse_returns_reading_or_invalid_reading(seed: int):
+    rng = random.Random(seed)
+    accepted = 0
+    reasons: set[str] = set()
+    for _ in range(1000):
+        key, value = random_message(rng)
+        # Any exception but InvalidReading propagates and fails the test.
+        reading = parse_or_error(key, value)
+
+        if isinstance(reading, InvalidReading):
+            assert reading.reason in PARSER_REASONS, (key, value)
+            assert reading.message, (key, value)
+            reasons.add(reading.reason)
+            continue
+        instance = schema_instance(value)
+        accepted += 1
+        assert instance is not NOT_JSON, value
+        assert schema_errors(instance) == [], value
+        again_key, again_value = reading_to_message(reading)
+        again = reading_parse(key=again_key, value=again_value, now=NOW)
+        millis = reading.measured_at.microsecond // 1000 * 1000
+        assert again == replace(
+            reading, measured_at=reading.measured_at.replace(microsecond=millis)
+        )
+
+    # The fuzz must explore both sides of the contract, or it tests nothing.
+    assert 100 <= accepted <= 500
+    assert len(reasons) >= 17, sorted(reasons)
+
+
+@pytest.mark.parametrize("seed", [5, 6], ids=lambda seed: f"seed-{seed}")
+def test_fuzz_schema_rejections_are_parser_rejections(seed: int):
+    """Direction schema -> parser on generated JSON: what the schema rejects, the parser does."""
+    rng = random.Random(seed)
+    schema_rejected = 0
+    for _ in range(1000):
+        key, value = random_message(rng)
+        instance = schema_instance(value)
+        if instance is NOT_JSON or schema_errors(instance) == []:
+            continue
+        schema_rejected += 1
+        with pytest.raises(InvalidReading) as caught:
+            reading_parse(key=key, value=value, now=NOW)
+        assert caught.value.reason in PARSER_REASONS
+
+    assert schema_rejected >= 200

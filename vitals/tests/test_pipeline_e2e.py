@@ -1,0 +1,376 @@
+"""End to end through the real broker (Tansu) and the real database.
+
+`transactional_db`: the workers call close_old_connections() as they would in production,
+which must not be able to roll back a test-wide transaction, and subprocess tests must see
+committed rows.
+"""
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import OperationalError, connection
+
+from conftest import BASE_DIR, KafkaTopics, free_port, json_lines, subprocess_env, wait_for_log
+from icu.kafka import consumer_create, producer_create
+from patients.models import Patient
+from vitals import consumer as consumer_module
+from vitals.consumer import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, VitalsConsumer
+from vitals.contract import Reading, reading_parse, reading_to_message
+from vitals.models import PatientMetric
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+NOW = datetime.now(tz=UTC).replace(microsecond=0)
+
+
+def valid_message(name: str = "bob", seconds: int = 0, pulse: int = 72) -> tuple[bytes, bytes]:
+    patient_uuid = uuid.uuid5(uuid.NAMESPACE_DNS, name)
+    return reading_to_message(
+        Reading(
+            patient_uuid=patient_uuid,
+            patient_name=name,
+            measured_at=NOW - timedelta(minutes=10) + timedelta(seconds=seconds),
+            pulse=pulse,
+            resp_rate=16,
+            systolic=118,
+            diastolic=76,
+            spo2=97,
+            temperature=37.1,
+        )
+    )
+
+
+def db_rows() -> set[tuple]:
+    return set(
+        PatientMetric.objects.values_list(
+            "patient__uuid",
+            "patient__name",
+            "measured_at",
+            "pulse",
+            "resp_rate",
+            "systolic",
+            "diastolic",
+            "spo2",
+            "temperature",
+        )
+    )
+
+
+def rows_of(messages) -> set[tuple]:
+    rows = set()
+    for message in messages:
+        r = reading_parse(key=message.key(), value=message.value())
+        rows.add(
+            (
+                r.patient_uuid,
+                r.patient_name,
+                r.measured_at,
+                r.pulse,
+                r.resp_rate,
+                r.systolic,
+                r.diastolic,
+                r.spo2,
+                r.temperature,
+            )
+        )
+    return rows
+
+
+def end_offsets(kafka: KafkaTopics) -> dict[int, int]:
+    ends = dict.fromkeys(range(3), 0)
+    for message in kafka.read():
+        ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
+    return ends
+
+
+def consume(**options) -> None:
+    call_command("consume_vitals", exit_on_idle=1.5, batch_timeout=0.1, **options)
+
+
+def test_emulated_readings_are_stored_exactly_once_and_offsets_committed(kafka: KafkaTopics):
+    call_command("run_patient", name=["alice", "bob", "carol"], count=7, interval=0, seed=11)
+    produced = kafka.read()
+    assert len(produced) == 21
+    # Keyed by patient uuid: all of a patient's readings in one partition, in order.
+    by_key: dict[bytes, set[int]] = {}
+    for message in produced:
+        by_key.setdefault(message.key(), set()).add(message.partition())
+    assert len(by_key) == 3
+    assert all(len(partitions) == 1 for partitions in by_key.values())
+
+    consume()
+
+    assert db_rows() == rows_of(produced)
+    assert PatientMetric.objects.count() == 21
+    assert sorted(Patient.objects.values_list("name", flat=True)) == ["alice", "bob", "carol"]
+    for patient in Patient.objects.all():
+        assert patient.latest_metric == patient.metrics.latest()
+    assert {p: o for p, o in kafka.committed().items() if o >= 0} == {
+        p: o for p, o in end_offsets(kafka).items() if o > 0
+    }
+
+
+def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
+    messages = [valid_message("bob", s, 60 + s) for s in range(10)]
+    kafka.produce(messages)
+    consume()
+    first = db_rows()
+    assert len(first) == 10
+
+    # The same readings again (a producer retry, a replay from an old offset) plus one new.
+    kafka.produce([*messages, valid_message("bob", 99, 130)])
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="vitals")
+    consume()
+
+    assert PatientMetric.objects.count() == 11
+    assert db_rows() - first == {
+        (
+            uuid.uuid5(uuid.NAMESPACE_DNS, "bob"),
+            "bob",
+            NOW - timedelta(minutes=10) + timedelta(seconds=99),
+            130,
+            16,
+            118,
+            76,
+            97,
+            37.1,
+        )
+    }
+    stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
+    assert [(r.consumed, r.stored, r.duplicates, r.invalid) for r in stopped] == [(11, 1, 10, 0)]
+
+
+BAD_MESSAGES = [
+    (b"not json at all", "invalid_json"),
+    (json.dumps({"schema_version": 1}).encode(), "missing_field"),
+    (b'{"schema_version": 2}', "unsupported_schema_version"),
+    (b"\xff\xfe\x00garbage", "invalid_encoding"),
+]
+
+
+def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: KafkaTopics):
+    good = [valid_message("ann", s) for s in range(3)]
+    key = good[0][0]
+    mismatched_key = (str(uuid.uuid4()).encode(), good[0][1])
+    unknown_field = json.loads(good[1][1]) | {"heart_rhythm": "AF"}
+    kafka.produce(
+        [
+            good[0],
+            *((key, value) for value, _ in BAD_MESSAGES),
+            good[1],
+            mismatched_key,
+            (key, json.dumps(unknown_field).encode()),
+            (key, None),
+            good[2],
+        ]
+    )
+
+    consume()
+
+    assert db_rows() == rows_of([_Msg(k, v) for k, v in good])
+    dlq = kafka.read(kafka.dlq_topic)
+    reasons = [dict(m.headers())[DLQ_REASON].decode() for m in dlq]
+    # Sorted: the mismatched key lands in another partition, so DLQ order is not defined.
+    assert sorted(reasons) == sorted(
+        [*(reason for _, reason in BAD_MESSAGES), "key_mismatch", "unknown_field", "empty_message"]
+    )
+    # The original key and value travel unchanged, with where they came from.
+    source = {(m.partition(), m.offset()): m for m in kafka.read()}
+    for message in dlq:
+        headers = dict(message.headers())
+        assert headers[DLQ_TOPIC].decode() == kafka.topic
+        original = source[(int(headers[DLQ_PARTITION]), int(headers[DLQ_OFFSET]))]
+        assert (message.key(), message.value()) == (original.key(), original.value())
+    # Poison messages do not hold the partition: everything is committed.
+    assert sum(o for o in kafka.committed().values() if o > 0) == 10
+
+
+class _Msg:
+    """The two methods of a Kafka message that rows_of() needs."""
+
+    def __init__(self, key: bytes, value: bytes) -> None:
+        self._key, self._value = key, value
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+
+def _worker(kafka: KafkaTopics, **kw) -> VitalsConsumer:
+    consumer = consumer_create(group_id=kafka.group_id)
+    worker = VitalsConsumer(
+        consumer=consumer,
+        dlq_producer=producer_create(),
+        dlq_topic=kafka.dlq_topic,
+        batch_timeout=0.1,
+        **kw,
+    )
+    consumer.subscribe([kafka.topic], on_assign=worker.on_assign, on_revoke=worker.on_revoke)
+    return worker
+
+
+def _drive(workers: list[VitalsConsumer], until, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        for worker in workers:
+            worker.process_batch()
+
+
+def test_consumers_in_one_group_share_the_partitions(kafka: KafkaTopics):
+    first, second = _worker(kafka), _worker(kafka)
+    try:
+        _drive(
+            [first, second],
+            lambda: (
+                first.assigned and second.assigned and len(first.assigned | second.assigned) == 3
+            ),
+        )
+        assert not first.assigned & second.assigned
+
+        kafka.produce([valid_message(f"p{i}", s) for i in range(12) for s in range(5)])
+        _drive([first, second], lambda: PatientMetric.objects.count() == 60)
+        _drive([first, second], lambda: first.totals.consumed + second.totals.consumed >= 60, 5)
+    finally:
+        first.close()
+        second.close()
+
+    assert first.totals.consumed > 0
+    assert second.totals.consumed > 0
+    assert first.totals.consumed + second.totals.consumed == 60
+    assert first.totals.duplicates + second.totals.duplicates == 0
+    assert Patient.objects.count() == 12
+
+
+def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monkeypatch):
+    kafka.produce([valid_message("dan", s) for s in range(8)])
+    real_store = consumer_module.metric_bulk_store
+    outages = []
+
+    def flaky_store(**kwargs):
+        if len(outages) < 2:
+            outages.append(kafka.committed())
+            raise OperationalError("database is locked")
+        return real_store(**kwargs)
+
+    monkeypatch.setattr(consumer_module, "metric_bulk_store", flaky_store)
+    worker = _worker(kafka, backoff_initial=0.01, backoff_max=0.02)
+    try:
+        _drive([worker], lambda: worker.totals.stored == 8)
+        assert worker.totals.retries == 2
+        assert worker.totals.consumed == 8  # the failed attempts are not counted as consumed
+    finally:
+        worker.close()
+
+    # While the database was down nothing was committed.
+    assert all(o < 0 for snapshot in outages for o in snapshot.values())
+    assert PatientMetric.objects.count() == 8
+    assert sum(o for o in kafka.committed().values() if o > 0) == 8
+
+
+def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics, tmp_path):
+    kafka.produce([valid_message("eve", s) for s in range(20)])
+    log = tmp_path / "consumer.log"
+    env = subprocess_env(
+        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
+        KAFKA_TOPIC=kafka.topic,
+        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
+        KAFKA_GROUP_ID=kafka.group_id,
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "consume_vitals", "--batch-timeout", "0.1"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_log(log, "partitions assigned", process, timeout=30)
+        deadline = time.monotonic() + 20
+        while PatientMetric.objects.count() < 20 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    lines = json_lines(log.read_text())
+    stopped = [line for line in lines if line["message"] == "consumer stopped"]
+    assert len(stopped) == 1
+    assert (stopped[0]["stored"], stopped[0]["duplicates"], stopped[0]["invalid"]) == (20, 0, 0)
+    assert {"timestamp", "level", "module", "function", "line"} <= stopped[0].keys()
+    assert PatientMetric.objects.count() == 20
+    assert sum(o for o in kafka.committed().values() if o > 0) == 20
+
+
+def test_emulator_sigterm_flushes_every_reading(kafka: KafkaTopics, tmp_path):
+    log = tmp_path / "emulator.log"
+    env = subprocess_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_TOPIC=kafka.topic)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_patient", "--patients", "10", "--interval", "0.2"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_log(log, '"emulating patients"', process, timeout=20)
+        time.sleep(1.5)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    stopped = [
+        line for line in json_lines(log.read_text()) if line["message"] == "emulator stopped"
+    ]
+    assert len(stopped) == 1
+    summary = stopped[0]
+    assert summary["produced"] >= 30
+    assert (summary["delivered"], summary["failed"], summary["undelivered"]) == (
+        summary["produced"],
+        0,
+        0,
+    )
+    assert len(kafka.read()) == summary["produced"]
+
+
+def test_emulator_without_broker_exits_with_one_clear_line():
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "run_patient", "--name", "bob", "--broker-timeout", "1"],
+        cwd=BASE_DIR,
+        env=subprocess_env(KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{port}"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"CommandError: Cannot reach the Kafka broker at 127.0.0.1:{port} within 1s; "
+        "start one with `python manage.py run_broker` (or `make run`)."
+    ]
+
+
+def test_missing_topic_is_reported_by_both_commands(kafka: KafkaTopics):
+    with pytest.raises(CommandError, match="has no topic no-such-topic; create it"):
+        call_command("run_patient", name=["bob"], count=1, topic="no-such-topic")
+    with pytest.raises(CommandError, match="has no topic no-such-topic; create it"):
+        call_command("consume_vitals", topic="no-such-topic", broker_timeout=2)

@@ -1,0 +1,139 @@
+"""metric_bulk_store: exactly-once storage of a batch, patients created on first reading."""
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from patients.models import Patient
+from patients.services import patient_bulk_get_or_create
+from patients.tests.factories import PatientFactory
+from vitals.contract import Reading
+from vitals.models import PatientMetric
+from vitals.services import metric_bulk_store
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+BOB = uuid.UUID("6f1c2a9e-8d4b-4c3e-9f0a-1b2c3d4e5f60")
+ANN = uuid.UUID("0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d")
+
+
+def reading(patient_uuid: uuid.UUID = BOB, seconds: float = 0, pulse: int = 72, **kw) -> Reading:
+    values = {
+        "patient_name": "bob" if patient_uuid == BOB else "ann",
+        "resp_rate": 14,
+        "systolic": 120,
+        "diastolic": 80,
+        "spo2": 98,
+        "temperature": 36.8,
+        **kw,
+    }
+    return Reading(
+        patient_uuid=patient_uuid,
+        measured_at=T0 + timedelta(seconds=seconds),
+        pulse=pulse,
+        **values,
+    )
+
+
+def stored() -> list[tuple]:
+    return list(
+        PatientMetric.objects.order_by("patient__name", "measured_at").values_list(
+            "patient__name", "measured_at", "pulse", "systolic", "diastolic", "temperature"
+        )
+    )
+
+
+def test_stores_readings_and_creates_patients_on_first_reading():
+    received = T0 + timedelta(seconds=10)
+    result = metric_bulk_store(
+        readings=[reading(BOB, 0, 70), reading(BOB, 5, 75), reading(ANN, 0, 90, temperature=38.4)],
+        received_at=received,
+    )
+
+    assert (result.stored, result.duplicates, result.patients) == (3, 0, 2)
+    assert sorted(Patient.objects.values_list("name", "uuid")) == [("ann", ANN), ("bob", BOB)]
+    assert stored() == [
+        ("ann", T0, 90, 120, 80, 38.4),
+        ("bob", T0, 70, 120, 80, 36.8),
+        ("bob", T0 + timedelta(seconds=5), 75, 120, 80, 36.8),
+    ]
+    assert set(PatientMetric.objects.values_list("received_at", flat=True)) == {received}
+
+
+def test_duplicates_within_a_batch_are_stored_once_first_copy_wins():
+    result = metric_bulk_store(
+        readings=[reading(seconds=0, pulse=70), reading(seconds=0, pulse=99)]
+    )
+
+    assert (result.stored, result.duplicates) == (1, 1)
+    assert stored() == [("bob", T0, 70, 120, 80, 36.8)]
+
+
+def test_redelivered_batch_changes_nothing():
+    batch = [reading(seconds=s, pulse=60 + s) for s in range(5)]
+    metric_bulk_store(readings=batch)
+    before = stored()
+
+    again = metric_bulk_store(readings=[*batch, reading(seconds=99, pulse=101)])
+
+    assert (again.stored, again.duplicates) == (1, 5)
+    assert stored() == [*before, ("bob", T0 + timedelta(seconds=99), 101, 120, 80, 36.8)]
+    assert Patient.objects.count() == 1
+
+
+def test_latest_metric_follows_the_newest_reading_not_the_last_arrival():
+    metric_bulk_store(readings=[reading(seconds=10, pulse=80)])
+    bob = Patient.objects.get(uuid=BOB)
+    assert bob.latest_metric.pulse == 80
+
+    # A late reading (older measured_at) arrives after: the latest stays the newer one.
+    metric_bulk_store(readings=[reading(seconds=5, pulse=65)])
+    bob.refresh_from_db()
+    assert (bob.latest_metric.measured_at, bob.latest_metric.pulse) == (
+        T0 + timedelta(seconds=10),
+        80,
+    )
+
+    metric_bulk_store(readings=[reading(seconds=15, pulse=91), reading(seconds=12, pulse=88)])
+    bob.refresh_from_db()
+    assert bob.latest_metric.pulse == 91
+
+
+def test_existing_patient_keeps_its_name_when_a_reading_carries_another():
+    PatientFactory(uuid=BOB, name="Robert Smith (bed 4)")
+
+    metric_bulk_store(readings=[reading(BOB, 0)])
+
+    assert Patient.objects.get(uuid=BOB).name == "Robert Smith (bed 4)"
+    assert Patient.objects.count() == 1
+
+
+def test_empty_batch_writes_nothing():
+    result = metric_bulk_store(readings=[])
+    assert (result.stored, result.duplicates, result.patients) == (0, 0, 0)
+    assert PatientMetric.objects.count() == 0
+
+
+def test_query_count_does_not_grow_with_the_batch(django_assert_max_num_queries):
+    """One bulk write per batch: 200 readings of 50 patients in a bounded number of queries."""
+    patients = [uuid.UUID(int=i + 1) for i in range(50)]
+    batch = [reading(p, seconds=s) for p in patients for s in range(4)]
+    # SAVEPOINT/RELEASE, patients select, insert, re-select, metrics select, insert, update.
+    with django_assert_max_num_queries(9):
+        result = metric_bulk_store(readings=batch)
+    assert (result.stored, result.patients) == (200, 50)
+    assert (
+        Patient.objects.filter(latest_metric__measured_at=T0 + timedelta(seconds=3)).count() == 50
+    )
+
+
+def test_patient_bulk_get_or_create_returns_ids_of_old_and_new():
+    old = PatientFactory(uuid=ANN, name="ann")
+
+    ids = patient_bulk_get_or_create(names_by_uuid={ANN: "ann", BOB: "bob"})
+
+    assert ids[ANN] == old.pk
+    assert ids[BOB] == Patient.objects.get(uuid=BOB).pk
+    assert patient_bulk_get_or_create(names_by_uuid={BOB: "bob"}) == {BOB: ids[BOB]}
