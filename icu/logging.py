@@ -8,6 +8,8 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from django.http import HttpRequest
+
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys() | {"message", "asctime"}
@@ -19,8 +21,18 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 def record_extra(record: logging.LogRecord) -> dict[str, object]:
-    """The context fields passed with `extra=` on one record."""
-    return {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+    """The context fields passed with `extra=` on one record.
+
+    Django's own loggers pass `request`: an HttpRequest (django.request), which becomes its
+    method and path, or the raw socket (django.server), which says nothing the message does not.
+    """
+    extra = {k: v for k, v in vars(record).items() if k not in _RECORD_ATTRS}
+    request = extra.pop("request", None)
+    if isinstance(request, HttpRequest):
+        extra["method"], extra["path"] = request.method, request.path
+    elif isinstance(request, str):
+        extra["request"] = request
+    return extra
 
 
 class JsonFormatter(logging.Formatter):

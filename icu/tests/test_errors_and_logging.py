@@ -354,3 +354,30 @@ def test_unknown_path_outside_the_api_is_json_404(client) -> None:
     assert response.json() == {
         "error": {"status": 404, "code": "not_found", "message": "No such resource: /not/here/"}
     }
+
+
+def test_django_request_objects_become_method_and_path_and_sockets_are_dropped():
+    import socket
+
+    from django.test import RequestFactory
+
+    from icu.logging import JsonFormatter
+
+    http_request = RequestFactory().get("/api/patients/?page=2")
+    record = logging.LogRecord(
+        "django.request", logging.WARNING, __file__, 1, "Unauthorized", (), None
+    )
+    record.request = http_request
+    record.status_code = 401
+    with socket.socket() as raw:
+        server_record = logging.LogRecord(
+            "django.server", logging.INFO, __file__, 1, "GET", (), None
+        )
+        server_record.request = raw
+        server_line = json.loads(JsonFormatter().format(server_record))
+
+    line = json.loads(JsonFormatter().format(record))
+
+    assert (line["method"], line["path"], line["status_code"]) == ("GET", "/api/patients/", 401)
+    assert "request" not in line
+    assert "request" not in server_line

@@ -1,0 +1,89 @@
+"""docker-compose.yml cannot be run here (no container engine): check it against the Compose
+Specification's JSON Schema and against what the application expects."""
+
+import json
+from pathlib import Path
+
+import check_jsonschema
+import jsonschema
+import pytest
+import yaml
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+COMPOSE_SCHEMA = (
+    Path(check_jsonschema.__file__).parent / "builtin_schemas" / "vendor" / "compose-spec.json"
+)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((BASE_DIR / "docker-compose.yml").read_text())
+
+
+def test_compose_file_follows_the_compose_specification(compose: dict):
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    errors = sorted(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(compose), key=str
+    )
+    assert [e.message for e in errors] == []
+
+
+def test_compose_services_and_their_start_order(compose: dict):
+    services = compose["services"]
+    assert set(services) == {
+        "kafka",
+        "kafka-init",
+        "postgres",
+        "migrate",
+        "web",
+        "consumer",
+        "emulator",
+    }
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, (name, dependency)
+    assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert services["consumer"]["depends_on"]["migrate"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert "healthcheck" in services["kafka"]
+    assert "healthcheck" in services["postgres"]
+    # `--scale consumer=3` needs no fixed name and no host port on the consumer.
+    assert "container_name" not in services["consumer"]
+    assert "ports" not in services["consumer"]
+    assert services["consumer"]["command"] == ["python", "manage.py", "consume_vitals"]
+
+
+def test_compose_kafka_runs_in_kraft_mode_without_zookeeper(compose: dict):
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    assert kafka["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert not any("zookeeper" in name for name in compose["services"])
+
+
+def test_compose_app_settings_are_settings_the_application_reads(compose: dict):
+    settings_source = (BASE_DIR / "icu" / "settings.py").read_text()
+    environment = compose["services"]["web"]["environment"]
+    for name in environment:
+        assert f'"{name}"' in settings_source, name
+    assert environment["DEBUG"] == "false"
+    assert environment["SECRET_KEY"] == "${SECRET_KEY:?set SECRET_KEY}"
+    assert environment["DATABASE_URL"].startswith("postgres://")
+
+
+def test_dockerfile_runs_as_a_non_root_user_with_a_dependency_layer():
+    dockerfile = (BASE_DIR / "Dockerfile").read_text().splitlines()
+    copy_requirements = dockerfile.index("COPY requirements.txt .")
+    install = dockerfile.index("RUN pip install -r requirements.txt")
+    copy_all = dockerfile.index("COPY . .")
+    assert copy_requirements < install < copy_all
+    assert "USER icu" in dockerfile
+
+
+def test_the_schema_check_does_reject_a_broken_compose_file():
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    broken = {"services": {"web": {"image": "x", "depends_on": {"db": {"condition": "soon"}}}}}
+    messages = [
+        e.message for e in jsonschema.validators.validator_for(schema)(schema).iter_errors(broken)
+    ]
+    assert messages

@@ -1,0 +1,168 @@
+"""The commands as a user meets them: --help, argument errors, and `run_dev` (`make run`)."""
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from confluent_kafka import Producer
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+
+from conftest import BASE_DIR, KafkaTopics, free_port, subprocess_env, wait_for_log
+
+COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(command: str):
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, "--help"],
+        cwd=BASE_DIR,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "examples:" in result.stdout
+    assert f"python manage.py {command}" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "Name at least one patient"),
+        ({"name": ["bob", "bob"]}, "Each --name must be different"),
+        ({"name": ["a", "b"], "uuid": str(uuid.uuid4())}, "--uuid goes with exactly one --name"),
+        ({"name": ["bob"], "uuid": "nope"}, "'nope' is not a uuid"),
+        ({"name": ["bob"], "interval": -1}, "--interval must be 0 or more"),
+        ({"name": ["bob"], "count": 0}, "--count must be 1 or more"),
+        ({"patients": -2}, "--patients must be 0 or more"),
+    ],
+)
+def test_run_patient_rejects_bad_arguments_before_touching_kafka(options, message, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(CommandError, match=message):
+        call_command("run_patient", **options)
+
+
+def test_run_dev_refuses_to_run_without_debug(settings):
+    settings.DEBUG = False
+    with pytest.raises(CommandError, match="run_dev is for local use: set DEBUG=true"):
+        call_command("run_dev")
+
+
+def test_run_broker_refuses_a_port_in_use(kafka_broker: str, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = kafka_broker
+    with pytest.raises(CommandError, match=f"{kafka_broker} is already in use"):
+        call_command("run_broker")
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_reading_from_any_kafka_client_appears_in_the_api(kafka: KafkaTopics, api_client):
+    """Not our producer: a bare librdkafka client writing the documented JSON by hand."""
+    patient_uuid = str(uuid.uuid4())
+    timestamp = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.123Z")
+    value = (
+        '{"schema_version": 1, "patient_uuid": "UUID", "patient_name": "Zoë O\'Neil",'
+        ' "timestamp": "TIME", "pulse": 128, "resp_rate": 24, "bp": "92/58", "spo2": 89,'
+        ' "temperature": 38.9}'
+    ).replace("UUID", patient_uuid).replace("TIME", timestamp)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap})
+    producer.produce(kafka.topic, key=patient_uuid, value=value.encode())
+    producer.produce(kafka.topic, key=patient_uuid, value=b'{"pulse": "fast"}')
+    assert producer.flush(10) == 0
+
+    call_command("consume_vitals", exit_on_idle=1.5, batch_timeout=0.1)
+
+    response = api_client.get(reverse("api:patient-metrics", args=[patient_uuid]))
+    assert response.status_code == 200
+    [metric] = response.json()["results"]
+    assert metric["measured_at"] == timestamp.replace(".123Z", ".123000Z")
+    assert (metric["pulse"], metric["resp_rate"], metric["bp"]) == (128, 24, "92/58")
+    assert (metric["spo2"], metric["temperature"]) == (89, 38.9)
+    detail = api_client.get(f"/api/patients/{patient_uuid}/").json()
+    assert detail["name"] == "Zoë O'Neil"
+    assert detail["latest_metric"]["pulse"] == 128
+    [dead] = kafka.read(kafka.dlq_topic)
+    assert dict(dead.headers())["dlq.reason"] == b"missing_field"
+    assert (dead.key(), dead.value()) == (patient_uuid.encode(), b'{"pulse": "fast"}')
+
+
+@pytest.mark.e2e
+def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
+    """What `make run` promises: within 30 s, three patients whose readings advance."""
+    database = tmp_path / "dev.sqlite3"
+    port, broker_port = free_port(), free_port()
+    env = subprocess_env(
+        DEBUG="true",
+        DATABASE_URL=f"sqlite:///{database}",
+        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
+        LOG_FORMAT="text",
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = tmp_path / "run_dev.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_dev", "--interval", "1", "--port", str(port)],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        banner = wait_for_log(log, "Ctrl-C stops everything", process, timeout=30)
+        assert "login:                    admin / icu-demo-password" in banner
+        token = banner.split("Authorization: Token ")[1].split('"')[0]
+
+        def patients() -> list[dict]:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/patients/",
+                headers={"Authorization": f"Token {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                return json.load(response)["results"]
+
+        deadline = time.monotonic() + 30
+        first: list[dict] = []
+        while time.monotonic() < deadline:
+            try:
+                first = patients()
+            except OSError:
+                first = []
+            if len(first) == 3 and all(p["latest_metric"] for p in first):
+                break
+            time.sleep(0.5)
+        assert [p["name"] for p in first] == ["alice", "bob", "carol"]
+        time.sleep(2.5)
+        later = patients()
+        for before, after in zip(first, later, strict=True):
+            assert after["latest_metric"]["measured_at"] > before["latest_metric"]["measured_at"]
+
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    output = log.read_text()
+    assert "consumer stopped" in output
+    assert "broker stopped" in output
+    # Nothing is left listening: the broker's and the web server's ports are free again.
+    for free in (broker_port, port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", free)) != 0
