@@ -23,6 +23,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from icu.kafka import kafka_config, producer_create, topics_ensure
+from icu.process import process_stop
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -43,6 +44,18 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **overrides,
     }
+
+
+def start_manage(*args: str, log: Path, **env: str) -> subprocess.Popen:
+    """Start `python manage.py <args>` as a child process, its output going to `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=subprocess_env(**env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: float) -> str:
@@ -69,20 +82,12 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Kafka-protocol broker for the whole session: `manage.py run_broker`."""
     bootstrap = f"127.0.0.1:{free_port()}"
     log = tmp_path_factory.mktemp("broker") / "broker.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_broker"],
-            cwd=BASE_DIR,
-            env=subprocess_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_manage("run_broker", log=log, KAFKA_BOOTSTRAP_SERVERS=bootstrap)
     try:
         wait_for_log(log, "broker ready", process, timeout=30)
         yield bootstrap
     finally:
-        process.terminate()
-        process.wait(timeout=15)
+        process_stop(process)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """What every long-running command shares: stopping cleanly on SIGINT and SIGTERM."""
 
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,3 +42,15 @@ def die_with_parent() -> None:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def process_stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
+    """SIGTERM a child and wait for it to finish what it is doing; SIGKILL it after `timeout`."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

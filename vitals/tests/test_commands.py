@@ -15,7 +15,14 @@ from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from conftest import BASE_DIR, KafkaTopics, free_port, subprocess_env, wait_for_log
+from conftest import (
+    BASE_DIR,
+    KafkaTopics,
+    free_port,
+    start_manage,
+    subprocess_env,
+    wait_for_log,
+)
 
 COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev"]
 
@@ -72,10 +79,14 @@ def test_a_reading_from_any_kafka_client_appears_in_the_api(kafka: KafkaTopics, 
     patient_uuid = str(uuid.uuid4())
     timestamp = datetime.now(tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.123Z")
     value = (
-        '{"schema_version": 1, "patient_uuid": "UUID", "patient_name": "Zoë O\'Neil",'
-        ' "timestamp": "TIME", "pulse": 128, "resp_rate": 24, "bp": "92/58", "spo2": 89,'
-        ' "temperature": 38.9}'
-    ).replace("UUID", patient_uuid).replace("TIME", timestamp)
+        (
+            '{"schema_version": 1, "patient_uuid": "UUID", "patient_name": "Zoë O\'Neil",'
+            ' "timestamp": "TIME", "pulse": 128, "resp_rate": 24, "bp": "92/58", "spo2": 89,'
+            ' "temperature": 38.9}'
+        )
+        .replace("UUID", patient_uuid)
+        .replace("TIME", timestamp)
+    )
     producer = Producer({"bootstrap.servers": kafka.bootstrap})
     producer.produce(kafka.topic, key=patient_uuid, value=value.encode())
     producer.produce(kafka.topic, key=patient_uuid, value=b'{"pulse": "fast"}')
@@ -102,29 +113,22 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
     """What `make run` promises: within 30 s, three patients whose readings advance."""
     database = tmp_path / "dev.sqlite3"
     port, broker_port = free_port(), free_port()
-    env = subprocess_env(
-        DEBUG="true",
-        DATABASE_URL=f"sqlite:///{database}",
-        KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{broker_port}",
-        LOG_FORMAT="text",
-    )
+    env = {
+        "DEBUG": "true",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
+        "LOG_FORMAT": "text",
+    }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
         cwd=BASE_DIR,
-        env=env,
+        env=subprocess_env(**env),
         check=True,
         capture_output=True,
         timeout=120,
     )
     log = tmp_path / "run_dev.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_dev", "--interval", "1", "--port", str(port)],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_manage("run_dev", "--interval", "1", "--port", str(port), log=log, **env)
     try:
         banner = wait_for_log(log, "Ctrl-C stops everything", process, timeout=30)
         assert "login:                    admin / icu-demo-password" in banner

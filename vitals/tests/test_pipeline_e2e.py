@@ -18,7 +18,15 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 
-from conftest import BASE_DIR, KafkaTopics, free_port, json_lines, subprocess_env, wait_for_log
+from conftest import (
+    BASE_DIR,
+    KafkaTopics,
+    free_port,
+    json_lines,
+    start_manage,
+    subprocess_env,
+    wait_for_log,
+)
 from icu.kafka import consumer_create, producer_create
 from patients.models import Patient
 from vitals import consumer as consumer_module
@@ -282,21 +290,17 @@ def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monke
 def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics, tmp_path):
     kafka.produce([valid_message("eve", s) for s in range(20)])
     log = tmp_path / "consumer.log"
-    env = subprocess_env(
+    process = start_manage(
+        "consume_vitals",
+        "--batch-timeout",
+        "0.1",
+        log=log,
         DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
         KAFKA_TOPIC=kafka.topic,
         KAFKA_DLQ_TOPIC=kafka.dlq_topic,
         KAFKA_GROUP_ID=kafka.group_id,
     )
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "consume_vitals", "--batch-timeout", "0.1"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
         wait_for_log(log, "partitions assigned", process, timeout=30)
         deadline = time.monotonic() + 20
@@ -319,15 +323,16 @@ def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics,
 
 def test_emulator_sigterm_flushes_every_reading(kafka: KafkaTopics, tmp_path):
     log = tmp_path / "emulator.log"
-    env = subprocess_env(KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap, KAFKA_TOPIC=kafka.topic)
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_patient", "--patients", "10", "--interval", "0.2"],
-            cwd=BASE_DIR,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    process = start_manage(
+        "run_patient",
+        "--patients",
+        "10",
+        "--interval",
+        "0.2",
+        log=log,
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
+        KAFKA_TOPIC=kafka.topic,
+    )
     try:
         wait_for_log(log, '"emulating patients"', process, timeout=20)
         time.sleep(1.5)

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import admin_create, bootstrap_address, topics_ensure
-from icu.process import die_with_parent, stop_on_signals
+from icu.process import die_with_parent, process_stop, stop_on_signals
 
 logger = logging.getLogger("vitals.broker")
 
@@ -83,7 +83,7 @@ examples:
                         f"The broker exited unexpectedly (status {broker.returncode})."
                     )
             finally:
-                _stop(broker)
+                process_stop(broker)
         logger.info("broker stopped; its in-memory data is gone")
 
     def _wait_ready_and_create_topics(
@@ -107,13 +107,3 @@ def _port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
         sock.settimeout(1.0)
         return sock.connect_ex((host, port)) == 0
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

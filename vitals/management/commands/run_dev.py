@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import admin_create, broker_check
-from icu.process import die_with_parent, stop_on_signals
+from icu.process import die_with_parent, process_stop, stop_on_signals
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "icu-demo-password"  # noqa: S105 (a local demo account, printed on purpose)
@@ -130,15 +130,8 @@ examples:
         # Producers first, broker last: the consumer commits its offsets to a live broker.
         order = ["emulator", "web", "consumer", "broker"]
         for child in sorted(children, key=lambda c: order.index(c.name)):
-            process = child.process
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if child.process is not None:
+                process_stop(child.process)
 
     def _banner(self, address: str, token: str, names: list[str]) -> None:
         api = f"http://{address}/{settings.API_PREFIX}"
