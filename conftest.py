@@ -27,6 +27,20 @@ from icu.process import process_stop
 
 BASE_DIR = Path(__file__).resolve().parent
 
+# Figures that tests measure for the README (scenario evidence); printed after the run.
+_FIGURES: list[tuple[str, str]] = []
+
+
+def report_figure(name: str, value: str) -> None:
+    _FIGURES.append((name, value))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for name, value in _FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -97,6 +111,7 @@ class KafkaTopics:
     bootstrap: str
     topic: str
     dlq_topic: str
+    alarms_topic: str
     group_id: str
 
     def produce(self, messages: list[tuple[bytes | None, bytes | None]], topic: str = "") -> None:
@@ -149,13 +164,15 @@ def kafka(kafka_broker: str, settings: LazySettings) -> KafkaTopics:
         bootstrap=kafka_broker,
         topic=f"vitals-{suffix}",
         dlq_topic=f"vitals-{suffix}.dlq",
+        alarms_topic=f"alarms-{suffix}",
         group_id=f"group-{suffix}",
     )
     settings.KAFKA_BOOTSTRAP_SERVERS = kafka_broker
     settings.KAFKA_TOPIC = topics.topic
     settings.KAFKA_DLQ_TOPIC = topics.dlq_topic
+    settings.KAFKA_ALARMS_TOPIC = topics.alarms_topic
     settings.KAFKA_GROUP_ID = topics.group_id
-    topics_ensure(topics={topics.topic: 3, topics.dlq_topic: 1})
+    topics_ensure(topics={topics.topic: 3, topics.dlq_topic: 1, topics.alarms_topic: 1})
     return topics
 
 

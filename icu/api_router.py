@@ -7,6 +7,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import DefaultRouter
 
 from patients.apis import BriefPatientViewSet, PatientViewSet
+from vitals.apis import AlarmViewSet
 
 app_name = "api"
 
@@ -32,6 +33,7 @@ class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
 
 router = DefaultRouter()
 router.register("patients", PatientViewSet, basename="patient")
+router.register("alarms", AlarmViewSet, basename="alarm")
 
 urlpatterns = [
     *router.urls,

@@ -45,6 +45,20 @@ class InvalidParameter(IcuError):
     default_message = "A request parameter is invalid."
 
 
+class AlarmNotFound(IcuError):
+    status_code = status.HTTP_404_NOT_FOUND
+    code = "alarm_not_found"
+    default_message = "No such alarm."
+
+
+class AlarmNotOpen(IcuError):
+    """An action on an alarm that its state does not allow (acknowledging a resolved one)."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "alarm_not_open"
+    default_message = "The alarm is resolved."
+
+
 class KafkaUnavailable(IcuError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "kafka_unavailable"

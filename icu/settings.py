@@ -150,6 +150,7 @@ SPECTACULAR_SETTINGS = {
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
 KAFKA_TOPIC = env("KAFKA_TOPIC", default="vitals")
 KAFKA_DLQ_TOPIC = env("KAFKA_DLQ_TOPIC", default="vitals.dlq")
+KAFKA_ALARMS_TOPIC = env("KAFKA_ALARMS_TOPIC", default="alarms")
 KAFKA_GROUP_ID = env("KAFKA_GROUP_ID", default="icu-vitals-consumer")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
 # Extra librdkafka properties for every client, e.g. "security.protocol=SSL,ssl.ca.location=/ca".

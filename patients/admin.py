@@ -3,7 +3,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from patients.models import Patient
-from vitals.models import PatientMetric
+from vitals.models import AlarmLimits, PatientMetric
 
 LATEST_READINGS_SHOWN = 20
 
@@ -25,6 +25,10 @@ class LatestReadingsInline(admin.TabularInline):
         "bp",
         "spo2",
         "temperature",
+        "on_oxygen",
+        "consciousness",
+        "news2_score",
+        "artefact",
         "received_at",
     ]
     extra = 0
@@ -38,13 +42,52 @@ class LatestReadingsInline(admin.TabularInline):
         return False
 
 
+class AlarmLimitsInline(admin.StackedInline):
+    """Editable here as in the API; a patient without a row uses the bedside defaults."""
+
+    model = AlarmLimits
+    can_delete = True
+    readonly_fields = ["updated_at", "updated_by"]
+    fieldsets = [
+        (None, {"fields": ["spo2_low", "delay_readings"]}),
+        ("Pulse", {"fields": [("pulse_low", "pulse_high")]}),
+        (
+            "Blood pressure",
+            {"fields": [("systolic_low", "systolic_high"), ("diastolic_low", "diastolic_high")]},
+        ),
+        (
+            "Respiration and temperature",
+            {
+                "fields": [
+                    ("resp_rate_low", "resp_rate_high"),
+                    ("temperature_low", "temperature_high"),
+                ]
+            },
+        ),
+        (None, {"fields": ["updated_at", "updated_by"]}),
+    ]
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
-    list_display = ["name", "uuid", "latest_reading_at", "created_at"]
+    list_display = ["name", "uuid", "latest_news2", "latest_reading_at", "created_at"]
     list_select_related = ["latest_metric"]
+    list_filter = ["hypercapnic_respiratory_failure"]
     search_fields = ["name", "=uuid"]
     readonly_fields = ["uuid", "created_at", "updated_at", "latest_metric"]
-    inlines = [LatestReadingsInline]
+    inlines = [AlarmLimitsInline, LatestReadingsInline]
+
+    def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
+        for limits in formset.save(commit=False):
+            if isinstance(limits, AlarmLimits):
+                limits.updated_by = request.user
+            limits.save()
+        for obj in formset.deleted_objects:
+            obj.delete()
+
+    @admin.display(description="NEWS2", ordering="latest_metric__news2_score")
+    def latest_news2(self, patient: Patient):
+        return patient.latest_metric.news2_score if patient.latest_metric else None
 
     @admin.display(description="latest reading", ordering="latest_metric__measured_at")
     def latest_reading_at(self, patient: Patient):

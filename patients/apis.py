@@ -9,10 +9,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from patients.models import Patient
-from patients.selectors import patient_get, patient_list
+from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
 from patients.serializers import PatientSerializer
-from vitals.selectors import metric_list
-from vitals.serializers import MetricFilterSerializer, MetricSerializer
+from vitals.selectors import alarm_limits_get, metric_list
+from vitals.serializers import AlarmLimitsSerializer, MetricFilterSerializer, MetricSerializer
+from vitals.services import alarm_limits_update
 
 
 class PatientPagination(PageNumberPagination):
@@ -34,6 +35,13 @@ class MetricPagination(CursorPagination):
 _PATIENT_UUID = OpenApiParameter(
     "patient_uuid", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The patient's uuid."
 )
+_ORDERING = OpenApiParameter(
+    "ordering",
+    OpenApiTypes.STR,
+    enum=list(PATIENT_ORDERINGS),
+    description="`name` (default) or `-news2`: the most acute first (by the NEWS2 of the "
+    "latest reading; patients without one last).",
+)
 
 
 @extend_schema(parameters=[_PATIENT_UUID])
@@ -50,7 +58,11 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     queryset = Patient.objects.none()  # for schema generation; get_queryset is what runs
 
     def get_queryset(self):
-        return patient_list()
+        return patient_list(ordering=self.request.query_params.get("ordering", "name"))
+
+    @extend_schema(parameters=[_ORDERING])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
 
     def get_object(self) -> Patient:
         patient = patient_get(patient_uuid=self.kwargs[self.lookup_url_kwarg])
@@ -74,6 +86,33 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(metric_list(patient=patient, **filters.validated_data))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        request=AlarmLimitsSerializer,
+        responses=AlarmLimitsSerializer,
+        summary="A patient's alarm limits: GET them, PUT all of them, PATCH some.",
+    )
+    @action(
+        detail=True,
+        methods=["get", "put", "patch"],
+        url_path="alarm-limits",
+        url_name="alarm-limits",
+        serializer_class=AlarmLimitsSerializer,
+        pagination_class=None,
+    )
+    def alarm_limits(self, request: Request, patient_uuid: str) -> Response:
+        patient = self.get_object()
+        limits = alarm_limits_get(patient=patient)
+        if request.method == "GET":
+            return Response(AlarmLimitsSerializer(limits).data)
+        serializer = AlarmLimitsSerializer(
+            limits, data=request.data, partial=request.method == "PATCH"
+        )
+        serializer.is_valid(raise_exception=True)
+        limits = alarm_limits_update(
+            patient=patient, user=request.user, **serializer.validated_data
+        )
+        return Response(AlarmLimitsSerializer(limits).data)
 
 
 class BriefPatientViewSet(PatientViewSet):

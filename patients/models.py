@@ -13,6 +13,11 @@ class Patient(models.Model):
 
     uuid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
+    hypercapnic_respiratory_failure = models.BooleanField(
+        default=False,
+        help_text="Known hypercapnic respiratory failure (e.g. COPD with CO2 retention): NEWS2 "
+        "scores SpO2 on scale 2, target 88-92%.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     latest_metric = models.OneToOneField(
@@ -31,3 +36,8 @@ class Patient(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.uuid})"
+
+    @property
+    def spo2_scale(self) -> int:
+        """The NEWS2 SpO2 scale that applies to this patient."""
+        return 2 if self.hypercapnic_respiratory_failure else 1

@@ -1,7 +1,9 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from patients.models import Patient
-from vitals.serializers import MetricSerializer
+from vitals.serializers import MetricSerializer, News2Serializer, OpenAlarmSerializer, news2_data
+from vitals.services import metric_news2
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -11,11 +13,38 @@ class PatientSerializer(serializers.ModelSerializer):
     metrics_url = serializers.HyperlinkedIdentityField(
         view_name="api:patient-metrics", lookup_field="uuid", lookup_url_kwarg="patient_uuid"
     )
+    alarm_limits_url = serializers.HyperlinkedIdentityField(
+        view_name="api:patient-alarm-limits", lookup_field="uuid", lookup_url_kwarg="patient_uuid"
+    )
     latest_metric = MetricSerializer(
         read_only=True, allow_null=True, help_text="The newest reading, null before the first."
+    )
+    news2 = serializers.SerializerMethodField(help_text="NEWS2 of the latest reading.")
+    active_alarms = OpenAlarmSerializer(
+        source="open_alarms",
+        many=True,
+        read_only=True,
+        help_text="Open (active or acknowledged) alarms, most urgent first.",
     )
 
     class Meta:
         model = Patient
-        fields = ["uuid", "name", "url", "metrics_url", "created_at", "updated_at", "latest_metric"]
+        fields = [
+            "uuid",
+            "name",
+            "url",
+            "metrics_url",
+            "alarm_limits_url",
+            "hypercapnic_respiratory_failure",
+            "created_at",
+            "updated_at",
+            "news2",
+            "active_alarms",
+            "latest_metric",
+        ]
         read_only_fields = fields
+
+    @extend_schema_field(News2Serializer(allow_null=True))
+    def get_news2(self, patient: Patient) -> dict | None:
+        latest = patient.latest_metric
+        return news2_data(metric_news2(latest)) if latest else None

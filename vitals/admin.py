@@ -1,11 +1,25 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from vitals.models import PatientMetric
+from vitals.models import Alarm, AlarmEvent, AlarmState, PatientMetric
+from vitals.services import alarm_acknowledge
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """What devices and the consumer write: people look, they do not edit or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
 
 @admin.register(PatientMetric)
-class PatientMetricAdmin(admin.ModelAdmin):
+class PatientMetricAdmin(ReadOnlyAdmin):
     """Readings come from devices through the consumer: the admin shows them, never edits them."""
 
     list_display = [
@@ -16,6 +30,9 @@ class PatientMetricAdmin(admin.ModelAdmin):
         "bp",
         "spo2",
         "temperature",
+        "on_oxygen",
+        "consciousness",
+        "news2_score",
         "received_at",
     ]
     list_select_related = ["patient"]
@@ -27,11 +44,39 @@ class PatientMetricAdmin(admin.ModelAdmin):
     # COUNT(*) over millions of readings on every page is slow and not needed to browse.
     show_full_result_count = False
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_change_permission(self, request: HttpRequest, obj: PatientMetric | None = None) -> bool:
-        return False
+@admin.register(Alarm)
+class AlarmAdmin(ReadOnlyAdmin):
+    """Alarms are raised and resolved by the consumer; people acknowledge them (action)."""
 
-    def has_delete_permission(self, request: HttpRequest, obj: PatientMetric | None = None) -> bool:
-        return False
+    list_display = [
+        "raised_at",
+        "patient",
+        "priority",
+        "kind",
+        "state",
+        "message",
+        "acknowledged_by",
+        "resolved_at",
+    ]
+    list_filter = ["state", "priority", "kind"]
+    list_select_related = ["patient", "acknowledged_by"]
+    search_fields = ["patient__name", "=patient__uuid"]
+    date_hierarchy = "raised_at"
+    actions = ["acknowledge"]
+
+    @admin.action(description="Acknowledge selected active alarms")
+    def acknowledge(self, request: HttpRequest, queryset) -> None:
+        active = list(queryset.filter(state=AlarmState.ACTIVE))
+        for alarm in active:
+            alarm_acknowledge(alarm=alarm, user=request.user)
+        self.message_user(request, f"Acknowledged {len(active)} alarm(s).")
+
+
+@admin.register(AlarmEvent)
+class AlarmEventAdmin(ReadOnlyAdmin):
+    """The outbox of the alarms topic: what was (or is still to be) published."""
+
+    list_display = ["id", "type", "alarm", "created_at", "published_at"]
+    list_filter = ["type", ("published_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["alarm"]

@@ -13,20 +13,28 @@ Failure handling, by kind:
   committed, the consumer seeks back to the start of the batch and retries with backoff;
 - a reading the database itself rejects (a constraint the validator missed) is isolated by
   storing the batch reading by reading, and only that reading goes to the DLQ.
+
+Alarms are judged on the readings a batch newly stored, in the same transaction, and reach
+the alarms topic through an outbox (`AlarmEvent`): published after the commit, and swept
+again every few seconds, so that neither a crash nor a broker hiccup loses an alarm change.
 """
 
+import json
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from django.db import DatabaseError, DataError, IntegrityError
+from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from icu.exceptions import InvalidReading
+from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_parse
-from vitals.services import StoreResult, metric_bulk_store
+from vitals.selectors import alarm_events_unpublished
+from vitals.services import StoreResult, alarm_events_mark_published, metric_bulk_store
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +61,7 @@ class ConsumerTotals:
     invalid_by_reason: Counter = field(default_factory=Counter)
     batches: int = 0
     retries: int = 0
+    alarm_events: int = 0
 
 
 class RetryBatch(Exception):
@@ -67,18 +76,25 @@ class VitalsConsumer:
         self,
         *,
         consumer: Consumer,
-        dlq_producer: Producer,
+        producer: Producer,
         dlq_topic: str,
+        alarms_topic: str | None = None,
         batch_size: int = 1000,
         batch_timeout: float = 0.25,
         max_future: timedelta = timedelta(minutes=5),
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         stop_event: threading.Event | None = None,
+        alarm_sweep_interval: float = 5.0,
     ) -> None:
         self.consumer = consumer
-        self.dlq_producer = dlq_producer
+        # One producer for the DLQ and the alarms topic.
+        self.producer = producer
         self.dlq_topic = dlq_topic
+        self.alarms_topic = alarms_topic
+        self.alarm_engine = AlarmEngine()
+        self.alarm_sweep_interval = alarm_sweep_interval
+        self._last_sweep = 0.0
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
         self.max_future = max_future
@@ -97,8 +113,10 @@ class VitalsConsumer:
         )
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Offsets stored so far are committed by librdkafka as the partitions go.
+        # Offsets stored so far are committed by librdkafka as the partitions go. The alarm
+        # memory of their patients goes too: whoever takes them over rebuilds it.
         self.assigned -= {(p.topic, p.partition) for p in partitions}
+        self.alarm_engine.forget()
         logger.info(
             "partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)}
         )
@@ -117,10 +135,11 @@ class VitalsConsumer:
             elif error.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error", extra={"kafka_error": error.str()})
         if not records:
+            self._publish_alarm_events_if_due()
             return 0
 
         try:
-            result, rejected = self._store_and_forward(records)
+            result, result_events, rejected = self._store_and_forward(records)
         except RetryBatch as exc:
             self._rewind(records)
             self._wait_before_retry(str(exc))
@@ -134,6 +153,8 @@ class VitalsConsumer:
         totals.stored += result.stored
         totals.duplicates += result.duplicates
         totals.invalid += len(rejected)
+        totals.alarm_events += result_events
+        self._publish_alarm_events_if_due(force=result_events > 0)
         logger.debug(
             "batch stored",
             extra={
@@ -160,26 +181,39 @@ class VitalsConsumer:
                 valid.append((message, reading))
 
         try:
-            result = metric_bulk_store(readings=[reading for _, reading in valid])
+            result, events = self._store([reading for _, reading in valid])
         except (IntegrityError, DataError) as exc:
             logger.warning(
-                "database rejected the batch; storing reading by reading", extra={"error": str(exc)}
+                "database rejected the batch; storing reading by reading",
+                extra={"error": str(exc)},
             )
-            result = self._store_one_by_one(valid, rejected)
+            result, events = self._store_one_by_one(valid, rejected)
         except DatabaseError as exc:
             raise RetryBatch(f"database unavailable: {exc}") from exc
 
         self._forward_to_dlq(rejected)
-        return result, rejected
+        return result, events, rejected
+
+    def _store(self, readings: list[Reading]) -> tuple[StoreResult, int]:
+        """Readings and the alarm changes they cause, in one transaction."""
+        try:
+            with transaction.atomic():
+                result = metric_bulk_store(readings=readings)
+                events = self.alarm_engine.process(result.new)
+        except DatabaseError:
+            # The alarm writes were rolled back with the readings: so must the memory of them.
+            self.alarm_engine.forget()
+            raise
+        return result, len(events)
 
     def _store_one_by_one(
         self, valid: list[tuple[Message, Reading]], rejected: list[tuple[Message, InvalidReading]]
-    ) -> StoreResult:
-        stored = duplicates = 0
+    ) -> tuple[StoreResult, int]:
+        stored = duplicates = events = 0
         patients = set()
         for message, reading in valid:
             try:
-                one = metric_bulk_store(readings=[reading])
+                one, one_events = self._store([reading])
             except (IntegrityError, DataError) as exc:
                 rejected.append((message, InvalidReading("rejected_by_database", str(exc)[:500])))
                 continue
@@ -187,8 +221,9 @@ class VitalsConsumer:
                 raise RetryBatch(f"database unavailable: {exc}") from exc
             stored += one.stored
             duplicates += one.duplicates
+            events += one_events
             patients.add(reading.patient_uuid)
-        return StoreResult(stored=stored, duplicates=duplicates, patients=len(patients))
+        return StoreResult(stored=stored, duplicates=duplicates, patients=len(patients)), events
 
     def _forward_to_dlq(self, rejected: list[tuple[Message, InvalidReading]]) -> None:
         if not rejected:
@@ -226,22 +261,33 @@ class VitalsConsumer:
                     "key": (message.key() or b"")[:64].decode("utf-8", "replace"),
                 },
             )
-        remaining = self.dlq_producer.flush(10)
+        remaining = self.producer.flush(10)
         if remaining or failures:
             raise RetryBatch(
                 f"DLQ {self.dlq_topic} did not take {remaining + len(failures)} message(s): "
                 f"{failures[0].str() if failures else 'flush timed out'}"
             )
 
-    def _produce(self, key: bytes | None, value: bytes | None, headers: list, on_delivery) -> None:
+    def _produce(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list,
+        on_delivery,
+        topic: str | None = None,
+    ) -> None:
         while True:
             try:
-                self.dlq_producer.produce(
-                    self.dlq_topic, key=key, value=value, headers=headers, on_delivery=on_delivery
+                self.producer.produce(
+                    topic or self.dlq_topic,
+                    key=key,
+                    value=value,
+                    headers=headers,
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:
-                self.dlq_producer.poll(0.1)  # local queue full: let deliveries drain
+                self.producer.poll(0.1)  # local queue full: let deliveries drain
 
     def _store_offsets(self, records: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -281,9 +327,58 @@ class VitalsConsumer:
         # Waiting on the event lets SIGTERM cut the backoff short.
         self.stop_event.wait(self.backoff)
 
+    def _publish_alarm_events_if_due(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.alarms_topic and (force or now - self._last_sweep >= self.alarm_sweep_interval):
+            self._last_sweep = now
+            self.publish_alarm_events()
+
+    def publish_alarm_events(self) -> int:
+        """Publish the outbox's pending alarm events (this consumer's and the API's, e.g.
+        acknowledgements), oldest first; mark those the broker took. Returns how many.
+
+        Never raises: an event that does not get through stays pending for the next sweep.
+        Two consumers sweeping at once may publish an event twice; `event_id` lets
+        subscribers drop the second copy.
+        """
+        try:
+            pending = alarm_events_unpublished()
+        except DatabaseError as exc:
+            logger.warning("could not read the alarm outbox", extra={"error": str(exc)})
+            return 0
+        if not pending:
+            return 0
+        delivered: list[int] = []
+
+        def on_delivery_of(event_id: int):
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is None:
+                    delivered.append(event_id)
+
+            return on_delivery
+
+        for event in pending:
+            value = json.dumps({"event_id": event.pk, **event.payload}, separators=(",", ":"))
+            key = event.payload["patient"]["uuid"].encode()
+            headers = [("event_id", str(event.pk).encode())]
+            self._produce(
+                key, value.encode(), headers, on_delivery_of(event.pk), topic=self.alarms_topic
+            )
+        self.producer.flush(5)
+        if len(delivered) < len(pending):
+            logger.warning(
+                "alarm events not delivered yet, will retry",
+                extra={"pending": len(pending) - len(delivered), "topic": self.alarms_topic},
+            )
+        try:
+            alarm_events_mark_published(event_ids=delivered)
+        except DatabaseError as exc:
+            logger.warning("could not mark alarm events published", extra={"error": str(exc)})
+        return len(delivered)
+
     def close(self) -> None:
         """Commit stored offsets and leave the group (so that partitions move at once)."""
-        self.dlq_producer.flush(10)
+        self.producer.flush(10)
         self.consumer.close()
 
     def log_totals(self, message: str = "consumer totals") -> None:
@@ -298,5 +393,6 @@ class VitalsConsumer:
                 "invalid_by_reason": dict(t.invalid_by_reason),
                 "batches": t.batches,
                 "retries": t.retries,
+                "alarm_events": t.alarm_events,
             },
         )

@@ -49,6 +49,17 @@ FIELDS = (
     "spo2",
     "temperature",
 )
+# Optional since the clinical release, still schema_version 1: a message without them means
+# "on room air, alert, no artefact", which is what every older producer's readings were.
+OPTIONAL_FIELDS = ("on_oxygen", "consciousness", "artefact")
+CONSCIOUSNESS_LEVELS = (
+    "A",
+    "C",
+    "V",
+    "P",
+    "U",
+)  # ACVPU: Alert, new Confusion, Voice, Pain, Unresponsive
+ARTEFACTS = ("spo2_probe_off", "motion")
 
 REASONS = frozenset(
     {
@@ -71,6 +82,7 @@ REASONS = frozenset(
         "invalid_bp",
         "out_of_range",
         "implausible",
+        "invalid_choice",
         # Set by the consumer, not the parser: the database refused a reading that passed.
         "rejected_by_database",
     }
@@ -98,6 +110,10 @@ class Reading:
     diastolic: int
     spo2: int
     temperature: float
+    on_oxygen: bool = False
+    consciousness: str = "A"
+    # The monitor's own flag that a value is not physiological (a probe off the finger, motion).
+    artefact: str | None = None
 
     @property
     def bp(self) -> str:
@@ -116,7 +132,11 @@ def reading_to_message(reading: Reading) -> tuple[bytes, bytes]:
         "bp": reading.bp,
         "spo2": reading.spo2,
         "temperature": round(reading.temperature, 1),
+        "on_oxygen": reading.on_oxygen,
+        "consciousness": reading.consciousness,
     }
+    if reading.artefact:
+        value["artefact"] = reading.artefact
     key = str(reading.patient_uuid).encode()
     return key, json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
@@ -229,7 +249,7 @@ def reading_parse(
             f"schema_version {version!r:.40} is not supported "
             f"(this consumer reads {SCHEMA_VERSION})",
         )
-    unknown = sorted(set(data) - set(FIELDS))
+    unknown = sorted(set(data) - set(FIELDS) - set(OPTIONAL_FIELDS))
     if unknown:
         raise InvalidReading("unknown_field", f"unknown field(s): {', '.join(unknown)[:200]}")
     missing = [name for name in FIELDS if name not in data]
@@ -279,6 +299,14 @@ def reading_parse(
     if not low <= temperature <= high:
         raise InvalidReading("out_of_range", f"'temperature' {temperature} is outside {low}-{high}")
 
+    on_oxygen = data.get("on_oxygen", False)
+    if not isinstance(on_oxygen, bool):
+        raise InvalidReading(
+            "wrong_type", f"'on_oxygen' must be true or false, got {on_oxygen!r:.40}"
+        )
+    consciousness = _as_choice(data, "consciousness", CONSCIOUSNESS_LEVELS, default="A")
+    artefact = _as_choice(data, "artefact", ARTEFACTS, default=None)
+
     return Reading(
         patient_uuid=patient_uuid,
         patient_name=name.strip(),
@@ -289,7 +317,25 @@ def reading_parse(
         diastolic=diastolic,
         spo2=_as_int(data, "spo2"),
         temperature=round(float(temperature), 1),
+        on_oxygen=on_oxygen,
+        consciousness=consciousness,
+        artefact=artefact,
     )
+
+
+def _as_choice(
+    data: dict[str, Any], name: str, choices: tuple[str, ...], default: str | None
+) -> str | None:
+    value = data.get(name, default)
+    if value is None and default is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidReading("wrong_type", f"'{name}' must be a string, got {value!r:.40}")
+    if value not in choices:
+        raise InvalidReading(
+            "invalid_choice", f"'{name}' {value!r:.40} is not one of {', '.join(choices)}"
+        )
+    return value
 
 
 def reading_schema() -> dict[str, Any]:

@@ -1,5 +1,24 @@
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+
+
+class Consciousness(models.TextChoices):
+    """ACVPU."""
+
+    ALERT = "A", "Alert"
+    CONFUSION = "C", "New confusion"
+    VOICE = "V", "Responds to voice"
+    PAIN = "P", "Responds to pain"
+    UNRESPONSIVE = "U", "Unresponsive"
+
+
+class News2Risk(models.TextChoices):
+    LOW = "low"
+    LOW_MEDIUM = "low-medium"
+    MEDIUM = "medium"
+    HIGH = "high"
 
 
 class PatientMetric(models.Model):
@@ -20,6 +39,25 @@ class PatientMetric(models.Model):
     diastolic = models.PositiveSmallIntegerField(help_text="Diastolic blood pressure, mmHg.")
     spo2 = models.PositiveSmallIntegerField(help_text="Peripheral oxygen saturation, %.")
     temperature = models.FloatField(help_text="Body temperature, °C (one decimal).")
+    on_oxygen = models.BooleanField(default=False, help_text="On supplemental oxygen.")
+    consciousness = models.CharField(
+        max_length=1, choices=Consciousness.choices, default=Consciousness.ALERT
+    )
+    artefact = models.CharField(
+        max_length=20,
+        blank=True,
+        default="",
+        help_text="Set when the monitor flagged the reading as a sensor artefact.",
+    )
+    # NEWS2 as computed when the reading was stored (null for artefact readings, which are not
+    # physiological values). The SpO2 scale used is kept so that the sub-scores can be shown
+    # exactly as they were, even if the patient's scale changes later.
+    news2_score = models.PositiveSmallIntegerField(null=True, blank=True)
+    # NULL, like news2_score: "not scored" is not a risk band.
+    news2_risk = models.CharField(  # noqa: DJ001
+        max_length=12, choices=News2Risk.choices, null=True, blank=True
+    )
+    spo2_scale = models.PositiveSmallIntegerField(default=1)
     received_at = models.DateTimeField(help_text="When the consumer stored the reading.")
 
     class Meta:
@@ -43,3 +81,161 @@ class PatientMetric(models.Model):
     def bp(self) -> str:
         """Blood pressure as clinicians write it: "120/80"."""
         return f"{self.systolic}/{self.diastolic}"
+
+
+class AlarmLimits(models.Model):
+    """A patient's alarm limits; a patient without a row uses the bedside defaults below."""
+
+    patient = models.OneToOneField(
+        "patients.Patient",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="alarm_limits",
+    )
+    spo2_low = models.PositiveSmallIntegerField(default=90, validators=[MaxValueValidator(100)])
+    pulse_low = models.PositiveSmallIntegerField(default=50, validators=[MaxValueValidator(300)])
+    pulse_high = models.PositiveSmallIntegerField(default=120, validators=[MaxValueValidator(300)])
+    systolic_low = models.PositiveSmallIntegerField(default=90, validators=[MaxValueValidator(300)])
+    systolic_high = models.PositiveSmallIntegerField(
+        default=160, validators=[MaxValueValidator(300)]
+    )
+    diastolic_low = models.PositiveSmallIntegerField(
+        default=50, validators=[MaxValueValidator(250)]
+    )
+    diastolic_high = models.PositiveSmallIntegerField(
+        default=90, validators=[MaxValueValidator(250)]
+    )
+    resp_rate_low = models.PositiveSmallIntegerField(default=8, validators=[MaxValueValidator(100)])
+    resp_rate_high = models.PositiveSmallIntegerField(
+        default=30, validators=[MaxValueValidator(100)]
+    )
+    temperature_low = models.FloatField(
+        default=35.0, validators=[MinValueValidator(25.0), MaxValueValidator(45.0)]
+    )
+    temperature_high = models.FloatField(
+        default=39.0, validators=[MinValueValidator(25.0), MaxValueValidator(45.0)]
+    )
+    delay_readings = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        help_text="Consecutive readings a condition must hold before it alarms (and be gone "
+        "before the alarm resolves), so that one outlier does not alarm.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        verbose_name_plural = "alarm limits"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(pulse_low__lt=F("pulse_high")), name="limits_pulse_low_lt_high"
+            ),
+            models.CheckConstraint(
+                condition=Q(systolic_low__lt=F("systolic_high")), name="limits_systolic_low_lt_high"
+            ),
+            models.CheckConstraint(
+                condition=Q(diastolic_low__lt=F("diastolic_high")),
+                name="limits_diastolic_low_lt_high",
+            ),
+            models.CheckConstraint(
+                condition=Q(resp_rate_low__lt=F("resp_rate_high")),
+                name="limits_resp_rate_low_lt_high",
+            ),
+            models.CheckConstraint(
+                condition=Q(temperature_low__lt=F("temperature_high")),
+                name="limits_temperature_low_lt_high",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"alarm limits of {self.patient_id}"
+
+
+class AlarmPriority(models.TextChoices):
+    """IEC 60601-1-8: high = immediate response, medium = prompt, low = awareness."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class AlarmState(models.TextChoices):
+    ACTIVE = "active"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+OPEN_ALARM_STATES = (AlarmState.ACTIVE, AlarmState.ACKNOWLEDGED)
+
+
+class Alarm(models.Model):
+    """One alarm condition of one patient, from raise to resolution.
+
+    At most one alarm of a kind is open (active or acknowledged) per patient; a condition
+    that comes back after resolution is a new alarm.
+    """
+
+    patient = models.ForeignKey("patients.Patient", on_delete=models.CASCADE, related_name="alarms")
+    kind = models.CharField(max_length=20)
+    priority = models.CharField(max_length=6, choices=AlarmPriority.choices)
+    state = models.CharField(max_length=12, choices=AlarmState.choices, default=AlarmState.ACTIVE)
+    message = models.CharField(max_length=200)
+    value = models.FloatField(help_text="The value that raised (or last escalated) the alarm.")
+    threshold = models.FloatField(null=True, blank=True)
+    raised_at = models.DateTimeField(help_text="measured_at of the reading that raised it.")
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-raised_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "kind"],
+                condition=Q(state__in=OPEN_ALARM_STATES),
+                name="alarm_one_open_per_patient_kind",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "-raised_at"], name="alarm_state_raised_idx"),
+            models.Index(fields=["patient", "-raised_at"], name="alarm_patient_raised_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.priority} {self.kind} ({self.state})"
+
+
+class AlarmEvent(models.Model):
+    """Outbox of the alarms topic: written in the transaction that changes the alarm, published
+    to Kafka after it commits, so that no change is lost if a process dies in between."""
+
+    class Type(models.TextChoices):
+        RAISED = "raised"
+        ESCALATED = "escalated"
+        ACKNOWLEDGED = "acknowledged"
+        RESOLVED = "resolved"
+
+    alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="events")
+    type = models.CharField(max_length=12, choices=Type.choices)
+    # The message as published: the alarm as it was when the event happened.
+    payload = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["id"],
+                condition=Q(published_at__isnull=True),
+                name="alarmevent_unpublished_idx",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.alarm_id}"

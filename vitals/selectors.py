@@ -1,11 +1,15 @@
 """Reads of vital-sign readings."""
 
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from datetime import datetime
 
 from django.db.models import QuerySet
 
+from icu.exceptions import AlarmNotFound
 from patients.models import Patient
-from vitals.models import PatientMetric
+from vitals.alarms import Limits
+from vitals.models import Alarm, AlarmEvent, AlarmLimits, PatientMetric
 
 
 def metric_list(
@@ -21,3 +25,52 @@ def metric_list(
     if until is not None:
         metrics = metrics.filter(measured_at__lte=until)
     return metrics.order_by("-measured_at")
+
+
+def alarm_limits_for(*, patient_ids: Iterable[int]) -> dict[int, Limits]:
+    """Each patient's alarm limits; the bedside defaults for a patient without a row."""
+    names = [f.name for f in fields(Limits)]
+    rows = AlarmLimits.objects.filter(patient_id__in=list(patient_ids)).values("patient_id", *names)
+    found = {row.pop("patient_id"): Limits(**row) for row in rows}
+    return {pid: found.get(pid, Limits()) for pid in patient_ids}
+
+
+def alarm_limits_get(*, patient: Patient) -> AlarmLimits:
+    """A patient's limits row, or an unsaved one holding the defaults."""
+    try:
+        return patient.alarm_limits
+    except AlarmLimits.DoesNotExist:
+        return AlarmLimits(patient=patient)
+
+
+def alarm_list(
+    *,
+    patient: Patient | None = None,
+    kinds: Sequence[str] = (),
+    states: Sequence[str] = (),
+    priorities: Sequence[str] = (),
+) -> QuerySet[Alarm]:
+    """Alarms, newest first, optionally of one patient, of some kinds, in some states and of
+    some priorities."""
+    alarms = Alarm.objects.select_related("patient", "acknowledged_by")
+    if patient is not None:
+        alarms = alarms.filter(patient=patient)
+    if kinds:
+        alarms = alarms.filter(kind__in=kinds)
+    if states:
+        alarms = alarms.filter(state__in=states)
+    if priorities:
+        alarms = alarms.filter(priority__in=priorities)
+    return alarms.order_by("-raised_at", "-id")
+
+
+def alarm_get(*, alarm_id: int | str) -> Alarm:
+    try:
+        return alarm_list().get(pk=int(alarm_id))
+    except (Alarm.DoesNotExist, ValueError):
+        raise AlarmNotFound(f"No alarm with id {alarm_id}.") from None
+
+
+def alarm_events_unpublished(*, limit: int = 500) -> list[AlarmEvent]:
+    """The oldest events not yet on the alarms topic (served by a partial index)."""
+    return list(AlarmEvent.objects.filter(published_at__isnull=True).order_by("id")[:limit])

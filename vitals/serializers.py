@@ -1,14 +1,41 @@
 import re
 from datetime import datetime
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from vitals.models import PatientMetric
+from vitals.alarms import ALARM_KINDS
+from vitals.models import Alarm, AlarmLimits, PatientMetric
+from vitals.news2 import RISKS, News2
+from vitals.services import metric_news2
+
+
+class News2SubscoresSerializer(serializers.Serializer):
+    resp_rate = serializers.IntegerField()
+    spo2 = serializers.IntegerField()
+    on_oxygen = serializers.IntegerField()
+    systolic = serializers.IntegerField()
+    pulse = serializers.IntegerField()
+    consciousness = serializers.IntegerField()
+    temperature = serializers.IntegerField()
+
+
+class News2Serializer(serializers.Serializer):
+    score = serializers.IntegerField(help_text="Aggregate NEWS2 score, 0-20.")
+    risk = serializers.ChoiceField(choices=RISKS)
+    subscores = News2SubscoresSerializer()
+
+
+def news2_data(news2: News2 | None) -> dict | None:
+    if news2 is None:
+        return None
+    return {"score": news2.score, "risk": news2.risk, "subscores": news2.subscores}
 
 
 class MetricSerializer(serializers.ModelSerializer):
-    bp = serializers.CharField(
-        read_only=True, help_text='Blood pressure, "systolic/diastolic" mmHg.'
+    bp = serializers.CharField(read_only=True, help_text='Blood pressure, "systolic/diastolic".')
+    news2 = serializers.SerializerMethodField(
+        help_text="NEWS2 of this reading; null for a reading flagged as a sensor artefact."
     )
 
     class Meta:
@@ -22,9 +49,17 @@ class MetricSerializer(serializers.ModelSerializer):
             "diastolic",
             "spo2",
             "temperature",
+            "on_oxygen",
+            "consciousness",
+            "artefact",
+            "news2",
             "received_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(News2Serializer(allow_null=True))
+    def get_news2(self, metric: PatientMetric) -> dict | None:
+        return news2_data(metric_news2(metric))
 
 
 class _QueryDateTimeField(serializers.DateTimeField):
@@ -49,4 +84,127 @@ class MetricFilterSerializer(serializers.Serializer):
         since, until = attrs.get("since"), attrs.get("until")
         if since and until and since > until:
             raise serializers.ValidationError({"until": ["'until' must not be before 'since'."]})
+        return attrs
+
+
+class AlarmSerializer(serializers.ModelSerializer):
+    patient = serializers.UUIDField(source="patient.uuid", read_only=True)
+    patient_name = serializers.CharField(source="patient.name", read_only=True)
+    acknowledged_by = serializers.CharField(
+        source="acknowledged_by.username", read_only=True, allow_null=True, default=None
+    )
+    acknowledge_url = serializers.HyperlinkedIdentityField(view_name="api:alarm-acknowledge")
+
+    class Meta:
+        model = Alarm
+        fields = [
+            "id",
+            "patient",
+            "patient_name",
+            "kind",
+            "priority",
+            "state",
+            "message",
+            "value",
+            "threshold",
+            "raised_at",
+            "acknowledged_at",
+            "acknowledged_by",
+            "resolved_at",
+            "acknowledge_url",
+        ]
+        read_only_fields = fields
+
+
+class OpenAlarmSerializer(serializers.ModelSerializer):
+    """An alarm as listed on its patient: what a central station tile shows."""
+
+    class Meta:
+        model = Alarm
+        fields = ["id", "kind", "priority", "state", "message", "raised_at"]
+        read_only_fields = fields
+
+
+class AlarmFilterSerializer(serializers.Serializer):
+    patient = serializers.UUIDField(required=False, help_text="Only this patient's alarms.")
+    kind = serializers.MultipleChoiceField(
+        choices=ALARM_KINDS,
+        required=False,
+        help_text="Only alarms of these kinds, e.g. news2 or spo2_low (repeat or comma-separate).",
+    )
+    state = serializers.MultipleChoiceField(
+        choices=Alarm._meta.get_field("state").choices,
+        required=False,
+        help_text="Only alarms in these states (repeat or comma-separate).",
+    )
+    priority = serializers.MultipleChoiceField(
+        choices=Alarm._meta.get_field("priority").choices,
+        required=False,
+        help_text="Only alarms of these priorities (repeat or comma-separate).",
+    )
+
+    def to_internal_value(self, data):
+        # Accept both ?state=active&state=acknowledged and ?state=active,acknowledged.
+        if hasattr(data, "getlist"):
+            data = {
+                key: [v for value in data.getlist(key) for v in value.split(",") if v]
+                if key in ("kind", "state", "priority")
+                else data.get(key)
+                for key in data
+            }
+        return super().to_internal_value(data)
+
+
+LIMIT_PAIRS = [
+    ("pulse_low", "pulse_high"),
+    ("systolic_low", "systolic_high"),
+    ("diastolic_low", "diastolic_high"),
+    ("resp_rate_low", "resp_rate_high"),
+    ("temperature_low", "temperature_high"),
+]
+
+
+class AlarmLimitsSerializer(serializers.ModelSerializer):
+    updated_by = serializers.CharField(
+        source="updated_by.username", read_only=True, allow_null=True, default=None
+    )
+
+    class Meta:
+        model = AlarmLimits
+        fields = [
+            "spo2_low",
+            "pulse_low",
+            "pulse_high",
+            "systolic_low",
+            "systolic_high",
+            "diastolic_low",
+            "diastolic_high",
+            "resp_rate_low",
+            "resp_rate_high",
+            "temperature_low",
+            "temperature_high",
+            "delay_readings",
+            "updated_at",
+            "updated_by",
+        ]
+        read_only_fields = ["updated_at", "updated_by"]
+
+    def get_extra_kwargs(self) -> dict:
+        # PUT replaces the whole set of limits, so every limit is required; PATCH changes some.
+        extra = super().get_extra_kwargs()
+        if not self.partial:
+            for name in self.Meta.fields:
+                if name not in self.Meta.read_only_fields:
+                    extra.setdefault(name, {})["required"] = True
+        return extra
+
+    def validate(self, attrs: dict) -> dict:
+        errors = {}
+        for low, high in LIMIT_PAIRS:
+            low_value = attrs.get(low, getattr(self.instance, low, None))
+            high_value = attrs.get(high, getattr(self.instance, high, None))
+            if low_value is not None and high_value is not None and low_value >= high_value:
+                errors[high] = [f"'{high}' must be above '{low}' ({low_value:g})."]
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs

@@ -1,17 +1,28 @@
 """Writes of vital-sign readings."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from icu.exceptions import AlarmNotOpen
 from patients.models import Patient
 from patients.services import patient_bulk_get_or_create
+from vitals.alarms import Decision
 from vitals.contract import Reading
-from vitals.models import PatientMetric
+from vitals.models import (
+    OPEN_ALARM_STATES,
+    Alarm,
+    AlarmEvent,
+    AlarmLimits,
+    AlarmState,
+    PatientMetric,
+)
+from vitals.news2 import News2, news2_score
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,8 @@ class StoreResult:
     stored: int
     duplicates: int
     patients: int
+    # The rows this call inserted, in batch order: what alarm detection looks at.
+    new: list[PatientMetric] = field(default_factory=list)
 
 
 def metric_bulk_store(
@@ -41,36 +54,65 @@ def metric_bulk_store(
 
     with transaction.atomic():
         names = {r.patient_uuid: r.patient_name for r in unique.values()}
-        patient_ids = patient_bulk_get_or_create(names_by_uuid=names)
+        patients = patient_bulk_get_or_create(names_by_uuid=names)
         times = [r.measured_at for r in unique.values()]
         existing = set(
             PatientMetric.objects.filter(
-                patient_id__in=patient_ids.values(),
+                patient_id__in=[p.id for p in patients.values()],
                 measured_at__gte=min(times),
                 measured_at__lte=max(times),
             ).values_list("patient_id", "measured_at")
         )
         new = [
-            PatientMetric(
-                patient_id=patient_ids[r.patient_uuid],
-                measured_at=r.measured_at,
-                pulse=r.pulse,
-                resp_rate=r.resp_rate,
-                systolic=r.systolic,
-                diastolic=r.diastolic,
-                spo2=r.spo2,
-                temperature=r.temperature,
-                received_at=received_at,
-            )
+            _metric(r, patients[r.patient_uuid], received_at)
             for r in unique.values()
-            if (patient_ids[r.patient_uuid], r.measured_at) not in existing
+            if (patients[r.patient_uuid].id, r.measured_at) not in existing
         ]
         PatientMetric.objects.bulk_create(new, ignore_conflicts=True)
         touched = {m.patient_id for m in new}
         if touched:
             patient_latest_metric_refresh(patient_ids=touched)
     return StoreResult(
-        stored=len(new), duplicates=len(readings) - len(new), patients=len(patient_ids)
+        stored=len(new), duplicates=len(readings) - len(new), patients=len(patients), new=new
+    )
+
+
+def _metric(reading: Reading, patient: Patient, received_at: datetime) -> PatientMetric:
+    metric = PatientMetric(
+        patient=patient,
+        measured_at=reading.measured_at,
+        pulse=reading.pulse,
+        resp_rate=reading.resp_rate,
+        systolic=reading.systolic,
+        diastolic=reading.diastolic,
+        spo2=reading.spo2,
+        temperature=reading.temperature,
+        on_oxygen=reading.on_oxygen,
+        consciousness=reading.consciousness,
+        artefact=reading.artefact or "",
+        spo2_scale=patient.spo2_scale,
+        received_at=received_at,
+    )
+    score = metric_news2(metric)
+    if score is not None:
+        metric.news2_score, metric.news2_risk = score.score, score.risk
+    return metric
+
+
+def metric_news2(metric: PatientMetric) -> News2 | None:
+    """NEWS2 of a stored reading, on the SpO2 scale it was stored with; None for an artefact,
+    whose values are not the patient's."""
+    if metric.artefact:
+        return None
+    return news2_score(
+        resp_rate=metric.resp_rate,
+        spo2=metric.spo2,
+        on_oxygen=metric.on_oxygen,
+        systolic=metric.systolic,
+        pulse=metric.pulse,
+        consciousness=metric.consciousness,
+        temperature=metric.temperature,
+        spo2_scale=metric.spo2_scale,
     )
 
 
@@ -86,3 +128,104 @@ def patient_latest_metric_refresh(*, patient_ids: set[int]) -> None:
         .values("pk")[:1]
     )
     Patient.objects.filter(pk__in=patient_ids).update(latest_metric=Subquery(newest))
+
+
+# --- Alarms ----------------------------------------------------------------------------------
+
+
+def alarm_event_record(*, alarm: Alarm, type: str) -> AlarmEvent:
+    """Put an alarm change in the outbox, with the alarm as it is now (call inside the
+    transaction that made the change)."""
+    patient = alarm.patient
+    payload = {
+        "event": type,
+        "alarm": {
+            "id": alarm.pk,
+            "kind": alarm.kind,
+            "priority": alarm.priority,
+            "state": alarm.state,
+            "message": alarm.message,
+            "value": alarm.value,
+            "threshold": alarm.threshold,
+            "raised_at": alarm.raised_at.isoformat(),
+            "acknowledged_at": alarm.acknowledged_at and alarm.acknowledged_at.isoformat(),
+            "acknowledged_by": alarm.acknowledged_by and alarm.acknowledged_by.get_username(),
+            "resolved_at": alarm.resolved_at and alarm.resolved_at.isoformat(),
+        },
+        "patient": {"uuid": str(patient.uuid), "name": patient.name},
+        "at": timezone.now().isoformat(timespec="milliseconds"),
+    }
+    return AlarmEvent.objects.create(alarm=alarm, type=type, payload=payload)
+
+
+def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) -> list[AlarmEvent]:
+    """Write what the detector decided for one patient; return the outbox events."""
+    events = []
+    for decision in decisions:
+        if decision.action == "raise":
+            alarm = Alarm.objects.create(
+                patient=patient,
+                kind=decision.kind,
+                priority=decision.priority,
+                message=decision.message,
+                value=decision.value,
+                threshold=decision.threshold,
+                raised_at=decision.at,
+            )
+            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RAISED))
+            continue
+        alarm = (
+            Alarm.objects.select_related("patient", "acknowledged_by")
+            .filter(patient=patient, kind=decision.kind, state__in=OPEN_ALARM_STATES)
+            .first()
+        )
+        if alarm is None:
+            continue  # closed meanwhile (e.g. deleted by an admin): nothing left to change
+        if decision.action == "escalate":
+            alarm.priority, alarm.value, alarm.message = (
+                decision.priority,
+                decision.value,
+                decision.message,
+            )
+            alarm.threshold = decision.threshold
+            alarm.save(update_fields=["priority", "value", "message", "threshold"])
+            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+        else:
+            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, decision.at
+            alarm.save(update_fields=["state", "resolved_at"])
+            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED))
+    return events
+
+
+def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
+    """active -> acknowledged, recording who and when. Acknowledging twice changes nothing;
+    a resolved alarm cannot be acknowledged."""
+    with transaction.atomic():
+        alarm = Alarm.objects.select_for_update().select_related("patient").get(pk=alarm.pk)
+        if alarm.state == AlarmState.RESOLVED:
+            raise AlarmNotOpen(f"Alarm {alarm.pk} is already resolved.")
+        if alarm.state == AlarmState.ACTIVE:
+            alarm.state = AlarmState.ACKNOWLEDGED
+            alarm.acknowledged_at, alarm.acknowledged_by = timezone.now(), user
+            alarm.save(update_fields=["state", "acknowledged_at", "acknowledged_by"])
+            alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ACKNOWLEDGED)
+    return alarm
+
+
+def alarm_limits_update(
+    *, patient: Patient, user: AbstractBaseUser | None, **values
+) -> AlarmLimits:
+    """Set a patient's alarm limits (the given fields; the others keep their value)."""
+    limits, _ = AlarmLimits.objects.get_or_create(patient=patient)
+    for name, value in values.items():
+        setattr(limits, name, value)
+    limits.updated_by = user
+    limits.full_clean()
+    limits.save()
+    return limits
+
+
+def alarm_events_mark_published(*, event_ids: Sequence[int]) -> None:
+    AlarmEvent.objects.filter(pk__in=event_ids, published_at__isnull=True).update(
+        published_at=timezone.now()
+    )

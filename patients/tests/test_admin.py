@@ -77,7 +77,9 @@ def test_patient_change_page_shows_the_latest_20_readings(admin_client: Client) 
     response = admin_client.get(f"{PATIENTS}{patient.pk}/change/")
 
     assert response.status_code == 200
-    (inline,) = response.context["inline_admin_formsets"]
+    limits_inline, inline = response.context["inline_admin_formsets"]
+    assert limits_inline.formset.prefix == "alarm_limits"
+    assert inline.formset.prefix == "metrics"
     shown = [form.instance.pk for form in inline.formset.forms]
     assert shown == [by_minute[i].pk for i in reversed(range(5, 25))]
     content = response.content.decode()

@@ -13,8 +13,9 @@ from rest_framework.test import APIClient
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
+from vitals.news2 import news2_score
 from vitals.services import metric_bulk_store
-from vitals.tests.factories import T0
+from vitals.tests.factories import T0, AlarmFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -80,12 +81,25 @@ def metric_body(minute: int, **values) -> dict:
         "diastolic": 80,
         "spo2": 98,
         "temperature": 36.8,
+        "on_oxygen": False,
+        "consciousness": "A",
+        "artefact": "",
+        "news2": None,
         "received_at": "2026-11-23T09:30:00Z",
     }
     body.update(values)
     if "systolic" in values or "diastolic" in values:
         body["bp"] = f"{body['systolic']}/{body['diastolic']}"
+    if "news2" not in values:
+        # Computed by the NEWS2 module, itself checked edge by edge in vitals/tests/test_news2.py.
+        score = news2_score(
+            **{k: body[k] for k in NEWS2_INPUTS}, on_oxygen=False, consciousness="A"
+        )
+        body["news2"] = {"score": score.score, "risk": score.risk, "subscores": score.subscores}
     return body
+
+
+NEWS2_INPUTS = ("resp_rate", "spo2", "systolic", "pulse", "temperature")
 
 
 def patient_body(patient: Patient, latest: dict | None) -> dict:
@@ -95,8 +109,12 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
         "name": patient.name,
         "url": f"http://testserver/api/patients/{patient.uuid}/",
         "metrics_url": f"http://testserver/api/patients/{patient.uuid}/metrics/",
+        "alarm_limits_url": f"http://testserver/api/patients/{patient.uuid}/alarm-limits/",
+        "hypercapnic_respiratory_failure": False,
         "created_at": iso(patient.created_at),
         "updated_at": iso(patient.updated_at),
+        "news2": latest and latest["news2"],
+        "active_alarms": [],
         "latest_metric": latest,
     }
 
@@ -317,9 +335,12 @@ def test_patient_list_query_count_is_constant(
 ) -> None:
     store(*(reading(uuid.uuid4(), f"p-{n:02d}", n) for n in range(count)))
     PatientFactory(name="zz-no-readings")
+    for patient in Patient.objects.all():  # every patient with an open alarm
+        AlarmFactory(patient=patient)
 
-    # Token look-up, COUNT(*), one SELECT of patients joined to their latest reading.
-    with django_assert_num_queries(3):
+    # Token look-up, COUNT(*), one SELECT of patients joined to their latest reading, one of
+    # their open alarms.
+    with django_assert_num_queries(4):
         response = api_client.get("/api/patients/")
 
     results = response.json()["results"]
@@ -328,6 +349,7 @@ def test_patient_list_query_count_is_constant(
         at(n) for n in range(count)
     ]
     assert results[-1]["latest_metric"] is None
+    assert [len(p["active_alarms"]) for p in results] == [1] * (count + 1)
 
 
 # --- Patient detail -----------------------------------------------------------------------------

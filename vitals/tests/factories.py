@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import factory
 
 from patients.tests.factories import PatientFactory
-from vitals.models import PatientMetric
+from vitals.models import Alarm, AlarmLimits, PatientMetric
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -23,3 +23,28 @@ class PatientMetricFactory(factory.django.DjangoModelFactory):
     spo2 = 98
     temperature = 36.8
     received_at = factory.LazyAttribute(lambda m: m.measured_at + timedelta(milliseconds=300))
+
+
+class AlarmLimitsFactory(factory.django.DjangoModelFactory):
+    """A patient's alarm limits row, holding the bedside defaults unless told otherwise."""
+
+    class Meta:
+        model = AlarmLimits
+
+    patient = factory.SubFactory(PatientFactory)
+
+
+class AlarmFactory(factory.django.DjangoModelFactory):
+    """An active medium-priority SpO2 alarm, raised at T0."""
+
+    class Meta:
+        model = Alarm
+
+    patient = factory.SubFactory(PatientFactory)
+    kind = "spo2_low"
+    priority = "medium"
+    state = "active"
+    message = "SpO2 low: 88 % (< 90)"
+    value = 88
+    threshold = 90
+    raised_at = T0

@@ -7,7 +7,7 @@ deterministic.
 import json
 import random
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,10 +16,13 @@ from jsonschema import Draft202012Validator
 
 from icu.exceptions import InvalidReading
 from vitals.contract import (
+    ARTEFACTS,
+    CONSCIOUSNESS_LEVELS,
     FIELDS,
     INT_RANGES,
     MAX_VALUE_BYTES,
     NAME_MAX_LENGTH,
+    OPTIONAL_FIELDS,
     REASONS,
     TEMPERATURE_RANGE,
     Reading,
@@ -256,6 +259,65 @@ BAD: dict[str, Bad] = {
     ),
     "timestamp-epoch-number": Bad(
         body(timestamp=1795428930), "wrong_type", "'timestamp' must be a string, got 1795428930"
+    ),
+    # Optional clinical fields: on_oxygen, consciousness, artefact.
+    "on-oxygen-string-yes": Bad(
+        body(on_oxygen="yes"), "wrong_type", "'on_oxygen' must be true or false, got 'yes'"
+    ),
+    "on-oxygen-string-true": Bad(
+        body(on_oxygen="true"), "wrong_type", "'on_oxygen' must be true or false, got 'true'"
+    ),
+    "on-oxygen-1": Bad(body(on_oxygen=1), "wrong_type", "'on_oxygen' must be true or false, got 1"),
+    "on-oxygen-0": Bad(body(on_oxygen=0), "wrong_type", "'on_oxygen' must be true or false, got 0"),
+    "on-oxygen-null": Bad(
+        body(on_oxygen=None), "wrong_type", "'on_oxygen' must be true or false, got None"
+    ),
+    "consciousness-X": Bad(
+        body(consciousness="X"),
+        "invalid_choice",
+        "'consciousness' 'X' is not one of A, C, V, P, U",
+    ),
+    "consciousness-lowercase-a": Bad(
+        body(consciousness="a"), "invalid_choice", "'consciousness' 'a' is not one of"
+    ),
+    "consciousness-empty": Bad(
+        body(consciousness=""), "invalid_choice", "'consciousness' '' is not one of"
+    ),
+    "consciousness-two-letters": Bad(
+        body(consciousness="AC"), "invalid_choice", "'consciousness' 'AC' is not one of"
+    ),
+    "consciousness-word-alert": Bad(
+        body(consciousness="Alert"), "invalid_choice", "'consciousness' 'Alert' is not one of"
+    ),
+    "consciousness-1": Bad(
+        body(consciousness=1), "wrong_type", "'consciousness' must be a string, got 1"
+    ),
+    "consciousness-null": Bad(
+        body(consciousness=None), "wrong_type", "'consciousness' must be a string, got None"
+    ),
+    "artefact-dropout": Bad(
+        body(artefact="dropout"),
+        "invalid_choice",
+        "'artefact' 'dropout' is not one of spo2_probe_off, motion",
+    ),
+    "artefact-uppercase": Bad(
+        body(artefact="MOTION"), "invalid_choice", "'artefact' 'MOTION' is not one of"
+    ),
+    "artefact-empty": Bad(body(artefact=""), "invalid_choice", "'artefact' '' is not one of"),
+    "artefact-5": Bad(body(artefact=5), "wrong_type", "'artefact' must be a string, got 5"),
+    "artefact-false": Bad(
+        body(artefact=False), "wrong_type", "'artefact' must be a string, got False"
+    ),
+    "artefact-list": Bad(
+        body(artefact=["motion"]), "wrong_type", "'artefact' must be a string, got ['motion']"
+    ),
+    "duplicated-optional-field": Bad(
+        raw('"pulse": 72', '"on_oxygen": true, "pulse": 72, "on_oxygen": false'),
+        "duplicate_field",
+        "field 'on_oxygen' appears more than once",
+    ),
+    "optional-field-name-case-differs": Bad(
+        body(On_oxygen=True), "unknown_field", "unknown field(s): On_oxygen"
     ),
     # Schema version.
     "schema-version-2": Bad(
@@ -536,6 +598,10 @@ GOOD_CASES: dict[str, Good] = {
             "diastolic": 80,
             "spo2": 98,
             "temperature": 36.8,
+            # Absent optional fields: room air, alert, no artefact.
+            "on_oxygen": False,
+            "consciousness": "A",
+            "artefact": None,
         },
     ),
     "compact-json-other-field-order": Good(
@@ -616,6 +682,25 @@ GOOD_CASES: dict[str, Good] = {
         for i, text in enumerate(INJECTIONS)
     },
     "value-exactly-max-size": Good(padded(MAX_VALUE_BYTES), {"pulse": 72}),
+    "on-oxygen-true": Good(body(on_oxygen=True), {"on_oxygen": True}),
+    "on-oxygen-false": Good(body(on_oxygen=False), {"on_oxygen": False}),
+    **{
+        f"consciousness-{level}": Good(body(consciousness=level), {"consciousness": level})
+        for level in ("A", "C", "V", "P", "U")
+    },
+    "artefact-spo2-probe-off": Good(
+        body(artefact="spo2_probe_off"), {"artefact": "spo2_probe_off"}
+    ),
+    "artefact-motion": Good(body(artefact="motion"), {"artefact": "motion"}),
+    "artefact-null": Good(body(artefact=None), {"artefact": None}),
+    "all-optional-fields": Good(
+        body(on_oxygen=True, consciousness="U", artefact="motion"),
+        {"on_oxygen": True, "consciousness": "U", "artefact": "motion", "pulse": 72},
+    ),
+    "optional-fields-first": Good(
+        json.dumps({"on_oxygen": True, "consciousness": "V", **GOOD}).encode(),
+        {"on_oxygen": True, "consciousness": "V"},
+    ),
 }
 
 
@@ -630,10 +715,24 @@ def test_good_message_is_accepted(case: Good):
     assert type(reading.temperature) is float
     assert reading.temperature == round(reading.temperature, 1)
     assert reading.measured_at.utcoffset() is not None
+    assert type(reading.on_oxygen) is bool
+    assert reading.consciousness in CONSCIOUSNESS_LEVELS
+    assert reading.artefact is None or reading.artefact in ARTEFACTS
 
 
 def test_good_cases_check_every_reading_attribute():
     assert set(GOOD_CASES["canonical"].expected) == set(Reading.__slots__)
+
+
+def test_optional_fields_absent_mean_room_air_alert_no_artefact():
+    """What every producer older than the optional fields sends."""
+    reading = parse(body())
+
+    assert not set(OPTIONAL_FIELDS) & set(GOOD)
+    assert reading.on_oxygen is False
+    assert reading.consciousness == "A"
+    assert reading.artefact is None
+    assert reading == GOOD_READING
 
 
 # --- Building messages ---------------------------------------------------------------------------
@@ -646,10 +745,43 @@ def test_message_round_trip():
     assert value == (
         b'{"schema_version":1,"patient_uuid":"0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10",'
         b'"patient_name":"bob","timestamp":"2026-11-23T10:15:30.250+00:00","pulse":72,'
-        b'"resp_rate":14,"bp":"120/80","spo2":98,"temperature":36.8}'
+        b'"resp_rate":14,"bp":"120/80","spo2":98,"temperature":36.8,'
+        b'"on_oxygen":false,"consciousness":"A"}'
     )
-    assert tuple(json.loads(value)) == FIELDS
+    assert tuple(json.loads(value)) == (*FIELDS, "on_oxygen", "consciousness")
     assert reading_parse(key=key, value=value, now=NOW) == GOOD_READING
+
+
+def test_message_round_trip_with_the_optional_fields():
+    reading = replace(GOOD_READING, on_oxygen=True, consciousness="P", artefact="spo2_probe_off")
+    key, value = reading_to_message(reading)
+
+    assert value == (
+        b'{"schema_version":1,"patient_uuid":"0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10",'
+        b'"patient_name":"bob","timestamp":"2026-11-23T10:15:30.250+00:00","pulse":72,'
+        b'"resp_rate":14,"bp":"120/80","spo2":98,"temperature":36.8,'
+        b'"on_oxygen":true,"consciousness":"P","artefact":"spo2_probe_off"}'
+    )
+    assert tuple(json.loads(value)) == FIELDS + OPTIONAL_FIELDS
+    assert reading_parse(key=key, value=value, now=NOW) == reading
+
+
+@pytest.mark.parametrize("on_oxygen", [False, True], ids=["air", "oxygen"])
+@pytest.mark.parametrize("consciousness", CONSCIOUSNESS_LEVELS)
+@pytest.mark.parametrize("artefact", [None, *ARTEFACTS], ids=["no-artefact", *ARTEFACTS])
+def test_optional_fields_round_trip(on_oxygen: bool, consciousness: str, artefact: str | None):
+    reading = replace(
+        GOOD_READING, on_oxygen=on_oxygen, consciousness=consciousness, artefact=artefact
+    )
+    key, value = reading_to_message(reading)
+    data = json.loads(value)
+
+    assert data["on_oxygen"] is on_oxygen
+    assert data["consciousness"] == consciousness
+    # Written only when set: a message without it means no artefact.
+    assert data.get("artefact", "absent") == (artefact or "absent")
+    assert schema_errors(data) == []
+    assert reading_parse(key=key, value=value, now=NOW) == reading
 
 
 @pytest.mark.parametrize(
@@ -681,13 +813,29 @@ def test_message_round_trip():
         pytest.param({"temperature": 38.96}, "temperature", 39.0, id="temperature-rounds-up"),
         pytest.param({"systolic": 90, "diastolic": 60}, "bp", "90/60", id="bp-format"),
         pytest.param({"patient_name": "Zoë 李雷"}, "patient_name", "Zoë 李雷", id="name-unicode"),
+        pytest.param({}, "on_oxygen", False, id="on-oxygen-default-false"),
+        pytest.param({"on_oxygen": True}, "on_oxygen", True, id="on-oxygen-true"),
+        pytest.param({}, "consciousness", "A", id="consciousness-default-a"),
+        pytest.param({"consciousness": "C"}, "consciousness", "C", id="consciousness-c"),
     ],
 )
 def test_message_field_format(changes: dict, field_name: str, expected: Any):
     _, value = reading_to_message(replace(GOOD_READING, **changes))
 
     assert json.loads(value)[field_name] == expected
-    assert tuple(json.loads(value)) == FIELDS
+    # on_oxygen and consciousness always written; artefact only when set.
+    assert tuple(json.loads(value)) == (*FIELDS, "on_oxygen", "consciousness")
+
+
+@pytest.mark.parametrize("artefact", ARTEFACTS)
+def test_message_writes_artefact_only_when_set(artefact: str):
+    _, without = reading_to_message(GOOD_READING)
+    _, with_artefact = reading_to_message(replace(GOOD_READING, artefact=artefact))
+
+    assert "artefact" not in json.loads(without)
+    assert b'"artefact"' not in without
+    assert json.loads(with_artefact)["artefact"] == artefact
+    assert tuple(json.loads(with_artefact)) == FIELDS + OPTIONAL_FIELDS
 
 
 def test_message_is_compact_utf8_json():
@@ -768,12 +916,25 @@ def test_schema_is_a_valid_draft_2020_12_schema():
 
 def test_schema_fields_match_the_contract():
     assert tuple(SCHEMA["required"]) == FIELDS
-    assert tuple(SCHEMA["properties"]) == FIELDS
+    assert tuple(SCHEMA["properties"]) == FIELDS + OPTIONAL_FIELDS
     assert SCHEMA["additionalProperties"] is False
     assert SCHEMA["properties"]["schema_version"] == {
         "const": 1,
         "description": "Version of this contract.",
     }
+
+
+def test_schema_optional_fields_match_the_contract():
+    properties = SCHEMA["properties"]
+    defaults = {f.name: f.default for f in fields(Reading) if f.name in OPTIONAL_FIELDS}
+
+    assert properties["on_oxygen"]["type"] == "boolean"
+    assert properties["consciousness"]["enum"] == list(CONSCIOUSNESS_LEVELS)
+    assert properties["artefact"]["enum"] == [*ARTEFACTS, None]
+    # The schema's documented defaults are what the parser assumes for an absent field.
+    assert {name: properties[name]["default"] for name in OPTIONAL_FIELDS} == defaults
+    assert defaults == {"on_oxygen": False, "consciousness": "A", "artefact": None}
+    assert not set(OPTIONAL_FIELDS) & set(SCHEMA["required"])
 
 
 @pytest.mark.parametrize("name", ["pulse", "resp_rate", "spo2"])
@@ -832,6 +993,10 @@ def test_schema_examples_are_accepted_by_the_parser(index: int):
             id="highest",
         ),
         pytest.param(replace(GOOD_READING, patient_name="Zoë 🫀" * 20), id="unicode-name"),
+        pytest.param(
+            replace(GOOD_READING, on_oxygen=True, consciousness="U", artefact="motion"),
+            id="optional-fields-set",
+        ),
         pytest.param(
             replace(
                 GOOD_READING,
@@ -905,6 +1070,16 @@ JUNK = (
     PATIENT,
 )
 INT_FIELDS = ("pulse", "resp_rate", "spo2")
+OPTIONAL_VALID = {
+    "on_oxygen": (True, False),
+    "consciousness": CONSCIOUSNESS_LEVELS,
+    "artefact": (*ARTEFACTS, None),
+}
+OPTIONAL_INVALID = {
+    "on_oxygen": (None, 1, "true"),
+    "consciousness": (None, "a", "X", "", 1),
+    "artefact": ("dropout", "MOTION", "", False),
+}
 STRING_FIELDS = ("patient_uuid", "patient_name", "timestamp", "bp")
 
 
@@ -927,12 +1102,18 @@ def random_valid(rng: random.Random) -> dict[str, Any]:
         "bp": f"{systolic}/{rng.randint(10, min(250, systolic - 1))}",
         "spo2": rng.randint(0, 100),
         "temperature": round(rng.uniform(25, 45), 1),
+        # Each optional field absent half of the time, as older producers send.
+        **{
+            name: rng.choice(values)
+            for name, values in OPTIONAL_VALID.items()
+            if rng.random() < 0.5
+        },
     }
 
 
 def mutate_fields(rng: random.Random, data: dict[str, Any]) -> None:
     name = rng.choice(FIELDS)
-    match rng.randrange(7):
+    match rng.randrange(8):
         case 0:
             data.pop(name, None)
         case 1:
@@ -945,6 +1126,9 @@ def mutate_fields(rng: random.Random, data: dict[str, Any]) -> None:
             data["bp"] = f"{rng.randint(0, 400)}/{rng.randint(0, 300)}"
         case 4:
             data[rng.choice(("extra", "Pulse", ""))] = 1
+        case 5:
+            name = rng.choice(OPTIONAL_FIELDS)
+            data[name] = rng.choice(OPTIONAL_VALID[name] + OPTIONAL_INVALID[name])
         case _:
             name = rng.choice(STRING_FIELDS)
             text = data.get(name)

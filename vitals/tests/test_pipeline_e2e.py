@@ -219,7 +219,7 @@ def _worker(kafka: KafkaTopics, **kw) -> VitalsConsumer:
     consumer = consumer_create(group_id=kafka.group_id)
     worker = VitalsConsumer(
         consumer=consumer,
-        dlq_producer=producer_create(),
+        producer=producer_create(),
         dlq_topic=kafka.dlq_topic,
         batch_timeout=0.1,
         **kw,

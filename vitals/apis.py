@@ -1,0 +1,59 @@
+"""Alarm endpoints. Thin: parsing and rendering here, the logic in selectors and services."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, viewsets
+from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from patients.selectors import patient_get
+from vitals.models import Alarm
+from vitals.selectors import alarm_get, alarm_list
+from vitals.serializers import AlarmFilterSerializer, AlarmSerializer
+from vitals.services import alarm_acknowledge
+
+
+class AlarmPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Alarms raised by the consumer, newest first."""
+
+    serializer_class = AlarmSerializer
+    pagination_class = AlarmPagination
+    queryset = Alarm.objects.none()  # for schema generation; get_queryset is what runs
+
+    def get_queryset(self):
+        filters = AlarmFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        patient = patient_get(patient_uuid=data["patient"]) if "patient" in data else None
+        return alarm_list(
+            patient=patient,
+            kinds=sorted(data.get("kind", ())),
+            states=sorted(data.get("state", ())),
+            priorities=sorted(data.get("priority", ())),
+        )
+
+    def get_object(self) -> Alarm:
+        alarm = alarm_get(alarm_id=self.kwargs["pk"])
+        self.check_object_permissions(self.request, alarm)
+        return alarm
+
+    @extend_schema(parameters=[AlarmFilterSerializer])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(
+        request=None,
+        responses=AlarmSerializer,
+        summary="Acknowledge an active alarm (records who and when); 409 if it is resolved.",
+    )
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request: Request, pk: str) -> Response:
+        alarm = alarm_acknowledge(alarm=self.get_object(), user=request.user)
+        return Response(self.get_serializer(alarm).data)

@@ -1,0 +1,228 @@
+"""The alarm detector on hand-written reading sequences: delay, hysteresis, priorities,
+escalation, NEWS2, asystole, artefacts."""
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from vitals.alarms import ALARM_KINDS, Decision, Limits, PatientAlarms
+from vitals.news2 import news2_score
+
+T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class R:
+    """A reading: normal adult values unless told otherwise."""
+
+    measured_at: datetime = T0
+    pulse: int = 72
+    resp_rate: int = 14
+    systolic: int = 120
+    diastolic: int = 80
+    spo2: int = 98
+    temperature: float = 36.8
+    on_oxygen: bool = False
+    consciousness: str = "A"
+    artefact: str | None = None
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def run(values: list[dict], limits: Limits = DEFAULT_LIMITS, state: PatientAlarms | None = None):
+    """Feed readings 5 s apart; return [(index, action, kind, priority)] and the state."""
+    state = state or PatientAlarms()
+    out = []
+    for i, changes in enumerate(values):
+        reading = replace(R(), measured_at=T0 + timedelta(seconds=5 * i), **changes)
+        news2 = (
+            None
+            if reading.artefact
+            else news2_score(
+                resp_rate=reading.resp_rate,
+                spo2=reading.spo2,
+                on_oxygen=reading.on_oxygen,
+                systolic=reading.systolic,
+                pulse=reading.pulse,
+                consciousness=reading.consciousness,
+                temperature=reading.temperature,
+            )
+        )
+        for d in state.evaluate(reading, news2, limits):
+            out.append((i, d.action, d.kind, d.priority))
+    return out, state
+
+
+def test_normal_readings_raise_nothing():
+    assert run([{}] * 50)[0] == []
+
+
+def test_one_outlier_does_not_alarm_two_consecutive_do():
+    assert run([{"pulse": 130}, {}, {"pulse": 131}, {}])[0] == []
+    events, _ = run([{}, {"pulse": 130}, {"pulse": 128}])
+    assert events == [(2, "raise", "pulse_high", "medium")]
+
+
+def test_delay_is_the_patients_setting():
+    # Pulse 125 scores NEWS2 2 (no single 3, aggregate 2): only the limit alarm is in play.
+    limits = Limits(delay_readings=3)
+    assert run([{"pulse": 125}] * 2, limits)[0] == []
+    assert run([{"pulse": 125}] * 3, limits)[0] == [(2, "raise", "pulse_high", "medium")]
+    assert run([{"pulse": 125}], Limits(delay_readings=1))[0] == [
+        (0, "raise", "pulse_high", "medium")
+    ]
+
+
+def test_a_low_spo2_raises_its_limit_alarm_and_the_news2_red_score_alarm_together():
+    # SpO2 88 is below the limit (90) and scores 3 on NEWS2 scale 1: a "red score".
+    events, state = run([{"spo2": 88}] * 2 + [{}] * 2)
+    assert events == [
+        (1, "raise", "spo2_low", "medium"),
+        (1, "raise", "news2", "medium"),
+        (3, "resolve", "spo2_low", "medium"),
+        (3, "resolve", "news2", "medium"),
+    ]
+    assert state.open_alarms() == {}
+
+
+def test_hysteresis_keeps_an_alarm_open_while_the_value_hovers_at_the_limit():
+    # Raised above 120; 118-120 is inside the limit but not 5 below it: no resolve, no flap.
+    values = [{"pulse": 124}, {"pulse": 123}] + [{"pulse": p} for p in (119, 121, 118, 122, 120)]
+    events, state = run(values)
+    assert events == [(1, "raise", "pulse_high", "medium")]
+    assert state.open_alarms() == {"pulse_high": "medium"}
+    # 115 or less, twice in a row: resolved.
+    events, _ = run([{"pulse": 124}, {"pulse": 123}, {"pulse": 115}, {"pulse": 114}])
+    assert events[-1] == (3, "resolve", "pulse_high", "medium")
+
+
+def test_clearing_also_needs_consecutive_readings():
+    values = [{"spo2": 85}, {"spo2": 86}, {"spo2": 95}, {"spo2": 87}, {"spo2": 95}, {"spo2": 96}]
+    events, _ = run(values)
+    assert [e for e in events if e[2] == "spo2_low"] == [
+        (1, "raise", "spo2_low", "medium"),
+        (5, "resolve", "spo2_low", "medium"),
+    ]
+
+
+def test_critical_values_are_high_priority_and_an_open_alarm_escalates():
+    events, _ = run([{"spo2": 88}, {"spo2": 87}, {"spo2": 84}, {"spo2": 82}])
+    assert [e for e in events if e[2] == "spo2_low"] == [
+        (1, "raise", "spo2_low", "medium"),
+        (2, "escalate", "spo2_low", "high"),
+    ]
+    events, _ = run([{"pulse": 160}, {"pulse": 165}])
+    assert (1, "raise", "pulse_high", "high") in events
+
+
+@pytest.mark.parametrize(
+    ("changes", "kind"),
+    [
+        ({"spo2": 89}, "spo2_low"),
+        ({"pulse": 49}, "pulse_low"),
+        ({"pulse": 121}, "pulse_high"),
+        ({"systolic": 89, "diastolic": 60}, "systolic_low"),
+        ({"systolic": 161}, "systolic_high"),
+        ({"diastolic": 49}, "diastolic_low"),
+        ({"diastolic": 91}, "diastolic_high"),
+        ({"resp_rate": 7}, "resp_rate_low"),
+        ({"resp_rate": 31}, "resp_rate_high"),
+        ({"temperature": 34.9}, "temperature_low"),
+        ({"temperature": 39.1}, "temperature_high"),
+    ],
+)
+def test_each_bedside_default_limit(changes, kind):
+    events, _ = run([changes, changes])
+    assert (1, "raise", kind, "medium") in events
+    at_limit = {k: (v + 1 if isinstance(v, int) else round(v + 0.1, 1)) for k, v in changes.items()}
+    if kind.endswith("_high"):
+        at_limit = {
+            k: (v - 1 if isinstance(v, int) else round(v - 0.1, 1)) for k, v in changes.items()
+        }
+    assert not [e for e in run([at_limit, at_limit])[0] if e[2] == kind]
+
+
+def test_limits_are_per_patient():
+    tolerant = Limits(pulse_high=140)
+    assert not [e for e in run([{"pulse": 130}] * 3, tolerant)[0] if e[2] == "pulse_high"]
+
+
+def test_no_pulse_alarms_at_once_with_high_priority():
+    events, _ = run([{}, {"pulse": 0, "resp_rate": 0, "spo2": 70, "consciousness": "U"}])
+    assert (1, "raise", "asystole", "high") in events
+
+
+def test_news2_escalation_medium_at_5_high_at_7_and_on_a_single_3():
+    # RR 22 (2) + SpO2 94 (1) + HR 105 (1) + T 38.3 (1) = 5: medium.
+    five = {"resp_rate": 22, "spo2": 94, "pulse": 105, "temperature": 38.3}
+    events, _ = run([five, five])
+    assert (1, "raise", "news2", "medium") in events
+    # add oxygen (2): 7 -> high, escalating the open alarm.
+    seven = {**five, "on_oxygen": True}
+    events, _ = run([five, five, seven, seven])
+    assert (2, "escalate", "news2", "high") in events
+    # new confusion alone scores 3: a single 3 triggers the escalation alarm.
+    events, _ = run([{"consciousness": "C"}, {"consciousness": "C"}])
+    assert (1, "raise", "news2", "medium") in events
+
+
+def test_news2_alarm_resolves_at_3_or_less_without_a_single_3():
+    five = {"resp_rate": 22, "spo2": 94, "pulse": 105, "temperature": 38.3}
+    four = {"resp_rate": 22, "spo2": 94, "pulse": 105}  # 4: still open (hysteresis)
+    three = {"resp_rate": 22, "spo2": 94}  # 3
+    events, _ = run([five, five, four, four, four, three, three])
+    assert [e for e in events if e[2] == "news2"] == [
+        (1, "raise", "news2", "medium"),
+        (6, "resolve", "news2", "medium"),
+    ]
+
+
+def test_artefacts_neither_raise_nor_reset_physiological_conditions():
+    probe_off = {"spo2": 0, "artefact": "spo2_probe_off"}
+    events, _ = run([{"spo2": 88}, probe_off, {"spo2": 88}])
+    assert (2, "raise", "spo2_low", "medium") in events  # the artefact did not reset the count
+    assert (1, "raise", "spo2_probe_off", "low") in events
+    assert (2, "resolve", "spo2_probe_off", "low") in events
+    motion = {"pulse": 190, "artefact": "motion"}
+    assert run([motion, motion, motion])[0] == []
+
+
+def test_late_and_repeated_readings_are_ignored():
+    state = PatientAlarms()
+    high = R(measured_at=T0, pulse=130)
+    assert state.evaluate(high, None, Limits()) == []
+    assert state.evaluate(high, None, Limits()) == []  # the same reading again: not counted
+    late = R(measured_at=T0 - timedelta(seconds=5), pulse=130)
+    assert state.evaluate(late, None, Limits()) == []
+    later = R(measured_at=T0 + timedelta(seconds=5), pulse=130)
+    [decision] = state.evaluate(later, None, Limits())
+    assert decision == Decision(
+        action="raise",
+        kind="pulse_high",
+        priority="medium",
+        value=130,
+        threshold=120,
+        message="Pulse high: 130 /min (> 120)",
+        at=T0 + timedelta(seconds=5),
+    )
+
+
+def test_warm_up_rebuilds_counters_without_deciding():
+    state = PatientAlarms()
+    first = R(measured_at=T0, pulse=130)
+    assert state.evaluate(first, None, Limits(), warm_up=True) == []
+    [decision] = state.evaluate(R(measured_at=T0 + timedelta(seconds=5), pulse=131), None, Limits())
+    assert (decision.action, decision.kind) == ("raise", "pulse_high")
+
+
+def test_an_alarm_known_open_is_not_raised_again_and_can_resolve():
+    state = PatientAlarms()
+    state.mark_open("pulse_high", "medium")
+    events, _ = run([{"pulse": 125}, {"pulse": 125}, {}, {}], state=state)
+    assert events == [(3, "resolve", "pulse_high", "medium")]
+
+
+def test_every_kind_is_listed_once():
+    assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 14
