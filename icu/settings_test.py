@@ -17,6 +17,9 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: end-to-end tests run the real commands as
-    # subprocesses, which must see the test database.
+    # subprocesses, which must see the test database. ICU_TEST_DB names another file, so that
+    # two test runs in one checkout do not share (and wreck) one database.
     (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test-db.sqlite3")}  # noqa: F405
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": os.environ.get("ICU_TEST_DB", str(BASE_DIR / "var" / "test-db.sqlite3"))  # noqa: F405
+    }

@@ -110,7 +110,9 @@ def test_a_reading_from_any_kafka_client_appears_in_the_api(kafka: KafkaTopics, 
 
 @pytest.mark.e2e
 def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
-    """What `make run` promises: within 30 s, three patients whose readings advance."""
+    """What `make run` promises: within 30 s, three patients whose readings advance; the
+    deteriorating ones (time compressed further than make run's 60x, to keep the test short)
+    raise alarms and rise to the top of the acuity ordering."""
     database = tmp_path / "dev.sqlite3"
     port, broker_port = free_port(), free_port()
     env = {
@@ -128,19 +130,27 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
         timeout=120,
     )
     log = tmp_path / "run_dev.log"
-    process = start_manage("run_dev", "--interval", "1", "--port", str(port), log=log, **env)
+    process = start_manage(
+        "run_dev", "--interval", "1", "--speed", "3000", "--port", str(port), log=log, **env
+    )
     try:
         banner = wait_for_log(log, "Ctrl-C stops everything", process, timeout=30)
         assert "login:                    admin / icu-demo-password" in banner
+        assert (
+            "emulated patients: alice:stable, bob:sepsis, carol:respiratory_failure at 3000x speed"
+            in banner
+        )
         token = banner.split("Authorization: Token ")[1].split('"')[0]
 
-        def patients() -> list[dict]:
+        def get(path: str) -> dict:
             request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/patients/",
-                headers={"Authorization": f"Token {token}"},
+                f"http://127.0.0.1:{port}/api/{path}", headers={"Authorization": f"Token {token}"}
             )
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
-                return json.load(response)["results"]
+                return json.load(response)
+
+        def patients() -> list[dict]:
+            return get("patients/")["results"]
 
         deadline = time.monotonic() + 30
         first: list[dict] = []
@@ -157,6 +167,20 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
         later = patients()
         for before, after in zip(first, later, strict=True):
             assert after["latest_metric"]["measured_at"] > before["latest_metric"]["measured_at"]
+            assert after["news2"] == after["latest_metric"]["news2"]
+            assert 0 <= after["news2"]["score"] <= 20
+
+        # 3000x: each reading is 50 simulated minutes; bob's and carol's stories unfold in
+        # seconds, and their NEWS2 escalation alarms (delay: 2 readings) are raised.
+        deadline = time.monotonic() + 30
+        alarmed: set[str] = set()
+        while time.monotonic() < deadline and alarmed != {"bob", "carol"}:
+            alarms = get("alarms/?kind=news2")["results"]
+            alarmed = {a["patient_name"] for a in alarms if a["kind"] == "news2"}
+            time.sleep(0.5)
+        assert alarmed == {"bob", "carol"}
+        by_acuity = [p["name"] for p in get("patients/?ordering=-news2")["results"]]
+        assert by_acuity[-1] == "alice"
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0

@@ -16,7 +16,11 @@ from icu.process import die_with_parent, process_stop, stop_on_signals
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "icu-demo-password"  # noqa: S105 (a local demo account, printed on purpose)
-DEFAULT_PATIENTS = ["alice", "bob", "carol"]
+# A small ward that tells a story: one stable patient and two who deteriorate, so that NEWS2
+# scores rise and alarms appear within minutes (with DEMO_SPEED).
+DEFAULT_PATIENTS = ["alice:stable", "bob:sepsis", "carol:respiratory_failure"]
+# Simulated seconds per second: 6 hours of sepsis unfold in 6 minutes.
+DEMO_SPEED = 60.0
 
 
 @dataclass
@@ -34,11 +38,16 @@ KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, and Dj
 development web server. Creates a demo superuser and prints the URLs and the login. Ctrl-C
 stops everything; if any part exits on its own, the rest is stopped too.
 
+The default ward is alice (stable), bob (sepsis) and carol (respiratory failure), their
+physiology running --speed times faster than the clock, so that within a few minutes bob's and
+carol's NEWS2 rise and their alarms appear. NAME:SCENARIO works as in run_patient.
+
 Local use only: it requires DEBUG=true and prints a known password.
 
 examples:
   python manage.py run_dev
-  python manage.py run_dev --name dave --name erin --interval 1 --port 8001
+  python manage.py run_dev --name dave --name erin:cardiac_arrest --interval 1 --port 8001
+  python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
 """
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -46,7 +55,15 @@ examples:
             "--name",
             action="append",
             default=None,
+            metavar="NAME[:SCENARIO]",
             help=f"Emulated patient; repeat for more (default: {', '.join(DEFAULT_PATIENTS)}).",
+        )
+        parser.add_argument(
+            "--speed",
+            type=float,
+            default=DEMO_SPEED,
+            help="Simulated seconds per second for the emulated patients "
+            f"(default {DEMO_SPEED:g}).",
         )
         parser.add_argument(
             "--interval",
@@ -64,7 +81,13 @@ examples:
         token = demo_user_ensure()
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         names = options["name"] or DEFAULT_PATIENTS
-        emulator = [*manage, "run_patient", *(arg for n in names for arg in ("--name", n))]
+        emulator = [
+            *manage,
+            "run_patient",
+            *(arg for n in names for arg in ("--name", n)),
+            "--speed",
+            str(options["speed"]),
+        ]
         if options["interval"] is not None:
             emulator += ["--interval", str(options["interval"])]
         address = f"127.0.0.1:{options['port']}"
@@ -98,7 +121,7 @@ examples:
                     threading.Thread(target=self._relay, args=(child,), daemon=True).start()
                     if child.name == "broker":
                         self._wait_for_broker(child, stop)
-                self._banner(address, token, names)
+                self._banner(address, token, names, options["speed"])
                 failed = self._supervise(children, stop)
             finally:
                 self._stop_all(children)
@@ -133,7 +156,7 @@ examples:
             if child.process is not None:
                 process_stop(child.process)
 
-    def _banner(self, address: str, token: str, names: list[str]) -> None:
+    def _banner(self, address: str, token: str, names: list[str], speed: float) -> None:
         api = f"http://{address}/{settings.API_PREFIX}"
         lines = [
             "",
@@ -143,8 +166,9 @@ examples:
             f"  admin:                    http://{address}/admin/",
             f"  login:                    {DEMO_USERNAME} / {DEMO_PASSWORD}  (local demo only)",
             f'  curl:  curl -H "Authorization: Token {token}" {api}patients/',
-            f"  emulated patients: {', '.join(names)}; broker {settings.KAFKA_BOOTSTRAP_SERVERS}"
-            " (in memory only)",
+            f"  alarms:                   {api}alarms/?state=active",
+            f"  emulated patients: {', '.join(names)} at {speed:g}x speed; "
+            f"broker {settings.KAFKA_BOOTSTRAP_SERVERS} (in memory only)",
             "",
         ]
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
