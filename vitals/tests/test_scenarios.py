@@ -54,9 +54,19 @@ class Run:
 DEFAULT_LIMITS = Limits()
 
 
-def simulate(scenario: str, hours: float, seed: int, limits: Limits = DEFAULT_LIMITS) -> Run:
+def simulate(
+    scenario: str,
+    hours: float,
+    seed: int,
+    limits: Limits = DEFAULT_LIMITS,
+    artefacts: bool = False,
+) -> Run:
     patient = PatientEmulator.create(
-        name=f"{scenario}-{seed}", patient_uuid=uuid.UUID(int=seed), seed=seed, scenario=scenario
+        name=f"{scenario}-{seed}",
+        patient_uuid=uuid.UUID(int=seed),
+        seed=seed,
+        scenario=scenario,
+        artefacts=artefacts,
     )
     alarms = PatientAlarms()
     run = Run(scenario=scenario, seed=seed)
@@ -97,6 +107,36 @@ def test_stable_patients_raise_at_most_a_handful_of_alarms_per_day(stable_days: 
     )
     assert max(per_day) <= 5
     assert not [d for run in stable_days for d in run.raised(priority="high")]
+
+
+def test_sensor_artefacts_raise_only_the_technical_alarm():
+    """A motion spike is one reading: the delay absorbs it. A probe off the finger is a
+    technical condition: a low-priority alarm, never a physiological one."""
+    runs = [simulate("stable", 24, seed, artefacts=True) for seed in range(2)]
+    for run in runs:
+        kinds = {d.kind for d in run.raised()}
+        probe_off = [r for r in run.readings if r.artefact == "spo2_probe_off"]
+        motion = [r for r in run.readings if r.artefact == "motion"]
+        assert probe_off
+        assert motion
+        assert kinds == {"spo2_probe_off"}
+        assert {d.priority for d in run.raised()} == {"low"}
+        # One technical alarm per probe-off episode (consecutive probe-off readings are one).
+        episodes = sum(
+            1
+            for previous, reading in zip([None, *run.readings], run.readings, strict=False)
+            if reading.artefact == "spo2_probe_off"
+            and (previous is None or previous.artefact != "spo2_probe_off")
+        )
+        assert len(run.raised()) == episodes
+    report_figure(
+        "stable with --artefacts: technical (low) / physiological alarms per patient-day",
+        ", ".join(
+            f"{len(run.raised(priority='low'))} / "
+            f"{len([d for d in run.raised() if d.kind != 'spo2_probe_off'])}"
+            for run in runs
+        ),
+    )
 
 
 def test_stable_patients_keep_a_low_news2(stable_days: list[Run]):
