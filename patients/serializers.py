@@ -2,8 +2,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from patients.models import Patient
+from vitals.news2 import news2_of
 from vitals.serializers import MetricSerializer, News2Serializer, OpenAlarmSerializer, news2_data
-from vitals.services import metric_news2
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -47,4 +47,4 @@ class PatientSerializer(serializers.ModelSerializer):
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, patient: Patient) -> dict | None:
         latest = patient.latest_metric
-        return news2_data(metric_news2(latest)) if latest else None
+        return news2_data(news2_of(latest, spo2_scale=latest.spo2_scale)) if latest else None

@@ -13,11 +13,13 @@ from collections.abc import Iterable
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
+from vitals.news2 import news2_of
 from vitals.selectors import alarm_limits_for
-from vitals.services import alarm_decisions_apply, metric_news2
+from vitals.services import alarm_decisions_apply
 
-# Readings replayed to rebuild a patient's counters: at least the longest delay allowed.
-WARM_UP_READINGS = 10
+# Readings replayed to rebuild a patient's counters: the longest delay allowed (10), twice over,
+# so that artefact readings in the window (which count neither way) do not cut the replay short.
+WARM_UP_READINGS = 20
 
 
 class AlarmEngine:
@@ -43,7 +45,9 @@ class AlarmEngine:
             state = self.states[patient_id]
             decisions = []
             for metric in sorted(patient_metrics, key=lambda m: m.measured_at):
-                decisions += state.evaluate(metric, metric_news2(metric), limits[patient_id])
+                decisions += state.evaluate(
+                    metric, news2_of(metric, spo2_scale=metric.spo2_scale), limits[patient_id]
+                )
             if decisions:
                 events += alarm_decisions_apply(patient=patients[patient_id], decisions=decisions)
         return events
@@ -65,12 +69,20 @@ class AlarmEngine:
     ) -> None:
         for patient_id in patient_ids:
             state = PatientAlarms()
-            first = min(m.measured_at for m in by_patient[patient_id])
-            recent = PatientMetric.objects.filter(
-                patient_id=patient_id, measured_at__lt=first
-            ).order_by("-measured_at")[:WARM_UP_READINGS]
+            # The newest readings stored before this batch, not merely those older than the
+            # batch: a late reading (older than some already stored) must then be ignored, as
+            # the running engine ignores it, instead of being judged against an old past.
+            batch = {m.measured_at for m in by_patient[patient_id]}
+            stored = PatientMetric.objects.filter(patient_id=patient_id).order_by("-measured_at")
+            newest = stored[: WARM_UP_READINGS + len(batch)]
+            recent = [m for m in newest if m.measured_at not in batch][:WARM_UP_READINGS]
             for metric in reversed(recent):
-                state.evaluate(metric, metric_news2(metric), limits[patient_id], warm_up=True)
+                state.evaluate(
+                    metric,
+                    news2_of(metric, spo2_scale=metric.spo2_scale),
+                    limits[patient_id],
+                    warm_up=True,
+                )
             # What is open is what the database says, not what the replay concluded (limits
             # may have changed, an admin may have closed an alarm).
             for condition in state.conditions.values():

@@ -107,7 +107,9 @@ class VitalsConsumer:
 
     # --- rebalance callbacks (run inside consume()) --------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.assigned = {(p.topic, p.partition) for p in partitions}
+        # Cooperative-sticky rebalancing hands over only the partitions added (and revokes only
+        # those taken away): add to the set, never replace it.
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
         logger.info(
             "partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)}
         )

@@ -41,6 +41,7 @@ Pure and dependency-free: no Django, no database.
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 SUBSCORE_KEYS = (
     "resp_rate",
@@ -151,3 +152,34 @@ def news2_score(
     }
     score = sum(subscores.values())
     return News2(score=score, risk=_risk(score, subscores), subscores=subscores)
+
+
+class Observations(Protocol):
+    """A reading as the contract parses it or as it is stored: the seven observations and the
+    monitor's artefact flag."""
+
+    resp_rate: int
+    spo2: int
+    on_oxygen: bool
+    systolic: int
+    pulse: int
+    consciousness: str
+    temperature: float
+    artefact: str | None
+
+
+def news2_of(observations: Observations, *, spo2_scale: int = 1) -> News2 | None:
+    """The NEWS2 of a reading; None for one flagged as a sensor artefact, whose values are not
+    the patient's and are not scored."""
+    if observations.artefact:
+        return None
+    return news2_score(
+        resp_rate=observations.resp_rate,
+        spo2=observations.spo2,
+        on_oxygen=observations.on_oxygen,
+        systolic=observations.systolic,
+        pulse=observations.pulse,
+        consciousness=observations.consciousness,
+        temperature=observations.temperature,
+        spo2_scale=spo2_scale,
+    )

@@ -6,8 +6,7 @@ from rest_framework import serializers
 
 from vitals.alarms import ALARM_KINDS
 from vitals.models import Alarm, AlarmLimits, PatientMetric
-from vitals.news2 import RISKS, News2
-from vitals.services import metric_news2
+from vitals.news2 import RISKS, News2, news2_of
 
 
 class News2SubscoresSerializer(serializers.Serializer):
@@ -59,7 +58,7 @@ class MetricSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, metric: PatientMetric) -> dict | None:
-        return news2_data(metric_news2(metric))
+        return news2_data(news2_of(metric, spo2_scale=metric.spo2_scale))
 
 
 class _QueryDateTimeField(serializers.DateTimeField):

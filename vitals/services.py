@@ -22,7 +22,7 @@ from vitals.models import (
     AlarmState,
     PatientMetric,
 )
-from vitals.news2 import News2, news2_score
+from vitals.news2 import news2_of
 
 
 @dataclass(frozen=True)
@@ -93,27 +93,10 @@ def _metric(reading: Reading, patient: Patient, received_at: datetime) -> Patien
         spo2_scale=patient.spo2_scale,
         received_at=received_at,
     )
-    score = metric_news2(metric)
+    score = news2_of(metric, spo2_scale=metric.spo2_scale)
     if score is not None:
         metric.news2_score, metric.news2_risk = score.score, score.risk
     return metric
-
-
-def metric_news2(metric: PatientMetric) -> News2 | None:
-    """NEWS2 of a stored reading, on the SpO2 scale it was stored with; None for an artefact,
-    whose values are not the patient's."""
-    if metric.artefact:
-        return None
-    return news2_score(
-        resp_rate=metric.resp_rate,
-        spo2=metric.spo2,
-        on_oxygen=metric.on_oxygen,
-        systolic=metric.systolic,
-        pulse=metric.pulse,
-        consciousness=metric.consciousness,
-        temperature=metric.temperature,
-        spo2_scale=metric.spo2_scale,
-    )
 
 
 def patient_latest_metric_refresh(*, patient_ids: set[int]) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vitals.alarms import ALARM_KINDS, Decision, Limits, PatientAlarms
-from vitals.news2 import news2_score
+from vitals.news2 import news2_of
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -37,19 +37,7 @@ def run(values: list[dict], limits: Limits = DEFAULT_LIMITS, state: PatientAlarm
     out = []
     for i, changes in enumerate(values):
         reading = replace(R(), measured_at=T0 + timedelta(seconds=5 * i), **changes)
-        news2 = (
-            None
-            if reading.artefact
-            else news2_score(
-                resp_rate=reading.resp_rate,
-                spo2=reading.spo2,
-                on_oxygen=reading.on_oxygen,
-                systolic=reading.systolic,
-                pulse=reading.pulse,
-                consciousness=reading.consciousness,
-                temperature=reading.temperature,
-            )
-        )
+        news2 = news2_of(reading)
         for d in state.evaluate(reading, news2, limits):
             out.append((i, d.action, d.kind, d.priority))
     return out, state

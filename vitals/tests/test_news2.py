@@ -5,13 +5,16 @@ a table here is the chart, so a wrong threshold in `vitals/news2.py` shows as a 
 Pure unit tests: no database.
 """
 
+import uuid
 from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from vitals.contract import CONSCIOUSNESS_LEVELS
-from vitals.news2 import RISKS, SUBSCORE_KEYS, News2, news2_score
+from vitals.contract import CONSCIOUSNESS_LEVELS, Reading
+from vitals.news2 import RISKS, SUBSCORE_KEYS, News2, news2_of, news2_score
 
 # Observations that score 0 on every parameter: a well adult on room air.
 NORMAL: dict[str, Any] = {
@@ -653,3 +656,36 @@ def test_scores_every_consciousness_level_of_the_contract():
     assert set(CONSCIOUSNESS_LEVELS) == {"A", "C", "V", "P", "U"}
     for level in CONSCIOUSNESS_LEVELS:
         assert score(consciousness=level).subscores["consciousness"] == (0 if level == "A" else 3)
+
+
+# --- news2_of: a reading as parsed or stored ---------------------------------------------------
+
+
+def test_news2_of_a_reading_scores_its_observations_on_the_scale_given():
+    reading = Reading(
+        patient_uuid=uuid.UUID(int=1),
+        patient_name="copd",
+        measured_at=datetime(2026, 11, 23, tzinfo=UTC),
+        pulse=95,
+        resp_rate=22,
+        systolic=135,
+        diastolic=80,
+        spo2=90,
+        temperature=37.2,
+        on_oxygen=True,
+    )
+
+    assert news2_of(reading) == score(
+        resp_rate=22, spo2=90, on_oxygen=True, systolic=135, pulse=95, temperature=37.2
+    )
+    assert news2_of(reading).subscores["spo2"] == 3
+    assert news2_of(reading, spo2_scale=2).subscores["spo2"] == 0
+    assert news2_of(reading, spo2_scale=2).score == 5
+
+
+@pytest.mark.parametrize("artefact", ["spo2_probe_off", "motion"])
+def test_news2_of_an_artefact_is_none(artefact: str):
+    reading = SimpleNamespace(**NORMAL, artefact=artefact)
+
+    assert news2_of(reading) is None
+    assert news2_of(SimpleNamespace(**NORMAL, artefact="")) == score()

@@ -14,7 +14,7 @@ import pytest
 from conftest import report_figure
 from vitals.alarms import Decision, Limits, PatientAlarms
 from vitals.emulator import PatientEmulator
-from vitals.news2 import news2_score
+from vitals.news2 import news2_of
 
 START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
 INTERVAL = 5.0  # seconds between readings, the default METRICS_INTERVAL
@@ -72,19 +72,7 @@ def simulate(
     run = Run(scenario=scenario, seed=seed)
     for i in range(int(hours * HOUR / INTERVAL)):
         reading = patient.reading(START + timedelta(seconds=INTERVAL * (i + 1)), INTERVAL)
-        score = (
-            None
-            if reading.artefact
-            else news2_score(
-                resp_rate=reading.resp_rate,
-                spo2=reading.spo2,
-                on_oxygen=reading.on_oxygen,
-                systolic=reading.systolic,
-                pulse=reading.pulse,
-                consciousness=reading.consciousness,
-                temperature=reading.temperature,
-            )
-        )
+        score = news2_of(reading)
         run.readings.append(reading)
         run.news2.append(score)
         run.decisions += alarms.evaluate(reading, score, limits)

@@ -1,0 +1,680 @@
+"""The alarm engine against the database: readings stored with metric_bulk_store, judged by
+AlarmEngine in the same transaction, Alarm rows and AlarmEvent outbox rows written; and the
+consumer's alarm path (VitalsConsumer driven with fake Kafka clients): a failed transaction,
+the outbox sweep to the alarms topic."""
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+from django.db import OperationalError, transaction
+from django.utils import timezone
+
+from patients.models import Patient
+from patients.tests.factories import PatientFactory
+from vitals.alarm_engine import AlarmEngine
+from vitals.consumer import VitalsConsumer
+from vitals.contract import Reading, reading_to_message
+from vitals.models import Alarm, AlarmEvent, PatientMetric
+from vitals.services import alarm_acknowledge, metric_bulk_store
+from vitals.tests.factories import (
+    T0,
+    AlarmFactory,
+    AlarmLimitsFactory,
+    PatientMetricFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+NORMAL = {
+    "pulse": 72,
+    "resp_rate": 14,
+    "systolic": 120,
+    "diastolic": 80,
+    "spo2": 98,
+    "temperature": 36.8,
+}  # NEWS2 0
+PROBE_OFF = {"spo2": 0, "artefact": "spo2_probe_off"}
+
+
+def at(seconds: float, start: datetime = T0) -> datetime:
+    return start + timedelta(seconds=seconds)
+
+
+def reading(patient: Patient, seconds: float, start: datetime = T0, **values) -> Reading:
+    """A normal adult reading of `patient` at start + seconds, with `values` changed."""
+    return Reading(
+        patient_uuid=patient.uuid,
+        patient_name=patient.name,
+        measured_at=at(seconds, start),
+        **(NORMAL | values),
+    )
+
+
+def judge(engine: AlarmEngine, readings: list[Reading]) -> list[tuple[str, str]]:
+    """Store readings and judge the new ones in one transaction, as the consumer does;
+    return the outbox events written, as (type, alarm kind)."""
+    with transaction.atomic():
+        result = metric_bulk_store(readings=readings)
+        events = engine.process(result.new)
+    return [(event.type, event.alarm.kind) for event in events]
+
+
+def alarms(patient: Patient | None = None) -> list[tuple]:
+    rows = Alarm.objects.order_by("id")
+    if patient is not None:
+        rows = rows.filter(patient=patient)
+    return list(
+        rows.values_list(
+            "kind", "priority", "state", "value", "threshold", "raised_at", "resolved_at"
+        )
+    )
+
+
+def events(patient: Patient | None = None) -> list[tuple[str, str]]:
+    rows = AlarmEvent.objects.order_by("id")
+    if patient is not None:
+        rows = rows.filter(alarm__patient=patient)
+    return list(rows.values_list("type", "alarm__kind"))
+
+
+def assert_recent(iso: str) -> None:
+    """The `at` of a payload: when the event was written, i.e. just now."""
+    written = datetime.fromisoformat(iso)
+    assert timedelta(0) <= timezone.now() - written < timedelta(seconds=30)
+
+
+# --- raising -----------------------------------------------------------------------------------
+
+
+def test_two_consecutive_breaching_readings_in_one_batch_raise_one_alarm_and_one_event():
+    patient = PatientFactory(name="ann")
+
+    # Pulse 130 breaches the bedside limit 120 and scores NEWS2 2: only the limit alarm.
+    written = judge(AlarmEngine(), [reading(patient, 0, pulse=130), reading(patient, 5, pulse=130)])
+
+    assert written == [("raised", "pulse_high")]
+    assert alarms(patient) == [("pulse_high", "medium", "active", 130, 120, at(5), None)]
+    alarm = Alarm.objects.get()
+    assert alarm.message == "Pulse high: 130 /min (> 120)"
+    [event] = AlarmEvent.objects.all()
+    assert (event.alarm_id, event.type, event.published_at) == (alarm.pk, "raised", None)
+    assert event.payload == {
+        "event": "raised",
+        "alarm": {
+            "id": alarm.pk,
+            "kind": "pulse_high",
+            "priority": "medium",
+            "state": "active",
+            "message": "Pulse high: 130 /min (> 120)",
+            "value": 130,
+            "threshold": 120,
+            "raised_at": "2026-11-23T08:00:05+00:00",
+            "acknowledged_at": None,
+            "acknowledged_by": None,
+            "resolved_at": None,
+        },
+        "patient": {"uuid": str(patient.uuid), "name": "ann"},
+        "at": event.payload["at"],
+    }
+    assert_recent(event.payload["at"])
+
+
+def test_one_breaching_reading_raises_nothing():
+    patient = PatientFactory()
+    assert judge(AlarmEngine(), [reading(patient, 0, pulse=130), reading(patient, 5)]) == []
+    assert judge(AlarmEngine(), [reading(patient, 10, pulse=130)]) == []
+    assert (alarms(), events()) == ([], [])
+
+
+def test_spo2_88_raises_spo2_low_and_the_news2_red_score_alarm_together():
+    patient = PatientFactory(name="bob")
+
+    # SpO2 88: below the limit 90, and NEWS2 scale 1 scores it 3, a single-parameter red score.
+    written = judge(AlarmEngine(), [reading(patient, 0, spo2=88), reading(patient, 5, spo2=88)])
+
+    assert written == [("raised", "spo2_low"), ("raised", "news2")]
+    assert alarms(patient) == [
+        ("spo2_low", "medium", "active", 88, 90, at(5), None),
+        ("news2", "medium", "active", 3, 5, at(5), None),
+    ]
+    assert list(Alarm.objects.order_by("id").values_list("message", flat=True)) == [
+        "SpO2 low: 88 % (< 90)",
+        "NEWS2 3 (low-medium risk)",
+    ]
+    payloads = [e.payload for e in AlarmEvent.objects.order_by("id")]
+    assert [(p["event"], p["alarm"]["kind"], p["alarm"]["value"]) for p in payloads] == [
+        ("raised", "spo2_low", 88),
+        ("raised", "news2", 3),
+    ]
+    assert all(p["patient"] == {"uuid": str(patient.uuid), "name": "bob"} for p in payloads)
+
+
+# --- continuity across a restart ---------------------------------------------------------------
+
+
+def test_a_new_engine_replays_the_database_and_raises_on_the_second_breaching_reading():
+    patient = PatientFactory()
+    assert judge(AlarmEngine(), [reading(patient, 0, spo2=88)]) == []
+
+    # The consumer restarted: a new engine sees only the second reading, the first is in the DB.
+    written = judge(AlarmEngine(), [reading(patient, 5, spo2=88)])
+
+    assert written == [("raised", "spo2_low"), ("raised", "news2")]
+    assert alarms(patient) == [
+        ("spo2_low", "medium", "active", 88, 90, at(5), None),
+        ("news2", "medium", "active", 3, 5, at(5), None),
+    ]
+
+
+def test_replay_uses_readings_stored_without_the_engine():
+    # Readings written by anything else (an earlier release, a bulk import) count as well.
+    patient = PatientFactory()
+    PatientMetricFactory(patient=patient, measured_at=at(0), pulse=130)
+
+    assert judge(AlarmEngine(), [reading(patient, 5, pulse=130)]) == [("raised", "pulse_high")]
+    assert alarms(patient) == [("pulse_high", "medium", "active", 130, 120, at(5), None)]
+
+
+@pytest.mark.parametrize("state", ["active", "acknowledged"])
+def test_an_open_alarm_is_not_raised_again_by_a_new_engine_and_resolves_with_hysteresis(state):
+    patient = PatientFactory(name="cid")
+    for seconds in (0, 5):
+        PatientMetricFactory(patient=patient, measured_at=at(seconds), pulse=130)
+    alarm = AlarmFactory(
+        patient=patient,
+        kind="pulse_high",
+        state=state,
+        message="Pulse high: 130 /min (> 120)",
+        value=130,
+        threshold=120,
+        raised_at=at(5),
+    )
+
+    engine = AlarmEngine()
+    assert judge(engine, [reading(patient, 10, pulse=130)]) == []
+    assert Alarm.objects.count() == 1
+    # Hysteresis: the alarm at > 120 clears at <= 115; 118 and 117 are neither a breach nor a
+    # clear, and each one starts the count of clears again.
+    assert (
+        judge(
+            engine,
+            [
+                reading(patient, 15, pulse=118),
+                reading(patient, 20, pulse=115),
+                reading(patient, 25, pulse=117),
+                reading(patient, 30, pulse=110),
+            ],
+        )
+        == []
+    )
+    # Another restart between the first and the second clear: the count survives it too.
+    written = judge(AlarmEngine(), [reading(patient, 35, pulse=100)])
+
+    assert written == [("resolved", "pulse_high")]
+    assert alarms() == [("pulse_high", "medium", "resolved", 130, 120, at(5), at(35))]
+    [event] = AlarmEvent.objects.all()
+    assert event.alarm_id == alarm.pk
+    assert event.payload["event"] == "resolved"
+    assert event.payload["alarm"] | {"id": None} == {
+        "id": None,
+        "kind": "pulse_high",
+        "priority": "medium",
+        "state": "resolved",
+        "message": "Pulse high: 130 /min (> 120)",
+        "value": 130,
+        "threshold": 120,
+        "raised_at": "2026-11-23T08:00:05+00:00",
+        "acknowledged_at": None,
+        "acknowledged_by": None,
+        "resolved_at": "2026-11-23T08:00:35+00:00",
+    }
+
+
+def test_a_new_engine_escalates_an_alarm_it_loaded_from_the_database():
+    patient = PatientFactory()
+    PatientMetricFactory(patient=patient, measured_at=at(0), spo2=88)
+    PatientMetricFactory(patient=patient, measured_at=at(5), spo2=88)
+    AlarmFactory(patient=patient, raised_at=at(5))  # spo2_low, medium, 88 < 90
+    AlarmFactory(
+        patient=patient, kind="news2", message="NEWS2 3", value=3, threshold=5, raised_at=at(5)
+    )
+
+    written = judge(AlarmEngine(), [reading(patient, 10, spo2=83)])
+
+    assert written == [("escalated", "spo2_low")]
+    assert alarms() == [
+        ("spo2_low", "high", "active", 83, 90, at(5), None),
+        ("news2", "medium", "active", 3, 5, at(5), None),
+    ]
+
+
+def test_a_late_reading_seen_first_by_a_new_engine_is_ignored_as_the_running_engine_does():
+    patient = PatientFactory()
+    engine = AlarmEngine()
+    judge(engine, [reading(patient, s, pulse=130) for s in (10, 15, 20)])
+    assert alarms() == [("pulse_high", "medium", "active", 130, 120, at(15), None)]
+
+    # Two normal readings stamped before the ones stored (a monitor's backlog) must not
+    # resolve an alarm whose condition the newest reading still shows.
+    assert judge(engine, [reading(patient, 2), reading(patient, 3)]) == []
+    assert judge(AlarmEngine(), [reading(patient, 4), reading(patient, 6)]) == []
+
+    assert alarms() == [("pulse_high", "medium", "active", 130, 120, at(15), None)]
+    assert PatientMetric.objects.filter(patient=patient).count() == 7
+    # And the next real reading continues from the newest one: normal twice resolves.
+    assert judge(AlarmEngine(), [reading(patient, 25), reading(patient, 30)]) == [
+        ("resolved", "pulse_high")
+    ]
+
+
+# --- per-patient limits ------------------------------------------------------------------------
+
+
+def test_alarm_limits_rows_replace_the_bedside_defaults_of_their_patient_only():
+    own, default = PatientFactory(name="own"), PatientFactory(name="default")
+    AlarmLimitsFactory(patient=own, pulse_high=140)
+    engine = AlarmEngine()
+
+    written = judge(
+        engine,
+        [reading(p, s, pulse=130) for p in (own, default) for s in (0, 5, 10)],
+    )
+
+    assert written == [("raised", "pulse_high")]
+    assert alarms(own) == []
+    assert alarms(default) == [("pulse_high", "medium", "active", 130, 120, at(5), None)]
+
+    # Above 140 it alarms (and pulse >= 131 is a NEWS2 red score too).
+    assert judge(engine, [reading(own, 15, pulse=145), reading(own, 20, pulse=145)]) == [
+        ("raised", "pulse_high"),
+        ("raised", "news2"),
+    ]
+    assert alarms(own) == [
+        ("pulse_high", "medium", "active", 145, 140, at(20), None),
+        ("news2", "medium", "active", 3, 5, at(20), None),
+    ]
+    assert Alarm.objects.get(patient=own, kind="pulse_high").message == (
+        "Pulse high: 145 /min (> 140)"
+    )
+
+
+def test_delay_readings_of_the_limits_row_governs_raising_and_resolving():
+    patient = PatientFactory()
+    AlarmLimitsFactory(patient=patient, delay_readings=3)
+    engine = AlarmEngine()
+
+    # Pulse 125: above 120, NEWS2 2 only.
+    assert judge(engine, [reading(patient, 0, pulse=125), reading(patient, 5, pulse=125)]) == []
+    assert judge(engine, [reading(patient, 10, pulse=125)]) == [("raised", "pulse_high")]
+    assert judge(engine, [reading(patient, 15), reading(patient, 20)]) == []
+    assert judge(engine, [reading(patient, 25)]) == [("resolved", "pulse_high")]
+
+    assert alarms() == [("pulse_high", "medium", "resolved", 125, 120, at(10), at(25))]
+    assert events() == [("raised", "pulse_high"), ("resolved", "pulse_high")]
+
+
+def test_delay_of_one_reading_alarms_at_once():
+    patient = PatientFactory()
+    AlarmLimitsFactory(patient=patient, delay_readings=1)
+
+    assert judge(AlarmEngine(), [reading(patient, 0, pulse=125)]) == [("raised", "pulse_high")]
+    assert alarms() == [("pulse_high", "medium", "active", 125, 120, at(0), None)]
+
+
+# --- escalation --------------------------------------------------------------------------------
+
+
+def test_a_value_past_the_critical_level_escalates_medium_to_high_once():
+    patient = PatientFactory(name="dee")
+    engine = AlarmEngine()
+    judge(engine, [reading(patient, 0, pulse=130), reading(patient, 5, pulse=130)])
+
+    # Beyond 150 the pulse alarm is high priority.
+    assert judge(engine, [reading(patient, 10, pulse=155)]) == [("escalated", "pulse_high")]
+
+    assert alarms() == [("pulse_high", "high", "active", 155, 120, at(5), None)]
+    alarm = Alarm.objects.get()
+    assert alarm.message == "Pulse high: 155 /min (> 120)"
+    escalated = AlarmEvent.objects.get(type="escalated")
+    assert escalated.alarm_id == alarm.pk
+    assert {k: escalated.payload["alarm"][k] for k in ("priority", "value", "message")} == {
+        "priority": "high",
+        "value": 155,
+        "message": "Pulse high: 155 /min (> 120)",
+    }
+    assert escalated.payload["alarm"]["raised_at"] == "2026-11-23T08:00:05+00:00"
+    # The raised event kept the alarm as it was then.
+    raised = AlarmEvent.objects.get(type="raised")
+    assert (raised.payload["alarm"]["priority"], raised.payload["alarm"]["value"]) == (
+        "medium",
+        130,
+    )
+
+    # Back to a medium-level value: no de-escalation, no event.
+    assert judge(engine, [reading(patient, 15, pulse=130)]) == []
+    assert alarms() == [("pulse_high", "high", "active", 155, 120, at(5), None)]
+    assert events() == [("raised", "pulse_high"), ("escalated", "pulse_high")]
+
+
+# --- artefacts ---------------------------------------------------------------------------------
+
+
+def test_probe_off_raises_the_low_priority_technical_alarm_and_not_spo2_low():
+    patient = PatientFactory()
+    engine = AlarmEngine()
+
+    written = judge(engine, [reading(patient, s, **PROBE_OFF) for s in (0, 5, 10)])
+
+    # SpO2 0 three times, yet no spo2_low and no NEWS2 alarm: the values are not the patient's.
+    assert written == [("raised", "spo2_probe_off")]
+    assert alarms() == [("spo2_probe_off", "low", "active", 0, None, at(0), None)]
+    assert Alarm.objects.get().message == "SpO2 probe off: no oximetry"
+    assert (
+        list(PatientMetric.objects.values_list("artefact", "news2_score"))
+        == [("spo2_probe_off", None)] * 3
+    )
+    payload = AlarmEvent.objects.get().payload["alarm"]
+    assert (payload["priority"], payload["threshold"]) == ("low", None)
+
+    # The probe back on: the technical alarm resolves with the first good reading.
+    assert judge(engine, [reading(patient, 15)]) == [("resolved", "spo2_probe_off")]
+    assert alarms() == [("spo2_probe_off", "low", "resolved", 0, None, at(0), at(15))]
+
+
+def test_an_artefact_between_two_low_readings_counts_neither_for_nor_against_spo2_low():
+    patient = PatientFactory()
+
+    written = judge(
+        AlarmEngine(),
+        [
+            reading(patient, 0, spo2=88),
+            reading(patient, 5, **PROBE_OFF),
+            reading(patient, 10, spo2=88),
+        ],
+    )
+
+    assert written == [
+        ("raised", "spo2_probe_off"),
+        ("resolved", "spo2_probe_off"),
+        ("raised", "spo2_low"),
+        ("raised", "news2"),
+    ]
+    assert alarms() == [
+        ("spo2_probe_off", "low", "resolved", 0, None, at(5), at(10)),
+        ("spo2_low", "medium", "active", 88, 90, at(10), None),
+        ("news2", "medium", "active", 3, 5, at(10), None),
+    ]
+
+
+# --- the consumer's alarm path, with fake Kafka clients ------------------------------------------
+
+
+class FakeMessage:
+    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
+        self._key, self._value, self._offset = key, value, offset
+
+    def error(self) -> None:
+        return None
+
+    def key(self) -> bytes:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def topic(self) -> str:
+        return "vitals"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+    def headers(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    """One partition: consume() serves from the position, seek() moves it back."""
+
+    def __init__(self) -> None:
+        self.log: list[FakeMessage] = []
+        self.position = 0
+        self.stored: list[tuple[str, int, int]] = []
+
+    def add(self, readings: list[Reading]) -> None:
+        for r in readings:
+            self.log.append(FakeMessage(*reading_to_message(r), offset=len(self.log)))
+
+    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
+        batch = self.log[self.position : self.position + num_messages]
+        self.position += len(batch)
+        return batch
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.position = partition.offset
+
+    def store_offsets(self, offsets: list[TopicPartition]) -> None:
+        self.stored += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Takes every message; flush() reports each delivery, failing the first `fail` ones."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes, bytes, list]] = []
+        self.fail = 0
+        self._waiting: list = []
+
+    def produce(self, topic, key=None, value=None, headers=None, on_delivery=None) -> None:
+        self.produced.append((topic, key, value, headers))
+        self._waiting.append(on_delivery)
+
+    def flush(self, timeout: float | None = None) -> int:
+        waiting, self._waiting = self._waiting, []
+        for on_delivery in waiting:
+            if self.fail:
+                self.fail -= 1
+                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+            else:
+                on_delivery(None, None)
+        return 0
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def on(self, topic: str) -> list[tuple[bytes, dict, list]]:
+        return [(k, json.loads(v), h) for t, k, v, h in self.produced if t == topic]
+
+
+# Consumer tests go through reading_parse, which refuses readings from the future.
+RECENT = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
+
+
+def worker_create() -> tuple[VitalsConsumer, FakeConsumer, FakeProducer]:
+    consumer, producer = FakeConsumer(), FakeProducer()
+    worker = VitalsConsumer(
+        consumer=consumer,
+        producer=producer,
+        dlq_topic="vitals.dlq",
+        alarms_topic="alarms",
+        backoff_initial=0.01,
+        backoff_max=0.01,
+    )
+    return worker, consumer, producer
+
+
+def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_from_the_db(
+    monkeypatch,
+):
+    patient = PatientFactory(name="dan")
+    worker, consumer, producer = worker_create()
+    engine = worker.alarm_engine
+    judge_for_real = engine.process
+    fail_next = []
+
+    def process_then_fail(metrics):
+        decided = judge_for_real(metrics)  # memory changed, alarm rows written...
+        if fail_next:
+            fail_next.pop()
+            raise OperationalError("database is locked")  # ...then all rolled back
+        return decided
+
+    monkeypatch.setattr(engine, "process", process_then_fail)
+
+    def batch(*changes: tuple[float, dict], fail: bool = False) -> None:
+        consumer.add([reading(patient, s, RECENT, **values) for s, values in changes])
+        fail_next[:] = [True] if fail else []
+        assert worker.process_batch() == len(changes)
+        if fail:
+            # Nothing of the batch is left: no reading, no memory; the consumer seeks back.
+            assert engine.states == {}
+            assert consumer.position == len(consumer.log) - len(changes)
+            assert worker.process_batch() == len(changes)
+        assert consumer.position == len(consumer.log)
+
+    low = {"spo2": 88}
+    batch((0, low))  # the first breaching reading: remembered
+    assert set(engine.states) == {patient.pk}
+    batch((5, low), fail=True)  # the second: its transaction fails, then the retry goes through
+    assert alarms() == [
+        ("spo2_low", "medium", "active", 88, 90, at(5, RECENT), None),
+        ("news2", "medium", "active", 3, 5, at(5, RECENT), None),
+    ]
+    batch((10, {}), (15, {}), fail=True)  # resolution, failed once then retried
+    batch((20, low), (25, low))  # the condition comes back: new alarms, not a duplicate
+
+    assert alarms() == [
+        ("spo2_low", "medium", "resolved", 88, 90, at(5, RECENT), at(15, RECENT)),
+        ("news2", "medium", "resolved", 3, 5, at(5, RECENT), at(15, RECENT)),
+        ("spo2_low", "medium", "active", 88, 90, at(25, RECENT), None),
+        ("news2", "medium", "active", 3, 5, at(25, RECENT), None),
+    ]
+    assert events() == [
+        ("raised", "spo2_low"),
+        ("raised", "news2"),
+        ("resolved", "spo2_low"),
+        ("resolved", "news2"),
+        ("raised", "spo2_low"),
+        ("raised", "news2"),
+    ]
+    totals = worker.totals
+    assert (totals.stored, totals.duplicates, totals.invalid, totals.retries) == (6, 0, 0, 2)
+    assert totals.alarm_events == 6
+    assert PatientMetric.objects.count() == 6
+    assert consumer.stored[-1] == ("vitals", 0, 6)
+    # Each committed batch's events went out at once, each exactly once; nothing to the DLQ.
+    published = producer.on("alarms")
+    assert [m["event_id"] for _, m, _ in published] == list(
+        AlarmEvent.objects.order_by("id").values_list("id", flat=True)
+    )
+    assert producer.on("vitals.dlq") == []
+    assert not AlarmEvent.objects.filter(published_at__isnull=True).exists()
+
+
+def test_revoked_partitions_take_the_alarm_memory_with_them():
+    patient = PatientFactory()
+    worker, consumer, _ = worker_create()
+    consumer.add([reading(patient, 0, RECENT, spo2=88)])
+    worker.process_batch()
+    assert set(worker.alarm_engine.states) == {patient.pk}
+
+    worker.on_revoke(consumer, [TopicPartition("vitals", 0)])
+
+    assert worker.alarm_engine.states == {}
+    consumer.add([reading(patient, 5, RECENT, spo2=88)])
+    worker.process_batch()
+    assert events() == [("raised", "spo2_low"), ("raised", "news2")]
+
+
+def test_incremental_assignments_add_up_and_revocations_take_away():
+    """Cooperative-sticky rebalancing: on_assign and on_revoke get only the partitions that
+    change hands."""
+    worker, consumer, _ = worker_create()
+
+    worker.on_assign(consumer, [TopicPartition("vitals", 0), TopicPartition("vitals", 1)])
+    worker.on_assign(consumer, [TopicPartition("vitals", 2)])
+    assert worker.assigned == {("vitals", 0), ("vitals", 1), ("vitals", 2)}
+
+    worker.on_revoke(consumer, [TopicPartition("vitals", 1)])
+    assert worker.assigned == {("vitals", 0), ("vitals", 2)}
+
+
+def test_publish_sends_each_pending_event_once_and_marks_only_the_delivered(django_user_model):
+    ann, bob = PatientFactory(name="ann"), PatientFactory(name="bob")
+    judge(
+        AlarmEngine(),
+        [reading(ann, s, pulse=130) for s in (0, 5)] + [reading(bob, s, spo2=88) for s in (0, 5)],
+    )
+    worker, _, producer = worker_create()
+    pending = list(AlarmEvent.objects.order_by("id"))
+    assert [(e.type, e.alarm.kind, e.alarm.patient.name) for e in pending] == [
+        ("raised", "pulse_high", "ann"),
+        ("raised", "spo2_low", "bob"),
+        ("raised", "news2", "bob"),
+    ]
+
+    producer.fail = 1  # the broker does not take the first one
+    assert worker.publish_alarm_events() == 2
+
+    assert producer.on("alarms") == [
+        (
+            str(e.alarm.patient.uuid).encode(),
+            {"event_id": e.pk, **e.payload},
+            [("event_id", str(e.pk).encode())],
+        )
+        for e in pending
+    ]
+    assert producer.on("alarms")[1][1]["patient"] == {"uuid": str(bob.uuid), "name": "bob"}
+    assert producer.on("alarms")[1][1]["alarm"]["kind"] == "spo2_low"
+    unpublished = AlarmEvent.objects.filter(published_at__isnull=True)
+    assert list(unpublished.values_list("id", flat=True)) == [pending[0].pk]
+
+    # The next sweep sends the one left, and only it.
+    producer.produced.clear()
+    assert worker.publish_alarm_events() == 1
+    assert producer.on("alarms") == [
+        (
+            str(ann.uuid).encode(),
+            {"event_id": pending[0].pk, **pending[0].payload},
+            [("event_id", str(pending[0].pk).encode())],
+        )
+    ]
+    assert not unpublished.exists()
+
+    # An acknowledgement (written by the API) goes out on the sweep after it; nothing else.
+    producer.produced.clear()
+    alarm = Alarm.objects.get(patient=bob, kind="spo2_low")
+    alarm_acknowledge(alarm=alarm, user=django_user_model.objects.create_user("nurse"))
+    assert worker.publish_alarm_events() == 1
+    [(key, message, _)] = producer.on("alarms")
+    assert key == str(bob.uuid).encode()
+    ack = AlarmEvent.objects.get(type="acknowledged")
+    assert message["event_id"] == ack.pk
+    assert (message["event"], message["alarm"]["state"], message["alarm"]["acknowledged_by"]) == (
+        "acknowledged",
+        "acknowledged",
+        "nurse",
+    )
+    producer.produced.clear()
+    assert worker.publish_alarm_events() == 0
+    assert producer.produced == []
+
+
+def test_alarm_messages_are_keyed_like_the_readings_of_their_patient():
+    # Keys are the patient uuid as text: the same bytes the readings are keyed by.
+    patient = PatientFactory(uuid=uuid.UUID("6f1c2a9e-8d4b-4c3e-9f0a-1b2c3d4e5f60"))
+    judge(AlarmEngine(), [reading(patient, s, spo2=88) for s in (0, 5)])
+    worker, _, producer = worker_create()
+
+    assert worker.publish_alarm_events() == 2
+
+    key, _ = reading_to_message(reading(patient, 0))
+    assert {k for k, _, _ in producer.on("alarms")} == {key}
