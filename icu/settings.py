@@ -45,7 +45,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "icu.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
+    # far-future cache headers on the hashed names: no separate web server needed.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,7 +109,43 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed, compressed files from `collectstatic` (the Docker image runs it). Without a
+    # collectstatic (tests, a checkout) set the plain "django.contrib.staticfiles.storage.
+    # StaticFilesStorage"; with DEBUG on, Django serves unhashed names anyway.
+    "staticfiles": {
+        "BACKEND": env(
+            "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+# --- HTTPS and cookies -------------------------------------------------------------------------
+# Secure by default outside DEBUG. TLS is expected to end at a reverse proxy or load balancer in
+# front of gunicorn, which says so with X-Forwarded-Proto (set TRUST_X_FORWARDED_PROTO only
+# then: a client could send the header itself). The health checks and /metrics stay reachable
+# over plain HTTP, for probes and scrapers inside the cluster.
+SECURE = not DEBUG
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SECURE)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=SECURE)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=SECURE)
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SILENCED_SYSTEM_CHECKS = [
+    # HSTS preloading puts the domain in browsers' built-in lists, for good: a decision for
+    # whoever owns the hospital's domain (SECURE_HSTS_PRELOAD=true), not a default.
+    "security.W021",
+]
 
 LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/"

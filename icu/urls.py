@@ -3,7 +3,12 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from icu import health
+
 urlpatterns = [
+    # First: with API_PREFIX "" the API's routes would otherwise be tried before them.
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path(settings.API_PREFIX, include("icu.api_router")),
     path(f"{settings.API_PREFIX}auth/", include("rest_framework.urls")),
     path("admin/", admin.site.urls),
