@@ -212,3 +212,33 @@ def alarm_events_mark_published(*, event_ids: Sequence[int]) -> None:
     AlarmEvent.objects.filter(pk__in=event_ids, published_at__isnull=True).update(
         published_at=timezone.now()
     )
+
+
+# --- Retention -------------------------------------------------------------------------------
+
+
+def metric_prune_batch(*, older_than: datetime, batch_size: int) -> int:
+    """Delete up to `batch_size` readings measured before `older_than`, in one short
+    transaction; return how many went. Call it until it returns 0.
+
+    Oldest rows first by primary key, which follows insertion order: each batch finds its rows
+    at the start of the table instead of searching it, with no index on measured_at to keep up
+    on every insert. A patient whose latest reading goes loses `latest_metric` (null: no
+    reading left in the retention window), in the same transaction. Then a plain DELETE of the
+    ids (`_raw_delete`, what Django's own deletion collector runs): QuerySet.delete() would load
+    every row to handle that relation itself.
+    """
+    old = PatientMetric.objects.filter(measured_at__lt=older_than).order_by("pk")
+    with transaction.atomic():
+        ids = list(old.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            return 0
+        Patient.objects.filter(latest_metric_id__in=ids).update(latest_metric=None)
+        return PatientMetric.objects.filter(pk__in=ids)._raw_delete(PatientMetric.objects.db)
+
+
+def alarm_events_prune(*, older_than: datetime) -> int:
+    """Delete outbox events published before `older_than` (pending ones are kept whatever
+    their age: they have not reached the alarms topic yet)."""
+    deleted, _ = AlarmEvent.objects.filter(published_at__lt=older_than).delete()
+    return deleted

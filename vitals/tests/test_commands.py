@@ -24,7 +24,7 @@ from conftest import (
     wait_for_log,
 )
 
-COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev"]
+COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev", "prune_vitals"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
