@@ -51,7 +51,39 @@ def test_compose_services_and_their_start_order(compose: dict):
     # `--scale consumer=3` needs no fixed name and no host port on the consumer.
     assert "container_name" not in services["consumer"]
     assert "ports" not in services["consumer"]
-    assert services["consumer"]["command"] == ["python", "manage.py", "consume_vitals"]
+    assert services["consumer"]["command"] == [
+        "python",
+        "manage.py",
+        "consume_vitals",
+        "--metrics-port",
+        "9100",
+        "--metrics-address",
+        "0.0.0.0",  # noqa: S104 (inside the container, for the Prometheus scraper)
+    ]
+
+
+def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dict):
+    services = compose["services"]
+    probes = {
+        name: service["healthcheck"]["test"][-1]
+        for name, service in services.items()
+        if name in ("web", "consumer", "emulator")
+    }
+    assert probes == {
+        "web": "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=4)",
+        "consumer": "import urllib.request as u; "
+        "u.urlopen('http://127.0.0.1:9100/metrics', timeout=4)",
+        "emulator": "import urllib.request as u; "
+        "u.urlopen('http://127.0.0.1:9101/metrics', timeout=4)",
+    }
+    assert services["web"]["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"]
+    assert services["web"]["depends_on"]["kafka-init"] == {
+        "condition": "service_completed_successfully"
+    }
+    # Every topic the application uses is created before the applications start.
+    init = " ".join(services["kafka-init"]["command"])
+    for topic in ("vitals", "vitals.dlq", "alarms"):
+        assert f"--topic {topic} " in init
 
 
 def test_compose_kafka_runs_in_kraft_mode_without_zookeeper(compose: dict):
@@ -78,6 +110,9 @@ def test_dockerfile_runs_as_a_non_root_user_with_a_dependency_layer():
     copy_all = dockerfile.index("COPY . .")
     assert copy_requirements < install < copy_all
     assert "USER icu" in dockerfile
+    assert dockerfile[-1] == 'CMD ["gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"]'
+    collectstatic = next(i for i, line in enumerate(dockerfile) if "collectstatic" in line)
+    assert copy_all < collectstatic < dockerfile.index("USER icu")
 
 
 def test_the_schema_check_does_reject_a_broken_compose_file():

@@ -1,0 +1,51 @@
+"""gunicorn settings for the `web` service (the Docker image's command).
+
+    gunicorn -c gunicorn.conf.py icu.wsgi
+
+Each setting can be changed through the environment without rebuilding the image.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+# Sync workers: the API is short database reads. 2-4 per core is gunicorn's advice.
+workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+graceful_timeout = 20
+# Our JSON log lines already say which request did what; gunicorn's access log would repeat
+# each request in another format.
+accesslog = None
+errorlog = "-"
+# Gunicorn's own lines (worker boots and timeouts) in the project's JSON format.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "icu.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
+
+
+# Prometheus multiprocess mode, always under gunicorn: each worker writes its metrics to files
+# in this directory and /metrics adds them up, whichever worker answers the scrape. Set here,
+# in the master, before the workers fork and import prometheus_client.
+os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR",
+    f"/tmp/icu-prometheus-{bind.rsplit(':', 1)[-1]}",  # noqa: S108
+)
+
+
+def on_starting(server) -> None:
+    """The directory must start empty: stale files of an earlier run would be summed in."""
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    shutil.rmtree(directory, ignore_errors=True)
+    Path(directory).mkdir(parents=True)
+
+
+def child_exit(server, worker) -> None:
+    """A worker is gone: keep its counters, drop its live gauges."""
+    from icu.metrics import child_exit as metrics_child_exit
+
+    metrics_child_exit(server, worker)
