@@ -1,26 +1,56 @@
 """Settings for the test suite: the project settings with test-only defaults.
 
-The environment still wins, so `DATABASE_URL=postgres://... pytest` runs the suite on PostgreSQL.
+`ICU_TEST_DB_ENGINE` chooses the database engine of the run (`make test` runs the suite once
+with each):
+
+- `sqlite` (the default): a SQLite file, `var/test-db.sqlite3` or `ICU_TEST_DB`;
+- `postgresql`: a throwaway PostgreSQL server that conftest.py starts for the session (in a
+  temporary directory, on a free loopback port) and removes at the end. Until it has started,
+  the address below is a placeholder that cannot resolve.
+
+The environment still wins: `ICU_TEST_DB_ENGINE=postgresql DATABASE_URL=postgres://...` runs the
+suite on an existing server instead (Django creates and drops a `test_` database on it).
+The suite checks that the database it runs on is of the engine `ICU_TEST_DB_ENGINE` names.
 """
 
 import os
 from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
 
 # A developer's .env (DATABASE_URL, broker address...) must not leak into the suite.
 os.environ.setdefault("ICU_ENV_FILE", os.devnull)
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
-# The test client and the e2e tests speak plain HTTP (production redirects to HTTPS, checked by
-# test_deploy_settings).
+# The test client and the e2e tests speak plain HTTP (production redirects to HTTPS; see
+# icu/tests/test_health.py and test_production_server.py).
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
-# No collectstatic before the tests: unhashed static file names (test_deployment checks the
-# production storage on its own).
+# No collectstatic before the tests: unhashed static file names (the production storage is
+# tested on its own, with a real collectstatic).
 os.environ.setdefault(
     "STATICFILES_BACKEND", "django.contrib.staticfiles.storage.StaticFilesStorage"
 )
 
-from icu.settings import *  # noqa: F403
+TEST_DB_ENGINE = os.environ.get("ICU_TEST_DB_ENGINE") or "sqlite"
+if TEST_DB_ENGINE not in ("sqlite", "postgresql"):
+    raise ImproperlyConfigured(
+        f"ICU_TEST_DB_ENGINE={TEST_DB_ENGINE!r}: use 'sqlite' (the default) or 'postgresql'."
+    )
+# True when conftest.py starts (and fills in the address of) a PostgreSQL server of its own.
+TEST_DB_THROWAWAY_POSTGRESQL = TEST_DB_ENGINE == "postgresql" and not os.environ.get("DATABASE_URL")
+TEST_DB_PLACEHOLDER_HOST = "throwaway-postgresql-not-started-yet.invalid"
+
+# The placeholder goes through DATABASE_URL, so that the production settings' own PostgreSQL
+# branch (persistent, health-checked connections) is what the suite runs on. Not left in the
+# environment: a child process must be given the test database's URL (conftest.database_url).
+if TEST_DB_THROWAWAY_POSTGRESQL:
+    os.environ["DATABASE_URL"] = f"postgres://postgres@{TEST_DB_PLACEHOLDER_HOST}:5432/icu"
+try:
+    from icu.settings import *  # noqa: F403
+finally:
+    if TEST_DB_THROWAWAY_POSTGRESQL:
+        del os.environ["DATABASE_URL"]
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # WhiteNoise warns at every start when STATIC_ROOT is missing.

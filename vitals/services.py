@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -39,9 +39,13 @@ def metric_bulk_store(
 ) -> StoreResult:
     """Store a batch of readings in one transaction: exactly once, whatever is re-delivered.
 
-    Duplicates inside the batch are dropped first (the first copy wins); readings already in
-    the database are skipped by a look-up on the unique (patient, measured_at) index, and a
-    concurrent writer that slips in between is absorbed by INSERT ... ON CONFLICT DO NOTHING.
+    Duplicates inside the batch are dropped first (the first copy wins). Readings already in
+    the database are skipped thanks to the unique (patient, measured_at) index:
+    - PostgreSQL: one INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
+      NOTHING RETURNING, whatever the batch size; RETURNING says exactly which rows went in,
+      even when another consumer wrote some of them a moment before;
+    - other databases: a look-up of the batch's time range, then bulk_create(ignore_conflicts)
+      (on SQLite the write lock, taken at BEGIN, keeps other writers out in between).
     Each patient's `latest_metric` is brought up to date in the same transaction, so that the
     ward list never points at a reading that is not committed.
     """
@@ -55,26 +59,57 @@ def metric_bulk_store(
     with transaction.atomic():
         names = {r.patient_uuid: r.patient_name for r in unique.values()}
         patients = patient_bulk_get_or_create(names_by_uuid=names)
-        times = [r.measured_at for r in unique.values()]
-        existing = set(
-            PatientMetric.objects.filter(
-                patient_id__in=[p.id for p in patients.values()],
-                measured_at__gte=min(times),
-                measured_at__lte=max(times),
-            ).values_list("patient_id", "measured_at")
-        )
-        new = [
-            _metric(r, patients[r.patient_uuid], received_at)
-            for r in unique.values()
-            if (patients[r.patient_uuid].id, r.measured_at) not in existing
-        ]
-        PatientMetric.objects.bulk_create(new, ignore_conflicts=True)
+        candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
+        if connection.vendor == "postgresql":
+            new = _metric_insert_postgresql(candidates)
+        else:
+            times = [m.measured_at for m in candidates]
+            existing = set(
+                PatientMetric.objects.filter(
+                    patient_id__in=[p.id for p in patients.values()],
+                    measured_at__gte=min(times),
+                    measured_at__lte=max(times),
+                ).values_list("patient_id", "measured_at")
+            )
+            new = [m for m in candidates if (m.patient_id, m.measured_at) not in existing]
+            PatientMetric.objects.bulk_create(new, ignore_conflicts=True)
         touched = {m.patient_id for m in new}
         if touched:
             patient_latest_metric_refresh(patient_ids=touched)
     return StoreResult(
         stored=len(new), duplicates=len(readings) - len(new), patients=len(patients), new=new
     )
+
+
+def _metric_insert_postgresql(candidates: list[PatientMetric]) -> list[PatientMetric]:
+    """INSERT the candidates in one statement, one array parameter per column, skipping those
+    already stored; return those inserted (with their ids), in the candidates' order."""
+    columns = [f for f in PatientMetric._meta.concrete_fields if not f.primary_key]
+    table = PatientMetric._meta.db_table
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(f.column) for f in columns)
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in columns)
+    # Only the model's own table and column names go into the text (quoted); values are
+    # parameters.
+    sql = (
+        f"INSERT INTO {quote(table)} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+        f"ON CONFLICT ({quote('patient_id')}, {quote('measured_at')}) DO NOTHING "
+        f"RETURNING {quote('id')}, {quote('patient_id')}, {quote('measured_at')}"
+    )
+    params = [
+        [f.get_db_prep_save(getattr(m, f.attname), connection) for m in candidates] for f in columns
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = {(patient_id, measured_at): pk for pk, patient_id, measured_at in cursor}
+    new = []
+    for metric in candidates:
+        pk = inserted.get((metric.patient_id, metric.measured_at))
+        if pk is not None:
+            metric.pk = pk
+            metric._state.adding = False
+            new.append(metric)
+    return new
 
 
 def _metric(reading: Reading, patient: Patient, received_at: datetime) -> PatientMetric:

@@ -146,3 +146,29 @@ def test_patient_bulk_get_or_create_returns_old_and_new_patients():
     }
     again = patient_bulk_get_or_create(names_by_uuid={BOB: "renamed"})
     assert {u: (p.pk, p.name) for u, p in again.items()} == {BOB: (found[BOB].pk, "bob")}
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the unnest/RETURNING write path is PostgreSQL's"
+)
+def test_postgresql_writes_a_batch_in_one_insert_and_knows_which_rows_went_in(
+    django_assert_num_queries,
+):
+    patients = [uuid.UUID(int=i + 1) for i in range(50)]
+    first = metric_bulk_store(readings=[reading(p, seconds=0) for p in patients[:10]])
+    batch = [reading(p, seconds=s) for p in patients for s in range(4)]  # 10 already stored
+
+    # SAVEPOINT, patients select, insert, re-select, ONE insert of 200 rows, update, RELEASE.
+    with django_assert_num_queries(7) as captured:
+        result = metric_bulk_store(readings=batch)
+
+    inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
+    assert len(inserts) == 1
+    assert "unnest(" in inserts[0]
+    assert (result.stored, result.duplicates) == (190, 10)
+    stored = dict(
+        PatientMetric.objects.exclude(pk__in=[m.pk for m in first.new]).values_list(
+            "pk", "measured_at"
+        )
+    )
+    assert {m.pk: m.measured_at for m in result.new} == stored
