@@ -47,6 +47,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "icu.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "icu.metrics.PrometheusMiddleware",
     # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
     # far-future cache headers on the hashed names: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -11,6 +11,7 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path(settings.API_PREFIX, include("icu.api_router")),
     path(f"{settings.API_PREFIX}auth/", include("rest_framework.urls")),
+    path("metrics", include("icu.metrics")),
     path("admin/", admin.site.urls),
     path("", RedirectView.as_view(url=f"/{settings.API_PREFIX}", permanent=False)),
 ]

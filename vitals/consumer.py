@@ -17,10 +17,15 @@ Failure handling, by kind:
 Alarms are judged on the readings a batch newly stored, in the same transaction, and reach
 the alarms topic through an outbox (`AlarmEvent`): published after the commit, and swept
 again every few seconds, so that neither a crash nor a broker hiccup loses an alarm change.
+
+Prometheus metrics (icu/metrics.py) are counted once per completed batch, with its totals;
+the consumer lag is refreshed every `lag_interval` seconds from librdkafka's cached high
+watermarks, without a broker round trip.
 """
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -31,6 +36,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from icu.exceptions import InvalidReading
+from icu.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_parse
 from vitals.selectors import alarm_events_unpublished
@@ -68,6 +74,17 @@ class RetryBatch(Exception):
     """The batch could not be completed for a reason that is not the messages' fault."""
 
 
+@dataclass
+class BatchOutcome:
+    """What storing and forwarding one batch did."""
+
+    result: StoreResult
+    alarm_events: int
+    rejected: list[tuple[Message, InvalidReading]]
+    # The database transaction(s) of the valid readings; None when there were none.
+    write_seconds: float | None
+
+
 class VitalsConsumer:
     """One step at a time: `process_batch()` consumes, validates, stores, forwards and stores
     offsets for one batch. The management command loops over it; tests call it directly."""
@@ -86,6 +103,8 @@ class VitalsConsumer:
         backoff_max: float = 30.0,
         stop_event: threading.Event | None = None,
         alarm_sweep_interval: float = 5.0,
+        lag_interval: float = 5.0,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self.consumer = consumer
         # One producer for the DLQ and the alarms topic.
@@ -104,6 +123,9 @@ class VitalsConsumer:
         self.stop_event = stop_event or threading.Event()
         self.totals = ConsumerTotals()
         self.assigned: set[tuple[str, int]] = set()
+        self.metrics = metrics or consumer_metrics()
+        self.lag_interval = lag_interval
+        self._last_lag = -math.inf  # the first refresh is due at once
 
     # --- rebalance callbacks (run inside consume()) --------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -119,6 +141,9 @@ class VitalsConsumer:
         # memory of their patients goes too: whoever takes them over rebuilds it.
         self.assigned -= {(p.topic, p.partition) for p in partitions}
         self.alarm_engine.forget()
+        # Their lag is the new owner's to report now.
+        for p in partitions:
+            self.metrics.lag.remove(p.topic, str(p.partition))
         logger.info(
             "partitions revoked", extra={"partitions": sorted(p.partition for p in partitions)}
         )
@@ -138,10 +163,11 @@ class VitalsConsumer:
                 logger.warning("consumer error", extra={"kafka_error": error.str()})
         if not records:
             self._publish_alarm_events_if_due()
+            self._update_lag_if_due()
             return 0
 
         try:
-            result, result_events, rejected = self._store_and_forward(records)
+            outcome = self._store_and_forward(records)
         except RetryBatch as exc:
             self._rewind(records)
             self._wait_before_retry(str(exc))
@@ -149,14 +175,17 @@ class VitalsConsumer:
 
         self.backoff = 0.0
         self._store_offsets(records)
+        result, rejected = outcome.result, outcome.rejected
         totals = self.totals
         totals.batches += 1
         totals.consumed += len(records)
         totals.stored += result.stored
         totals.duplicates += result.duplicates
         totals.invalid += len(rejected)
-        totals.alarm_events += result_events
-        self._publish_alarm_events_if_due(force=result_events > 0)
+        totals.alarm_events += outcome.alarm_events
+        self._count(len(records), outcome)
+        self._publish_alarm_events_if_due(force=outcome.alarm_events > 0)
+        self._update_lag_if_due()
         logger.debug(
             "batch stored",
             extra={
@@ -168,7 +197,25 @@ class VitalsConsumer:
         )
         return len(records)
 
-    def _store_and_forward(self, records: list[Message]) -> tuple[StoreResult, list]:
+    def _count(self, messages: int, outcome: BatchOutcome) -> None:
+        """The batch's totals into the Prometheus metrics: once per batch, not per message
+        (but for the delay histogram, whose every observation is a reading)."""
+        m = self.metrics
+        m.consumed.inc(messages)
+        m.stored.inc(outcome.result.stored)
+        m.duplicates.inc(outcome.result.duplicates)
+        for reason, count in Counter(exc.reason for _, exc in outcome.rejected).items():
+            m.rejected.labels(reason).inc(count)
+        m.batch_size.observe(messages)
+        if outcome.write_seconds is not None:
+            m.batch_write.observe(outcome.write_seconds)
+        observe = m.reading_delay.observe
+        for metric in outcome.result.new:
+            # A device clock ahead of ours (allowed up to max_future) counts as no delay:
+            # a histogram's sum must not go down.
+            observe(max(0.0, (metric.received_at - metric.measured_at).total_seconds()))
+
+    def _store_and_forward(self, records: list[Message]) -> BatchOutcome:
         now = datetime.now(tz=UTC)
         valid: list[tuple[Message, Reading]] = []
         rejected: list[tuple[Message, InvalidReading]] = []
@@ -182,6 +229,7 @@ class VitalsConsumer:
             else:
                 valid.append((message, reading))
 
+        started = time.perf_counter()
         try:
             result, events = self._store([reading for _, reading in valid])
         except (IntegrityError, DataError) as exc:
@@ -192,9 +240,12 @@ class VitalsConsumer:
             result, events = self._store_one_by_one(valid, rejected)
         except DatabaseError as exc:
             raise RetryBatch(f"database unavailable: {exc}") from exc
+        write_seconds = time.perf_counter() - started if valid else None
 
         self._forward_to_dlq(rejected)
-        return result, events, rejected
+        return BatchOutcome(
+            result=result, alarm_events=events, rejected=rejected, write_seconds=write_seconds
+        )
 
     def _store(self, readings: list[Reading]) -> tuple[StoreResult, int]:
         """Readings and the alarm changes they cause, in one transaction."""
@@ -213,6 +264,7 @@ class VitalsConsumer:
     ) -> tuple[StoreResult, int]:
         stored = duplicates = events = 0
         patients = set()
+        new = []
         for message, reading in valid:
             try:
                 one, one_events = self._store([reading])
@@ -224,16 +276,21 @@ class VitalsConsumer:
             stored += one.stored
             duplicates += one.duplicates
             events += one_events
+            new += one.new
             patients.add(reading.patient_uuid)
-        return StoreResult(stored=stored, duplicates=duplicates, patients=len(patients)), events
+        result = StoreResult(stored=stored, duplicates=duplicates, patients=len(patients), new=new)
+        return result, events
 
     def _forward_to_dlq(self, rejected: list[tuple[Message, InvalidReading]]) -> None:
         if not rejected:
             return
         failures: list[KafkaError] = []
+        delivered: list[bool] = []
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
+            if error is None:
+                delivered.append(True)
+            else:
                 failures.append(error)
 
         failed_at = datetime.now(tz=UTC).isoformat(timespec="milliseconds")
@@ -264,6 +321,9 @@ class VitalsConsumer:
                 },
             )
         remaining = self.producer.flush(10)
+        # Counted whether the batch completes or not: copies written by an attempt that is
+        # then retried are in the DLQ all the same.
+        self.metrics.dlq.inc(len(delivered))
         if remaining or failures:
             raise RetryBatch(
                 f"DLQ {self.dlq_topic} did not take {remaining + len(failures)} message(s): "
@@ -323,6 +383,7 @@ class VitalsConsumer:
     def _wait_before_retry(self, reason: str) -> None:
         self.backoff = min(self.backoff_max, self.backoff * 2 or self.backoff_initial)
         self.totals.retries += 1
+        self.metrics.retries.inc()
         logger.error(
             "batch not stored, will retry", extra={"reason": reason, "retry_in_s": self.backoff}
         )
@@ -372,11 +433,65 @@ class VitalsConsumer:
                 "alarm events not delivered yet, will retry",
                 extra={"pending": len(pending) - len(delivered), "topic": self.alarms_topic},
             )
+        self.metrics.alarm_events.inc(len(delivered))
         try:
             alarm_events_mark_published(event_ids=delivered)
         except DatabaseError as exc:
             logger.warning("could not mark alarm events published", extra={"error": str(exc)})
         return len(delivered)
+
+    # --- consumer lag ------------------------------------------------------------------------
+    def _update_lag_if_due(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag >= self.lag_interval:
+            self._last_lag = now
+            self.update_lag()
+
+    def update_lag(self) -> None:
+        """Set the lag gauge of each assigned partition: high watermark minus position.
+
+        The high watermark is the one librdkafka cached from the last fetch response (no broker
+        round trip). The position is the offset of the next message this consumer will hand to
+        the application; before it has handed any (a restarted consumer with nothing new to
+        read), the group's committed offset stands in, which costs one request. A partition
+        not fetched yet, or with neither a position nor a commit, is left out until it has one;
+        an empty partition has no lag whatever the offsets.
+        """
+        if not self.assigned:
+            return
+        partitions = [TopicPartition(topic, p) for topic, p in sorted(self.assigned)]
+        try:
+            positions = {
+                (tp.topic, tp.partition): tp.offset for tp in self.consumer.position(partitions)
+            }
+            high_low = {
+                (tp.topic, tp.partition): self.consumer.get_watermark_offsets(tp, cached=True)
+                for tp in partitions
+            }
+            # Only where it matters: fetched, not empty, and nothing handed out yet.
+            unpositioned = [
+                tp
+                for tp in partitions
+                if positions.get((tp.topic, tp.partition), -1) < 0
+                and _has_messages(high_low[(tp.topic, tp.partition)])
+            ]
+            if unpositioned:
+                for tp in self.consumer.committed(unpositioned, timeout=2):
+                    positions[(tp.topic, tp.partition)] = tp.offset
+        except KafkaException as exc:
+            logger.debug("could not read the consumer lag", extra={"error": str(exc)})
+            return
+        for (topic, partition), watermarks in high_low.items():
+            position = positions.get((topic, partition), -1)
+            if not watermarks or watermarks[1] < 0:
+                continue  # not fetched yet
+            if not _has_messages(watermarks):
+                lag = 0
+            elif position >= 0:
+                lag = watermarks[1] - position
+            else:
+                continue
+            self.metrics.lag.labels(topic, str(partition)).set(lag)
 
     def close(self) -> None:
         """Commit stored offsets and leave the group (so that partitions move at once)."""
@@ -398,3 +513,8 @@ class VitalsConsumer:
                 "alarm_events": t.alarm_events,
             },
         )
+
+
+def _has_messages(watermarks: tuple[int, int] | None) -> bool:
+    """(low, high) watermarks of a fetched partition that holds at least one message."""
+    return bool(watermarks) and watermarks[1] >= 0 and watermarks[1] != watermarks[0]

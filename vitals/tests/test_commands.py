@@ -42,6 +42,56 @@ def test_every_command_has_help_with_examples(command: str):
     assert f"python manage.py {command}" in result.stdout
 
 
+@pytest.mark.parametrize("command", ["run_patient", "consume_vitals"])
+def test_worker_help_shows_the_metrics_options_with_an_example(command: str):
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, "--help"],
+        cwd=BASE_DIR,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "--metrics-port PORT" in result.stdout
+    assert "--metrics-address ADDRESS" in result.stdout
+    examples = result.stdout.split("examples:")[1].split("options:")[0].splitlines()
+    assert any(
+        line.strip().startswith(f"python manage.py {command} ") and "--metrics-port" in line
+        for line in examples
+    ), examples
+
+
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [("consume_vitals", {}), ("run_patient", {"name": ["bob"], "count": 1})],
+)
+def test_a_metrics_port_in_use_is_reported_before_touching_kafka(command, options, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            CommandError, match=f"Cannot serve metrics on 127.0.0.1:{port}: Address already in use"
+        ):
+            call_command(command, metrics_port=port, broker_timeout=1, **options)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--metrics-port", "70000"], "'70000' is not a port number"),
+        (["--metrics-port", "-1"], "'-1' is not a port number"),
+        (["--metrics-linger", "-5", "--count", "1"], "--metrics-linger must be 0 or more"),
+    ],
+)
+def test_run_patient_rejects_bad_metrics_options(args, message, settings):
+    settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(CommandError, match=message):
+        call_command("run_patient", "--name", "bob", *args)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
@@ -109,15 +159,14 @@ def test_a_reading_from_any_kafka_client_appears_in_the_api(kafka: KafkaTopics, 
 
 
 @pytest.mark.e2e
-def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path):
+def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empty_database_url):
     """What `make run` promises: within 30 s, three patients whose readings advance; the
     deteriorating ones (time compressed further than make run's 60x, to keep the test short)
     raise alarms and rise to the top of the acuity ordering."""
-    database = tmp_path / "dev.sqlite3"
     port, broker_port = free_port(), free_port()
     env = {
         "DEBUG": "true",
-        "DATABASE_URL": f"sqlite:///{database}",
+        "DATABASE_URL": empty_database_url,  # of the session's engine, migrated below
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
         "LOG_FORMAT": "text",
     }

@@ -1,19 +1,31 @@
+import argparse
 import logging
 import time
+from contextlib import ExitStack
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    DjangoHelpFormatter,
+)
 from django.db import close_old_connections
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import broker_check, consumer_create, producer_create
+from icu.metrics import metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
 from vitals.consumer import VitalsConsumer
 
 logger = logging.getLogger("vitals.consume")
 
 SUMMARY_EVERY_S = 30.0
+
+
+class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
 
 
 class Command(BaseCommand):
@@ -24,12 +36,20 @@ partitions. Each batch is validated and written in one transaction, then its off
 committed; invalid messages go to KAFKA_DLQ_TOPIC with the reason in the `dlq.reason` header.
 Alarms are judged on every new reading and their changes published to KAFKA_ALARMS_TOPIC.
 Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
+--metrics-port serves Prometheus metrics (readings consumed, stored, rejected by reason,
+batch latency, delay from measurement to storage, lag per partition; see icu/metrics.py).
 
 examples:
   python manage.py consume_vitals
   python manage.py consume_vitals --batch-size 5000 --batch-timeout 1
   python manage.py consume_vitals --exit-on-idle 10      # drain the topic, then stop
+  python manage.py consume_vitals --metrics-port 9100    # metrics: http://127.0.0.1:9100/metrics
 """
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
+        # Keep the description's line breaks: one example per line.
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--topic", default=None, help="Topic to read (default: KAFKA_TOPIC).")
@@ -59,12 +79,19 @@ examples:
             default=10.0,
             help="Seconds to wait for the broker at start before giving up (default 10).",
         )
+        metrics_arguments(parser)
 
     def handle(self, *args: object, **options: object) -> None:
         topic = options["topic"] or settings.KAFKA_TOPIC
         group_id = options["group_id"] or settings.KAFKA_GROUP_ID
         exit_on_idle = options["exit_on_idle"]
 
+        with ExitStack() as stack:
+            # First: a port in use is reported before the broker is waited for.
+            metrics_serve(stack, options)
+            self.consume(topic, group_id, exit_on_idle, options)
+
+    def consume(self, topic: str, group_id: str, exit_on_idle: float | None, options: dict) -> None:
         consumer = consumer_create(group_id=group_id)
         producer = producer_create()
         try:

@@ -5,6 +5,7 @@ import math
 import time
 import uuid
 from collections import Counter
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 from confluent_kafka import KafkaError, Message
@@ -18,6 +19,7 @@ from django.core.management.base import (
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import broker_check, producer_create
+from icu.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
 from vitals.contract import reading_to_message
 from vitals.emulator import (
@@ -55,6 +57,8 @@ of its own (most of them stable): a mixed ward. NAME:SCENARIO sets one patient's
 while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
 so a restarted emulator continues the same patient. Ctrl-C or SIGTERM flushes what is in
 flight and exits; the exit status is non-zero if any reading was not delivered.
+--metrics-port serves Prometheus metrics (readings produced, delivered, failed; patients);
+with --count, --metrics-linger keeps them served a while after the last reading.
 
 scenarios:
 {scenarios}
@@ -66,6 +70,7 @@ examples:
   python manage.py run_patient --patients 20 --scenario random --seed 7   # a mixed ward
   python manage.py run_patient --patients 100 --interval 1 --artefacts
   python manage.py run_patient --name bob --count 10 --interval 0   # ten readings, at once
+  python manage.py run_patient --patients 20 --metrics-port 9101   # http://127.0.0.1:9101/metrics
 """.format(
         scenarios="\n".join(
             [f"  {name:<20} {scenario.description}" for name, scenario in SCENARIOS.items()]
@@ -141,6 +146,15 @@ examples:
             default=5.0,
             help="Seconds to wait for the broker at start before giving up (default 5).",
         )
+        metrics_arguments(parser)
+        parser.add_argument(
+            "--metrics-linger",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="With --count and --metrics-port: keep serving the metrics for SECONDS after "
+            "the last reading, so that a scraper gets the final counts (Ctrl-C ends it sooner).",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         emulators = emulators_build(
@@ -160,8 +174,25 @@ examples:
         speed = options["speed"]
         if not (math.isfinite(speed) and speed > 0):
             raise CommandError("--speed must be a number more than 0.")
+        if options["metrics_linger"] < 0:
+            raise CommandError("--metrics-linger must be 0 or more.")
         topic = options["topic"] or settings.KAFKA_TOPIC
 
+        with ExitStack() as stack:
+            # Before the broker check: a port in use is reported at once.
+            metrics_url = metrics_serve(stack, options)
+            self.emulate(emulators, interval, speed, topic, metrics_url, options)
+
+    def emulate(
+        self,
+        emulators: list[PatientEmulator],
+        interval: float,
+        speed: float,
+        topic: str,
+        metrics_url: str | None,
+        options: dict,
+    ) -> None:
+        metrics = emulator_metrics()
         producer = producer_create(
             # Fail a reading that cannot be delivered within a minute rather than five: a
             # bedside monitor's reading is worth little once it is that stale.
@@ -195,11 +226,13 @@ examples:
                     "develops_over_s": SCENARIOS[e.scenario].duration_s,
                 },
             )
+        metrics.patients.set(len(emulators))
         with stop_on_signals() as stop:
             emitter = _Emitter(
                 producer=producer,
                 topic=topic,
                 log_each=len(emulators) <= LOG_EACH_READING_UP_TO or options["verbosity"] >= 2,
+                metrics=metrics,
             )
             try:
                 _run_schedule(
@@ -208,6 +241,13 @@ examples:
             finally:
                 remaining = producer.flush(30)
                 emitter.log_summary("emulator stopped", remaining=remaining)
+            # Only reached without a signal once --count is done.
+            linger = options["metrics_linger"]
+            if metrics_url and linger and not stop.is_set():
+                logger.info(
+                    "serving the final metrics", extra={"url": metrics_url, "for_s": linger}
+                )
+                stop.wait(linger)
         if remaining or emitter.failed:
             raise CommandError(
                 f"{remaining + emitter.failed} reading(s) were not delivered to {topic} at "
@@ -271,18 +311,23 @@ def emulators_build(
 class _Emitter:
     """Produces readings and keeps count of what the broker acknowledged."""
 
-    def __init__(self, *, producer, topic: str, log_each: bool) -> None:
+    def __init__(
+        self, *, producer, topic: str, log_each: bool, metrics: EmulatorMetrics | None = None
+    ) -> None:
         self.producer = producer
         self.topic = topic
         self.log_each = log_each
+        self.metrics = metrics or emulator_metrics()
         self.produced = self.delivered = self.failed = 0
         self.started = self.last_summary = time.monotonic()
 
     def on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.delivered += 1
+            self.metrics.delivered.inc()
             return
         self.failed += 1
+        self.metrics.failures.labels(error.name()).inc()
         logger.error(
             "reading not delivered",
             extra={"error": error.str(), "patient_uuid": (message.key() or b"").decode()},
@@ -299,6 +344,7 @@ class _Emitter:
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: serve deliveries, then retry
         self.produced += 1
+        self.metrics.produced.inc()
         if self.log_each:
             logger.info(
                 "reading",

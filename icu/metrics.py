@@ -1,0 +1,325 @@
+"""Prometheus metrics of every process: the one place they are defined and served.
+
+Web (Django; `GET /metrics`, no login, no patient data):
+- `icu_http_requests_total{method,route,status}`: requests answered, by HTTP method, route
+  (the URL pattern's name, e.g. `api:patient-detail`; `<static>` for static files,
+  `<unmatched>` when no pattern matched) and status code.
+- `icu_http_request_duration_seconds{method,route,status}`: histogram of the time from the
+  request entering Django's middleware to the response leaving it.
+
+Consumer (`manage.py consume_vitals --metrics-port PORT`):
+- `icu_consumer_readings_consumed_total`: messages taken from the vitals topic in batches that
+  completed; equals stored + duplicates + rejected.
+- `icu_consumer_readings_stored_total`: readings newly written to the database.
+- `icu_consumer_readings_duplicate_total`: readings already stored (a replay), skipped.
+- `icu_consumer_readings_rejected_total{reason}`: messages that broke the contract (or that the
+  database refused), by DLQ reason code; every reason is present from the start, at 0.
+- `icu_consumer_dlq_messages_total`: messages the DLQ topic acknowledged; above the rejected
+  total only when a batch was retried after part of its DLQ copies had been written.
+- `icu_consumer_batches_retried_total`: batches not completed (database unavailable or the DLQ
+  not answering), rewound and tried again after a backoff.
+- `icu_consumer_alarm_events_published_total`: alarm changes the alarms topic acknowledged.
+- `icu_consumer_batch_size`: histogram of messages per completed batch.
+- `icu_consumer_batch_write_seconds`: histogram of the database transaction of a completed batch
+  (readings, NEWS2 and alarms).
+- `icu_consumer_reading_delay_seconds`: histogram of the delay from a reading's timestamp
+  (`measured_at`) to its storage (`received_at`), one observation per stored reading; a device
+  clock ahead of the consumer's counts as 0.
+- `icu_consumer_lag{topic,partition}`: messages behind, per assigned partition: the high
+  watermark of the last fetch minus the consumer's position; refreshed every few seconds.
+
+Emulator (`manage.py run_patient --metrics-port PORT`):
+- `icu_emulator_readings_produced_total`: readings handed to the Kafka producer.
+- `icu_emulator_readings_delivered_total`: readings the broker acknowledged.
+- `icu_emulator_delivery_failures_total{error}`: readings not delivered, by librdkafka error
+  code (e.g. `_MSG_TIMED_OUT`).
+- `icu_emulator_patients`: patients this process emulates.
+
+The consumer and the emulator also expose prometheus_client's `process_*` and `python_*`
+metrics. Several gunicorn workers: set PROMETHEUS_MULTIPROC_DIR (an empty directory, for the
+web server only) and `child_exit = icu.metrics.child_exit` in gunicorn's config; `/metrics`
+then adds up every worker's counts.
+"""
+
+import argparse
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from wsgiref.simple_server import WSGIServer
+
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
+from django.views.decorators.http import require_safe
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+    start_http_server,
+)
+from prometheus_client.exposition import choose_encoder
+
+logger = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED_ROUTE = "<unmatched>"
+STATIC_ROUTE = "<static>"
+# Anything else a client may send as a method is counted as "other": label values must stay a
+# small fixed set whatever the clients do.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
+
+
+# --- web -------------------------------------------------------------------------------------
+class WebMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        labels = ("method", "route", "status")
+        self.requests = Counter(
+            "icu_http_requests",
+            "HTTP requests answered, by method, route name (or pattern) and status code.",
+            labels,
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "icu_http_request_duration_seconds",
+            "Time from the request entering Django's middleware to the response leaving it.",
+            labels,
+            registry=registry,
+        )
+
+
+@functools.cache
+def web_metrics() -> WebMetrics:
+    return WebMetrics()
+
+
+def request_route(request: HttpRequest) -> str:
+    """A bounded label for the URL: the pattern's (namespaced) name, or the pattern itself when
+    it has no name; never the raw path, which has a value per patient."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        # Static files are answered by WhiteNoise's middleware before URL resolution.
+        return STATIC_ROUTE if request.path.startswith(settings.STATIC_URL) else UNMATCHED_ROUTE
+    return match.view_name if match.url_name else f"/{match.route}"
+
+
+class PrometheusMiddleware:
+    """Counts and times every request. Sits right after SecurityMiddleware, so that the time
+    includes sessions, authentication and the view."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.metrics = web_metrics()
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        elapsed = time.perf_counter() - started
+        method = request.method if request.method in HTTP_METHODS else "other"
+        labels = (method, request_route(request), str(response.status_code))
+        self.metrics.requests.labels(*labels).inc()
+        self.metrics.duration.labels(*labels).observe(elapsed)
+        return response
+
+
+@require_safe
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """The metrics in the text exposition format (OpenMetrics if the scraper asks for it).
+    With PROMETHEUS_MULTIPROC_DIR set (several gunicorn workers) the counts of every worker,
+    live or gone, are added up from that directory."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return HttpResponse(encoder(registry), content_type=content_type)
+
+
+# icu/urls.py mounts this with `path("metrics", include("icu.metrics"))`.
+urlpatterns = [path("", metrics_view, name="metrics")]
+
+
+def child_exit(server: object, worker: object) -> None:
+    """gunicorn hook (`child_exit = icu.metrics.child_exit` in gunicorn.conf.py): a worker
+    that exited must not count in live gauges any more. Its counters stay in the sums."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+# --- consumer --------------------------------------------------------------------------------
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.consumed = Counter(
+            "icu_consumer_readings_consumed",
+            "Messages taken from the vitals topic in completed batches "
+            "(= stored + duplicate + rejected).",
+            registry=registry,
+        )
+        self.stored = Counter(
+            "icu_consumer_readings_stored",
+            "Readings newly written to the database.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "icu_consumer_readings_duplicate",
+            "Readings already in the database (a replay), skipped.",
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "icu_consumer_readings_rejected",
+            "Messages that broke the contract or that the database refused, by DLQ reason.",
+            ("reason",),
+            registry=registry,
+        )
+        self.dlq = Counter(
+            "icu_consumer_dlq_messages",
+            "Messages the dead-letter topic acknowledged.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "icu_consumer_batches_retried",
+            "Batches not completed (database unavailable, DLQ not answering), retried.",
+            registry=registry,
+        )
+        self.alarm_events = Counter(
+            "icu_consumer_alarm_events_published",
+            "Alarm changes the alarms topic acknowledged.",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "icu_consumer_batch_size",
+            "Messages per completed batch.",
+            buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+            registry=registry,
+        )
+        self.batch_write = Histogram(
+            "icu_consumer_batch_write_seconds",
+            "Duration of a completed batch's database transaction (readings, NEWS2, alarms).",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=registry,
+        )
+        self.reading_delay = Histogram(
+            "icu_consumer_reading_delay_seconds",
+            "Delay from a reading's timestamp (measured_at) to its storage (received_at).",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "icu_consumer_lag",
+            "Messages behind per assigned partition: high watermark minus the consumer's position.",
+            ("topic", "partition"),
+            registry=registry,
+        )
+
+
+@functools.cache
+def consumer_metrics() -> ConsumerMetrics:
+    from vitals.contract import REASONS
+
+    metrics = ConsumerMetrics()
+    # Every reason exists from the start at 0, so that rate() and alerts see the first one.
+    for reason in sorted(REASONS):
+        metrics.rejected.labels(reason)
+    return metrics
+
+
+# --- emulator --------------------------------------------------------------------------------
+class EmulatorMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.produced = Counter(
+            "icu_emulator_readings_produced",
+            "Readings handed to the Kafka producer.",
+            registry=registry,
+        )
+        self.delivered = Counter(
+            "icu_emulator_readings_delivered",
+            "Readings the broker acknowledged.",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "icu_emulator_delivery_failures",
+            "Readings not delivered, by librdkafka error code.",
+            ("error",),
+            registry=registry,
+        )
+        self.patients = Gauge(
+            "icu_emulator_patients", "Patients this process emulates.", registry=registry
+        )
+
+
+@functools.cache
+def emulator_metrics() -> EmulatorMetrics:
+    return EmulatorMetrics()
+
+
+# --- serving a worker's metrics --------------------------------------------------------------
+@contextmanager
+def metrics_server(port: int | None, address: str = "127.0.0.1") -> Iterator[str | None]:
+    """Serve this process's metrics over HTTP at http://address:port/metrics while inside the
+    block (prometheus_client's `start_http_server`, a daemon thread). No port or 0: nothing is
+    served and None is yielded; otherwise the URL. OSError if the address cannot be bound."""
+    if not port:
+        yield None
+        return
+    server: WSGIServer
+    thread: threading.Thread
+    server, thread = start_http_server(port, addr=address)
+    host = f"[{address}]" if ":" in address else address
+    try:
+        yield f"http://{host}:{port}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+# --- the commands' options -------------------------------------------------------------------
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return port
+
+
+def metrics_arguments(parser: CommandParser) -> None:
+    """--metrics-port and --metrics-address, the same for every worker command."""
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=0,
+        metavar="PORT",
+        help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (default 0: off).",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="Address the metrics server binds to (default 127.0.0.1, this machine only; "
+        "0.0.0.0 for every interface, e.g. in a container).",
+    )
+
+
+def metrics_serve(stack: ExitStack, options: dict) -> str | None:
+    """Start the metrics server the options ask for, stopped when `stack` closes; return its
+    URL (None when off). A port that cannot be bound is a CommandError."""
+    port, address = options["metrics_port"], options["metrics_address"]
+    try:
+        url = stack.enter_context(metrics_server(port, address))
+    except OSError as exc:
+        raise CommandError(
+            f"Cannot serve metrics on {address}:{port}: {exc.strerror or exc}."
+        ) from None
+    if url:
+        logger.info("serving metrics", extra={"url": url})
+    return url
