@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test lint format clean
+.PHONY: help install run test lint format clean postgresql-binaries
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,7 @@ install: $(INSTALLED) .env ## Create .venv and install the pinned dependencies
 
 run: install ## Migrate, then run broker, consumer, 3 emulated patients and the web server
 	$(PY) manage.py migrate --noinput
+	@mkdir -p var/static  # STATIC_ROOT: WhiteNoise warns when it is missing
 	$(PY) manage.py run_dev
 
 lint: $(INSTALLED) ## ruff lint and format check
@@ -43,9 +44,19 @@ format: $(INSTALLED) ## Format and autofix with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-test: $(INSTALLED) lint ## Lint, check migrations, run the whole test suite
-	DJANGO_SETTINGS_MODULE=icu.settings_test $(PY) manage.py makemigrations --check --dry-run
-	$(PY) -m pytest
+# The suite runs twice: on SQLite, then on PostgreSQL, a throwaway server the tests start
+# themselves (conftest.py). Debian's server binaries are installed when missing; the Debian
+# cluster service is not used. DATABASE_URL is unset: a developer's server is never touched.
+test: $(INSTALLED) lint postgresql-binaries ## Lint, check migrations, run the suite on SQLite and on PostgreSQL
+	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite DJANGO_SETTINGS_MODULE=icu.settings_test \
+		$(PY) manage.py makemigrations --check --dry-run
+	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite $(PY) -m pytest
+	env -u DATABASE_URL ICU_TEST_DB_ENGINE=postgresql $(PY) -m pytest
+
+postgresql-binaries:
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
+		echo "Installing the PostgreSQL server binaries (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
 clean: ## Remove the venv, caches and the local SQLite database
 	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm

@@ -1,29 +1,44 @@
-"""Fixtures shared by every app's tests: the real broker, per-test topics, API clients.
+"""Fixtures shared by every app's tests: the database, the real broker, per-test topics, API
+clients.
+
+The database is SQLite, or with `ICU_TEST_DB_ENGINE=postgresql` a throwaway PostgreSQL server
+started once per session (`postgresql_server`); see icu/settings_test.py. Child processes are
+pointed at the test database with `database_url()`.
 
 The broker is the embedded Tansu, started once per session by our own `run_broker` command on
 a free loopback port. Each test that uses Kafka gets topics and a consumer group of its own,
 so tests never see each other's messages.
 """
 
+import ctypes
 import json
 import os
+import pwd
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
+import psycopg
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from django.conf import LazySettings
+from django.conf import settings as django_settings
+from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from icu.kafka import kafka_config, producer_create, topics_ensure
-from icu.process import process_stop
+from icu.process import die_with_parent, process_stop
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -61,7 +76,8 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
 
 
 def start_manage(*args: str, log: Path, **env: str) -> subprocess.Popen:
-    """Start `python manage.py <args>` as a child process, its output going to `log`."""
+    """Start `python manage.py <args>` as a child process, its output going to `log`; it is
+    sent SIGTERM if pytest dies without stopping it (e.g. pytest-timeout's os._exit)."""
     with log.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "manage.py", *args],
@@ -69,6 +85,7 @@ def start_manage(*args: str, log: Path, **env: str) -> subprocess.Popen:
             env=subprocess_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
 
 
@@ -89,6 +106,263 @@ def wait_for_log(path: Path, text: str, process: subprocess.Popen, timeout: floa
 def json_lines(text: str) -> list[dict]:
     """The JSON log lines in a child's output (other lines, e.g. the broker's own, skipped)."""
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+# --- The database ----------------------------------------------------------------------------
+
+
+def database_url(name: str | None = None) -> str:
+    """DATABASE_URL of the database the tests use, for the commands run as child processes:
+    the test database of either engine (or the database `name` on the same PostgreSQL server).
+    Built from the live connection settings, so it names what this session really uses."""
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{name or config['NAME']}"
+    assert connection.vendor == "postgresql", f"no URL for {connection.vendor} databases"
+    assert config["HOST"] != django_settings.TEST_DB_PLACEHOLDER_HOST, (
+        "the throwaway PostgreSQL server is not started yet: call database_url() from a test "
+        "with database access"
+    )
+    user = quote(config["USER"] or "", safe="")
+    password = f":{quote(str(config['PASSWORD']), safe='')}" if config["PASSWORD"] else ""
+    host = quote(config["HOST"] or "", safe="")  # a socket directory is a path: %2F...
+    port = f":{config['PORT']}" if config["PORT"] else ""
+    options = {k: v for k, v in config["OPTIONS"].items() if isinstance(v, str | int)}
+    query = f"?{urlencode(options)}" if options else ""
+    return f"postgres://{user}{password}@{host}{port}/{quote(name or config['NAME'])}{query}"
+
+
+def postgresql_bindir() -> Path:
+    """Where the PostgreSQL server's programs are: the newest of Debian's
+    /usr/lib/postgresql/<version>/bin (not on PATH), else PATH."""
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
+        key=lambda pg_ctl: int(re.sub(r"\D", "", pg_ctl.parent.parent.name) or 0),
+    )
+    if debian:
+        return debian[-1].parent
+    if on_path := shutil.which("pg_ctl"):
+        return Path(on_path).parent
+    pytest.fail(
+        "ICU_TEST_DB_ENGINE=postgresql needs the PostgreSQL server (initdb, pg_ctl); "
+        "`make test` installs it (apt-get install postgresql).",
+        pytrace=False,
+    )
+
+
+def _dies_with_pytest(sig: int):
+    """A `preexec_fn`: the kernel sends the child `sig` when pytest dies without tearing down
+    (e.g. pytest-timeout's os._exit), so that it does not outlive the session (Linux)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def preexec() -> None:
+        prctl(1, sig)  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+@dataclass
+class PostgresServer:
+    """A PostgreSQL server of the test session's own: a new cluster in a temporary directory,
+    listening on a free 127.0.0.1 port and on a unix socket in that directory, trust
+    authentication, no fsync. `postgres` runs in the foreground as pytest's child (no pg_ctl),
+    so that it dies with pytest. PostgreSQL refuses to run as root: as root, initdb and the
+    server run as the `postgres` system user (which Debian's package creates), owner of the
+    directory."""
+
+    bindir: Path
+    root: Path
+    port: int = 0
+    process: subprocess.Popen | None = None
+
+    SUPERUSER = "postgres"
+    # Where a session that did not get to clean up (killed) is recognised, and by whom.
+    TEMP_PREFIX = "icu-test-postgresql-"
+    OWNER_FILE = "pytest.pid"
+
+    @property
+    def datadir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logfile(self) -> Path:
+        return self.root / "postgresql.log"
+
+    @staticmethod
+    def run_as() -> dict:
+        """Popen arguments that run a program as the `postgres` user when we are root."""
+        if os.geteuid() != 0:
+            return {}
+        owner = pwd.getpwnam("postgres")
+        return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+
+    @classmethod
+    def create(cls) -> "PostgresServer":
+        cls.remove_abandoned()
+        bindir = postgresql_bindir()
+        root = Path(tempfile.mkdtemp(prefix=cls.TEMP_PREFIX))
+        (root / cls.OWNER_FILE).write_text(str(os.getpid()))
+        server = cls(bindir=bindir, root=root)
+        if run_as := cls.run_as():
+            os.chown(root, run_as["user"], run_as["group"])
+        try:
+            result = subprocess.run(
+                [
+                    str(bindir / "initdb"),
+                    f"--pgdata={server.datadir}",
+                    f"--username={cls.SUPERUSER}",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ],
+                cwd=root,
+                **cls.run_as(),
+                env={**os.environ, "LC_ALL": "C.UTF-8"},
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            if result.returncode != 0:
+                pytest.fail(f"initdb failed:\n{result.stdout}{result.stderr}", pytrace=False)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        return server
+
+    @classmethod
+    def remove_abandoned(cls) -> None:
+        """Remove the directories of earlier sessions that died before their teardown (their
+        servers died with them)."""
+        for root in Path(tempfile.gettempdir()).glob(f"{cls.TEMP_PREFIX}*"):
+            try:
+                os.kill(int((root / cls.OWNER_FILE).read_text()), 0)
+            except ProcessLookupError:
+                shutil.rmtree(root, ignore_errors=True)
+            except (OSError, ValueError):
+                pass  # being created, or another user's
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the server and wait until it accepts connections: on a free port the first
+        time, on the same port after stop()."""
+        attempts = 1 if self.port else 3  # another process may take the free port first
+        for attempt in range(attempts):
+            port = self.port or free_port()
+            with self.logfile.open("ab") as log:
+                process = subprocess.Popen(
+                    [
+                        str(self.bindir / "postgres"),
+                        "-D",
+                        str(self.datadir),
+                        "-p",
+                        str(port),
+                        "-k",
+                        str(self.root),
+                        "-c",
+                        "listen_addresses=127.0.0.1",
+                        "-F",  # fsync off
+                        "-c",
+                        "synchronous_commit=off",
+                        "-c",
+                        "full_page_writes=off",
+                    ],
+                    cwd=self.root,
+                    **self.run_as(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=_dies_with_pytest(signal.SIGQUIT),  # immediate shutdown
+                )
+            deadline = time.monotonic() + timeout
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    psycopg.connect(
+                        host="127.0.0.1", port=port, user=self.SUPERUSER, dbname="postgres"
+                    ).close()
+                except psycopg.OperationalError:
+                    time.sleep(0.1)
+                else:
+                    self.port, self.process = port, process
+                    return
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            if attempt == attempts - 1:
+                log_text = self.logfile.read_text(errors="replace")[-3000:]
+                pytest.fail(f"PostgreSQL did not start on port {port}:\n{log_text}")
+
+    def stop(self) -> None:
+        """Stop the server, ending every session (fast shutdown)."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):  # fast, immediate, kill
+            process.send_signal(sig)
+            try:
+                process.wait(timeout=30)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def remove(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[PostgresServer | None]:
+    """The session's throwaway PostgreSQL server (ICU_TEST_DB_ENGINE=postgresql), stopped and
+    removed at the end; None when the session runs on SQLite or on a server of DATABASE_URL."""
+    if not django_settings.TEST_DB_THROWAWAY_POSTGRESQL:
+        yield None
+        return
+    server = PostgresServer.create()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+    postgresql_server: PostgresServer | None,
+) -> None:
+    """pytest-django's hook before it creates the test database: point the settings at the
+    throwaway PostgreSQL server, now that it runs and its port is known."""
+    if postgresql_server is None:
+        return
+    config = django_settings.DATABASES["default"]
+    assert config["HOST"] == django_settings.TEST_DB_PLACEHOLDER_HOST
+    config.update(
+        HOST="127.0.0.1",
+        PORT=str(postgresql_server.port),
+        USER=PostgresServer.SUPERUSER,
+        PASSWORD="",
+    )
+
+
+@pytest.fixture
+def empty_database_url(tmp_path: Path, django_db_modify_db_settings: None) -> Iterator[str]:
+    """DATABASE_URL of a new, empty database of the session's engine, for a child process that
+    migrates its own: a file for SQLite, a database on the session's server for PostgreSQL."""
+    if connection.vendor == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    name = f"icu_empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url("postgres"), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        with psycopg.connect(database_url("postgres"), autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+# --- The broker ------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

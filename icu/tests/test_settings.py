@@ -6,8 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
-from django.db import connection
+from django.db import close_old_connections, connection
+
+from conftest import database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -56,9 +59,37 @@ def settings_of(**env: str) -> dict:
 
 
 @pytest.mark.django_db
+def test_the_session_runs_on_the_engine_it_claims(postgresql_server) -> None:
+    """`make test` runs the suite once per engine: a misconfigured run must not pass on
+    SQLite while claiming PostgreSQL (or the reverse)."""
+    claimed = os.environ.get("ICU_TEST_DB_ENGINE") or "sqlite"
+
+    assert connection.vendor == claimed
+    with connection.cursor() as cursor:  # and the server answers as one
+        if claimed == "sqlite":
+            cursor.execute("SELECT sqlite_version()")
+            assert cursor.fetchone()[0]
+            return
+        cursor.execute("SELECT current_database(), current_setting('port'), version()")
+        database, port, version = cursor.fetchone()
+        cursor.execute("SHOW fsync")
+        fsync = cursor.fetchone()[0]
+    assert version.startswith("PostgreSQL ")
+    assert database == connection.settings_dict["NAME"]
+    assert database.startswith("test_")  # Django's test database, never the one named
+    if postgresql_server is not None:  # not an existing server named by DATABASE_URL
+        assert int(port) == postgresql_server.port
+        assert fsync == "off"
+        assert postgresql_server.process.poll() is None
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(
+    connection.vendor != "sqlite",
+    reason="SQLite's own settings (WAL journal, busy timeout, IMMEDIATE transactions); on "
+    "PostgreSQL, test_postgresql_connections_are_persistent_and_survive_a_dropped_session",
+)
 def test_sqlite_runs_in_wal_mode_with_immediate_transactions() -> None:
-    if connection.vendor != "sqlite":
-        pytest.skip("SQLite-only settings")
     options = connection.settings_dict["OPTIONS"]
     with connection.cursor() as cursor:
         cursor.execute("PRAGMA journal_mode")
@@ -73,6 +104,35 @@ def test_sqlite_runs_in_wal_mode_with_immediate_transactions() -> None:
     assert synchronous == 1  # NORMAL
     assert options["transaction_mode"] == "IMMEDIATE"
     assert options["timeout"] == 20
+
+
+@pytest.mark.django_db(transaction=True)  # closing the connection ends a test's transaction
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="PostgreSQL's connection settings (CONN_MAX_AGE, CONN_HEALTH_CHECKS); on SQLite, "
+    "test_sqlite_runs_in_wal_mode_with_immediate_transactions",
+)
+def test_postgresql_connections_are_persistent_and_survive_a_dropped_session() -> None:
+    """A server-side session that goes away (a restart, a failover, an idle timeout) costs the
+    next unit of work a reconnection, not an error: what the consumer relies on between
+    batches (close_old_connections) and the web server between requests."""
+    assert connection.settings_dict["CONN_MAX_AGE"] == 60
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"] is True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    close_old_connections()
+    with connection.cursor() as cursor:  # the same session: persistent
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] == pid
+
+    with psycopg.connect(database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+    close_old_connections()
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != pid
 
 
 @pytest.mark.parametrize("debug", [{"DEBUG": "false"}, {}])

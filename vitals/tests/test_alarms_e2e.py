@@ -15,9 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Message
 from django.core.management import call_command
-from django.db import connection
 
-from conftest import KafkaTopics, start_manage
+from conftest import KafkaTopics, database_url, start_manage
 from icu.kafka import consumer_create, producer_create
 from patients.models import Patient
 from vitals.consumer import VitalsConsumer
@@ -94,7 +93,7 @@ def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka,
         "--batch-timeout",
         "0.1",
         log=log,
-        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+        DATABASE_URL=database_url(),
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
         KAFKA_TOPIC=kafka.topic,
         KAFKA_DLQ_TOPIC=kafka.dlq_topic,

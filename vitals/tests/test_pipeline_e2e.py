@@ -15,12 +15,15 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 
 from conftest import (
     BASE_DIR,
     KafkaTopics,
+    PostgresServer,
+    database_url,
     free_port,
     json_lines,
     start_manage,
@@ -262,6 +265,8 @@ def test_consumers_in_one_group_share_the_partitions(kafka: KafkaTopics):
 
 
 def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monkeypatch):
+    """The store fails as a database that is down or locked makes it fail (any engine; the
+    real outage of a PostgreSQL server is the next test)."""
     kafka.produce([valid_message("dan", s) for s in range(8)])
     real_store = consumer_module.metric_bulk_store
     outages = []
@@ -287,6 +292,78 @@ def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monke
     assert sum(o for o in kafka.committed().values() if o > 0) == 8
 
 
+def wait_until(condition, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
+        time.sleep(0.2)
+
+
+@pytest.mark.skipif(
+    not settings.TEST_DB_THROWAWAY_POSTGRESQL,
+    reason="stops and restarts the session's own PostgreSQL server "
+    "(ICU_TEST_DB_ENGINE=postgresql without DATABASE_URL); an outage of SQLite, a file, is "
+    "simulated by the test above",
+)
+def test_postgresql_outage_commits_nothing_then_the_consumer_reconnects_and_catches_up(
+    kafka: KafkaTopics, postgresql_server: PostgresServer, tmp_path
+):
+    """The server really goes away under the running consumer (the command, as deployed): the
+    consumer's connection dies, reconnecting is refused; nothing is committed while it is
+    down, and once it is back every reading is stored exactly once."""
+    log = tmp_path / "consumer.log"
+    process = start_manage(
+        "consume_vitals",
+        "--batch-timeout",
+        "0.1",
+        log=log,
+        DATABASE_URL=database_url(),
+        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
+        KAFKA_TOPIC=kafka.topic,
+        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
+        KAFKA_ALARMS_TOPIC=kafka.alarms_topic,
+        KAFKA_GROUP_ID=kafka.group_id,
+    )
+
+    def committed() -> int:
+        return sum(o for o in kafka.committed().values() if o > 0)
+
+    try:
+        wait_for_log(log, "partitions assigned", process, timeout=30)
+        kafka.produce([valid_message("olga", s) for s in range(10)])
+        wait_until(lambda: PatientMetric.objects.count() == 10, what="10 readings stored")
+        wait_until(lambda: committed() == 10, what="10 offsets committed")
+
+        postgresql_server.stop()
+        try:
+            kafka.produce([valid_message("olga", s) for s in range(10, 20)])
+            wait_until(
+                lambda: log.read_text().count("batch not stored, will retry") >= 2,
+                what="two failed attempts",
+            )
+            assert process.poll() is None, log.read_text()
+            assert committed() == 10  # the batch that could not be stored is not committed
+        finally:
+            postgresql_server.start()
+        connection.close()  # the test's own connection died with the server too
+
+        wait_until(lambda: PatientMetric.objects.count() == 20, what="20 readings stored")
+        wait_until(lambda: committed() == 20, what="20 offsets committed")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    lines = json_lines(log.read_text())
+    failures = [line for line in lines if line["message"] == "batch not stored, will retry"]
+    assert all(line["reason"].startswith("database unavailable: ") for line in failures)
+    [stopped] = [line for line in lines if line["message"] == "consumer stopped"]
+    assert (stopped["consumed"], stopped["stored"], stopped["duplicates"]) == (20, 20, 0)
+    assert stopped["retries"] == len(failures) >= 2
+    assert db_rows() == rows_of(kafka.read())
+
+
 def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics, tmp_path):
     kafka.produce([valid_message("eve", s) for s in range(20)])
     log = tmp_path / "consumer.log"
@@ -295,7 +372,7 @@ def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics,
         "--batch-timeout",
         "0.1",
         log=log,
-        DATABASE_URL=f"sqlite:///{connection.settings_dict['NAME']}",
+        DATABASE_URL=database_url(),
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
         KAFKA_TOPIC=kafka.topic,
         KAFKA_DLQ_TOPIC=kafka.dlq_topic,
