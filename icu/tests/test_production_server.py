@@ -1,0 +1,165 @@
+"""The production web server for real: `check --deploy`, `collectstatic` with the hashed storage,
+gunicorn (gunicorn.conf.py, as the Docker image runs it) with production settings, WhiteNoise
+serving the static files, HTTPS redirects and headers, and the health checks behind them."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import BASE_DIR, database_url, free_port
+from icu.process import process_stop
+
+PRODUCTION_ENV = {
+    "DJANGO_SETTINGS_MODULE": "icu.settings",
+    "ICU_ENV_FILE": os.devnull,
+    "DEBUG": "false",
+    "SECRET_KEY": secrets.token_urlsafe(50),
+    "ALLOWED_HOSTS": "127.0.0.1,icu.example.org",
+    "LOG_FORMAT": "json",
+}
+
+
+def production_env(**extra: str) -> dict[str, str]:
+    """Only what a deployment sets: nothing of the test run's own environment leaks in."""
+    return {"PATH": os.environ.get("PATH", ""), **PRODUCTION_ENV, **extra}
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=BASE_DIR,
+        env=production_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_deploy_is_clean_with_production_settings():
+    result = manage("check", "--deploy", "--fail-level", "WARNING")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "System check identified no issues (1 silenced)."
+
+
+def test_check_deploy_does_complain_about_debug():
+    """The check is real: the same command flags a debug deployment."""
+    result = manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="true")
+
+    assert result.returncode == 1
+    assert "security.W018" in result.stderr  # DEBUG on in deployment
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    opener = urllib.request.build_opener(NoRedirect)
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our own http URLs)
+    try:
+        with opener.open(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+@pytest.fixture
+def gunicorn(tmp_path: Path, kafka_broker: str, transactional_db) -> Iterator[tuple[str, Path]]:
+    """gunicorn with the production settings and collected static files; yields its URL and
+    the static root."""
+    static_root = tmp_path / "static"
+    collected = manage("collectstatic", "--noinput", STATIC_ROOT=str(static_root))
+    assert collected.returncode == 0, collected.stderr
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    env = production_env(
+        STATIC_ROOT=str(static_root),
+        DATABASE_URL=database_url(),
+        KAFKA_BOOTSTRAP_SERVERS=kafka_broker,
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        GUNICORN_WORKERS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prometheus"),
+        TRUST_X_FORWARDED_PROTO="true",
+    )
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(f"{url}/healthz")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    try:
+        yield url, static_root
+    finally:
+        process_stop(process)
+    # gunicorn's own lines come out in the project's JSON format.
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(line["message"].startswith("Booting worker") for line in lines)
+
+
+@pytest.mark.e2e
+def test_gunicorn_serves_health_static_files_and_redirects_to_https(
+    gunicorn: tuple[str, Path],
+):
+    url, static_root = gunicorn
+    status, _, body = get(f"{url}/healthz")
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    status, _, body = get(f"{url}/readyz")
+    assert status == 200
+    assert json.loads(body)["status"] == "ready"
+
+    # Hashed, compressed static files, cached for ever, straight from the app (WhiteNoise).
+    manifest = json.loads((static_root / "staticfiles.json").read_text())
+    hashed = manifest["paths"]["admin/css/base.css"]
+    assert hashed != "admin/css/base.css"
+    status, headers, body = get(
+        f"{url}/static/{hashed}", **{"Accept-Encoding": "gzip", "X-Forwarded-Proto": "https"}
+    )
+    assert status == 200
+    assert headers["Cache-Control"] == "max-age=315360000, public, immutable"
+    assert headers["Content-Encoding"] == "gzip"
+    assert headers["Content-Type"].startswith("text/css")
+
+    # Plain HTTP: every other page redirects to HTTPS.
+    status, headers, _ = get(f"{url}/api/patients/")
+    assert status == 301
+    assert headers["Location"] == "https://127.0.0.1:" + url.rsplit(":", 1)[1] + ("/api/patients/")
+    # Behind the TLS proxy (X-Forwarded-Proto: https): the API answers, with HSTS.
+    status, headers, body = get(f"{url}/api/patients/", **{"X-Forwarded-Proto": "https"})
+    assert status == 401
+    assert json.loads(body)["error"]["code"] == "not_authenticated"
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "same-origin"
+    # Secure cookies: the login page's CSRF cookie is marked Secure.
+    status, headers, _ = get(f"{url}/admin/login/", **{"X-Forwarded-Proto": "https"})
+    assert status == 200
+    assert "Secure" in headers["Set-Cookie"]
+    # An unknown host is refused.
+    status, _, _ = get(f"{url}/healthz", Host="evil.example.com")
+    assert status == 400
