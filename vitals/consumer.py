@@ -28,6 +28,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -318,6 +319,8 @@ class VitalsConsumer:
                     "partition": message.partition(),
                     "offset": message.offset(),
                     "key": (message.key() or b"")[:64].decode("utf-8", "replace"),
+                    # The key is the patient's uuid by contract; said only when it is one.
+                    "patient_uuid": _key_patient_uuid(message.key()),
                 },
             )
         remaining = self.producer.flush(10)
@@ -518,3 +521,11 @@ class VitalsConsumer:
 def _has_messages(watermarks: tuple[int, int] | None) -> bool:
     """(low, high) watermarks of a fetched partition that holds at least one message."""
     return bool(watermarks) and watermarks[1] >= 0 and watermarks[1] != watermarks[0]
+
+
+def _key_patient_uuid(key: bytes | None) -> str | None:
+    """The patient uuid a message's key names, or None when the key is not a uuid."""
+    try:
+        return str(uuid.UUID((key or b"")[:64].decode()))
+    except (UnicodeDecodeError, ValueError):
+        return None

@@ -1,5 +1,6 @@
 """Writes of vital-sign readings."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,8 @@ from vitals.models import (
     PatientMetric,
 )
 from vitals.news2 import news2_of
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,18 @@ def alarm_event_record(*, alarm: Alarm, type: str) -> AlarmEvent:
         "patient": {"uuid": str(patient.uuid), "name": patient.name},
         "at": timezone.now().isoformat(timespec="milliseconds"),
     }
+    # Every alarm change is a line in the log too, findable by patient.
+    logger.info(
+        f"alarm {type}",
+        extra={
+            "patient_uuid": str(patient.uuid),
+            "alarm_id": alarm.pk,
+            "kind": alarm.kind,
+            "priority": alarm.priority,
+            "state": alarm.state,
+            "alarm_message": alarm.message,
+        },
+    )
     return AlarmEvent.objects.create(alarm=alarm, type=type, payload=payload)
 
 

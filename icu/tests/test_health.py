@@ -104,18 +104,21 @@ def test_readyz_follows_the_broker_going_away_and_coming_back(
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_follows_the_database_going_away_and_coming_back(
-    client: Client, kafka_broker: str, settings, tmp_path, fresh_admin
+    client: Client, kafka_broker: str, settings, tmp_path, fresh_admin, postgresql_server
 ) -> None:
-    """The database made unreachable for real: the connection is closed and pointed at a file
-    in a directory that does not exist (SQLite) or at a port nobody listens on (PostgreSQL).
-    A transactional test: closing the connection would end a test's wrapping transaction."""
+    """The database goes away for real: on the session's own PostgreSQL server, the server is
+    stopped and started again; on SQLite (a file, nothing to stop), the connection is pointed
+    at a file in a directory that does not exist. A transactional test: closing the
+    connection would end a test's wrapping transaction."""
     settings.KAFKA_BOOTSTRAP_SERVERS = kafka_broker
     connection = connections["default"]
     saved = dict(connection.settings_dict)
     connection.close()
-    if connection.vendor == "sqlite":
+    if postgresql_server is not None:
+        postgresql_server.stop()
+    elif connection.vendor == "sqlite":
         connection.settings_dict["NAME"] = str(tmp_path / "gone" / "db.sqlite3")
-    else:
+    else:  # a server of DATABASE_URL, not ours to stop: a port nobody listens on
         connection.settings_dict["PORT"] = str(free_port())
     try:
         code, body = ready(client)
@@ -123,6 +126,8 @@ def test_readyz_follows_the_database_going_away_and_coming_back(
         connection.close()
         connection.settings_dict.clear()
         connection.settings_dict.update(saved)
+        if postgresql_server is not None:
+            postgresql_server.start()
 
     assert code == 503
     assert body["status"] == "not_ready"

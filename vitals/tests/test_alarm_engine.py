@@ -3,19 +3,17 @@ AlarmEngine in the same transaction, Alarm rows and AlarmEvent outbox rows writt
 consumer's alarm path (VitalsConsumer driven with fake Kafka clients): a failed transaction,
 the outbox sweep to the alarms topic."""
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 from django.db import OperationalError, transaction
 from django.utils import timezone
 
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.alarm_engine import AlarmEngine
-from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message
 from vitals.models import Alarm, AlarmEvent, PatientMetric
 from vitals.services import alarm_acknowledge, metric_bulk_store
@@ -25,6 +23,7 @@ from vitals.tests.factories import (
     AlarmLimitsFactory,
     PatientMetricFactory,
 )
+from vitals.tests.fakes import worker_create
 
 pytestmark = pytest.mark.django_db
 
@@ -412,103 +411,8 @@ def test_an_artefact_between_two_low_readings_counts_neither_for_nor_against_spo
 # --- the consumer's alarm path, with fake Kafka clients ------------------------------------------
 
 
-class FakeMessage:
-    def __init__(self, key: bytes, value: bytes, offset: int) -> None:
-        self._key, self._value, self._offset = key, value, offset
-
-    def error(self) -> None:
-        return None
-
-    def key(self) -> bytes:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def topic(self) -> str:
-        return "vitals"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def headers(self) -> None:
-        return None
-
-
-class FakeConsumer:
-    """One partition: consume() serves from the position, seek() moves it back."""
-
-    def __init__(self) -> None:
-        self.log: list[FakeMessage] = []
-        self.position = 0
-        self.stored: list[tuple[str, int, int]] = []
-
-    def add(self, readings: list[Reading]) -> None:
-        for r in readings:
-            self.log.append(FakeMessage(*reading_to_message(r), offset=len(self.log)))
-
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        batch = self.log[self.position : self.position + num_messages]
-        self.position += len(batch)
-        return batch
-
-    def seek(self, partition: TopicPartition) -> None:
-        self.position = partition.offset
-
-    def store_offsets(self, offsets: list[TopicPartition]) -> None:
-        self.stored += [(tp.topic, tp.partition, tp.offset) for tp in offsets]
-
-    def close(self) -> None:
-        pass
-
-
-class FakeProducer:
-    """Takes every message; flush() reports each delivery, failing the first `fail` ones."""
-
-    def __init__(self) -> None:
-        self.produced: list[tuple[str, bytes, bytes, list]] = []
-        self.fail = 0
-        self._waiting: list = []
-
-    def produce(self, topic, key=None, value=None, headers=None, on_delivery=None) -> None:
-        self.produced.append((topic, key, value, headers))
-        self._waiting.append(on_delivery)
-
-    def flush(self, timeout: float | None = None) -> int:
-        waiting, self._waiting = self._waiting, []
-        for on_delivery in waiting:
-            if self.fail:
-                self.fail -= 1
-                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
-            else:
-                on_delivery(None, None)
-        return 0
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-    def on(self, topic: str) -> list[tuple[bytes, dict, list]]:
-        return [(k, json.loads(v), h) for t, k, v, h in self.produced if t == topic]
-
-
 # Consumer tests go through reading_parse, which refuses readings from the future.
 RECENT = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
-
-
-def worker_create() -> tuple[VitalsConsumer, FakeConsumer, FakeProducer]:
-    consumer, producer = FakeConsumer(), FakeProducer()
-    worker = VitalsConsumer(
-        consumer=consumer,
-        producer=producer,
-        dlq_topic="vitals.dlq",
-        alarms_topic="alarms",
-        backoff_initial=0.01,
-        backoff_max=0.01,
-    )
-    return worker, consumer, producer
 
 
 def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_from_the_db(
@@ -530,15 +434,15 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
     monkeypatch.setattr(engine, "process", process_then_fail)
 
     def batch(*changes: tuple[float, dict], fail: bool = False) -> None:
-        consumer.add([reading(patient, s, RECENT, **values) for s, values in changes])
+        consumer.add_readings([reading(patient, s, RECENT, **values) for s, values in changes])
         fail_next[:] = [True] if fail else []
         assert worker.process_batch() == len(changes)
         if fail:
             # Nothing of the batch is left: no reading, no memory; the consumer seeks back.
             assert engine.states == {}
-            assert consumer.position == len(consumer.log) - len(changes)
+            assert consumer.next == len(consumer.log) - len(changes)
             assert worker.process_batch() == len(changes)
-        assert consumer.position == len(consumer.log)
+        assert consumer.next == len(consumer.log)
 
     low = {"spo2": 88}
     batch((0, low))  # the first breaching reading: remembered
@@ -582,14 +486,14 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
 def test_revoked_partitions_take_the_alarm_memory_with_them():
     patient = PatientFactory()
     worker, consumer, _ = worker_create()
-    consumer.add([reading(patient, 0, RECENT, spo2=88)])
+    consumer.add_readings([reading(patient, 0, RECENT, spo2=88)])
     worker.process_batch()
     assert set(worker.alarm_engine.states) == {patient.pk}
 
     worker.on_revoke(consumer, [TopicPartition("vitals", 0)])
 
     assert worker.alarm_engine.states == {}
-    consumer.add([reading(patient, 5, RECENT, spo2=88)])
+    consumer.add_readings([reading(patient, 5, RECENT, spo2=88)])
     worker.process_batch()
     assert events() == [("raised", "spo2_low"), ("raised", "news2")]
 

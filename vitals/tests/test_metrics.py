@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 from django.db import OperationalError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,10 +38,10 @@ from conftest import (
 from icu.process import process_stop
 from patients.tests.factories import PatientFactory
 from vitals import consumer as consumer_module
-from vitals.consumer import VitalsConsumer
 from vitals.contract import REASONS, Reading, reading_parse, reading_to_message
 from vitals.models import AlarmEvent, PatientMetric
 from vitals.services import metric_bulk_store
+from vitals.tests.fakes import worker_create
 
 Key = tuple[str, frozenset]
 
@@ -77,118 +77,6 @@ def buckets(name: str, bounds: list[str], value: float, count: int = 1) -> dict[
 
 BATCH_SIZE_BOUNDS = "1.0 5.0 10.0 25.0 50.0 100.0 250.0 500.0 1000.0 2500.0 5000.0 10000.0 +Inf"
 DELAY_BOUNDS = "0.05 0.1 0.25 0.5 1.0 2.5 5.0 10.0 30.0 60.0 300.0 900.0 3600.0 +Inf"
-
-
-# --- fake Kafka clients (unit tests only) ------------------------------------------------------
-class FakeMessage:
-    def __init__(self, key: bytes | None, value: bytes | None, offset: int) -> None:
-        self._key, self._value, self._offset = key, value, offset
-
-    def error(self) -> None:
-        return None
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def topic(self) -> str:
-        return "vitals"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def headers(self) -> None:
-        return None
-
-
-class FakeConsumer:
-    """One partition: consume() serves from the position, seek() moves it back. Offsets and
-    watermarks for the lag are whatever the test sets."""
-
-    def __init__(self) -> None:
-        self.log: list[FakeMessage] = []
-        self.next = 0
-        self.positions: dict[tuple[str, int], int] = {}
-        self.watermarks: dict[tuple[str, int], tuple[int, int]] = {}
-        self.commits: dict[tuple[str, int], int] = {}
-
-    def add(self, messages: list[tuple[bytes | None, bytes | None]]) -> None:
-        for k, v in messages:
-            self.log.append(FakeMessage(k, v, offset=len(self.log)))
-
-    def consume(self, num_messages: int, timeout: float) -> list[FakeMessage]:
-        batch = self.log[self.next : self.next + num_messages]
-        self.next += len(batch)
-        return batch
-
-    def seek(self, partition: TopicPartition) -> None:
-        self.next = partition.offset
-
-    def store_offsets(self, offsets: list[TopicPartition]) -> None:
-        pass
-
-    def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        return [
-            TopicPartition(p.topic, p.partition, self.positions.get((p.topic, p.partition), -1001))
-            for p in partitions
-        ]
-
-    def get_watermark_offsets(self, partition: TopicPartition, cached: bool = False):
-        assert cached, "the lag must come from librdkafka's cache, not a broker round trip"
-        return self.watermarks.get((partition.topic, partition.partition), (-1001, -1001))
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [
-            TopicPartition(p.topic, p.partition, self.commits.get((p.topic, p.partition), -1001))
-            for p in partitions
-        ]
-
-    def close(self) -> None:
-        pass
-
-
-class FakeProducer:
-    """Takes every message; flush() reports each delivery, failing the first `fail` ones."""
-
-    def __init__(self) -> None:
-        self.produced: list[tuple[str, bytes | None]] = []
-        self.fail = 0
-        self._waiting: list = []
-
-    def produce(self, topic, key=None, value=None, headers=None, on_delivery=None) -> None:
-        self.produced.append((topic, key))
-        self._waiting.append(on_delivery)
-
-    def flush(self, timeout: float | None = None) -> int:
-        waiting, self._waiting = self._waiting, []
-        for on_delivery in waiting:
-            if self.fail:
-                self.fail -= 1
-                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
-            else:
-                on_delivery(None, None)
-        return 0
-
-    def poll(self, timeout: float = 0) -> int:
-        return 0
-
-
-def worker_create(**kw) -> tuple[VitalsConsumer, FakeConsumer, FakeProducer]:
-    consumer, producer = FakeConsumer(), FakeProducer()
-    worker = VitalsConsumer(
-        consumer=consumer,
-        producer=producer,
-        dlq_topic="vitals.dlq",
-        backoff_initial=0.001,
-        backoff_max=0.001,
-        **kw,
-    )
-    return worker, consumer, producer
 
 
 def message(name: str, measured_at: datetime, **values) -> tuple[bytes, bytes]:
@@ -263,7 +151,7 @@ def test_a_mixed_batch_adds_exactly_its_totals_to_the_consumer_metrics():
     # The registry agrees with the consumer's own totals and with the database.
     assert (worker.totals.consumed, worker.totals.stored, worker.totals.duplicates) == (10, 3, 2)
     assert PatientMetric.objects.count() == 4
-    assert len([t for t, _ in producer.produced if t == "vitals.dlq"]) == 5
+    assert len([t for t, *_ in producer.produced if t == "vitals.dlq"]) == 5
 
 
 def test_every_dlq_reason_is_exposed_from_the_start_at_zero():
@@ -349,7 +237,7 @@ def test_alarm_events_published_counts_what_the_alarms_topic_took():
 
     worker.process_batch()
 
-    published = [k for t, k in producer.produced if t == "alarms"]
+    published = [k for t, k, *_ in producer.produced if t == "alarms"]
     assert len(published) >= 2
     assert AlarmEvent.objects.filter(published_at__isnull=False).count() == len(published)
     assert changes(before, registry_samples("icu_consumer_alarm_events")) == {
