@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test lint format clean postgresql-binaries
+.PHONY: help install run test lint format audit clean postgresql-binaries
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -57,6 +57,13 @@ postgresql-binaries:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 		echo "Installing the PostgreSQL server binaries (Debian)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+
+# Known vulnerabilities of every pinned requirement, from PyPI's vulnerability data (the JSON API
+# of each release). Strict: a package that cannot be looked up fails the audit too. Not part of
+# `make test`: it needs that API, which a registry mirror may not serve.
+audit: $(INSTALLED) ## pip-audit the pinned requirements (runtime and dev)
+	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
+		-r requirements.txt -r requirements-dev.txt
 
 clean: ## Remove the venv, caches and the local SQLite database
 	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm
