@@ -451,16 +451,62 @@ def kafka(kafka_broker: str, settings: LazySettings) -> KafkaTopics:
 
 
 @pytest.fixture
-def user(django_user_model):
-    return django_user_model.objects.create_user(username="nurse", password="correct-horse-9")
+def roles() -> dict:
+    """The role groups by name (icu/permissions.py). The migration vitals/0004_roles creates
+    them, but a transactional test's flush empties every table: ensured again here."""
+    from icu.permissions import role_groups_ensure
+
+    return role_groups_ensure()
+
+
+def token_client(user) -> APIClient:
+    """A client authenticated with a DRF token of `user`, as an API consumer would be."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def user(django_user_model, roles):
+    """The clinician "nurse": reads everything, acknowledges alarms, changes alarm limits."""
+    nurse = django_user_model.objects.create_user(username="nurse", password="correct-horse-9")
+    nurse.groups.add(roles["clinician"])
+    return nurse
 
 
 @pytest.fixture
 def api_client(user) -> APIClient:
-    """A client authenticated with a DRF token, as an API consumer would be."""
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    """The clinician "nurse", by token."""
+    return token_client(user)
+
+
+@pytest.fixture
+def clinician_client(api_client) -> APIClient:
+    return api_client
+
+
+@pytest.fixture
+def viewer(django_user_model, roles):
+    """The viewer "observer": reads everything, changes nothing."""
+    observer = django_user_model.objects.create_user(username="observer", password="x" * 16)
+    observer.groups.add(roles["viewer"])
+    return observer
+
+
+@pytest.fixture
+def viewer_client(viewer) -> APIClient:
+    return token_client(viewer)
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    """The staff superuser "chief": everything, the admin, the audit trail and /metrics."""
+    return django_user_model.objects.create_superuser(username="chief", password="x" * 16)
+
+
+@pytest.fixture
+def staff_client(staff_user) -> APIClient:
+    return token_client(staff_user)
 
 
 @pytest.fixture

@@ -2,12 +2,13 @@
 
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import DefaultRouter
+from rest_framework.throttling import AnonRateThrottle
 
 from patients.apis import BriefPatientViewSet, PatientViewSet
-from vitals.apis import AlarmViewSet
+from vitals.apis import AlarmViewSet, AuditEventViewSet
 
 app_name = "api"
 
@@ -31,9 +32,17 @@ class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
     pass
 
 
+class TokenView(ObtainAuthToken):
+    """POST username and password, get the user's token. Open to anonymous users (it is a
+    login), so throttled per client address (THROTTLE_ANON): DRF's own view is not."""
+
+    throttle_classes = [AnonRateThrottle]
+
+
 router = DefaultRouter()
 router.register("patients", PatientViewSet, basename="patient")
 router.register("alarms", AlarmViewSet, basename="alarm")
+router.register("audit", AuditEventViewSet, basename="audit")
 
 urlpatterns = [
     *router.urls,
@@ -48,7 +57,7 @@ urlpatterns = [
         ),
         name="brief-patient-metrics",
     ),
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -1,6 +1,7 @@
 """Prometheus metrics of every process: the one place they are defined and served.
 
-Web (Django; `GET /metrics`, no login, no patient data):
+Web (Django; `GET /metrics`, no patient data; for staff users, or for Prometheus with
+`Authorization: Bearer <METRICS_TOKEN>`):
 - `icu_http_requests_total{method,route,status}`: requests answered, by HTTP method, route
   (the URL pattern's name, e.g. `api:patient-detail`; `<static>` for static files,
   `<unmatched>` when no pattern matched) and status code.
@@ -43,6 +44,7 @@ then adds up every worker's counts.
 
 import argparse
 import functools
+import hmac
 import logging
 import os
 import threading
@@ -53,7 +55,7 @@ from wsgiref.simple_server import WSGIServer
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import path
 from django.views.decorators.http import require_safe
 from prometheus_client import (
@@ -129,11 +131,57 @@ class PrometheusMiddleware:
         return response
 
 
+def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
+    """None when the request may read the metrics: it presents `Bearer <METRICS_TOKEN>` (a
+    scraper; no token configured, no bearer access), or comes from a staff user (a DRF token
+    or a session). Otherwise the answer, in the API's error shape: 401 without valid
+    credentials, 403 for a user who is not staff."""
+    # Imported here: the workers' metrics (and gunicorn's master) need no DRF.
+    from rest_framework.authentication import TokenAuthentication
+    from rest_framework.exceptions import AuthenticationFailed
+
+    keyword, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if keyword.lower() == "bearer":
+        expected = settings.METRICS_TOKEN
+        given = credentials.strip()
+        if expected and hmac.compare_digest(given.encode(), expected.encode()):
+            return None
+        return _metrics_error(401, "authentication_failed", "Invalid bearer token.")
+    user = request.user
+    try:
+        authenticated = TokenAuthentication().authenticate(request)
+    except AuthenticationFailed as exc:
+        return _metrics_error(401, "authentication_failed", str(exc.detail))
+    if authenticated is not None:
+        user = authenticated[0]
+    if not user.is_authenticated:
+        return _metrics_error(
+            401, "not_authenticated", "Authentication credentials were not provided."
+        )
+    if not (user.is_active and user.is_staff):
+        return _metrics_error(403, "permission_denied", "Only staff may read the metrics.")
+    return None
+
+
+def _metrics_error(status: int, code: str, message: str) -> JsonResponse:
+    from icu.exceptions import error_body
+
+    response = JsonResponse(
+        error_body(status_code=status, code=code, message=message), status=status
+    )
+    if status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    return response
+
+
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    """The metrics in the text exposition format (OpenMetrics if the scraper asks for it).
+    """The metrics in the text exposition format (OpenMetrics if the scraper asks for it), for
+    staff users and for a scraper presenting METRICS_TOKEN (see _metrics_refusal).
     With PROMETHEUS_MULTIPROC_DIR set (several gunicorn workers) the counts of every worker,
     live or gone, are added up from that directory."""
+    if refusal := _metrics_refusal(request):
+        return refusal
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

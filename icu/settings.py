@@ -5,6 +5,7 @@ for a laptop: SQLite next to the code and the embedded broker on 127.0.0.1:9092.
 must set `SECRET_KEY` and keep `DEBUG` off; there is no secret default outside DEBUG.
 """
 
+import re
 from pathlib import Path
 
 import environ
@@ -151,11 +152,28 @@ SILENCED_SYSTEM_CHECKS = [
 LOGIN_URL = "rest_framework:login"
 LOGIN_REDIRECT_URL = "/"
 
+# Throttling counts (DRF) live here. Local memory: each process (gunicorn worker) counts on its
+# own. CACHE_URL names a cache the workers share, e.g. filecache:///var/tmp/icu-cache (one
+# host) or dbcache://icu_cache (after `manage.py createcachetable`).
+CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+# Prometheus' bearer token for `GET /metrics` (icu/metrics.py); empty: staff users only.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+
 # --- API --------------------------------------------------------------------------------------
 API_PREFIX = env("API_PREFIX", default="api/")
 if API_PREFIX and not API_PREFIX.endswith("/"):
     API_PREFIX += "/"
 API_PREFIX = API_PREFIX.lstrip("/")
+
+
+def _throttle_rate(name: str, default: str) -> str:
+    """A DRF rate, "<requests>/<s|sec|m|min|h|hour|d|day>", checked now rather than failing
+    every request."""
+    rate = env(name, default=default)
+    if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
+        raise ImproperlyConfigured(f"{name}={rate!r}: use e.g. 60/min (per s, min, hour or day).")
+    return rate
+
 
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes anonymous requests a 401, not a 403.
@@ -163,7 +181,18 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # Roles (Django groups and model permissions) and what each route needs: icu/permissions.py.
+    "DEFAULT_PERMISSION_CLASSES": ["icu.permissions.ApiPermission"],
+    # Per client address for anonymous requests (the token endpoint), per user otherwise;
+    # counted in CACHES (per process with the default local-memory cache).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": _throttle_rate("THROTTLE_ANON", default="60/min"),
+        "user": _throttle_rate("THROTTLE_USER", default="1200/min"),
+    },
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -180,7 +209,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema describes health-data endpoints; it is no more public than they are.
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["icu.permissions.ApiPermission"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

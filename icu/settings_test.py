@@ -23,6 +23,10 @@ os.environ.setdefault("ICU_ENV_FILE", os.devnull)
 os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
+# Throttling (DRF): generous rates, the suite makes many requests a minute as one client
+# (vitals/tests/test_access_control.py lowers them to see a 429).
+os.environ.setdefault("THROTTLE_ANON", "100000/min")
+os.environ.setdefault("THROTTLE_USER", "100000/min")
 # The test client and the e2e tests speak plain HTTP (production redirects to HTTPS; see
 # icu/tests/test_health.py and test_production_server.py).
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")

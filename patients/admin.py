@@ -4,6 +4,7 @@ from django.http import HttpRequest
 
 from patients.models import Patient
 from vitals.models import AlarmLimits, PatientMetric
+from vitals.services import LIMIT_FIELDS, alarm_limits_reset, alarm_limits_update
 
 LATEST_READINGS_SHOWN = 20
 
@@ -43,7 +44,9 @@ class LatestReadingsInline(admin.TabularInline):
 
 
 class AlarmLimitsInline(admin.StackedInline):
-    """Editable here as in the API; a patient without a row uses the bedside defaults."""
+    """Editable here as in the API, with the same permission (vitals.change_alarmlimits, for
+    setting them the first time and for deleting them, i.e. back to the bedside defaults too)
+    and the same service (PatientAdmin.save_formset), so the audit trail has every change."""
 
     model = AlarmLimits
     can_delete = True
@@ -67,6 +70,15 @@ class AlarmLimitsInline(admin.StackedInline):
         (None, {"fields": ["updated_at", "updated_by"]}),
     ]
 
+    def has_add_permission(self, request: HttpRequest, obj: Patient | None = None) -> bool:
+        return request.user.has_perm("vitals.change_alarmlimits")
+
+    def has_change_permission(self, request: HttpRequest, obj: Patient | None = None) -> bool:
+        return request.user.has_perm("vitals.change_alarmlimits")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Patient | None = None) -> bool:
+        return request.user.has_perm("vitals.change_alarmlimits")
+
 
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
@@ -78,12 +90,19 @@ class PatientAdmin(admin.ModelAdmin):
     inlines = [AlarmLimitsInline, LatestReadingsInline]
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
-        for limits in formset.save(commit=False):
-            if isinstance(limits, AlarmLimits):
-                limits.updated_by = request.user
-            limits.save()
-        for obj in formset.deleted_objects:
-            obj.delete()
+        # Nothing saved here: save(commit=False) only sorts the forms into new, changed and
+        # deleted objects (the admin's history message reads them). The alarm limits go
+        # through the API's services, which record the audit trail; the readings are read-only.
+        formset.save(commit=False)
+        if formset.model is not AlarmLimits:
+            return
+        patient = form.instance
+        for _ in formset.deleted_objects:
+            alarm_limits_reset(patient=patient, user=request.user)
+        changed = [obj for obj, _ in formset.changed_objects]
+        for limits in [*formset.new_objects, *changed]:
+            values = {name: getattr(limits, name) for name in LIMIT_FIELDS}
+            alarm_limits_update(patient=patient, user=request.user, **values)
 
     @admin.display(description="NEWS2", ordering="latest_metric__news2_score")
     def latest_news2(self, patient: Patient):

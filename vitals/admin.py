@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from vitals.models import Alarm, AlarmEvent, AlarmState, PatientMetric
+from vitals.models import Alarm, AlarmEvent, AlarmState, AuditEvent, PatientMetric
 from vitals.services import alarm_acknowledge
 
 
@@ -65,7 +65,11 @@ class AlarmAdmin(ReadOnlyAdmin):
     date_hierarchy = "raised_at"
     actions = ["acknowledge"]
 
-    @admin.action(description="Acknowledge selected active alarms")
+    def has_acknowledge_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("vitals.acknowledge_alarm")
+
+    # Through the API's service: the same checks, outbox event and audit trail.
+    @admin.action(description="Acknowledge selected active alarms", permissions=["acknowledge"])
     def acknowledge(self, request: HttpRequest, queryset) -> None:
         active = list(queryset.filter(state=AlarmState.ACTIVE))
         for alarm in active:
@@ -80,3 +84,27 @@ class AlarmEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "type", "alarm", "created_at", "published_at"]
     list_filter = ["type", ("published_at", admin.EmptyFieldListFilter)]
     list_select_related = ["alarm"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    """Who acknowledged which alarm, who changed which alarm limits from what to what.
+    Written by the services only; nobody edits or deletes it here."""
+
+    list_display = ["at", "action", "username", "object_type", "object_id", "patient"]
+    list_filter = ["action", "object_type"]
+    list_select_related = ["patient"]
+    search_fields = ["username", "=patient_uuid", "patient__name", "=object_id"]
+    date_hierarchy = "at"
+    fields = [
+        "at",
+        "action",
+        "user",
+        "username",
+        "object_type",
+        "object_id",
+        "patient",
+        "patient_uuid",
+        "before",
+        "after",
+    ]

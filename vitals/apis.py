@@ -8,9 +8,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from patients.selectors import patient_get
-from vitals.models import Alarm
-from vitals.selectors import alarm_get, alarm_list
-from vitals.serializers import AlarmFilterSerializer, AlarmSerializer
+from vitals.models import Alarm, AuditEvent
+from vitals.selectors import alarm_get, alarm_list, audit_event_list
+from vitals.serializers import (
+    AlarmFilterSerializer,
+    AlarmSerializer,
+    AuditEventSerializer,
+    AuditFilterSerializer,
+)
 from vitals.services import alarm_acknowledge
 
 
@@ -57,3 +62,24 @@ class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def acknowledge(self, request: Request, pk: str) -> Response:
         alarm = alarm_acknowledge(alarm=self.get_object(), user=request.user)
         return Response(self.get_serializer(alarm).data)
+
+
+class AuditEventViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """The audit trail (staff only): who acknowledged which alarm, who changed which alarm
+    limits from what to what; newest first."""
+
+    serializer_class = AuditEventSerializer
+    pagination_class = AlarmPagination
+    queryset = AuditEvent.objects.none()  # for schema generation; get_queryset is what runs
+
+    def get_queryset(self):
+        filters = AuditFilterSerializer(data=self.request.query_params)
+        filters.is_valid(raise_exception=True)
+        data = filters.validated_data
+        return audit_event_list(
+            patient_uuid=data.get("patient"), actions=sorted(data.get("action", ()))
+        )
+
+    @extend_schema(parameters=[AuditFilterSerializer])
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        return super().list(request, *args, **kwargs)

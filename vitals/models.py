@@ -2,6 +2,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 class Consciousness(models.TextChoices):
@@ -194,6 +195,8 @@ class Alarm(models.Model):
 
     class Meta:
         ordering = ["-raised_at", "-id"]
+        # Beyond view/add/change/delete: what the clinician role may do (icu/permissions.py).
+        permissions = [("acknowledge_alarm", "Can acknowledge alarms")]
         constraints = [
             models.UniqueConstraint(
                 fields=["patient", "kind"],
@@ -239,3 +242,44 @@ class AlarmEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.type} {self.alarm_id}"
+
+
+class AuditEvent(models.Model):
+    """Who changed what a clinician may change: one row per acknowledgement or change of alarm
+    limits, written by vitals/services.py in the transaction that makes the change. Never
+    edited: the admin and the API only show it.
+
+    The user and the patient are kept by name and uuid too, so that a row still says who and
+    whom after either is deleted.
+    """
+
+    class Action(models.TextChoices):
+        ALARM_ACKNOWLEDGE = "alarm.acknowledge"
+        ALARM_LIMITS_UPDATE = "alarm_limits.update"
+        ALARM_LIMITS_RESET = "alarm_limits.reset"
+
+    at = models.DateTimeField(default=timezone.now)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True, help_text="The user's, at the time.")
+    action = models.CharField(max_length=40, choices=Action.choices)
+    object_type = models.CharField(max_length=40, help_text='"alarm" or "alarm_limits".')
+    object_id = models.CharField(max_length=64)
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    patient_uuid = models.UUIDField(null=True, blank=True)
+    # The changed values before and after (for alarm limits, every limit).
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["patient_uuid", "-at"], name="audit_patient_at_idx"),
+            models.Index(fields=["action", "-at"], name="audit_action_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.object_type} {self.object_id} by {self.username or '?'}"

@@ -3,13 +3,14 @@
 from collections.abc import Iterable, Sequence
 from dataclasses import fields
 from datetime import datetime
+from uuid import UUID
 
 from django.db.models import QuerySet
 
 from icu.exceptions import AlarmNotFound
 from patients.models import Patient
 from vitals.alarms import Limits
-from vitals.models import Alarm, AlarmEvent, AlarmLimits, PatientMetric
+from vitals.models import Alarm, AlarmEvent, AlarmLimits, AuditEvent, PatientMetric
 
 
 def metric_list(
@@ -74,3 +75,16 @@ def alarm_get(*, alarm_id: int | str) -> Alarm:
 def alarm_events_unpublished(*, limit: int = 500) -> list[AlarmEvent]:
     """The oldest events not yet on the alarms topic (served by a partial index)."""
     return list(AlarmEvent.objects.filter(published_at__isnull=True).order_by("id")[:limit])
+
+
+def audit_event_list(
+    *, patient_uuid: UUID | None = None, actions: Sequence[str] = ()
+) -> QuerySet[AuditEvent]:
+    """The audit trail, newest first, optionally of one patient (by uuid: the trail of a
+    patient deleted since is still found) and of some actions."""
+    events = AuditEvent.objects.all()
+    if patient_uuid is not None:
+        events = events.filter(patient_uuid=patient_uuid)
+    if actions:
+        events = events.filter(action__in=actions)
+    return events.order_by("-at", "-id")

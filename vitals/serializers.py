@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from vitals.alarms import ALARM_KINDS
-from vitals.models import Alarm, AlarmLimits, PatientMetric
+from vitals.models import Alarm, AlarmLimits, AuditEvent, PatientMetric
 from vitals.news2 import RISKS, News2, news2_of
 
 
@@ -148,6 +148,47 @@ class AlarmFilterSerializer(serializers.Serializer):
             data = {
                 key: [v for value in data.getlist(key) for v in value.split(",") if v]
                 if key in ("kind", "state", "priority")
+                else data.get(key)
+                for key in data
+            }
+        return super().to_internal_value(data)
+
+
+class AuditEventSerializer(serializers.ModelSerializer):
+    user = serializers.CharField(source="username", read_only=True, help_text="Who (username).")
+    patient = serializers.UUIDField(source="patient_uuid", read_only=True, allow_null=True)
+    before = serializers.JSONField(read_only=True, allow_null=True)
+    after = serializers.JSONField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id",
+            "at",
+            "user",
+            "action",
+            "object_type",
+            "object_id",
+            "patient",
+            "before",
+            "after",
+        ]
+        read_only_fields = fields
+
+
+class AuditFilterSerializer(serializers.Serializer):
+    patient = serializers.UUIDField(required=False, help_text="Only this patient's events.")
+    action = serializers.MultipleChoiceField(
+        choices=AuditEvent.Action.choices,
+        required=False,
+        help_text="Only these actions, e.g. alarm.acknowledge (repeat or comma-separate).",
+    )
+
+    def to_internal_value(self, data):
+        if hasattr(data, "getlist"):
+            data = {
+                key: [v for value in data.getlist(key) for v in value.split(",") if v]
+                if key == "action"
                 else data.get(key)
                 for key in data
             }

@@ -21,6 +21,7 @@ from vitals.models import (
     AlarmEvent,
     AlarmLimits,
     AlarmState,
+    AuditEvent,
     PatientMetric,
 )
 from vitals.news2 import news2_of
@@ -242,20 +243,99 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
             alarm.acknowledged_at, alarm.acknowledged_by = timezone.now(), user
             alarm.save(update_fields=["state", "acknowledged_at", "acknowledged_by"])
             alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ACKNOWLEDGED)
+            audit_event_record(
+                user=user,
+                action=AuditEvent.Action.ALARM_ACKNOWLEDGE,
+                obj=alarm,
+                patient=alarm.patient,
+                before={"state": AlarmState.ACTIVE.value},
+                after={"state": AlarmState.ACKNOWLEDGED.value},
+            )
     return alarm
+
+
+# The limits proper: what a clinician sets (not who and when).
+LIMIT_FIELDS = tuple(
+    f.name
+    for f in AlarmLimits._meta.concrete_fields
+    if f.name not in ("patient", "updated_at", "updated_by")
+)
+
+
+def _limit_values(limits: AlarmLimits) -> dict:
+    return {name: getattr(limits, name) for name in LIMIT_FIELDS}
 
 
 def alarm_limits_update(
     *, patient: Patient, user: AbstractBaseUser | None, **values
 ) -> AlarmLimits:
-    """Set a patient's alarm limits (the given fields; the others keep their value)."""
-    limits, _ = AlarmLimits.objects.get_or_create(patient=patient)
-    for name, value in values.items():
-        setattr(limits, name, value)
-    limits.updated_by = user
-    limits.full_clean()
-    limits.save()
+    """Set a patient's alarm limits (the given fields; the others keep their value), and
+    record who changed them from what to what in the audit trail, in one transaction. A
+    patient without a row had the bedside defaults: those are the values before."""
+    unknown = set(values) - set(LIMIT_FIELDS)
+    if unknown:
+        raise TypeError(f"not alarm limits: {sorted(unknown)}")
+    with transaction.atomic():
+        limits, _ = AlarmLimits.objects.select_for_update().get_or_create(patient=patient)
+        before = _limit_values(limits)
+        for name, value in values.items():
+            setattr(limits, name, value)
+        limits.updated_by = user
+        limits.full_clean()
+        limits.save()
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.ALARM_LIMITS_UPDATE,
+            obj=limits,
+            patient=patient,
+            before=before,
+            after=_limit_values(limits),
+        )
     return limits
+
+
+def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> None:
+    """Back to the bedside defaults: delete the patient's limits row (if any), recorded in the
+    audit trail with the values before and the defaults after."""
+    with transaction.atomic():
+        limits = AlarmLimits.objects.select_for_update().filter(patient=patient).first()
+        if limits is None:
+            return
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.ALARM_LIMITS_RESET,
+            obj=limits,
+            patient=patient,
+            before=_limit_values(limits),
+            after=_limit_values(AlarmLimits(patient=patient)),
+        )
+        limits.delete()
+
+
+_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits"}
+
+
+def audit_event_record(
+    *,
+    user: AbstractBaseUser | None,
+    action: str,
+    obj: Alarm | AlarmLimits,
+    patient: Patient,
+    before: dict | None = None,
+    after: dict | None = None,
+) -> AuditEvent:
+    """One line of the audit trail; call it inside the transaction that makes the change."""
+    return AuditEvent.objects.create(
+        user=user if user is not None and user.pk is not None else None,
+        username=user.get_username() if user is not None else "",
+        action=action,
+        object_type=_OBJECT_TYPES[type(obj)],
+        object_id=str(obj.pk),
+        patient=patient,
+        patient_uuid=patient.uuid,
+        before=before,
+        after=after,
+    )
 
 
 def alarm_events_mark_published(*, event_ids: Sequence[int]) -> None:

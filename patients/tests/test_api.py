@@ -338,9 +338,9 @@ def test_patient_list_query_count_is_constant(
     for patient in Patient.objects.all():  # every patient with an open alarm
         AlarmFactory(patient=patient)
 
-    # Token look-up, COUNT(*), one SELECT of patients joined to their latest reading, one of
-    # their open alarms.
-    with django_assert_num_queries(4):
+    # Token look-up, the user's permissions (its own, its groups': icu/permissions.py),
+    # COUNT(*), one SELECT of patients joined to their latest reading, one of their open alarms.
+    with django_assert_num_queries(6):
         response = api_client.get("/api/patients/")
 
     results = response.json()["results"]

@@ -24,7 +24,7 @@ from conftest import (
     wait_for_log,
 )
 
-COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev", "prune_vitals"]
+COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev", "prune_vitals", "assign_role"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -185,6 +185,10 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
     try:
         banner = wait_for_log(log, "Ctrl-C stops everything", process, timeout=30)
         assert "login:                    admin / icu-demo-password" in banner
+        assert (
+            "roles:                    nurse (clinician), observer (viewer), same password"
+            in banner
+        )
         assert (
             "emulated patients: alice:stable, bob:sepsis, carol:respiratory_failure at 3000x speed"
             in banner

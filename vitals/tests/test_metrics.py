@@ -283,13 +283,21 @@ def test_the_lag_is_high_watermark_minus_position_refreshed_every_lag_interval()
 
 
 # --- the web -----------------------------------------------------------------------------------
+# What Prometheus presents (METRICS_TOKEN); who else may read /metrics: test_access_control.py.
+SCRAPE_TOKEN = "prometheus-scrape-token-for-tests"
+SCRAPER = {"HTTP_AUTHORIZATION": f"Bearer {SCRAPE_TOKEN}"}
+
+
 def counted(route: str, status: int, method: str = "GET") -> float:
     labels = {"method": method, "route": route, "status": str(status)}
     return REGISTRY.get_sample_value("icu_http_requests_total", labels) or 0.0
 
 
 @pytest.mark.django_db
-def test_the_middleware_counts_requests_by_route_and_metrics_serves_them(api_client, anon_client):
+def test_the_middleware_counts_requests_by_route_and_metrics_serves_them(
+    api_client, anon_client, settings
+):
+    settings.METRICS_TOKEN = SCRAPE_TOKEN
     patient = PatientFactory(name="gus")
     missing = uuid.uuid4()
     routes = [
@@ -307,7 +315,7 @@ def test_the_middleware_counts_requests_by_route_and_metrics_serves_them(api_cli
     assert api_client.get(f"/api/patients/{missing}/").status_code == 404
     assert anon_client.get("/api/patients/").status_code == 401
     assert anon_client.get(f"/no-such-page/{missing}").status_code == 404
-    response = anon_client.get("/metrics")  # no login: a Prometheus scraper
+    response = anon_client.get("/metrics", **SCRAPER)  # no login: a Prometheus scraper
 
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/plain")
@@ -323,7 +331,7 @@ def test_the_middleware_counts_requests_by_route_and_metrics_serves_them(api_cli
     assert "gus" not in body
 
     # A scrape is counted once answered: in the next one.
-    lines = anon_client.get("/metrics").content.decode().splitlines()
+    lines = anon_client.get("/metrics", **SCRAPER).content.decode().splitlines()
     labels = '{method="GET",route="metrics",status="200"}'
     assert f"icu_http_requests_total{labels} {scrapes_before + 1}" in lines
     assert counted("metrics", 200) == scrapes_before + 2
@@ -349,8 +357,9 @@ def test_static_files_are_one_route_label_whatever_the_file(client):
     assert counted("<static>", 404) == before + 3
 
 
-def get(url: str, timeout: float = 5) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http://127.0.0.1)
+def get(url: str, timeout: float = 5, **headers: str) -> str:
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (http://127.0.0.1)
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
         return response.read().decode()
 
 
@@ -385,7 +394,9 @@ def test_several_gunicorn_workers_add_up_in_one_scrape(tmp_path: Path):
                 "icu.wsgi",
             ],
             cwd=BASE_DIR,
-            env=subprocess_env(PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir)),
+            env=subprocess_env(
+                PROMETHEUS_MULTIPROC_DIR=str(multiproc_dir), METRICS_TOKEN=SCRAPE_TOKEN
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -397,7 +408,7 @@ def test_several_gunicorn_workers_add_up_in_one_scrape(tmp_path: Path):
         scrapes = 0
         while True:
             try:
-                get(f"{base}/metrics")
+                get(f"{base}/metrics", Authorization=f"Bearer {SCRAPE_TOKEN}")
                 scrapes += 1
                 break
             except OSError:
@@ -407,7 +418,7 @@ def test_several_gunicorn_workers_add_up_in_one_scrape(tmp_path: Path):
             with pytest.raises(urllib.error.HTTPError) as exc:
                 get(f"{base}/no-such-page")
             assert exc.value.code == 404
-        first = parse(get(f"{base}/metrics"))
+        first = parse(get(f"{base}/metrics", Authorization=f"Bearer {SCRAPE_TOKEN}"))
         scrapes += 1
         assert first[("icu_http_requests_total", label)] == 12
 
@@ -419,7 +430,7 @@ def test_several_gunicorn_workers_add_up_in_one_scrape(tmp_path: Path):
             time.sleep(0.2)
         time.sleep(1)  # the old workers finish and exit
 
-        later = parse(get(f"{base}/metrics"))
+        later = parse(get(f"{base}/metrics", Authorization=f"Bearer {SCRAPE_TOKEN}"))
         assert later[("icu_http_requests_total", label)] == 12
         assert later[("icu_http_request_duration_seconds_count", label)] == 12
         metrics_label = frozenset({"method": "GET", "route": "metrics", "status": "200"}.items())

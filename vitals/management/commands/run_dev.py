@@ -12,10 +12,13 @@ from rest_framework.authtoken.models import Token
 
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import admin_create, broker_check
+from icu.permissions import CLINICIAN, VIEWER, role_groups_ensure, user_role_assign
 from icu.process import die_with_parent, process_stop, stop_on_signals
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "icu-demo-password"  # noqa: S105 (a local demo account, printed on purpose)
+# Demo users of each role (icu/permissions.py), with the same password.
+DEMO_ROLE_USERS = {"nurse": CLINICIAN, "observer": VIEWER}
 # A small ward that tells a story: one stable patient and two who deteriorate, so that NEWS2
 # scores rise and alarms appear within minutes (with DEMO_SPEED).
 DEFAULT_PATIENTS = ["alice:stable", "bob:sepsis", "carol:respiratory_failure"]
@@ -35,8 +38,9 @@ class Command(BaseCommand):
 
 Starts, as child processes: the embedded broker (unless one already answers at
 KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, and Django's
-development web server. Creates a demo superuser and prints the URLs and the login. Ctrl-C
-stops everything; if any part exits on its own, the rest is stopped too.
+development web server. Creates a demo superuser, a clinician (nurse) and a viewer (observer),
+and prints the URLs and the logins. Ctrl-C stops everything; if any part exits on its own, the
+rest is stopped too.
 
 The default ward is alice (stable), bob (sepsis) and carol (respiratory failure), their
 physiology running --speed times faster than the clock, so that within a few minutes bob's and
@@ -165,6 +169,9 @@ examples:
             f"  API docs (Swagger UI):    {api}docs/",
             f"  admin:                    http://{address}/admin/",
             f"  login:                    {DEMO_USERNAME} / {DEMO_PASSWORD}  (local demo only)",
+            "  roles:                    "
+            + ", ".join(f"{name} ({role})" for name, role in DEMO_ROLE_USERS.items())
+            + ", same password",
             f'  curl:  curl -H "Authorization: Token {token}" {api}patients/',
             f"  alarms:                   {api}alarms/?state=active",
             f"  emulated patients: {', '.join(names)} at {speed:g}x speed; "
@@ -175,14 +182,23 @@ examples:
 
 
 def demo_user_ensure() -> str:
-    """Create (or reset) the local demo superuser; return its API token."""
-    user, _ = get_user_model().objects.get_or_create(
+    """Create (or reset) the local demo superuser and the demo users of each role; return the
+    superuser's API token."""
+    users = get_user_model().objects
+    user, _ = users.get_or_create(
         username=DEMO_USERNAME, defaults={"is_staff": True, "is_superuser": True}
     )
     user.is_staff = user.is_superuser = user.is_active = True
     user.set_password(DEMO_PASSWORD)
     user.save()
     token, _ = Token.objects.get_or_create(user=user)
+    role_groups_ensure()
+    for username, role in DEMO_ROLE_USERS.items():
+        member, _ = users.get_or_create(username=username)
+        member.is_active = True
+        member.set_password(DEMO_PASSWORD)
+        member.save()
+        user_role_assign(user=member, role=role)
     return token.key
 
 

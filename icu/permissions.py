@@ -1,0 +1,160 @@
+"""Access control of the API, in one place: the roles and what each route needs.
+
+Roles are Django groups holding Django model permissions, so that an administrator manages
+them in the admin (Users > a user > Groups, or Groups > a role > permissions):
+
+- `viewer`: reads patients, readings, alarms and alarm limits;
+- `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`) and changes
+  alarm limits (`vitals.change_alarmlimits`);
+- superusers hold every permission; the audit trail is for staff (`is_staff`) holding
+  `vitals.view_auditevent` (superusers do).
+
+The groups are created by the migration vitals/0004_roles (which keeps a copy of ROLES, as
+migrations do) and by `role_groups_ensure()`. `ApiPermission` is every API view's permission
+class: a request needs the permissions ROUTES lists for its route and method. A route missing
+from ROUTES is refused to everyone (and logged): access is never granted by omission.
+"""
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+
+if TYPE_CHECKING:  # rest_framework.views imports this module (DEFAULT_PERMISSION_CLASSES)
+    from rest_framework.request import Request
+    from rest_framework.views import APIView
+
+logger = logging.getLogger(__name__)
+
+VIEWER = "viewer"
+CLINICIAN = "clinician"
+
+VIEW_PATIENT = "patients.view_patient"
+VIEW_METRIC = "vitals.view_patientmetric"
+VIEW_ALARM = "vitals.view_alarm"
+VIEW_LIMITS = "vitals.view_alarmlimits"
+ACKNOWLEDGE_ALARM = "vitals.acknowledge_alarm"
+CHANGE_LIMITS = "vitals.change_alarmlimits"
+VIEW_AUDIT = "vitals.view_auditevent"
+
+ROLES: dict[str, tuple[str, ...]] = {
+    VIEWER: (VIEW_PATIENT, VIEW_METRIC, VIEW_ALARM, VIEW_LIMITS),
+    CLINICIAN: (
+        VIEW_PATIENT,
+        VIEW_METRIC,
+        VIEW_ALARM,
+        VIEW_LIMITS,
+        ACKNOWLEDGE_ALARM,
+        CHANGE_LIMITS,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one route needs: `read` for GET, HEAD and OPTIONS; `write[method]` for the others
+    (a method not listed is refused); `staff` also requires `is_staff`."""
+
+    read: tuple[str, ...]
+    write: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    staff: bool = False
+
+
+# A read needs the view permission of everything its body shows: a patient carries its latest
+# reading and open alarms, an alarm its patient's uuid and name.
+_PATIENT = (VIEW_PATIENT, VIEW_METRIC, VIEW_ALARM)
+_ALARM = (VIEW_ALARM, VIEW_PATIENT)
+_LIMITS = (VIEW_PATIENT, VIEW_LIMITS)
+
+# By route name (`request.resolver_match.view_name`), format suffixes included.
+ROUTES: dict[str, Rule] = {
+    "api:api-root": Rule(read=(VIEW_PATIENT,)),
+    "api:schema": Rule(read=(VIEW_PATIENT,)),
+    "api:docs": Rule(read=(VIEW_PATIENT,)),
+    "api:patient-list": Rule(read=_PATIENT),
+    "api:patient-detail": Rule(read=_PATIENT),
+    "api:patient-metrics": Rule(read=_PATIENT),
+    "api:brief-patient-list": Rule(read=_PATIENT),
+    "api:brief-patient-metrics": Rule(read=_PATIENT),
+    "api:patient-alarm-limits": Rule(
+        read=_LIMITS,
+        write={"PUT": (*_LIMITS, CHANGE_LIMITS), "PATCH": (*_LIMITS, CHANGE_LIMITS)},
+    ),
+    "api:alarm-list": Rule(read=_ALARM),
+    "api:alarm-detail": Rule(read=_ALARM),
+    "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),
+    "api:audit-list": Rule(read=(VIEW_AUDIT,), staff=True),
+}
+
+
+class ApiPermission(BasePermission):
+    """DRF permission class of every API view (DEFAULT_PERMISSION_CLASSES, and the schema's
+    SERVE_PERMISSIONS). Anonymous: refused (401, the token authenticator's challenge). A method
+    the view does not take: let through, so that DRF answers 405. Otherwise ROUTES decides; a
+    refusal is a 403 that names the permissions the route needs."""
+
+    message = "You do not have permission to perform this action."
+
+    def has_permission(self, request: "Request", view: "APIView") -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if request.method not in view.allowed_methods:
+            return True
+        match = getattr(request, "resolver_match", None)
+        route = match.view_name if match else None
+        rule = ROUTES.get(route)
+        if rule is None:
+            logger.error("API route without an access rule: refused", extra={"route": route})
+            return False
+        needed = rule.read if request.method in SAFE_METHODS else rule.write.get(request.method)
+        if needed is None:
+            return False
+        if rule.staff and not user.is_staff:
+            self.message = "Only staff may do this."
+            return False
+        if not user.has_perms(needed):
+            self.message = (
+                "Your role does not allow this; it takes the permissions " + ", ".join(needed) + "."
+            )
+            return False
+        return True
+
+
+def _permissions(names: Iterable[str]):
+    from django.contrib.auth.models import Permission
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db.models import Q
+
+    wanted = set(names)
+    query = Q()
+    for name in wanted:
+        app_label, codename = name.split(".", 1)
+        query |= Q(content_type__app_label=app_label, codename=codename)
+    found = list(Permission.objects.filter(query).select_related("content_type"))
+    missing = wanted - {f"{p.content_type.app_label}.{p.codename}" for p in found}
+    if missing:
+        raise ImproperlyConfigured(f"Permissions missing (run `manage.py migrate`): {missing}")
+    return found
+
+
+def role_groups_ensure() -> dict:
+    """Create the role groups that are missing and add the permissions they lack; never remove
+    one (an administrator may have given a role more). Returns the groups by role."""
+    from django.contrib.auth.models import Group
+
+    groups = {}
+    for role, names in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.add(*_permissions(names))
+        groups[role] = group
+    return groups
+
+
+def user_role_assign(*, user, role: str) -> None:
+    """Give `user` the role `role` (the group, created if missing)."""
+    if role not in ROLES:
+        raise ValueError(f"No role {role!r}; the roles are {', '.join(ROLES)}.")
+    user.groups.add(role_groups_ensure()[role])
