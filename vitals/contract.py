@@ -149,7 +149,7 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj: dict[str, Any] = {}
     for name, value in pairs:
         if name in obj:
-            raise InvalidReading("duplicate_field", f"field '{name}' appears more than once")
+            raise InvalidReading("duplicate_field", f"field '{name:.60}' appears more than once")
         obj[name] = value
     return obj
 
@@ -163,7 +163,7 @@ def _as_int(data: dict[str, Any], name: str) -> int:
         raise InvalidReading("wrong_type", f"'{name}' must be an integer, got {value!r:.40}")
     low, high = INT_RANGES[name]
     if not low <= value <= high:
-        raise InvalidReading("out_of_range", f"'{name}' {value} is outside {low}-{high}")
+        raise InvalidReading("out_of_range", f"'{name}' {value!r:.40} is outside {low}-{high}")
     return value
 
 
@@ -297,7 +297,9 @@ def reading_parse(
         )
     low, high = TEMPERATURE_RANGE
     if not low <= temperature <= high:
-        raise InvalidReading("out_of_range", f"'temperature' {temperature} is outside {low}-{high}")
+        raise InvalidReading(
+            "out_of_range", f"'temperature' {temperature!r:.40} is outside {low}-{high}"
+        )
 
     on_oxygen = data.get("on_oxygen", False)
     if not isinstance(on_oxygen, bool):

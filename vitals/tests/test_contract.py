@@ -7,6 +7,7 @@ deterministic.
 import json
 import random
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -30,6 +31,7 @@ from vitals.contract import (
     reading_schema,
     reading_to_message,
 )
+from vitals.tests.hostile_corpus import CORPUS, CORPUS_NOW
 
 PATIENT = "0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"
 OTHER_PATIENT = "5f0c2d1e-8b7a-4c3d-9e2f-1a0b9c8d7e6f"
@@ -105,7 +107,6 @@ class Bad:
 
 
 # Unicode decimal digits that are not ASCII: Python's re \d matches them, ECMA-262's does not.
-ARABIC_120_80 = "\u0661\u0662\u0660/\u0668\u0660"
 FULLWIDTH_120_80 = "\uff11\uff12\uff10/\uff18\uff10"
 ARABIC_2026 = "\u0662\u0660\u0662\u0666"
 
@@ -116,90 +117,19 @@ def nested(depth: int, inner: str = "0") -> str:
 
 BAD: dict[str, Bad] = {
     # Framing: size, encoding, JSON.
-    "empty-value": Bad(b"", "empty_message", "the message has no value"),
-    "none-value-tombstone": Bad(None, "empty_message", "the message has no value"),
-    "just-over-max-size": Bad(
-        padded(MAX_VALUE_BYTES + 1),
-        "payload_too_large",
-        f"value is {MAX_VALUE_BYTES + 1} bytes, the limit is {MAX_VALUE_BYTES}",
-    ),
-    "one-megabyte": Bad(
-        padded(1024 * 1024), "payload_too_large", "value is 1048576 bytes, the limit is 16384"
-    ),
-    "100000-open-brackets-too-large": Bad(
-        b"[" * 100_000, "payload_too_large", "value is 100000 bytes"
-    ),
-    "not-utf8-ff-fe": Bad(
-        b"\xff\xfe" + body(), "invalid_encoding", "value is not UTF-8: invalid start byte at byte 0"
-    ),
-    "utf16-encoded": Bad(
-        GOOD_TEXT.encode("utf-16"), "invalid_encoding", "value is not UTF-8: invalid start byte"
-    ),
-    "latin1-encoded-name": Bad(
-        json.dumps({**GOOD, "patient_name": "Zoë"}, ensure_ascii=False).encode("latin-1"),
-        "invalid_encoding",
-        "value is not UTF-8: invalid continuation byte",
-    ),
-    "cesu-lone-surrogate-bytes": Bad(
-        # "\ud800" written as raw bytes (CESU-8), not as a JSON escape.
-        GOOD_TEXT.encode().replace(b'"bob"', b'"bob\xed\xa0\x80"'),
-        "invalid_encoding",
-        "value is not UTF-8",
-    ),
-    "invalid-json": Bad(b"{not json}", "invalid_json", "value is not JSON: Expecting property"),
     "truncated-before-closing-brace": Bad(
         body()[:-1], "invalid_json", "value is not JSON: Expecting ',' delimiter"
     ),
-    "truncated-mid-string": Bad(
-        body()[: GOOD_TEXT.index('"bob"') + 3], "invalid_json", "Unterminated string starting"
-    ),
-    "trailing-garbage": Bad(body() + b" x", "invalid_json", "value is not JSON: Extra data"),
-    "utf8-bom": Bad(b"\xef\xbb\xbf" + body(), "invalid_json", "Unexpected UTF-8 BOM"),
-    "single-quotes": Bad(GOOD_TEXT.replace('"', "'").encode(), "invalid_json", "value is not JSON"),
-    "nan-literal": Bad(raw('"pulse": 72', '"pulse": NaN'), "invalid_json", "NaN is not valid JSON"),
-    "infinity-literal": Bad(
-        raw('"temperature": 36.8', '"temperature": Infinity'),
-        "invalid_json",
-        "Infinity is not valid JSON",
-    ),
-    "minus-infinity-literal": Bad(
-        raw('"spo2": 98', '"spo2": -Infinity'), "invalid_json", "-Infinity is not valid JSON"
-    ),
-    "integer-beyond-python-digit-limit": Bad(
-        raw('"pulse": 72', '"pulse": 1' + "0" * 5000),
-        "invalid_json",
-        "value is not JSON: Exceeds the limit (4300 digits)",
-    ),
     "16000-open-brackets": Bad(
         b"[" * 16_000, "invalid_json", "value is not JSON: maximum recursion depth exceeded"
-    ),
-    "nested-arrays-depth-5000": Bad(
-        nested(5000).encode(), "invalid_json", "maximum recursion depth exceeded"
-    ),
-    "nested-objects-depth-1500": Bad(
-        ('{"a":' * 1500 + "0" + "}" * 1500).encode(),
-        "invalid_json",
-        "maximum recursion depth exceeded",
     ),
     "nested-arrays-depth-3000-in-a-field": Bad(
         raw('"pulse": 72', f'"pulse": {nested(3000)}'),
         "invalid_json",
         "maximum recursion depth exceeded",
     ),
-    "json-array": Bad(b"[1, 2]", "not_an_object", "value must be a JSON object, got list"),
-    "json-string": Bad(b'"hello"', "not_an_object", "value must be a JSON object, got str"),
-    "json-number": Bad(b"72", "not_an_object", "value must be a JSON object, got int"),
-    "json-null": Bad(b"null", "not_an_object", "value must be a JSON object, got NoneType"),
-    "array-of-a-good-message": Bad(
-        b"[" + body() + b"]", "not_an_object", "value must be a JSON object, got list"
-    ),
     "nested-arrays-depth-50": Bad(nested(50).encode(), "not_an_object", "got list"),
     # Fields.
-    "duplicated-field": Bad(
-        raw('"pulse": 72', '"pulse": 72, "pulse": 140'),
-        "duplicate_field",
-        "field 'pulse' appears more than once",
-    ),
     "duplicated-field-same-value": Bad(
         raw('"spo2": 98', '"spo2": 98, "spo2": 98'),
         "duplicate_field",
@@ -214,11 +144,6 @@ BAD: dict[str, Bad] = {
         f"missing-{name}": Bad(body(**{name: DROP}), "missing_field", f"missing field(s): {name}")
         for name in FIELDS
     },
-    "missing-two-fields-listed-in-contract-order": Bad(
-        body(spo2=DROP, pulse=DROP), "missing_field", "missing field(s): pulse, spo2"
-    ),
-    "empty-object": Bad(b"{}", "missing_field", "missing field(s): " + ", ".join(FIELDS)),
-    "unknown-field": Bad(body(heart_rate=72), "unknown_field", "unknown field(s): heart_rate"),
     "unknown-fields-sorted": Bad(
         body(zeta=1, alpha=2), "unknown_field", "unknown field(s): alpha, zeta"
     ),
@@ -229,53 +154,25 @@ BAD: dict[str, Bad] = {
         raw('"pulse"', '"Pulse"'), "unknown_field", "unknown field(s): Pulse"
     ),
     # Types.
-    "pulse-as-string": Bad(body(pulse="72"), "wrong_type", "'pulse' must be an integer, got '72'"),
-    "pulse-true": Bad(body(pulse=True), "wrong_type", "'pulse' must be an integer, got True"),
-    "pulse-float-72.5": Bad(body(pulse=72.5), "wrong_type", "'pulse' must be an integer, got 72.5"),
     "pulse-list": Bad(body(pulse=[72]), "wrong_type", "'pulse' must be an integer, got [72]"),
-    "pulse-1e400-is-infinite": Bad(
-        raw('"pulse": 72', '"pulse": 1e400'), "wrong_type", "'pulse' must be an integer, got inf"
-    ),
-    "spo2-null": Bad(body(spo2=None), "wrong_type", "'spo2' must be an integer, got None"),
-    "resp-rate-object": Bad(
-        body(resp_rate={"value": 14}), "wrong_type", "'resp_rate' must be an integer"
-    ),
     "bp-list": Bad(body(bp=[120, 80]), "wrong_type", "'bp' must be a string, got [120, 80]"),
-    "bp-number": Bad(body(bp=120), "wrong_type", "'bp' must be a string, got 120"),
-    "temperature-as-string": Bad(
-        body(temperature="36.8"), "wrong_type", "'temperature' must be a number, got '36.8'"
-    ),
     "temperature-true": Bad(
         body(temperature=True), "wrong_type", "'temperature' must be a number, got True"
     ),
     "temperature-null": Bad(
         body(temperature=None), "wrong_type", "'temperature' must be a number, got None"
     ),
-    "patient-uuid-number": Bad(
-        body(patient_uuid=123), "wrong_type", "'patient_uuid' must be a string, got 123"
-    ),
     "patient-name-null": Bad(
         body(patient_name=None), "wrong_type", "'patient_name' must be a string, got None"
-    ),
-    "timestamp-epoch-number": Bad(
-        body(timestamp=1795428930), "wrong_type", "'timestamp' must be a string, got 1795428930"
     ),
     # Optional clinical fields: on_oxygen, consciousness, artefact.
     "on-oxygen-string-yes": Bad(
         body(on_oxygen="yes"), "wrong_type", "'on_oxygen' must be true or false, got 'yes'"
     ),
-    "on-oxygen-string-true": Bad(
-        body(on_oxygen="true"), "wrong_type", "'on_oxygen' must be true or false, got 'true'"
-    ),
     "on-oxygen-1": Bad(body(on_oxygen=1), "wrong_type", "'on_oxygen' must be true or false, got 1"),
     "on-oxygen-0": Bad(body(on_oxygen=0), "wrong_type", "'on_oxygen' must be true or false, got 0"),
     "on-oxygen-null": Bad(
         body(on_oxygen=None), "wrong_type", "'on_oxygen' must be true or false, got None"
-    ),
-    "consciousness-X": Bad(
-        body(consciousness="X"),
-        "invalid_choice",
-        "'consciousness' 'X' is not one of A, C, V, P, U",
     ),
     "consciousness-lowercase-a": Bad(
         body(consciousness="a"), "invalid_choice", "'consciousness' 'a' is not one of"
@@ -308,9 +205,6 @@ BAD: dict[str, Bad] = {
     "artefact-false": Bad(
         body(artefact=False), "wrong_type", "'artefact' must be a string, got False"
     ),
-    "artefact-list": Bad(
-        body(artefact=["motion"]), "wrong_type", "'artefact' must be a string, got ['motion']"
-    ),
     "duplicated-optional-field": Bad(
         raw('"pulse": 72', '"on_oxygen": true, "pulse": 72, "on_oxygen": false'),
         "duplicate_field",
@@ -320,14 +214,6 @@ BAD: dict[str, Bad] = {
         body(On_oxygen=True), "unknown_field", "unknown field(s): On_oxygen"
     ),
     # Schema version.
-    "schema-version-2": Bad(
-        body(schema_version=2),
-        "unsupported_schema_version",
-        "schema_version 2 is not supported (this consumer reads 1)",
-    ),
-    "schema-version-string-1": Bad(
-        body(schema_version="1"), "unsupported_schema_version", "schema_version '1' is not"
-    ),
     "schema-version-true": Bad(
         body(schema_version=True), "unsupported_schema_version", "schema_version True is not"
     ),
@@ -335,11 +221,6 @@ BAD: dict[str, Bad] = {
         body(schema_version=None), "unsupported_schema_version", "schema_version None is not"
     ),
     # Patient uuid and key.
-    "patient-uuid-malformed": Bad(
-        body(patient_uuid="not-a-uuid"),
-        "invalid_uuid",
-        "'patient_uuid' 'not-a-uuid' is not a uuid (8-4-4-4-12 hex)",
-    ),
     "patient-uuid-braces": Bad(
         body(patient_uuid="{" + PATIENT + "}"), "invalid_uuid", "'patient_uuid' '{0b8e7f4c-"
     ),
@@ -355,42 +236,21 @@ BAD: dict[str, Bad] = {
     "patient-uuid-trailing-newline": Bad(
         body(patient_uuid=PATIENT + "\n"), "invalid_uuid", "is not a uuid"
     ),
-    "key-other-patient": Bad(
-        body(),
-        "key_mismatch",
-        f"key {OTHER_PATIENT} differs from patient_uuid {PATIENT}",
-        key=OTHER_PATIENT.encode(),
-    ),
     "key-not-a-uuid": Bad(
         body(), "key_mismatch", "key b'patient-1' is not a uuid", key=b"patient-1"
     ),
-    "key-empty-bytes": Bad(body(), "key_mismatch", "key b'' is not a uuid", key=b""),
-    "key-not-utf8": Bad(body(), "key_mismatch", "key b'\\xff\\xfe", key=b"\xff\xfe" * 18),
     # Patient name.
     "name-empty": Bad(
         body(patient_name=""), "invalid_name", "'patient_name' must be 1-200 characters"
     ),
     "name-blank": Bad(body(patient_name="   "), "invalid_name", "not blank"),
-    "name-only-unicode-spaces": Bad(
-        body(patient_name="\u00a0\u2003\u3000"), "invalid_name", "not blank"
-    ),
-    "name-nul": Bad(body(patient_name="bob\x00"), "invalid_name", "no control characters"),
-    "name-newline": Bad(body(patient_name="bob\nsmith"), "invalid_name", "no control characters"),
     "name-tab": Bad(body(patient_name="bob\tsmith"), "invalid_name", "no control characters"),
     "name-del-7f": Bad(body(patient_name="bob\x7f"), "invalid_name", "no control characters"),
     "name-201-chars": Bad(body(patient_name="a" * 201), "invalid_name", "1-200 characters"),
     "name-200-chars-plus-surrounding-space": Bad(
         body(patient_name=" " + "a" * 200), "invalid_name", "1-200 characters"
     ),
-    "name-lone-surrogate-escape": Bad(
-        body(patient_name="bob\ud800"), "invalid_name", "lone surrogates"
-    ),
     # Timestamp.
-    "timestamp-naive": Bad(
-        body(timestamp="2026-11-23T10:15:30.250"),
-        "invalid_timestamp",
-        "'timestamp' '2026-11-23T10:15:30.250' is not ISO 8601 with a timezone",
-    ),
     "timestamp-date-only": Bad(
         body(timestamp="2026-11-23"), "invalid_timestamp", "is not ISO 8601 with a timezone"
     ),
@@ -411,9 +271,6 @@ BAD: dict[str, Bad] = {
         "invalid_timestamp",
         "'timestamp' '2026-13-01T10:00:00+00:00' is not a real time",
     ),
-    "timestamp-february-30": Bad(
-        body(timestamp="2026-02-30T10:00:00Z"), "invalid_timestamp", "is not a real time"
-    ),
     "timestamp-hour-24": Bad(
         body(timestamp="2026-11-23T24:00:00Z"), "invalid_timestamp", "is not a real time"
     ),
@@ -433,60 +290,34 @@ BAD: dict[str, Bad] = {
         "timestamp_in_future",
         "is more than 300s ahead of the consumer's clock (2026-11-23T12:00:00+00:00)",
     ),
-    "timestamp-far-future": Bad(
-        body(timestamp="2027-01-01T00:00:00Z"), "timestamp_in_future", "ahead of the consumer"
-    ),
     "timestamp-future-by-offset": Bad(
         # 12:10 at -01:00 is 13:10 UTC, an hour ahead.
         body(timestamp="2026-11-23T12:10:00-01:00"),
         "timestamp_in_future",
         "ahead of the consumer's clock",
     ),
-    "timestamp-year-1999": Bad(
-        body(timestamp="1999-06-01T10:00:00Z"),
-        "timestamp_too_old",
-        "'timestamp' 1999-06-01T10:00:00Z is before 2000",
-    ),
     "timestamp-2000-local-but-1999-utc": Bad(
         body(timestamp="2000-01-01T00:30:00+01:00"), "timestamp_too_old", "is before 2000"
     ),
-    "timestamp-year-1": Bad(
-        body(timestamp="0001-01-01T00:00:00+01:00"), "timestamp_too_old", "is before 2000"
-    ),
     # Blood pressure.
-    "bp-three-numbers": Bad(
-        body(bp="120/80/60"),
-        "invalid_bp",
-        "'bp' '120/80/60' is not \"systolic/diastolic\" (e.g. \"120/80\")",
-    ),
     "bp-dash": Bad(body(bp="120-80"), "invalid_bp", "'bp' '120-80' is not"),
-    "bp-leading-space": Bad(body(bp=" 120/80"), "invalid_bp", "'bp' ' 120/80' is not"),
     "bp-trailing-newline": Bad(body(bp="120/80\n"), "invalid_bp", 'is not "systolic/diastolic"'),
     "bp-four-digits": Bad(body(bp="1200/80"), "invalid_bp", "'bp' '1200/80' is not"),
     "bp-empty": Bad(body(bp=""), "invalid_bp", "'bp' '' is not"),
     "bp-missing-diastolic": Bad(body(bp="120/"), "invalid_bp", "'bp' '120/' is not"),
     "bp-decimal": Bad(body(bp="120.5/80"), "invalid_bp", 'is not "systolic/diastolic"'),
     "bp-negative": Bad(body(bp="-120/80"), "invalid_bp", 'is not "systolic/diastolic"'),
-    "bp-arabic-indic-digits": Bad(body(bp=ARABIC_120_80), "invalid_bp", f"'bp' '{ARABIC_120_80}'"),
     "bp-fullwidth-digits": Bad(body(bp=FULLWIDTH_120_80), "invalid_bp", "is not"),
-    "bp-inverted-80-120": Bad(
-        body(bp="80/120"), "implausible", "'bp' 80/120: systolic must be above diastolic"
-    ),
     "bp-equal-120-120": Bad(
         body(bp="120/120"), "implausible", "'bp' 120/120: systolic must be above diastolic"
     ),
-    "bp-systolic-999": Bad(body(bp="999/80"), "out_of_range", "'systolic' 999 is outside 30-300"),
     "bp-systolic-29": Bad(body(bp="29/15"), "out_of_range", "'systolic' 29 is outside 30-300"),
     "bp-diastolic-9": Bad(body(bp="120/9"), "out_of_range", "'diastolic' 9 is outside 10-250"),
     "bp-diastolic-251": Bad(
         body(bp="300/251"), "out_of_range", "'diastolic' 251 is outside 10-250"
     ),
     # Ranges.
-    "pulse-minus-1": Bad(body(pulse=-1), "out_of_range", "'pulse' -1 is outside 0-300"),
     "pulse-301": Bad(body(pulse=301), "out_of_range", "'pulse' 301 is outside 0-300"),
-    "pulse-4000-digits": Bad(
-        raw('"pulse": 72', '"pulse": 1' + "0" * 3999), "out_of_range", "'pulse' 1000000"
-    ),
     "spo2-101": Bad(body(spo2=101), "out_of_range", "'spo2' 101 is outside 0-100"),
     "spo2-minus-1": Bad(body(spo2=-1), "out_of_range", "'spo2' -1 is outside 0-100"),
     "resp-rate-101": Bad(body(resp_rate=101), "out_of_range", "'resp_rate' 101 is outside 0-100"),
@@ -499,14 +330,13 @@ BAD: dict[str, Bad] = {
     "temperature-45.1": Bad(
         body(temperature=45.1), "out_of_range", "'temperature' 45.1 is outside 25.0-45.0"
     ),
-    "temperature-in-fahrenheit": Bad(
-        body(temperature=98.6), "out_of_range", "'temperature' 98.6 is outside"
-    ),
-    "temperature-1e400-is-infinite": Bad(
-        raw('"temperature": 36.8', '"temperature": 1e400'),
-        "out_of_range",
-        "'temperature' inf is outside 25.0-45.0",
-    ),
+}
+# The hostile corpus (tests/hostile/: data files, the one definition of those cases) belongs
+# here too: checked with its reason above and against the schema below.
+BAD |= {
+    f"hostile/{name}": Bad(case.value, case.reason, case.detail, key=case.key)
+    for name, case in CORPUS.items()
+    if case.reason
 }
 
 
@@ -576,14 +406,6 @@ class Good:
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
-
-INJECTIONS = (
-    "Robert'); DROP TABLE patients_patient;--",
-    "<script>alert('x')</script>",
-    '" OR 1=1 --',
-    "{{ 7*7 }} ${7*7} %s %(name)s",
-    "..\\..\\etc/passwd",
-)
 
 GOOD_CASES: dict[str, Good] = {
     "canonical": Good(
@@ -677,10 +499,6 @@ GOOD_CASES: dict[str, Good] = {
     "name-quotes-and-backslash": Good(
         body(patient_name='O\'Brien "Bob" \\'), {"patient_name": 'O\'Brien "Bob" \\'}
     ),
-    **{
-        f"name-injection-{i}": Good(body(patient_name=text), {"patient_name": text})
-        for i, text in enumerate(INJECTIONS)
-    },
     "value-exactly-max-size": Good(padded(MAX_VALUE_BYTES), {"pulse": 72}),
     "on-oxygen-true": Good(body(on_oxygen=True), {"on_oxygen": True}),
     "on-oxygen-false": Good(body(on_oxygen=False), {"on_oxygen": False}),
@@ -702,6 +520,25 @@ GOOD_CASES: dict[str, Good] = {
         {"on_oxygen": True, "consciousness": "V"},
     ),
 }
+# The corpus's valid hostile messages: names with SQL or HTML in them, duplicates.
+GOOD_CASES |= {
+    f"hostile/{name}": Good(case.value, case.stored, key=case.key)
+    for name, case in CORPUS.items()
+    if not case.reason
+}
+
+
+def test_corpus_is_written_for_this_clock():
+    assert CORPUS_NOW == NOW
+
+
+def test_no_case_is_defined_twice():
+    """One source of truth: a message is a case here or in the corpus, not in both."""
+    messages = Counter((case.key, case.value) for case in [*BAD.values(), *GOOD_CASES.values()])
+    repeated = {message for message, count in messages.items() if count > 1}
+    # A duplicate reading is, on purpose, the same message as the reading it duplicates.
+    corpus_copies = {(case.key, case.value) for case in CORPUS.values() if case.duplicate_of}
+    assert repeated <= corpus_copies
 
 
 @pytest.mark.parametrize("case", GOOD_CASES.values(), ids=GOOD_CASES.keys())
