@@ -50,6 +50,38 @@ def report_figure(name: str, value: str) -> None:
     _FIGURES.append((name, value))
 
 
+# Fixtures through which a test reaches the database (directly, by a fixture that needs it, or
+# by giving a database to a child process).
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "empty_database_url",
+        "postgresql_server",
+    }
+)
+
+
+def uses_database(item: pytest.Item) -> bool:
+    return item.get_closest_marker("django_db") is not None or bool(
+        DATABASE_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass of `make test`, only the tests that reach the database run: the
+    others (NEWS2, the parser, the emulator, the settings...) cannot answer differently on
+    another engine, and the SQLite pass has run them. ICU_TEST_ALL=1 runs everything."""
+    if django_settings.TEST_DB_ENGINE != "postgresql" or os.environ.get("ICU_TEST_ALL"):
+        return
+    kept = [item for item in items if uses_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if not uses_database(i)])
+        items[:] = kept
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
     if _FIGURES:
         terminalreporter.section("measured figures")

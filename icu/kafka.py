@@ -7,6 +7,7 @@ deployment changes one setting, not five call sites.
 
 import logging
 import socket
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
@@ -32,11 +33,26 @@ def kafka_config(**overrides: Any) -> dict[str, Any]:
 
 
 def producer_create(**overrides: Any) -> Producer:
-    """An idempotent producer: acks=all, retries without duplicates or reordering."""
+    """A producer that loses nothing and keeps each partition in order.
+
+    Idempotent by default (KAFKA_IDEMPOTENT_PRODUCER): acks=all, and retries that neither
+    duplicate nor reorder. KAFKA_IDEMPOTENT_PRODUCER=false gives acks=all with one request in
+    flight per broker instead (a retry cannot overtake, but may write a copy): for a broker
+    that forgets producer ids when it restarts, as the development broker does (Tansu keeps
+    them in memory; afterwards it rejects every write of an idempotent producer with
+    UNKNOWN_PRODUCER_ID, for good: vitals/tests/test_faults.py). The copies are harmless
+    here: a reading is stored once (unique (patient, measured_at)), DLQ copies and alarm
+    events are at-least-once anyway (alarm events carry their `event_id`).
+    """
+    delivery = (
+        {"enable.idempotence": True}
+        if settings.KAFKA_IDEMPOTENT_PRODUCER
+        else {"acks": "all", "max.in.flight.requests.per.connection": 1}
+    )
     return Producer(
         kafka_config(
             **{
-                "enable.idempotence": True,
+                **delivery,
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 **overrides,
@@ -67,6 +83,45 @@ def consumer_create(*, group_id: str, **overrides: Any) -> Consumer:
             }
         )
     )
+
+
+class BrokerOutage:
+    """One clear line when a running client loses the broker, one when it has it back.
+
+    librdkafka reconnects on its own and reports a lost broker only to `error_cb` (called
+    from poll(), consume(), flush()): without one, an outage after the start-up check is
+    silent. Give `error_cb` to the client; call `reachable()` when it did something only a
+    reachable broker allows (a delivery, an assignment, a message).
+    """
+
+    def __init__(self, logger: logging.Logger, client: str) -> None:
+        self.logger = logger
+        self.client = client
+        self.down_since: float | None = None
+
+    def error_cb(self, error: KafkaError) -> None:
+        context = {"client": self.client, "error": error.str()}
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+                self.logger.error(
+                    "Kafka broker unreachable; retrying",
+                    extra={"bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS, **context},
+                )
+        elif error.code() == KafkaError._TRANSPORT:
+            # Each failed reconnection attempt (backing off to 10 s), an idle connection closed.
+            self.logger.debug("Kafka connection failed", extra=context)
+        else:
+            level = logging.ERROR if error.fatal() else logging.WARNING
+            self.logger.log(level, "Kafka client error", extra={"code": error.name(), **context})
+
+    def reachable(self) -> None:
+        if self.down_since is not None:
+            down_s = round(time.monotonic() - self.down_since, 1)
+            self.down_since = None
+            self.logger.info(
+                "Kafka broker reachable again", extra={"client": self.client, "down_s": down_s}
+            )
 
 
 def admin_create(**overrides: Any) -> AdminClient:

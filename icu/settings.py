@@ -227,6 +227,9 @@ KAFKA_DLQ_TOPIC = env("KAFKA_DLQ_TOPIC", default="vitals.dlq")
 KAFKA_ALARMS_TOPIC = env("KAFKA_ALARMS_TOPIC", default="alarms")
 KAFKA_GROUP_ID = env("KAFKA_GROUP_ID", default="icu-vitals-consumer")
 KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
+# Idempotent producers (no duplicates, no reordering on retry). Off only for a broker that
+# forgets producer ids when it restarts, such as the in-memory development broker (icu/kafka.py).
+KAFKA_IDEMPOTENT_PRODUCER = env.bool("KAFKA_IDEMPOTENT_PRODUCER", default=True)
 # Extra librdkafka properties for every client, e.g. "security.protocol=SSL,ssl.ca.location=/ca".
 KAFKA_EXTRA_CONFIG = env.dict("KAFKA_EXTRA_CONFIG", default={})
 METRICS_INTERVAL = env.float("METRICS_INTERVAL", default=5.0)

@@ -193,3 +193,26 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
         "KAFKA_TOPIC": "topic-from-env",  # the environment wins
         "LOG_LEVEL": "DEBUG",  # from the file
     }
+
+
+@pytest.mark.parametrize(
+    ("idempotent", "expected"),
+    [
+        (True, {"enable.idempotence": True}),
+        (False, {"acks": "all", "max.in.flight.requests.per.connection": 1}),
+    ],
+)
+def test_producers_are_idempotent_unless_the_setting_says_otherwise(
+    settings, monkeypatch, idempotent: bool, expected: dict
+) -> None:
+    from icu import kafka
+
+    built: list[dict] = []
+    monkeypatch.setattr(kafka, "Producer", lambda config: built.append(config))
+    settings.KAFKA_IDEMPOTENT_PRODUCER = idempotent
+
+    kafka.producer_create()
+
+    [config] = built
+    delivery_keys = {"enable.idempotence", "acks", "max.in.flight.requests.per.connection"}
+    assert {k: v for k, v in config.items() if k in delivery_keys} == expected

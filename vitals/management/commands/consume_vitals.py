@@ -14,7 +14,7 @@ from django.core.management.base import (
 from django.db import close_old_connections
 
 from icu.exceptions import KafkaUnavailable
-from icu.kafka import broker_check, consumer_create, producer_create
+from icu.kafka import BrokerOutage, broker_check, consumer_create, producer_create
 from icu.metrics import metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
 from vitals.consumer import VitalsConsumer
@@ -92,7 +92,10 @@ examples:
             self.consume(topic, group_id, exit_on_idle, options)
 
     def consume(self, topic: str, group_id: str, exit_on_idle: float | None, options: dict) -> None:
-        consumer = consumer_create(group_id=group_id)
+        # A broker lost while running is logged once, and again once it is back; meanwhile
+        # consume() returns nothing and librdkafka reconnects and rejoins the group by itself.
+        outage = BrokerOutage(logger, "consumer")
+        consumer = consumer_create(group_id=group_id, error_cb=outage.error_cb)
         producer = producer_create()
         try:
             broker_check(consumer, timeout=options["broker_timeout"], topics=(topic,))
@@ -111,9 +114,14 @@ examples:
                 max_future=timedelta(seconds=settings.VITALS_MAX_FUTURE_SKEW_SECONDS),
                 stop_event=stop,
             )
+
+            def on_assign(consumer, partitions) -> None:
+                outage.reachable()
+                worker.on_assign(consumer, partitions)
+
             consumer.subscribe(
                 [topic],
-                on_assign=worker.on_assign,
+                on_assign=on_assign,
                 on_revoke=worker.on_revoke,
                 on_lost=worker.on_revoke,
             )
@@ -133,6 +141,8 @@ examples:
                     # as a request would (a worker never goes through the request cycle).
                     close_old_connections()
                     count = worker.process_batch()
+                    if count:
+                        outage.reachable()
                     now = time.monotonic()
                     if count or not worker.assigned:
                         last_message = now

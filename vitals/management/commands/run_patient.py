@@ -18,7 +18,7 @@ from django.core.management.base import (
 )
 
 from icu.exceptions import KafkaUnavailable
-from icu.kafka import broker_check, producer_create
+from icu.kafka import BrokerOutage, broker_check, producer_create
 from icu.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
 from vitals.contract import reading_to_message
@@ -193,10 +193,17 @@ examples:
         options: dict,
     ) -> None:
         metrics = emulator_metrics()
+        # A broker lost while running is logged once, and again when deliveries resume; the
+        # readings meanwhile wait in the producer's queue.
+        outage = BrokerOutage(logger, "producer")
         producer = producer_create(
             # Fail a reading that cannot be delivered within a minute rather than five: a
             # bedside monitor's reading is worth little once it is that stale.
-            **{"message.timeout.ms": 60_000, "queue.buffering.max.messages": 1_000_000}
+            **{
+                "message.timeout.ms": 60_000,
+                "queue.buffering.max.messages": 1_000_000,
+                "error_cb": outage.error_cb,
+            }
         )
         try:
             broker_check(producer, timeout=options["broker_timeout"], topics=(topic,))
@@ -233,6 +240,7 @@ examples:
                 topic=topic,
                 log_each=len(emulators) <= LOG_EACH_READING_UP_TO or options["verbosity"] >= 2,
                 metrics=metrics,
+                outage=outage,
             )
             try:
                 _run_schedule(
@@ -312,12 +320,19 @@ class _Emitter:
     """Produces readings and keeps count of what the broker acknowledged."""
 
     def __init__(
-        self, *, producer, topic: str, log_each: bool, metrics: EmulatorMetrics | None = None
+        self,
+        *,
+        producer,
+        topic: str,
+        log_each: bool,
+        metrics: EmulatorMetrics | None = None,
+        outage: BrokerOutage | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.log_each = log_each
         self.metrics = metrics or emulator_metrics()
+        self.outage = outage
         self.produced = self.delivered = self.failed = 0
         self.started = self.last_summary = time.monotonic()
 
@@ -325,6 +340,8 @@ class _Emitter:
         if error is None:
             self.delivered += 1
             self.metrics.delivered.inc()
+            if self.outage:
+                self.outage.reachable()
             return
         self.failed += 1
         self.metrics.failures.labels(error.name()).inc()
@@ -351,6 +368,7 @@ class _Emitter:
                 extra={
                     "patient_uuid": str(reading.patient_uuid),
                     "patient": reading.patient_name,
+                    "measured_at": reading.measured_at.isoformat(timespec="milliseconds"),
                     "pulse": reading.pulse,
                     "resp_rate": reading.resp_rate,
                     "bp": reading.bp,
