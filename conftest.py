@@ -420,6 +420,16 @@ class KafkaTopics:
     alarms_topic: str
     group_id: str
 
+    def env(self) -> dict[str, str]:
+        """The settings that point a child process (`start_manage`) at these topics."""
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "KAFKA_TOPIC": self.topic,
+            "KAFKA_DLQ_TOPIC": self.dlq_topic,
+            "KAFKA_ALARMS_TOPIC": self.alarms_topic,
+            "KAFKA_GROUP_ID": self.group_id,
+        }
+
     def produce(self, messages: list[tuple[bytes | None, bytes | None]], topic: str = "") -> None:
         producer = producer_create()
         for key, value in messages:

@@ -94,11 +94,7 @@ def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka,
         "0.1",
         log=log,
         DATABASE_URL=database_url(),
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
-        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        KAFKA_ALARMS_TOPIC=kafka.alarms_topic,
-        KAFKA_GROUP_ID=kafka.group_id,
+        **kafka.env(),
     )
     try:
         assert process.wait(timeout=30) == 0, log.read_text()

@@ -162,11 +162,7 @@ def consumer_start(
         *args,
         log=log,
         DATABASE_URL=database_url(),
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
-        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        KAFKA_ALARMS_TOPIC=kafka.alarms_topic,
-        KAFKA_GROUP_ID=kafka.group_id,
+        **kafka.env(),
     )
     if track:
         track(process)
@@ -368,11 +364,7 @@ def test_broker_restart_under_a_running_emulator_and_consumer(tmp_path: Path, se
         group_id=f"group-{suffix}",
     )
     env = {
-        "KAFKA_BOOTSTRAP_SERVERS": topics.bootstrap,
-        "KAFKA_TOPIC": topics.topic,
-        "KAFKA_DLQ_TOPIC": topics.dlq_topic,
-        "KAFKA_ALARMS_TOPIC": topics.alarms_topic,
-        "KAFKA_GROUP_ID": topics.group_id,
+        **topics.env(),
         # Tansu forgets producer ids when it restarts and then refuses every later write of an
         # idempotent producer (UNKNOWN_PRODUCER_ID, for good): see icu/kafka.producer_create.
         "KAFKA_IDEMPOTENT_PRODUCER": "false",

@@ -204,11 +204,7 @@ def test_hostile_corpus_through_the_real_consumer(kafka: KafkaTopics, tmp_path: 
         "16",
         log=log,
         DATABASE_URL=database_url(),
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
-        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        KAFKA_ALARMS_TOPIC=kafka.alarms_topic,
-        KAFKA_GROUP_ID=kafka.group_id,
+        **kafka.env(),
     )
     try:
         exit_code = process.wait(timeout=60)

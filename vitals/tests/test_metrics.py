@@ -469,13 +469,7 @@ def test_consumer_and_emulator_metrics_scraped_over_http_match_what_went_through
     total = patients * count
     consumer_port, emulator_port = free_port(), free_port()
     consumer_log, emulator_log = tmp_path / "consumer.log", tmp_path / "emulator.log"
-    kafka_env = {
-        "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap,
-        "KAFKA_TOPIC": kafka.topic,
-        "KAFKA_DLQ_TOPIC": kafka.dlq_topic,
-        "KAFKA_ALARMS_TOPIC": kafka.alarms_topic,
-        "KAFKA_GROUP_ID": kafka.group_id,
-    }
+    kafka_env = kafka.env()
     consumer = start_manage(
         "consume_vitals",
         "--batch-timeout",

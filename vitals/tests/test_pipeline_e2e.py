@@ -318,11 +318,7 @@ def test_postgresql_outage_commits_nothing_then_the_consumer_reconnects_and_catc
         "0.1",
         log=log,
         DATABASE_URL=database_url(),
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
-        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        KAFKA_ALARMS_TOPIC=kafka.alarms_topic,
-        KAFKA_GROUP_ID=kafka.group_id,
+        **kafka.env(),
     )
 
     def committed() -> int:
@@ -373,10 +369,7 @@ def test_consumer_sigterm_finishes_commits_and_exits_cleanly(kafka: KafkaTopics,
         "0.1",
         log=log,
         DATABASE_URL=database_url(),
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
-        KAFKA_DLQ_TOPIC=kafka.dlq_topic,
-        KAFKA_GROUP_ID=kafka.group_id,
+        **kafka.env(),
     )
     try:
         wait_for_log(log, "partitions assigned", process, timeout=30)
@@ -407,8 +400,7 @@ def test_emulator_sigterm_flushes_every_reading(kafka: KafkaTopics, tmp_path):
         "--interval",
         "0.2",
         log=log,
-        KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap,
-        KAFKA_TOPIC=kafka.topic,
+        **kafka.env(),
     )
     try:
         wait_for_log(log, '"emulating patients"', process, timeout=20)
