@@ -10,17 +10,10 @@ a free loopback port. Each test that uses Kafka gets topics and a consumer group
 so tests never see each other's messages.
 """
 
-import ctypes
 import json
 import os
-import pwd
-import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +30,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from icu.devservers import DevServerError, PostgresServer, free_port
 from icu.kafka import kafka_config, producer_create, topics_ensure
 from icu.process import die_with_parent, process_stop
 
@@ -87,12 +81,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("measured figures")
         for name, value in _FIGURES:
             terminalreporter.write_line(f"{name}: {value}")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subprocess_env(**overrides: str) -> dict[str, str]:
@@ -164,185 +152,6 @@ def database_url(name: str | None = None) -> str:
     return f"postgres://{user}{password}@{host}{port}/{quote(name or config['NAME'])}{query}"
 
 
-def postgresql_bindir() -> Path:
-    """Where the PostgreSQL server's programs are: the newest of Debian's
-    /usr/lib/postgresql/<version>/bin (not on PATH), else PATH."""
-    debian = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"),
-        key=lambda pg_ctl: int(re.sub(r"\D", "", pg_ctl.parent.parent.name) or 0),
-    )
-    if debian:
-        return debian[-1].parent
-    if on_path := shutil.which("pg_ctl"):
-        return Path(on_path).parent
-    pytest.fail(
-        "ICU_TEST_DB_ENGINE=postgresql needs the PostgreSQL server (initdb, pg_ctl); "
-        "`make test` installs it (apt-get install postgresql).",
-        pytrace=False,
-    )
-
-
-def _dies_with_pytest(sig: int):
-    """A `preexec_fn`: the kernel sends the child `sig` when pytest dies without tearing down
-    (e.g. pytest-timeout's os._exit), so that it does not outlive the session (Linux)."""
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
-
-    def preexec() -> None:
-        prctl(1, sig)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
-@dataclass
-class PostgresServer:
-    """A PostgreSQL server of the test session's own: a new cluster in a temporary directory,
-    listening on a free 127.0.0.1 port and on a unix socket in that directory, trust
-    authentication, no fsync. `postgres` runs in the foreground as pytest's child (no pg_ctl),
-    so that it dies with pytest. PostgreSQL refuses to run as root: as root, initdb and the
-    server run as the `postgres` system user (which Debian's package creates), owner of the
-    directory."""
-
-    bindir: Path
-    root: Path
-    port: int = 0
-    process: subprocess.Popen | None = None
-
-    SUPERUSER = "postgres"
-    # Where a session that did not get to clean up (killed) is recognised, and by whom.
-    TEMP_PREFIX = "icu-test-postgresql-"
-    OWNER_FILE = "pytest.pid"
-
-    @property
-    def datadir(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def logfile(self) -> Path:
-        return self.root / "postgresql.log"
-
-    @staticmethod
-    def run_as() -> dict:
-        """Popen arguments that run a program as the `postgres` user when we are root."""
-        if os.geteuid() != 0:
-            return {}
-        owner = pwd.getpwnam("postgres")
-        return {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-
-    @classmethod
-    def create(cls) -> "PostgresServer":
-        cls.remove_abandoned()
-        bindir = postgresql_bindir()
-        root = Path(tempfile.mkdtemp(prefix=cls.TEMP_PREFIX))
-        (root / cls.OWNER_FILE).write_text(str(os.getpid()))
-        server = cls(bindir=bindir, root=root)
-        if run_as := cls.run_as():
-            os.chown(root, run_as["user"], run_as["group"])
-        try:
-            result = subprocess.run(
-                [
-                    str(bindir / "initdb"),
-                    f"--pgdata={server.datadir}",
-                    f"--username={cls.SUPERUSER}",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",
-                    "--no-sync",
-                ],
-                cwd=root,
-                **cls.run_as(),
-                env={**os.environ, "LC_ALL": "C.UTF-8"},
-                capture_output=True,
-                text=True,
-                timeout=120,
-                check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"initdb failed:\n{result.stdout}{result.stderr}", pytrace=False)
-        except BaseException:
-            shutil.rmtree(root, ignore_errors=True)
-            raise
-        return server
-
-    @classmethod
-    def remove_abandoned(cls) -> None:
-        """Remove the directories of earlier sessions that died before their teardown (their
-        servers died with them)."""
-        for root in Path(tempfile.gettempdir()).glob(f"{cls.TEMP_PREFIX}*"):
-            try:
-                os.kill(int((root / cls.OWNER_FILE).read_text()), 0)
-            except ProcessLookupError:
-                shutil.rmtree(root, ignore_errors=True)
-            except (OSError, ValueError):
-                pass  # being created, or another user's
-
-    def start(self, timeout: float = 60) -> None:
-        """Start the server and wait until it accepts connections: on a free port the first
-        time, on the same port after stop()."""
-        attempts = 1 if self.port else 3  # another process may take the free port first
-        for attempt in range(attempts):
-            port = self.port or free_port()
-            with self.logfile.open("ab") as log:
-                process = subprocess.Popen(
-                    [
-                        str(self.bindir / "postgres"),
-                        "-D",
-                        str(self.datadir),
-                        "-p",
-                        str(port),
-                        "-k",
-                        str(self.root),
-                        "-c",
-                        "listen_addresses=127.0.0.1",
-                        "-F",  # fsync off
-                        "-c",
-                        "synchronous_commit=off",
-                        "-c",
-                        "full_page_writes=off",
-                    ],
-                    cwd=self.root,
-                    **self.run_as(),
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_dies_with_pytest(signal.SIGQUIT),  # immediate shutdown
-                )
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                try:
-                    psycopg.connect(
-                        host="127.0.0.1", port=port, user=self.SUPERUSER, dbname="postgres"
-                    ).close()
-                except psycopg.OperationalError:
-                    time.sleep(0.1)
-                else:
-                    self.port, self.process = port, process
-                    return
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-            if attempt == attempts - 1:
-                log_text = self.logfile.read_text(errors="replace")[-3000:]
-                pytest.fail(f"PostgreSQL did not start on port {port}:\n{log_text}")
-
-    def stop(self) -> None:
-        """Stop the server, ending every session (fast shutdown)."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGKILL):  # fast, immediate, kill
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=30)
-                return
-            except subprocess.TimeoutExpired:
-                continue
-
-    def remove(self) -> None:
-        try:
-            self.stop()
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def postgresql_server() -> Iterator[PostgresServer | None]:
     """The session's throwaway PostgreSQL server (ICU_TEST_DB_ENGINE=postgresql), stopped and
@@ -350,7 +159,10 @@ def postgresql_server() -> Iterator[PostgresServer | None]:
     if not django_settings.TEST_DB_THROWAWAY_POSTGRESQL:
         yield None
         return
-    server = PostgresServer.create()
+    try:
+        server = PostgresServer.create()
+    except DevServerError as exc:
+        pytest.fail(f"ICU_TEST_DB_ENGINE=postgresql: {exc}", pytrace=False)
     try:
         server.start()
         yield server

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
-from vitals.news2 import news2_of
 from vitals.selectors import alarm_limits_for
 from vitals.services import alarm_decisions_apply
 
@@ -45,9 +44,7 @@ class AlarmEngine:
             state = self.states[patient_id]
             decisions = []
             for metric in sorted(patient_metrics, key=lambda m: m.measured_at):
-                decisions += state.evaluate(
-                    metric, news2_of(metric, spo2_scale=metric.spo2_scale), limits[patient_id]
-                )
+                decisions += state.evaluate(metric, metric.news2, limits[patient_id])
             if decisions:
                 events += alarm_decisions_apply(patient=patients[patient_id], decisions=decisions)
         return events
@@ -77,12 +74,7 @@ class AlarmEngine:
             newest = stored[: WARM_UP_READINGS + len(batch)]
             recent = [m for m in newest if m.measured_at not in batch][:WARM_UP_READINGS]
             for metric in reversed(recent):
-                state.evaluate(
-                    metric,
-                    news2_of(metric, spo2_scale=metric.spo2_scale),
-                    limits[patient_id],
-                    warm_up=True,
-                )
+                state.evaluate(metric, metric.news2, limits[patient_id], warm_up=True)
             # What is open is what the database says, not what the replay concluded (limits
             # may have changed, an admin may have closed an alarm).
             for condition in state.conditions.values():

@@ -16,7 +16,6 @@ How a monitor avoids crying wolf, and how this does it:
   physiological condition; a probe-off raises the low-priority technical alarm instead.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -54,10 +53,11 @@ class LimitRule:
     unit: str
     hysteresis: float
     critical: float  # beyond this the alarm is high priority
+    low: bool = field(init=False)
 
-    @property
-    def low(self) -> bool:
-        return self.kind.endswith("_low")
+    def __post_init__(self) -> None:
+        # Set once: the detector asks for every rule of every reading.
+        object.__setattr__(self, "low", self.kind.endswith("_low"))
 
     def breached(self, value: float, limit: float) -> bool:
         return value < limit if self.low else value > limit
@@ -68,6 +68,9 @@ class LimitRule:
     def priority(self, value: float) -> str:
         critical = value < self.critical if self.low else value > self.critical
         return "high" if critical else "medium"
+
+    def message(self, value: float, limit: float) -> str:
+        return f"{self.label}: {value:g} {self.unit} ({'<' if self.low else '>'} {limit:g})"
 
 
 LIMIT_RULES = (
@@ -162,99 +165,74 @@ class PatientAlarms:
         if self.last_at is not None and reading.measured_at <= self.last_at:
             return []
         self.last_at = reading.measured_at
-        decisions = list(self._judge(reading, news2, limits))
+        decisions = self._judge(reading, news2, limits)
         return [] if warm_up else decisions
 
-    def _judge(
-        self, reading: ReadingLike, news2: News2 | None, limits: Limits
-    ) -> Iterator[Decision]:
+    # The consumer runs this on every reading of every patient: a message is formatted only
+    # for a decision, which is rare, and a priority only for a breach.
+    def _judge(self, reading: ReadingLike, news2: News2 | None, limits: Limits) -> list[Decision]:
+        decisions: list[Decision] = []
         at = reading.measured_at
-        probe_off = reading.artefact == "spo2_probe_off"
-        yield from self._step(
-            "spo2_probe_off",
-            breached=probe_off,
-            cleared=not probe_off,
-            priority="low",
-            delay=1,
-            value=reading.spo2,
-            threshold=None,
-            message="SpO2 probe off: no oximetry",
-            at=at,
-        )
-        if reading.artefact:
-            return  # not physiological: neither for nor against any condition
 
+        def decide(kind: str, outcome: tuple[str, str], value, threshold, message: str) -> None:
+            action, priority = outcome
+            decisions.append(Decision(action, kind, priority, value, threshold, message, at))
+
+        step = self._step
+        probe_off = reading.artefact == "spo2_probe_off"
+        if outcome := step("spo2_probe_off", probe_off, not probe_off, "low", 1):
+            decide("spo2_probe_off", outcome, reading.spo2, None, "SpO2 probe off: no oximetry")
+        if reading.artefact:
+            return decisions  # not physiological: neither for nor against any condition
+
+        delay = limits.delay_readings
         for rule in LIMIT_RULES:
             value = getattr(reading, rule.sign)
             limit = getattr(limits, rule.kind)
-            yield from self._step(
-                rule.kind,
-                breached=rule.breached(value, limit),
-                cleared=rule.cleared(value, limit),
-                priority=rule.priority(value),
-                delay=limits.delay_readings,
-                value=value,
-                threshold=limit,
-                message=f"{rule.label}: {value:g} {rule.unit} "
-                f"({'<' if rule.low else '>'} {limit:g})",
-                at=at,
-            )
+            if rule.low:
+                breached, cleared = value < limit, value >= limit + rule.hysteresis
+            else:
+                breached, cleared = value > limit, value <= limit - rule.hysteresis
+            priority = rule.priority(value) if breached else None
+            if outcome := step(rule.kind, breached, cleared, priority, delay):
+                decide(rule.kind, outcome, value, limit, rule.message(value, limit))
 
-        yield from self._step(
-            "asystole",
-            breached=reading.pulse < ASYSTOLE_BELOW,
-            cleared=reading.pulse >= ASYSTOLE_CLEARS_AT,
-            priority="high",
-            delay=1,
-            value=reading.pulse,
-            threshold=ASYSTOLE_BELOW,
-            message=f"No pulse: {reading.pulse} /min",
-            at=at,
-        )
+        pulse = reading.pulse
+        asystole = pulse < ASYSTOLE_BELOW
+        if outcome := step("asystole", asystole, pulse >= ASYSTOLE_CLEARS_AT, "high", 1):
+            decide("asystole", outcome, pulse, ASYSTOLE_BELOW, f"No pulse: {pulse} /min")
 
         if news2 is not None:
+            score = news2.score
             single_three = 3 in news2.subscores.values()
-            triggered = news2.score >= NEWS2_MEDIUM_AT or single_three
-            yield from self._step(
-                "news2",
-                breached=triggered,
-                cleared=news2.score <= NEWS2_CLEARS_AT and not single_three,
-                priority="high" if news2.score >= NEWS2_HIGH_AT else "medium",
-                delay=limits.delay_readings,
-                value=news2.score,
-                threshold=NEWS2_HIGH_AT if news2.score >= NEWS2_HIGH_AT else NEWS2_MEDIUM_AT,
-                message=f"NEWS2 {news2.score} ({news2.risk} risk)",
-                at=at,
-            )
+            high = score >= NEWS2_HIGH_AT
+            triggered = score >= NEWS2_MEDIUM_AT or single_three
+            cleared = score <= NEWS2_CLEARS_AT and not single_three
+            priority = "high" if high else "medium"
+            if outcome := step("news2", triggered, cleared, priority, delay):
+                threshold = NEWS2_HIGH_AT if high else NEWS2_MEDIUM_AT
+                decide("news2", outcome, score, threshold, f"NEWS2 {score} ({news2.risk} risk)")
+        return decisions
 
     def _step(
-        self,
-        kind: str,
-        *,
-        breached: bool,
-        cleared: bool,
-        priority: str,
-        delay: int,
-        value: float,
-        threshold: float | None,
-        message: str,
-        at: datetime,
-    ) -> Iterator[Decision]:
-        condition = self._condition(kind)
+        self, kind: str, breached: bool, cleared: bool, priority: str | None, delay: int
+    ) -> tuple[str, str] | None:
+        """Count one reading for one condition; return the (action, priority) it brings, if
+        any. `priority` is the breach's (None when not breached)."""
+        condition = self.conditions.get(kind)
+        if condition is None:
+            condition = self.conditions[kind] = _Condition()
         condition.breaches = condition.breaches + 1 if breached else 0
         condition.clears = condition.clears + 1 if cleared else 0
-
-        def decision(action: str, prio: str) -> Decision:
-            return Decision(action, kind, prio, value, threshold, message, at)
 
         if condition.open_priority is None:
             if condition.breaches >= delay:
                 condition.open_priority = priority
-                yield decision("raise", priority)
+                return "raise", priority
         elif condition.clears >= delay:
-            was = condition.open_priority
-            condition.open_priority = None
-            yield decision("resolve", was)
+            was, condition.open_priority = condition.open_priority, None
+            return "resolve", was
         elif breached and PRIORITY_RANK[priority] > PRIORITY_RANK[condition.open_priority]:
             condition.open_priority = priority
-            yield decision("escalate", priority)
+            return "escalate", priority
+        return None

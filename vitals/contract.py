@@ -146,12 +146,15 @@ def _reject_constant(name: str) -> None:
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
+    obj = dict(pairs)  # in C: the loop below runs only for a message that has a duplicate
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
             raise InvalidReading("duplicate_field", f"field '{name:.60}' appears more than once")
-        obj[name] = value
-    return obj
+        seen.add(name)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _as_int(data: dict[str, Any], name: str) -> int:
@@ -257,7 +260,8 @@ def reading_parse(
         raise InvalidReading("missing_field", f"missing field(s): {', '.join(missing)}")
 
     patient_uuid = _parse_uuid(_as_str(data, "patient_uuid"), what="'patient_uuid'")
-    if key is not None:
+    # The key is nearly always the body's uuid as the same text: no second parse then.
+    if key is not None and key != data["patient_uuid"].encode():
         try:
             key_uuid = _parse_uuid(key.decode("utf-8"), what="key")
         except (UnicodeDecodeError, InvalidReading):

@@ -3,6 +3,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.functional import cached_property
+
+from vitals.news2 import News2, news2_of
 
 
 class Consciousness(models.TextChoices):
@@ -82,6 +85,13 @@ class PatientMetric(models.Model):
     def bp(self) -> str:
         """Blood pressure as clinicians write it: "120/80"."""
         return f"{self.systolic}/{self.diastolic}"
+
+    @cached_property
+    def news2(self) -> News2 | None:
+        """The whole NEWS2 (sub-scores too) on the reading's stored SpO2 scale; None for an
+        artefact. The storage service sets it as it scores a new reading, so that the alarm
+        engine does not score the same reading twice."""
+        return news2_of(self, spo2_scale=self.spo2_scale)
 
 
 class AlarmLimits(models.Model):

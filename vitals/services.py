@@ -1,12 +1,14 @@
 """Writes of vital-sign readings."""
 
 import logging
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
@@ -44,12 +46,9 @@ def metric_bulk_store(
     """Store a batch of readings in one transaction: exactly once, whatever is re-delivered.
 
     Duplicates inside the batch are dropped first (the first copy wins). Readings already in
-    the database are skipped thanks to the unique (patient, measured_at) index:
-    - PostgreSQL: one INSERT ... SELECT FROM unnest(<one array per column>) ON CONFLICT DO
-      NOTHING RETURNING, whatever the batch size; RETURNING says exactly which rows went in,
-      even when another consumer wrote some of them a moment before;
-    - other databases: a look-up of the batch's time range, then bulk_create(ignore_conflicts)
-      (on SQLite the write lock, taken at BEGIN, keeps other writers out in between).
+    the database are skipped by the unique (patient, measured_at) index: one INSERT ... ON
+    CONFLICT DO NOTHING RETURNING (see `_metric_insert`), which also says exactly which rows
+    went in, even when another consumer wrote some of them a moment before.
     Each patient's `latest_metric` is brought up to date in the same transaction, so that the
     ward list never points at a reading that is not committed.
     """
@@ -64,19 +63,7 @@ def metric_bulk_store(
         names = {r.patient_uuid: r.patient_name for r in unique.values()}
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
-        if connection.vendor == "postgresql":
-            new = _metric_insert_postgresql(candidates)
-        else:
-            times = [m.measured_at for m in candidates]
-            existing = set(
-                PatientMetric.objects.filter(
-                    patient_id__in=[p.id for p in patients.values()],
-                    measured_at__gte=min(times),
-                    measured_at__lte=max(times),
-                ).values_list("patient_id", "measured_at")
-            )
-            new = [m for m in candidates if (m.patient_id, m.measured_at) not in existing]
-            PatientMetric.objects.bulk_create(new, ignore_conflicts=True)
+        new = _metric_insert(candidates)
         touched = {m.patient_id for m in new}
         if touched:
             patient_latest_metric_refresh(patient_ids=touched)
@@ -85,35 +72,91 @@ def metric_bulk_store(
     )
 
 
-def _metric_insert_postgresql(candidates: list[PatientMetric]) -> list[PatientMetric]:
-    """INSERT the candidates in one statement, one array parameter per column, skipping those
-    already stored; return those inserted (with their ids), in the candidates' order."""
-    columns = [f for f in PatientMetric._meta.concrete_fields if not f.primary_key]
-    table = PatientMetric._meta.db_table
+# The columns the write path inserts, and how to read them off a PatientMetric in one call.
+_INSERT_FIELDS = [f for f in PatientMetric._meta.concrete_fields if not f.primary_key]
+_INSERT_VALUES = attrgetter(*(f.attname for f in _INSERT_FIELDS))
+_DATETIME_COLUMNS = [i for i, f in enumerate(_INSERT_FIELDS) if isinstance(f, models.DateTimeField)]
+_KEY_COLUMNS = (
+    _INSERT_FIELDS.index(PatientMetric._meta.get_field("patient")),
+    _INSERT_FIELDS.index(PatientMetric._meta.get_field("measured_at")),
+)
+
+
+def _metric_db_values(metric: PatientMetric) -> list:
+    """The row to INSERT for a metric, in `_INSERT_FIELDS` order.
+
+    The hot path of the consumer, so not Field.get_db_prep_save() on every value (a third of
+    the consumer's time): `_metric` builds every value from a validated Reading with its
+    column's Python type already, which those calls would return unchanged, except for the
+    datetimes, which go through the backend's own adaptation (text in UTC on SQLite). A test
+    holds this equal to get_db_prep_save() for every column.
+    """
+    values = list(_INSERT_VALUES(metric))
+    adapt = connection.ops.adapt_datetimefield_value
+    for i in _DATETIME_COLUMNS:
+        values[i] = adapt(values[i])
+    return values
+
+
+def _metric_insert(candidates: list[PatientMetric]) -> list[PatientMetric]:
+    """INSERT the candidates, skipping those already stored; return those inserted (with their
+    ids), in the candidates' order.
+
+    One statement that says which rows it inserted (ON CONFLICT DO NOTHING RETURNING, SQLite
+    3.35+ and PostgreSQL), instead of bulk_create, which cannot tell which rows it skipped and
+    costs more in Python than the database takes to write:
+    - PostgreSQL: INSERT ... SELECT FROM unnest(<one array per column>), one statement and 15
+      parameters whatever the batch size;
+    - SQLite: INSERT ... VALUES (...), (...), as many rows per statement as its limit on
+      parameters allows (32,766 since SQLite 3.32, not the 999 Django assumes).
+    Only the model's own table and column names go into the SQL text (quoted); values are
+    parameters.
+    """
+    rows = [_metric_db_values(m) for m in candidates]
     quote = connection.ops.quote_name
-    names = ", ".join(quote(f.column) for f in columns)
-    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in columns)
-    # Only the model's own table and column names go into the text (quoted); values are
-    # parameters.
-    sql = (
-        f"INSERT INTO {quote(table)} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        f"ON CONFLICT ({quote('patient_id')}, {quote('measured_at')}) DO NOTHING "
+    names = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
+    head = f"INSERT INTO {quote(PatientMetric._meta.db_table)} ({names}) "
+    tail = (
+        f" ON CONFLICT ({quote('patient_id')}, {quote('measured_at')}) DO NOTHING "
         f"RETURNING {quote('id')}, {quote('patient_id')}, {quote('measured_at')}"
     )
-    params = [
-        [f.get_db_prep_save(getattr(m, f.attname), connection) for m in candidates] for f in columns
-    ]
+    inserted: dict[tuple, int] = {}
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        inserted = {(patient_id, measured_at): pk for pk, patient_id, measured_at in cursor}
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in _INSERT_FIELDS)
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            cursor.execute(f"{head}SELECT * FROM unnest({arrays}){tail}", columns)  # noqa: S608
+            inserted.update(((p, at), pk) for pk, p, at in cursor.fetchall())
+        else:
+            # Django's SQLite connection parses a returned datetime column into a naive UTC
+            # datetime: adapted again, it is the very text that was sent.
+            adapt = connection.ops.adapt_datetimefield_value
+            per_statement = _max_query_params() // len(_INSERT_FIELDS)
+            group = f"({', '.join(['%s'] * len(_INSERT_FIELDS))})"
+            for i in range(0, len(rows), per_statement):
+                chunk = rows[i : i + per_statement]
+                values = ", ".join([group] * len(chunk))
+                params = [v for row in chunk for v in row]
+                cursor.execute(f"{head}VALUES {values}{tail}", params)
+                inserted.update(((p, adapt(at)), pk) for pk, p, at in cursor.fetchall())
     new = []
-    for metric in candidates:
-        pk = inserted.get((metric.patient_id, metric.measured_at))
+    patient_column, time_column = _KEY_COLUMNS
+    for metric, row in zip(candidates, rows, strict=True):
+        pk = inserted.get((row[patient_column], row[time_column]))
         if pk is not None:
             metric.pk = pk
             metric._state.adding = False
             new.append(metric)
     return new
+
+
+def _max_query_params() -> int:
+    """Parameters one statement may have: SQLite's run-time limit (Django assumes 999, the
+    default before SQLite 3.32); Django's figure elsewhere."""
+    if connection.vendor == "sqlite":
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return connection.features.max_query_params or 65_535
 
 
 def _metric(reading: Reading, patient: Patient, received_at: datetime) -> PatientMetric:
@@ -132,7 +175,8 @@ def _metric(reading: Reading, patient: Patient, received_at: datetime) -> Patien
         spo2_scale=patient.spo2_scale,
         received_at=received_at,
     )
-    score = news2_of(metric, spo2_scale=metric.spo2_scale)
+    # Scored once: the alarm engine reads the same result from `metric.news2`.
+    metric.news2 = score = news2_of(metric, spo2_scale=metric.spo2_scale)
     if score is not None:
         metric.news2_score, metric.news2_risk = score.score, score.risk
     return metric
