@@ -1,0 +1,154 @@
+"""`make bench`: every benchmark, a table of figures with their references and ratios, and
+bench/results/latest.json.
+
+examples:
+  python -m bench                         # everything (what `make bench` runs)
+  python -m bench ingest emulator         # some of them
+  python -m bench --quick                 # every benchmark at a small scale (a smoke run)
+  python -m bench ingest --engine sqlite  # one engine only
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import api_scale, emulator, freshness, ingest
+from bench.common import BASE_DIR, ENGINES, Figure, progress, world
+
+RESULTS = BASE_DIR / "bench" / "results"
+
+# name -> (function, full-size arguments, --quick arguments)
+BENCHMARKS = {
+    "ingest": (
+        ingest.run,
+        {"patients": 1000, "per_patient": 200, "sample": 2000},
+        {"patients": 50, "per_patient": 40, "sample": 200},
+    ),
+    "emulator": (
+        emulator.run,
+        {"patients": 10_000, "warm_up": 10, "window": 30},
+        {"patients": 200, "warm_up": 2, "window": 5},
+    ),
+    "freshness": (
+        freshness.run,
+        {"patients": 1000, "sample": 20, "warm_up": 10, "window": 30},
+        {"patients": 50, "sample": 5, "warm_up": 3, "window": 5},
+    ),
+    "api_scale": (
+        api_scale.run,
+        {"readings": 10_000_000, "patients": 1000, "repeat": 200},
+        {"readings": 200_000, "patients": 100, "repeat": 40},
+    ),
+}
+
+
+def table(figures: list[Figure]) -> str:
+    header = (
+        "benchmark",
+        "engine",
+        "figure",
+        "value",
+        "reference",
+        "ref value",
+        "ratio",
+        "target",
+        "met",
+    )
+    rows = [header]
+    for f in figures:
+        rows.append(
+            (
+                f.benchmark,
+                f.engine or "-",
+                f.figure,
+                f"{f.value:,.3g} {f.unit}" if f.value < 100 else f"{f.value:,.0f} {f.unit}",
+                f.reference or "-",
+                "-"
+                if f.reference_value is None
+                else (
+                    f"{f.reference_value:,.3g}"
+                    if f.reference_value < 100
+                    else f"{f.reference_value:,.0f}"
+                ),
+                "-" if f.ratio is None else f"{f.ratio:.2f}x",
+                f.target or "-",
+                {True: "yes", False: "NO", None: "-"}[f.met],
+            )
+        )
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    lines = [
+        "| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+        for row in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "benchmarks",
+        nargs="*",
+        choices=[[], *BENCHMARKS],
+        metavar="BENCHMARK",
+        help=f"Which to run (default all): {', '.join(BENCHMARKS)}.",
+    )
+    parser.add_argument(
+        "--engine",
+        action="append",
+        choices=ENGINES,
+        help="Database engine(s) to run on (default both).",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="Small sizes: checks the benchmarks run, measures little.",
+    )
+    parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    args = parser.parse_args()
+    names = args.benchmarks or list(BENCHMARKS)
+    engines = args.engine or list(ENGINES)
+    started = time.monotonic()
+    figures: list[Figure] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="icu-bench-") as tmp,
+        world(Path(tmp), postgresql="postgresql" in engines) as w,
+    ):
+        for name in names:
+            function, full, quick = BENCHMARKS[name]
+            progress(f"== {name}")
+            figures += function(w, engines=engines, **(quick if args.quick else full))
+    print(table(figures))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(tz=UTC).isoformat(timespec="seconds"),
+                "quick": args.quick,
+                "machine": {
+                    "cpus": __import__("os").cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "seconds": round(time.monotonic() - started),
+                "figures": [f.to_json() for f in figures],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    progress(f"wrote {args.output} ({time.monotonic() - started:.0f} s in all)")
+    return 0 if all(f.met is not False for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,272 @@
+"""API at scale: 10 million readings over 1,000 patients, then the two reads a central station
+makes all day, through Django's test client, against the same queries in raw SQL.
+
+- a patient's last hour: `GET /api/patients/{uuid}/metrics/?since=<1 h ago>` (its first page,
+  100 readings); raw: the patient by uuid, then the page (LIMIT 101, as the cursor paginator
+  asks);
+- the ward: `GET /api/patients/?ordering=-news2` (first page, 50 patients, with their latest
+  reading, NEWS2 and open alarms); raw: the count, the page joined to the latest readings, the
+  page's open alarms.
+The database is filled by a fast bulk path (raw executemany on SQLite, COPY on PostgreSQL), one
+reading per patient per second, time-interleaved as a ward writes them, with the indexes in
+place; NEWS2 scored by the project's own function; 10% of the patients with an open alarm.
+"""
+
+import argparse
+import random
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+
+from bench.common import Figure, World, django_setup, emit, percentile, progress, run_child
+
+CHUNK = 20_000
+
+
+def generate(*, readings: int, patients: int) -> None:
+    from django.db import connection
+
+    from patients.models import Patient
+    from vitals.models import Alarm, PatientMetric
+    from vitals.news2 import news2_score
+
+    per_patient = readings // patients
+    end = datetime.now(tz=UTC).replace(microsecond=0)
+    start = end - timedelta(seconds=per_patient - 1)
+    Patient.objects.bulk_create(
+        Patient(uuid=uuid.UUID(int=i + 1), name=f"bed-{i + 1:04d}") for i in range(patients)
+    )
+    ids = list(Patient.objects.order_by("id").values_list("id", flat=True))
+    rng = random.Random(7)
+    # A random walk per patient around its own baseline: values move like a monitor's.
+    state = {pid: [rng.gauss(80, 12), rng.gauss(16, 3), rng.gauss(125, 15), rng.gauss(96, 2),
+                   rng.gauss(37, 0.5)] for pid in ids}  # fmt: skip
+
+    @lru_cache(maxsize=200_000)
+    def score(resp: int, spo2: int, systolic: int, pulse: int, temp: float):
+        s = news2_score(resp_rate=resp, spo2=spo2, on_oxygen=False, systolic=systolic,
+                        pulse=pulse, consciousness="A", temperature=temp)  # fmt: skip
+        return s.score, s.risk
+
+    columns = ["patient_id", "measured_at", "pulse", "resp_rate", "systolic", "diastolic",
+               "spo2", "temperature", "on_oxygen", "consciousness", "artefact", "news2_score",
+               "news2_risk", "spo2_scale", "received_at"]  # fmt: skip
+    assert set(columns) == {f.column for f in PatientMetric._meta.concrete_fields} - {"id"}
+    sqlite = connection.vendor == "sqlite"
+
+    def rows(step: int):
+        at = start + timedelta(seconds=step)
+        at_db = at.replace(tzinfo=None).isoformat(" ") if sqlite else at
+        out = []
+        for pid in ids:
+            v = state[pid]
+            v[0] += rng.gauss(0, 1.5)
+            v[1] += rng.gauss(0, 0.4)
+            v[2] += rng.gauss(0, 2)
+            v[3] += rng.gauss(0, 0.3)
+            v[4] += rng.gauss(0, 0.02)
+            # Pulled back to each baseline, so that no walk wanders off the chart.
+            v[0] += (80 - v[0]) * 0.01
+            v[1] += (16 - v[1]) * 0.01
+            v[2] += (125 - v[2]) * 0.01
+            v[3] += (96 - v[3]) * 0.01
+            v[4] += (37 - v[4]) * 0.01
+            pulse, resp, sbp = round(v[0]), max(4, round(v[1])), round(v[2])
+            spo2, temp = min(100, round(v[3])), round(v[4], 1)
+            news2, risk = score(resp, spo2, sbp, pulse, temp)
+            out.append((pid, at_db, pulse, resp, sbp, sbp - 40, spo2, temp, False, "A", "",
+                        news2, risk, 1, at_db))  # fmt: skip
+        return out
+
+    table = PatientMetric._meta.db_table
+    started = time.monotonic()
+    steps_per_chunk = max(1, CHUNK // patients)
+    with connection.cursor() as cursor:
+        if sqlite:
+            cursor.execute("PRAGMA cache_size=-400000")  # 400 MB: the index pages stay hot
+        for first in range(0, per_patient, steps_per_chunk):
+            batch = [
+                r
+                for step in range(first, min(per_patient, first + steps_per_chunk))
+                for r in rows(step)
+            ]
+            if sqlite:
+                placeholders = ", ".join(["%s"] * len(columns))
+                cursor.executemany(
+                    f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})",
+                    batch,
+                )
+            else:
+                with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in batch:
+                        copy.write_row(row)
+            done = (first + steps_per_chunk) * patients
+            if first // steps_per_chunk % 25 == 0:
+                rate = done / (time.monotonic() - started)
+                progress(
+                    f"api_scale: {min(done, readings):,} of {readings:,} readings ({rate:,.0f}/s)"
+                )
+    from vitals.services import patient_latest_metric_refresh
+
+    patient_latest_metric_refresh(patient_ids=set(ids))
+    Alarm.objects.bulk_create(
+        Alarm(patient_id=pid, kind="pulse_high", priority="medium", value=125, threshold=120,
+              message="Pulse high: 125 /min (> 120)", raised_at=end)
+        for pid in ids[::10]
+    )  # fmt: skip
+    if not sqlite:
+        cursor = connection.cursor()
+        cursor.execute(f"ANALYZE {table}")
+    stored, seconds = PatientMetric.objects.count(), time.monotonic() - started
+    progress(f"api_scale: {stored:,} readings stored in {seconds:.0f} s")
+
+
+def _timed(function, repeat: int) -> list[float]:
+    times = []
+    for i in range(repeat):
+        started = time.perf_counter()
+        function(i)
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def measure(*, repeat: int, engine: str) -> list[Figure]:
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test import Client
+    from rest_framework.authtoken.models import Token
+
+    from patients.models import Patient
+    from vitals.models import PatientMetric
+
+    user = get_user_model().objects.create_superuser("bench-api", password=None)
+    client = Client(
+        HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
+    )
+    patients = list(Patient.objects.values_list("id", "uuid"))
+    newest = PatientMetric.objects.order_by("-measured_at").values_list("measured_at", flat=True)[0]
+    since = newest - timedelta(hours=1)
+    rng = random.Random(3)
+    picks = [rng.choice(patients) for _ in range(repeat)]
+    prefix = f"/{settings.API_PREFIX}"
+    metric_columns = ", ".join(f.column for f in PatientMetric._meta.concrete_fields)
+
+    def api_metrics(i: int) -> None:
+        response = client.get(
+            f"{prefix}patients/{picks[i][1]}/metrics/", {"since": since.isoformat()}
+        )
+        assert response.status_code == 200 and len(response.json()["results"]) == 100, (
+            response.content[:300]
+        )
+
+    def raw_metrics(i: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id, name FROM patients_patient WHERE uuid = %s",
+                [picks[i][1].hex if connection.vendor == "sqlite" else picks[i][1]],
+            )
+            ((pid, _),) = cursor.fetchall()
+            cursor.execute(
+                f"SELECT {metric_columns} FROM vitals_patientmetric WHERE patient_id = %s "
+                "AND measured_at >= %s ORDER BY measured_at DESC LIMIT 101",
+                [pid, connection.ops.adapt_datetimefield_value(since)],
+            )
+            assert len(cursor.fetchall()) == 101
+
+    joined_columns = ", ".join("m." + c for c in metric_columns.split(", "))
+
+    def api_ward(i: int) -> None:
+        response = client.get(f"{prefix}patients/", {"ordering": "-news2"})
+        assert response.status_code == 200 and len(response.json()["results"]) == 50
+
+    def raw_ward(i: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM patients_patient")
+            cursor.execute(
+                f"SELECT p.id, p.uuid, p.name, {joined_columns} FROM patients_patient p "
+                "LEFT JOIN vitals_patientmetric m ON m.id = p.latest_metric_id "
+                "ORDER BY m.news2_score DESC NULLS LAST, p.name LIMIT 50"
+            )
+            page = cursor.fetchall()
+            ids = [row[0] for row in page]
+            cursor.execute(
+                "SELECT * FROM vitals_alarm WHERE state IN ('active', 'acknowledged') "
+                f"AND patient_id IN ({', '.join(['%s'] * len(ids))}) ORDER BY raised_at DESC",
+                ids,
+            )
+            cursor.fetchall()
+            assert len(page) == 50
+
+    readings = PatientMetric.objects.count()
+    figures = []
+    for name, api, raw in (("patient's last hour (100 readings)", api_metrics, raw_metrics),
+                           ("ward list, by NEWS2 (50 patients)", api_ward, raw_ward)):  # fmt: skip
+        api(0), raw(0)  # warm caches and connections alike
+        # Interleaved rounds: a noisy neighbour hits both alike.
+        api_ms, raw_ms = [], []
+        for _ in range(4):
+            api_ms += _timed(api, repeat // 4)
+            raw_ms += _timed(raw, repeat // 4)
+        for q in (50, 99):
+            figures.append(
+                Figure(
+                    "api_scale",
+                    f"{name} p{q}",
+                    percentile(api_ms, q),
+                    "ms",
+                    reference=f"raw SQL p{q}",
+                    reference_value=percentile(raw_ms, q),
+                    target="<= 3" if q == 99 else "",
+                    engine=engine,
+                    details={"readings": readings, "requests": len(api_ms)},
+                )
+            )
+    return figures
+
+
+def run(
+    world: World, *, engines: list[str], readings: int, patients: int, repeat: int
+) -> list[Figure]:
+    figures = []
+    for engine in engines:
+        url = world.database(engine, f"api_scale_{engine}")
+        env = world.env(url)
+        progress(
+            f"api_scale on {engine}: generating {readings:,} readings for {patients:,} patients"
+        )
+        run_child(
+            "bench.api_scale",
+            "generate",
+            "--readings",
+            str(readings),
+            "--patients",
+            str(patients),
+            env=env,
+        )
+        figures += run_child(
+            "bench.api_scale", "measure", "--repeat", str(repeat), "--engine", engine, env=env
+        )
+        world.drop(engine, f"api_scale_{engine}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="API at scale (run by `python -m bench`).")
+    parser.add_argument("what", choices=["generate", "measure"])
+    parser.add_argument("--readings", type=int, default=10_000_000)
+    parser.add_argument("--patients", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--engine", default="sqlite")
+    args = parser.parse_args()
+    django_setup()
+    if args.what == "generate":
+        generate(readings=args.readings, patients=args.patients)
+        emit([])
+    else:
+        emit(measure(repeat=args.repeat, engine=args.engine))
+
+
+if __name__ == "__main__":
+    main()
