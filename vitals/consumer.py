@@ -98,7 +98,7 @@ class VitalsConsumer:
         dlq_topic: str,
         alarms_topic: str | None = None,
         batch_size: int = 1000,
-        batch_timeout: float = 0.25,
+        batch_timeout: float = 0.1,
         max_future: timedelta = timedelta(minutes=5),
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,

@@ -4,16 +4,21 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
+import factory
 import pytest
 import yaml
 from django.core.management import call_command
+from django.urls import reverse
+from rest_framework import serializers
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
+from vitals.models import PatientMetric
 from vitals.news2 import news2_score
+from vitals.serializers import MetricSerializer
 from vitals.services import metric_bulk_store
 from vitals.tests.factories import T0, AlarmFactory
 
@@ -662,3 +667,59 @@ def test_swagger_docs_for_a_logged_in_user(client, user) -> None:
     content = response.content.decode()
     assert "SwaggerUIBundle" in content
     assert "/api/schema/" in content
+
+
+@pytest.mark.parametrize("ward", [1, 32, 400])
+def test_the_ward_by_acuity_takes_the_same_queries_whatever_its_size(
+    api_client: APIClient, django_assert_max_num_queries, ward: int
+) -> None:
+    """The central station's read (bench/api_scale.py times it over 1,000 patients): six
+    queries for 1 bed or 400, every patient with a reading, a score and an open alarm."""
+    store(*(reading(uuid.uuid4(), f"bed-{n:03d}", n, pulse=60 + n % 90) for n in range(ward)))
+    AlarmFactory.create_batch(ward, patient=factory.Iterator(Patient.objects.all()))
+
+    with django_assert_max_num_queries(6):
+        response = api_client.get("/api/patients/", {"ordering": "-news2", "page_size": 500})
+
+    results = response.json()["results"]
+    assert len(results) == ward
+    scores = [p["news2"]["score"] for p in results]
+    assert scores == sorted(scores, reverse=True)
+    assert all(len(p["active_alarms"]) == 1 for p in results)
+
+
+def test_patient_links_are_the_urls_django_reverses(api_client: APIClient) -> None:
+    """PatientLinkField reverses once per response; each patient's links must still be its
+    own, as HyperlinkedIdentityField would make them."""
+    patients = PatientFactory.create_batch(3)
+
+    results = api_client.get("/api/patients/").json()["results"]
+
+    request_host = "http://testserver"
+    assert {p["uuid"]: (p["url"], p["metrics_url"], p["alarm_limits_url"]) for p in results} == {
+        str(patient.uuid): (
+            request_host + reverse("api:patient-detail", kwargs={"patient_uuid": patient.uuid}),
+            request_host + reverse("api:patient-metrics", kwargs={"patient_uuid": patient.uuid}),
+            request_host
+            + reverse("api:patient-alarm-limits", kwargs={"patient_uuid": patient.uuid}),
+        )
+        for patient in patients
+    }
+
+
+def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it() -> None:
+    """MetricSerializer builds its dict directly for speed: for every kind of reading it must
+    equal what DRF makes of the declared fields (which also document the schema)."""
+    patient = uuid.uuid4()
+    store(
+        reading(patient, "ann", 0),
+        reading(patient, "ann", 1, artefact="spo2_probe_off", spo2=60),
+        reading(patient, "ann", 2, on_oxygen=True, consciousness="V", temperature=39.4),
+    )
+    metrics = list(PatientMetric.objects.all())
+    assert len(metrics) == 3
+    for metric in metrics:
+        fast = MetricSerializer(metric).data
+        walk = serializers.ModelSerializer.to_representation(MetricSerializer(), metric)
+        assert fast == walk
+        assert list(fast) == list(walk)

@@ -62,9 +62,9 @@ examples:
         parser.add_argument(
             "--batch-timeout",
             type=float,
-            default=0.25,
+            default=0.1,
             help="Longest wait in seconds to fill a batch; bounds the delay a reading spends "
-            "waiting for others (default 0.25).",
+            "waiting for others (default 0.1; a full batch goes at once).",
         )
         parser.add_argument(
             "--exit-on-idle",
