@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test lint format audit clean postgresql-binaries
+.PHONY: help install run test bench lint format audit clean postgresql-binaries
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -52,6 +52,11 @@ test: $(INSTALLED) lint postgresql-binaries ## Lint, check migrations, run the s
 		$(PY) manage.py makemigrations --check --dry-run
 	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite $(PY) -m pytest
 	env -u DATABASE_URL ICU_TEST_DB_ENGINE=postgresql $(PY) -m pytest
+
+# Not part of `make test`: 10-15 minutes on 2 cores, and what it measures is speed, which a noisy
+# shared machine makes vary; each figure is a ratio against a reference measured in the same run.
+bench: $(INSTALLED) postgresql-binaries ## Benchmarks: a table of figures and bench/results/latest.json
+	env -u DATABASE_URL $(PY) -m bench $(BENCH_ARGS)
 
 postgresql-binaries:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_scale, emulator, freshness, ingest
+from bench import api_scale, emulator, freshness, ingest, memory
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
 RESULTS = BASE_DIR / "bench" / "results"
@@ -43,6 +43,11 @@ BENCHMARKS = {
         api_scale.run,
         {"readings": 10_000_000, "patients": 1000, "repeat": 200},
         {"readings": 200_000, "patients": 100, "repeat": 40},
+    ),
+    "memory": (
+        memory.run,
+        {"patients": 1000, "rounds": 10, "first": 100_000},
+        {"patients": 50, "rounds": 4, "first": 5_000},
     ),
 }
 

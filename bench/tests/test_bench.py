@@ -1,0 +1,78 @@
+"""The benchmarks' own arithmetic, and one benchmark run end to end at a small size, so that
+`make bench` does not rot between the times someone runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.__main__ import table
+from bench.common import BASE_DIR, Figure, percentile
+
+
+def test_percentile_is_a_measured_value_by_nearest_rank():
+    values = [5.0, 1.0, 4.0, 2.0, 3.0]
+    assert [percentile(values, q) for q in (1, 20, 50, 80, 99, 100)] == [
+        1.0,
+        1.0,
+        3.0,
+        4.0,
+        5.0,
+        5.0,
+    ]
+    assert percentile(list(range(1, 1001)), 99) == 990
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+
+
+def test_a_target_is_judged_on_the_ratio_when_there_is_a_reference_else_on_the_value():
+    consumer = Figure("ingest", "consume_vitals", 15_000, "rows/s", reference="bulk_create",
+                      reference_value=20_000, target=">= 0.75")  # fmt: skip
+    assert (consumer.ratio, consumer.met) == (0.75, True)
+    consumer.value = 14_999
+    assert consumer.met is False
+    latency = Figure("freshness", "p99", 1001, "ms", target="<= 1000")
+    assert (latency.ratio, latency.met) == (None, False)
+    assert Figure("emulator", "p50", 3, "ms").met is None
+
+
+def test_the_table_shows_value_reference_ratio_target_and_verdict():
+    rows = table([
+        Figure("api_scale", "ward p99", 12.5, "ms", reference="raw SQL p99", reference_value=2.5,
+               target="<= 3", engine="sqlite"),
+        Figure("emulator", "CPU used", 0.84, "cores", target="<= 1.0"),
+    ]).splitlines()  # fmt: skip
+    assert [c.strip() for c in rows[0].split("|")[1:-1]] == [
+        "benchmark", "engine", "figure", "value", "reference", "ref value", "ratio", "target", "met"
+    ]  # fmt: skip
+    assert [c.strip() for c in rows[2].split("|")[1:-1]] == [
+        "api_scale", "sqlite", "ward p99", "12.5 ms", "raw SQL p99", "2.5", "5.00x", "<= 3", "NO"
+    ]  # fmt: skip
+    assert [c.strip() for c in rows[3].split("|")[1:-1]] == [
+        "emulator", "-", "CPU used", "0.84 cores", "-", "-", "-", "<= 1.0", "yes"
+    ]  # fmt: skip
+
+
+@pytest.mark.e2e
+def test_the_memory_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path):
+    """`python -m bench memory --quick`: the real broker, consume_vitals and a database of its
+    own; 20,000 readings; the JSON holds the figure with its reference and verdict."""
+    output = tmp_path / "latest.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "memory", "--quick", "--engine", "sqlite",
+         "--output", str(output)],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["quick"] is True
+    (figure,) = results["figures"]
+    assert figure["benchmark"] == "memory"
+    assert figure["figure"] == "consumer RSS after 20,000"
+    assert figure["reference"] == "RSS after 5,000"
+    assert 20 < figure["reference_value"] < 2000
+    assert figure["ratio"] == pytest.approx(figure["value"] / figure["reference_value"])
+    assert figure["met"] is (figure["ratio"] <= 1.1)
+    assert figure["details"]["readings"] == 20_000
+    assert "consumer RSS after 20,000" in result.stdout
