@@ -25,7 +25,7 @@ CHUNK = 20_000
 
 
 def generate(*, readings: int, patients: int) -> None:
-    from django.db import connection
+    from django.db import connection, transaction
 
     from patients.models import Patient
     from vitals.models import Alarm, PatientMetric
@@ -86,6 +86,8 @@ def generate(*, readings: int, patients: int) -> None:
         if sqlite:
             cursor.execute("PRAGMA cache_size=-400000")  # 400 MB: the index pages stay hot
         for first in range(0, per_patient, steps_per_chunk):
+            # A transaction per chunk: in autocommit SQLite would commit every row.
+            transaction.set_autocommit(False)
             batch = [
                 r
                 for step in range(first, min(per_patient, first + steps_per_chunk))
@@ -101,6 +103,8 @@ def generate(*, readings: int, patients: int) -> None:
                 with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in batch:
                         copy.write_row(row)
+            transaction.commit()
+            transaction.set_autocommit(True)
             done = (first + steps_per_chunk) * patients
             if first // steps_per_chunk % 25 == 0:
                 rate = done / (time.monotonic() - started)
