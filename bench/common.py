@@ -121,6 +121,18 @@ def child_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+def topic_env(topic: str) -> dict[str, str]:
+    """This process's environment with the commands pointed at `topic` and topics and a group
+    of its own, so that measurements never read each other's messages."""
+    return {
+        **os.environ,
+        "KAFKA_TOPIC": topic,
+        "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
+        "KAFKA_ALARMS_TOPIC": f"{topic}.alarms",
+        "KAFKA_GROUP_ID": f"{topic}-group",
+    }
+
+
 def manage(*args: str, log: Path, env: dict[str, str]) -> subprocess.Popen:
     """Start `python manage.py <args>`, its output going to `log`."""
     with log.open("wb") as out:

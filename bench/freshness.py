@@ -23,6 +23,7 @@ from bench.common import (
     run_child,
     stop,
     topic_create,
+    topic_env,
     wait_for_log,
 )
 
@@ -30,8 +31,6 @@ from bench.common import (
 def measure(
     *, patients: int, sample: int, warm_up: float, window: float, topic: str, workdir
 ) -> list[Figure]:
-    import os
-
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -42,8 +41,7 @@ def measure(
     user = get_user_model().objects.create_superuser("bench", password=None)
     token = Token.objects.create(user=user)
     client = Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Token {token.key}")
-    env = {**os.environ, "KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-           "KAFKA_ALARMS_TOPIC": f"{topic}.alarms", "KAFKA_GROUP_ID": f"{topic}-group"}  # fmt: skip
+    env = topic_env(topic)
     consumer = manage("consume_vitals", log=workdir / "freshness-consumer.log", env=env)
     emulator = manage(
         "run_patient", "--patients", str(patients), "--interval", "1", "--scenario", "random",

@@ -16,7 +16,6 @@ Run alone: python -m bench ingest   (or: python -m bench --help)
 """
 
 import argparse
-import os
 import pickle
 import time
 import uuid
@@ -33,6 +32,7 @@ from bench.common import (
     progress,
     run_child,
     stop,
+    topic_env,
     wait_for_log,
 )
 
@@ -209,19 +209,7 @@ def measure_consumer(data: Path, engine: str, workdir: Path) -> list[Figure]:
 
     log = workdir / f"consumer-{engine}.log"
     started_wall = time.time()
-    process = manage(
-        "consume_vitals",
-        "--topic",
-        topic,
-        "--group-id",
-        f"{topic}-group",
-        log=log,
-        env={
-            **os.environ,
-            "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-            "KAFKA_ALARMS_TOPIC": f"{topic}.alarms",
-        },
-    )
+    process = manage("consume_vitals", log=log, env=topic_env(topic))
     try:
         wait_for_log(log, "partitions assigned", process, timeout=60)
         stored, last_report = 0, time.monotonic()

@@ -23,6 +23,7 @@ from bench.common import (
     run_child,
     stop,
     topic_create,
+    topic_env,
     wait_for_log,
 )
 
@@ -30,8 +31,6 @@ _TIMESTAMP = re.compile(rb'"timestamp":"([^"]+)"')
 
 
 def measure(*, patients: int, rounds: int, topic: str, workdir, first: int) -> list[Figure]:
-    import os
-
     from django.db import connection
 
     from icu.kafka import producer_create
@@ -49,8 +48,7 @@ def measure(*, patients: int, rounds: int, topic: str, workdir, first: int) -> l
         for e in emulators
     ]
     total = len(block) * rounds
-    env = {**os.environ, "KAFKA_TOPIC": topic, "KAFKA_DLQ_TOPIC": f"{topic}.dlq",
-           "KAFKA_ALARMS_TOPIC": f"{topic}.alarms", "KAFKA_GROUP_ID": f"{topic}-group"}  # fmt: skip
+    env = topic_env(topic)
     log = workdir / f"memory-consumer-{topic}.log"
     consumer = manage("consume_vitals", log=log, env=env)
     samples: list[tuple[int, float]] = []
