@@ -76,6 +76,7 @@ ROUTES: dict[str, Rule] = {
     "api:patient-list": Rule(read=_PATIENT),
     "api:patient-detail": Rule(read=_PATIENT),
     "api:patient-metrics": Rule(read=_PATIENT),
+    "api:patient-trend": Rule(read=(VIEW_PATIENT, VIEW_METRIC)),
     "api:brief-patient-list": Rule(read=_PATIENT),
     "api:brief-patient-metrics": Rule(read=_PATIENT),
     "api:patient-alarm-limits": Rule(

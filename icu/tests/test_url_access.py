@@ -43,6 +43,7 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-list",
     "api:patient-detail",
     "api:patient-metrics",
+    "api:patient-trend",
     "api:patient-alarm-limits",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
