@@ -59,16 +59,19 @@ export function renderVitals(dl, metric) {
   }
 }
 
-// A NEWS2 badge: its colour says the risk, and so does its text.
-export function renderNews2(element, news2, metric) {
+// A NEWS2 badge: its colour says the risk, and so does its text. `compact` (a tile, where the
+// patient's name needs the room) leaves the word "risk" to screen readers.
+export function renderNews2(element, news2, metric, { compact = false } = {}) {
   const risk = news2?.risk ?? "none";
   element.className = `news2 news2--${risk}`;
   const score = news2 ? String(news2.score) : "–";
-  const text = news2 ? `${RISK_LABELS[risk]} risk` : metric?.artefact ? "artefact" : "no score";
+  const text = news2
+    ? [RISK_LABELS[risk], compact ? srOnly(" risk") : " risk"]
+    : [metric?.artefact ? "artefact" : "no score"];
   element.replaceChildren(
     h("span", { class: "news2-label" }, "NEWS2"),
     h("span", { class: "news2-score" }, score),
-    h("span", { class: "news2-risk" }, text),
+    h("span", { class: "news2-risk" }, ...text),
   );
 }
 

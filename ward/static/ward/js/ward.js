@@ -95,7 +95,7 @@ function updateTile(tile, patient) {
   tile.li.dataset.name = patient.name;
   tile.name.textContent = patient.name;
   tile.name.title = patient.name; // the whole name, where the tile cuts it short
-  renderNews2(tile.news2, patient.news2, patient.latest_metric);
+  renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
   renderVitals(tile.vitals, patient.latest_metric);
   renderAlarms(tile, patient.active_alarms);
   const level = alarmLevel(patient.active_alarms);
