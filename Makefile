@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install run test bench lint format audit clean postgresql-binaries
+.PHONY: help install run test bench lint format audit clean postgresql-binaries browser vendor
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,7 +47,7 @@ format: $(INSTALLED) ## Format and autofix with ruff
 # The suite runs twice: on SQLite, then on PostgreSQL, a throwaway server the tests start
 # themselves (conftest.py). Debian's server binaries are installed when missing; the Debian
 # cluster service is not used. DATABASE_URL is unset: a developer's server is never touched.
-test: $(INSTALLED) lint postgresql-binaries ## Lint, check migrations, run the suite on SQLite and on PostgreSQL
+test: $(INSTALLED) lint postgresql-binaries browser ## Lint, check migrations, run the suite on SQLite and on PostgreSQL
 	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite DJANGO_SETTINGS_MODULE=icu.settings_test \
 		$(PY) manage.py makemigrations --check --dry-run
 	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite $(PY) -m pytest
@@ -62,6 +62,30 @@ postgresql-binaries:
 	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { \
 		echo "Installing the PostgreSQL server binaries (Debian)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+
+# The central station's browser tests (ward/tests) drive Debian's headless Chromium through
+# its chromedriver, installed when missing.
+browser:
+	@test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { \
+		echo "Installing Chromium and its driver for the browser tests (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; }
+
+# uPlot, the central station's charts, is committed under ward/static (with its licence): running
+# the project needs no Node and no CDN. This re-fetches the pinned version from the npm registry
+# (npm checks the tarball against the registry's integrity hash); change UPLOT_VERSION to update.
+UPLOT_VERSION := 1.6.32
+UPLOT_DIR := ward/static/ward/vendor/uplot
+vendor: ## Re-fetch the vendored uPlot (UPLOT_VERSION) from the npm registry
+	@command -v npm >/dev/null || { echo "make vendor needs npm (apt-get install npm)"; exit 1; }
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		(cd "$$tmp" && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null) && \
+		tar -xzf "$$tmp/uplot-$(UPLOT_VERSION).tgz" -C "$$tmp" && \
+		mkdir -p $(UPLOT_DIR) && \
+		cp "$$tmp/package/dist/uPlot.esm.js" "$$tmp/package/dist/uPlot.min.css" \
+			"$$tmp/package/LICENSE" $(UPLOT_DIR)/ && \
+		printf 'uplot %s from the npm registry, %s\n' $(UPLOT_VERSION) \
+			"$$(npm view --silent uplot@$(UPLOT_VERSION) dist.integrity)" > $(UPLOT_DIR)/VERSION
+	@cat $(UPLOT_DIR)/VERSION
 
 # Known vulnerabilities of every pinned requirement, from PyPI's vulnerability data (the JSON API
 # of each release). Strict: a package that cannot be looked up fails the audit too. Not part of

@@ -64,15 +64,22 @@ def uses_database(item: pytest.Item) -> bool:
     )
 
 
+def runs_on_postgresql(item: pytest.Item) -> bool:
+    """Whether the PostgreSQL pass runs a test: those that reach the database, but the browser
+    tests (marker `browser`), whose database is only where their data comes from: the pages
+    show what the API answers, and the API's own tests run on both engines."""
+    return uses_database(item) and item.get_closest_marker("browser") is None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """On the PostgreSQL pass of `make test`, only the tests that reach the database run: the
     others (NEWS2, the parser, the emulator, the settings...) cannot answer differently on
     another engine, and the SQLite pass has run them. ICU_TEST_ALL=1 runs everything."""
     if django_settings.TEST_DB_ENGINE != "postgresql" or os.environ.get("ICU_TEST_ALL"):
         return
-    kept = [item for item in items if uses_database(item)]
+    kept = [item for item in items if runs_on_postgresql(item)]
     if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[i for i in items if not uses_database(i)])
+        config.hook.pytest_deselected(items=[i for i in items if not runs_on_postgresql(i)])
         items[:] = kept
 
 

@@ -76,6 +76,7 @@ ROUTES: dict[str, Rule] = {
     "api:patient-list": Rule(read=_PATIENT),
     "api:patient-detail": Rule(read=_PATIENT),
     "api:patient-metrics": Rule(read=_PATIENT),
+    "api:patient-trend": Rule(read=(VIEW_PATIENT, VIEW_METRIC)),
     "api:brief-patient-list": Rule(read=_PATIENT),
     "api:brief-patient-metrics": Rule(read=_PATIENT),
     "api:patient-alarm-limits": Rule(
@@ -121,6 +122,19 @@ class ApiPermission(BasePermission):
             )
             return False
         return True
+
+
+def route_permits(*, user, route: str, method: str = "GET") -> bool:
+    """Whether ROUTES lets `user` call the API route `route` with `method`: what a page asks
+    before offering an action (the central station's acknowledge button), the API deciding
+    again when it is used."""
+    rule = ROUTES.get(route)
+    if rule is None or not (user and user.is_authenticated):
+        return False
+    needed = rule.read if method in SAFE_METHODS else rule.write.get(method)
+    if needed is None or (rule.staff and not user.is_staff):
+        return False
+    return user.has_perms(needed)
 
 
 def _permissions(names: Iterable[str]):

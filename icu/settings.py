@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "patients",
     "vitals",
+    "ward",
 ]
 
 MIDDLEWARE = [
@@ -149,7 +150,8 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W021",
 ]
 
-LOGIN_URL = "rest_framework:login"
+# The central station's login page (ward/); the browsable API and the admin keep their own.
+LOGIN_URL = "ward:login"
 LOGIN_REDIRECT_URL = "/"
 
 # Throttling counts (DRF) live here. Local memory: each process (gunicorn worker) counts on its
@@ -236,6 +238,16 @@ METRICS_INTERVAL = env.float("METRICS_INTERVAL", default=5.0)
 PATIENT_UUID = env("PATIENT_UUID", default="")
 # Readings stamped further ahead than this are rejected (a monitor with a wrong clock).
 VITALS_MAX_FUTURE_SKEW_SECONDS = env.int("VITALS_MAX_FUTURE_SKEW_SECONDS", default=300)
+
+# --- Central station (ward/) -------------------------------------------------------------------
+# How often the ward and patient pages poll the API, in seconds.
+WARD_POLL_SECONDS = env.float("WARD_POLL_SECONDS", default=2.0)
+# A tile whose latest reading is older than this is shown as stale. Three reading intervals: one
+# late reading is jitter (a batch, a retry), three missing in a row mean that the monitor, the
+# network or the consumer is not delivering, and a nurse must not take such numbers for current.
+WARD_STALE_SECONDS = env.float("WARD_STALE_SECONDS", default=3 * METRICS_INTERVAL)
+if WARD_POLL_SECONDS <= 0 or WARD_STALE_SECONDS <= 0:
+    raise ImproperlyConfigured("WARD_POLL_SECONDS and WARD_STALE_SECONDS must be above 0.")
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

@@ -1,7 +1,6 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 from icu import health
 
@@ -13,7 +12,9 @@ urlpatterns = [
     path(f"{settings.API_PREFIX}auth/", include("rest_framework.urls")),
     path("metrics", include("icu.metrics")),
     path("admin/", admin.site.urls),
-    path("", RedirectView.as_view(url=f"/{settings.API_PREFIX}", permanent=False)),
+    # The central station (ward view at `/`, patient pages, its login): after the API, whose
+    # routes win should API_PREFIX be empty.
+    path("", include("ward.urls")),
 ]
 
 handler404 = "icu.exceptions.json_not_found"

@@ -11,8 +11,14 @@ from rest_framework.response import Response
 from patients.models import Patient
 from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
 from patients.serializers import PatientSerializer
-from vitals.selectors import alarm_limits_get, metric_list
-from vitals.serializers import AlarmLimitsSerializer, MetricFilterSerializer, MetricSerializer
+from vitals.selectors import alarm_limits_get, metric_list, metric_trend
+from vitals.serializers import (
+    AlarmLimitsSerializer,
+    MetricFilterSerializer,
+    MetricSerializer,
+    MetricTrendSerializer,
+    TrendFilterSerializer,
+)
 from vitals.services import alarm_limits_update
 
 
@@ -86,6 +92,26 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(metric_list(patient=patient, **filters.validated_data))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        parameters=[TrendFilterSerializer],
+        responses=MetricTrendSerializer,
+        summary="A patient's readings summarised over time, for charts: at most `points` "
+        "buckets, each with every sign's min, max and mean (sensor artefacts left out).",
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        serializer_class=MetricTrendSerializer,
+        pagination_class=None,
+    )
+    def trend(self, request: Request, patient_uuid: str) -> Response:
+        patient = self.get_object()
+        filters = TrendFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return Response(
+            MetricTrendSerializer(metric_trend(patient=patient, **filters.validated_data)).data
+        )
 
     @extend_schema(
         request=AlarmLimitsSerializer,

@@ -1,11 +1,12 @@
 """Reads of vital-sign readings."""
 
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import fields
-from datetime import datetime
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
 from uuid import UUID
 
-from django.db.models import QuerySet
+from django.db.models import Avg, Count, F, Func, IntegerField, Max, Min, QuerySet
 
 from icu.exceptions import AlarmNotFound
 from patients.models import Patient
@@ -26,6 +27,102 @@ def metric_list(
     if until is not None:
         metrics = metrics.filter(measured_at__lte=until)
     return metrics.order_by("-measured_at")
+
+
+# The columns a trend summarises, by the name the trend gives them.
+TREND_SIGNS = {
+    "pulse": "pulse",
+    "resp_rate": "resp_rate",
+    "systolic": "systolic",
+    "diastolic": "diastolic",
+    "spo2": "spo2",
+    "temperature": "temperature",
+    "news2": "news2_score",
+}
+# Widths (s) a trend's buckets may have: round ones, aligned on the Unix epoch, so that a bucket
+# is a whole minute or hour and stays the same bucket while time goes on and a chart refreshes.
+TREND_BUCKET_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800)
+TREND_MAX_POINTS = 1000
+
+
+class _EpochSeconds(Func):
+    """Whole seconds since the Unix epoch of a datetime column (for bucketing by time).
+    SQLite stores datetimes as UTC text; strftime reads them without Django's help."""
+
+    output_field = IntegerField()
+
+    def as_sqlite(self, compiler, connection, **extra):
+        # '%' is doubled twice: once for the template, once for the cursor's parameter style.
+        template = "CAST(strftime('%%%%s', %(expressions)s) AS INTEGER)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+    def as_postgresql(self, compiler, connection, **extra):
+        template = "CAST(FLOOR(EXTRACT(EPOCH FROM %(expressions)s)) AS BIGINT)"
+        return self.as_sql(compiler, connection, template=template, **extra)
+
+
+@dataclass(frozen=True)
+class MetricTrend:
+    """A patient's readings between two times summarised into buckets of `bucket_seconds`:
+    per bucket its start, the number of readings and each sign's min, max and mean."""
+
+    since: datetime
+    until: datetime
+    bucket_seconds: int
+    buckets: list[dict]
+
+
+def trend_bucket_seconds(*, since: datetime, until: datetime, points: int) -> int:
+    """The narrowest round bucket width that cuts [since, until] into at most `points`
+    epoch-aligned buckets. Whole seconds: a span of s seconds touches at most
+    ceil((s + 1) / width) + 1 buckets, hence the width >= (s + 1) / (points - 1)."""
+    if points < 2:
+        raise ValueError(f"points must be at least 2, got {points}")
+    span = (until - since).total_seconds()
+    needed = (span + 1) / (points - 1)
+    for width in TREND_BUCKET_SECONDS:
+        if width >= needed:
+            return width
+    return math.ceil(needed / 3600) * 3600  # beyond the list: whole hours
+
+
+def metric_trend(
+    *, patient: Patient, since: datetime, until: datetime, points: int = 300
+) -> MetricTrend:
+    """A patient's readings with since <= measured_at <= until, summarised into at most
+    `points` buckets (in one grouped query, served by the (patient, measured_at) index), oldest
+    first; buckets without a reading are left out. Readings flagged as sensor artefacts are
+    not physiological values and are left out too."""
+    width = trend_bucket_seconds(since=since, until=until, points=points)
+    aggregates = {}
+    for name, column in TREND_SIGNS.items():
+        aggregates |= {
+            f"{name}__min": Min(column),
+            f"{name}__max": Max(column),
+            f"{name}__mean": Avg(column),
+        }
+    rows = (
+        PatientMetric.objects.filter(
+            patient=patient, measured_at__gte=since, measured_at__lte=until, artefact=""
+        )
+        .annotate(bucket=_EpochSeconds(F("measured_at")) / width)
+        .values("bucket")
+        .annotate(count=Count("id"), **aggregates)
+        .order_by("bucket")
+    )
+    buckets = []
+    for row in rows:
+        bucket = {
+            "start": datetime.fromtimestamp(row["bucket"] * width, tz=UTC),
+            "count": row["count"],
+        }
+        for name in TREND_SIGNS:
+            low, high, mean = (row[f"{name}__{part}"] for part in ("min", "max", "mean"))
+            bucket[name] = (
+                None if mean is None else {"min": low, "max": high, "mean": round(mean, 2)}
+            )
+        buckets.append(bucket)
+    return MetricTrend(since=since, until=until, bucket_seconds=width, buckets=buckets)
 
 
 def alarm_limits_for(*, patient_ids: Iterable[int]) -> dict[int, Limits]:

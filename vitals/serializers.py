@@ -1,5 +1,5 @@
 import re
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
@@ -8,6 +8,7 @@ from rest_framework import serializers
 from vitals.alarms import ALARM_KINDS
 from vitals.models import Alarm, AlarmLimits, AuditEvent, PatientMetric
 from vitals.news2 import RISKS, News2
+from vitals.selectors import TREND_MAX_POINTS
 
 
 class News2SubscoresSerializer(serializers.Serializer):
@@ -113,6 +114,56 @@ class MetricFilterSerializer(serializers.Serializer):
         if since and until and since > until:
             raise serializers.ValidationError({"until": ["'until' must not be before 'since'."]})
         return attrs
+
+
+class TrendFilterSerializer(MetricFilterSerializer):
+    """A trend's window (by default the hour up to now) and its resolution."""
+
+    points = serializers.IntegerField(
+        required=False,
+        default=300,
+        min_value=2,
+        max_value=TREND_MAX_POINTS,
+        help_text=f"At most this many buckets (2-{TREND_MAX_POINTS}, default 300).",
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        attrs.setdefault("until", timezone.now())
+        attrs.setdefault("since", attrs["until"] - timedelta(hours=1))
+        if attrs["since"] > attrs["until"]:
+            raise serializers.ValidationError({"since": ["'since' must not be after 'until'."]})
+        return attrs
+
+
+class TrendStatsSerializer(serializers.Serializer):
+    min = serializers.FloatField()
+    max = serializers.FloatField()
+    mean = serializers.FloatField(help_text="Rounded to two decimals.")
+
+
+class TrendBucketSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(help_text="Start of the bucket (bucket_seconds long).")
+    count = serializers.IntegerField(help_text="Readings in the bucket.")
+    pulse = TrendStatsSerializer()
+    resp_rate = TrendStatsSerializer()
+    systolic = TrendStatsSerializer()
+    diastolic = TrendStatsSerializer()
+    spo2 = TrendStatsSerializer()
+    temperature = TrendStatsSerializer()
+    news2 = TrendStatsSerializer(allow_null=True, help_text="NEWS2 score; null if none scored.")
+
+
+class MetricTrendSerializer(serializers.Serializer):
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    bucket_seconds = serializers.IntegerField(
+        help_text="Width of every bucket; buckets are aligned on whole multiples of it since "
+        "the Unix epoch, so they do not move as time goes on."
+    )
+    buckets = TrendBucketSerializer(
+        many=True, help_text="Oldest first; a bucket without a reading is left out."
+    )
 
 
 class AlarmSerializer(serializers.ModelSerializer):

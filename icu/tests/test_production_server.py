@@ -4,6 +4,7 @@ serving the static files, HTTPS redirects and headers, and the health checks beh
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -143,6 +144,25 @@ def test_gunicorn_serves_health_static_files_and_redirects_to_https(
     assert headers["Cache-Control"] == "max-age=315360000, public, immutable"
     assert headers["Content-Encoding"] == "gzip"
     assert headers["Content-Type"].startswith("text/css")
+
+    # The central station's pages load their modules by hashed names (an import map), uPlot's
+    # among them, each served from the app for ever.
+    status, _, body = get(f"{url}/login/", **{"X-Forwarded-Proto": "https"})
+    assert status == 200
+    referenced = set(re.findall(r'"/static/([^"]+)"', body.decode()))
+    station = {
+        manifest["paths"][name]
+        for name in (
+            "ward/css/ward.css",
+            "ward/js/api.js",
+            "ward/js/common.js",
+            "ward/vendor/uplot/uPlot.esm.js",
+        )
+    }
+    assert station <= referenced
+    for name in station:
+        status, headers, _ = get(f"{url}/static/{name}", **{"X-Forwarded-Proto": "https"})
+        assert (status, headers["Cache-Control"]) == (200, "max-age=315360000, public, immutable")
 
     # Plain HTTP: every other page redirects to HTTPS.
     status, headers, _ = get(f"{url}/api/patients/")

@@ -1,5 +1,5 @@
 """Every URL of the project, walked from the URLconf itself: nobody anonymous gets in (but the
-health checks), and a viewer changes nothing anywhere.
+health checks and the logins), and a viewer changes nothing anywhere.
 
 The walk goes through every include, the admin's included, fills each pattern's parameters
 with plausible values (an existing patient, an active alarm...) and checks that the URL built
@@ -10,6 +10,7 @@ not fails the walk (`test_every_url_pattern_is_classified`) instead of being ski
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import pytest
 from django.apps import apps
@@ -43,6 +44,7 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-list",
     "api:patient-detail",
     "api:patient-metrics",
+    "api:patient-trend",
     "api:patient-alarm-limits",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
@@ -60,9 +62,16 @@ API_WRITES = {
     ("api:patient-alarm-limits", "PATCH"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.
-LOGIN = {"api:token", "rest_framework:login", "rest_framework:logout", "admin:login"}
-# `/`: a redirect to the API root, which refuses anonymous users itself.
-ROOT_REDIRECT = {"/"}
+LOGIN = {
+    "api:token",
+    "rest_framework:login",
+    "rest_framework:logout",
+    "admin:login",
+    "ward:login",
+    "ward:logout",
+}
+# The central station's pages (ward/): a redirect to its login for anonymous users, GET only.
+WARD = {"ward:ward", "ward:patient"}
 # Everything else under admin/ (index, models, history, autocomplete, the catch-all...): the
 # admin's own staff check, a redirect to its login.
 ADMIN_NAMESPACE = "admin"
@@ -143,7 +152,7 @@ def category(route: Route) -> str | None:
         ("metrics", METRICS),
         ("api", API),
         ("login", LOGIN),
-        ("root", ROOT_REDIRECT),
+        ("ward", WARD),
     ):
         if route.key in members:
             return name
@@ -161,7 +170,7 @@ def test_every_url_pattern_is_classified():
     )
     # And nothing classified that is gone: the lists stay the URLconf's.
     keys = {r.key for r in routes}
-    assert (HEALTH | METRICS | API | LOGIN | ROOT_REDIRECT) - keys == set()
+    assert (HEALTH | METRICS | API | LOGIN | WARD) - keys == set()
     assert {route for route, _ in API_WRITES} <= API
     # The walk reaches the admin, the brief's paths, the schema and the docs.
     assert {
@@ -233,9 +242,9 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
         elif kind == "admin":
             assert response.status_code == 302, where
             assert response["Location"] == admin_refusal(route, url), where
-        elif kind == "root":
-            assert (response.status_code, response["Location"]) == (302, "/api/"), where
-            assert api.get(response["Location"]).status_code == 401, where
+        elif kind == "ward":
+            assert response.status_code == 302, where
+            assert response["Location"] == f"/login/?next={quote(url)}", where
         else:  # a login form, or 405 where GET is no way to log in (token, logout)
             assert kind == "login", where
             assert response.status_code == (405 if url.endswith(("token/", "logout/")) else 200)
@@ -250,14 +259,15 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
             elif kind == "admin":
                 assert response.status_code == 302, where
                 assert response["Location"] == admin_refusal(route, url), where
-            elif kind == "root":  # RedirectView redirects every method
-                assert (response.status_code, response["Location"]) == (302, "/api/"), where
+            elif kind == "ward":  # the login comes first, whatever the method
+                assert response.status_code == 302, where
+                assert response["Location"] == f"/login/?next={quote(url)}", where
             elif kind in ("health", "metrics"):
                 assert response.status_code == 405, where
             # login: an empty form or credentials are refused (400/200 with errors), logout
             # of nobody redirects; whatever the answer, nothing changes.
             assert snapshot() == before, where
-    assert set(seen) == {"health", "metrics", "api", "login", "root", "admin"}
+    assert set(seen) == {"health", "metrics", "api", "login", "ward", "admin"}
 
 
 def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
@@ -287,9 +297,7 @@ def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
             elif kind == "admin":
                 assert response.status_code == 302, where
                 assert response["Location"] == admin_refusal(route, url), where
-            elif kind == "root":
-                assert (response.status_code, response["Location"]) == (302, "/api/"), where
-            elif kind in ("health", "metrics"):
+            elif kind in ("health", "metrics", "ward"):
                 assert response.status_code == 405, where
             else:
                 assert kind == "login", where

@@ -40,6 +40,7 @@ ENDPOINTS = [
     "/api/patients/",
     "/api/patients/{uuid}/",
     "/api/patients/{uuid}/metrics/",
+    "/api/patients/{uuid}/trend/",
     "/api/patients",
     "/api/patient/{uuid}/metrics",
     "/api/schema/",

@@ -93,6 +93,7 @@ READS = [
     "/api/patients/",
     "/api/patients/{uuid}/",
     "/api/patients/{uuid}/metrics/",
+    "/api/patients/{uuid}/trend/",
     "/api/patients/{uuid}/alarm-limits/",
     "/api/patients",
     "/api/patient/{uuid}/metrics",

@@ -193,6 +193,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             "emulated patients: alice:stable, bob:sepsis, carol:respiratory_failure at 3000x speed"
             in banner
         )
+        assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
         token = banner.split("Authorization: Token ")[1].split('"')[0]
 
         def get(path: str) -> dict:
@@ -216,6 +217,10 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
                 break
             time.sleep(0.5)
         assert [p["name"] for p in first] == ["alice", "bob", "carol"]
+        # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+            assert response.url == f"http://127.0.0.1:{port}/login/?next=/"
+            assert "Log in to the central station" in response.read().decode()
         time.sleep(2.5)
         later = patients()
         for before, after in zip(first, later, strict=True):

@@ -38,8 +38,9 @@ class Command(BaseCommand):
 
 Starts, as child processes: the embedded broker (unless one already answers at
 KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, and Django's
-development web server. Creates a demo superuser, a clinician (nurse) and a viewer (observer),
-and prints the URLs and the logins. Ctrl-C stops everything; if any part exits on its own, the
+development web server, whose central station (the ward, live) is at http://127.0.0.1:PORT/.
+Creates a demo superuser, a clinician (nurse) and a viewer (observer), and prints the URLs and
+the logins. Ctrl-C stops everything; if any part exits on its own, the
 rest is stopped too.
 
 The default ward is alice (stable), bob (sepsis) and carol (respiratory failure), their
@@ -165,6 +166,7 @@ examples:
         lines = [
             "",
             "ICU Monitor is running. Ctrl-C stops everything.",
+            f"  central station (ward):   http://{address}/",
             f"  patients (browsable API): {api}patients/",
             f"  API docs (Swagger UI):    {api}docs/",
             f"  admin:                    http://{address}/admin/",

@@ -1,0 +1,170 @@
+// What the ward and the patient page share: building the DOM, showing readings, NEWS2 badges,
+// alarm priorities, ages and the connection's state.
+
+import { serverNow } from "ward/api";
+
+export function readConfig(id) {
+  return JSON.parse(document.getElementById(id).textContent);
+}
+
+// h("p", {class: "x"}, "text", child...): an element. Attributes with a null value are left out.
+export function h(tag, attributes = {}, ...children) {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value !== null && value !== undefined) element.setAttribute(name, value);
+  }
+  element.append(...children.filter((child) => child !== null && child !== undefined));
+  return element;
+}
+
+// Text for screen readers only, e.g. the full name of an abbreviated label.
+export function srOnly(text) {
+  return h("span", { class: "visually-hidden" }, text);
+}
+
+export const PRIORITY_LABELS = { high: "High", medium: "Medium", low: "Low" };
+export const PRIORITY_RANK = { high: 3, medium: 2, low: 1 };
+const RISK_LABELS = { low: "low", "low-medium": "low-medium", medium: "medium", high: "high" };
+
+// The signs of a reading as monitors show them: a short label (with its full name for screen
+// readers), the value and its unit.
+const SIGNS = [
+  { key: "pulse", short: "HR", name: "Pulse", unit: "/min", value: (m) => m.pulse },
+  { key: "spo2", short: "SpO₂", name: "Oxygen saturation", unit: "%", value: (m) => m.spo2 },
+  { key: "bp", short: "BP", name: "Blood pressure", unit: "mmHg", value: (m) => m.bp },
+  { key: "resp_rate", short: "RR", name: "Respiratory rate", unit: "/min", value: (m) => m.resp_rate },
+  { key: "temperature", short: "Temp", name: "Temperature", unit: "°C", value: (m) => m.temperature.toFixed(1) },
+  {
+    key: "acvpu",
+    short: "ACVPU",
+    name: "Consciousness and oxygen",
+    unit: "",
+    value: (m) => `${m.consciousness} · ${m.on_oxygen ? "O₂" : "air"}`,
+  },
+];
+
+// Fills a <dl> with the signs of `metric` (null: dashes), building it on the first call.
+export function renderVitals(dl, metric) {
+  if (!dl.childElementCount) {
+    for (const sign of SIGNS) {
+      const label = h("dt", {}, h("span", { "aria-hidden": "true" }, sign.short), srOnly(sign.name));
+      const value = h("span", { class: "value" });
+      const unit = sign.unit ? h("span", { class: "unit" }, sign.unit) : null;
+      dl.append(h("div", { class: `sign sign--${sign.key}`, "data-sign": sign.key }, label, h("dd", {}, value, unit)));
+    }
+  }
+  for (const sign of SIGNS) {
+    const value = dl.querySelector(`[data-sign="${sign.key}"] .value`);
+    value.textContent = metric ? String(sign.value(metric)) : "–";
+  }
+}
+
+// A NEWS2 badge: its colour says the risk, and so does its text. `compact` (a tile, where the
+// patient's name needs the room) leaves the word "risk" to screen readers.
+export function renderNews2(element, news2, metric, { compact = false } = {}) {
+  const risk = news2?.risk ?? "none";
+  element.className = `news2 news2--${risk}`;
+  const score = news2 ? String(news2.score) : "–";
+  const text = news2
+    ? [RISK_LABELS[risk], compact ? srOnly(" risk") : " risk"]
+    : [metric?.artefact ? "artefact" : "no score"];
+  element.replaceChildren(
+    h("span", { class: "news2-label" }, "NEWS2"),
+    h("span", { class: "news2-score" }, score),
+    h("span", { class: "news2-risk" }, ...text),
+  );
+}
+
+// A priority: colour, and the word.
+export function priorityBadge(priority) {
+  return h("span", { class: `prio prio--${priority}` }, PRIORITY_LABELS[priority] ?? priority);
+}
+
+// "4 s", "3 min 05 s", "25 min", "2 h 10 min", "3 d 4 h".
+export function ageText(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 600) return `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, "0")} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+export function timeText(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
+}
+
+export function dateTimeText(iso) {
+  const date = new Date(iso);
+  const day = date.toLocaleDateString([], { day: "2-digit", month: "short" });
+  return `${day} ${timeText(iso)}`;
+}
+
+// The age of a reading on the server's clock, and whether it is stale.
+export function readingAge(metric, staleSeconds) {
+  if (!metric) return { seconds: null, stale: false };
+  const seconds = (serverNow() - Date.parse(metric.measured_at)) / 1000;
+  return { seconds, stale: seconds > staleSeconds };
+}
+
+// Fills `element` with a reading's age: "4 s ago", or "Stale · no reading for 3 min 05 s".
+export function renderAge(element, metric, staleSeconds) {
+  const { seconds, stale } = readingAge(metric, staleSeconds);
+  element.classList.toggle("age--stale", stale);
+  if (seconds === null) {
+    element.replaceChildren("No reading yet");
+  } else if (stale) {
+    element.replaceChildren(h("strong", { class: "stale-label" }, "Stale"), ` · no reading for ${ageText(seconds)}`);
+  } else {
+    element.replaceChildren(`${ageText(seconds)} ago`);
+  }
+  return stale;
+}
+
+// The header's connection indicator and the banner under it.
+export function connectionIndicator({ loginUrl }) {
+  const indicator = document.getElementById("connection");
+  const text = indicator.querySelector(".connection-text");
+  const banner = document.getElementById("connection-lost");
+  let state = "starting";
+  let lastSuccess = null;
+
+  function showBanner(...content) {
+    banner.replaceChildren(...content);
+    banner.hidden = false;
+  }
+
+  return {
+    get state() {
+      return state;
+    },
+    set(newState, error) {
+      const previous = state;
+      state = newState;
+      document.body.dataset.connection = newState;
+      indicator.className = `connection connection--${newState}`;
+      if (newState === "live") {
+        lastSuccess = new Date(serverNow()).toISOString();
+        text.textContent = `Live · ${timeText(lastSuccess)}`;
+        banner.hidden = true;
+        return;
+      }
+      if (newState === previous) return; // the banner says it already; no new announcement
+      const since = lastSuccess ? ` The values shown are from ${timeText(lastSuccess)}.` : "";
+      if (newState === "lost") {
+        text.textContent = "Connection lost";
+        showBanner(h("strong", {}, "Connection to the server lost: reconnecting…"), since);
+      } else if (newState === "refused") {
+        text.textContent = "Not logged in";
+        showBanner(
+          h("strong", {}, "The server refuses this session: "),
+          "you were logged out, or your account may no longer see patients. ",
+          h("a", { href: `${loginUrl}?next=${encodeURIComponent(location.pathname)}` }, "Log in again"),
+        );
+      } else {
+        text.textContent = "Error";
+        showBanner(h("strong", {}, "This page failed to update: "), `${error?.message ?? error}. Retrying…`, since);
+      }
+    },
+  };
+}

@@ -1,0 +1,346 @@
+// One patient: the latest reading, trend charts with the alarm limits, the alarms (and, for
+// clinicians, acknowledging them). Polled from the API.
+
+import uPlot from "uplot";
+import { ApiError, apiFetch, Poller, serverNow } from "ward/api";
+import {
+  connectionIndicator,
+  dateTimeText,
+  h,
+  priorityBadge,
+  readConfig,
+  renderAge,
+  renderNews2,
+  renderVitals,
+} from "ward/common";
+
+const config = readConfig("patient-config");
+const connection = connectionIndicator(config);
+const TREND_POINTS = 300;
+const CHART_HEIGHT = 150;
+
+// Each chart: the signs it draws (mean as a line, min-max of each bucket as a band) and the
+// patient's alarm limits (or, for NEWS2, the escalation thresholds) drawn as dashed lines.
+const CHARTS = [
+  { key: "pulse", title: "Pulse", unit: "/min", signs: [["pulse", "Pulse", "#3ddc84"]], limits: ["pulse_low", "pulse_high"], soft: [40, 140] },
+  { key: "spo2", title: "SpO₂", unit: "%", signs: [["spo2", "SpO₂", "#29c5f6"]], limits: ["spo2_low"], soft: [85, 100] },
+  {
+    key: "bp",
+    title: "Blood pressure",
+    unit: "mmHg",
+    signs: [
+      ["systolic", "Systolic", "#ff6b6b"],
+      ["diastolic", "Diastolic", "#f783ac"],
+    ],
+    limits: ["systolic_low", "systolic_high", "diastolic_low", "diastolic_high"],
+    soft: [40, 170],
+  },
+  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#ffd43b"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
+  { key: "temperature", title: "Temperature", unit: "°C", signs: [["temperature", "Temperature", "#e9ecef"]], limits: ["temperature_low", "temperature_high"], soft: [35, 39.5] },
+  {
+    key: "news2",
+    title: "NEWS2",
+    unit: "",
+    signs: [["news2", "NEWS2", "#ff922b"]],
+    thresholds: [
+      [5, "medium risk (5)"],
+      [7, "high risk (7)"],
+    ],
+    soft: [0, 9],
+  },
+];
+const LIMIT_COLOR = "#ffa94d";
+const LIMIT_LABELS = {
+  pulse_low: "low limit",
+  pulse_high: "high limit",
+  spo2_low: "low limit",
+  systolic_low: "systolic low limit",
+  systolic_high: "systolic high limit",
+  diastolic_low: "diastolic low limit",
+  diastolic_high: "diastolic high limit",
+  resp_rate_low: "low limit",
+  resp_rate_high: "high limit",
+  temperature_low: "low limit",
+  temperature_high: "high limit",
+};
+
+const ranges = [...document.querySelectorAll(".range")];
+const trendNote = document.getElementById("trend-note");
+let rangeSeconds = Number(ranges.find((b) => b.getAttribute("aria-pressed") === "true").dataset.range);
+let trendDueAt = 0;
+let limits = null;
+const charts = new Map();
+
+function withAlpha(hex, alpha) {
+  const n = parseInt(hex.slice(1), 16);
+  return `rgba(${n >> 16}, ${(n >> 8) & 255}, ${n & 255}, ${alpha})`;
+}
+
+// 24-hour clock on the time axis: "14:05" (and the day at midnight, over a 24 h range).
+function clockText(seconds) {
+  const date = new Date(seconds * 1000);
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
+  if (time !== "00:00") return time;
+  return date.toLocaleDateString([], { day: "2-digit", month: "short" });
+}
+
+function rangeText(seconds) {
+  return seconds < 3600 ? `${seconds / 60} min` : `${seconds / 3600} h`;
+}
+
+// --- charts ---------------------------------------------------------------------------------
+
+function lines(chart) {
+  // Horizontal reference lines: [value, label].
+  if (chart.thresholds) return chart.thresholds;
+  if (!limits) return [];
+  return chart.limits.map((name) => [limits[name], `${LIMIT_LABELS[name]} ${limits[name]}`]);
+}
+
+function chartOptions(chart, width) {
+  const series = [{}];
+  const bands = [];
+  for (const [, label, color] of chart.signs) {
+    const mean = series.length;
+    series.push({ label, stroke: color, width: 2, points: { show: false } });
+    series.push({ label: `${label} min`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false } });
+    series.push({ label: `${label} max`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false } });
+    bands.push({ series: [mean + 2, mean + 1], fill: withAlpha(color, 0.16) });
+  }
+  for (const [, label] of lines(chart)) {
+    series.push({ label, stroke: LIMIT_COLOR, width: 1.5, dash: [6, 5], points: { show: false } });
+  }
+  const axis = { stroke: "#aab4c3", grid: { stroke: "rgba(255,255,255,0.07)" }, ticks: { stroke: "rgba(255,255,255,0.15)" } };
+  return {
+    width,
+    height: CHART_HEIGHT,
+    legend: { show: false },
+    cursor: { drag: { x: false, y: false } },
+    scales: {
+      x: { time: true },
+      y: {
+        range: (u, min, max) => {
+          const low = Math.min(min ?? chart.soft[0], chart.soft[0]);
+          const high = Math.max(max ?? chart.soft[1], chart.soft[1]);
+          const pad = (high - low) * 0.05;
+          return [low - pad, high + pad];
+        },
+      },
+    },
+    series,
+    bands,
+    axes: [{ ...axis, values: (u, splits) => splits.map(clockText) }, { ...axis, size: 44 }],
+  };
+}
+
+// The series of a chart from a trend: every bucket of the window on the x axis (null where
+// there was no reading, so that a gap shows as a gap), the limits constant across it.
+function chartData(chart, trend, grid) {
+  const byStart = new Map(trend.buckets.map((b) => [Date.parse(b.start) / 1000, b]));
+  const x = grid.map((start) => start + trend.bucket_seconds / 2);
+  const data = [x];
+  for (const [sign] of chart.signs) {
+    const stats = grid.map((start) => byStart.get(start)?.[sign] ?? null);
+    data.push(stats.map((s) => (s ? (chart.key === "news2" ? s.max : s.mean) : null)));
+    data.push(stats.map((s) => (s ? s.min : null)));
+    data.push(stats.map((s) => (s ? s.max : null)));
+  }
+  for (const [value] of lines(chart)) data.push(grid.map(() => value));
+  return data;
+}
+
+function summary(chart, trend) {
+  const parts = [];
+  for (const [sign, label] of chart.signs) {
+    const values = trend.buckets.map((b) => b[sign]).filter(Boolean);
+    if (!values.length) {
+      parts.push(`${label}: no readings`);
+      continue;
+    }
+    const low = Math.min(...values.map((v) => v.min));
+    const high = Math.max(...values.map((v) => v.max));
+    const last = chart.key === "news2" ? values.at(-1).max : values.at(-1).mean;
+    parts.push(`${label} ${low} to ${high}${chart.unit ? ` ${chart.unit}` : ""}, latest ${Math.round(last * 10) / 10}`);
+  }
+  const reference = lines(chart).map(([, label]) => label);
+  return `${parts.join("; ")}${reference.length ? `. Lines: ${reference.join(", ")}` : ""}.`;
+}
+
+function createChart(chart) {
+  const caption = h("figcaption", {}, h("span", { class: "chart-title" }, chart.title), chart.unit ? h("span", { class: "unit" }, ` ${chart.unit}`) : null);
+  const summaryText = h("span", { class: "chart-summary" });
+  const plot = h("div", { class: "chart-plot", role: "img" });
+  const figure = h("figure", { class: "chart", "data-chart": chart.key }, caption, plot, summaryText);
+  document.getElementById("charts").append(figure);
+  const entry = { chart, figure, plot, summaryText, uplot: null, lineCount: -1 };
+  new ResizeObserver(() => entry.uplot?.setSize({ width: plot.clientWidth, height: CHART_HEIGHT })).observe(plot);
+  return entry;
+}
+
+function renderCharts(trend) {
+  const first = Math.floor(Date.parse(trend.since) / 1000 / trend.bucket_seconds);
+  const last = Math.floor(Date.parse(trend.until) / 1000 / trend.bucket_seconds);
+  const grid = [];
+  for (let i = first; i <= last; i++) grid.push(i * trend.bucket_seconds);
+  for (const chart of CHARTS) {
+    let entry = charts.get(chart.key);
+    if (!entry) {
+      entry = createChart(chart);
+      charts.set(chart.key, entry);
+    }
+    const data = chartData(chart, trend, grid);
+    // The number of limit lines is fixed per chart; a chart is built again only if it changed.
+    if (!entry.uplot || entry.lineCount !== lines(chart).length) {
+      entry.uplot?.destroy();
+      entry.plot.replaceChildren();
+      entry.uplot = new uPlot(chartOptions(chart, entry.plot.clientWidth || 400), data, entry.plot);
+      entry.lineCount = lines(chart).length;
+    } else {
+      entry.uplot.setData(data);
+    }
+    const text = summary(chart, trend);
+    entry.plot.setAttribute("aria-label", `${chart.title} over the last ${rangeText(rangeSeconds)}: ${text}`);
+    entry.summaryText.textContent = text;
+  }
+  const buckets = trend.bucket_seconds < 60 ? `${trend.bucket_seconds} s` : `${trend.bucket_seconds / 60} min`;
+  trendNote.textContent = `Last ${rangeText(rangeSeconds)}, ${buckets} per point: line the mean, band the range, dashed the alarm limits.`;
+}
+
+async function loadTrend() {
+  const until = new Date(serverNow());
+  const since = new Date(until.getTime() - rangeSeconds * 1000);
+  const query = new URLSearchParams({ since: since.toISOString(), until: until.toISOString(), points: String(TREND_POINTS) });
+  const [trend, newLimits] = await Promise.all([apiFetch(`${config.trendUrl}?${query}`), apiFetch(config.limitsUrl)]);
+  limits = newLimits;
+  renderCharts(trend);
+  // Buckets of a few seconds are worth redrawing every few seconds; wide ones not as often.
+  const every = Math.max(config.pollSeconds, Math.min(trend.bucket_seconds, 30));
+  trendDueAt = Date.now() + every * 1000;
+}
+
+for (const button of ranges) {
+  button.addEventListener("click", () => {
+    for (const other of ranges) other.setAttribute("aria-pressed", String(other === button));
+    rangeSeconds = Number(button.dataset.range);
+    trendDueAt = 0;
+    poller.refresh();
+  });
+}
+
+// --- the latest reading -----------------------------------------------------------------------
+
+const vitals = document.getElementById("patient-vitals");
+const news2 = document.getElementById("patient-news2");
+const age = document.getElementById("patient-age");
+let latest = null;
+
+function renderPatient(patient) {
+  latest = patient.latest_metric;
+  renderNews2(news2, patient.news2, latest);
+  renderVitals(vitals, latest);
+  renderAge(age, latest, config.staleSeconds);
+}
+
+// --- alarms -----------------------------------------------------------------------------------
+
+const alarmRows = document.getElementById("alarm-rows");
+const alarmsEmpty = document.getElementById("alarms-empty");
+const alarmMessage = document.getElementById("alarm-message");
+const rows = new Map(); // alarm id -> row
+
+function createRow(alarm) {
+  const row = {
+    tr: h("tr", { "data-alarm-id": String(alarm.id) }),
+    priority: h("td"),
+    message: h("td", { class: "alarm-message" }),
+    raised: h("td"),
+    state: h("td"),
+    acknowledged: h("td"),
+    action: h("td", { class: "action" }),
+    button: null,
+  };
+  row.tr.append(row.priority, row.message, row.raised, row.state, row.acknowledged, row.action);
+  return row;
+}
+
+function acknowledgedText(alarm) {
+  if (!alarm.acknowledged_at) return "–";
+  return `${alarm.acknowledged_by ?? "someone"}, ${dateTimeText(alarm.acknowledged_at)}`;
+}
+
+function updateRow(row, alarm) {
+  row.alarm = alarm;
+  row.tr.className = `alarm-row alarm-row--${alarm.state} alarm--${alarm.priority}`;
+  row.tr.dataset.state = alarm.state;
+  row.priority.replaceChildren(priorityBadge(alarm.priority));
+  row.message.textContent = alarm.message;
+  row.raised.textContent = dateTimeText(alarm.raised_at);
+  row.state.textContent = alarm.state;
+  row.acknowledged.textContent = acknowledgedText(alarm);
+  const wanted = config.canAcknowledge && alarm.state === "active";
+  if (wanted && !row.button) {
+    row.button = h("button", { type: "button", class: "button button--ack" }, "Acknowledge");
+    row.button.addEventListener("click", () => acknowledge(row));
+    row.action.replaceChildren(row.button);
+  } else if (!wanted && row.button) {
+    row.action.replaceChildren();
+    row.button = null;
+  }
+  row.button?.setAttribute("aria-label", `Acknowledge ${alarm.message}, raised ${dateTimeText(alarm.raised_at)}`);
+}
+
+function renderAlarms(page) {
+  const seen = new Set();
+  let previous = null;
+  for (const alarm of page.results) {
+    seen.add(alarm.id);
+    let row = rows.get(alarm.id);
+    if (!row) {
+      row = createRow(alarm);
+      rows.set(alarm.id, row);
+    }
+    updateRow(row, alarm);
+    const expected = previous ? previous.nextElementSibling : alarmRows.firstElementChild;
+    if (row.tr !== expected) alarmRows.insertBefore(row.tr, expected);
+    previous = row.tr;
+  }
+  for (const [id, row] of rows) {
+    if (!seen.has(id)) {
+      row.tr.remove();
+      rows.delete(id);
+    }
+  }
+  alarmsEmpty.hidden = page.results.length > 0;
+}
+
+async function acknowledge(row) {
+  const button = row.button;
+  button.disabled = true;
+  alarmMessage.textContent = `Acknowledging “${row.alarm.message}”…`;
+  try {
+    const alarm = await apiFetch(new URL(row.alarm.acknowledge_url).pathname, { method: "POST" });
+    updateRow(row, alarm);
+    alarmMessage.textContent = `Acknowledged “${alarm.message}”.`;
+  } catch (error) {
+    button.disabled = false;
+    const reason = error instanceof ApiError ? error.message : "no answer from the server";
+    alarmMessage.textContent = `Not acknowledged: ${reason}`;
+    poller.refresh(); // e.g. resolved meanwhile (409): show the alarm as it now is
+  }
+}
+
+// --- polling ----------------------------------------------------------------------------------
+
+const poller = new Poller({
+  intervalSeconds: config.pollSeconds,
+  task: async () => {
+    const trend = Date.now() >= trendDueAt ? loadTrend() : null;
+    const [patient, alarms] = await Promise.all([apiFetch(config.patientUrl), apiFetch(config.alarmsUrl), trend]);
+    renderPatient(patient);
+    renderAlarms(alarms);
+  },
+  onState: (state, error) => connection.set(state, error),
+});
+
+setInterval(() => renderAge(age, latest, config.staleSeconds), 1000);
+poller.start();

@@ -1,0 +1,174 @@
+// The ward: a tile per patient, the most acute first, polled from the API.
+
+import { apiFetch, Poller } from "ward/api";
+import {
+  connectionIndicator,
+  h,
+  PRIORITY_RANK,
+  priorityBadge,
+  readConfig,
+  renderAge,
+  renderNews2,
+  renderVitals,
+  srOnly,
+} from "ward/common";
+
+const config = readConfig("ward-config");
+const list = document.getElementById("tiles");
+const count = document.getElementById("ward-count");
+const empty = document.getElementById("ward-empty");
+const truncated = document.getElementById("ward-truncated");
+const orderNote = document.getElementById("ward-order");
+const select = document.getElementById("ordering");
+const connection = connectionIndicator(config);
+// The page size the API allows at most: beyond, the ward says how many it does not show.
+const PAGE_SIZE = 500;
+// Alarms listed on a tile; more are counted ("+2 more").
+const TILE_ALARMS = 2;
+
+const tiles = new Map(); // uuid -> tile
+
+const ORDER_NOTES = { "-news2": "Most acute first.", name: "By name." };
+const params = new URLSearchParams(location.search);
+if (ORDER_NOTES[params.get("ordering")]) select.value = params.get("ordering");
+
+function patientPageUrl(uuid) {
+  return config.patientPageUrl.replace("00000000-0000-0000-0000-000000000000", uuid);
+}
+
+function createTile(patient) {
+  const nameId = `tile-name-${patient.uuid}`;
+  const tile = {
+    name: h("a", { href: patientPageUrl(patient.uuid), class: "tile-link" }),
+    news2: h("span", { class: "news2" }),
+    vitals: h("dl", { class: "vitals" }),
+    alarms: h("ul", { class: "tile-alarms", "aria-label": "Open alarms" }),
+    age: h("p", { class: "age" }),
+    patient,
+  };
+  tile.li = h(
+    "li",
+    { class: "tile", "data-uuid": patient.uuid },
+    h(
+      "article",
+      { "aria-labelledby": nameId },
+      h("header", { class: "tile-head" }, h("h2", { class: "tile-name", id: nameId }, tile.name), tile.news2),
+      tile.vitals,
+      tile.alarms,
+      tile.age,
+    ),
+  );
+  return tile;
+}
+
+function renderAlarms(tile, alarms) {
+  const items = alarms.slice(0, TILE_ALARMS).map((alarm) => {
+    const acknowledged = alarm.state === "acknowledged";
+    return h(
+      "li",
+      { class: `alarm alarm--${alarm.priority}${acknowledged ? " alarm--acknowledged" : ""}`, title: alarm.message },
+      priorityBadge(alarm.priority),
+      " ",
+      h("span", { class: "alarm-message" }, alarm.message),
+      acknowledged ? h("span", { class: "ack" }, " ✓", srOnly(" acknowledged")) : null,
+    );
+  });
+  if (alarms.length > TILE_ALARMS) {
+    items.push(h("li", { class: "alarm alarm--more" }, `+${alarms.length - TILE_ALARMS} more`));
+  }
+  tile.alarms.replaceChildren(...items);
+  tile.alarms.hidden = alarms.length === 0;
+}
+
+// The tile's frame follows its most urgent alarm not yet acknowledged.
+function alarmLevel(alarms) {
+  let level = null;
+  for (const alarm of alarms) {
+    if (alarm.state !== "active") continue;
+    if (!level || PRIORITY_RANK[alarm.priority] > PRIORITY_RANK[level]) level = alarm.priority;
+  }
+  return level;
+}
+
+function updateTile(tile, patient) {
+  tile.patient = patient;
+  tile.li.dataset.name = patient.name;
+  tile.name.textContent = patient.name;
+  tile.name.title = patient.name; // the whole name, where the tile cuts it short
+  renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
+  renderVitals(tile.vitals, patient.latest_metric);
+  renderAlarms(tile, patient.active_alarms);
+  const level = alarmLevel(patient.active_alarms);
+  tile.li.dataset.alarm = level ?? "";
+  tile.li.className = `tile${level ? ` tile--alarm-${level}` : ""}`;
+  updateAge(tile);
+}
+
+function updateAge(tile) {
+  const stale = renderAge(tile.age, tile.patient.latest_metric, config.staleSeconds);
+  tile.li.classList.toggle("tile--stale", stale);
+}
+
+// Puts the tiles in the API's order, moving only those out of place; keyboard focus stays where
+// it was even when its tile moves.
+function reorder(patients) {
+  const focused = document.activeElement;
+  let previous = null;
+  for (const patient of patients) {
+    const li = tiles.get(patient.uuid).li;
+    const expected = previous ? previous.nextElementSibling : list.firstElementChild;
+    if (li !== expected) list.insertBefore(li, expected);
+    previous = li;
+  }
+  if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
+}
+
+function render(page) {
+  const patients = page.results;
+  const seen = new Set();
+  for (const patient of patients) {
+    seen.add(patient.uuid);
+    let tile = tiles.get(patient.uuid);
+    if (!tile) {
+      tile = createTile(patient);
+      tiles.set(patient.uuid, tile);
+    }
+    updateTile(tile, patient);
+  }
+  for (const [uuid, tile] of tiles) {
+    if (!seen.has(uuid)) {
+      tile.li.remove();
+      tiles.delete(uuid);
+    }
+  }
+  reorder(patients);
+  count.textContent = `(${page.count})`;
+  empty.hidden = page.count > 0;
+  truncated.hidden = page.count <= patients.length;
+  truncated.textContent = `Showing ${patients.length} of ${page.count} patients.`;
+}
+
+const poller = new Poller({
+  intervalSeconds: config.pollSeconds,
+  task: async () => {
+    const query = new URLSearchParams({ ordering: select.value, page_size: String(PAGE_SIZE) });
+    render(await apiFetch(`${config.patientsUrl}?${query}`));
+  },
+  onState: (state, error) => {
+    connection.set(state, error);
+    list.classList.toggle("tiles--offline", state !== "live");
+  },
+});
+
+select.addEventListener("change", () => {
+  orderNote.textContent = ORDER_NOTES[select.value];
+  const url = new URL(location.href);
+  url.searchParams.set("ordering", select.value);
+  history.replaceState(null, "", url);
+  poller.refresh();
+});
+orderNote.textContent = ORDER_NOTES[select.value];
+
+// Ages count up between polls, and a tile turns stale even while the connection is lost.
+setInterval(() => tiles.forEach(updateAge), 1000);
+poller.start();

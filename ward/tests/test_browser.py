@@ -1,0 +1,389 @@
+"""The central station in a real browser (headless Chromium through Selenium), against the live
+server and the test database: logging in, the ward and its live updates, a lost connection, 32
+beds on a station screen and a tablet, a patient's trends, acknowledging an alarm.
+
+Readings are written with the storage service the consumer uses (`metric_bulk_store`), alarms
+with the factories; the pages see them only through the API, as in production. Screenshots are
+kept in var/test-artifacts/.
+"""
+
+import re
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import Select
+
+from patients.models import Patient
+from vitals.contract import Reading
+from vitals.emulator import patient_uuid_for_name
+from vitals.models import Alarm, AuditEvent
+from vitals.services import alarm_limits_update, metric_bulk_store
+from vitals.tests.factories import AlarmFactory
+from ward.tests.conftest import STATION, viewport, wait_until
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+NURSE = ("nurse", "correct-horse-9")  # the `user` fixture: a clinician
+OBSERVER = ("observer", "x" * 16)  # the `viewer` fixture
+
+NORMAL = {
+    "pulse": 72,
+    "resp_rate": 14,
+    "systolic": 120,
+    "diastolic": 80,
+    "spo2": 98,
+    "temperature": 36.8,
+}
+
+
+def reading(name: str, ago: float = 1.0, **values) -> Reading:
+    """A reading of patient `name` taken `ago` seconds ago: normal adult values unless given."""
+    return Reading(
+        patient_uuid=patient_uuid_for_name(name),
+        patient_name=name,
+        measured_at=timezone.now() - timedelta(seconds=ago),
+        **{**NORMAL, **values},
+    )
+
+
+def store(*readings: Reading) -> None:
+    metric_bulk_store(readings=list(readings))
+
+
+def patient(name: str) -> Patient:
+    return Patient.objects.get(name=name)
+
+
+def tiles(browser: WebDriver) -> list[dict]:
+    """What each tile shows, in the order on screen."""
+    return browser.execute_script(
+        """
+        return [...document.querySelectorAll("#tiles > li")].map((li) => ({
+          name: li.querySelector(".tile-name").textContent,
+          classes: li.className,
+          signs: Object.fromEntries([...li.querySelectorAll("[data-sign]")].map(
+            (sign) => [sign.dataset.sign, sign.querySelector(".value").textContent])),
+          news2: [li.querySelector(".news2-score").textContent,
+                  li.querySelector(".news2-risk").textContent],
+          news2Class: li.querySelector(".news2").className,
+          alarms: [...li.querySelectorAll(".tile-alarms li")].map((a) => a.textContent),
+          age: li.querySelector(".age").textContent,
+        }));
+        """
+    )
+
+
+def names(browser: WebDriver) -> list[str]:
+    return [tile["name"] for tile in tiles(browser)]
+
+
+def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screenshot):
+    store(reading("ann"))  # NEWS2 0
+    store(reading("ben", pulse=115, resp_rate=22, temperature=38.5))  # 2 + 2 + 1: 5, medium
+    AlarmFactory(
+        patient=patient("ben"),
+        kind="pulse_high",
+        priority="high",
+        message="Pulse high: 155 /min (> 120)",
+        raised_at=timezone.now(),
+    )
+    store(reading("cid", ago=600))  # its monitor silent for 10 minutes
+
+    login(*NURSE)
+    wait_until(browser, lambda b: len(tiles(b)) == 3, "three tiles")
+
+    ben, ann, cid = tiles(browser)  # the most acute first
+    assert ann["name"] == "ann"
+    assert ann["signs"] == {
+        "pulse": "72",
+        "spo2": "98",
+        "bp": "120/80",
+        "resp_rate": "14",
+        "temperature": "36.8",
+        "acvpu": "A · air",
+    }
+    assert (ann["news2"], ann["news2Class"]) == (["0", "low risk"], "news2 news2--low")
+    assert re.fullmatch(r"\d s ago", ann["age"]), ann["age"]
+    assert (ann["alarms"], ann["classes"]) == ([], "tile")
+    assert ben["name"] == "ben"
+    assert (ben["news2"], ben["news2Class"]) == (["5", "medium risk"], "news2 news2--medium")
+    assert ben["alarms"] == ["High Pulse high: 155 /min (> 120)"]  # the priority in words
+    assert ben["classes"] == "tile tile--alarm-high"
+    assert cid["name"] == "cid"
+    assert cid["age"].startswith("Stale · no reading for 10 min"), cid["age"]
+    assert cid["classes"] == "tile tile--stale"
+    assert browser.find_element(By.ID, "ward-count").text == "(3)"
+    assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+    screenshot("ward")
+
+    # A new reading, through the storage service: ann deteriorates and rises to the top, with
+    # no reload of the page.
+    browser.execute_script("window.notReloaded = true")
+    store(reading("ann", ago=0, pulse=131, resp_rate=26, spo2=91))  # 3 + 3 + 3: 9, high
+    wait_until(browser, lambda b: names(b)[0] == "ann", "ann at the top")
+    ann = tiles(browser)[0]
+    assert ann["signs"]["pulse"] == "131"
+    assert (ann["news2"], ann["news2Class"]) == (["9", "high risk"], "news2 news2--high")
+    assert names(browser) == ["ann", "ben", "cid"]
+    assert browser.execute_script("return window.notReloaded") is True
+    screenshot("deteriorated")
+
+    # By name, and the choice kept in the address.
+    Select(browser.find_element(By.ID, "ordering")).select_by_value("name")
+    wait_until(browser, lambda b: names(b) == ["ann", "ben", "cid"], "by name")
+    store(reading("ben", ago=0, pulse=140, resp_rate=30, spo2=85, systolic=85))
+    wait_until(browser, lambda b: tiles(b)[1]["news2"][0] == "12", "ben's new score")
+    assert names(browser) == ["ann", "ben", "cid"]
+    assert browser.execute_script("return location.search") == "?ordering=name"
+
+
+def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, screenshot):
+    store(reading("ann"))
+    login(*NURSE)
+    wait_until(
+        browser,
+        lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-connection") == "live",
+        "live",
+    )
+    banner = browser.find_element(By.ID, "connection-lost")
+    assert not banner.is_displayed()
+
+    browser.execute_cdp_cmd("Network.enable", {})
+    offline = {"offline": True, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1}
+    browser.execute_cdp_cmd("Network.emulateNetworkConditions", offline)
+    try:
+        wait_until(browser, lambda b: banner.is_displayed(), "the connection-lost banner")
+        assert banner.text.startswith(
+            "Connection to the server lost: reconnecting… The values shown are from "
+        )
+        assert banner.get_attribute("role") == "alert"
+        assert browser.find_element(By.ID, "connection").text == "Connection lost"
+        assert "tiles--offline" in browser.find_element(By.ID, "tiles").get_attribute("class")
+        screenshot("offline")
+        store(reading("ann", ago=0, pulse=99))  # arrives while the station is cut off
+    finally:
+        browser.execute_cdp_cmd("Network.emulateNetworkConditions", {**offline, "offline": False})
+        browser.execute_cdp_cmd("Network.disable", {})
+
+    wait_until(browser, lambda b: not banner.is_displayed(), "the banner gone")
+    wait_until(browser, lambda b: tiles(b)[0]["signs"]["pulse"] == "99", "the new reading")
+    assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+    assert "tiles--offline" not in browser.find_element(By.ID, "tiles").get_attribute("class")
+
+
+def thirty_two_beds() -> None:
+    """A full ward: mixed scores, alarms (one tile with more than it lists), oxygen, confusion,
+    long names, a silent monitor."""
+    now = timezone.now()
+    readings = []
+    for bed in range(32):
+        name = f"Bed {bed + 1:02d} · " + (
+            "Alexandra Konstantinopoulou" if bed % 7 == 3 else "Sam Lee"
+        )
+        values = {}
+        if bed % 4 == 1:
+            values = {"pulse": 118, "resp_rate": 23, "temperature": 38.6}
+        if bed % 8 == 2:
+            values = {
+                "pulse": 134,
+                "resp_rate": 27,
+                "spo2": 89,
+                "systolic": 88,
+                "diastolic": 52,
+                "on_oxygen": True,
+                "consciousness": "C",
+            }
+        if bed == 5:
+            values = {"systolic": 212, "diastolic": 124}
+        readings.append(reading(name, ago=900 if bed == 30 else 1, **values))
+    store(*readings)
+    for bed in (2, 10, 18):
+        p = patient(readings[bed].patient_name)
+        for kind, priority, message in (
+            ("spo2_low", "high", "SpO2 low: 84 % (< 90)"),
+            ("pulse_high", "medium", "Pulse high: 134 /min (> 120)"),
+            ("news2", "high", "NEWS2 13 (high risk)"),
+        ):
+            AlarmFactory(patient=p, kind=kind, priority=priority, message=message, raised_at=now)
+    AlarmFactory(
+        patient=patient(readings[5].patient_name),
+        kind="systolic_high",
+        priority="high",
+        message="Systolic BP high: 212 mmHg (> 200)",
+        raised_at=now,
+    )
+
+
+def geometry(browser: WebDriver) -> dict:
+    return browser.execute_script(
+        """
+        const root = document.documentElement;
+        return {
+          width: innerWidth, height: innerHeight, clientWidth: root.clientWidth,
+          scrollWidth: root.scrollWidth, scrollHeight: root.scrollHeight,
+          tiles: [...document.querySelectorAll("#tiles > li")].map((li) => {
+            const r = li.getBoundingClientRect();
+            return {left: r.left, top: r.top, right: r.right, bottom: r.bottom};
+          }),
+        };
+        """
+    )
+
+
+def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
+    browser, login, user, screenshot
+):
+    thirty_two_beds()
+    login(*NURSE)
+    wait_until(browser, lambda b: len(tiles(b)) == 32, "32 tiles")
+
+    # 1920x1080: every tile whole on the screen, nothing to scroll.
+    found = geometry(browser)
+    assert (found["width"], found["height"]) == STATION
+    outside = [
+        t
+        for t in found["tiles"]
+        if t["left"] < 0
+        or t["top"] < 0
+        or t["right"] > found["width"]
+        or t["bottom"] > found["height"]
+    ]
+    assert outside == []
+    assert (found["scrollWidth"], found["scrollHeight"]) == STATION
+    shown = tiles(browser)
+    assert shown[0]["news2"] == ["17", "high risk"]  # most acute first
+    crowded = next(t for t in shown if len(t["alarms"]) == 3)
+    assert crowded["alarms"] == [
+        "High SpO2 low: 84 % (< 90)",
+        "High NEWS2 13 (high risk)",
+        "+1 more",
+    ]
+    assert sum("tile--stale" in t["classes"] for t in shown) == 1
+    screenshot("station-1920x1080")
+
+    # Accessible names of the controls.
+    assert browser.find_element(By.ID, "ordering").accessible_name == "Sort"
+    assert browser.find_element(By.CSS_SELECTOR, ".logout button").accessible_name == "Log out"
+    links = browser.find_elements(By.CSS_SELECTOR, "a.tile-link")
+    assert sorted(link.accessible_name for link in links) == sorted(t["name"] for t in shown)
+
+    # Tablets, landscape and portrait: the tiles reflow, nothing scrolls sideways.
+    for width, height in ((1024, 768), (820, 1180)):
+        viewport(browser, width, height)
+        found = geometry(browser)
+        # The page's width is the window's but for a vertical scroll bar.
+        assert width - 20 < found["clientWidth"] <= width, (width, height)
+        assert found["scrollWidth"] == found["clientWidth"], (width, height)
+        assert all(t["left"] >= 0 and t["right"] <= found["clientWidth"] for t in found["tiles"])
+        assert found["scrollHeight"] > height  # 32 beds: the page scrolls down instead
+        screenshot(f"tablet-{width}x{height}")
+    viewport(browser, *STATION)
+
+
+def chart_summaries(browser: WebDriver) -> dict[str, str]:
+    """The text under each chart, in the order on screen."""
+    return dict(
+        browser.execute_script(
+            """
+        return [...document.querySelectorAll("figure[data-chart]")].map(
+          (f) => [f.dataset.chart, f.querySelector(".chart-summary").textContent]);
+        """
+        )
+    )
+
+
+def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
+    browser, login, user, screenshot
+):
+    # 20 minutes of readings, one every 10 s, the pulse climbing from 80 to about 125.
+    store(*(reading("dora", ago=10 * i, pulse=125 - i * 45 // 119) for i in range(120)))
+    dora = patient("dora")
+    alarm_limits_update(patient=dora, user=None, pulse_high=110)
+    alarm = AlarmFactory(
+        patient=dora,
+        kind="pulse_high",
+        priority="medium",
+        message="Pulse high: 125 /min (> 110)",
+        value=125,
+        threshold=110,
+        raised_at=timezone.now() - timedelta(minutes=2),
+    )
+
+    login(*NURSE)
+    link = wait_until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, "a.tile-link"), "dora's tile"
+    )
+    link.click()
+    wait_until(
+        browser,
+        lambda b: b.execute_script("return location.pathname") == f"/patients/{dora.uuid}/",
+        "dora's page",
+    )
+    assert browser.find_element(By.TAG_NAME, "h1").text == "dora"
+    wait_until(
+        browser,
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 6,
+        "six charts",
+    )
+
+    summaries = chart_summaries(browser)
+    assert list(summaries) == ["pulse", "spo2", "bp", "resp_rate", "temperature", "news2"]
+    # The 15 minutes shown hold the pulse from about 91 up to 125, and dora's own limits.
+    assert re.fullmatch(
+        r"Pulse (9\d) to 125 /min, latest 125\. Lines: low limit 50, high limit 110\.",
+        summaries["pulse"],
+    ), summaries["pulse"]
+    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98. Lines: low limit 90."
+    assert summaries["news2"].endswith("Lines: medium risk (5), high risk (7).")
+    assert browser.find_element(By.ID, "trend-note").text.startswith("Last 15 min, 5 s per point")
+
+    ranges = browser.find_elements(By.CSS_SELECTOR, ".ranges button")
+    assert [b.accessible_name for b in ranges] == ["15 min", "1 h", "6 h", "24 h"]
+    assert browser.find_element(By.CSS_SELECTOR, ".ranges").accessible_name == "Time range"
+    ranges[3].click()
+    wait_until(
+        browser,
+        lambda b: b.find_element(By.ID, "trend-note").text.startswith("Last 24 h, 5 min per point"),
+        "24 h",
+    )
+    assert [b.get_attribute("aria-pressed") for b in ranges] == ["false", "false", "false", "true"]
+    # The whole history: 80 to 125, in 5-minute means.
+    assert re.match(r"Pulse 80 to 125 /min", chart_summaries(browser)["pulse"])
+    screenshot("patient")
+
+    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-alarm-id="{alarm.pk}"]')
+    button = row.find_element(By.CSS_SELECTOR, "button")
+    assert button.accessible_name.startswith("Acknowledge Pulse high: 125 /min (> 110), raised ")
+    assert row.find_element(By.CSS_SELECTOR, ".prio").text == "MEDIUM"
+    button.click()
+    wait_until(browser, lambda b: row.get_attribute("data-state") == "acknowledged", "acknowledged")
+    assert row.find_elements(By.CSS_SELECTOR, "button") == []
+    assert row.find_elements(By.TAG_NAME, "td")[4].text.startswith("nurse, ")
+    assert (
+        browser.find_element(By.ID, "alarm-message").text
+        == "Acknowledged “Pulse high: 125 /min (> 110)”."
+    )
+    alarm.refresh_from_db()
+    assert (alarm.state, alarm.acknowledged_by) == ("acknowledged", user)
+    assert AuditEvent.objects.get(action="alarm.acknowledge").username == "nurse"
+    screenshot("acknowledged")
+
+
+def test_a_viewer_sees_the_alarms_but_no_acknowledge_button(browser, login, viewer):
+    store(reading("eve", spo2=86))
+    eve = patient("eve")
+    AlarmFactory(patient=eve, raised_at=timezone.now())
+
+    login(*OBSERVER, path=f"/patients/{eve.uuid}/")
+    row = wait_until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, "tr[data-alarm-id]"), "the alarm"
+    )
+    wait_until(browser, lambda b: row.get_attribute("data-state") == "active", "its state")
+    assert row.find_elements(By.CSS_SELECTOR, "button") == []
+    assert browser.find_elements(By.CSS_SELECTOR, ".button--ack") == []
+    assert Alarm.objects.get().state == "active"
+    assert uuid.UUID(browser.execute_script("return location.pathname").split("/")[2]) == eve.uuid

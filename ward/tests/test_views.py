@@ -1,0 +1,196 @@
+"""The central station's pages without a browser: who gets them, what they are configured
+with, the login form, and that every static file they reference exists (uPlot included)."""
+
+import json
+import re
+import uuid
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+from patients.tests.factories import PatientFactory
+
+PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+def config(response, element_id: str) -> dict:
+    """The page's configuration, as json_script wrote it for the page's scripts."""
+    found = re.search(
+        rf'<script id="{element_id}" type="application/json">(.*?)</script>',
+        response.content.decode(),
+        re.S,
+    )
+    assert found, response.content[:500]
+    return json.loads(found.group(1))
+
+
+@pytest.mark.django_db
+def test_anonymous_users_are_sent_to_the_login_page(client: Client) -> None:
+    patient = PatientFactory()
+    assert client.get("/")["Location"] == "/login/?next=/"
+    response = client.get(f"/patients/{patient.uuid}/")
+    assert (response.status_code, response["Location"]) == (
+        302,
+        f"/login/?next=/patients/{patient.uuid}/",
+    )
+
+
+@pytest.mark.django_db
+def test_the_login_form_logs_in_and_lands_on_the_ward(client: Client, user) -> None:
+    page = client.get("/login/?next=/").content.decode()
+    # Labelled fields (the accessible names), and where to go after.
+    assert '<label for="id_username">User name</label>' in page
+    assert '<label for="id_password">Password</label>' in page
+    assert '<input type="hidden" name="next" value="/">' in page
+
+    response = client.post(
+        "/login/", {"username": "nurse", "password": "correct-horse-9", "next": "/"}
+    )
+
+    assert (response.status_code, response["Location"]) == (302, "/")
+    assert client.get("/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_wrong_password_is_refused_with_a_message(client: Client, user) -> None:
+    response = client.post("/login/", {"username": "nurse", "password": "wrong", "next": "/"})
+
+    assert response.status_code == 200
+    assert '<div class="form-error" role="alert">' in response.content.decode()
+    assert "Please enter a correct username and password." in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_logging_out_ends_the_session_and_shows_the_login(client: Client, user) -> None:
+    client.force_login(user)
+
+    response = client.post("/logout/")
+
+    assert (response.status_code, response["Location"]) == (302, "/login/")
+    assert client.get("/").status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, settings) -> None:
+    settings.WARD_POLL_SECONDS = 1.5
+    settings.WARD_STALE_SECONDS = 42
+    client.force_login(viewer)
+
+    response = client.get("/")
+
+    assert response.status_code == 200
+    assert config(response, "ward-config") == {
+        "pollSeconds": 1.5,
+        "staleSeconds": 42,
+        "loginUrl": "/login/",
+        "patientsUrl": "/api/patients/",
+        "patientPageUrl": f"/patients/{PLACEHOLDER}/",
+    }
+    assert "observer" in response.content.decode()  # who is logged in, by the logout button
+
+
+def test_the_stale_threshold_defaults_to_three_reading_intervals() -> None:
+    assert settings.WARD_STALE_SECONDS == 3 * settings.METRICS_INTERVAL
+    assert settings.WARD_POLL_SECONDS == 2.0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("who", "acknowledges"), [("viewer", False), ("user", True)])
+def test_the_patient_page_offers_acknowledging_to_clinicians_only(
+    client: Client, request, who: str, acknowledges: bool
+) -> None:
+    patient = PatientFactory(name="ann")
+    client.force_login(request.getfixturevalue(who))
+
+    response = client.get(f"/patients/{patient.uuid}/")
+
+    assert response.status_code == 200
+    assert '<h1 id="patient-name">ann</h1>' in response.content.decode()
+    assert config(response, "patient-config") == {
+        "pollSeconds": settings.WARD_POLL_SECONDS,
+        "staleSeconds": settings.WARD_STALE_SECONDS,
+        "loginUrl": "/login/",
+        "patientUrl": f"/api/patients/{patient.uuid}/",
+        "trendUrl": f"/api/patients/{patient.uuid}/trend/",
+        "limitsUrl": f"/api/patients/{patient.uuid}/alarm-limits/",
+        "alarmsUrl": f"/api/alarms/?patient={patient.uuid}&page_size=50",
+        "canAcknowledge": acknowledges,
+    }
+
+
+@pytest.mark.django_db
+def test_an_unknown_patient_is_a_404_page(client: Client, viewer) -> None:
+    client.force_login(viewer)
+    missing = uuid.uuid4()
+
+    response = client.get(f"/patients/{missing}/")
+
+    assert response.status_code == 404
+    assert f"No patient has the uuid {missing}." in response.content.decode()
+    assert client.get("/patients/not-a-uuid/").status_code == 404  # the URL's converter
+
+
+@pytest.mark.django_db
+def test_a_user_without_a_role_is_told_so(client: Client, django_user_model) -> None:
+    nobody = django_user_model.objects.create_user("nobody", password="x" * 16)
+    client.force_login(nobody)
+    patient = PatientFactory()
+
+    for url in ("/", f"/patients/{patient.uuid}/"):
+        response = client.get(url)
+        assert response.status_code == 403, url
+        assert "has no role that lets it see patients" in response.content.decode(), url
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method", ["post", "put", "patch", "delete"])
+def test_the_pages_only_read(client: Client, viewer, method: str) -> None:
+    client.force_login(viewer)
+    patient = PatientFactory()
+
+    for url in ("/", f"/patients/{patient.uuid}/"):
+        assert getattr(client, method)(url).status_code == 405, (method, url)
+
+
+@pytest.mark.django_db
+def test_every_static_file_the_pages_reference_exists(client: Client, user) -> None:
+    """The import map, the scripts and the stylesheets of both pages, uPlot's among them:
+    served by the app itself (no CDN), each found by the static files finders."""
+    client.force_login(user)
+    patient = PatientFactory()
+    referenced = set()
+    for url in ("/", f"/patients/{patient.uuid}/", "/login/"):
+        page = client.get(url).content.decode()
+        referenced |= set(re.findall(r'"/static/([^"]+)"', page))
+        assert "http://" not in page.replace("http://www.w3.org", "")
+        assert "https://" not in page
+    assert referenced == {
+        "ward/css/ward.css",
+        "ward/js/api.js",
+        "ward/js/common.js",
+        "ward/js/ward.js",
+        "ward/js/patient.js",
+        "ward/vendor/uplot/uPlot.esm.js",
+        "ward/vendor/uplot/uPlot.min.css",
+    }
+    for path in referenced:
+        assert finders.find(path), path
+
+
+def test_the_vendored_uplot_is_the_version_the_makefile_pins() -> None:
+    """`make vendor` fetches UPLOT_VERSION from the npm registry; what is committed must be it,
+    with its licence."""
+    makefile = (Path(settings.BASE_DIR) / "Makefile").read_text()
+    version = re.search(r"^UPLOT_VERSION := (\S+)$", makefile, re.M).group(1)
+    vendored = Path(settings.BASE_DIR) / "ward/static/ward/vendor/uplot"
+
+    assert (
+        f"https://github.com/leeoniya/uPlot (v{version})"
+        in (vendored / "uPlot.esm.js").read_text()[:400]
+    )
+    assert (vendored / "VERSION").read_text().startswith(f"uplot {version} from the npm registry")
+    assert "MIT License" in (vendored / "LICENSE").read_text()
