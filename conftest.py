@@ -65,10 +65,11 @@ def uses_database(item: pytest.Item) -> bool:
 
 
 def runs_on_postgresql(item: pytest.Item) -> bool:
-    """Whether the PostgreSQL pass runs a test: those that reach the database, but the browser
-    tests (marker `browser`), whose database is only where their data comes from: the pages
-    show what the API answers, and the API's own tests run on both engines."""
-    return uses_database(item) and item.get_closest_marker("browser") is None
+    """Whether the PostgreSQL pass runs a test: those that reach the database, but those marked
+    `engine_neutral`, whose database is only where their data lives while what they try out is
+    elsewhere (a browser, process faults against the broker, the URLconf's permissions, make
+    run's processes), and whose engine-specific parts other tests run on both engines."""
+    return uses_database(item) and item.get_closest_marker("engine_neutral") is None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

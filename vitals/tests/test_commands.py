@@ -159,6 +159,7 @@ def test_a_reading_from_any_kafka_client_appears_in_the_api(kafka: KafkaTopics, 
 
 
 @pytest.mark.e2e
+@pytest.mark.engine_neutral  # make run's own database is SQLite
 def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empty_database_url):
     """What `make run` promises: within 30 s, three patients whose readings advance; the
     deteriorating ones (time compressed further than make run's 60x, to keep the test short)

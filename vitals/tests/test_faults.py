@@ -37,7 +37,13 @@ from vitals.consumer import DLQ_REASON
 from vitals.contract import reading_parse
 from vitals.models import PatientMetric
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+# Kafka's delivery under process faults: the engine-specific write is tried on both engines by
+# test_services.py and test_pipeline_e2e.py.
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.engine_neutral,
+    pytest.mark.django_db(transaction=True),
+]
 
 Key = tuple[uuid.UUID, datetime]
 VALUE_FIELDS = (

@@ -25,7 +25,11 @@ from vitals.services import alarm_limits_update, metric_bulk_store
 from vitals.tests.factories import AlarmFactory
 from ward.tests.conftest import STATION, viewport, wait_until
 
-pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.engine_neutral,
+    pytest.mark.django_db(transaction=True),
+]
 
 NURSE = ("nurse", "correct-horse-9")  # the `user` fixture: a clinician
 OBSERVER = ("observer", "x" * 16)  # the `viewer` fixture
