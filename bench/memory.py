@@ -101,7 +101,7 @@ def run(
     world: World, *, engines: list[str], patients: int, rounds: int, first: int
 ) -> list[Figure]:
     figures = []
-    for engine in engines[:1]:  # the consumer's own memory; the first engine asked for
+    for engine in engines:
         topic = f"bench-memory-{uuid.uuid4().hex[:8]}"
         topic_create(world.bootstrap, topic)
         url = world.database(engine, f"memory_{engine}")
