@@ -84,6 +84,10 @@ def consumer_create(*, group_id: str, **overrides: Any) -> Consumer:
                 # does; bench/freshness.py measured 164 ms median at receipt with 500, 49 ms
                 # with 20). An idle partition costs ten fetches a second at 100.
                 "fetch.wait.max.ms": 100,
+                # Read-ahead kept in memory: librdkafka's default, 64 MB, is some 280,000
+                # readings, which a backlog fills slowly, so the consumer's memory grew for its
+                # first 500,000 readings (bench/memory.py). 16 MB is 16 batches of 1,000 ahead.
+                "queued.max.messages.kbytes": 16384,
                 **overrides,
             }
         )

@@ -67,7 +67,9 @@ def test_the_memory_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["quick"] is True
-    (figure,) = results["figures"]
+    figure, second_half = results["figures"]
+    assert second_half["reference"] == "RSS after 10,000"
+    assert second_half["value"] == figure["value"]
     assert figure["benchmark"] == "memory"
     assert figure["figure"] == "consumer RSS after 20,000"
     assert figure["reference"] == "RSS after 5,000"
