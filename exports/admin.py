@@ -14,7 +14,16 @@ class ExportAdmin(admin.ModelAdmin):
     list_filter = ["status", "format"]
     search_fields = ["=patient_uuid", "requested_by__username"]
     date_hierarchy = "created_at"
-    readonly_fields = [f.name for f in Export._meta.fields]
+    # The file by name: a link would point at MEDIA_URL, which nothing serves (only the API's
+    # result endpoint hands export files out).
+    fields = readonly_fields = [
+        *(f.name for f in Export._meta.fields if f.name != "result"),
+        "result_file",
+    ]
+
+    @admin.display(description="result")
+    def result_file(self, export: Export) -> str:
+        return export.result.name
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -352,3 +352,20 @@ def test_the_export_operations_are_in_the_schema(api_client):
         "date",
         "patient",
     ]
+
+
+def test_the_admin_shows_exports_read_only(admin_client, patient, media_root):
+    export = ExportFactory(patient=patient)
+    export_run(export_id=export.id)
+
+    listing = admin_client.get("/admin/exports/export/")
+    page = admin_client.get(f"/admin/exports/export/{export.id}/change/")
+
+    assert listing.status_code == page.status_code == 200
+    assert str(patient.uuid) in listing.content.decode()
+    html = page.content.decode()
+    assert f"exports/{export.id}.csv" in html
+    assert f'href="exports/{export.id}.csv"' not in html  # nothing serves MEDIA_URL
+    assert admin_client.get("/admin/exports/export/add/").status_code == 403
+    assert admin_client.post(f"/admin/exports/export/{export.id}/delete/").status_code == 403
+    assert Export.objects.filter(pk=export.pk).exists()
