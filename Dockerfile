@@ -17,7 +17,10 @@ RUN pip install -r requirements.txt
 COPY . .
 # Hashed, compressed static files for WhiteNoise, made once at build time. The key only lets
 # the settings load; nothing signed at build time survives into the running image.
+# var/media: the export files (MEDIA_ROOT), made here so that a volume mounted there starts
+# owned by the application's user.
 RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
+    && mkdir -p /app/var/media \
     && useradd --system --uid 10001 --home-dir /app icu \
     && chown -R icu /app/var
 USER icu

@@ -94,5 +94,5 @@ audit: $(INSTALLED) ## pip-audit the pinned requirements (runtime and dev)
 	$(VENV)/bin/pip-audit --strict --no-deps --disable-pip --progress-spinner off \
 		-r requirements.txt -r requirements-dev.txt
 
-clean: ## Remove the venv, caches and the local SQLite database
-	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm
+clean: ## Remove the venv, caches, the local SQLite database and its export files
+	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm var/media

@@ -7,6 +7,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import AnonRateThrottle
 
+from exports.apis import ExportViewSet, PatientExportsView
 from patients.apis import BriefPatientViewSet, PatientViewSet
 from vitals.apis import AlarmViewSet, AuditEventViewSet
 
@@ -43,6 +44,7 @@ router = DefaultRouter()
 router.register("patients", PatientViewSet, basename="patient")
 router.register("alarms", AlarmViewSet, basename="alarm")
 router.register("audit", AuditEventViewSet, basename="audit")
+router.register("exports", ExportViewSet, basename="export")
 
 urlpatterns = [
     *router.urls,
@@ -56,6 +58,11 @@ urlpatterns = [
             {"get": "metrics"}, **{**BriefPatientViewSet.metrics.kwargs, "schema": None}
         ),
         name="brief-patient-metrics",
+    ),
+    re_path(
+        r"^patients/(?P<patient_uuid>[^/]+)/exports/$",
+        PatientExportsView.as_view(),
+        name="patient-exports",
     ),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SchemaView.as_view(), name="schema"),

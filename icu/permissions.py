@@ -4,15 +4,18 @@ Roles are Django groups holding Django model permissions, so that an administrat
 them in the admin (Users > a user > Groups, or Groups > a role > permissions):
 
 - `viewer`: reads patients, readings, alarms and alarm limits;
-- `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`) and changes
-  alarm limits (`vitals.change_alarmlimits`);
+- `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`), changes
+  alarm limits (`vitals.change_alarmlimits`) and exports a patient's readings to a file
+  (`exports.add_export`, `exports.view_export`: a file of identifiable data leaving the
+  monitor is more than reading a screen, so viewers may not);
 - superusers hold every permission; the audit trail is for staff (`is_staff`) holding
   `vitals.view_auditevent` (superusers do).
 
-The groups are created by the migration vitals/0004_roles (which keeps a copy of ROLES, as
-migrations do) and by `role_groups_ensure()`. `ApiPermission` is every API view's permission
-class: a request needs the permissions ROUTES lists for its route and method. A route missing
-from ROUTES is refused to everyone (and logged): access is never granted by omission.
+The groups are created by the migrations vitals/0004_roles and exports/0002_clinician_exports
+(which keep a copy of ROLES, as migrations do) and by `role_groups_ensure()`. `ApiPermission`
+is every API view's permission class: a request needs the permissions ROUTES lists for its
+route and method. A route missing from ROUTES is refused to everyone (and logged): access is
+never granted by omission.
 """
 
 import logging
@@ -38,6 +41,8 @@ VIEW_LIMITS = "vitals.view_alarmlimits"
 ACKNOWLEDGE_ALARM = "vitals.acknowledge_alarm"
 CHANGE_LIMITS = "vitals.change_alarmlimits"
 VIEW_AUDIT = "vitals.view_auditevent"
+ADD_EXPORT = "exports.add_export"
+VIEW_EXPORT = "exports.view_export"
 
 ROLES: dict[str, tuple[str, ...]] = {
     VIEWER: (VIEW_PATIENT, VIEW_METRIC, VIEW_ALARM, VIEW_LIMITS),
@@ -48,6 +53,8 @@ ROLES: dict[str, tuple[str, ...]] = {
         VIEW_LIMITS,
         ACKNOWLEDGE_ALARM,
         CHANGE_LIMITS,
+        ADD_EXPORT,
+        VIEW_EXPORT,
     ),
 }
 
@@ -67,6 +74,8 @@ class Rule:
 _PATIENT = (VIEW_PATIENT, VIEW_METRIC, VIEW_ALARM)
 _ALARM = (VIEW_ALARM, VIEW_PATIENT)
 _LIMITS = (VIEW_PATIENT, VIEW_LIMITS)
+# An export holds a patient's readings; a user sees their own (staff: all, exports/selectors).
+_EXPORT = (VIEW_PATIENT, VIEW_METRIC, VIEW_EXPORT)
 
 # By route name (`request.resolver_match.view_name`), format suffixes included.
 ROUTES: dict[str, Rule] = {
@@ -87,6 +96,12 @@ ROUTES: dict[str, Rule] = {
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),
     "api:audit-list": Rule(read=(VIEW_AUDIT,), staff=True),
+    "api:patient-exports": Rule(read=_EXPORT, write={"POST": (*_EXPORT, ADD_EXPORT)}),
+    "api:export-list": Rule(read=_EXPORT),
+    "api:export-detail": Rule(read=_EXPORT),
+    "api:export-result": Rule(read=_EXPORT),
+    # The readings as FHIR Observations (/fhir/Observation): what the metrics endpoint shows.
+    "fhir:observation-search": Rule(read=(VIEW_PATIENT, VIEW_METRIC)),
 }
 
 

@@ -6,10 +6,13 @@ must set `SECRET_KEY` and keep `DEBUG` off; there is no secret default outside D
 """
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from icu.durations import duration_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -41,9 +44,14 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # Background jobs: Django's tasks framework (backported) and its database backend, whose
+    # worker is `manage.py db_worker`.
+    "django_tasks",
+    "django_tasks_db",
     "patients",
     "vitals",
     "ward",
+    "exports",
 ]
 
 MIDDLEWARE = [
@@ -124,6 +132,31 @@ STORAGES = {
         )
     },
 }
+
+# Uploaded and generated files: the export results (exports/). Never served as static files:
+# only the API's result endpoint hands them out, to those who may see them. The web server and the
+# worker must share this directory (a volume in docker-compose.yml).
+MEDIA_ROOT = env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+
+# --- Background jobs and exports ---------------------------------------------------------------
+# django-tasks with its database backend: a job is a row, `manage.py db_worker` runs it. No
+# broker or extra server; the tasks' queue is the application's own database.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+
+
+def _duration(name: str, default: str) -> timedelta:
+    """A positive duration such as `7d` (icu/durations.py), checked now."""
+    try:
+        duration = duration_parse(env(name, default=default))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}.") from None
+    if not duration:
+        raise ImproperlyConfigured(f"{name} must be longer than 0.")
+    return duration
+
+
+# How long an export's result is kept (and downloadable) after it finished.
+EXPORT_RESULT_TTL = _duration("EXPORT_RESULT_TTL", default="7d")
 
 # --- HTTPS and cookies -------------------------------------------------------------------------
 # Secure by default outside DEBUG. TLS is expected to end at a reverse proxy or load balancer in

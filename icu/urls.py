@@ -8,6 +8,7 @@ urlpatterns = [
     # First: with API_PREFIX "" the API's routes would otherwise be tried before them.
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("fhir/", include("exports.fhir_urls")),
     path(settings.API_PREFIX, include("icu.api_router")),
     path(f"{settings.API_PREFIX}auth/", include("rest_framework.urls")),
     path("metrics", include("icu.metrics")),

@@ -37,6 +37,7 @@ def test_compose_services_and_their_start_order(compose: dict):
         "migrate",
         "web",
         "consumer",
+        "worker",
         "emulator",
     }
     for name, service in services.items():
@@ -51,6 +52,15 @@ def test_compose_services_and_their_start_order(compose: dict):
     # `--scale consumer=3` needs no fixed name and no host port on the consumer.
     assert "container_name" not in services["consumer"]
     assert "ports" not in services["consumer"]
+    # The exports' worker: the database backend's own command, after the migration, sharing
+    # the export files with the web server.
+    assert services["worker"]["command"] == ["python", "manage.py", "db_worker", "--no-reload"]
+    assert services["worker"]["depends_on"] == {
+        "migrate": {"condition": "service_completed_successfully"}
+    }
+    media = "media:" + services["web"]["environment"]["MEDIA_ROOT"]
+    assert services["worker"]["volumes"] == services["web"]["volumes"] == [media]
+    assert "media" in compose["volumes"]
     assert services["consumer"]["command"] == [
         "python",
         "manage.py",

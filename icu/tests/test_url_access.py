@@ -19,6 +19,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils.regex_helper import normalize
 from rest_framework.test import APIClient
 
+from exports.tests.factories import ExportFactory
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.models import Alarm
@@ -53,14 +54,20 @@ API = {  # DRF views, icu/permissions.py
     "api:alarm-detail",
     "api:alarm-acknowledge",
     "api:audit-list",
+    "api:patient-exports",
+    "api:export-list",
+    "api:export-detail",
+    "api:export-result",
     "api:schema",
     "api:docs",
+    "fhir:observation-search",  # a DRF view outside API_PREFIX, at /fhir/Observation
 }
 # The writes of the API: a viewer gets 403 for these, 405 for every other method.
 API_WRITES = {
     ("api:alarm-acknowledge", "POST"),
     ("api:patient-alarm-limits", "PUT"),
     ("api:patient-alarm-limits", "PATCH"),
+    ("api:patient-exports", "POST"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.
 LOGIN = {
@@ -209,9 +216,11 @@ def ward(viewer) -> dict[str, str]:
     PatientMetricFactory(patient=patient)
     alarm_limits_update(patient=patient, user=None, pulse_high=130)
     alarm = AlarmFactory(patient=patient)
+    export = ExportFactory(patient=patient, requested_by=viewer)
     return {
         "patient_uuid": str(patient.uuid),
         "pk": str(alarm.pk),
+        "export_id": str(export.id),
         "format": "json",
         "object_id": str(patient.pk),
         "id": str(viewer.pk),

@@ -38,27 +38,37 @@ def codenames(group: Group) -> set[str]:
 
 
 # --- the roles -------------------------------------------------------------------------------
-def test_the_roles_migration_creates_the_groups_icu_permissions_describes():
-    """The migration keeps its own copy of the roles (as migrations must); run against the
-    migration state on an empty slate, it gives each group exactly the permissions of ROLES."""
+def test_the_roles_migrations_create_the_groups_icu_permissions_describes():
+    """The migrations keep their own copy of the roles (as migrations must): vitals/0004 the
+    first roles, exports/0002 what exporting added. Run in turn against the migration state on
+    an empty slate, they give each group exactly the permissions of ROLES."""
     migration = importlib.import_module("vitals.migrations.0004_roles")
-    assert {role: tuple(names) for role, names in migration.ROLES.items()} == ROLES
+    exports_migration = importlib.import_module("exports.migrations.0002_clinician_exports")
+    assert {
+        role: (*names, *exports_migration.ADDED.get(role, ()))
+        for role, names in migration.ROLES.items()
+    } == ROLES
 
     Group.objects.all().delete()
-    # The state the migration runs in: its dependencies applied, itself not yet.
-    state = MigrationLoader(connection).project_state(("vitals", "0004_roles"), at_end=False)
 
-    class Editor:  # all the migration uses of its schema editor
+    class Editor:  # all the migrations use of their schema editor
         pass
 
     Editor.connection = connection
+    loader = MigrationLoader(connection)
+    # The state each migration runs in: its dependencies applied, itself not yet.
+    state = loader.project_state(("vitals", "0004_roles"), at_end=False)
     migration.roles_create(state.apps, Editor())
+    state = loader.project_state(("exports", "0002_clinician_exports"), at_end=False)
+    exports_migration.permissions_grant(state.apps, Editor())
 
     groups = {group.name: codenames(group) for group in Group.objects.all()}
     assert groups == {role: set(names) for role, names in ROLES.items()}
     assert groups["clinician"] - groups["viewer"] == {
         "vitals.acknowledge_alarm",
         "vitals.change_alarmlimits",
+        "exports.add_export",
+        "exports.view_export",
     }
 
 
@@ -75,7 +85,7 @@ def test_role_groups_ensure_adds_what_is_missing_and_keeps_what_an_admin_added()
 
 
 def test_every_api_route_has_an_access_rule_and_every_rule_a_route():
-    api_routes = {r.key for r in walk() if r.namespace == "api"}
+    api_routes = {r.key for r in walk() if r.namespace in ("api", "fhir")}
     # The token endpoint is a login (open to anonymous users, throttled): no rule.
     assert api_routes - {"api:token"} == set(ROUTES)
 

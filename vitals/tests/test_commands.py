@@ -24,7 +24,15 @@ from conftest import (
     wait_for_log,
 )
 
-COMMANDS = ["run_broker", "run_patient", "consume_vitals", "run_dev", "prune_vitals", "assign_role"]
+COMMANDS = [
+    "run_broker",
+    "run_patient",
+    "consume_vitals",
+    "run_dev",
+    "prune_vitals",
+    "assign_role",
+    "expire_exports",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -170,6 +178,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         "DATABASE_URL": empty_database_url,  # of the session's engine, migrated below
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
         "LOG_FORMAT": "text",
+        "MEDIA_ROOT": str(tmp_path / "media"),
     }
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput"],
@@ -202,6 +211,16 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
                 f"http://127.0.0.1:{port}/api/{path}", headers={"Authorization": f"Token {token}"}
             )
             with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                return json.load(response)
+
+        def post(path: str, body: dict) -> dict:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/{path}",
+                data=json.dumps(body).encode(),
+                headers={"Authorization": f"Token {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                assert response.status == 202
                 return json.load(response)
 
         def patients() -> list[dict]:
@@ -241,6 +260,22 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         by_acuity = [p["name"] for p in get("patients/?ordering=-news2")["results"]]
         assert by_acuity[-1] == "alice"
 
+        # The worker runs exports: alice's readings as CSV, from request to file.
+        export = post(f"patients/{first[0]['uuid']}/exports/", {"format": "csv"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and export["status"] not in ("success", "failure"):
+            time.sleep(0.3)
+            export = get(f"exports/{export['id']}/")
+        assert (export["status"], export["error"]) == ("success", "")
+        assert export["result_url"].startswith(f"http://127.0.0.1:{port}/api/exports/")
+        request = urllib.request.Request(  # noqa: S310 (checked just above: our own server)
+            export["result_url"], headers={"Authorization": f"Token {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            rows = response.read().decode().splitlines()
+        assert len(rows) == export["row_count"] + 1 > 1
+        assert rows[1].startswith(f"{first[0]['uuid']},")
+
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
     finally:
@@ -249,6 +284,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
     output = log.read_text()
     assert "consumer stopped" in output
     assert "broker stopped" in output
+    assert "Starting worker" in output
     # Nothing is left listening: the broker's and the web server's ports are free again.
     for free in (broker_port, port):
         with socket.socket() as sock:

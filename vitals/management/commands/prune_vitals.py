@@ -1,28 +1,24 @@
 import logging
-import re
 import time
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from icu.durations import duration_parse
 from icu.process import stop_on_signals
 from vitals.models import PatientMetric
 from vitals.services import alarm_events_prune, metric_prune_batch
 
 logger = logging.getLogger("vitals.prune")
 
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 # SQLite takes up to 32766 parameters in one statement (3.32+); a batch is one of them per id.
 MAX_BATCH = 30_000
 
 
 def age_parse(text: str) -> timedelta:
     """`30d`, `12h`, `90m`, `3600s`, `2w` -> a timedelta of at least a minute."""
-    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
-    if not match:
-        raise ValueError(f"{text!r} is not an age like 30d, 12h, 90m, 2w")
-    age = timedelta(**{UNITS[match[2]]: int(match[1])})
+    age = duration_parse(text, kind="an age")
     if age < timedelta(minutes=1):
         raise ValueError(f"{text!r} is less than a minute: that would delete live readings")
     return age

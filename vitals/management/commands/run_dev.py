@@ -37,11 +37,11 @@ class Command(BaseCommand):
     help = """Run the whole pipeline on this machine, for development and demos (`make run`).
 
 Starts, as child processes: the embedded broker (unless one already answers at
-KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, and Django's
-development web server, whose central station (the ward, live) is at http://127.0.0.1:PORT/.
+KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, Django's
+development web server, whose central station (the ward, live) is at http://127.0.0.1:PORT/,
+and the worker that runs the exports in the background (db_worker).
 Creates a demo superuser, a clinician (nurse) and a viewer (observer), and prints the URLs and
-the logins. Ctrl-C stops everything; if any part exits on its own, the
-rest is stopped too.
+the logins. Ctrl-C stops everything; if any part exits on its own, the rest is stopped too.
 
 The default ward is alice (stable), bob (sepsis) and carol (respiratory failure), their
 physiology running --speed times faster than the clock, so that within a few minutes bob's and
@@ -104,6 +104,8 @@ examples:
             Child("consumer", [*manage, "consume_vitals", "--broker-timeout", "30"]),
             Child("emulator", [*emulator, "--broker-timeout", "30"]),
             Child("web", [*manage, "runserver", address, "--noreload"]),
+            # The exports' jobs (django-tasks); polls the database every half second.
+            Child("worker", [*manage, "db_worker", "--no-reload", "--interval", "0.5"]),
         ]
 
         env = {
@@ -155,8 +157,9 @@ examples:
         return None
 
     def _stop_all(self, children: list[Child]) -> None:
-        # Producers first, broker last: the consumer commits its offsets to a live broker.
-        order = ["emulator", "web", "consumer", "broker"]
+        # Producers first, broker last: the consumer commits its offsets to a live broker. The
+        # worker finishes the export it is running (up to process_stop's timeout).
+        order = ["emulator", "web", "worker", "consumer", "broker"]
         for child in sorted(children, key=lambda c: order.index(c.name)):
             if child.process is not None:
                 process_stop(child.process)
@@ -176,6 +179,8 @@ examples:
             + ", same password",
             f'  curl:  curl -H "Authorization: Token {token}" {api}patients/',
             f"  alarms:                   {api}alarms/?state=active",
+            f"  exports (FHIR, CSV):      POST {api}patients/<uuid>/exports/, then its status_url",
+            f"  FHIR search:              http://{address}/fhir/Observation?patient=<uuid>",
             f"  emulated patients: {', '.join(names)} at {speed:g}x speed; "
             f"broker {settings.KAFKA_BOOTSTRAP_SERVERS} (in memory only)",
             "",
