@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_scale, emulator, freshness, ingest, memory
+from bench import api_scale, emulator, export_memory, freshness, ingest, memory
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
 RESULTS = BASE_DIR / "bench" / "results"
@@ -57,6 +57,12 @@ BENCHMARKS = {
         memory.run,
         {"patients": 1000, "rounds": 10, "first": 100_000},
         {"patients": 50, "rounds": 4, "first": 5_000},
+        ("sqlite",),
+    ),
+    "export": (
+        export_memory.run,
+        {"readings": 1_000_000},
+        {"readings": 20_000},
         ("sqlite",),
     ),
 }

@@ -28,36 +28,19 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-BASE_DIR = Path(__file__).resolve().parent.parent
+from bench.common import BASE_DIR, child_env, manage, progress, rss_mib, wait_for_log
+
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, from the kernel (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def settings_env(directory: Path) -> dict[str, str]:
     """The settings of this process and of the worker: the throwaway database and MEDIA_ROOT,
     production-like (DEBUG off: no query log growing in memory)."""
-    return {
-        "DJANGO_SETTINGS_MODULE": "icu.settings",
-        "ICU_ENV_FILE": os.devnull,  # a developer's .env must not point elsewhere
-        "DATABASE_URL": f"sqlite:///{directory / 'bench.sqlite3'}",
-        "MEDIA_ROOT": str(directory / "media"),
-        "DEBUG": "false",
-        "SECRET_KEY": "bench-only-not-a-secret",
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "STATICFILES_BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage",
-    }
+    return child_env(
+        DATABASE_URL=f"sqlite:///{directory / 'bench.sqlite3'}",
+        MEDIA_ROOT=str(directory / "media"),
+        STATICFILES_BACKEND="django.contrib.staticfiles.storage.StaticFilesStorage",
+    )
 
 
 def readings_insert(patient_id: int, count: int) -> float:
@@ -112,27 +95,9 @@ def readings_insert(patient_id: int, count: int) -> float:
 
 
 def worker_start(env: dict[str, str], log: Path) -> subprocess.Popen:
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "db_worker",
-                "--no-reload",
-                "--no-startup-delay",
-                "--interval",
-                "0.1",
-            ],
-            cwd=BASE_DIR,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while "Starting worker" not in log.read_text(errors="replace"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not start:\n{log.read_text(errors='replace')}")
-        time.sleep(0.1)
+    process = manage("db_worker", "--no-reload", "--no-startup-delay", "--interval", "0.1",
+                     log=log, env=env)  # fmt: skip
+    wait_for_log(log, "Starting worker", process, timeout=60)
     return process
 
 
@@ -141,7 +106,7 @@ def export_measure(*, user, patient, format: str, worker: subprocess.Popen, medi
     from exports.models import Export
     from exports.services import export_request
 
-    rss_start = rss_mb(worker.pid)
+    rss_start = rss_mib(worker.pid)
     requested = time.monotonic()
     export = export_request(user=user, patient=patient, format=format)
     part = media / f"exports/{export.id}.{export.extension}.part"
@@ -150,7 +115,7 @@ def export_measure(*, user, patient, format: str, worker: subprocess.Popen, medi
     while status in ("pending", "running"):
         time.sleep(0.05)
         size = part.stat().st_size if part.exists() else 0
-        samples.append((size, rss_mb(worker.pid)))
+        samples.append((size, rss_mib(worker.pid)))
         status = Export.objects.values_list("status", flat=True).get(pk=export.pk)
         if time.monotonic() - last_report > 5:
             last_report = time.monotonic()
@@ -163,7 +128,7 @@ def export_measure(*, user, patient, format: str, worker: subprocess.Popen, medi
     export.refresh_from_db()
     if export.status != "success":
         raise RuntimeError(f"{format} export failed: {export.error}")
-    rss_end = rss_mb(worker.pid)
+    rss_end = rss_mib(worker.pid)
     size = Path(export.result.path).stat().st_size
     seconds = (export.finished_at - export.started_at).total_seconds()
     # RSS at each tenth of the file written: flat, or growing with the export?
@@ -185,6 +150,32 @@ def export_measure(*, user, patient, format: str, worker: subprocess.Popen, medi
     }
     figures["rss_mb_growth"] = round(figures["rss_mb_peak"] - rss_start, 1)
     Path(export.result.path).unlink()  # gigabytes: gone before the next format
+    return figures
+
+
+def run(world, *, engines: list[str], readings: int) -> list:
+    """For `python -m bench`: this module as a child process (it makes its own SQLite database
+    and worker); the worker's memory at the end of each export against its start."""
+    from bench.common import Figure
+
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.export_memory", "--readings", str(readings)],
+        cwd=BASE_DIR, env=child_env(), stdout=subprocess.PIPE, text=True, timeout=900,
+        check=True,
+    )  # fmt: skip
+    results, _ = json.JSONDecoder().raw_decode(result.stdout)
+    figures = []
+    for format in ("csv", "fhir"):
+        r = results[format]
+        details = {k: v for k, v in r.items() if k != "rss_mb_at_each_tenth_of_the_file"}
+        details["rss_mb_at_each_tenth"] = r["rss_mb_at_each_tenth_of_the_file"]
+        figures += [
+            Figure("export", f"{format} export of {readings:,}: worker RSS peak", r["rss_mb_peak"],
+                   "MB", reference="RSS at its start", reference_value=r["rss_mb_start"],
+                   target="<= 1.1", engine="sqlite", details=details),
+            Figure("export", f"{format} export of {readings:,}: speed", r["rows_per_second"],
+                   "readings/s", engine="sqlite", details=details),
+        ]  # fmt: skip
     return figures
 
 
