@@ -297,7 +297,8 @@ def test_survivor_takes_over_the_partitions_of_a_consumer_that_dies(
 
     wait_until(split, 40, "the two consumers sharing the three partitions", poll=0.2)
     theirs = assignment(logs["victim"])
-    total = backlog(seed=2, patients=2 * PATIENTS)
+    # Big enough that the victim, a second and more after its first batch, has work left.
+    total = backlog(seed=2, patients=4 * PATIENTS)
 
     # 0.3 s after the victim's first commit (librdkafka commits every second), while it goes on.
     wait_until(lambda: committed_total(kafka, theirs) > 0, 30, "a first commit", poll=0.1)
