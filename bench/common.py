@@ -10,6 +10,7 @@ means something only as a ratio against a reference taken minutes apart on the s
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -200,11 +201,7 @@ def run_child(module: str, *args: str, env: dict[str, str], timeout: float = 900
 
 def emit(figures: list[Figure]) -> None:
     """What a child measurement prints last: its figures, one JSON line."""
-    rows = []
-    for f in figures:
-        row = asdict(f)
-        rows.append(row)
-    print(json.dumps(rows))
+    print(json.dumps([asdict(f) for f in figures]))
 
 
 # --- the world a benchmark runs in -----------------------------------------------------------
@@ -273,8 +270,6 @@ class World:
         )
         if engine == "sqlite":
             # A copy must not need the WAL of the original.
-            import sqlite3
-
             with sqlite3.connect(path) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._templates[engine] = str(path)

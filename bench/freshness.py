@@ -11,6 +11,7 @@ import argparse
 import json
 import time
 from datetime import datetime
+from pathlib import Path
 
 from bench.common import (
     Figure,
@@ -112,8 +113,6 @@ def run(
 
 
 def main() -> None:
-    from pathlib import Path
-
     parser = argparse.ArgumentParser(
         description="One freshness measurement (run by `python -m bench`)."
     )

@@ -11,6 +11,7 @@ import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from bench.common import (
     Figure,
@@ -123,8 +124,6 @@ def run(
 
 
 def main() -> None:
-    from pathlib import Path
-
     parser = argparse.ArgumentParser(description="Consumer memory (run by `python -m bench`).")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=10)

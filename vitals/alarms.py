@@ -59,11 +59,11 @@ class LimitRule:
         # Set once: the detector asks for every rule of every reading.
         object.__setattr__(self, "low", self.kind.endswith("_low"))
 
-    def breached(self, value: float, limit: float) -> bool:
-        return value < limit if self.low else value > limit
-
-    def cleared(self, value: float, limit: float) -> bool:
-        return value >= limit + self.hysteresis if self.low else value <= limit - self.hysteresis
+    def judge(self, value: float, limit: float) -> tuple[bool, bool]:
+        """(breached, cleared): beyond the limit, or back inside it by the hysteresis."""
+        if self.low:
+            return value < limit, value >= limit + self.hysteresis
+        return value > limit, value <= limit - self.hysteresis
 
     def priority(self, value: float) -> str:
         critical = value < self.critical if self.low else value > self.critical
@@ -151,7 +151,12 @@ class PatientAlarms:
         self._condition(kind).open_priority = priority
 
     def _condition(self, kind: str) -> _Condition:
-        return self.conditions.setdefault(kind, _Condition())
+        # Not setdefault(): that would build a _Condition on every call, for every rule of
+        # every reading, only to throw it away.
+        condition = self.conditions.get(kind)
+        if condition is None:
+            condition = self.conditions[kind] = _Condition()
+        return condition
 
     def evaluate(
         self, reading: ReadingLike, news2: News2 | None, limits: Limits, *, warm_up: bool = False
@@ -189,10 +194,7 @@ class PatientAlarms:
         for rule in LIMIT_RULES:
             value = getattr(reading, rule.sign)
             limit = getattr(limits, rule.kind)
-            if rule.low:
-                breached, cleared = value < limit, value >= limit + rule.hysteresis
-            else:
-                breached, cleared = value > limit, value <= limit - rule.hysteresis
+            breached, cleared = rule.judge(value, limit)
             priority = rule.priority(value) if breached else None
             if outcome := step(rule.kind, breached, cleared, priority, delay):
                 decide(rule.kind, outcome, value, limit, rule.message(value, limit))
@@ -219,9 +221,7 @@ class PatientAlarms:
     ) -> tuple[str, str] | None:
         """Count one reading for one condition; return the (action, priority) it brings, if
         any. `priority` is the breach's (None when not breached)."""
-        condition = self.conditions.get(kind)
-        if condition is None:
-            condition = self.conditions[kind] = _Condition()
+        condition = self._condition(kind)
         condition.breaches = condition.breaches + 1 if breached else 0
         condition.clears = condition.clears + 1 if cleared else 0
 
