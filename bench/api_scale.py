@@ -26,6 +26,7 @@ CHUNK = 20_000
 
 def generate(*, readings: int, patients: int) -> None:
     from django.db import connection, transaction
+    from django.db.models import OuterRef, Subquery
 
     from patients.models import Patient
     from vitals.models import Alarm, PatientMetric
@@ -112,9 +113,9 @@ def generate(*, readings: int, patients: int) -> None:
                 progress(
                     f"api_scale: {min(done, readings):,} of {readings:,} readings ({rate:,.0f}/s)"
                 )
-    from vitals.services import patient_latest_metric_refresh
-
-    patient_latest_metric_refresh(patient_ids=set(ids))
+    # Each patient's latest reading: the last one written (readings were written in order).
+    newest = PatientMetric.objects.filter(patient_id=OuterRef("pk")).order_by("-pk").values("pk")
+    Patient.objects.filter(pk__in=ids).update(latest_metric=Subquery(newest[:1]))
     Alarm.objects.bulk_create(
         Alarm(patient_id=pid, kind="pulse_high", priority="medium", value=125, threshold=120,
               message="Pulse high: 125 /min (> 120)", raised_at=end)

@@ -272,6 +272,19 @@ PATIENT_UUID = env("PATIENT_UUID", default="")
 # Readings stamped further ahead than this are rejected (a monitor with a wrong clock).
 VITALS_MAX_FUTURE_SKEW_SECONDS = env.int("VITALS_MAX_FUTURE_SKEW_SECONDS", default=300)
 
+# --- Alarms that no single reading raises (in seconds) ---------------------------------------
+# A patient whose newest reading was received longer ago than this gets a `no_data` alarm:
+# three reading intervals, as for a stale tile (WARD_STALE_SECONDS).
+ALARM_NO_DATA_AFTER = env.float("ALARM_NO_DATA_AFTER", default=3 * METRICS_INTERVAL)
+# A high-priority alarm active and unacknowledged this long is escalated (an `escalated` event
+# on the alarms topic, for paging systems).
+ALARM_ESCALATE_AFTER = env.float("ALARM_ESCALATE_AFTER", default=120.0)
+# A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
+ALARM_CLOCK_SKEW_WARN = env.float("ALARM_CLOCK_SKEW_WARN", default=30.0)
+for _name in ("ALARM_NO_DATA_AFTER", "ALARM_ESCALATE_AFTER", "ALARM_CLOCK_SKEW_WARN"):
+    if not globals()[_name] > 0:
+        raise ImproperlyConfigured(f"{_name} must be a number of seconds above 0.")
+
 # --- Central station (ward/) -------------------------------------------------------------------
 # How often the ward and patient pages poll the API, in seconds.
 WARD_POLL_SECONDS = env.float("WARD_POLL_SECONDS", default=2.0)

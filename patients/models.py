@@ -1,5 +1,6 @@
 import uuid
 
+from django.conf import settings
 from django.db import models
 
 
@@ -17,6 +18,15 @@ class Patient(models.Model):
         default=False,
         help_text="Known hypercapnic respiratory failure (e.g. COPD with CO2 retention): NEWS2 "
         "scores SpO2 on scale 2, target 88-92%.",
+    )
+    monitoring_ended_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a clinician ended this patient's monitoring: no `no_data` alarm is "
+        "raised while it is set. The next reading from a monitor starts monitoring again.",
+    )
+    monitoring_ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -5,16 +5,22 @@ The detector's memory (consecutive counts, which alarms are open) is kept per pa
 process, and rebuilt from the database the first time a patient is seen: open alarms from the
 alarms table, counts by replaying the patient's last readings. A consumer that restarts, or
 takes over a partition in a rebalance, therefore continues where the previous one stopped.
+
+A patient's readings are judged in the order they were received, which is the order their
+monitor sent them (one key, one partition): a monitor clock that is wrong, or jumps, changes
+neither which alarms sound nor when. Clock offsets are measured against the Kafka timestamp
+(`timing`) and beyond ALARM_CLOCK_SKEW_WARN raise the technical alarm `clock_skew`.
 """
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import datetime
 
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
 from vitals.selectors import alarm_limits_for
-from vitals.services import alarm_decisions_apply
+from vitals.services import alarm_decisions_apply, alarm_no_data_resolve
 
 # Readings replayed to rebuild a patient's counters: the longest delay allowed (10), twice over,
 # so that artefact readings in the window (which count neither way) do not cut the replay short.
@@ -22,14 +28,18 @@ WARM_UP_READINGS = 20
 
 
 class AlarmEngine:
-    def __init__(self) -> None:
+    def __init__(self, *, clock_skew_warn: float = 30.0) -> None:
         self.states: dict[int, PatientAlarms] = {}
+        self.clock_skew_warn = clock_skew_warn
 
     def process(self, metrics: Iterable[PatientMetric]) -> list[AlarmEvent]:
-        """Judge the new readings (each with `.patient` set) and write the decisions."""
+        """Judge the new readings (each with `.patient` set), in the order given (the order
+        they were received), and write the decisions; resolve the `no_data` alarms of the
+        patients heard from again."""
         by_patient: dict[int, list[PatientMetric]] = defaultdict(list)
         patients: dict[int, Patient] = {}
-        for metric in metrics:
+        metrics_seen = list(metrics)
+        for metric in metrics_seen:
             by_patient[metric.patient_id].append(metric)
             patients[metric.patient_id] = metric.patient
         if not by_patient:
@@ -39,15 +49,34 @@ class AlarmEngine:
         if unknown:
             self._load(unknown, by_patient, limits)
 
-        events: list[AlarmEvent] = []
+        # Heard from again: silence over (the readings of a batch share their received_at).
+        events: list[AlarmEvent] = alarm_no_data_resolve(
+            patient_ids=list(by_patient), received_at=min(m.received_at for m in metrics_seen)
+        )
         for patient_id, patient_metrics in by_patient.items():
             state = self.states[patient_id]
             decisions = []
-            for metric in sorted(patient_metrics, key=lambda m: m.measured_at):
-                decisions += state.evaluate(metric, metric.news2, limits[patient_id])
+            for metric in patient_metrics:
+                at, offset = self.timing(metric)
+                decisions += state.evaluate(
+                    metric, metric.news2, limits[patient_id], at=at, clock_offset=offset
+                )
             if decisions:
                 events += alarm_decisions_apply(patient=patients[patient_id], decisions=decisions)
         return events
+
+    def timing(self, metric: PatientMetric) -> tuple[datetime, float | None]:
+        """(when the reading was taken, as far as we can tell; the monitor clock's offset).
+
+        The offset is measured_at minus sent_at (the Kafka timestamp: when the gateway sent
+        it, by a clock that is not the monitor's), in seconds; None when sent_at is unknown.
+        Within the tolerance the monitor's own time stands (it is the more precise); beyond
+        it, the time it was sent. Never later than it was received.
+        """
+        measured_at, sent_at = metric.measured_at, metric.sent_at
+        offset = None if sent_at is None else (measured_at - sent_at).total_seconds()
+        at = measured_at if offset is None or abs(offset) <= self.clock_skew_warn else sent_at
+        return min(at, metric.received_at), offset
 
     def forget(self, patient_ids: Iterable[int] | None = None) -> None:
         """Drop the memory of some patients (all by default): after a failed transaction,
@@ -65,16 +94,23 @@ class AlarmEngine:
         limits: dict[int, Limits],
     ) -> None:
         for patient_id in patient_ids:
-            state = PatientAlarms()
-            # The newest readings stored before this batch, not merely those older than the
-            # batch: a late reading (older than some already stored) must then be ignored, as
-            # the running engine ignores it, instead of being judged against an old past.
-            batch = {m.measured_at for m in by_patient[patient_id]}
-            stored = PatientMetric.objects.filter(patient_id=patient_id).order_by("-measured_at")
+            state = PatientAlarms(clock_skew_warn=self.clock_skew_warn)
+            # The last readings received before this batch (ids follow arrival), replayed in
+            # the order they came, as the running engine judged them.
+            batch = {m.pk for m in by_patient[patient_id]}
+            stored = PatientMetric.objects.filter(patient_id=patient_id).order_by("-pk")
             newest = stored[: WARM_UP_READINGS + len(batch)]
-            recent = [m for m in newest if m.measured_at not in batch][:WARM_UP_READINGS]
+            recent = [m for m in newest if m.pk not in batch][:WARM_UP_READINGS]
             for metric in reversed(recent):
-                state.evaluate(metric, metric.news2, limits[patient_id], warm_up=True)
+                at, offset = self.timing(metric)
+                state.evaluate(
+                    metric,
+                    metric.news2,
+                    limits[patient_id],
+                    at=at,
+                    clock_offset=offset,
+                    warm_up=True,
+                )
             # What is open is what the database says, not what the replay concluded (limits
             # may have changed, an admin may have closed an alarm).
             for condition in state.conditions.values():

@@ -11,9 +11,16 @@ How a monitor avoids crying wolf, and how this does it:
   clears at <= 115), so a value hovering at the limit does not flap.
 - **Priorities** (IEC 60601-1-8): a limit alarm is *medium*; *high* when the value is beyond a
   critical level (e.g. SpO2 < 85) or for a lethal condition (no pulse); *low* for technical
-  conditions (SpO2 probe off). An open alarm is escalated when its condition gets worse.
+  conditions (SpO2 probe off, a monitor clock that is off). An open alarm's priority rises at
+  once when its condition gets worse, and falls back only after `delay_readings` readings at
+  the lower priority (a priority does not flap either).
 - **Artefacts**: readings the monitor flags as artefacts count neither for nor against a
   physiological condition; a probe-off raises the low-priority technical alarm instead.
+- **Order and time**: readings are judged in the order they arrive (a patient's readings keep
+  the order the monitor sent them in, on one Kafka partition), whatever their timestamps: a
+  monitor whose clock is wrong, or is set back, is judged like any other. The time a decision
+  carries (`at`) is given by the caller (the reading's time, corrected for a wrong clock) and
+  never goes back.
 """
 
 from dataclasses import dataclass, field
@@ -96,11 +103,20 @@ NEWS2_MEDIUM_AT = 5
 NEWS2_HIGH_AT = 7
 NEWS2_CLEARS_AT = 3
 
+# Technical alarms (low priority): a monitor clock off by more than the tolerance, for as many
+# readings as a limit alarm's delay; back within 80% of it to clear.
+CLOCK_SKEW_CLEARS_AT = 0.8
+# Raised by the consumer's sweep, not by a reading (vitals/services.py): no reading for
+# ALARM_NO_DATA_AFTER seconds; resolved by the next reading.
+NO_DATA = "no_data"
+
 ALARM_KINDS = (
     *(rule.kind for rule in LIMIT_RULES),
     "asystole",
     "news2",
     "spo2_probe_off",
+    "clock_skew",
+    NO_DATA,
 )
 
 
@@ -117,7 +133,7 @@ class ReadingLike(Protocol):
 
 @dataclass(frozen=True)
 class Decision:
-    action: str  # "raise" | "escalate" | "resolve"
+    action: str  # "raise" | "priority" (its priority changed, up or down) | "resolve"
     kind: str
     priority: str
     value: float
@@ -132,6 +148,8 @@ class _Condition:
 
     breaches: int = 0
     clears: int = 0
+    # Consecutive breaching readings at a priority below the open alarm's.
+    lower: int = 0
     open_priority: str | None = None
 
 
@@ -141,6 +159,8 @@ class PatientAlarms:
 
     conditions: dict[str, _Condition] = field(default_factory=dict)
     last_at: datetime | None = None
+    # A monitor clock off by more than this many seconds raises `clock_skew`.
+    clock_skew_warn: float = 30.0
 
     def open_alarms(self) -> dict[str, str]:
         """kind -> priority of the alarms this state believes open."""
@@ -159,38 +179,69 @@ class PatientAlarms:
         return condition
 
     def evaluate(
-        self, reading: ReadingLike, news2: News2 | None, limits: Limits, *, warm_up: bool = False
+        self,
+        reading: ReadingLike,
+        news2: News2 | None,
+        limits: Limits,
+        *,
+        at: datetime | None = None,
+        clock_offset: float | None = None,
+        warm_up: bool = False,
     ) -> list[Decision]:
-        """Advance the counters with one reading; return the decisions it brings.
+        """Advance the counters with one reading, the next one received; return the decisions
+        it brings.
 
-        `warm_up` replays readings already judged (after a restart) to rebuild the counters
-        without deciding anything again. Readings older than the last one seen are ignored:
-        they arrive late and must not rewrite the present.
+        `at` is the time the decisions carry (default: the reading's measured_at); it never
+        goes back: a reading stamped before the last one (a clock set back) is judged all the
+        same, at the last one's time. `clock_offset` is how far the monitor's clock is ahead
+        (negative: behind) in seconds, None when unknown. `warm_up` replays readings already
+        judged (after a restart) to rebuild the counters without deciding anything again.
         """
-        if self.last_at is not None and reading.measured_at <= self.last_at:
-            return []
-        self.last_at = reading.measured_at
-        decisions = self._judge(reading, news2, limits)
+        at = reading.measured_at if at is None else at
+        if self.last_at is not None and at < self.last_at:
+            at = self.last_at
+        self.last_at = at
+        decisions = self._judge(reading, news2, limits, at, clock_offset)
         return [] if warm_up else decisions
 
     # The consumer runs this on every reading of every patient: a message is formatted only
     # for a decision, which is rare, and a priority only for a breach.
-    def _judge(self, reading: ReadingLike, news2: News2 | None, limits: Limits) -> list[Decision]:
+    def _judge(
+        self,
+        reading: ReadingLike,
+        news2: News2 | None,
+        limits: Limits,
+        at: datetime,
+        clock_offset: float | None,
+    ) -> list[Decision]:
         decisions: list[Decision] = []
-        at = reading.measured_at
 
         def decide(kind: str, outcome: tuple[str, str], value, threshold, message: str) -> None:
             action, priority = outcome
             decisions.append(Decision(action, kind, priority, value, threshold, message, at))
 
         step = self._step
+        delay = limits.delay_readings
+        if clock_offset is not None:
+            off_by = abs(clock_offset)
+            skewed = off_by > self.clock_skew_warn
+            cleared = off_by <= self.clock_skew_warn * CLOCK_SKEW_CLEARS_AT
+            if outcome := step("clock_skew", skewed, cleared, "low", delay):
+                way = "ahead" if clock_offset > 0 else "behind"
+                decide(
+                    "clock_skew",
+                    outcome,
+                    round(clock_offset, 1),
+                    self.clock_skew_warn,
+                    f"Monitor clock {off_by:.0f} s {way}",
+                )
+
         probe_off = reading.artefact == "spo2_probe_off"
         if outcome := step("spo2_probe_off", probe_off, not probe_off, "low", 1):
             decide("spo2_probe_off", outcome, reading.spo2, None, "SpO2 probe off: no oximetry")
         if reading.artefact:
             return decisions  # not physiological: neither for nor against any condition
 
-        delay = limits.delay_readings
         for rule in LIMIT_RULES:
             value = getattr(reading, rule.sign)
             limit = getattr(limits, rule.kind)
@@ -225,14 +276,25 @@ class PatientAlarms:
         condition.breaches = condition.breaches + 1 if breached else 0
         condition.clears = condition.clears + 1 if cleared else 0
 
-        if condition.open_priority is None:
+        open_priority = condition.open_priority
+        if open_priority is None:
             if condition.breaches >= delay:
                 condition.open_priority = priority
                 return "raise", priority
-        elif condition.clears >= delay:
-            was, condition.open_priority = condition.open_priority, None
-            return "resolve", was
-        elif breached and PRIORITY_RANK[priority] > PRIORITY_RANK[condition.open_priority]:
-            condition.open_priority = priority
-            return "escalate", priority
+            return None
+        if condition.clears >= delay:
+            condition.open_priority, condition.lower = None, 0
+            return "resolve", open_priority
+        if not breached or priority == open_priority:
+            condition.lower = 0
+            return None
+        if PRIORITY_RANK[priority] > PRIORITY_RANK[open_priority]:
+            # Worse: at once.
+            condition.open_priority, condition.lower = priority, 0
+            return "priority", priority
+        # Better, but still breached: only once it has held for the delay.
+        condition.lower += 1
+        if condition.lower >= delay:
+            condition.open_priority, condition.lower = priority, 0
+            return "priority", priority
         return None

@@ -33,7 +33,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from icu.exceptions import InvalidReading
@@ -41,7 +49,13 @@ from icu.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_parse
 from vitals.selectors import alarm_events_unpublished
-from vitals.services import StoreResult, alarm_events_mark_published, metric_bulk_store
+from vitals.services import (
+    StoreResult,
+    alarm_escalation_sweep,
+    alarm_events_mark_published,
+    alarm_no_data_sweep,
+    metric_bulk_store,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +117,10 @@ class VitalsConsumer:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         stop_event: threading.Event | None = None,
-        alarm_sweep_interval: float = 5.0,
+        alarm_sweep_interval: float = 2.0,
+        no_data_after: float | None = None,
+        escalate_after: float | None = None,
+        clock_skew_warn: float = 30.0,
         lag_interval: float = 5.0,
         metrics: ConsumerMetrics | None = None,
     ) -> None:
@@ -112,8 +129,13 @@ class VitalsConsumer:
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.alarms_topic = alarms_topic
-        self.alarm_engine = AlarmEngine()
+        self.alarm_engine = AlarmEngine(clock_skew_warn=clock_skew_warn)
+        # Every alarm_sweep_interval seconds, busy or idle: raise `no_data` for monitors silent
+        # for no_data_after seconds, escalate high alarms unanswered for escalate_after (None:
+        # not this consumer's job), publish the outbox.
         self.alarm_sweep_interval = alarm_sweep_interval
+        self.no_data_after = no_data_after
+        self.escalate_after = escalate_after
         self._last_sweep = 0.0
         self.batch_size = batch_size
         self.batch_timeout = batch_timeout
@@ -163,7 +185,7 @@ class VitalsConsumer:
             elif error.code() != KafkaError._PARTITION_EOF:
                 logger.warning("consumer error", extra={"kafka_error": error.str()})
         if not records:
-            self._publish_alarm_events_if_due()
+            self._sweep_alarms_if_due()
             self._update_lag_if_due()
             return 0
 
@@ -185,7 +207,7 @@ class VitalsConsumer:
         totals.invalid += len(rejected)
         totals.alarm_events += outcome.alarm_events
         self._count(len(records), outcome)
-        self._publish_alarm_events_if_due(force=outcome.alarm_events > 0)
+        self._sweep_alarms_if_due(force=outcome.alarm_events > 0)
         self._update_lag_if_due()
         logger.debug(
             "batch stored",
@@ -223,7 +245,11 @@ class VitalsConsumer:
         for message in records:
             try:
                 reading = reading_parse(
-                    key=message.key(), value=message.value(), now=now, max_future=self.max_future
+                    key=message.key(),
+                    value=message.value(),
+                    now=now,
+                    max_future=self.max_future,
+                    sent_at=_sent_at(message),
                 )
             except InvalidReading as exc:
                 rejected.append((message, exc))
@@ -393,11 +419,33 @@ class VitalsConsumer:
         # Waiting on the event lets SIGTERM cut the backoff short.
         self.stop_event.wait(self.backoff)
 
-    def _publish_alarm_events_if_due(self, force: bool = False) -> None:
+    def _sweep_alarms_if_due(self, force: bool = False) -> None:
+        """The periodic alarm work (`force`: at once, for a batch that changed alarms)."""
         now = time.monotonic()
-        if self.alarms_topic and (force or now - self._last_sweep >= self.alarm_sweep_interval):
-            self._last_sweep = now
+        if not force and now - self._last_sweep < self.alarm_sweep_interval:
+            return
+        self._last_sweep = now
+        if not force:
+            self.sweep_alarms()
+        if self.alarms_topic:
             self.publish_alarm_events()
+
+    def sweep_alarms(self) -> int:
+        """Raise `no_data` for the silent monitors and escalate the unanswered high alarms;
+        return how many events that wrote. Never raises: a database that is away now is
+        tried again on the next sweep."""
+        events = 0
+        try:
+            if self.no_data_after is not None:
+                events += len(alarm_no_data_sweep(silent_for=timedelta(seconds=self.no_data_after)))
+            if self.escalate_after is not None:
+                events += len(
+                    alarm_escalation_sweep(unanswered_for=timedelta(seconds=self.escalate_after))
+                )
+        except DatabaseError as exc:
+            logger.warning("could not sweep the alarms", extra={"error": str(exc)})
+        self.totals.alarm_events += events
+        return events
 
     def publish_alarm_events(self) -> int:
         """Publish the outbox's pending alarm events (this consumer's and the API's, e.g.
@@ -521,6 +569,15 @@ class VitalsConsumer:
 def _has_messages(watermarks: tuple[int, int] | None) -> bool:
     """(low, high) watermarks of a fetched partition that holds at least one message."""
     return bool(watermarks) and watermarks[1] >= 0 and watermarks[1] != watermarks[0]
+
+
+def _sent_at(message: Message) -> datetime | None:
+    """The message's Kafka timestamp (the producer's CreateTime, or the broker's
+    LogAppendTime), None when it has none."""
+    kind, milliseconds = message.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE or milliseconds <= 0:
+        return None
+    return datetime.fromtimestamp(milliseconds / 1000, tz=UTC)
 
 
 def _key_patient_uuid(key: bytes | None) -> str | None:

@@ -114,6 +114,8 @@ class Reading:
     consciousness: str = "A"
     # The monitor's own flag that a value is not physiological (a probe off the finger, motion).
     artefact: str | None = None
+    # Not in the message body: the Kafka message's timestamp, when the consumer knows it.
+    sent_at: datetime | None = None
 
     @property
     def bp(self) -> str:
@@ -213,6 +215,7 @@ def reading_parse(
     value: bytes | None,
     now: datetime | None = None,
     max_future: timedelta = timedelta(minutes=5),
+    sent_at: datetime | None = None,
 ) -> Reading:
     """Validate one message against the contract; return the reading or raise InvalidReading.
 
@@ -326,6 +329,7 @@ def reading_parse(
         on_oxygen=on_oxygen,
         consciousness=consciousness,
         artefact=artefact,
+        sent_at=sent_at,
     )
 
 

@@ -63,6 +63,12 @@ class PatientMetric(models.Model):
     )
     spo2_scale = models.PositiveSmallIntegerField(default=1)
     received_at = models.DateTimeField(help_text="When the consumer stored the reading.")
+    # The monitor's clock may be wrong: measured_at is kept as sent (charts and exports use
+    # it), and sent_at, the Kafka message's timestamp (the sending gateway's clock, or the
+    # broker's), tells how far off it is (vitals/alarm_engine.py). Null when unknown.
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the reading was sent (the Kafka timestamp)."
+    )
 
     class Meta:
         ordering = ["-measured_at"]
@@ -193,13 +199,35 @@ class Alarm(models.Model):
     priority = models.CharField(max_length=6, choices=AlarmPriority.choices)
     state = models.CharField(max_length=12, choices=AlarmState.choices, default=AlarmState.ACTIVE)
     message = models.CharField(max_length=200)
-    value = models.FloatField(help_text="The value that raised (or last escalated) the alarm.")
+    value = models.FloatField(
+        help_text="The value that raised the alarm, or last changed its priority."
+    )
     threshold = models.FloatField(null=True, blank=True)
-    raised_at = models.DateTimeField(help_text="measured_at of the reading that raised it.")
+    raised_at = models.DateTimeField(
+        help_text="When the reading that raised it was taken (the monitor's time, corrected "
+        "when its clock is off; see sent_at on readings)."
+    )
+    activated_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it last became active (raised, or active again because its priority "
+        "rose above the one acknowledged), by the server's clock: unanswered since.",
+    )
+    escalated_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When it was escalated for having gone unanswered (ALARM_ESCALATE_AFTER).",
+    )
     acknowledged_at = models.DateTimeField(null=True, blank=True)
     acknowledged_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # What the acknowledgement covered: the alarm as it was then. A later rise above this
+    # priority makes the alarm active again.
+    acknowledged_priority = models.CharField(
+        max_length=6, choices=AlarmPriority.choices, blank=True, default=""
+    )
+    acknowledged_message = models.CharField(max_length=200, blank=True, default="")
     resolved_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -229,12 +257,16 @@ class AlarmEvent(models.Model):
 
     class Type(models.TextChoices):
         RAISED = "raised"
-        ESCALATED = "escalated"
+        # Its priority or message changed (the payload holds the new ones); an acknowledged
+        # alarm whose priority rose is active again (payload "reactivated": true).
+        PRIORITY_CHANGED = "priority_changed"
         ACKNOWLEDGED = "acknowledged"
+        # Active, high and unanswered for ALARM_ESCALATE_AFTER: for paging systems.
+        ESCALATED = "escalated"
         RESOLVED = "resolved"
 
     alarm = models.ForeignKey(Alarm, on_delete=models.CASCADE, related_name="events")
-    type = models.CharField(max_length=12, choices=Type.choices)
+    type = models.CharField(max_length=20, choices=Type.choices)
     # The message as published: the alarm as it was when the event happened.
     payload = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -267,6 +299,7 @@ class AuditEvent(models.Model):
         ALARM_ACKNOWLEDGE = "alarm.acknowledge"
         ALARM_LIMITS_UPDATE = "alarm_limits.update"
         ALARM_LIMITS_RESET = "alarm_limits.reset"
+        MONITORING_END = "patient.monitoring_end"
 
     at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(
@@ -274,7 +307,7 @@ class AuditEvent(models.Model):
     )
     username = models.CharField(max_length=150, blank=True, help_text="The user's, at the time.")
     action = models.CharField(max_length=40, choices=Action.choices)
-    object_type = models.CharField(max_length=40, help_text='"alarm" or "alarm_limits".')
+    object_type = models.CharField(max_length=40, help_text='"alarm", "alarm_limits" or "patient".')
     object_id = models.CharField(max_length=64)
     patient = models.ForeignKey(
         "patients.Patient", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -4,24 +4,25 @@ import logging
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
 from django.contrib.auth.base_user import AbstractBaseUser
-from django.db import connection, models, transaction
-from django.db.models import OuterRef, Subquery
+from django.db import IntegrityError, connection, models, transaction
+from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from icu.exceptions import AlarmNotOpen
 from patients.models import Patient
 from patients.services import patient_bulk_get_or_create
-from vitals.alarms import Decision
+from vitals.alarms import NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
 from vitals.models import (
     OPEN_ALARM_STATES,
     Alarm,
     AlarmEvent,
     AlarmLimits,
+    AlarmPriority,
     AlarmState,
     AuditEvent,
     PatientMetric,
@@ -49,8 +50,8 @@ def metric_bulk_store(
     the database are skipped by the unique (patient, measured_at) index: one INSERT ... ON
     CONFLICT DO NOTHING RETURNING (see `_metric_insert`), which also says exactly which rows
     went in, even when another consumer wrote some of them a moment before.
-    Each patient's `latest_metric` is brought up to date in the same transaction, so that the
-    ward list never points at a reading that is not committed.
+    Each patient's `latest_metric` becomes the newest reading received, in the same
+    transaction, so that the ward list never points at a reading that is not committed.
     """
     unique: dict[tuple, Reading] = {}
     for reading in readings:
@@ -64,9 +65,8 @@ def metric_bulk_store(
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
         new = _metric_insert(candidates)
-        touched = {m.patient_id for m in new}
-        if touched:
-            patient_latest_metric_refresh(patient_ids=touched)
+        if new:
+            patient_latest_metric_refresh(new=new)
     return StoreResult(
         stored=len(new), duplicates=len(readings) - len(new), patients=len(patients), new=new
     )
@@ -174,6 +174,7 @@ def _metric(reading: Reading, patient: Patient, received_at: datetime) -> Patien
         artefact=reading.artefact or "",
         spo2_scale=patient.spo2_scale,
         received_at=received_at,
+        sent_at=reading.sent_at,
     )
     # Scored once: the alarm engine reads the same result from `metric.news2`.
     metric.news2 = score = news2_of(metric, spo2_scale=metric.spo2_scale)
@@ -182,24 +183,33 @@ def _metric(reading: Reading, patient: Patient, received_at: datetime) -> Patien
     return metric
 
 
-def patient_latest_metric_refresh(*, patient_ids: set[int]) -> None:
-    """Point each patient's `latest_metric` at their newest reading (one UPDATE).
+def patient_latest_metric_refresh(*, new: Sequence[PatientMetric]) -> None:
+    """Point each patient's `latest_metric` at the newest reading received: of those just
+    inserted (in the order received, so with increasing ids), each patient's last (one UPDATE).
 
-    Computed from the table, not from the batch, so it is right whatever order readings
-    arrive in (a late or replayed reading never replaces a newer one).
+    By arrival, not by measured_at: a monitor whose clock runs ahead would otherwise keep its
+    future reading "latest" until real time caught up, hiding every reading after it. A
+    re-delivered reading is not inserted again, so it never replaces a newer one.
     """
-    newest = (
-        PatientMetric.objects.filter(patient_id=OuterRef("pk"))
-        .order_by("-measured_at")
-        .values("pk")[:1]
+    newest: dict[int, int] = {}
+    for metric in new:
+        newest[metric.patient_id] = metric.pk
+    Patient.objects.filter(pk__in=newest).update(
+        latest_metric=Case(
+            *(When(pk=patient_id, then=Value(pk)) for patient_id, pk in newest.items()),
+            output_field=models.BigIntegerField(),
+        )
     )
-    Patient.objects.filter(pk__in=patient_ids).update(latest_metric=Subquery(newest))
 
 
 # --- Alarms ----------------------------------------------------------------------------------
 
 
-def alarm_event_record(*, alarm: Alarm, type: str) -> AlarmEvent:
+def _iso(value: datetime | None) -> str | None:
+    return value and value.isoformat()
+
+
+def alarm_event_record(*, alarm: Alarm, type: str, reactivated: bool = False) -> AlarmEvent:
     """Put an alarm change in the outbox, with the alarm as it is now (call inside the
     transaction that made the change)."""
     patient = alarm.patient
@@ -214,15 +224,22 @@ def alarm_event_record(*, alarm: Alarm, type: str) -> AlarmEvent:
             "value": alarm.value,
             "threshold": alarm.threshold,
             "raised_at": alarm.raised_at.isoformat(),
-            "acknowledged_at": alarm.acknowledged_at and alarm.acknowledged_at.isoformat(),
+            "activated_at": _iso(alarm.activated_at),
+            "escalated_at": _iso(alarm.escalated_at),
+            "acknowledged_at": _iso(alarm.acknowledged_at),
             "acknowledged_by": alarm.acknowledged_by and alarm.acknowledged_by.get_username(),
-            "resolved_at": alarm.resolved_at and alarm.resolved_at.isoformat(),
+            "acknowledged_priority": alarm.acknowledged_priority or None,
+            "acknowledged_message": alarm.acknowledged_message or None,
+            "resolved_at": _iso(alarm.resolved_at),
         },
         "patient": {"uuid": str(patient.uuid), "name": patient.name},
         "at": timezone.now().isoformat(timespec="milliseconds"),
     }
+    if reactivated:
+        payload["reactivated"] = True
     # Every alarm change is a line in the log too, findable by patient.
-    logger.info(
+    logger.log(
+        logging.WARNING if type == AlarmEvent.Type.ESCALATED or reactivated else logging.INFO,
         f"alarm {type}",
         extra={
             "patient_uuid": str(patient.uuid),
@@ -231,14 +248,22 @@ def alarm_event_record(*, alarm: Alarm, type: str) -> AlarmEvent:
             "priority": alarm.priority,
             "state": alarm.state,
             "alarm_message": alarm.message,
+            "reactivated": reactivated,
         },
     )
     return AlarmEvent.objects.create(alarm=alarm, type=type, payload=payload)
 
 
 def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) -> list[AlarmEvent]:
-    """Write what the detector decided for one patient; return the outbox events."""
+    """Write what the detector decided for one patient; return the outbox events.
+
+    A change of priority is an event of its own, with the alarm as it then is. An
+    acknowledgement covers the alarm at the priority acknowledged (IEC 60601-1-8): an
+    acknowledged alarm whose priority rises above that is active again, unanswered from now,
+    and announced as such ("reactivated"); a fall in priority re-alerts nobody.
+    """
     events = []
+    now = timezone.now()
     for decision in decisions:
         if decision.action == "raise":
             alarm = Alarm.objects.create(
@@ -249,6 +274,7 @@ def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) ->
                 value=decision.value,
                 threshold=decision.threshold,
                 raised_at=decision.at,
+                activated_at=now,
             )
             events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RAISED))
             continue
@@ -259,15 +285,27 @@ def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) ->
         )
         if alarm is None:
             continue  # closed meanwhile (e.g. deleted by an admin): nothing left to change
-        if decision.action == "escalate":
+        if decision.action == "priority":
             alarm.priority, alarm.value, alarm.message = (
                 decision.priority,
                 decision.value,
                 decision.message,
             )
             alarm.threshold = decision.threshold
-            alarm.save(update_fields=["priority", "value", "message", "threshold"])
-            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+            changed = ["priority", "value", "message", "threshold"]
+            reactivated = alarm.state == AlarmState.ACKNOWLEDGED and (
+                PRIORITY_RANK[decision.priority]
+                > PRIORITY_RANK.get(alarm.acknowledged_priority, -1)
+            )
+            if reactivated:
+                alarm.state, alarm.activated_at, alarm.escalated_at = AlarmState.ACTIVE, now, None
+                changed += ["state", "activated_at", "escalated_at"]
+            alarm.save(update_fields=changed)
+            events.append(
+                alarm_event_record(
+                    alarm=alarm, type=AlarmEvent.Type.PRIORITY_CHANGED, reactivated=reactivated
+                )
+            )
         else:
             alarm.state, alarm.resolved_at = AlarmState.RESOLVED, decision.at
             alarm.save(update_fields=["state", "resolved_at"])
@@ -276,8 +314,9 @@ def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) ->
 
 
 def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
-    """active -> acknowledged, recording who and when. Acknowledging twice changes nothing;
-    a resolved alarm cannot be acknowledged."""
+    """active -> acknowledged, recording who and when and what was acknowledged (the
+    priority and message then). Acknowledging twice changes nothing; a resolved alarm cannot be
+    acknowledged."""
     with transaction.atomic():
         alarm = Alarm.objects.select_for_update().select_related("patient").get(pk=alarm.pk)
         if alarm.state == AlarmState.RESOLVED:
@@ -285,7 +324,16 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
         if alarm.state == AlarmState.ACTIVE:
             alarm.state = AlarmState.ACKNOWLEDGED
             alarm.acknowledged_at, alarm.acknowledged_by = timezone.now(), user
-            alarm.save(update_fields=["state", "acknowledged_at", "acknowledged_by"])
+            alarm.acknowledged_priority, alarm.acknowledged_message = alarm.priority, alarm.message
+            alarm.save(
+                update_fields=[
+                    "state",
+                    "acknowledged_at",
+                    "acknowledged_by",
+                    "acknowledged_priority",
+                    "acknowledged_message",
+                ]
+            )
             alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ACKNOWLEDGED)
             audit_event_record(
                 user=user,
@@ -293,9 +341,156 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
                 obj=alarm,
                 patient=alarm.patient,
                 before={"state": AlarmState.ACTIVE.value},
-                after={"state": AlarmState.ACKNOWLEDGED.value},
+                after={
+                    "state": AlarmState.ACKNOWLEDGED.value,
+                    "priority": alarm.priority,
+                    "message": alarm.message,
+                },
             )
     return alarm
+
+
+def _technical_alarm_raise(
+    *, patient: Patient, kind: str, priority: str, message: str, value: float, threshold: float
+) -> AlarmEvent | None:
+    """Raise an alarm that no reading raises (a sweep's), unless one of its kind is open: the
+    partial unique index (one open alarm per patient and kind) decides between two consumers
+    sweeping at once, in a savepoint, so the loser writes nothing and goes on."""
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            alarm = Alarm.objects.create(
+                patient=patient,
+                kind=kind,
+                priority=priority,
+                message=message,
+                value=value,
+                threshold=threshold,
+                raised_at=now,
+                activated_at=now,
+            )
+            return alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RAISED)
+    except IntegrityError:
+        return None
+
+
+def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -> list[AlarmEvent]:
+    """Raise `no_data` (medium) for every monitored patient whose newest reading was received
+    more than `silent_for` ago and who has none open. Several consumers may sweep at once:
+    one alarm per silence all the same (`_technical_alarm_raise`)."""
+    now = now or timezone.now()
+    silent = (
+        Patient.objects.filter(
+            monitoring_ended_at__isnull=True,
+            latest_metric__received_at__lt=now - silent_for,
+        )
+        .exclude(
+            Exists(
+                Alarm.objects.filter(
+                    patient=OuterRef("pk"), kind=NO_DATA, state__in=OPEN_ALARM_STATES
+                )
+            )
+        )
+        .select_related("latest_metric")
+    )
+    events = []
+    for patient in silent:
+        last = patient.latest_metric.received_at
+        seconds = (now - last).total_seconds()
+        event = _technical_alarm_raise(
+            patient=patient,
+            kind=NO_DATA,
+            priority=AlarmPriority.MEDIUM,
+            message=f"No data for {_duration(seconds)} (last reading received "
+            f"{last.astimezone(UTC):%H:%M:%S} UTC)",
+            value=round(seconds, 1),
+            threshold=silent_for.total_seconds(),
+        )
+        if event is not None:
+            events.append(event)
+    return events
+
+
+def _duration(seconds: float) -> str:
+    """45 s, 3 min 20 s, 2 h 5 min."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+
+
+def alarm_no_data_resolve(*, patient_ids: Sequence[int], received_at: datetime) -> list[AlarmEvent]:
+    """The patients were heard from again: resolve their open `no_data` alarms, and start the
+    monitoring again of those whose monitoring a clinician had ended (a monitor sends)."""
+    restarted = Patient.objects.filter(pk__in=patient_ids, monitoring_ended_at__isnull=False)
+    if restarted.update(monitoring_ended_at=None, monitoring_ended_by=None):
+        logger.warning(
+            "monitoring started again by a reading", extra={"patient_ids": list(patient_ids)}
+        )
+    events = []
+    silences = Alarm.objects.select_related("patient").filter(
+        patient_id__in=patient_ids, kind=NO_DATA, state__in=OPEN_ALARM_STATES
+    )
+    for alarm in silences:
+        alarm.state, alarm.resolved_at = AlarmState.RESOLVED, max(received_at, alarm.raised_at)
+        alarm.save(update_fields=["state", "resolved_at"])
+        events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED))
+    return events
+
+
+def alarm_escalation_sweep(
+    *, unanswered_for: timedelta, now: datetime | None = None
+) -> list[AlarmEvent]:
+    """Escalate every high-priority alarm active (not acknowledged) for more than
+    `unanswered_for`: once per activation, whichever consumer sweeps first (a conditional
+    UPDATE decides), with an `escalated` event for paging systems."""
+    now = now or timezone.now()
+    due = Alarm.objects.select_related("patient", "acknowledged_by").filter(
+        priority=AlarmPriority.HIGH,
+        state=AlarmState.ACTIVE,
+        escalated_at__isnull=True,
+        activated_at__lte=now - unanswered_for,
+    )
+    events = []
+    for alarm in due:
+        with transaction.atomic():
+            won = Alarm.objects.filter(
+                pk=alarm.pk, state=AlarmState.ACTIVE, escalated_at__isnull=True
+            ).update(escalated_at=now)
+            if won:
+                alarm.escalated_at = now
+                events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+    return events
+
+
+def patient_monitoring_end(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:
+    """A clinician ends a patient's monitoring (the monitor is taken off): no `no_data` alarm
+    is raised for them any more, the open one is resolved, and the audit trail records who, in
+    one transaction. Ending it twice changes nothing. The next reading starts it again."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        if patient.monitoring_ended_at is not None:
+            return patient
+        now = timezone.now()
+        patient.monitoring_ended_at, patient.monitoring_ended_by = now, user
+        patient.save(update_fields=["monitoring_ended_at", "monitoring_ended_by"])
+        for alarm in Alarm.objects.select_related("patient").filter(
+            patient=patient, kind=NO_DATA, state__in=OPEN_ALARM_STATES
+        ):
+            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, now
+            alarm.save(update_fields=["state", "resolved_at"])
+            alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.MONITORING_END,
+            obj=patient,
+            patient=patient,
+            before={"monitoring_ended_at": None},
+            after={"monitoring_ended_at": now.isoformat()},
+        )
+    return patient
 
 
 # The limits proper: what a clinician sets (not who and when).
@@ -356,14 +551,14 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
         limits.delete()
 
 
-_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits"}
+_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits", Patient: "patient"}
 
 
 def audit_event_record(
     *,
     user: AbstractBaseUser | None,
     action: str,
-    obj: Alarm | AlarmLimits,
+    obj: Alarm | AlarmLimits | Patient,
     patient: Patient,
     before: dict | None = None,
     after: dict | None = None,

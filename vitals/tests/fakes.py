@@ -4,7 +4,7 @@ flush()."""
 
 import json
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
 
 from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message
@@ -36,6 +36,10 @@ class FakeMessage:
 
     def headers(self) -> None:
         return None
+
+    def timestamp(self) -> tuple[int, int]:
+        # No Kafka timestamp: the alarm engine then takes the monitor's clock as it is.
+        return TIMESTAMP_NOT_AVAILABLE, 0
 
 
 class FakeConsumer:

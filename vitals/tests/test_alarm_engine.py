@@ -111,14 +111,19 @@ def test_two_consecutive_breaching_readings_in_one_batch_raise_one_alarm_and_one
             "value": 130,
             "threshold": 120,
             "raised_at": "2026-11-23T08:00:05+00:00",
+            "activated_at": alarm.activated_at.isoformat(),
+            "escalated_at": None,
             "acknowledged_at": None,
             "acknowledged_by": None,
+            "acknowledged_priority": None,
+            "acknowledged_message": None,
             "resolved_at": None,
         },
         "patient": {"uuid": str(patient.uuid), "name": "ann"},
         "at": event.payload["at"],
     }
     assert_recent(event.payload["at"])
+    assert_recent(event.payload["alarm"]["activated_at"])
 
 
 def test_one_breaching_reading_raises_nothing():
@@ -226,8 +231,12 @@ def test_an_open_alarm_is_not_raised_again_by_a_new_engine_and_resolves_with_hys
         "value": 130,
         "threshold": 120,
         "raised_at": "2026-11-23T08:00:05+00:00",
+        "activated_at": None,
+        "escalated_at": None,
         "acknowledged_at": None,
         "acknowledged_by": None,
+        "acknowledged_priority": None,
+        "acknowledged_message": None,
         "resolved_at": "2026-11-23T08:00:35+00:00",
     }
 
@@ -243,30 +252,29 @@ def test_a_new_engine_escalates_an_alarm_it_loaded_from_the_database():
 
     written = judge(AlarmEngine(), [reading(patient, 10, spo2=83)])
 
-    assert written == [("escalated", "spo2_low")]
+    assert written == [("priority_changed", "spo2_low")]
     assert alarms() == [
         ("spo2_low", "high", "active", 83, 90, at(5), None),
         ("news2", "medium", "active", 3, 5, at(5), None),
     ]
 
 
-def test_a_late_reading_seen_first_by_a_new_engine_is_ignored_as_the_running_engine_does():
+def test_readings_stamped_before_the_stored_ones_are_judged_in_arrival_order_by_any_engine():
+    # Issue 14: readings stamped before those already stored (a monitor clock set back, or
+    # one that ran fast before) used to be ignored as "late": five pulse-0 readings raised no
+    # asystole alarm. The order the monitor sent them in is the order they are judged in.
     patient = PatientFactory()
     engine = AlarmEngine()
     judge(engine, [reading(patient, s, pulse=130) for s in (10, 15, 20)])
     assert alarms() == [("pulse_high", "medium", "active", 130, 120, at(15), None)]
 
-    # Two normal readings stamped before the ones stored (a monitor's backlog) must not
-    # resolve an alarm whose condition the newest reading still shows.
-    assert judge(engine, [reading(patient, 2), reading(patient, 3)]) == []
-    assert judge(AlarmEngine(), [reading(patient, 4), reading(patient, 6)]) == []
-
-    assert alarms() == [("pulse_high", "medium", "active", 130, 120, at(15), None)]
-    assert PatientMetric.objects.filter(patient=patient).count() == 7
-    # And the next real reading continues from the newest one: normal twice resolves.
-    assert judge(AlarmEngine(), [reading(patient, 25), reading(patient, 30)]) == [
-        ("resolved", "pulse_high")
-    ]
+    # The clock goes back: two normal readings resolve the alarm, at a time that never goes
+    # back (the last reading judged).
+    assert judge(engine, [reading(patient, 2), reading(patient, 3)]) == [("resolved", "pulse_high")]
+    assert alarms() == [("pulse_high", "medium", "resolved", 130, 120, at(15), at(20))]
+    # A new engine (a restart) replays in arrival order too: no pulse is an alarm at once.
+    assert judge(AlarmEngine(), [reading(patient, 4, pulse=0)]) == [("raised", "asystole")]
+    assert PatientMetric.objects.filter(patient=patient).count() == 6
 
 
 # --- per-patient limits ------------------------------------------------------------------------
@@ -332,12 +340,12 @@ def test_a_value_past_the_critical_level_escalates_medium_to_high_once():
     judge(engine, [reading(patient, 0, pulse=130), reading(patient, 5, pulse=130)])
 
     # Beyond 150 the pulse alarm is high priority.
-    assert judge(engine, [reading(patient, 10, pulse=155)]) == [("escalated", "pulse_high")]
+    assert judge(engine, [reading(patient, 10, pulse=155)]) == [("priority_changed", "pulse_high")]
 
     assert alarms() == [("pulse_high", "high", "active", 155, 120, at(5), None)]
     alarm = Alarm.objects.get()
     assert alarm.message == "Pulse high: 155 /min (> 120)"
-    escalated = AlarmEvent.objects.get(type="escalated")
+    escalated = AlarmEvent.objects.get(type="priority_changed")
     assert escalated.alarm_id == alarm.pk
     assert {k: escalated.payload["alarm"][k] for k in ("priority", "value", "message")} == {
         "priority": "high",
@@ -355,7 +363,7 @@ def test_a_value_past_the_critical_level_escalates_medium_to_high_once():
     # Back to a medium-level value: no de-escalation, no event.
     assert judge(engine, [reading(patient, 15, pulse=130)]) == []
     assert alarms() == [("pulse_high", "high", "active", 155, 120, at(5), None)]
-    assert events() == [("raised", "pulse_high"), ("escalated", "pulse_high")]
+    assert events() == [("raised", "pulse_high"), ("priority_changed", "pulse_high")]
 
 
 # --- artefacts ---------------------------------------------------------------------------------

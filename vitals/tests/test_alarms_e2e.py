@@ -117,7 +117,7 @@ def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka,
     assert [summary(value) for _, value, _ in published] == [
         ("raised", "spo2_low", "medium", "active", erin, "erin"),
         ("raised", "news2", "medium", "active", erin, "erin"),
-        ("escalated", "spo2_low", "high", "active", erin, "erin"),
+        ("priority_changed", "spo2_low", "high", "active", erin, "erin"),
     ]
     assert [key for key, _, _ in published] == [erin.encode()] * 3
     assert [value["event_id"] for _, value, _ in published] == event_ids()

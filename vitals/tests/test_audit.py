@@ -50,7 +50,11 @@ def test_an_acknowledgement_is_one_audit_event_with_who_when_and_whom(api_client
             "patient": patient.pk,
             "patient_uuid": patient.uuid,
             "before": {"state": "active"},
-            "after": {"state": "acknowledged"},
+            "after": {
+                "state": "acknowledged",
+                "priority": "medium",
+                "message": "SpO2 low: 88 % (< 90)",
+            },
         }
     ]
     event = AuditEvent.objects.get()
@@ -276,7 +280,11 @@ def test_staff_read_the_trail_newest_first(staff_client, trail):
             "object_id": str(trail["alarm"].pk),
             "patient": str(trail["ann"].uuid),
             "before": {"state": "active"},
-            "after": {"state": "acknowledged"},
+            "after": {
+                "state": "acknowledged",
+                "priority": "medium",
+                "message": "SpO2 low: 88 % (< 90)",
+            },
         },
     ]
 

@@ -34,7 +34,7 @@ class Run:
         return [
             d
             for d in self.decisions
-            if d.action in ("raise", "escalate")
+            if d.action in ("raise", "priority")
             and (kind is None or d.kind == kind)
             and (priority is None or d.priority == priority)
         ]

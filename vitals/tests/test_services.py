@@ -85,22 +85,30 @@ def test_redelivered_batch_changes_nothing():
     assert Patient.objects.count() == 1
 
 
-def test_latest_metric_follows_the_newest_reading_not_the_last_arrival():
-    metric_bulk_store(readings=[reading(seconds=10, pulse=80)])
+def test_latest_metric_is_the_newest_reading_received_whatever_its_stamp():
+    # Issue 14: a monitor clock running 290 s fast made its future reading "latest" until real
+    # time caught up, and the readings after it were never shown.
+    metric_bulk_store(readings=[reading(seconds=300, pulse=80)])
     bob = Patient.objects.get(uuid=BOB)
     assert bob.latest_metric.pulse == 80
 
-    # A late reading (older measured_at) arrives after: the latest stays the newer one.
-    metric_bulk_store(readings=[reading(seconds=5, pulse=65)])
+    # Received after it, stamped before it: the latest is what was received last.
+    metric_bulk_store(readings=[reading(seconds=10, pulse=65)])
     bob.refresh_from_db()
     assert (bob.latest_metric.measured_at, bob.latest_metric.pulse) == (
         T0 + timedelta(seconds=10),
-        80,
+        65,
     )
 
+    # Within a batch, the last one received (the batch is in arrival order).
     metric_bulk_store(readings=[reading(seconds=15, pulse=91), reading(seconds=12, pulse=88)])
     bob.refresh_from_db()
-    assert bob.latest_metric.pulse == 91
+    assert bob.latest_metric.pulse == 88
+
+    # A reading delivered again is not received anew: the latest stays.
+    metric_bulk_store(readings=[reading(seconds=300, pulse=80)])
+    bob.refresh_from_db()
+    assert bob.latest_metric.pulse == 88
 
 
 def test_existing_patient_keeps_its_name_when_a_reading_carries_another():
@@ -171,11 +179,13 @@ def test_a_batch_is_one_insert_that_knows_which_rows_went_in(django_assert_num_q
 def test_sqlite_splits_a_batch_at_its_limit_on_parameters_and_still_knows_which_rows_went_in(
     monkeypatch, django_assert_num_queries
 ):
-    """A statement holds at most SQLite's limit of parameters: 45 allow 3 rows of 15 columns,
-    so 10 readings take 4 INSERTs; the rows already stored are told apart in every one."""
+    """A statement holds at most SQLite's limit of parameters: a limit of 3 rows' worth plus
+    one lets 3 rows through, so 10 readings take 4 INSERTs; the rows already stored are told
+    apart in every one."""
     if connection.vendor != "sqlite":
         pytest.skip("the limit on parameters that splits a batch is SQLite's")
-    monkeypatch.setattr(services, "_max_query_params", lambda: 45)
+    limit = 3 * len(services._INSERT_FIELDS) + 1
+    monkeypatch.setattr(services, "_max_query_params", lambda: limit)
     first = metric_bulk_store(readings=[reading(seconds=s) for s in (1, 4, 7)])
 
     with django_assert_num_queries(4 + 4) as captured:

@@ -34,7 +34,10 @@ class Command(BaseCommand):
 Joins the consumer group KAFKA_GROUP_ID on topic KAFKA_TOPIC; start several to share the
 partitions. Each batch is validated and written in one transaction, then its offsets are
 committed; invalid messages go to KAFKA_DLQ_TOPIC with the reason in the `dlq.reason` header.
-Alarms are judged on every new reading and their changes published to KAFKA_ALARMS_TOPIC.
+Alarms are judged on every new reading and their changes published to KAFKA_ALARMS_TOPIC;
+every 2 s, busy or idle, it also raises `no_data` for monitors silent for ALARM_NO_DATA_AFTER
+seconds and escalates high alarms unanswered for ALARM_ESCALATE_AFTER (several consumers
+share this safely: one alarm per silence, one escalation per alarm).
 Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
 --metrics-port serves Prometheus metrics (readings consumed, stored, rejected by reason,
 batch latency, delay from measurement to storage, lag per partition; see icu/metrics.py).
@@ -113,6 +116,9 @@ examples:
                 batch_timeout=options["batch_timeout"],
                 max_future=timedelta(seconds=settings.VITALS_MAX_FUTURE_SKEW_SECONDS),
                 stop_event=stop,
+                no_data_after=settings.ALARM_NO_DATA_AFTER,
+                escalate_after=settings.ALARM_ESCALATE_AFTER,
+                clock_skew_warn=settings.ALARM_CLOCK_SKEW_WARN,
             )
 
             def on_assign(consumer, partitions) -> None:
