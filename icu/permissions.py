@@ -88,6 +88,11 @@ ROUTES: dict[str, Rule] = {
     "api:patient-trend": Rule(read=(VIEW_PATIENT, VIEW_METRIC)),
     "api:brief-patient-list": Rule(read=_PATIENT),
     "api:brief-patient-metrics": Rule(read=_PATIENT),
+    # Ending monitoring switches the patient's no_data alarm off: the right to change what
+    # alarms sound.
+    "api:patient-monitoring-end": Rule(
+        read=_PATIENT, write={"POST": (*_PATIENT, VIEW_LIMITS, CHANGE_LIMITS)}
+    ),
     "api:patient-alarm-limits": Rule(
         read=_LIMITS,
         write={"PUT": (*_LIMITS, CHANGE_LIMITS), "PATCH": (*_LIMITS, CHANGE_LIMITS)},

@@ -249,6 +249,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # An alarm's priority and the priority its acknowledgement covered: one enum.
+    "ENUM_NAME_OVERRIDES": {"AlarmPriorityEnum": "vitals.models.AlarmPriority"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "icu.openapi.error_responses",

@@ -19,7 +19,7 @@ from vitals.serializers import (
     MetricTrendSerializer,
     TrendFilterSerializer,
 )
-from vitals.services import alarm_limits_update
+from vitals.services import alarm_limits_update, patient_monitoring_end
 
 
 class PatientPagination(PageNumberPagination):
@@ -139,6 +139,25 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             patient=patient, user=request.user, **serializer.validated_data
         )
         return Response(AlarmLimitsSerializer(limits).data)
+
+    @extend_schema(
+        request=None,
+        responses=PatientSerializer,
+        summary="End a patient's monitoring (the monitor is taken off): no `no_data` alarm is "
+        "raised for them any more and the open one is resolved; audited. The next reading "
+        "from a monitor starts it again. Ending it twice changes nothing.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="monitoring/end",
+        url_name="monitoring-end",
+        pagination_class=None,
+    )
+    def monitoring_end(self, request: Request, patient_uuid: str) -> Response:
+        patient = patient_monitoring_end(patient=self.get_object(), user=request.user)
+        patient = patient_get(patient_uuid=patient.uuid)
+        return Response(PatientSerializer(patient, context=self.get_serializer_context()).data)
 
 
 class BriefPatientViewSet(PatientViewSet):

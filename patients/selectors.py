@@ -48,7 +48,7 @@ def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
         )
     return (
-        Patient.objects.select_related("latest_metric")
+        Patient.objects.select_related("latest_metric", "monitoring_ended_by")
         .prefetch_related(open_alarms_prefetch())
         .order_by(*PATIENT_ORDERINGS[ordering])
     )

@@ -38,6 +38,10 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only=True,
         help_text="Open (active or acknowledged) alarms, most urgent first.",
     )
+    monitoring_ended_by = serializers.CharField(
+        source="monitoring_ended_by.username", read_only=True, allow_null=True, default=None
+    )
+    monitoring_end_url = PatientLinkField("api:patient-monitoring-end")
 
     class Meta:
         model = Patient
@@ -48,6 +52,9 @@ class PatientSerializer(serializers.ModelSerializer):
             "metrics_url",
             "alarm_limits_url",
             "hypercapnic_respiratory_failure",
+            "monitoring_ended_at",
+            "monitoring_ended_by",
+            "monitoring_end_url",
             "created_at",
             "updated_at",
             "news2",

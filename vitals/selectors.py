@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from uuid import UUID
 
-from django.db.models import Avg, Count, F, Func, IntegerField, Max, Min, QuerySet
+from django.db.models import Avg, Count, F, Func, IntegerField, Max, Min, Prefetch, QuerySet
 
 from icu.exceptions import AlarmNotFound
 from patients.models import Patient
@@ -150,7 +150,9 @@ def alarm_list(
 ) -> QuerySet[Alarm]:
     """Alarms, newest first, optionally of one patient, of some kinds, in some states and of
     some priorities."""
-    alarms = Alarm.objects.select_related("patient", "acknowledged_by")
+    alarms = Alarm.objects.select_related("patient", "acknowledged_by").prefetch_related(
+        Prefetch("events", queryset=AlarmEvent.objects.order_by("id"))
+    )
     if patient is not None:
         alarms = alarms.filter(patient=patient)
     if kinds:

@@ -6,7 +6,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from vitals.alarms import ALARM_KINDS
-from vitals.models import Alarm, AlarmLimits, AuditEvent, PatientMetric
+from vitals.models import (
+    Alarm,
+    AlarmEvent,
+    AlarmLimits,
+    AlarmPriority,
+    AuditEvent,
+    PatientMetric,
+)
 from vitals.news2 import RISKS, News2
 from vitals.selectors import TREND_MAX_POINTS
 
@@ -55,12 +62,25 @@ class MetricSerializer(serializers.ModelSerializer):
             "artefact",
             "news2",
             "received_at",
+            "sent_at",
+            "clock_offset_s",
         ]
         read_only_fields = fields
+
+    clock_offset_s = serializers.SerializerMethodField(
+        help_text="How far the monitor's clock was ahead (negative: behind) when it sent this "
+        "reading: measured_at minus sent_at, in seconds; null when sent_at is unknown."
+    )
 
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, metric: PatientMetric) -> dict | None:
         return news2_data(metric.news2)
+
+    @extend_schema_field(serializers.FloatField(allow_null=True))
+    def get_clock_offset_s(self, metric: PatientMetric) -> float | None:
+        if metric.sent_at is None:
+            return None
+        return round((metric.measured_at - metric.sent_at).total_seconds(), 3)
 
     def to_representation(self, metric: PatientMetric) -> dict:
         """The API's most repeated work (a chart asks for hundreds of readings at a time), so
@@ -82,6 +102,8 @@ class MetricSerializer(serializers.ModelSerializer):
             "artefact": metric.artefact,
             "news2": self.get_news2(metric),
             "received_at": _iso(metric.received_at, tz),
+            "sent_at": None if metric.sent_at is None else _iso(metric.sent_at, tz),
+            "clock_offset_s": self.get_clock_offset_s(metric),
         }
 
 
@@ -166,6 +188,27 @@ class MetricTrendSerializer(serializers.Serializer):
     )
 
 
+class AlarmEventSerializer(serializers.ModelSerializer):
+    """One change of an alarm, with the alarm as it was then."""
+
+    priority = serializers.CharField(source="payload.alarm.priority", read_only=True)
+    state = serializers.CharField(source="payload.alarm.state", read_only=True)
+    message = serializers.CharField(source="payload.alarm.message", read_only=True)
+    by = serializers.SerializerMethodField(
+        help_text="Who acknowledged (for an acknowledgement); null otherwise."
+    )
+
+    class Meta:
+        model = AlarmEvent
+        fields = ["type", "created_at", "priority", "state", "message", "by"]
+        read_only_fields = fields
+
+    def get_by(self, event: AlarmEvent) -> str | None:
+        if event.type != AlarmEvent.Type.ACKNOWLEDGED:
+            return None
+        return event.payload["alarm"].get("acknowledged_by")
+
+
 class AlarmSerializer(serializers.ModelSerializer):
     patient = serializers.UUIDField(source="patient.uuid", read_only=True)
     patient_name = serializers.CharField(source="patient.name", read_only=True)
@@ -173,6 +216,17 @@ class AlarmSerializer(serializers.ModelSerializer):
         source="acknowledged_by.username", read_only=True, allow_null=True, default=None
     )
     acknowledge_url = serializers.HyperlinkedIdentityField(view_name="api:alarm-acknowledge")
+    acknowledged_priority = serializers.SerializerMethodField(
+        help_text="The priority the acknowledgement covered (null before one): a rise above "
+        "it makes the alarm active again."
+    )
+    history = AlarmEventSerializer(
+        source="events",
+        many=True,
+        read_only=True,
+        help_text="Every change, oldest first: raised, priority_changed (the payload's "
+        "priority and message then), acknowledged (by whom), escalated, resolved.",
+    )
 
     class Meta:
         model = Alarm
@@ -187,12 +241,23 @@ class AlarmSerializer(serializers.ModelSerializer):
             "value",
             "threshold",
             "raised_at",
+            "activated_at",
+            "escalated_at",
             "acknowledged_at",
             "acknowledged_by",
+            "acknowledged_priority",
+            "acknowledged_message",
             "resolved_at",
             "acknowledge_url",
+            "history",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.ChoiceField(choices=AlarmPriority.choices, allow_null=True)  # type: ignore[arg-type]
+    )
+    def get_acknowledged_priority(self, alarm: Alarm) -> str | None:
+        return alarm.acknowledged_priority or None
 
 
 class OpenAlarmSerializer(serializers.ModelSerializer):
@@ -200,7 +265,16 @@ class OpenAlarmSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Alarm
-        fields = ["id", "kind", "priority", "state", "message", "raised_at"]
+        fields = [
+            "id",
+            "kind",
+            "priority",
+            "state",
+            "message",
+            "raised_at",
+            "activated_at",
+            "escalated_at",
+        ]
         read_only_fields = fields
 
 

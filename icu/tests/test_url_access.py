@@ -48,6 +48,7 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-metrics",
     "api:patient-trend",
     "api:patient-alarm-limits",
+    "api:patient-monitoring-end",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
     "api:alarm-list",
@@ -67,6 +68,7 @@ API_WRITES = {
     ("api:alarm-acknowledge", "POST"),
     ("api:patient-alarm-limits", "PUT"),
     ("api:patient-alarm-limits", "PATCH"),
+    ("api:patient-monitoring-end", "POST"),
     ("api:patient-exports", "POST"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.

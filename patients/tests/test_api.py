@@ -92,6 +92,8 @@ def metric_body(minute: int, **values) -> dict:
         "artefact": "",
         "news2": None,
         "received_at": "2026-11-23T09:30:00Z",
+        "sent_at": None,
+        "clock_offset_s": None,
     }
     body.update(values)
     if "systolic" in values or "diastolic" in values:
@@ -117,6 +119,9 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
         "metrics_url": f"http://testserver/api/patients/{patient.uuid}/metrics/",
         "alarm_limits_url": f"http://testserver/api/patients/{patient.uuid}/alarm-limits/",
         "hypercapnic_respiratory_failure": False,
+        "monitoring_ended_at": None,
+        "monitoring_ended_by": None,
+        "monitoring_end_url": f"http://testserver/api/patients/{patient.uuid}/monitoring/end/",
         "created_at": iso(patient.created_at),
         "updated_at": iso(patient.updated_at),
         "news2": latest and latest["news2"],
@@ -255,10 +260,11 @@ def test_token_endpoint_wrong_password(anon_client: APIClient, user) -> None:
 
 def test_patient_list_shape(api_client: APIClient) -> None:
     bob_uuid = uuid.uuid4()
+    # The latest reading is the one received last, whatever its stamp.
     store(
         reading(bob_uuid, "Bob", 0, pulse=70),
+        reading(bob_uuid, "Bob", 3, pulse=80),
         reading(bob_uuid, "Bob", 2, pulse=90, systolic=135, diastolic=85, spo2=94),
-        reading(bob_uuid, "Bob", 1, pulse=80),
     )
     bob = Patient.objects.get(uuid=bob_uuid)
     carol = PatientFactory(name="Carol")

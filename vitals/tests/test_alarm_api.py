@@ -161,10 +161,15 @@ def test_alarm_body(api_client):
         "value": 85.0,
         "threshold": 90.0,
         "raised_at": "2026-11-23T08:00:00Z",
+        "activated_at": None,
+        "escalated_at": None,
         "acknowledged_at": None,
         "acknowledged_by": None,
+        "acknowledged_priority": None,
+        "acknowledged_message": "",
         "resolved_at": None,
         "acknowledge_url": f"http://testserver/api/alarms/{alarm.pk}/acknowledge/",
+        "history": [],
     }
     assert api_client.get("/api/alarms/999999/").json()["error"]["code"] == "alarm_not_found"
     assert api_client.get("/api/alarms/abc/").json()["error"]["code"] == "alarm_not_found"

@@ -70,7 +70,8 @@ def test_an_acknowledged_alarm_whose_priority_rises_is_active_again_and_a_fall_a
         "medium",
         "NEWS2 5 (medium risk)",
     )
-    assert alarm.activated_at > activated and alarm.escalated_at is None
+    assert alarm.activated_at > activated
+    assert alarm.escalated_at is None
 
     # Acknowledged at high, then better (medium) for the delay: lower, still acknowledged.
     alarm_acknowledge(alarm=alarm, user=nurse)
