@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -230,6 +231,16 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process_stop(process)
 
 
+def _reading_timestamp(value: bytes | None) -> int | None:
+    """The `timestamp` of a reading's value in milliseconds since the epoch, if it has one."""
+    try:
+        text = json.loads(value or b"")["timestamp"]
+        stamp = round(datetime.fromisoformat(text).timestamp() * 1000)
+    except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError, RecursionError):
+        return None
+    return stamp if 0 < stamp < 2**62 else None
+
+
 @dataclass
 class KafkaTopics:
     """The topics and group of one test, and helpers to write and read them."""
@@ -250,10 +261,25 @@ class KafkaTopics:
             "KAFKA_GROUP_ID": self.group_id,
         }
 
-    def produce(self, messages: list[tuple[bytes | None, bytes | None]], topic: str = "") -> None:
+    def produce(
+        self,
+        messages: list[tuple[bytes | None, bytes | None]],
+        topic: str = "",
+        *,
+        sent: str = "measured",
+    ) -> None:
+        """Produce the messages in order. Their Kafka timestamp (which the consumer takes for
+        the time a reading was sent, to measure the monitor's clock against) is, with `sent`
+        "measured", the reading's own `timestamp` when the value has one: a monitor with a
+        right clock that sent each reading as it took it, however long ago the test stamps
+        it; with "now", the producer's clock (a monitor whose clock is off by as much as the
+        stamps are from now)."""
         producer = producer_create()
         for key, value in messages:
-            producer.produce(topic or self.topic, key=key, value=value)
+            extra = {}
+            if sent == "measured" and (stamp := _reading_timestamp(value)) is not None:
+                extra["timestamp"] = stamp
+            producer.produce(topic or self.topic, key=key, value=value, **extra)
         assert producer.flush(10) == 0
 
     def read(self, topic: str = "", idle: float = 1.0, timeout: float = 20.0) -> list[Message]:

@@ -232,7 +232,8 @@ def test_ending_monitoring_resolves_no_data_stops_it_is_audited_and_a_reading_st
     patient_monitoring_end(patient=gone, user=nurse)  # twice: nothing more
 
     gone.refresh_from_db()
-    assert gone.monitoring_ended_by == nurse and gone.monitoring_ended_at is not None
+    assert gone.monitoring_ended_by == nurse
+    assert gone.monitoring_ended_at is not None
     assert list(Alarm.objects.values_list("kind", "state")) == [("no_data", "resolved")]
     assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
     assert list(

@@ -242,3 +242,143 @@ def test_an_acknowledgement_through_the_api_is_published_on_the_next_sweep(kafka
     assert acknowledged["alarm"]["acknowledged_by"] == "nurse"
     assert acknowledged["alarm"]["acknowledged_at"] is not None
     assert published[3][1]["alarm"]["resolved_at"] == (START + timedelta(seconds=20)).isoformat()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.2)
+    return result
+
+
+def alarm_rows(kind: str) -> list[tuple]:
+    return list(
+        Alarm.objects.filter(kind=kind)
+        .order_by("patient__name", "id")
+        .values_list("patient__name", "priority", "state")
+    )
+
+
+@pytest.mark.timeout(150)
+def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
+    kafka: KafkaTopics, tmp_path, api_client
+):
+    """Issue 14, items 2, 7 and 8, through the real broker, two real consumers in one group
+    and a real emulator process: a monitor killed mid-stream raises exactly one `no_data`
+    within 10 s of its silence passing ALARM_NO_DATA_AFTER, resolved by its next reading or
+    by ending its monitoring; a monitor 290 s fast gets its asystole alarm at once, stamped
+    no later than received, and a `clock_skew` alarm; a high alarm unanswered for
+    ALARM_ESCALATE_AFTER is escalated exactly once, on the alarms topic."""
+    env = {
+        **kafka.env(),
+        "DATABASE_URL": database_url(),
+        "ALARM_NO_DATA_AFTER": "3",
+        "ALARM_ESCALATE_AFTER": "2",
+        "ALARM_CLOCK_SKEW_WARN": "30",
+    }
+    consumers = [
+        start_manage("consume_vitals", "--batch-timeout", "0.1", log=tmp_path / f"c{i}.log", **env)
+        for i in (1, 2)
+    ]
+    emulator = start_manage(
+        "run_patient", "--name", "quinn", "--name", "sam", "--interval", "0.5",
+        log=tmp_path / "emulator.log", **env,
+    )  # fmt: skip
+    try:
+        wait_until(
+            lambda: (
+                Patient.objects.filter(metrics__isnull=False).distinct().count() == 2
+                and PatientMetric.objects.count() >= 8
+            ),
+            60,
+            "the emulated readings stored",
+        )
+        emulator.kill()  # SIGKILL: no goodbye, the monitor just stops
+        emulator.wait(5)
+
+        # Exactly one no_data per silent patient, within ALARM_NO_DATA_AFTER + 10 s of their
+        # last reading, whichever consumer swept first.
+        wait_until(lambda: len(alarm_rows("no_data")) == 2, 3 + 10 + 5, "no_data raised")
+        for alarm in Alarm.objects.filter(kind="no_data").select_related("patient"):
+            last = alarm.patient.metrics.order_by("-pk").first().received_at
+            assert timedelta(seconds=3) <= alarm.raised_at - last <= timedelta(seconds=3 + 10)
+            assert alarm.message.startswith("No data for ")
+        # A fast monitor (290 s ahead, the Kafka timestamp says when it really sent) in
+        # cardiac arrest: asystole at once, high, and a clock_skew alarm.
+        ahead = datetime.now(tz=UTC) + timedelta(seconds=290)
+        kafka.produce(
+            [message("rex", 0, pulse=0, timestamp=(ahead + timedelta(seconds=s)).isoformat())
+             for s in (0, 1, 2)],
+            sent="now",
+        )  # fmt: skip
+        wait_until(lambda: alarm_rows("asystole"), 15, "asystole raised")
+        # Both consumers sweep every 2 s: the no_data alarms stay one per silence.
+        time.sleep(4.5)
+        silences = alarm_rows("no_data")
+        assert [row for row in silences if row[0] != "rex"] == [
+            ("quinn", "medium", "active"),
+            ("sam", "medium", "active"),
+        ]
+        assert [row[0] for row in silences].count("rex") <= 1  # rex falls silent too
+        asystole = Alarm.objects.get(kind="asystole")
+        rex_first = PatientMetric.objects.filter(patient__name="rex").order_by("pk").first()
+        assert rex_first.measured_at > rex_first.received_at + timedelta(seconds=280)
+        assert asystole.raised_at <= rex_first.received_at  # never in the future
+        assert alarm_rows("clock_skew") == [("rex", "low", "active")]
+        assert Alarm.objects.get(kind="clock_skew").message in {
+            f"Monitor clock {s} s ahead" for s in range(285, 296)
+        }
+        # Unanswered for 2 s: escalated, once, by one of the two consumers.
+        wait_until(
+            lambda: Alarm.objects.filter(kind="asystole", escalated_at__isnull=False).exists(),
+            10,
+            "asystole escalated",
+        )
+        # The API shows the silence on the patient; ending quinn's monitoring resolves it.
+        quinn = Patient.objects.get(name="quinn")
+        body = api_client.get(f"/api/patients/{quinn.uuid}/").json()
+        assert [(a["kind"], a["state"]) for a in body["active_alarms"]] == [("no_data", "active")]
+        ended = api_client.post(f"/api/patients/{quinn.uuid}/monitoring/end/")
+        assert ended.status_code == 200
+        assert (ended.json()["monitoring_ended_by"], ended.json()["active_alarms"]) == ("nurse", [])
+        # sam's monitor comes back: the next reading resolves the silence.
+        emulator = start_manage(
+            "run_patient", "--name", "sam", "--interval", "0.5",
+            log=tmp_path / "emulator2.log", **env,
+        )  # fmt: skip
+        wait_until(
+            lambda: ("sam", "medium", "resolved") in alarm_rows("no_data"), 20, "sam resolved"
+        )
+        time.sleep(4.5)  # more sweeps: quinn's ended monitoring raises nothing again
+        assert [row for row in alarm_rows("no_data") if row[0] in ("quinn", "sam")] == [
+            ("quinn", "medium", "resolved"),
+            ("sam", "medium", "resolved"),
+        ]
+        wait_until(all_published, 10, "every alarm event published")
+    finally:
+        for process in (*consumers, emulator):
+            if process.poll() is None:
+                process.terminate()
+        for process in consumers:
+            process.wait(20)
+
+    published = [value for _, value, _ in alarm_messages(kafka)]
+    escalations = [v for v in published if v["event"] == "escalated"]
+    # Once each, though two consumers sweep: no pulse is asystole and pulse_low, both high.
+    assert sorted((v["alarm"]["kind"], v["patient"]["name"]) for v in escalations) == [
+        ("asystole", "rex"),
+        ("pulse_low", "rex"),
+    ]
+    no_data = [
+        (v["event"], v["patient"]["name"])
+        for v in published
+        if v["alarm"]["kind"] == "no_data" and v["patient"]["name"] != "rex"
+    ]
+    assert sorted(no_data) == [
+        ("raised", "quinn"), ("raised", "sam"), ("resolved", "quinn"), ("resolved", "sam"),
+    ]  # fmt: skip
+    for i in (1, 2):
+        log = (tmp_path / f"c{i}.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert "IntegrityError" not in log, log[-3000:]
