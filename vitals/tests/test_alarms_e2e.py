@@ -216,9 +216,30 @@ def test_an_acknowledgement_through_the_api_is_published_on_the_next_sweep(kafka
         # No reading comes: the idle consumer's periodic sweep publishes it.
         drive(worker, all_published)
 
-        # The patient recovers: both alarms resolve, the acknowledged one included.
+        # Issue 14: SpO2 falls below the critical 85. The acknowledgement covered a medium
+        # alarm, not a high one: active again, in the API and on the alarms topic.
+        kafka.produce([message("gus", 12, spo2=83)])
+        drive(worker, lambda: AlarmEvent.objects.count() == 4 and all_published())
+        body = api_client.get(f"/api/alarms/{alarm.pk}/").json()
+        assert {k: body[k] for k in ("state", "priority", "message", "acknowledged_by")} == {
+            "state": "active",
+            "priority": "high",
+            "message": "SpO2 low: 83 % (< 90)",
+            "acknowledged_by": "nurse",
+        }
+        assert (body["acknowledged_priority"], body["acknowledged_message"]) == (
+            "medium",
+            "SpO2 low: 88 % (< 90)",
+        )
+        assert [(h["type"], h["priority"], h["state"], h["by"]) for h in body["history"]] == [
+            ("raised", "medium", "active", None),
+            ("acknowledged", "medium", "acknowledged", "nurse"),
+            ("priority_changed", "high", "active", None),
+        ]
+
+        # The patient recovers: both alarms resolve.
         kafka.produce([message("gus", 15), message("gus", 20)])
-        drive(worker, lambda: AlarmEvent.objects.count() == 5 and all_published())
+        drive(worker, lambda: AlarmEvent.objects.count() == 6 and all_published())
     finally:
         worker.close()
 
@@ -231,9 +252,11 @@ def test_an_acknowledgement_through_the_api_is_published_on_the_next_sweep(kafka
         ("raised", "spo2_low", "medium", "active", gus, "gus"),
         ("raised", "news2", "medium", "active", gus, "gus"),
         ("acknowledged", "spo2_low", "medium", "acknowledged", gus, "gus"),
-        ("resolved", "spo2_low", "medium", "resolved", gus, "gus"),
+        ("priority_changed", "spo2_low", "high", "active", gus, "gus"),
+        ("resolved", "spo2_low", "high", "resolved", gus, "gus"),
         ("resolved", "news2", "medium", "resolved", gus, "gus"),
     ]
+    assert published[3][1]["reactivated"] is True
     assert {key for key, _, _ in published} == {gus.encode()}
     assert [value["event_id"] for _, value, _ in published] == event_ids()
     acknowledged = published[2][1]
@@ -241,7 +264,7 @@ def test_an_acknowledgement_through_the_api_is_published_on_the_next_sweep(kafka
     assert acknowledged["alarm"]["id"] == alarm.pk
     assert acknowledged["alarm"]["acknowledged_by"] == "nurse"
     assert acknowledged["alarm"]["acknowledged_at"] is not None
-    assert published[3][1]["alarm"]["resolved_at"] == (START + timedelta(seconds=20)).isoformat()
+    assert published[4][1]["alarm"]["resolved_at"] == (START + timedelta(seconds=20)).isoformat()
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> object:
