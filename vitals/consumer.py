@@ -4,7 +4,9 @@ Delivery is at-least-once with an exactly-once effect:
 - offsets are *stored* only after the batch's transaction has committed (and its invalid
   messages are safely in the DLQ); librdkafka commits stored offsets in the background, on
   rebalance and on close;
-- a re-delivered reading hits the (patient, measured_at) unique constraint and is skipped.
+- a re-delivered reading hits the (patient, measured_at) unique constraint and is skipped;
+  a reading of the same patient and time with other values is not a replay: it goes to the
+  DLQ as `conflicting_duplicate` (the stored one stays).
 
 Failure handling, by kind:
 - a message that breaks the contract is forwarded to the DLQ with its reason in a header,
@@ -242,6 +244,12 @@ class VitalsConsumer:
         except DatabaseError as exc:
             raise RetryBatch(f"database unavailable: {exc}") from exc
         write_seconds = time.perf_counter() - started if valid else None
+        if result.conflicting:
+            message_of = {id(reading): message for message, reading in valid}
+            rejected += [
+                (message_of[id(reading)], _conflicting_duplicate(reading))
+                for reading in result.conflicting
+            ]
 
         self._forward_to_dlq(rejected)
         return BatchOutcome(
@@ -265,7 +273,7 @@ class VitalsConsumer:
     ) -> tuple[StoreResult, int]:
         stored = duplicates = events = 0
         patients = set()
-        new = []
+        new, conflicting = [], []
         for message, reading in valid:
             try:
                 one, one_events = self._store([reading])
@@ -278,8 +286,15 @@ class VitalsConsumer:
             duplicates += one.duplicates
             events += one_events
             new += one.new
+            conflicting += one.conflicting
             patients.add(reading.patient_uuid)
-        result = StoreResult(stored=stored, duplicates=duplicates, patients=len(patients), new=new)
+        result = StoreResult(
+            stored=stored,
+            duplicates=duplicates,
+            patients=len(patients),
+            new=new,
+            conflicting=conflicting,
+        )
         return result, events
 
     def _forward_to_dlq(self, rejected: list[tuple[Message, InvalidReading]]) -> None:
@@ -516,6 +531,14 @@ class VitalsConsumer:
                 "alarm_events": t.alarm_events,
             },
         )
+
+
+def _conflicting_duplicate(reading: Reading) -> InvalidReading:
+    return InvalidReading(
+        "conflicting_duplicate",
+        f"patient {reading.patient_uuid} has a reading at "
+        f"{reading.measured_at.isoformat()} with other values; that one stays",
+    )
 
 
 def _has_messages(watermarks: tuple[int, int] | None) -> bool:

@@ -136,13 +136,25 @@ def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
     first = db_rows()
     assert len(first) == 10
 
-    # The same readings again (a producer retry, a replay from an old offset) plus one new.
-    kafka.produce([*messages, valid_message("bob", 99, 130)])
+    # The same readings again (a producer retry, a replay from an old offset) plus one new,
+    # and one of the same patient and time as a stored one but another pulse: not a replay.
+    conflicting = valid_message("bob", 3, 140)
+    kafka.produce([*messages, valid_message("bob", 99, 130), conflicting])
     caplog.clear()
     caplog.set_level(logging.INFO, logger="vitals")
     consume()
 
     assert PatientMetric.objects.count() == 11
+    # The stored reading stays; the conflicting one is in the DLQ, saying so.
+    third = PatientMetric.objects.get(
+        measured_at=NOW - timedelta(minutes=10) + timedelta(seconds=3)
+    )
+    assert third.pulse == 63
+    [dlq] = kafka.read(kafka.dlq_topic)
+    headers = dict(dlq.headers())
+    assert headers[DLQ_REASON] == b"conflicting_duplicate"
+    assert (dlq.key(), dlq.value()) == conflicting
+    assert int(headers[DLQ_OFFSET]) == 21
     assert db_rows() - first == {
         (
             uuid.uuid5(uuid.NAMESPACE_DNS, "bob"),
@@ -157,7 +169,8 @@ def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
         )
     }
     stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
-    assert [(r.consumed, r.stored, r.duplicates, r.invalid) for r in stopped] == [(11, 1, 10, 0)]
+    assert [(r.consumed, r.stored, r.duplicates, r.invalid) for r in stopped] == [(12, 1, 10, 1)]
+    assert stopped[0].invalid_by_reason == {"conflicting_duplicate": 1}
 
 
 BAD_MESSAGES = [
@@ -182,6 +195,10 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
             (key, json.dumps(unknown_field).encode()),
             (key, None),
             good[2],
+            good[0],  # an exact copy in the same batch: silent
+            valid_message("ann", 1, pulse=150),  # good[1]'s time, another pulse
+            (None, valid_message("ann", 7)[1]),  # no key: no order among the patient's readings
+            (b"", valid_message("ann", 8)[1]),  # an empty key is none
         ]
     )
 
@@ -192,7 +209,15 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
     reasons = [dict(m.headers())[DLQ_REASON].decode() for m in dlq]
     # Sorted: the mismatched key lands in another partition, so DLQ order is not defined.
     assert sorted(reasons) == sorted(
-        [*(reason for _, reason in BAD_MESSAGES), "key_mismatch", "unknown_field", "empty_message"]
+        [
+            *(reason for _, reason in BAD_MESSAGES),
+            "key_mismatch",
+            "unknown_field",
+            "empty_message",
+            "conflicting_duplicate",
+            "missing_key",
+            "missing_key",
+        ]
     )
     # The original key and value travel unchanged, with where they came from.
     source = {(m.partition(), m.offset()): m for m in kafka.read()}
@@ -202,7 +227,7 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
         original = source[(int(headers[DLQ_PARTITION]), int(headers[DLQ_OFFSET]))]
         assert (message.key(), message.value()) == (original.key(), original.value())
     # Poison messages do not hold the partition: everything is committed.
-    assert sum(o for o in kafka.committed().values() if o > 0) == 10
+    assert sum(o for o in kafka.committed().values() if o > 0) == 14
 
 
 class _Msg:
