@@ -24,6 +24,7 @@ from vitals.models import (
     AlarmLimits,
     AlarmState,
     AuditEvent,
+    ConsumerStall,
     PatientMetric,
 )
 from vitals.news2 import news2_of
@@ -256,6 +257,29 @@ def patient_latest_metric_refresh(*, patient_ids: set[int]) -> None:
         .values("pk")[:1]
     )
     Patient.objects.filter(pk__in=patient_ids).update(latest_metric=Subquery(newest))
+
+
+# --- Consumer stalls ----------------------------------------------------------------------
+
+
+def consumer_stall_record(*, topic: str, partition: int, offset: int, error: str) -> None:
+    """Record (or renew) that the consumer is held at `offset` of this partition."""
+    now = timezone.now()
+    updated = ConsumerStall.objects.filter(topic=topic, partition=partition).update(
+        offset=offset, error=error[:300], updated_at=now, attempts=models.F("attempts") + 1
+    )
+    if not updated:
+        ConsumerStall.objects.get_or_create(
+            topic=topic,
+            partition=partition,
+            defaults={"offset": offset, "error": error[:300], "since": now, "updated_at": now},
+        )
+
+
+def consumer_stall_clear(*, topic: str, partitions: Sequence[int]) -> int:
+    """The partitions move again: forget their stalls; return how many there were."""
+    deleted, _ = ConsumerStall.objects.filter(topic=topic, partition__in=partitions).delete()
+    return deleted
 
 
 # --- Alarms ----------------------------------------------------------------------------------

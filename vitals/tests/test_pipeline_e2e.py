@@ -473,3 +473,61 @@ def test_missing_topic_is_reported_by_both_commands(kafka: KafkaTopics):
         call_command("run_patient", name=["bob"], count=1, topic="no-such-topic")
     with pytest.raises(CommandError, match="has no topic no-such-topic; create it"):
         call_command("consume_vitals", topic="no-such-topic", broker_timeout=2)
+
+
+def test_a_message_with_a_1_mb_header_is_cut_into_the_dlq_and_the_readings_behind_it_stored(
+    kafka: KafkaTopics, caplog
+):
+    """An invalid value with one 999,800-byte header: the broker takes it from a producer with
+    librdkafka's default limits, but a DLQ copy with the dlq.* headers added would be over
+    message.max.bytes. It goes to the DLQ cut, saying so, and the consumer goes on."""
+    producer = producer_create()  # librdkafka's default message.max.bytes: 1,000,000
+    readings = [valid_message("hal", s) for s in range(6)]
+    poison = [("trace", b"t" * 999_800)]
+    for key, value in readings[:3]:
+        producer.produce(kafka.topic, key=key, value=value, partition=0)
+    producer.produce(
+        kafka.topic, key=readings[0][0], value=b"not json", partition=0, headers=poison
+    )
+    for key, value in readings[3:]:
+        producer.produce(kafka.topic, key=key, value=value, partition=0)
+    assert producer.flush(20) == 0
+    caplog.set_level(logging.INFO, logger="vitals")
+
+    consume()  # returns: it did not stop on the message
+
+    assert db_rows() == rows_of([_Msg(k, v) for k, v in readings])
+    assert kafka.committed()[0] == 7  # past the message and the readings behind it
+    [dlq] = kafka.read(kafka.dlq_topic)
+    headers = dlq.headers()
+    names = [name for name, _ in headers]
+    assert names == [
+        "trace",
+        DLQ_REASON,
+        "dlq.detail",
+        DLQ_TOPIC,
+        DLQ_PARTITION,
+        DLQ_OFFSET,
+        "dlq.failed_at",
+        "dlq.headers.truncated_from",
+        "dlq.headers.cut",
+        "dlq.headers.dropped",
+    ]
+    found = dict(headers)
+    assert (found[DLQ_REASON], found[DLQ_OFFSET], found[DLQ_PARTITION]) == (
+        b"invalid_json",
+        b"3",
+        b"0",
+    )
+    # The header's size as a record header (name, value, length varints counted at 5 bytes).
+    assert found["dlq.headers.truncated_from"] == str(5 + 999_800 + 10).encode()
+    assert (found["dlq.headers.cut"], found["dlq.headers.dropped"]) == (b"1", b"0")
+    assert 990_000 < len(found["trace"]) < 999_800
+    assert set(found["trace"]) == {ord("t")}
+    assert (dlq.key(), dlq.value()) == (readings[0][0], b"not json")
+    assert (
+        len(dlq.key()) + len(dlq.value()) + sum(len(n) + len(v) + 10 for n, v in headers)
+        < 1_000_000
+    )
+    stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
+    assert [(r.stored, r.invalid, r.retries) for r in stopped] == [(6, 1, 0)]
