@@ -106,6 +106,17 @@ class KafkaUnavailable(IcuError):
     default_message = "The Kafka broker cannot be reached."
 
 
+class NotReady(IcuError):
+    """A readiness check (icu/health.py) that fails; `detail` goes into /readyz's answer."""
+
+    code = "not_ready"
+    default_message = "Not ready."
+
+    def __init__(self, message: str | None = None, *, detail: dict | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or {}
+
+
 class InvalidReading(IcuError):
     """A message on the vitals topic that breaks the contract; it goes to the DLQ.
 

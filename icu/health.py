@@ -3,8 +3,10 @@
 - `GET /healthz`: liveness. The process answers HTTP; nothing else is checked, so that a
   database or broker outage never gets healthy web processes restarted in a loop.
 - `GET /readyz`: readiness. The database answers a query and the Kafka broker answers a
-  metadata request, each within a short timeout; 200 with the detail when both do, 503 when
-  either does not. A load balancer stops sending traffic to a process that is not ready.
+  metadata request, each within a short timeout, and every check an app registered
+  (`readiness_check_register`, from its AppConfig.ready(); e.g. vitals: no consumer held at a
+  message the DLQ does not take) passes; 200 with the detail when all do, 503 when one does
+  not. A load balancer stops sending traffic to a process that is not ready.
 
 Neither needs a login nor says anything about patients. Both are exempt from the HTTPS
 redirect (settings.SECURE_REDIRECT_EXEMPT): probes speak plain HTTP inside the cluster.
@@ -20,12 +22,22 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from icu.exceptions import KafkaUnavailable
+from icu.exceptions import KafkaUnavailable, NotReady
 from icu.kafka import admin_create, broker_check
 
 BROKER_TIMEOUT_S = 2.0
 
 _admin: AdminClient | None = None
+# Checks the apps add (name -> a callable that raises NotReady, DatabaseError or
+# KafkaUnavailable when not ready): this module imports no app.
+_checks: dict[str, Callable[[], None]] = {}
+
+
+def readiness_check_register(*, name: str, check: Callable[[], None]) -> None:
+    """Add a check to /readyz under `name` (registering a name again replaces its check)."""
+    _checks[name] = check
+
+
 _admin_lock = threading.Lock()
 
 
@@ -55,8 +67,10 @@ def _timed(check: Callable[[], None]) -> dict:
     started = time.monotonic()
     try:
         check()
-    except (DatabaseError, KafkaUnavailable) as exc:
+    except (DatabaseError, KafkaUnavailable, NotReady) as exc:
         result = {"ok": False, "error": str(exc).strip().splitlines()[0][:300]}
+        if isinstance(exc, NotReady):
+            result.update(exc.detail)
     else:
         result = {"ok": True}
     result["latency_ms"] = round((time.monotonic() - started) * 1000, 1)
@@ -73,6 +87,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _timed(database_check), "broker": _timed(broker_ready_check)}
+    # An app's check reads the database: not asked when the database does not answer.
+    if checks["database"]["ok"]:
+        checks |= {name: _timed(check) for name, check in _checks.items()}
     ready = all(check["ok"] for check in checks.values())
     return JsonResponse(
         {"status": "ready" if ready else "not_ready", "checks": checks},

@@ -61,6 +61,15 @@ def producer_create(**overrides: Any) -> Producer:
     )
 
 
+# librdkafka's default message.max.bytes: the largest message a producer accepts.
+MESSAGE_MAX_BYTES_DEFAULT = 1_000_000
+
+
+def producer_message_max_bytes(**overrides: Any) -> int:
+    """The message.max.bytes of a producer made by `producer_create(**overrides)`."""
+    return int(kafka_config(**overrides).get("message.max.bytes", MESSAGE_MAX_BYTES_DEFAULT))
+
+
 def consumer_create(*, group_id: str, **overrides: Any) -> Consumer:
     """A group consumer for at-least-once processing.
 

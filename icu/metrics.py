@@ -17,6 +17,11 @@ Consumer (`manage.py consume_vitals --metrics-port PORT`):
   database refused), by DLQ reason code; every reason is present from the start, at 0.
 - `icu_consumer_dlq_messages_total`: messages the DLQ topic acknowledged; above the rejected
   total only when a batch was retried after part of its DLQ copies had been written.
+- `icu_consumer_dlq_failures_total{error}`: DLQ copies the dead-letter topic did not take
+  (refused at once or in the delivery report, or not acknowledged in time: `_FLUSH_TIMEOUT`),
+  by librdkafka error code; each holds its batch, which is retried.
+- `icu_consumer_dlq_blocked`: partitions this consumer is held at because the DLQ does not
+  take one of their messages (0 when none); also on the web's `/readyz`.
 - `icu_consumer_batches_retried_total`: batches not completed (database unavailable or the DLQ
   not answering), rewound and tried again after a backoff.
 - `icu_consumer_alarm_events_published_total`: alarm changes the alarms topic acknowledged.
@@ -230,6 +235,17 @@ class ConsumerMetrics:
         self.dlq = Counter(
             "icu_consumer_dlq_messages",
             "Messages the dead-letter topic acknowledged.",
+            registry=registry,
+        )
+        self.dlq_failures = Counter(
+            "icu_consumer_dlq_failures",
+            "DLQ copies the dead-letter topic did not take, by librdkafka error code.",
+            ("error",),
+            registry=registry,
+        )
+        self.dlq_blocked = Gauge(
+            "icu_consumer_dlq_blocked",
+            "Partitions held at a message the DLQ does not take (not committed past, retried).",
             registry=registry,
         )
         self.retries = Counter(

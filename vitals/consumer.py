@@ -4,7 +4,9 @@ Delivery is at-least-once with an exactly-once effect:
 - offsets are *stored* only after the batch's transaction has committed (and its invalid
   messages are safely in the DLQ); librdkafka commits stored offsets in the background, on
   rebalance and on close;
-- a re-delivered reading hits the (patient, measured_at) unique constraint and is skipped.
+- a re-delivered reading hits the (patient, measured_at) unique constraint and is skipped;
+  a reading of the same patient and time with other values is not a replay: it goes to the
+  DLQ as `conflicting_duplicate` (the stored one stays).
 
 Failure handling, by kind:
 - a message that breaks the contract is forwarded to the DLQ with its reason in a header,
@@ -45,6 +47,7 @@ from confluent_kafka import (
 from django.db import DatabaseError, DataError, IntegrityError, transaction
 
 from icu.exceptions import InvalidReading
+from icu.kafka import MESSAGE_MAX_BYTES_DEFAULT
 from icu.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_parse
@@ -54,6 +57,8 @@ from vitals.services import (
     alarm_escalation_sweep,
     alarm_events_mark_published,
     alarm_no_data_sweep,
+    consumer_stall_clear,
+    consumer_stall_record,
     metric_bulk_store,
 )
 
@@ -68,7 +73,18 @@ DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
 DLQ_FAILED_AT = "dlq.failed_at"
 DLQ_TRUNCATED = "dlq.value.truncated_from"
+DLQ_KEY_TRUNCATED = "dlq.key.truncated_from"
+# The original headers' size (as record headers: names, values and their lengths) when any
+# was cut or dropped, and how many were cut and dropped.
+DLQ_HEADERS_TRUNCATED = "dlq.headers.truncated_from"
+DLQ_HEADERS_CUT = "dlq.headers.cut"
+DLQ_HEADERS_DROPPED = "dlq.headers.dropped"
 DLQ_MAX_VALUE_BYTES = 256 * 1024  # under the broker's default 1 MB message limit, with room
+DLQ_MAX_DETAIL_BYTES = 1024
+# Room left in a DLQ copy, beyond key + value + headers, for what librdkafka and the broker
+# count on top (a record's own lengths, offsets and timestamps are some 20 bytes; varints of
+# header lengths are counted in `_header_bytes`) and for the truncation headers themselves.
+DLQ_OVERHEAD_BYTES = 1024
 
 
 @dataclass
@@ -123,11 +139,19 @@ class VitalsConsumer:
         clock_skew_warn: float = 30.0,
         lag_interval: float = 5.0,
         metrics: ConsumerMetrics | None = None,
+        dlq_max_bytes: int = MESSAGE_MAX_BYTES_DEFAULT,
     ) -> None:
         self.consumer = consumer
         # One producer for the DLQ and the alarms topic.
         self.producer = producer
         self.dlq_topic = dlq_topic
+        # The producer's message.max.bytes: no DLQ copy is larger (see dlq_copy).
+        self.dlq_max_bytes = dlq_max_bytes
+        # Partitions held at a message the DLQ did not take; and those just assigned, which
+        # a previous owner may have left held (their ConsumerStall rows go on their first
+        # completed batch).
+        self.stalled: set[tuple[str, int]] = set()
+        self._stall_unknown: set[tuple[str, int]] = set()
         self.alarms_topic = alarms_topic
         self.alarm_engine = AlarmEngine(clock_skew_warn=clock_skew_warn)
         # Every alarm_sweep_interval seconds, busy or idle: raise `no_data` for monitors silent
@@ -155,6 +179,7 @@ class VitalsConsumer:
         # Cooperative-sticky rebalancing hands over only the partitions added (and revokes only
         # those taken away): add to the set, never replace it.
         self.assigned |= {(p.topic, p.partition) for p in partitions}
+        self._stall_unknown |= {(p.topic, p.partition) for p in partitions}
         logger.info(
             "partitions assigned", extra={"partitions": sorted(p.partition for p in partitions)}
         )
@@ -163,6 +188,10 @@ class VitalsConsumer:
         # Offsets stored so far are committed by librdkafka as the partitions go. The alarm
         # memory of their patients goes too: whoever takes them over rebuilds it.
         self.assigned -= {(p.topic, p.partition) for p in partitions}
+        # A stall of theirs is the new owner's to clear (its row stays until then).
+        self.stalled -= {(p.topic, p.partition) for p in partitions}
+        self._stall_unknown -= {(p.topic, p.partition) for p in partitions}
+        self.metrics.dlq_blocked.set(len(self.stalled))
         self.alarm_engine.forget()
         # Their lag is the new owner's to report now.
         for p in partitions:
@@ -198,6 +227,7 @@ class VitalsConsumer:
 
         self.backoff = 0.0
         self._store_offsets(records)
+        self._stalls_clear(records)
         result, rejected = outcome.result, outcome.rejected
         totals = self.totals
         totals.batches += 1
@@ -205,6 +235,7 @@ class VitalsConsumer:
         totals.stored += result.stored
         totals.duplicates += result.duplicates
         totals.invalid += len(rejected)
+        totals.invalid_by_reason.update(exc.reason for _, exc in rejected)
         totals.alarm_events += outcome.alarm_events
         self._count(len(records), outcome)
         self._sweep_alarms_if_due(force=outcome.alarm_events > 0)
@@ -268,6 +299,12 @@ class VitalsConsumer:
         except DatabaseError as exc:
             raise RetryBatch(f"database unavailable: {exc}") from exc
         write_seconds = time.perf_counter() - started if valid else None
+        if result.conflicting:
+            message_of = {id(reading): message for message, reading in valid}
+            rejected += [
+                (message_of[id(reading)], _conflicting_duplicate(reading))
+                for reading in result.conflicting
+            ]
 
         self._forward_to_dlq(rejected)
         return BatchOutcome(
@@ -291,7 +328,7 @@ class VitalsConsumer:
     ) -> tuple[StoreResult, int]:
         stored = duplicates = events = 0
         patients = set()
-        new = []
+        new, conflicting = [], []
         for message, reading in valid:
             try:
                 one, one_events = self._store([reading])
@@ -304,39 +341,58 @@ class VitalsConsumer:
             duplicates += one.duplicates
             events += one_events
             new += one.new
+            conflicting += one.conflicting
             patients.add(reading.patient_uuid)
-        result = StoreResult(stored=stored, duplicates=duplicates, patients=len(patients), new=new)
+        result = StoreResult(
+            stored=stored,
+            duplicates=duplicates,
+            patients=len(patients),
+            new=new,
+            conflicting=conflicting,
+        )
         return result, events
 
     def _forward_to_dlq(self, rejected: list[tuple[Message, InvalidReading]]) -> None:
+        """Copy each rejected message to the DLQ (bounded by `dlq_copy`) and wait for the
+        broker to take them all. Any copy refused, by produce() at once or in its delivery
+        report, or not acknowledged in time, holds the batch: RetryBatch, after recording
+        which partitions are held at which offset (log, metrics, ConsumerStall for /readyz)."""
         if not rejected:
             return
-        failures: list[KafkaError] = []
-        delivered: list[bool] = []
+        # (source message, librdkafka error name) of each copy not taken; delivered count.
+        failures: list[tuple[Message, str]] = []
+        delivered: list[Message] = []
 
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is None:
-                delivered.append(True)
-            else:
-                failures.append(error)
+        def on_delivery_of(source: Message):
+            def on_delivery(error: KafkaError | None, _message: Message) -> None:
+                if error is None:
+                    delivered.append(source)
+                else:
+                    failures.append((source, error.name()))
+
+            return on_delivery
 
         failed_at = datetime.now(tz=UTC).isoformat(timespec="milliseconds")
         for message, exc in rejected:
-            value = message.value()  # None (a tombstone) stays None
-            headers = list(message.headers() or [])
-            headers += [
-                (DLQ_REASON, exc.reason.encode()),
-                (DLQ_DETAIL, exc.message.encode("utf-8", "replace")),
-                (DLQ_TOPIC, message.topic().encode()),
-                (DLQ_PARTITION, str(message.partition()).encode()),
-                (DLQ_OFFSET, str(message.offset()).encode()),
-                (DLQ_FAILED_AT, failed_at.encode()),
-            ]
-            if value is not None and len(value) > DLQ_MAX_VALUE_BYTES:
-                headers.append((DLQ_TRUNCATED, str(len(value)).encode()))
-                value = value[:DLQ_MAX_VALUE_BYTES]
-            self._produce(message.key(), value, headers, on_delivery)
-            self.totals.invalid_by_reason[exc.reason] += 1
+            detail = exc.message.encode("utf-8", "replace")[:DLQ_MAX_DETAIL_BYTES]
+            key, value, headers = dlq_copy(
+                key=message.key(),
+                value=message.value(),  # None (a tombstone) stays None
+                headers=list(message.headers() or []),
+                extra=[
+                    (DLQ_REASON, exc.reason.encode()),
+                    (DLQ_DETAIL, detail),
+                    (DLQ_TOPIC, message.topic().encode()),
+                    (DLQ_PARTITION, str(message.partition()).encode()),
+                    (DLQ_OFFSET, str(message.offset()).encode()),
+                    (DLQ_FAILED_AT, failed_at.encode()),
+                ],
+                max_bytes=self.dlq_max_bytes,
+            )
+            try:
+                self._produce(key, value, headers, on_delivery_of(message))
+            except KafkaException as error:
+                failures.append((message, error.args[0].name()))
             logger.warning(
                 "invalid reading sent to the DLQ",
                 extra={
@@ -349,15 +405,71 @@ class VitalsConsumer:
                     "patient_uuid": _key_patient_uuid(message.key()),
                 },
             )
-        remaining = self.producer.flush(10)
+        self.producer.flush(10)
         # Counted whether the batch completes or not: copies written by an attempt that is
         # then retried are in the DLQ all the same.
         self.metrics.dlq.inc(len(delivered))
-        if remaining or failures:
+        answered = {id(m) for m in delivered} | {id(m) for m, _ in failures}
+        failures += [(m, "_FLUSH_TIMEOUT") for m, _ in rejected if id(m) not in answered]
+        if failures:
+            self._stalls_record(failures)
             raise RetryBatch(
-                f"DLQ {self.dlq_topic} did not take {remaining + len(failures)} message(s): "
-                f"{failures[0].str() if failures else 'flush timed out'}"
+                f"DLQ {self.dlq_topic} did not take {len(failures)} message(s): {failures[0][1]}"
             )
+
+    def _stalls_record(self, failures: list[tuple[Message, str]]) -> None:
+        """A partition is held at its first message the DLQ did not take: say so once per
+        partition (error log, metrics, a ConsumerStall row for /readyz)."""
+        for error in [error for _, error in failures]:
+            self.metrics.dlq_failures.labels(error).inc()
+        first: dict[tuple[str, int], tuple[Message, str]] = {}
+        for message, error in failures:
+            tp = (message.topic(), message.partition())
+            if tp not in first or message.offset() < first[tp][0].offset():
+                first[tp] = (message, error)
+        for (topic, partition), (message, error) in sorted(first.items()):
+            failed = sum(1 for m, _ in failures if (m.topic(), m.partition()) == (topic, partition))
+            logger.error(
+                "DLQ did not take a message; holding the partition there",
+                extra={
+                    "topic": topic,
+                    "partition": partition,
+                    "offset": message.offset(),
+                    "error": error,
+                    "messages": failed,
+                    "dlq_topic": self.dlq_topic,
+                },
+            )
+            try:
+                consumer_stall_record(
+                    topic=topic, partition=partition, offset=message.offset(), error=error
+                )
+            except DatabaseError as exc:
+                logger.warning("could not record the stall", extra={"error": str(exc)})
+        self.stalled |= set(first)
+        self.metrics.dlq_blocked.set(len(self.stalled))
+
+    def _stalls_clear(self, records: list[Message]) -> None:
+        """The batch went through: its partitions that were (or may have been) held are not."""
+        moved = {(m.topic(), m.partition()) for m in records} & (self.stalled | self._stall_unknown)
+        if not moved:
+            return
+        by_topic: dict[str, list[int]] = {}
+        for topic, partition in moved:
+            by_topic.setdefault(topic, []).append(partition)
+        try:
+            for topic, partitions in by_topic.items():
+                if consumer_stall_clear(topic=topic, partitions=partitions):
+                    logger.info(
+                        "DLQ takes messages again; partitions moving",
+                        extra={"topic": topic, "partitions": sorted(partitions)},
+                    )
+        except DatabaseError as exc:
+            logger.warning("could not clear the stall", extra={"error": str(exc)})
+            return
+        self.stalled -= moved
+        self._stall_unknown -= moved
+        self.metrics.dlq_blocked.set(len(self.stalled))
 
     def _produce(
         self,
@@ -564,6 +676,92 @@ class VitalsConsumer:
                 "alarm_events": t.alarm_events,
             },
         )
+
+
+def _header_bytes(name: str | bytes, value: bytes | None) -> int:
+    """What a record header counts towards message.max.bytes: its name and value, and (at
+    most 5 bytes each) the varints of their lengths."""
+    name_bytes = name.encode() if isinstance(name, str) else name
+    return len(name_bytes) + len(value or b"") + 10
+
+
+def _fit_headers(headers: list, room: int) -> tuple[list, int, int]:
+    """The headers, in order, within `room` bytes: each kept whole if it fits, else its value
+    cut to what is left if its name fits, else dropped. Returns (kept, cut, dropped)."""
+    kept, cut, dropped = [], 0, 0
+    for name, value in headers:
+        size = _header_bytes(name, value)
+        if size <= room:
+            kept.append((name, value))
+            room -= size
+            continue
+        bare = _header_bytes(name, b"")
+        if value and bare < room:
+            kept.append((name, value[: room - bare]))
+            room = 0
+            cut += 1
+        else:
+            dropped += 1
+    return kept, cut, dropped
+
+
+def _water_fill(sizes: list[int], budget: int) -> list[int]:
+    """Share `budget` among parts of these sizes: the smallest whole first, the rest in equal
+    shares, so that the largest parts are the ones cut."""
+    allowed = [0] * len(sizes)
+    for done, i in enumerate(sorted(range(len(sizes)), key=sizes.__getitem__)):
+        allowed[i] = min(sizes[i], budget // (len(sizes) - done))
+        budget -= allowed[i]
+    return allowed
+
+
+def dlq_copy(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list,
+    extra: list[tuple[str, bytes]],
+    max_bytes: int = MESSAGE_MAX_BYTES_DEFAULT,
+) -> tuple[bytes | None, bytes | None, list]:
+    """The (key, value, headers) to produce to the DLQ for a rejected message: the original
+    key, value and headers, then `extra` (the dlq.* headers), within `max_bytes` (the
+    producer's message.max.bytes) with DLQ_OVERHEAD_BYTES to spare.
+
+    The value is cut at DLQ_MAX_VALUE_BYTES in any case. When key, value and headers do not
+    fit together, the room left by `extra` is shared out largest-last (`_water_fill`): a small
+    part is kept whole, the largest are cut. What was cut says so in a header with its
+    original size: dlq.key.truncated_from, dlq.value.truncated_from, and for the headers
+    dlq.headers.truncated_from (their size), dlq.headers.cut and dlq.headers.dropped (how many).
+    """
+    budget = max_bytes - DLQ_OVERHEAD_BYTES - sum(_header_bytes(n, v) for n, v in extra)
+    headers_size = sum(_header_bytes(n, v) for n, v in headers)
+    key_size, value_size = len(key or b""), len(value or b"")
+    key_room, value_room, headers_room = _water_fill(
+        [key_size, min(value_size, DLQ_MAX_VALUE_BYTES), headers_size], max(budget, 0)
+    )
+    notes: list[tuple[str, bytes]] = []
+    if key_size > key_room:
+        notes.append((DLQ_KEY_TRUNCATED, str(key_size).encode()))
+        key = key[:key_room]
+    if value_size > value_room:
+        notes.append((DLQ_TRUNCATED, str(value_size).encode()))
+        value = value[:value_room]
+    if headers_size > headers_room:
+        headers, cut, dropped = _fit_headers(headers, headers_room)
+        notes += [
+            (DLQ_HEADERS_TRUNCATED, str(headers_size).encode()),
+            (DLQ_HEADERS_CUT, str(cut).encode()),
+            (DLQ_HEADERS_DROPPED, str(dropped).encode()),
+        ]
+    return key, value, [*headers, *extra, *notes]
+
+
+def _conflicting_duplicate(reading: Reading) -> InvalidReading:
+    return InvalidReading(
+        "conflicting_duplicate",
+        f"patient {reading.patient_uuid} has a reading at "
+        f"{reading.measured_at.isoformat()} with other values; that one stays",
+    )
 
 
 def _has_messages(watermarks: tuple[int, int] | None) -> bool:

@@ -74,6 +74,7 @@ REASONS = frozenset(
         "wrong_type",
         "unsupported_schema_version",
         "invalid_uuid",
+        "missing_key",
         "key_mismatch",
         "invalid_name",
         "invalid_timestamp",
@@ -83,10 +84,15 @@ REASONS = frozenset(
         "out_of_range",
         "implausible",
         "invalid_choice",
-        # Set by the consumer, not the parser: the database refused a reading that passed.
+        # Set by the consumer, not the parser: the database refused a reading that passed;
         "rejected_by_database",
+        # another reading of the same patient and time, with other values, was stored first.
+        "conflicting_duplicate",
     }
 )
+
+# The reasons the consumer gives, not `reading_parse`.
+CONSUMER_REASONS = frozenset({"rejected_by_database", "conflicting_duplicate"})
 
 _UUID_RE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -219,8 +225,9 @@ def reading_parse(
 ) -> Reading:
     """Validate one message against the contract; return the reading or raise InvalidReading.
 
-    `key` may be absent (the body names the patient), but if present it must be the same uuid
-    as `patient_uuid`: a mismatch means a producer bug that would also break partitioning.
+    `key` must be the same uuid as `patient_uuid`: it puts all of a patient's readings in one
+    partition, in order, and the alarm engine judges them in that order. No key (or an empty
+    one) is `missing_key`, another one `key_mismatch`: either is a producer bug.
     """
     if not value:
         raise InvalidReading("empty_message", "the message has no value")
@@ -263,8 +270,10 @@ def reading_parse(
         raise InvalidReading("missing_field", f"missing field(s): {', '.join(missing)}")
 
     patient_uuid = _parse_uuid(_as_str(data, "patient_uuid"), what="'patient_uuid'")
+    if not key:
+        raise InvalidReading("missing_key", "the message has no key; it must be the patient uuid")
     # The key is nearly always the body's uuid as the same text: no second parse then.
-    if key is not None and key != data["patient_uuid"].encode():
+    if key != data["patient_uuid"].encode():
         try:
             key_uuid = _parse_uuid(key.decode("utf-8"), what="key")
         except (UnicodeDecodeError, InvalidReading):

@@ -326,3 +326,27 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.object_type} {self.object_id} by {self.username or '?'}"
+
+
+class ConsumerStall(models.Model):
+    """A partition a consumer cannot get past: a rejected message the dead-letter topic does
+    not take. The consumer commits nothing past it and retries with backoff; the row is its
+    way of telling /readyz (another process), and goes when the partition moves again."""
+
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField(help_text="The message the consumer is held at.")
+    error = models.CharField(max_length=300, help_text="Why the DLQ did not take it.")
+    since = models.DateTimeField(help_text="First failed attempt.")
+    updated_at = models.DateTimeField(help_text="Latest failed attempt.")
+    attempts = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["topic", "partition"], name="consumer_stall_unique_topic_partition"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}] @ {self.offset}"

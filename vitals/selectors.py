@@ -11,7 +11,14 @@ from django.db.models import Avg, Count, F, Func, IntegerField, Max, Min, Prefet
 from icu.exceptions import AlarmNotFound
 from patients.models import Patient
 from vitals.alarms import Limits
-from vitals.models import Alarm, AlarmEvent, AlarmLimits, AuditEvent, PatientMetric
+from vitals.models import (
+    Alarm,
+    AlarmEvent,
+    AlarmLimits,
+    AuditEvent,
+    ConsumerStall,
+    PatientMetric,
+)
 
 
 def metric_list(
@@ -187,3 +194,8 @@ def audit_event_list(
     if actions:
         events = events.filter(action__in=actions)
     return events.order_by("-at", "-id")
+
+
+def consumer_stall_list() -> list[ConsumerStall]:
+    """The partitions a consumer is held at (a message the DLQ does not take), oldest first."""
+    return list(ConsumerStall.objects.order_by("since", "topic", "partition"))

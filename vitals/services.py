@@ -25,6 +25,7 @@ from vitals.models import (
     AlarmPriority,
     AlarmState,
     AuditEvent,
+    ConsumerStall,
     PatientMetric,
 )
 from vitals.news2 import news2_of
@@ -35,10 +36,37 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class StoreResult:
     stored: int
+    # Exact copies of a reading stored before or earlier in the batch: skipped silently.
     duplicates: int
     patients: int
     # The rows this call inserted, in batch order: what alarm detection looks at.
     new: list[PatientMetric] = field(default_factory=list)
+    # Readings of a patient and time already taken (stored, or earlier in the batch) but with
+    # other values: not stored (the first one wins), in batch order.
+    conflicting: list[Reading] = field(default_factory=list)
+
+
+# What a reading says about the patient at one time: two readings of the same (patient,
+# measured_at) that differ in one of these conflict. The name is the patient's, not the reading's.
+_READING_VALUES = (
+    "pulse",
+    "resp_rate",
+    "systolic",
+    "diastolic",
+    "spo2",
+    "temperature",
+    "on_oxygen",
+    "consciousness",
+    "artefact",
+)
+
+
+_reading_values_get = attrgetter(*_READING_VALUES)
+
+
+def _reading_values(reading: Reading) -> tuple:
+    values = _reading_values_get(reading)
+    return (*values[:-1], values[-1] or "")  # no artefact is "" in the database
 
 
 def metric_bulk_store(
@@ -50,12 +78,17 @@ def metric_bulk_store(
     the database are skipped by the unique (patient, measured_at) index: one INSERT ... ON
     CONFLICT DO NOTHING RETURNING (see `_metric_insert`), which also says exactly which rows
     went in, even when another consumer wrote some of them a moment before.
+    A reading skipped either way is a duplicate when its values are those of the reading kept,
+    and conflicting otherwise (`_stored_values`: one SELECT, only when a row was skipped).
     Each patient's `latest_metric` becomes the newest reading received, in the same
     transaction, so that the ward list never points at a reading that is not committed.
     """
     unique: dict[tuple, Reading] = {}
+    conflicting: list[Reading] = []
     for reading in readings:
-        unique.setdefault((reading.patient_uuid, reading.measured_at), reading)
+        first = unique.setdefault((reading.patient_uuid, reading.measured_at), reading)
+        if first is not reading and _reading_values(first) != _reading_values(reading):
+            conflicting.append(reading)
     if not unique:
         return StoreResult(stored=0, duplicates=len(readings), patients=0)
     received_at = received_at or timezone.now()
@@ -65,11 +98,41 @@ def metric_bulk_store(
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
         new = _metric_insert(candidates)
+        if len(new) < len(candidates):
+            skipped = [
+                (reading, metric)
+                for reading, metric in zip(unique.values(), candidates, strict=True)
+                if metric.pk is None
+            ]
+            stored_values = _stored_values([metric for _, metric in skipped])
+            conflicting += [
+                reading
+                for reading, metric in skipped
+                if stored_values.get((metric.patient_id, metric.measured_at))
+                not in (None, _reading_values(reading))
+            ]
+            order = {id(r): i for i, r in enumerate(readings)}
+            conflicting.sort(key=lambda r: order[id(r)])
         if new:
             patient_latest_metric_refresh(new=new)
     return StoreResult(
-        stored=len(new), duplicates=len(readings) - len(new), patients=len(patients), new=new
+        stored=len(new),
+        duplicates=len(readings) - len(new) - len(conflicting),
+        patients=len(patients),
+        new=new,
+        conflicting=conflicting,
     )
+
+
+def _stored_values(metrics: list[PatientMetric]) -> dict[tuple, tuple]:
+    """The stored values (as `_reading_values` gives them) of the rows with the (patient,
+    measured_at) of these metrics, by that pair: one query for the whole batch."""
+    patient_ids = {m.patient_id for m in metrics}
+    times = {m.measured_at for m in metrics}
+    rows = PatientMetric.objects.filter(
+        patient_id__in=patient_ids, measured_at__in=times
+    ).values_list("patient_id", "measured_at", *_READING_VALUES)
+    return {(row[0], row[1]): row[2:] for row in rows}
 
 
 # The columns the write path inserts, and how to read them off a PatientMetric in one call.
@@ -200,6 +263,29 @@ def patient_latest_metric_refresh(*, new: Sequence[PatientMetric]) -> None:
             output_field=models.BigIntegerField(),
         )
     )
+
+
+# --- Consumer stalls ----------------------------------------------------------------------
+
+
+def consumer_stall_record(*, topic: str, partition: int, offset: int, error: str) -> None:
+    """Record (or renew) that the consumer is held at `offset` of this partition."""
+    now = timezone.now()
+    updated = ConsumerStall.objects.filter(topic=topic, partition=partition).update(
+        offset=offset, error=error[:300], updated_at=now, attempts=models.F("attempts") + 1
+    )
+    if not updated:
+        ConsumerStall.objects.get_or_create(
+            topic=topic,
+            partition=partition,
+            defaults={"offset": offset, "error": error[:300], "since": now, "updated_at": now},
+        )
+
+
+def consumer_stall_clear(*, topic: str, partitions: Sequence[int]) -> int:
+    """The partitions move again: forget their stalls; return how many there were."""
+    deleted, _ = ConsumerStall.objects.filter(topic=topic, partition__in=partitions).delete()
+    return deleted
 
 
 # --- Alarms ----------------------------------------------------------------------------------

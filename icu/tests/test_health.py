@@ -10,6 +10,8 @@ from django.test import Client
 from conftest import free_port, start_manage, wait_for_log
 from icu import health
 from icu.process import process_stop
+from vitals.models import ConsumerStall
+from vitals.services import consumer_stall_clear, consumer_stall_record
 
 pytestmark = pytest.mark.django_db
 
@@ -65,8 +67,45 @@ def test_readyz_is_200_when_database_and_broker_answer(
     assert {name: check["ok"] for name, check in body["checks"].items()} == {
         "database": True,
         "broker": True,
+        "consumer": True,
     }
     assert all(check["latency_ms"] >= 0 for check in body["checks"].values())
+
+
+def test_readyz_is_503_with_partition_and_offset_while_a_consumer_is_held_at_a_message(
+    client: Client, kafka_broker: str, settings, fresh_admin
+) -> None:
+    """The consumer (another process) records where the DLQ holds it; the vitals app's
+    registered check reads it."""
+    settings.KAFKA_BOOTSTRAP_SERVERS = kafka_broker
+    consumer_stall_record(topic="vitals", partition=2, offset=41, error="MSG_SIZE_TOO_LARGE")
+    consumer_stall_record(topic="vitals", partition=2, offset=41, error="_MSG_TIMED_OUT")
+
+    code, body = ready(client)
+
+    assert code == 503
+    assert body["status"] == "not_ready"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,
+        "broker": True,
+        "consumer": False,
+    }
+    consumer = body["checks"]["consumer"]
+    assert consumer["error"] == ("consumer held at 1 partition(s): the DLQ does not take a message")
+    [stall] = consumer["stalls"]
+    since = ConsumerStall.objects.get().since
+    assert stall == {
+        "topic": "vitals",
+        "partition": 2,
+        "offset": 41,
+        "since": since.isoformat(),
+        "attempts": 2,
+        "error": "_MSG_TIMED_OUT",
+    }
+
+    assert consumer_stall_clear(topic="vitals", partitions=[2]) == 1
+    code, body = ready(client)
+    assert (code, body["status"], body["checks"]["consumer"]["ok"]) == (200, "ready", True)
 
 
 @pytest.mark.e2e

@@ -4,7 +4,7 @@ flush()."""
 
 import json
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, KafkaException, TopicPartition
 
 from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message
@@ -99,14 +99,21 @@ class FakeConsumer:
 
 class FakeProducer:
     """Takes every message into `produced`; flush() reports each delivery, failing the first
-    `fail` ones."""
+    `fail` ones with `fail_code`. produce() itself refuses the first `refuse` messages, as
+    librdkafka does one it cannot take at all (KafkaException, e.g. MSG_SIZE_TOO_LARGE)."""
 
     def __init__(self) -> None:
         self.produced: list[tuple[str, bytes | None, bytes | None, list | None]] = []
         self.fail = 0
+        self.fail_code = KafkaError._MSG_TIMED_OUT
+        self.refuse = 0
+        self.refuse_code = KafkaError.MSG_SIZE_TOO_LARGE
         self._waiting: list = []
 
     def produce(self, topic, key=None, value=None, headers=None, on_delivery=None) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise KafkaException(KafkaError(self.refuse_code))
         self.produced.append((topic, key, value, headers))
         self._waiting.append(on_delivery)
 
@@ -115,7 +122,7 @@ class FakeProducer:
         for on_delivery in waiting:
             if self.fail:
                 self.fail -= 1
-                on_delivery(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+                on_delivery(KafkaError(self.fail_code), None)
             else:
                 on_delivery(None, None)
         return 0

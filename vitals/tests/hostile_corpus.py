@@ -11,7 +11,12 @@ CORPUS_DIR = Path(__file__).resolve().parents[2] / "tests" / "hostile"
 MANIFEST = CORPUS_DIR / "cases.json"
 
 _CASE_FIELDS = {"kind", "key", "key_hex", "value", "fill", "expect"}
-_EXPECT_SHAPES = ({"dlq.reason", "dlq.detail"}, {"stored"}, {"duplicate_of"})
+_EXPECT_SHAPES = (
+    {"dlq.reason", "dlq.detail"},
+    {"stored"},
+    {"duplicate_of"},
+    {"conflicting_duplicate_of"},
+)
 
 
 @dataclass(frozen=True)
@@ -19,8 +24,11 @@ class HostileCase:
     """One message of the corpus and what must become of it: exactly one of
     - `reason` (and `detail`, a fragment of the message): rejected, `dlq.reason` = reason;
     - `stored`: accepted and stored; these Reading attributes, verbatim;
-    - `duplicate_of`: accepted, but the same (patient, measured_at) as that earlier case, so
-      the consumer skips it as a duplicate (the first copy wins)."""
+    - `duplicate_of`: accepted, but the same reading as that earlier case, so the consumer
+      skips it silently as a duplicate;
+    - `conflicting_duplicate_of`: accepted, the same (patient, measured_at) as that earlier
+      case but other values: the first copy stays, this one goes to the DLQ with reason
+      `conflicting_duplicate`."""
 
     name: str
     kind: str
@@ -30,6 +38,7 @@ class HostileCase:
     detail: str | None = None
     stored: dict[str, Any] = field(default_factory=dict)
     duplicate_of: str | None = None
+    conflicting_duplicate_of: str | None = None
 
 
 def _no_duplicate_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -65,9 +74,10 @@ def _case_load(name: str, entry: dict[str, Any], earlier: dict[str, HostileCase]
     expect = entry["expect"]
     if set(expect) not in _EXPECT_SHAPES:
         raise ValueError(f"{where}: expect is one of {_EXPECT_SHAPES}, not {sorted(expect)}")
-    duplicate_of = expect.get("duplicate_of")
-    if duplicate_of is not None and not (duplicate_of in earlier and earlier[duplicate_of].stored):
-        raise ValueError(f"{where}: duplicate_of must name an earlier case that is stored")
+    for shape in ("duplicate_of", "conflicting_duplicate_of"):
+        original = expect.get(shape)
+        if original is not None and not (original in earlier and earlier[original].stored):
+            raise ValueError(f"{where}: {shape} must name an earlier case that is stored")
     return HostileCase(
         name=name,
         kind=entry["kind"],
@@ -76,7 +86,8 @@ def _case_load(name: str, entry: dict[str, Any], earlier: dict[str, HostileCase]
         reason=expect.get("dlq.reason"),
         detail=expect.get("dlq.detail"),
         stored=expect.get("stored", {}),
-        duplicate_of=duplicate_of,
+        duplicate_of=expect.get("duplicate_of"),
+        conflicting_duplicate_of=expect.get("conflicting_duplicate_of"),
     )
 
 
@@ -97,3 +108,4 @@ CORPUS_NOW, CORPUS = corpus_load()
 REJECTED = {name: case for name, case in CORPUS.items() if case.reason}
 STORED = {name: case for name, case in CORPUS.items() if case.stored}
 DUPLICATES = {name: case for name, case in CORPUS.items() if case.duplicate_of}
+CONFLICTING = {name: case for name, case in CORPUS.items() if case.conflicting_duplicate_of}

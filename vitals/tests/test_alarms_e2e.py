@@ -16,12 +16,16 @@ import pytest
 from confluent_kafka import Message
 from django.core.management import call_command
 
-from conftest import KafkaTopics, database_url, start_manage
+from conftest import KafkaTopics, database_url, json_lines, start_manage, wait_for_log
 from icu.kafka import consumer_create, producer_create
+from icu.process import process_stop
 from patients.models import Patient
+from vitals.alarms import Limits, PatientAlarms
 from vitals.consumer import VitalsConsumer
+from vitals.contract import Reading, reading_to_message
 from vitals.emulator import patient_uuid_for_name
 from vitals.models import Alarm, AlarmEvent, PatientMetric
+from vitals.news2 import news2_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -405,3 +409,136 @@ def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
         log = (tmp_path / f"c{i}.log").read_text()
         assert "Traceback" not in log, log[-3000:]
         assert "IntegrityError" not in log, log[-3000:]
+
+    assert published[3][1]["alarm"]["resolved_at"] == (START + timedelta(seconds=20)).isoformat()
+
+
+def detector_alarms(readings: list[Reading]) -> list[tuple]:
+    """The alarms the pure detector decides on one patient's readings in order, with the
+    default limits: (kind, priority, raised_at, resolved_at) in the order raised."""
+    state, alarms, open_by_kind = PatientAlarms(), [], {}
+    for reading in readings:
+        news2 = news2_of(reading, spo2_scale=1)
+        for decision in state.evaluate(reading, news2, Limits()):
+            if decision.action == "raise":
+                open_by_kind[decision.kind] = len(alarms)
+                alarms.append([decision.kind, decision.priority, decision.at, None])
+            elif decision.action == "escalate":
+                alarms[open_by_kind[decision.kind]][1] = decision.priority
+            else:
+                alarms[open_by_kind.pop(decision.kind)][3] = decision.at
+    return [tuple(alarm) for alarm in alarms]
+
+
+# A patient's course, reading by reading (5 s apart): SpO2 falls, worsens, recovers; the pulse
+# races and settles; the blood pressure drops and comes back.
+COURSE = [
+    {},
+    {"spo2": 88},
+    {"spo2": 88},
+    {"spo2": 83},
+    {"spo2": 84, "pulse": 130},
+    {"pulse": 135},
+    {"pulse": 128, "systolic": 85, "diastolic": 55},
+    {"systolic": 84, "diastolic": 55},
+    {},
+    {},
+    {"spo2": 89},
+    {},
+    {},
+]
+
+
+def test_two_consumers_decide_each_patients_alarms_as_the_detector_does(kafka, tmp_path):
+    """Two `consume_vitals` processes in one group share the 3 partitions; each patient's
+    readings (keyed) reach one of them in order, so the Alarm rows equal the pure detector's
+    decisions on the same readings. A keyless reading goes to the DLQ (missing_key): stored,
+    its order among the patient's others would be whichever consumer got there first."""
+    patients = [f"pt{i:02d}" for i in range(12)]
+    readings: dict[str, list[Reading]] = {name: [] for name in patients}
+    messages = []
+    for step, change in enumerate(COURSE):
+        for i, name in enumerate(patients):
+            # Each patient a step shifted (some start mid-course), so the courses differ.
+            values = {"pulse": 72, "resp_rate": 14, "systolic": 120, "diastolic": 80, "spo2": 98}
+            values |= COURSE[(step + i) % len(COURSE)] if i % 3 else change
+            reading = Reading(
+                patient_uuid=patient_uuid(name),
+                patient_name=name,
+                measured_at=START + timedelta(seconds=5 * step),
+                temperature=36.8,
+                **values,
+            )
+            readings[name].append(reading)
+            messages.append(reading_to_message(reading))
+    keyless = reading_to_message(
+        Reading(
+            patient_uuid=patient_uuid("pt00"),
+            patient_name="pt00",
+            measured_at=START + timedelta(seconds=5 * len(COURSE)),
+            pulse=20,  # asystole-like, were it stored
+            resp_rate=14,
+            systolic=120,
+            diastolic=80,
+            spo2=98,
+            temperature=36.8,
+        )
+    )
+    logs = [tmp_path / "consumer-a.log", tmp_path / "consumer-b.log"]
+    processes = [
+        start_manage(
+            "consume_vitals",
+            "--batch-timeout",
+            "0.05",
+            "--batch-size",
+            "10",
+            log=log,
+            DATABASE_URL=database_url(),
+            **kafka.env(),
+        )
+        for log in logs
+    ]
+    try:
+        for log, process in zip(logs, processes, strict=True):
+            wait_for_log(log, "partitions assigned", process, timeout=40)
+        kafka.produce([*messages, (None, keyless[1])])
+        deadline = time.monotonic() + 60
+        while PatientMetric.objects.count() < len(messages) or not all_published():
+            assert time.monotonic() < deadline, [log.read_text() for log in logs]
+            time.sleep(0.2)
+        time.sleep(1.5)  # the keyless message's DLQ copy, and nothing more
+    finally:
+        for process in processes:
+            process_stop(process)
+
+    assert PatientMetric.objects.count() == len(messages)
+    for name in patients:
+        stored = list(
+            Alarm.objects.filter(patient__uuid=patient_uuid(name))
+            .order_by("raised_at", "id")
+            .values_list("kind", "priority", "raised_at", "resolved_at")
+        )
+        expected = sorted(detector_alarms(readings[name]), key=lambda a: a[2])
+        assert stored == expected, name
+    assert Alarm.objects.count() >= 24  # the course alarms and resolves, for every patient
+    assert Alarm.objects.filter(resolved_at__isnull=True).count() < Alarm.objects.count()
+    [dlq] = kafka.read(kafka.dlq_topic)
+    assert (dlq.key(), dlq.value()) == (None, keyless[1])
+    assert dict(dlq.headers())["dlq.reason"] == b"missing_key"
+    outputs = [log.read_text() for log in logs]
+    for output in outputs:
+        assert "IntegrityError" not in output, output
+        assert "UNIQUE constraint" not in output, output
+        assert not [
+            line for line in json_lines(output) if line["level"] in ("ERROR", "CRITICAL")
+        ], output
+    stopped = [
+        line
+        for output in outputs
+        for line in json_lines(output)
+        if line["message"] == "consumer stopped"
+    ]
+    assert len(stopped) == 2
+    assert all(line["consumed"] > 0 for line in stopped)  # both had partitions
+    assert sum(line["stored"] for line in stopped) == len(messages)
+    assert sum(line["invalid"] for line in stopped) == 1

@@ -28,6 +28,7 @@ from icu.exceptions import InvalidReading
 from vitals.contract import (
     ARTEFACTS,
     CONSCIOUSNESS_LEVELS,
+    CONSUMER_REASONS,
     FIELDS,
     INT_RANGES,
     NAME_MAX_LENGTH,
@@ -44,7 +45,7 @@ from vitals.contract import (
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)
 PATIENT = "0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"
-PARSER_REASONS = REASONS - {"rejected_by_database"}
+PARSER_REASONS = REASONS - CONSUMER_REASONS
 # The detail goes into the DLQ header and the log line: it says what was wrong without
 # copying a huge value (the longest is a 60-byte key shown with \x escapes).
 DETAIL_MAX = 300
@@ -89,8 +90,9 @@ def outcome(key: bytes | None, value: bytes | None, now: datetime = NOW) -> str:
 
 def assert_keeps_the_contract(reading: Reading, key: bytes | None, now: datetime) -> None:
     assert type(reading.patient_uuid) is uuid.UUID
-    if key is not None:
-        assert uuid.UUID(key.decode()) == reading.patient_uuid
+    # Keyed, by the reading's own patient: the key orders a patient's readings.
+    assert key
+    assert uuid.UUID(key.decode()) == reading.patient_uuid
     name = reading.patient_name
     assert type(name) is str
     assert 1 <= len(name) <= NAME_MAX_LENGTH

@@ -41,9 +41,17 @@ from vitals.consumer import (
     DLQ_TOPIC,
     DLQ_TRUNCATED,
 )
-from vitals.contract import MAX_VALUE_BYTES, REASONS, Reading, reading_parse, reading_to_message
+from vitals.contract import (
+    CONSUMER_REASONS,
+    MAX_VALUE_BYTES,
+    REASONS,
+    Reading,
+    reading_parse,
+    reading_to_message,
+)
 from vitals.models import PatientMetric
 from vitals.tests.hostile_corpus import (
+    CONFLICTING,
     CORPUS,
     CORPUS_DIR,
     CORPUS_NOW,
@@ -83,23 +91,28 @@ def test_hostile_but_valid_message_is_accepted_verbatim(case: HostileCase, clock
     assert {name: getattr(reading, name) for name in case.stored} == case.stored
 
 
-@pytest.mark.parametrize("case", DUPLICATES.values(), ids=DUPLICATES.keys())
+@pytest.mark.parametrize(
+    "case", [*DUPLICATES.values(), *CONFLICTING.values()], ids=[*DUPLICATES, *CONFLICTING]
+)
 def test_duplicate_is_a_valid_reading_of_the_same_patient_and_time(case: HostileCase):
-    """The parser accepts it: skipping it is the database's unique (patient, measured_at)."""
+    """The parser accepts it: telling it from the first copy is the consumer's (the unique
+    (patient, measured_at), then its values against the stored ones)."""
     reading = _parse(case, CORPUS_NOW)
-    original = _parse(CORPUS[case.duplicate_of], CORPUS_NOW)
+    original = _parse(CORPUS[case.duplicate_of or case.conflicting_duplicate_of], CORPUS_NOW)
 
     assert (reading.patient_uuid, reading.measured_at) == (
         original.patient_uuid,
         original.measured_at,
     )
+    assert (_row(reading) == _row(original)) == (case.duplicate_of is not None)
 
 
 def test_corpus_covers_every_parser_reason_and_the_valid_hostile_kinds():
     assert len(CORPUS) >= 40
-    assert {case.reason for case in REJECTED.values()} == REASONS - {"rejected_by_database"}
+    assert {case.reason for case in REJECTED.values()} == REASONS - CONSUMER_REASONS
     assert len(STORED) >= 2
-    assert len(DUPLICATES) >= 2
+    assert len(DUPLICATES) >= 1
+    assert len(CONFLICTING) >= 1
     # The DLQ truncates what is larger than a Kafka message may be: one case must be.
     assert any(len(case.value or b"") > DLQ_MAX_VALUE_BYTES for case in CORPUS.values())
 
@@ -248,8 +261,12 @@ def test_hostile_corpus_through_the_real_consumer(kafka: KafkaTopics, tmp_path: 
         assert headers[DLQ_PARTITION] == b"0"
         case = CORPUS[by_offset[int(headers[DLQ_OFFSET])]]
         dlq_names.append(case.name)
-        assert headers[DLQ_REASON] == case.reason.encode(), case.name
-        assert case.detail in headers[DLQ_DETAIL].decode(), case.name
+        if case.conflicting_duplicate_of:
+            assert headers[DLQ_REASON] == b"conflicting_duplicate"
+            assert "other values" in headers[DLQ_DETAIL].decode()
+        else:
+            assert headers[DLQ_REASON] == case.reason.encode(), case.name
+            assert case.detail in headers[DLQ_DETAIL].decode(), case.name
         assert message.key() == case.key, case.name
         if case.value is not None and len(case.value) > DLQ_MAX_VALUE_BYTES:
             assert headers[DLQ_TRUNCATED] == str(len(case.value)).encode()
@@ -257,17 +274,18 @@ def test_hostile_corpus_through_the_real_consumer(kafka: KafkaTopics, tmp_path: 
         else:
             assert DLQ_TRUNCATED not in headers, case.name
             assert message.value() == case.value, case.name
-    assert sorted(dlq_names) == sorted(REJECTED)
+    assert sorted(dlq_names) == sorted([*REJECTED, *CONFLICTING])
 
     # The consumer never stopped or retried, and its totals say what happened.
     lines = json_lines(output)
     assert not [line for line in lines if line["level"] in ("ERROR", "CRITICAL")], output
     [stopped] = [line for line in lines if line["message"] == "consumer stopped"]
     by_reason = Counter(case.reason for case in REJECTED.values())
+    by_reason["conflicting_duplicate"] = len(CONFLICTING)
     assert stopped["consumed"] == len(messages)
     assert stopped["stored"] == len(expected_rows)
     assert stopped["duplicates"] == len(DUPLICATES)
-    assert stopped["invalid"] == len(REJECTED)
+    assert stopped["invalid"] == len(REJECTED) + len(CONFLICTING)
     assert stopped["invalid_by_reason"] == dict(by_reason)
     assert stopped["retries"] == 0
     # Poison messages do not hold the partition: all of it is committed.

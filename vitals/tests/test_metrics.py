@@ -218,6 +218,7 @@ def test_the_dlq_counter_counts_every_copy_the_broker_took_even_of_a_retried_bat
     delta = changes(before, registry_samples("icu_consumer_"))
     assert {k: v for k, v in delta.items() if k[0].endswith("_total")} == {
         key("icu_consumer_batches_retried_total"): 1,
+        key("icu_consumer_dlq_failures_total", error="_MSG_TIMED_OUT"): 1,
         key("icu_consumer_dlq_messages_total"): 1 + 2,
         key("icu_consumer_readings_consumed_total"): 3,
         key("icu_consumer_readings_duplicate_total"): 1,

@@ -136,13 +136,25 @@ def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
     first = db_rows()
     assert len(first) == 10
 
-    # The same readings again (a producer retry, a replay from an old offset) plus one new.
-    kafka.produce([*messages, valid_message("bob", 99, 130)])
+    # The same readings again (a producer retry, a replay from an old offset) plus one new,
+    # and one of the same patient and time as a stored one but another pulse: not a replay.
+    conflicting = valid_message("bob", 3, 140)
+    kafka.produce([*messages, valid_message("bob", 99, 130), conflicting])
     caplog.clear()
     caplog.set_level(logging.INFO, logger="vitals")
     consume()
 
     assert PatientMetric.objects.count() == 11
+    # The stored reading stays; the conflicting one is in the DLQ, saying so.
+    third = PatientMetric.objects.get(
+        measured_at=NOW - timedelta(minutes=10) + timedelta(seconds=3)
+    )
+    assert third.pulse == 63
+    [dlq] = kafka.read(kafka.dlq_topic)
+    headers = dict(dlq.headers())
+    assert headers[DLQ_REASON] == b"conflicting_duplicate"
+    assert (dlq.key(), dlq.value()) == conflicting
+    assert int(headers[DLQ_OFFSET]) == 21
     assert db_rows() - first == {
         (
             uuid.uuid5(uuid.NAMESPACE_DNS, "bob"),
@@ -157,7 +169,8 @@ def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
         )
     }
     stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
-    assert [(r.consumed, r.stored, r.duplicates, r.invalid) for r in stopped] == [(11, 1, 10, 0)]
+    assert [(r.consumed, r.stored, r.duplicates, r.invalid) for r in stopped] == [(12, 1, 10, 1)]
+    assert stopped[0].invalid_by_reason == {"conflicting_duplicate": 1}
 
 
 BAD_MESSAGES = [
@@ -182,6 +195,10 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
             (key, json.dumps(unknown_field).encode()),
             (key, None),
             good[2],
+            good[0],  # an exact copy in the same batch: silent
+            valid_message("ann", 1, pulse=150),  # good[1]'s time, another pulse
+            (None, valid_message("ann", 7)[1]),  # no key: no order among the patient's readings
+            (b"", valid_message("ann", 8)[1]),  # an empty key is none
         ]
     )
 
@@ -192,7 +209,15 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
     reasons = [dict(m.headers())[DLQ_REASON].decode() for m in dlq]
     # Sorted: the mismatched key lands in another partition, so DLQ order is not defined.
     assert sorted(reasons) == sorted(
-        [*(reason for _, reason in BAD_MESSAGES), "key_mismatch", "unknown_field", "empty_message"]
+        [
+            *(reason for _, reason in BAD_MESSAGES),
+            "key_mismatch",
+            "unknown_field",
+            "empty_message",
+            "conflicting_duplicate",
+            "missing_key",
+            "missing_key",
+        ]
     )
     # The original key and value travel unchanged, with where they came from.
     source = {(m.partition(), m.offset()): m for m in kafka.read()}
@@ -202,7 +227,7 @@ def test_mixed_batch_stores_valid_and_sends_invalid_to_dlq_with_reasons(kafka: K
         original = source[(int(headers[DLQ_PARTITION]), int(headers[DLQ_OFFSET]))]
         assert (message.key(), message.value()) == (original.key(), original.value())
     # Poison messages do not hold the partition: everything is committed.
-    assert sum(o for o in kafka.committed().values() if o > 0) == 10
+    assert sum(o for o in kafka.committed().values() if o > 0) == 14
 
 
 class _Msg:
@@ -448,3 +473,61 @@ def test_missing_topic_is_reported_by_both_commands(kafka: KafkaTopics):
         call_command("run_patient", name=["bob"], count=1, topic="no-such-topic")
     with pytest.raises(CommandError, match="has no topic no-such-topic; create it"):
         call_command("consume_vitals", topic="no-such-topic", broker_timeout=2)
+
+
+def test_a_message_with_a_1_mb_header_is_cut_into_the_dlq_and_the_readings_behind_it_stored(
+    kafka: KafkaTopics, caplog
+):
+    """An invalid value with one 999,800-byte header: the broker takes it from a producer with
+    librdkafka's default limits, but a DLQ copy with the dlq.* headers added would be over
+    message.max.bytes. It goes to the DLQ cut, saying so, and the consumer goes on."""
+    producer = producer_create()  # librdkafka's default message.max.bytes: 1,000,000
+    readings = [valid_message("hal", s) for s in range(6)]
+    poison = [("trace", b"t" * 999_800)]
+    for key, value in readings[:3]:
+        producer.produce(kafka.topic, key=key, value=value, partition=0)
+    producer.produce(
+        kafka.topic, key=readings[0][0], value=b"not json", partition=0, headers=poison
+    )
+    for key, value in readings[3:]:
+        producer.produce(kafka.topic, key=key, value=value, partition=0)
+    assert producer.flush(20) == 0
+    caplog.set_level(logging.INFO, logger="vitals")
+
+    consume()  # returns: it did not stop on the message
+
+    assert db_rows() == rows_of([_Msg(k, v) for k, v in readings])
+    assert kafka.committed()[0] == 7  # past the message and the readings behind it
+    [dlq] = kafka.read(kafka.dlq_topic)
+    headers = dlq.headers()
+    names = [name for name, _ in headers]
+    assert names == [
+        "trace",
+        DLQ_REASON,
+        "dlq.detail",
+        DLQ_TOPIC,
+        DLQ_PARTITION,
+        DLQ_OFFSET,
+        "dlq.failed_at",
+        "dlq.headers.truncated_from",
+        "dlq.headers.cut",
+        "dlq.headers.dropped",
+    ]
+    found = dict(headers)
+    assert (found[DLQ_REASON], found[DLQ_OFFSET], found[DLQ_PARTITION]) == (
+        b"invalid_json",
+        b"3",
+        b"0",
+    )
+    # The header's size as a record header (name, value, length varints counted at 5 bytes).
+    assert found["dlq.headers.truncated_from"] == str(5 + 999_800 + 10).encode()
+    assert (found["dlq.headers.cut"], found["dlq.headers.dropped"]) == (b"1", b"0")
+    assert 990_000 < len(found["trace"]) < 999_800
+    assert set(found["trace"]) == {ord("t")}
+    assert (dlq.key(), dlq.value()) == (readings[0][0], b"not json")
+    assert (
+        len(dlq.key()) + len(dlq.value()) + sum(len(n) + len(v) + 10 for n, v in headers)
+        < 1_000_000
+    )
+    stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
+    assert [(r.stored, r.invalid, r.retries) for r in stopped] == [(6, 1, 0)]

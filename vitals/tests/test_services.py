@@ -65,12 +65,41 @@ def test_stores_readings_and_creates_patients_on_first_reading():
 
 
 def test_duplicates_within_a_batch_are_stored_once_first_copy_wins():
+    conflicting = reading(seconds=0, pulse=99)
     result = metric_bulk_store(
-        readings=[reading(seconds=0, pulse=70), reading(seconds=0, pulse=99)]
+        readings=[reading(seconds=0, pulse=70), reading(seconds=0, pulse=70), conflicting]
     )
 
+    # The exact copy is a silent duplicate; the one with other values is returned.
     assert (result.stored, result.duplicates) == (1, 1)
+    assert result.conflicting == [conflicting]
     assert stored() == [("bob", T0, 70, 120, 80, 36.8)]
+
+
+def test_a_reading_conflicting_with_a_stored_one_is_returned_in_one_query(
+    django_assert_num_queries,
+):
+    metric_bulk_store(readings=[reading(BOB, s, 70) for s in range(4)])
+    batch = [
+        reading(BOB, 0, 70),  # an exact copy: a duplicate
+        reading(BOB, 0, 70, patient_name="Robert"),  # the name is the patient's, not the reading's
+        reading(BOB, 1, 71),  # another pulse
+        reading(BOB, 2, 70, on_oxygen=True),  # on oxygen
+        reading(BOB, 3, 70, artefact="motion"),  # flagged as an artefact
+        reading(ANN, 0, 90),  # new
+    ]
+
+    # As a batch without conflicts (7) plus ONE select of the stored rows it did not insert.
+    with django_assert_num_queries(8):
+        result = metric_bulk_store(readings=batch)
+
+    assert (result.stored, result.duplicates) == (1, 2)
+    assert result.conflicting == batch[2:5]
+    assert stored() == [
+        ("ann", T0, 90, 120, 80, 36.8),
+        *(("bob", T0 + timedelta(seconds=s), 70, 120, 80, 36.8) for s in range(4)),
+    ]
+    assert set(PatientMetric.objects.values_list("on_oxygen", "artefact")) == {(False, "")}
 
 
 def test_redelivered_batch_changes_nothing():
@@ -158,8 +187,9 @@ def test_a_batch_is_one_insert_that_knows_which_rows_went_in(django_assert_num_q
     first = metric_bulk_store(readings=[reading(p, seconds=0) for p in patients[:10]])
     batch = [reading(p, seconds=s) for p in patients for s in range(4)]  # 10 already stored
 
-    # SAVEPOINT, patients select, insert, re-select, ONE insert of 200 rows, update, RELEASE.
-    with django_assert_num_queries(7) as captured:
+    # SAVEPOINT, patients select, insert, re-select, ONE insert of 200 rows, ONE select of the
+    # 10 it skipped (to tell exact copies from conflicting ones), update, RELEASE.
+    with django_assert_num_queries(8) as captured:
         result = metric_bulk_store(readings=batch)
 
     inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
@@ -167,7 +197,7 @@ def test_a_batch_is_one_insert_that_knows_which_rows_went_in(django_assert_num_q
     assert "RETURNING" in inserts[0]
     # PostgreSQL: one array parameter per column, whatever the batch size.
     assert ("unnest(" in inserts[0]) is (connection.vendor == "postgresql")
-    assert (result.stored, result.duplicates) == (190, 10)
+    assert (result.stored, result.duplicates, result.conflicting) == (190, 10, [])
     stored = dict(
         PatientMetric.objects.exclude(pk__in=[m.pk for m in first.new]).values_list(
             "pk", "measured_at"
@@ -188,12 +218,13 @@ def test_sqlite_splits_a_batch_at_its_limit_on_parameters_and_still_knows_which_
     monkeypatch.setattr(services, "_max_query_params", lambda: limit)
     first = metric_bulk_store(readings=[reading(seconds=s) for s in (1, 4, 7)])
 
-    with django_assert_num_queries(4 + 4) as captured:
+    # 4 INSERTs, the 4 other queries, and the one SELECT of the 3 rows skipped.
+    with django_assert_num_queries(4 + 4 + 1) as captured:
         result = metric_bulk_store(readings=[reading(seconds=s) for s in range(10)])
 
     inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
     assert len(inserts) == 4
-    assert (result.stored, result.duplicates) == (7, 3)
+    assert (result.stored, result.duplicates, result.conflicting) == (7, 3, [])
     assert [m.measured_at for m in result.new] == [
         T0 + timedelta(seconds=s) for s in (0, 2, 3, 5, 6, 8, 9)
     ]

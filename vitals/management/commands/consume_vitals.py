@@ -14,7 +14,13 @@ from django.core.management.base import (
 from django.db import close_old_connections
 
 from icu.exceptions import KafkaUnavailable
-from icu.kafka import BrokerOutage, broker_check, consumer_create, producer_create
+from icu.kafka import (
+    BrokerOutage,
+    broker_check,
+    consumer_create,
+    producer_create,
+    producer_message_max_bytes,
+)
 from icu.metrics import metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
 from vitals.consumer import VitalsConsumer
@@ -111,6 +117,7 @@ examples:
                 consumer=consumer,
                 producer=producer,
                 dlq_topic=settings.KAFKA_DLQ_TOPIC,
+                dlq_max_bytes=producer_message_max_bytes(),
                 alarms_topic=settings.KAFKA_ALARMS_TOPIC,
                 batch_size=options["batch_size"],
                 batch_timeout=options["batch_timeout"],
