@@ -35,6 +35,7 @@ def _polling() -> dict:
     return {
         "pollSeconds": settings.WARD_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
+        "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": resolve_url(settings.LOGIN_URL),
     }
 
@@ -73,6 +74,10 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "alarmsUrl": f"{reverse('api:alarm-list')}?patient={found.uuid}&page_size=50",
         "canAcknowledge": route_permits(
             user=request.user, route="api:alarm-acknowledge", method="POST"
+        ),
+        "monitoringEndUrl": reverse("api:patient-monitoring-end", kwargs=kwargs),
+        "canEndMonitoring": route_permits(
+            user=request.user, route="api:patient-monitoring-end", method="POST"
         ),
     }
     return render(request, "ward/patient.html", {"patient": found, "config": config})

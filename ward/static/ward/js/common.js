@@ -100,25 +100,51 @@ export function dateTimeText(iso) {
   return `${day} ${timeText(iso)}`;
 }
 
-// The age of a reading on the server's clock, and whether it is stale.
-export function readingAge(metric, staleSeconds) {
-  if (!metric) return { seconds: null, stale: false };
-  const seconds = (serverNow() - Date.parse(metric.measured_at)) / 1000;
-  return { seconds, stale: seconds > staleSeconds };
+// The age of a reading on the server's clock, and whether it is stale. A monitor whose clock is
+// off by more than `clockSkewSeconds` (measured_at against sent_at, the time it was sent) is
+// aged from when it sent the reading; an age is never negative, and a reading stamped in the
+// future says by how much (`ahead`, seconds).
+export function readingAge(metric, staleSeconds, clockSkewSeconds = Infinity) {
+  if (!metric) return { seconds: null, stale: false, ahead: 0 };
+  const measured = Date.parse(metric.measured_at);
+  const offset = metric.clock_offset_s;
+  const skewed = offset !== null && offset !== undefined && Math.abs(offset) > clockSkewSeconds;
+  const taken = skewed ? Date.parse(metric.sent_at) : measured;
+  const now = serverNow();
+  const seconds = Math.max(0, (now - taken) / 1000);
+  return { seconds, stale: seconds > staleSeconds, ahead: Math.max(0, (measured - now) / 1000) };
 }
 
-// Fills `element` with a reading's age: "4 s ago", or "Stale · no reading for 3 min 05 s".
-export function renderAge(element, metric, staleSeconds) {
-  const { seconds, stale } = readingAge(metric, staleSeconds);
+// Fills `element` with a reading's age: "4 s ago", or "Stale · no reading for 3 min 05 s"; and
+// for a reading stamped ahead of the server's clock, "· stamped 4 min 50 s in the future".
+export function renderAge(element, metric, staleSeconds, clockSkewSeconds) {
+  const { seconds, stale, ahead } = readingAge(metric, staleSeconds, clockSkewSeconds);
   element.classList.toggle("age--stale", stale);
+  const future = ahead >= 1
+    ? [" · ", h("strong", { class: "clock-label" }, `stamped ${ageText(ahead)} in the future`), " (monitor clock ahead)"]
+    : [];
   if (seconds === null) {
     element.replaceChildren("No reading yet");
   } else if (stale) {
-    element.replaceChildren(h("strong", { class: "stale-label" }, "Stale"), ` · no reading for ${ageText(seconds)}`);
+    element.replaceChildren(h("strong", { class: "stale-label" }, "Stale"), ` · no reading for ${ageText(seconds)}`, ...future);
   } else {
-    element.replaceChildren(`${ageText(seconds)} ago`);
+    element.replaceChildren(`${ageText(seconds)} ago`, ...future);
   }
   return stale;
+}
+
+// How long an active alarm has gone unanswered (since it last became active), and whether it
+// was escalated for it: "unanswered 2 min 05 s", "ESCALATED · unanswered 2 min 05 s".
+export function unansweredText(alarm) {
+  if (alarm.state !== "active" || !alarm.activated_at) return "";
+  const seconds = (serverNow() - Date.parse(alarm.activated_at)) / 1000;
+  return `${alarm.escalated_at ? "ESCALATED · " : ""}unanswered ${ageText(seconds)}`;
+}
+
+// A patient whose monitoring a clinician ended: "Monitoring ended 10:15:02 by nurse".
+export function monitoringEndedText(patient) {
+  if (!patient?.monitoring_ended_at) return "";
+  return `Monitoring ended ${timeText(patient.monitoring_ended_at)}${patient.monitoring_ended_by ? ` by ${patient.monitoring_ended_by}` : ""}`;
 }
 
 // The header's connection indicator and the banner under it.

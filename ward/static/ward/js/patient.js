@@ -7,11 +7,13 @@ import {
   connectionIndicator,
   dateTimeText,
   h,
+  monitoringEndedText,
   priorityBadge,
   readConfig,
   renderAge,
   renderNews2,
   renderVitals,
+  unansweredText,
 } from "ward/common";
 
 const config = readConfig("patient-config");
@@ -238,8 +240,37 @@ function renderPatient(patient) {
   latest = patient.latest_metric;
   renderNews2(news2, patient.news2, latest);
   renderVitals(vitals, latest);
-  renderAge(age, latest, config.staleSeconds);
+  renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
+  renderMonitoring(patient);
 }
+
+// --- monitoring: ended (no no_data alarm), or ending it (clinicians) ----------------------------
+
+const monitoring = document.getElementById("monitoring");
+const monitoringText = document.getElementById("monitoring-text");
+const monitoringButton = document.getElementById("monitoring-end");
+
+function renderMonitoring(patient) {
+  const ended = monitoringEndedText(patient);
+  monitoringText.textContent = ended || "Monitored: a silent monitor raises a no_data alarm.";
+  monitoring.classList.toggle("monitoring--ended", Boolean(ended));
+  if (monitoringButton) monitoringButton.hidden = Boolean(ended) || !config.canEndMonitoring;
+}
+
+monitoringButton?.addEventListener("click", async () => {
+  const name = document.getElementById("patient-name").textContent;
+  if (!window.confirm(`End the monitoring of ${name}? No alarm will sound when their monitor falls silent.`)) return;
+  monitoringButton.disabled = true;
+  try {
+    renderMonitoring(await apiFetch(config.monitoringEndUrl, { method: "POST" }));
+    monitoringText.textContent += " (now)";
+  } catch (error) {
+    const reason = error instanceof ApiError ? error.message : "no answer from the server";
+    monitoringText.textContent = `Monitoring not ended: ${reason}`;
+  } finally {
+    monitoringButton.disabled = false;
+  }
+});
 
 // --- alarms -----------------------------------------------------------------------------------
 
@@ -263,9 +294,15 @@ function createRow(alarm) {
   return row;
 }
 
+// Who acknowledged, when, and what the acknowledgement covered when that is not what the alarm
+// now says (an alarm whose priority rose above it is active again).
 function acknowledgedText(alarm) {
   if (!alarm.acknowledged_at) return "–";
-  return `${alarm.acknowledged_by ?? "someone"}, ${dateTimeText(alarm.acknowledged_at)}`;
+  const who = `${alarm.acknowledged_by ?? "someone"}, ${dateTimeText(alarm.acknowledged_at)}`;
+  const covered = alarm.acknowledged_priority && (alarm.acknowledged_priority !== alarm.priority || alarm.acknowledged_message !== alarm.message)
+    ? ` (acknowledged: ${alarm.acknowledged_priority.toUpperCase()} “${alarm.acknowledged_message}”)`
+    : "";
+  return who + covered;
 }
 
 function updateRow(row, alarm) {
@@ -275,7 +312,8 @@ function updateRow(row, alarm) {
   row.priority.replaceChildren(priorityBadge(alarm.priority));
   row.message.textContent = alarm.message;
   row.raised.textContent = dateTimeText(alarm.raised_at);
-  row.state.textContent = alarm.state;
+  row.state.textContent = alarm.state === "active" ? `active · ${unansweredText(alarm)}` : alarm.state;
+  row.tr.classList.toggle("alarm-row--escalated", Boolean(alarm.escalated_at) && alarm.state === "active");
   row.acknowledged.textContent = acknowledgedText(alarm);
   const wanted = config.canAcknowledge && alarm.state === "active";
   if (wanted && !row.button) {
@@ -342,5 +380,10 @@ const poller = new Poller({
   onState: (state, error) => connection.set(state, error),
 });
 
-setInterval(() => renderAge(age, latest, config.staleSeconds), 1000);
+setInterval(() => {
+  renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
+  for (const row of rows.values()) {
+    if (row.alarm.state === "active") row.state.textContent = `active · ${unansweredText(row.alarm)}`;
+  }
+}, 1000);
 poller.start();

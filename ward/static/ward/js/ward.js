@@ -4,6 +4,7 @@ import { apiFetch, Poller } from "ward/api";
 import {
   connectionIndicator,
   h,
+  monitoringEndedText,
   PRIORITY_RANK,
   priorityBadge,
   readConfig,
@@ -11,6 +12,7 @@ import {
   renderNews2,
   renderVitals,
   srOnly,
+  unansweredText,
 } from "ward/common";
 
 const config = readConfig("ward-config");
@@ -71,6 +73,7 @@ function renderAlarms(tile, alarms) {
       " ",
       h("span", { class: "alarm-message" }, alarm.message),
       acknowledged ? h("span", { class: "ack" }, " ✓", srOnly(" acknowledged")) : null,
+      alarm.state === "active" ? h("span", { class: `unanswered${alarm.escalated_at ? " unanswered--escalated" : ""}` }, ` · ${unansweredText(alarm)}`) : null,
     );
   });
   if (alarms.length > TILE_ALARMS) {
@@ -105,8 +108,16 @@ function updateTile(tile, patient) {
 }
 
 function updateAge(tile) {
-  const stale = renderAge(tile.age, tile.patient.latest_metric, config.staleSeconds);
+  const ended = monitoringEndedText(tile.patient);
+  const stale = ended ? false : renderAge(tile.age, tile.patient.latest_metric, config.staleSeconds, config.clockSkewSeconds);
+  if (ended) tile.age.replaceChildren(h("strong", { class: "ended-label" }, ended));
   tile.li.classList.toggle("tile--stale", stale);
+  tile.li.classList.toggle("tile--ended", Boolean(ended));
+  // The unanswered times count up between polls, like the ages.
+  for (const [i, alarm] of tile.patient.active_alarms.slice(0, TILE_ALARMS).entries()) {
+    const span = tile.alarms.children[i]?.querySelector(".unanswered");
+    if (span) span.textContent = ` · ${unansweredText(alarm)}`;
+  }
 }
 
 // Puts the tiles in the API's order, moving only those out of place; keyboard focus stays where
