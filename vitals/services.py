@@ -14,7 +14,11 @@ from django.utils import timezone
 
 from icu.exceptions import AlarmNotOpen
 from patients.models import Patient
-from patients.services import patient_bulk_get_or_create
+from patients.services import (
+    NameMismatch,
+    patient_bulk_get_or_create,
+    patient_name_conflicts_record,
+)
 from vitals.alarms import Decision
 from vitals.contract import Reading
 from vitals.models import (
@@ -38,6 +42,8 @@ class StoreResult:
     patients: int
     # The rows this call inserted, in batch order: what alarm detection looks at.
     new: list[PatientMetric] = field(default_factory=list)
+    # Of those, the ones whose name is not their patient's, by (patient, name): logged.
+    name_mismatches: list[NameMismatch] = field(default_factory=list)
 
 
 def metric_bulk_store(
@@ -64,11 +70,21 @@ def metric_bulk_store(
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
         new = _metric_insert(candidates)
+        # The names of the readings just stored (a replayed one was counted the first time).
+        pairs = zip(unique.values(), candidates, strict=True)
+        seen = [(r.patient_uuid, r.patient_name) for r, m in pairs if m.pk is not None]
+        mismatches = patient_name_conflicts_record(
+            patients=patients, names_seen=seen, seen_at=received_at
+        )
         touched = {m.patient_id for m in new}
         if touched:
             patient_latest_metric_refresh(patient_ids=touched)
     return StoreResult(
-        stored=len(new), duplicates=len(readings) - len(new), patients=len(patients), new=new
+        stored=len(new),
+        duplicates=len(readings) - len(new),
+        patients=len(patients),
+        new=new,
+        name_mismatches=mismatches,
     )
 
 
