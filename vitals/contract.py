@@ -237,8 +237,9 @@ def _parse_timestamp(text: str, now: datetime, max_future: timedelta) -> datetim
     return measured_at
 
 
-def _name_parse(raw: str) -> str:
-    """The name in NFC, stripped, or InvalidReading("invalid_name") saying what is wrong."""
+def patient_name_parse(*, raw: str) -> str:
+    """The name in NFC, stripped, or InvalidReading("invalid_name") saying what is wrong: the
+    rule of a reading's name, and of a new name a clinician gives (patients' rename)."""
     if not 1 <= len(raw) <= NAME_MAX_LENGTH:
         raise InvalidReading(
             "invalid_name",
@@ -326,7 +327,7 @@ def reading_parse(
                 "key_mismatch", f"key {key_uuid} differs from patient_uuid {patient_uuid}"
             )
 
-    name = _name_parse(_as_str(data, "patient_name"))
+    name = patient_name_parse(raw=_as_str(data, "patient_name"))
 
     measured_at = _parse_timestamp(
         _as_str(data, "timestamp"), now or datetime.now(tz=UTC), max_future

@@ -255,9 +255,10 @@ class AlarmEvent(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who changed what a clinician may change: one row per acknowledgement or change of alarm
-    limits, written by vitals/services.py in the transaction that makes the change. Never
-    edited: the admin and the API only show it.
+    """Who changed what a clinician may change: one row per acknowledgement, change of alarm
+    limits, or patient name confirmed or changed (identity conflicts), written by
+    vitals/services.py in the transaction that makes the change. Never edited: the admin and
+    the API only show it.
 
     The user and the patient are kept by name and uuid too, so that a row still says who and
     whom after either is deleted.
@@ -267,6 +268,8 @@ class AuditEvent(models.Model):
         ALARM_ACKNOWLEDGE = "alarm.acknowledge"
         ALARM_LIMITS_UPDATE = "alarm_limits.update"
         ALARM_LIMITS_RESET = "alarm_limits.reset"
+        PATIENT_CONFIRM_NAME = "patient.confirm_name"
+        PATIENT_RENAME = "patient.rename"
 
     at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(
@@ -274,7 +277,7 @@ class AuditEvent(models.Model):
     )
     username = models.CharField(max_length=150, blank=True, help_text="The user's, at the time.")
     action = models.CharField(max_length=40, choices=Action.choices)
-    object_type = models.CharField(max_length=40, help_text='"alarm" or "alarm_limits".')
+    object_type = models.CharField(max_length=40, help_text='"alarm", "alarm_limits" or "patient".')
     object_id = models.CharField(max_length=64)
     patient = models.ForeignKey(
         "patients.Patient", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

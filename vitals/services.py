@@ -13,7 +13,7 @@ from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
 from icu.exceptions import AlarmNotOpen
-from patients.models import Patient
+from patients.models import Patient, PatientNameConflict
 from patients.services import (
     NameMismatch,
     patient_bulk_get_or_create,
@@ -372,14 +372,79 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
         limits.delete()
 
 
-_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits"}
+# --- Patient identity --------------------------------------------------------------------------
+# Here rather than in patients/services.py: they write the audit trail, which is vitals', and
+# vitals.services already imports patients.services (the consumer's write path), so the other
+# way round would be an import cycle.
+
+
+def patient_name_confirm(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:
+    """Keep the patient's name: every other name monitors sent (the open conflicts) is
+    dismissed, and stays so. Audited; nothing open, nothing changes."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        _patient_name_conflicts_close(
+            patient=patient,
+            user=user,
+            resolution=PatientNameConflict.Resolution.CONFIRMED,
+            action=AuditEvent.Action.PATIENT_CONFIRM_NAME,
+            before_name=patient.name,
+            always=False,
+        )
+    return patient
+
+
+def patient_rename(*, patient: Patient, user: AbstractBaseUser | None, name: str) -> Patient:
+    """Give the patient `name` (already checked: vitals.contract.patient_name_parse), closing
+    the open conflicts (the monitor's name was the right one). Audited."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        before_name, patient.name = patient.name, name
+        patient.save(update_fields=["name", "updated_at"])
+        _patient_name_conflicts_close(
+            patient=patient,
+            user=user,
+            resolution=PatientNameConflict.Resolution.RENAMED,
+            action=AuditEvent.Action.PATIENT_RENAME,
+            before_name=before_name,
+            always=True,
+        )
+    return patient
+
+
+def _patient_name_conflicts_close(
+    *,
+    patient: Patient,
+    user: AbstractBaseUser | None,
+    resolution: str,
+    action: str,
+    before_name: str,
+    always: bool,
+) -> None:
+    conflicts = PatientNameConflict.objects.filter(patient=patient, resolved_at__isnull=True)
+    names = list(conflicts.select_for_update().values_list("name", flat=True))
+    if not (names or always):
+        return
+    resolver = user if user is not None and user.pk is not None else None
+    conflicts.update(resolved_at=timezone.now(), resolved_by=resolver, resolution=resolution)
+    audit_event_record(
+        user=user,
+        action=action,
+        obj=patient,
+        patient=patient,
+        before={"name": before_name, "names_seen": names},
+        after={"name": patient.name},
+    )
+
+
+_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits", Patient: "patient"}
 
 
 def audit_event_record(
     *,
     user: AbstractBaseUser | None,
     action: str,
-    obj: Alarm | AlarmLimits,
+    obj: Alarm | AlarmLimits | Patient,
     patient: Patient,
     before: dict | None = None,
     after: dict | None = None,

@@ -48,6 +48,8 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-metrics",
     "api:patient-trend",
     "api:patient-alarm-limits",
+    "api:patient-confirm-name",
+    "api:patient-rename",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
     "api:alarm-list",
@@ -68,6 +70,8 @@ API_WRITES = {
     ("api:patient-alarm-limits", "PUT"),
     ("api:patient-alarm-limits", "PATCH"),
     ("api:patient-exports", "POST"),
+    ("api:patient-confirm-name", "POST"),
+    ("api:patient-rename", "POST"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.
 LOGIN = {
