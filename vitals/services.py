@@ -66,7 +66,8 @@ def metric_bulk_store(
     received_at = received_at or timezone.now()
 
     with transaction.atomic():
-        names = {r.patient_uuid: r.patient_name for r in unique.values()}
+        # A new patient takes the batch's first name for them (the others are conflicts).
+        names = {r.patient_uuid: r.patient_name for r in reversed(unique.values())}
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
         new = _metric_insert(candidates)

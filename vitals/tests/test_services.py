@@ -260,3 +260,20 @@ def test_names_that_match_cost_no_query_and_record_nothing():
 
     assert result.name_mismatches == []
     assert PatientNameConflict.objects.count() == 0
+
+
+def test_a_new_patient_takes_the_first_name_of_the_batch_and_the_others_are_conflicts():
+    from patients.models import PatientNameConflict
+
+    result = metric_bulk_store(
+        readings=[
+            reading(BOB, 0, patient_name="Bob Smith"),
+            reading(BOB, 1, patient_name="Mallory Impostor"),
+        ]
+    )
+
+    assert Patient.objects.get(uuid=BOB).name == "Bob Smith"
+    assert [(m.name_seen, m.readings) for m in result.name_mismatches] == [("Mallory Impostor", 1)]
+    assert list(PatientNameConflict.objects.values_list("name", "count")) == [
+        ("Mallory Impostor", 1)
+    ]
