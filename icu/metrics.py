@@ -25,6 +25,8 @@ Consumer (`manage.py consume_vitals --metrics-port PORT`):
 - `icu_consumer_batches_retried_total`: batches not completed (database unavailable or the DLQ
   not answering), rewound and tried again after a backoff.
 - `icu_consumer_alarm_events_published_total`: alarm changes the alarms topic acknowledged.
+- `icu_consumer_name_mismatch_total`: readings stored under a patient (by uuid) whose name is
+  not the one they carry; each is also logged, and recorded as the patient's name conflict.
 - `icu_consumer_batch_size`: histogram of messages per completed batch.
 - `icu_consumer_batch_write_seconds`: histogram of the database transaction of a completed batch
   (readings, NEWS2 and alarms).
@@ -256,6 +258,12 @@ class ConsumerMetrics:
         self.alarm_events = Counter(
             "icu_consumer_alarm_events_published",
             "Alarm changes the alarms topic acknowledged.",
+            registry=registry,
+        )
+        self.name_mismatches = Counter(
+            "icu_consumer_name_mismatch",
+            "Readings stored under a patient whose name is not the one they carry (an identity "
+            "conflict, recorded on the patient).",
             registry=registry,
         )
         self.batch_size = Histogram(

@@ -4,7 +4,8 @@ Roles are Django groups holding Django model permissions, so that an administrat
 them in the admin (Users > a user > Groups, or Groups > a role > permissions):
 
 - `viewer`: reads patients, readings, alarms and alarm limits;
-- `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`), changes
+- `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`, which also
+  lets them confirm or change a patient's name after a monitor sent another one), changes
   alarm limits (`vitals.change_alarmlimits`) and exports a patient's readings to a file
   (`exports.add_export`, `exports.view_export`: a file of identifiable data leaving the
   monitor is more than reading a screen, so viewers may not);
@@ -97,6 +98,11 @@ ROUTES: dict[str, Rule] = {
         read=_LIMITS,
         write={"PUT": (*_LIMITS, CHANGE_LIMITS), "PATCH": (*_LIMITS, CHANGE_LIMITS)},
     ),
+    # Confirming a patient's name or renaming them after a monitor sent another name: the
+    # clinician's, as acknowledging an alarm is (the same permission: a permission of its own
+    # would need a data migration granting it to the clinician group).
+    "api:patient-confirm-name": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
+    "api:patient-rename": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
     "api:alarm-list": Rule(read=_ALARM),
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
-from patients.models import Patient
+from patients.models import Patient, PatientNameConflict
 from vitals.models import AlarmLimits, PatientMetric
 from vitals.services import LIMIT_FIELDS, alarm_limits_reset, alarm_limits_update
 
@@ -80,6 +80,31 @@ class AlarmLimitsInline(admin.StackedInline):
         return request.user.has_perm("vitals.change_alarmlimits")
 
 
+class NameConflictsInline(admin.TabularInline):
+    """Other names monitors sent for this patient: shown, never edited here (confirming or
+    renaming is the clinicians', through the API and the patient page, audited)."""
+
+    model = PatientNameConflict
+    verbose_name_plural = "names sent by monitors (identity conflicts)"
+    fields = readonly_fields = [
+        "name",
+        "first_seen_at",
+        "last_seen_at",
+        "count",
+        "resolved_at",
+        "resolved_by",
+        "resolution",
+    ]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Patient | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Patient | None = None) -> bool:
+        return False
+
+
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
     list_display = ["name", "uuid", "latest_news2", "latest_reading_at", "created_at"]
@@ -87,7 +112,7 @@ class PatientAdmin(admin.ModelAdmin):
     list_filter = ["hypercapnic_respiratory_failure"]
     search_fields = ["name", "=uuid"]
     readonly_fields = ["uuid", "created_at", "updated_at", "latest_metric"]
-    inlines = [AlarmLimitsInline, LatestReadingsInline]
+    inlines = [NameConflictsInline, AlarmLimitsInline, LatestReadingsInline]
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         # Nothing saved here: save(commit=False) only sorts the forms into new, changed and

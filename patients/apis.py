@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from patients.models import Patient
 from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
-from patients.serializers import PatientSerializer
+from patients.serializers import PatientRenameSerializer, PatientSerializer
 from vitals.selectors import alarm_limits_get, metric_list, metric_trend
 from vitals.serializers import (
     AlarmLimitsSerializer,
@@ -19,7 +19,12 @@ from vitals.serializers import (
     MetricTrendSerializer,
     TrendFilterSerializer,
 )
-from vitals.services import alarm_limits_update, patient_monitoring_end
+from vitals.services import (
+    alarm_limits_update,
+    patient_monitoring_end,
+    patient_name_confirm,
+    patient_rename,
+)
 
 
 class PatientPagination(PageNumberPagination):
@@ -158,6 +163,32 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         patient = patient_monitoring_end(patient=self.get_object(), user=request.user)
         patient = patient_get(patient_uuid=patient.uuid)
         return Response(PatientSerializer(patient, context=self.get_serializer_context()).data)
+
+    @extend_schema(
+        request=None,
+        responses=PatientSerializer,
+        summary="Keep the patient's name: dismiss the other names monitors sent (audited).",
+    )
+    @action(detail=True, methods=["post"], url_path="confirm-name", url_name="confirm-name")
+    def confirm_name(self, request: Request, patient_uuid: str) -> Response:
+        patient = patient_name_confirm(patient=self.get_object(), user=request.user)
+        return Response(self.get_serializer(patient_get(patient_uuid=patient.uuid)).data)
+
+    @extend_schema(
+        request=PatientRenameSerializer,
+        responses=PatientSerializer,
+        summary="Rename the patient (e.g. to the name a monitor sends), closing the other "
+        "names seen (audited).",
+    )
+    @action(detail=True, methods=["post"])
+    def rename(self, request: Request, patient_uuid: str) -> Response:
+        patient = self.get_object()
+        serializer = PatientRenameSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        patient = patient_rename(
+            patient=patient, user=request.user, name=serializer.validated_data["name"]
+        )
+        return Response(self.get_serializer(patient_get(patient_uuid=patient.uuid)).data)
 
 
 class BriefPatientViewSet(PatientViewSet):

@@ -51,3 +51,38 @@ class Patient(models.Model):
     def spo2_scale(self) -> int:
         """The NEWS2 SpO2 scale that applies to this patient."""
         return 2 if self.hypercapnic_respiratory_failure else 1
+
+
+class PatientNameConflict(models.Model):
+    """A name a monitor sent for a patient that is not the patient's name: an identity event.
+
+    The uuid is the patient's identity, so the reading is stored under it; but the other name
+    is never dropped silently. One row per (patient, name seen), kept up to date by the
+    consumer (one upsert per batch): when first and last seen, in how many readings. Open
+    until a clinician confirms the patient's name (the name seen is dismissed: that name does
+    not open a warning again) or renames the patient (services in vitals/services.py, audited).
+    """
+
+    class Resolution(models.TextChoices):
+        CONFIRMED = "confirmed", "patient's name confirmed"
+        RENAMED = "renamed", "patient renamed"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="name_conflicts")
+    name = models.CharField(max_length=200, help_text="The name the monitor sent (NFC).")
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    count = models.PositiveIntegerField(help_text="Readings stored with this name.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    resolution = models.CharField(max_length=20, choices=Resolution.choices, blank=True)
+
+    class Meta:
+        ordering = ["first_seen_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["patient", "name"], name="patient_name_conflict_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name!r} for {self.patient_id}"

@@ -1,11 +1,26 @@
 """Reads of patients."""
 
+import json
 import uuid
+from datetime import UTC, datetime
 
-from django.db.models import Case, F, IntegerField, Prefetch, QuerySet, Value, When
+from django.db.models import (
+    Aggregate,
+    Case,
+    F,
+    IntegerField,
+    JSONField,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.functions import JSONObject
 
 from icu.exceptions import InvalidParameter, PatientNotFound
-from patients.models import Patient
+from patients.models import Patient, PatientNameConflict
 from vitals.models import OPEN_ALARM_STATES, Alarm
 
 # ?ordering= values of the patient list. Acuity (NEWS2 of the latest reading) puts patients
@@ -40,15 +55,66 @@ def open_alarms_prefetch() -> Prefetch:
     return Prefetch("alarms", queryset=alarms, to_attr="open_alarms")
 
 
+class _JSONArrayAgg(Aggregate):
+    """The grouped values as one JSON array (SQLite's json_group_array, PostgreSQL's
+    jsonb_agg)."""
+
+    function = "JSON_GROUP_ARRAY"
+    output_field = JSONField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return super().as_sql(compiler, connection, function="JSONB_AGG", **extra)
+
+
+class _NameConflictsField(JSONField):
+    """The open name conflicts of a patient as read by `open_name_conflicts_annotation`: a
+    list of {name, first_seen_at, last_seen_at, count}, oldest first, times as datetimes."""
+
+    def from_db_value(self, value, expression, connection):
+        if value is None:
+            return []
+        items = json.loads(value) if isinstance(value, str) else value
+        for item in items:
+            for key in ("first_seen_at", "last_seen_at"):
+                # SQLite: "2026-11-23 09:30:00" in UTC; PostgreSQL: ISO 8601 with the offset.
+                at = datetime.fromisoformat(item[key])
+                item[key] = at if at.tzinfo else at.replace(tzinfo=UTC)
+        return sorted(items, key=lambda item: (item["first_seen_at"], item["name"]))
+
+
+def open_name_conflicts_annotation() -> Subquery:
+    """Each patient's open name conflicts (other names monitors sent), as one column of the
+    patients' own query: a correlated subquery, no query of its own, so the ward list keeps
+    its query count."""
+    conflicts = (
+        PatientNameConflict.objects.filter(patient=OuterRef("pk"), resolved_at__isnull=True)
+        .order_by()
+        .values("patient")
+        .annotate(
+            items=_JSONArrayAgg(
+                JSONObject(
+                    name="name",
+                    first_seen_at="first_seen_at",
+                    last_seen_at="last_seen_at",
+                    count="count",
+                )
+            )
+        )
+        .values("items")
+    )
+    return Subquery(conflicts, output_field=_NameConflictsField())
+
+
 def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
-    """Every patient with their latest reading and open alarms, in two queries whatever the
-    number of patients (no N+1)."""
+    """Every patient with their latest reading and open alarms, and the other names monitors sent
+    (open name conflicts), in two queries whatever the number of patients (no N+1)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
         )
     return (
         Patient.objects.select_related("latest_metric", "monitoring_ended_by")
+        .annotate(open_name_conflicts=open_name_conflicts_annotation())
         .prefetch_related(open_alarms_prefetch())
         .order_by(*PATIENT_ORDERINGS[ordering])
     )

@@ -1,7 +1,9 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from icu.exceptions import InvalidReading
 from patients.models import Patient
+from vitals.contract import patient_name_parse
 from vitals.serializers import MetricSerializer, News2Serializer, OpenAlarmSerializer, news2_data
 
 
@@ -24,6 +26,23 @@ class PatientLinkField(serializers.HyperlinkedIdentityField):
         return self._template[1].replace(self.PLACEHOLDER, str(obj.uuid))
 
 
+class NameConflictSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The name a monitor sent (NFC).")
+    first_seen_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField()
+    count = serializers.IntegerField(help_text="Readings stored with this name.")
+
+
+class PatientRenameSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="The patient's new name (the contract's name rule).")
+
+    def validate_name(self, value: str) -> str:
+        try:
+            return patient_name_parse(raw=value)
+        except InvalidReading as exc:
+            raise serializers.ValidationError(exc.message) from None
+
+
 class PatientSerializer(serializers.ModelSerializer):
     url = PatientLinkField("api:patient-detail")
     metrics_url = PatientLinkField("api:patient-metrics")
@@ -32,6 +51,13 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True, help_text="The newest reading, null before the first."
     )
     news2 = serializers.SerializerMethodField(help_text="NEWS2 of the latest reading.")
+    name_conflicts = NameConflictSerializer(
+        source="open_name_conflicts",
+        many=True,
+        read_only=True,
+        help_text="Other names monitors sent for this patient (the uuid), oldest first: shown "
+        "until a clinician confirms the name or renames the patient.",
+    )
     active_alarms = OpenAlarmSerializer(
         source="open_alarms",
         many=True,
@@ -48,6 +74,7 @@ class PatientSerializer(serializers.ModelSerializer):
         fields = [
             "uuid",
             "name",
+            "name_conflicts",
             "url",
             "metrics_url",
             "alarm_limits_url",

@@ -238,6 +238,7 @@ class VitalsConsumer:
         totals.invalid_by_reason.update(exc.reason for _, exc in rejected)
         totals.alarm_events += outcome.alarm_events
         self._count(len(records), outcome)
+        self._report_name_mismatches(result)
         self._sweep_alarms_if_due(force=outcome.alarm_events > 0)
         self._update_lag_if_due()
         logger.debug(
@@ -268,6 +269,21 @@ class VitalsConsumer:
             # A device clock ahead of ours (allowed up to max_future) counts as no delay:
             # a histogram's sum must not go down.
             observe(max(0.0, (metric.received_at - metric.measured_at).total_seconds()))
+
+    def _report_name_mismatches(self, result: StoreResult) -> None:
+        """Readings stored under a patient whose name is not the one they carry: never
+        silently (the identity conflict itself is recorded in the batch's transaction)."""
+        for mismatch in result.name_mismatches:
+            self.metrics.name_mismatches.inc(mismatch.readings)
+            logger.warning(
+                "patient name differs from the reading's: stored under the uuid",
+                extra={
+                    "patient_uuid": str(mismatch.patient_uuid),
+                    "patient_name": mismatch.patient_name,
+                    "name_seen": mismatch.name_seen,
+                    "readings": mismatch.readings,
+                },
+            )
 
     def _store_and_forward(self, records: list[Message]) -> BatchOutcome:
         now = datetime.now(tz=UTC)
@@ -329,6 +345,7 @@ class VitalsConsumer:
         stored = duplicates = events = 0
         patients = set()
         new, conflicting = [], []
+        mismatches = []
         for message, reading in valid:
             try:
                 one, one_events = self._store([reading])
@@ -342,6 +359,7 @@ class VitalsConsumer:
             events += one_events
             new += one.new
             conflicting += one.conflicting
+            mismatches += one.name_mismatches
             patients.add(reading.patient_uuid)
         result = StoreResult(
             stored=stored,
@@ -349,6 +367,7 @@ class VitalsConsumer:
             patients=len(patients),
             new=new,
             conflicting=conflicting,
+            name_mismatches=mismatches,
         )
         return result, events
 

@@ -12,6 +12,7 @@ writes into the DLQ header.
 
 import json
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,9 +101,38 @@ _UUID_RE = re.compile(
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
 # ASCII: in JSON Schema (ECMA-262) regexes \d is [0-9], in Python it is any Unicode digit.
 _BP_RE = re.compile(r"(\d{1,3})/(\d{1,3})", re.ASCII)
-# Control characters, and lone surrogates: "\ud800" is a legal JSON escape, but such a name
-# cannot be encoded as UTF-8, so it could be neither stored nor produced again.
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+# What a patient name may not hold, by class: regex character classes written with \u escapes,
+# which Python's re and ECMA-262 read alike, so that the parser and the schema's pattern are
+# built from the same text. A name is shown on the central station and written into logs:
+# nothing in it may hide, reorder or break the text around it.
+# - Control characters: C0, DEL, C1, and the line and paragraph separators.
+NAME_CONTROL = r"\u0000-\u001f\u007f-\u009f\u2028\u2029"
+# - Bidi controls (the Unicode Bidi_Control property): "\u202eRLO evil\u202c Carol" renders
+#   reversed.
+NAME_BIDI_CONTROLS = r"\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# - Zero-width characters: "Bo\u200bb" renders as "Bob". The invisible operators U+2061-U+2064
+#   too: zero-width as well, and nothing a name needs.
+NAME_ZERO_WIDTH = r"\u200b-\u200d\u2060-\u2064\ufeff"
+# Allowed inside a name but not visible: soft hyphen, combining grapheme joiner, Hangul
+# fillers, Mongolian vowel separator. A name of only these and white space is blank.
+NAME_INVISIBLE = r"\u00ad\u034f\u115f\u1160\u180e\u3164\uffa0"
+NAME_REFUSED = NAME_CONTROL + NAME_BIDI_CONTROLS + NAME_ZERO_WIDTH
+# The schema's pattern: none of the refused characters, and one at least that is neither white
+# space nor invisible. (Python's \s and ECMA-262's differ only on characters refused anyway.)
+NAME_PATTERN = f"^[^{NAME_REFUSED}]*[^\\s{NAME_REFUSED}{NAME_INVISIBLE}][^{NAME_REFUSED}]*$"
+_NAME_CLASSES = tuple(
+    (what, re.compile(f"[{chars}]"))
+    for what, chars in (
+        ("control character", NAME_CONTROL),
+        ("bidi control", NAME_BIDI_CONTROLS),
+        ("zero-width character", NAME_ZERO_WIDTH),
+    )
+)
+# In the parser only: lone surrogates. "\ud800" is a legal JSON escape, but such a name cannot
+# be encoded as UTF-8, so it could be neither stored nor produced again.
+_NAME_REFUSED_RE = re.compile(f"[{NAME_REFUSED}\\ud800-\\udfff]")
+_NAME_VISIBLE_RE = re.compile(f"[^\\s{NAME_INVISIBLE}]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +245,32 @@ def _parse_timestamp(text: str, now: datetime, max_future: timedelta) -> datetim
     return measured_at
 
 
+def patient_name_parse(*, raw: str) -> str:
+    """The name in NFC, stripped, or InvalidReading("invalid_name") saying what is wrong: the
+    rule of a reading's name, and of a new name a clinician gives (patients' rename)."""
+    if not 1 <= len(raw) <= NAME_MAX_LENGTH:
+        raise InvalidReading(
+            "invalid_name",
+            f"'patient_name' must be 1-{NAME_MAX_LENGTH} characters, got {len(raw)}",
+        )
+    # One spelling per name ("e" + U+0308 is "ë"): stored, compared and checked in NFC.
+    name = raw if unicodedata.is_normalized("NFC", raw) else unicodedata.normalize("NFC", raw)
+    if refused := _NAME_REFUSED_RE.search(name):
+        char = ord(refused[0])
+        what = next((w for w, chars in _NAME_CLASSES if chars.match(refused[0])), "lone surrogate")
+        rule = f"no {what}s" + (" (C0, C1, U+2028, U+2029)" if what[0] == "c" else "")
+        raise InvalidReading("invalid_name", f"'patient_name' has {what} U+{char:04X}: {rule}")
+    if not _NAME_VISIBLE_RE.search(name):
+        raise InvalidReading("invalid_name", "'patient_name' is blank: nothing visible in it")
+    if len(name) > NAME_MAX_LENGTH:
+        raise InvalidReading(
+            "invalid_name",
+            f"'patient_name' must be 1-{NAME_MAX_LENGTH} characters, got {len(name)} after NFC "
+            "normalisation",
+        )
+    return name.strip()
+
+
 def reading_parse(
     *,
     key: bytes | None,
@@ -283,13 +339,7 @@ def reading_parse(
                 "key_mismatch", f"key {key_uuid} differs from patient_uuid {patient_uuid}"
             )
 
-    name = _as_str(data, "patient_name")
-    if _CONTROL_RE.search(name) or not name.strip() or len(name) > NAME_MAX_LENGTH:
-        raise InvalidReading(
-            "invalid_name",
-            f"'patient_name' must be 1-{NAME_MAX_LENGTH} characters, not blank, "
-            "with no control characters or lone surrogates",
-        )
+    name = patient_name_parse(raw=_as_str(data, "patient_name"))
 
     measured_at = _parse_timestamp(
         _as_str(data, "timestamp"), now or datetime.now(tz=UTC), max_future
@@ -327,7 +377,7 @@ def reading_parse(
 
     return Reading(
         patient_uuid=patient_uuid,
-        patient_name=name.strip(),
+        patient_name=name,
         measured_at=measured_at,
         pulse=_as_int(data, "pulse"),
         resp_rate=_as_int(data, "resp_rate"),

@@ -287,9 +287,10 @@ class AlarmEvent(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who changed what a clinician may change: one row per acknowledgement or change of alarm
-    limits, written by vitals/services.py in the transaction that makes the change. Never
-    edited: the admin and the API only show it.
+    """Who changed what a clinician may change: one row per acknowledgement, change of alarm
+    limits, or patient name confirmed or changed (identity conflicts), written by
+    vitals/services.py in the transaction that makes the change. Never edited: the admin and
+    the API only show it.
 
     The user and the patient are kept by name and uuid too, so that a row still says who and
     whom after either is deleted.
@@ -300,6 +301,8 @@ class AuditEvent(models.Model):
         ALARM_LIMITS_UPDATE = "alarm_limits.update"
         ALARM_LIMITS_RESET = "alarm_limits.reset"
         MONITORING_END = "patient.monitoring_end"
+        PATIENT_CONFIRM_NAME = "patient.confirm_name"
+        PATIENT_RENAME = "patient.rename"
 
     at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(

@@ -13,8 +13,12 @@ from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
 from icu.exceptions import AlarmNotOpen
-from patients.models import Patient
-from patients.services import patient_bulk_get_or_create
+from patients.models import Patient, PatientNameConflict
+from patients.services import (
+    NameMismatch,
+    patient_bulk_get_or_create,
+    patient_name_conflicts_record,
+)
 from vitals.alarms import NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
 from vitals.models import (
@@ -44,6 +48,8 @@ class StoreResult:
     # Readings of a patient and time already taken (stored, or earlier in the batch) but with
     # other values: not stored (the first one wins), in batch order.
     conflicting: list[Reading] = field(default_factory=list)
+    # Of those stored, the ones whose name is not their patient's, by (patient, name): logged.
+    name_mismatches: list[NameMismatch] = field(default_factory=list)
 
 
 # What a reading says about the patient at one time: two readings of the same (patient,
@@ -94,7 +100,8 @@ def metric_bulk_store(
     received_at = received_at or timezone.now()
 
     with transaction.atomic():
-        names = {r.patient_uuid: r.patient_name for r in unique.values()}
+        # A new patient takes the batch's first name for them (the others are conflicts).
+        names = {r.patient_uuid: r.patient_name for r in reversed(unique.values())}
         patients = patient_bulk_get_or_create(names_by_uuid=names)
         candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
         new = _metric_insert(candidates)
@@ -113,6 +120,12 @@ def metric_bulk_store(
             ]
             order = {id(r): i for i, r in enumerate(readings)}
             conflicting.sort(key=lambda r: order[id(r)])
+        # The names of the readings just stored (a replayed one was counted the first time).
+        pairs = zip(unique.values(), candidates, strict=True)
+        seen = [(r.patient_uuid, r.patient_name) for r, m in pairs if m.pk is not None]
+        mismatches = patient_name_conflicts_record(
+            patients=patients, names_seen=seen, seen_at=received_at
+        )
         if new:
             patient_latest_metric_refresh(new=new)
     return StoreResult(
@@ -121,6 +134,7 @@ def metric_bulk_store(
         patients=len(patients),
         new=new,
         conflicting=conflicting,
+        name_mismatches=mismatches,
     )
 
 
@@ -635,6 +649,71 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
             after=_limit_values(AlarmLimits(patient=patient)),
         )
         limits.delete()
+
+
+# --- Patient identity --------------------------------------------------------------------------
+# Here rather than in patients/services.py: they write the audit trail, which is vitals', and
+# vitals.services already imports patients.services (the consumer's write path), so the other
+# way round would be an import cycle.
+
+
+def patient_name_confirm(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:
+    """Keep the patient's name: every other name monitors sent (the open conflicts) is
+    dismissed, and stays so. Audited; nothing open, nothing changes."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        _patient_name_conflicts_close(
+            patient=patient,
+            user=user,
+            resolution=PatientNameConflict.Resolution.CONFIRMED,
+            action=AuditEvent.Action.PATIENT_CONFIRM_NAME,
+            before_name=patient.name,
+            always=False,
+        )
+    return patient
+
+
+def patient_rename(*, patient: Patient, user: AbstractBaseUser | None, name: str) -> Patient:
+    """Give the patient `name` (already checked: vitals.contract.patient_name_parse), closing
+    the open conflicts (the monitor's name was the right one). Audited."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        before_name, patient.name = patient.name, name
+        patient.save(update_fields=["name", "updated_at"])
+        _patient_name_conflicts_close(
+            patient=patient,
+            user=user,
+            resolution=PatientNameConflict.Resolution.RENAMED,
+            action=AuditEvent.Action.PATIENT_RENAME,
+            before_name=before_name,
+            always=True,
+        )
+    return patient
+
+
+def _patient_name_conflicts_close(
+    *,
+    patient: Patient,
+    user: AbstractBaseUser | None,
+    resolution: str,
+    action: str,
+    before_name: str,
+    always: bool,
+) -> None:
+    conflicts = PatientNameConflict.objects.filter(patient=patient, resolved_at__isnull=True)
+    names = list(conflicts.select_for_update().values_list("name", flat=True))
+    if not (names or always):
+        return
+    resolver = user if user is not None and user.pk is not None else None
+    conflicts.update(resolved_at=timezone.now(), resolved_by=resolver, resolution=resolution)
+    audit_event_record(
+        user=user,
+        action=action,
+        obj=patient,
+        patient=patient,
+        before={"name": before_name, "names_seen": names},
+        after={"name": patient.name},
+    )
 
 
 _OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits", Patient: "patient"}

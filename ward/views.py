@@ -79,5 +79,11 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "canEndMonitoring": route_permits(
             user=request.user, route="api:patient-monitoring-end", method="POST"
         ),
+        # The identity warning's buttons: confirm the name, or rename to the one sent.
+        "confirmNameUrl": reverse("api:patient-confirm-name", kwargs=kwargs),
+        "renameUrl": reverse("api:patient-rename", kwargs=kwargs),
+        "canResolveName": route_permits(
+            user=request.user, route="api:patient-rename", method="POST"
+        ),
     }
     return render(request, "ward/patient.html", {"patient": found, "config": config})

@@ -49,6 +49,8 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-trend",
     "api:patient-alarm-limits",
     "api:patient-monitoring-end",
+    "api:patient-confirm-name",
+    "api:patient-rename",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
     "api:alarm-list",
@@ -70,6 +72,8 @@ API_WRITES = {
     ("api:patient-alarm-limits", "PATCH"),
     ("api:patient-monitoring-end", "POST"),
     ("api:patient-exports", "POST"),
+    ("api:patient-confirm-name", "POST"),
+    ("api:patient-rename", "POST"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.
 LOGIN = {

@@ -77,7 +77,8 @@ def test_patient_change_page_shows_the_latest_20_readings(admin_client: Client) 
     response = admin_client.get(f"{PATIENTS}{patient.pk}/change/")
 
     assert response.status_code == 200
-    limits_inline, inline = response.context["inline_admin_formsets"]
+    names_inline, limits_inline, inline = response.context["inline_admin_formsets"]
+    assert names_inline.formset.prefix == "name_conflicts"
     assert limits_inline.formset.prefix == "alarm_limits"
     assert inline.formset.prefix == "metrics"
     shown = [form.instance.pk for form in inline.formset.forms]
@@ -178,3 +179,21 @@ def test_non_staff_user_is_sent_to_the_admin_login(client: Client, user, path: s
 
     assert response.status_code == 302
     assert response["Location"] == f"/admin/login/?next={path}"
+
+
+def test_the_patient_page_shows_the_names_monitors_sent_read_only(admin_client: Client) -> None:
+    from patients.models import PatientNameConflict
+
+    patient = PatientFactory(name="Alice")
+    PatientNameConflict.objects.create(
+        patient=patient, name="Mallory Impostor", first_seen_at=T0, last_seen_at=T0, count=3
+    )
+
+    response = admin_client.get(f"{PATIENTS}{patient.pk}/change/")
+
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert "Names sent by monitors (identity conflicts)" in content
+    assert re.search(r'<td class="field-name">\s*<p>Mallory Impostor</p>', content)
+    assert re.search(r'<td class="field-count">\s*<p>3</p>', content)
+    assert 'name="name_conflicts-0-name"' not in content  # shown, never edited

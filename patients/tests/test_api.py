@@ -115,6 +115,7 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
     return {
         "uuid": str(patient.uuid),
         "name": patient.name,
+        "name_conflicts": [],
         "url": f"http://testserver/api/patients/{patient.uuid}/",
         "metrics_url": f"http://testserver/api/patients/{patient.uuid}/metrics/",
         "alarm_limits_url": f"http://testserver/api/patients/{patient.uuid}/alarm-limits/",

@@ -24,6 +24,7 @@ from icu import permissions
 from icu.permissions import ROLES, ROUTES, role_groups_ensure
 from icu.tests.test_settings import run_settings
 from icu.tests.test_url_access import walk
+from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.management.commands.run_dev import DEMO_PASSWORD, demo_user_ensure
 from vitals.models import Alarm, AlarmLimits
@@ -116,6 +117,8 @@ WRITES = [
     ("post", "/api/alarms/{alarm}/acknowledge/", None),
     ("patch", "/api/patients/{uuid}/alarm-limits/", {"pulse_high": 140}),
     ("put", "/api/patients/{uuid}/alarm-limits/", {"spo2_low": 88, "pulse_low": 40}),
+    ("post", "/api/patients/{uuid}/confirm-name/", None),
+    ("post", "/api/patients/{uuid}/rename/", {"name": "Ann Smith"}),
 ]
 
 
@@ -171,6 +174,7 @@ def test_what_each_kind_of_user_may_do(clients, ward, who):
     alarm = Alarm.objects.get(pk=ward["alarm"].pk)
     assert alarm.state == ("acknowledged" if writes == 200 else "active")
     assert AlarmLimits.objects.exists() is (writes == 200)
+    assert Patient.objects.get().name == ("Ann Smith" if writes == 200 else "ann")
 
 
 def test_a_user_without_a_role_is_told_what_is_missing(clients, ward):

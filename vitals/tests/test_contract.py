@@ -24,6 +24,7 @@ from vitals.contract import (
     INT_RANGES,
     MAX_VALUE_BYTES,
     NAME_MAX_LENGTH,
+    NAME_PATTERN,
     OPTIONAL_FIELDS,
     REASONS,
     TEMPERATURE_RANGE,
@@ -244,12 +245,64 @@ BAD: dict[str, Bad] = {
     "name-empty": Bad(
         body(patient_name=""), "invalid_name", "'patient_name' must be 1-200 characters"
     ),
-    "name-blank": Bad(body(patient_name="   "), "invalid_name", "not blank"),
+    "name-blank": Bad(body(patient_name="   "), "invalid_name", "is blank"),
     "name-tab": Bad(body(patient_name="bob\tsmith"), "invalid_name", "no control characters"),
     "name-del-7f": Bad(body(patient_name="bob\x7f"), "invalid_name", "no control characters"),
     "name-201-chars": Bad(body(patient_name="a" * 201), "invalid_name", "1-200 characters"),
     "name-200-chars-plus-surrounding-space": Bad(
         body(patient_name=" " + "a" * 200), "invalid_name", "1-200 characters"
+    ),
+    # Names that hide or impersonate (the corpus has one of each class end to end).
+    **{
+        f"name-control-{name}": Bad(
+            body(patient_name=f"Bob{char}Smith"), "invalid_name", f"control character {code}"
+        )
+        for name, char, code in [
+            ("c1-0080", "\x80", "U+0080"),
+            ("c1-009f", "\x9f", "U+009F"),
+            ("paragraph-separator-2029", "\u2029", "U+2029"),
+        ]
+    },
+    **{
+        f"name-bidi-{name}": Bad(
+            body(patient_name=f"Carol{char} Smith"), "invalid_name", f"bidi control {code}"
+        )
+        for name, char, code in [
+            ("arabic-letter-mark-061c", "\u061c", "U+061C"),
+            ("lrm-200e", "\u200e", "U+200E"),
+            ("rlm-200f", "\u200f", "U+200F"),
+            ("lre-202a", "\u202a", "U+202A"),
+            ("pdf-202c", "\u202c", "U+202C"),
+            ("lri-2066", "\u2066", "U+2066"),
+            ("pdi-2069", "\u2069", "U+2069"),
+        ]
+    },
+    **{
+        f"name-zero-width-{name}": Bad(
+            body(patient_name=f"Bo{char}b"), "invalid_name", f"zero-width character {code}"
+        )
+        for name, char, code in [
+            ("zwnj-200c", "\u200c", "U+200C"),
+            ("zwj-200d", "\u200d", "U+200D"),
+            ("word-joiner-2060", "\u2060", "U+2060"),
+            ("invisible-times-2062", "\u2062", "U+2062"),
+            ("bom-feff", "\ufeff", "U+FEFF"),
+        ]
+    },
+    **{
+        f"name-nothing-visible-{name}": Bad(
+            body(patient_name=text), "invalid_name", "nothing visible"
+        )
+        for name, text in [
+            ("soft-hyphen", "\u00ad"),
+            ("grapheme-joiner-and-spaces", " \u034f\u3000"),
+            ("hangul-fillers", "\u115f\u1160\uffa0"),
+            ("mongolian-vowel-separator", "\u180e"),
+        ]
+    },
+    # NFC may lengthen a name (U+0958 is excluded from composition: NFC decomposes it).
+    "name-201-chars-after-nfc": Bad(
+        body(patient_name="\u0958" * 101), "invalid_name", "got 202 after NFC normalisation"
     ),
     # Timestamp.
     "timestamp-date-only": Bad(
@@ -499,6 +552,22 @@ GOOD_CASES: dict[str, Good] = {
     "name-quotes-and-backslash": Good(
         body(patient_name='O\'Brien "Bob" \\'), {"patient_name": 'O\'Brien "Bob" \\'}
     ),
+    # Stored in NFC: one spelling per name, whatever the monitor sends.
+    "name-decomposed-to-nfc": Good(
+        body(patient_name="Jose\u0301 Zoe\u0308"), {"patient_name": "Jos\u00e9 Zo\u00eb"}
+    ),
+    "name-hangul-jamo-to-syllable": Good(
+        body(patient_name="\u1100\u1161\u11a8"), {"patient_name": "\uac01"}
+    ),
+    "name-chinese": Good(body(patient_name="李小龙"), {"patient_name": "李小龙"}),
+    "name-apostrophe": Good(body(patient_name="O'Brien"), {"patient_name": "O'Brien"}),
+    "name-arabic": Good(body(patient_name="ليلى"), {"patient_name": "ليلى"}),
+    "name-soft-hyphen-inside": Good(
+        body(patient_name="Anna\u00adMaria"), {"patient_name": "Anna\u00adMaria"}
+    ),
+    "name-200-chars-decomposed-is-200-in-nfc": Good(
+        body(patient_name="e\u0301" * 100), {"patient_name": "\u00e9" * 100}
+    ),
     "value-exactly-max-size": Good(padded(MAX_VALUE_BYTES), {"pulse": 72}),
     "on-oxygen-true": Good(body(on_oxygen=True), {"on_oxygen": True}),
     "on-oxygen-false": Good(body(on_oxygen=False), {"on_oxygen": False}),
@@ -743,7 +812,7 @@ SCHEMA_CANNOT_EXPRESS = {
     "timestamp_in_future": lambda message: "consumer's clock" in message,
     "timestamp_too_old": lambda message: "before 2000" in message,
     "invalid_timestamp": lambda message: "is not a real time" in message,  # pattern, not calendar
-    "invalid_name": lambda message: "lone surrogates" in message,
+    "invalid_name": lambda message: "lone surrogate" in message or "after NFC" in message,
 }
 
 
@@ -788,6 +857,14 @@ def test_schema_temperature_and_name_limits_match_the_contract():
     name = SCHEMA["properties"]["patient_name"]
     assert (name["minLength"], name["maxLength"]) == (1, NAME_MAX_LENGTH)
     assert str(MAX_VALUE_BYTES // 1024) + " KiB" in SCHEMA["description"]
+
+
+def test_schema_name_pattern_is_the_parsers_rule():
+    """One text for both: the parser's character classes, as an ECMA-262 pattern."""
+    assert SCHEMA["properties"]["patient_name"]["pattern"] == NAME_PATTERN
+    assert "\\u202e" in NAME_PATTERN  # \u escapes, not the characters
+    assert "\\u0085" not in NAME_PATTERN  # C1 as a range
+    assert NAME_PATTERN.isascii()
 
 
 @pytest.mark.parametrize("index", range(len(SCHEMA["examples"])))
@@ -881,7 +958,7 @@ def test_rejected_message_is_rejected_by_schema_or_documented(case: Bad):
 
 # --- Fuzzing -------------------------------------------------------------------------------------
 
-FUZZ_CHARS = "aZ09 /:-+.TZ\n\t\x00\x7f\x85é李🫀\u2028\ufeff\ud800\u0661"
+FUZZ_CHARS = "aZ09 /:-+.TZ\n\t\x00\x7f\x85é李🫀\u2028\ufeff\ud800\u0661\u202e\u200b\u3164\u0301"
 JUNK = (
     None,
     True,

@@ -14,6 +14,7 @@ for a deeper local search).
 import json
 import os
 import re
+import unicodedata
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
@@ -50,8 +51,19 @@ PARSER_REASONS = REASONS - CONSUMER_REASONS
 # copying a huge value (the longest is a 60-byte key shown with \x escapes).
 DETAIL_MAX = 300
 VALIDATOR = Draft202012Validator(reading_schema())
-# What a name may not contain: C0 controls, DEL, lone surrogates.
-FORBIDDEN_IN_NAME = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+# What a name may not contain: control characters (C0, DEL, C1, U+2028, U+2029), bidi
+# controls, zero-width characters, lone surrogates; written out here, not imported.
+FORBIDDEN_IN_NAME = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+    "\u200b-\u200d\u2060-\u2064\ufeff\ud800-\udfff]"
+)
+# What is not visible: white space and these.
+INVISIBLE = frozenset("\u00ad\u034f\u115f\u1160\u180e\u3164\uffa0")
+
+
+def visible(name: str) -> bool:
+    return any(not (c.isspace() or c in INVISIBLE) for c in name)
+
 
 MAX_EXAMPLES = int(os.environ.get("ICU_HYPOTHESIS_EXAMPLES", "500"))
 settings.register_profile(
@@ -98,6 +110,8 @@ def assert_keeps_the_contract(reading: Reading, key: bytes | None, now: datetime
     assert 1 <= len(name) <= NAME_MAX_LENGTH
     assert name == name.strip()
     assert not FORBIDDEN_IN_NAME.search(name)
+    assert visible(name)
+    assert unicodedata.is_normalized("NFC", name)
     for field_name, (low, high) in INT_RANGES.items():
         number = getattr(reading, field_name)
         assert type(number) is int, field_name
@@ -136,16 +150,17 @@ json_values = st.recursive(
     max_leaves=10,
 )
 
-# Names the contract accepts as they are: no C0 control, no DEL, no lone surrogate, already
-# stripped, not blank.
+# Names the contract accepts as they are: nothing forbidden, in NFC, already stripped, with
+# something visible. Drawn from every character, and from the ones the name rule is about.
 names = (
     st.text(
-        st.characters(exclude_categories=("Cs",), exclude_characters="\x7f"),
+        st.characters(exclude_categories=("Cs",))
+        | st.sampled_from([*sorted(INVISIBLE), "\u0301", "\u0308", "\u0958", "\u1161", " "]),
         min_size=1,
         max_size=NAME_MAX_LENGTH,
     )
-    .map(lambda text: FORBIDDEN_IN_NAME.sub("", text).strip())
-    .filter(bool)
+    .map(lambda text: unicodedata.normalize("NFC", FORBIDDEN_IN_NAME.sub("", text)).strip())
+    .filter(lambda name: visible(name) and len(name) <= NAME_MAX_LENGTH)
 )
 utc_offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(
     lambda minutes: timezone(timedelta(minutes=minutes))
@@ -219,7 +234,13 @@ plausible: dict[str, st.SearchStrategy] = {
     "patient_uuid": st.uuids().map(str) | st.text(alphabet="0123456789abcdefABCDEF-", max_size=40),
     "patient_name": names
     | st.text(max_size=NAME_MAX_LENGTH + 5)
-    | st.sampled_from(["", " \u3000 ", "bob\x00", "bob\n", "x" * 10_000, "bob\ud800"]),
+    | st.sampled_from(
+        [
+            *("", " \u3000 ", "bob\x00", "bob\n", "x" * 10_000, "bob\ud800", "Bo\u200bb"),
+            *("\u3164", "\u202eRLO evil\u202c Carol", "Zoe\u0308", "bob\x85", "bob\u2028"),
+            "\u0958" * 101,
+        ]
+    ),
     "timestamp": timestamps,
     "bp": st.from_regex(r"-?\d{1,4}/\d{1,4}", fullmatch=True)
     | st.builds("{}/{}".format, st.integers(-5, 400), st.integers(-5, 300)),

@@ -17,12 +17,13 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import TopicPartition
-from django.db import OperationalError
+from django.db import IntegrityError, OperationalError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -197,6 +198,49 @@ def test_a_database_outage_counts_one_retry_and_nothing_else_until_the_batch_goe
     assert delta[key("icu_consumer_batch_size_count")] == 1
     assert delta[key("icu_consumer_batch_write_seconds_count")] == 1
     assert delta[key("icu_consumer_reading_delay_seconds_count")] == 4
+
+
+@pytest.mark.django_db
+def test_readings_with_another_name_are_counted_and_logged_also_when_stored_one_by_one(
+    monkeypatch, caplog
+):
+    """The name mismatches of a batch that the database refused whole and that was stored
+    reading by reading add up the same."""
+    start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
+    fay = message("fay", start)
+    impostors = [
+        reading_to_message(
+            replace(
+                reading_of(fay),
+                patient_name="Mallory Impostor",
+                measured_at=start + timedelta(seconds=s),
+            )
+        )
+        for s in (1, 2)
+    ]
+    worker, consumer, _ = worker_create()
+    consumer.add([fay, *impostors])
+    real_store = consumer_module.metric_bulk_store
+    refusals = [IntegrityError("refused whole")]
+
+    def refusing_store(**kwargs):
+        if refusals and len(kwargs["readings"]) > 1:
+            raise refusals.pop()
+        return real_store(**kwargs)
+
+    monkeypatch.setattr(consumer_module, "metric_bulk_store", refusing_store)
+    before = registry_samples("icu_consumer_")
+
+    assert worker.process_batch() == 3
+
+    delta = changes(before, registry_samples("icu_consumer_"))
+    assert delta[key("icu_consumer_readings_stored_total")] == 3
+    assert delta[key("icu_consumer_name_mismatch_total")] == 2
+    logged = [r for r in caplog.records if r.getMessage().startswith("patient name differs")]
+    assert [(r.levelname, r.patient_name, r.name_seen, r.readings) for r in logged] == [
+        ("WARNING", "fay", "Mallory Impostor", 1),
+        ("WARNING", "fay", "Mallory Impostor", 1),
+    ]
 
 
 @pytest.mark.django_db

@@ -531,3 +531,65 @@ def test_a_message_with_a_1_mb_header_is_cut_into_the_dlq_and_the_readings_behin
     )
     stopped = [r for r in caplog.records if r.getMessage() == "consumer stopped"]
     assert [(r.stored, r.invalid, r.retries) for r in stopped] == [(6, 1, 0)]
+
+
+def test_an_impostor_name_is_stored_under_the_uuid_logged_counted_and_shown(
+    kafka: KafkaTopics, tmp_path, api_client
+):
+    """Readings with Alice's uuid and another name, through the broker and the real consumer:
+    stored under Alice, each batch's mismatch logged with both names, counted in the metric,
+    one identity row for the name however many readings carry it, shown by the API."""
+    from patients.models import PatientNameConflict
+    from vitals.tests.test_metrics import scrape, value
+
+    alice = uuid.uuid5(uuid.NAMESPACE_DNS, "Alice")
+
+    def message(name: str, seconds: int) -> tuple[bytes, bytes]:
+        key, value = valid_message("Alice", seconds)
+        return key, json.dumps({**json.loads(value), "patient_name": name}).encode()
+
+    port, log = free_port(), tmp_path / "consumer.log"
+    consumer = start_manage(
+        "consume_vitals",
+        *("--batch-timeout", "0.1", "--batch-size", "2", "--metrics-port", str(port)),
+        log=log,
+        DATABASE_URL=database_url(),
+        **kafka.env(),
+    )
+    try:
+        wait_for_log(log, "serving metrics", consumer, timeout=30)
+        names = ["Alice", "Mallory Impostor", "Alice", "Mallory Impostor", "Mallory Impostor"]
+        kafka.produce([message(name, i) for i, name in enumerate(names)])
+        wait_until(lambda: PatientMetric.objects.count() == 5, what="five readings stored")
+        wait_until(
+            lambda: value(scrape(port), "icu_consumer_name_mismatch_total") == 3,
+            what="three mismatches counted",
+        )
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(timeout=20) == 0
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+
+    assert list(Patient.objects.values_list("uuid", "name")) == [(alice, "Alice")]
+    assert PatientMetric.objects.filter(patient__uuid=alice).count() == 5
+    lines = [
+        line
+        for line in json_lines(log.read_text())
+        if line["message"].startswith("patient name differs")
+    ]
+    assert {line["level"] for line in lines} == {"WARNING"}
+    assert {(line["patient_uuid"], line["patient_name"], line["name_seen"]) for line in lines} == {
+        (str(alice), "Alice", "Mallory Impostor")
+    }
+    assert sum(line["readings"] for line in lines) == 3  # batches of 2: at least 2 lines
+    [conflict] = PatientNameConflict.objects.all()
+    assert (conflict.patient.uuid, conflict.name, conflict.count, conflict.resolved_at) == (
+        alice,
+        "Mallory Impostor",
+        3,
+        None,
+    )
+    [shown] = api_client.get(f"/api/patients/{alice}/").json()["name_conflicts"]
+    assert (shown["name"], shown["count"]) == ("Mallory Impostor", 3)
+    assert shown["first_seen_at"] <= shown["last_seen_at"]

@@ -251,3 +251,70 @@ def test_the_row_written_is_what_django_would_write_for_every_column():
     assert {f.name for f in services._INSERT_FIELDS} == {
         f.name for f in PatientMetric._meta.concrete_fields
     } - {"id"}
+
+
+# --- Patient identity: a name that differs from the patient's -----------------------------------
+
+
+def test_a_reading_with_another_name_is_stored_under_its_uuid_and_recorded_once_per_name(
+    django_assert_num_queries,
+):
+    from patients.models import PatientNameConflict
+
+    metric_bulk_store(readings=[reading(BOB, 0)], received_at=T0)
+    first, second = T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)
+    batch = [
+        reading(BOB, 1, patient_name="Mallory Impostor"),
+        reading(BOB, 2, patient_name="Mallory Impostor"),
+        reading(BOB, 3, patient_name="bob"),
+        reading(ANN, 1, patient_name="ann"),
+    ]
+
+    # SAVEPOINT, patients select, insert ann, re-select, readings insert, ONE upsert of the
+    # names seen, latest_metric update, RELEASE.
+    with django_assert_num_queries(8):
+        result = metric_bulk_store(readings=batch, received_at=first)
+    again = metric_bulk_store(
+        readings=[reading(BOB, 4, patient_name="Mallory Impostor"), *batch],  # batch: replayed
+        received_at=second,
+    )
+
+    assert Patient.objects.get(uuid=BOB).name == "bob"  # the uuid is the identity
+    assert PatientMetric.objects.filter(patient__uuid=BOB).count() == 5
+    assert [
+        (m.patient_uuid, m.patient_name, m.name_seen, m.readings) for m in result.name_mismatches
+    ] == [(BOB, "bob", "Mallory Impostor", 2)]
+    # A replayed reading is no new sighting: only the new one counts.
+    assert [(m.name_seen, m.readings) for m in again.name_mismatches] == [("Mallory Impostor", 1)]
+    assert list(
+        PatientNameConflict.objects.values_list(
+            "patient__uuid", "name", "first_seen_at", "last_seen_at", "count", "resolved_at"
+        )
+    ) == [(BOB, "Mallory Impostor", first, second, 3, None)]
+
+
+def test_names_that_match_cost_no_query_and_record_nothing():
+    from patients.models import PatientNameConflict
+
+    metric_bulk_store(readings=[reading(BOB, 0)])
+    result = metric_bulk_store(readings=[reading(BOB, 1), reading(ANN, 1)])
+
+    assert result.name_mismatches == []
+    assert PatientNameConflict.objects.count() == 0
+
+
+def test_a_new_patient_takes_the_first_name_of_the_batch_and_the_others_are_conflicts():
+    from patients.models import PatientNameConflict
+
+    result = metric_bulk_store(
+        readings=[
+            reading(BOB, 0, patient_name="Bob Smith"),
+            reading(BOB, 1, patient_name="Mallory Impostor"),
+        ]
+    )
+
+    assert Patient.objects.get(uuid=BOB).name == "Bob Smith"
+    assert [(m.name_seen, m.readings) for m in result.name_mismatches] == [("Mallory Impostor", 1)]
+    assert list(PatientNameConflict.objects.values_list("name", "count")) == [
+        ("Mallory Impostor", 1)
+    ]

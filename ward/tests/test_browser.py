@@ -9,6 +9,7 @@ kept in var/test-artifacts/.
 
 import re
 import uuid
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -391,3 +392,58 @@ def test_a_viewer_sees_the_alarms_but_no_acknowledge_button(browser, login, view
     assert browser.find_elements(By.CSS_SELECTOR, ".button--ack") == []
     assert Alarm.objects.get().state == "active"
     assert uuid.UUID(browser.execute_script("return location.pathname").split("/")[2]) == eve.uuid
+
+
+def test_a_monitor_sending_another_name_is_shown_until_a_clinician_confirms_or_renames(
+    browser, login, user, screenshot
+):
+    alice_uuid = patient_uuid_for_name("alice")
+    store(reading("alice", ago=30))
+    store(replace(reading("alice", ago=20), patient_name="Mallory Impostor"))
+
+    login(*NURSE)
+    warning = wait_until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, ".tile-identity:not([hidden])"), "tile"
+    )
+    assert warning.text == "⚠ Other name sent"
+    assert warning.get_attribute("title") == "Monitor sends another name: 'Mallory Impostor'"
+    assert names(browser) == ["alice"]
+
+    browser.find_element(By.CSS_SELECTOR, "a.tile-link").click()
+    banner = wait_until(
+        browser,
+        lambda b: b.find_element(By.CSS_SELECTOR, "#identity-warning:not([hidden])"),
+        "banner",
+    )
+    assert banner.get_attribute("role") == "alert"
+    [line] = banner.find_elements(By.CSS_SELECTOR, ".identity-conflict")
+    assert re.fullmatch(
+        r"Monitor sends another name: 'Mallory Impostor' \(since .+, 1 reading\)", line.text
+    ), line.text
+    buttons = banner.find_elements(By.TAG_NAME, "button")
+    assert [b.text for b in buttons] == ["Confirm name “alice”", "Rename to “Mallory Impostor”"]
+    screenshot("identity-warning")
+
+    buttons[0].click()
+    wait_until(browser, lambda b: not banner.is_displayed(), "the warning gone")
+    assert browser.find_element(By.ID, "identity-message").text == "Name “alice” confirmed."
+    assert AuditEvent.objects.get().action == "patient.confirm_name"
+
+    # Yet another name: a new warning, and this time the monitor's name is the right one.
+    store(replace(reading("alice", ago=10), patient_name="Alice Smith"))
+    wait_until(browser, lambda b: banner.is_displayed(), "a new warning")
+    rename = wait_until(
+        browser,
+        lambda b: b.find_element(By.XPATH, "//button[.='Rename to “Alice Smith”']"),
+        "its rename button",
+    )
+    rename.click()
+    wait_until(
+        browser, lambda b: b.find_element(By.TAG_NAME, "h1").text == "Alice Smith", "renamed"
+    )
+    assert not banner.is_displayed()
+    assert Patient.objects.get(uuid=alice_uuid).name == "Alice Smith"
+    assert [e.action for e in AuditEvent.objects.order_by("id")] == [
+        "patient.confirm_name",
+        "patient.rename",
+    ]

@@ -119,7 +119,13 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
         "limitsUrl": f"/api/patients/{patient.uuid}/alarm-limits/",
         "alarmsUrl": f"/api/alarms/?patient={patient.uuid}&page_size=50",
         "canAcknowledge": acknowledges,
+        "confirmNameUrl": f"/api/patients/{patient.uuid}/confirm-name/",
+        "renameUrl": f"/api/patients/{patient.uuid}/rename/",
+        "canResolveName": acknowledges,  # the same role
     }
+    assert '<section id="identity-warning" class="identity-warning" role="alert"' in (
+        response.content.decode()
+    )
 
 
 @pytest.mark.django_db

@@ -1,5 +1,6 @@
-// One patient: the latest reading, trend charts with the alarm limits, the alarms (and, for
-// clinicians, acknowledging them). Polled from the API.
+// One patient: the latest reading, another name a monitor sends, trend charts with the alarm
+// limits, the alarms (and, for clinicians, acknowledging them and resolving the name). Polled
+// from the API.
 
 import uPlot from "uplot";
 import { ApiError, apiFetch, Poller, serverNow } from "ward/api";
@@ -272,6 +273,61 @@ monitoringButton?.addEventListener("click", async () => {
   }
 });
 
+// --- identity: another name sent by a monitor --------------------------------------------------
+
+const patientName = document.getElementById("patient-name");
+const identity = document.getElementById("identity-warning");
+const identityConflicts = document.getElementById("identity-conflicts");
+const identityActions = document.getElementById("identity-actions");
+const identityMessage = document.getElementById("identity-message");
+let identityShown = ""; // what the warning shows: redrawn only when it changes (keeps focus)
+
+function renderIdentity(patient) {
+  patientName.textContent = patient.name;
+  const conflicts = patient.name_conflicts;
+  identity.hidden = conflicts.length === 0;
+  const shown = JSON.stringify([patient.name, conflicts, config.canResolveName]);
+  if (shown === identityShown) return;
+  identityShown = shown;
+  // Names in <bdi>: a right-to-left name does not reorder the text around it.
+  identityConflicts.replaceChildren(
+    ...conflicts.map((c) =>
+      h(
+        "p",
+        { class: "identity-conflict" },
+        "Monitor sends another name: '",
+        h("bdi", {}, c.name),
+        `' (since ${dateTimeText(c.first_seen_at)}, ${c.count} reading${c.count === 1 ? "" : "s"})`,
+      ),
+    ),
+  );
+  if (!config.canResolveName || conflicts.length === 0) {
+    identityActions.replaceChildren();
+    return;
+  }
+  const confirm = h("button", { type: "button", class: "button" }, "Confirm name “", h("bdi", {}, patient.name), "”");
+  confirm.addEventListener("click", () => resolveName(confirm, config.confirmNameUrl, undefined, `Name “${patient.name}” confirmed.`));
+  const renames = conflicts.map((c) => {
+    const button = h("button", { type: "button", class: "button" }, "Rename to “", h("bdi", {}, c.name), "”");
+    button.addEventListener("click", () => resolveName(button, config.renameUrl, { name: c.name }, `Renamed to “${c.name}”.`));
+    return button;
+  });
+  identityActions.replaceChildren(confirm, ...renames);
+}
+
+async function resolveName(button, url, json, done) {
+  button.disabled = true;
+  try {
+    const patient = await apiFetch(url, { method: "POST", json });
+    renderIdentity(patient);
+    identityMessage.textContent = done;
+  } catch (error) {
+    button.disabled = false;
+    const reason = error instanceof ApiError ? error.message : "no answer from the server";
+    identityMessage.textContent = `Not changed: ${reason}`;
+  }
+}
+
 // --- alarms -----------------------------------------------------------------------------------
 
 const alarmRows = document.getElementById("alarm-rows");
@@ -375,6 +431,7 @@ const poller = new Poller({
     const trend = Date.now() >= trendDueAt ? loadTrend() : null;
     const [patient, alarms] = await Promise.all([apiFetch(config.patientUrl), apiFetch(config.alarmsUrl), trend]);
     renderPatient(patient);
+    renderIdentity(patient);
     renderAlarms(alarms);
   },
   onState: (state, error) => connection.set(state, error),

@@ -45,6 +45,7 @@ function createTile(patient) {
     news2: h("span", { class: "news2" }),
     vitals: h("dl", { class: "vitals" }),
     alarms: h("ul", { class: "tile-alarms", "aria-label": "Open alarms" }),
+    identity: h("p", { class: "tile-identity", hidden: "" }),
     age: h("p", { class: "age" }),
     patient,
   };
@@ -55,6 +56,7 @@ function createTile(patient) {
       "article",
       { "aria-labelledby": nameId },
       h("header", { class: "tile-head" }, h("h2", { class: "tile-name", id: nameId }, tile.name), tile.news2),
+      tile.identity,
       tile.vitals,
       tile.alarms,
       tile.age,
@@ -83,6 +85,14 @@ function renderAlarms(tile, alarms) {
   tile.alarms.hidden = alarms.length === 0;
 }
 
+// A monitor sends another name for this patient (the uuid): a small warning, the names in its
+// title; the patient page shows them and lets a clinician resolve them.
+function renderIdentity(tile, conflicts) {
+  tile.identity.hidden = conflicts.length === 0;
+  tile.identity.textContent = conflicts.length ? "⚠ Other name sent" : "";
+  tile.identity.title = conflicts.map((c) => `Monitor sends another name: '${c.name}'`).join("\n");
+}
+
 // The tile's frame follows its most urgent alarm not yet acknowledged.
 function alarmLevel(alarms) {
   let level = null;
@@ -101,6 +111,7 @@ function updateTile(tile, patient) {
   renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
   renderVitals(tile.vitals, patient.latest_metric);
   renderAlarms(tile, patient.active_alarms);
+  renderIdentity(tile, patient.name_conflicts);
   const level = alarmLevel(patient.active_alarms);
   tile.li.dataset.alarm = level ?? "";
   tile.li.className = `tile${level ? ` tile--alarm-${level}` : ""}`;
