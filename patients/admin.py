@@ -4,7 +4,12 @@ from django.http import HttpRequest
 
 from patients.models import Patient, PatientNameConflict
 from vitals.models import AlarmLimits, PatientMetric
-from vitals.services import LIMIT_FIELDS, alarm_limits_reset, alarm_limits_update
+from vitals.services import (
+    LIMIT_FIELDS,
+    alarm_limits_reset,
+    alarm_limits_update,
+    patient_monitoring_end,
+)
 
 LATEST_READINGS_SHOWN = 20
 
@@ -109,9 +114,20 @@ class NameConflictsInline(admin.TabularInline):
 class PatientAdmin(admin.ModelAdmin):
     list_display = ["name", "uuid", "latest_news2", "latest_reading_at", "created_at"]
     list_select_related = ["latest_metric"]
-    list_filter = ["hypercapnic_respiratory_failure"]
+    list_filter = [
+        "hypercapnic_respiratory_failure",
+        ("monitoring_ended_at", admin.EmptyFieldListFilter),
+    ]
     search_fields = ["name", "=uuid"]
-    readonly_fields = ["uuid", "created_at", "updated_at", "latest_metric"]
+    readonly_fields = [
+        "uuid",
+        "created_at",
+        "updated_at",
+        "latest_metric",
+        "monitoring_ended_at",
+        "monitoring_ended_by",
+    ]
+    actions = ["end_monitoring"]
     inlines = [NameConflictsInline, AlarmLimitsInline, LatestReadingsInline]
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
@@ -128,6 +144,21 @@ class PatientAdmin(admin.ModelAdmin):
         for limits in [*formset.new_objects, *changed]:
             values = {name: getattr(limits, name) for name in LIMIT_FIELDS}
             alarm_limits_update(patient=patient, user=request.user, **values)
+
+    @admin.action(
+        description="End the monitoring of the selected patients (no no_data alarm)",
+        permissions=["end_monitoring"],
+    )
+    def end_monitoring(self, request: HttpRequest, queryset) -> None:
+        # One patient at a time through the API's service: audited, open no_data resolved.
+        patients = list(queryset)
+        for patient in patients:
+            patient_monitoring_end(patient=patient, user=request.user)
+        self.message_user(request, f"Monitoring ended for {len(patients)} patient(s).")
+
+    def has_end_monitoring_permission(self, request: HttpRequest) -> bool:
+        # As the API's route: the right to change what alarms sound (icu/permissions.py).
+        return request.user.has_perm("vitals.change_alarmlimits")
 
     @admin.display(description="NEWS2", ordering="latest_metric__news2_score")
     def latest_news2(self, patient: Patient):

@@ -197,3 +197,26 @@ def test_the_patient_page_shows_the_names_monitors_sent_read_only(admin_client: 
     assert re.search(r'<td class="field-name">\s*<p>Mallory Impostor</p>', content)
     assert re.search(r'<td class="field-count">\s*<p>3</p>', content)
     assert 'name="name_conflicts-0-name"' not in content  # shown, never edited
+
+
+def test_the_end_monitoring_action_ends_it_audited_for_each_selected_patient(
+    admin_client: Client, admin_user, ward: dict[str, Patient]
+) -> None:
+    from vitals.models import AuditEvent
+
+    selected = [ward["Alice"].pk, ward["Bob"].pk]
+    response = admin_client.post(
+        PATIENTS, {"action": "end_monitoring", "_selected_action": selected}, follow=True
+    )
+
+    assert response.status_code == 200
+    assert "Monitoring ended for 2 patient(s)." in response.content.decode()
+    ended = Patient.objects.filter(monitoring_ended_at__isnull=False)
+    assert sorted(ended.values_list("name", "monitoring_ended_by")) == [
+        ("Alice", admin_user.pk),
+        ("Bob", admin_user.pk),
+    ]
+    assert Patient.objects.get(name="Alina").monitoring_ended_at is None
+    assert sorted(
+        AuditEvent.objects.filter(action="patient.monitoring_end").values_list("object_id")
+    ) == [(str(pk),) for pk in sorted(selected)]
