@@ -447,3 +447,62 @@ def test_a_monitor_sending_another_name_is_shown_until_a_clinician_confirms_or_r
         "patient.confirm_name",
         "patient.rename",
     ]
+
+
+def test_unanswered_alarms_a_clock_ahead_and_ending_monitoring_are_shown(
+    browser, login, user, screenshot
+):
+    """Issue 14 on the screen: how long an alarm has gone unanswered (and that it was
+    escalated), a reading from a monitor whose clock is 290 s ahead (no negative age: it says
+    so), and a clinician ending a patient's monitoring."""
+    now = timezone.now()
+    store(replace(reading("ezra", ago=-290), sent_at=now))
+    ezra = patient("ezra")
+    AlarmFactory(
+        patient=ezra,
+        kind="asystole",
+        priority="high",
+        message="No pulse: 0 /min",
+        value=0,
+        threshold=20,
+        raised_at=now - timedelta(seconds=150),
+        activated_at=now - timedelta(seconds=150),
+        escalated_at=now - timedelta(seconds=30),
+    )
+
+    login(*NURSE)
+    wait_until(browser, lambda b: tiles(b) and tiles(b)[0]["alarms"], "ezra's alarm")
+    [tile] = tiles(browser)
+    assert re.fullmatch(
+        r"High No pulse: 0 /min · ESCALATED · unanswered 2 min 3\d s", tile["alarms"][0]
+    ), tile["alarms"]
+    assert re.fullmatch(
+        r"\d s ago · stamped 4 min [45]\d s in the future \(monitor clock ahead\)", tile["age"]
+    ), tile["age"]
+    assert "tile--stale" not in tile["classes"]
+    screenshot("unanswered")
+
+    browser.find_element(By.CSS_SELECTOR, "a.tile-link").click()
+    wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id]"), "alarms")
+    state = browser.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id] td")[3].text
+    assert re.fullmatch(r"active · ESCALATED · unanswered 2 min 3\d s", state), state
+    text = browser.find_element(By.ID, "monitoring-text")
+    assert text.text == "Monitored: a silent monitor raises a no_data alarm."
+    button = browser.find_element(By.ID, "monitoring-end")
+    assert button.accessible_name == "End monitoring"
+    button.click()
+    alert = browser.switch_to.alert
+    assert alert.text == (
+        "End the monitoring of ezra? No alarm will sound when their monitor falls silent."
+    )
+    alert.accept()
+    wait_until(browser, lambda b: text.text.startswith("Monitoring ended "), "monitoring ended")
+    assert re.fullmatch(r"Monitoring ended \d\d:\d\d:\d\d by nurse \(now\)", text.text), text.text
+    assert not button.is_displayed()
+    ezra.refresh_from_db()
+    assert ezra.monitoring_ended_by == user
+    assert AuditEvent.objects.get(action="patient.monitoring_end").patient_uuid == ezra.uuid
+
+    browser.find_element(By.CSS_SELECTOR, "a.back").click()
+    wait_until(browser, lambda b: tiles(b) and "Monitoring ended" in tiles(b)[0]["age"], "tile")
+    assert "tile--ended" in tiles(browser)[0]["classes"]
