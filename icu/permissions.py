@@ -5,9 +5,10 @@ them in the admin (Users > a user > Groups, or Groups > a role > permissions):
 
 - `viewer`: reads patients, readings, alarms and alarm limits;
 - `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`), changes
-  alarm limits (`vitals.change_alarmlimits`) and exports a patient's readings to a file
-  (`exports.add_export`, `exports.view_export`: a file of identifiable data leaving the
-  monitor is more than reading a screen, so viewers may not);
+  alarm limits and switches limit alarms off and on (`vitals.change_alarmlimits`), and
+  exports a patient's readings to a file (`exports.add_export`, `exports.view_export`: a
+  file of identifiable data leaving the monitor is more than reading a screen, so viewers
+  may not);
 - superusers hold every permission; the audit trail is for staff (`is_staff`) holding
   `vitals.view_auditevent` (superusers do).
 
@@ -92,6 +93,9 @@ ROUTES: dict[str, Rule] = {
         read=_LIMITS,
         write={"PUT": (*_LIMITS, CHANGE_LIMITS), "PATCH": (*_LIMITS, CHANGE_LIMITS)},
     ),
+    # Switching a limit alarm off and on: changing what sounds, as changing its limits does.
+    "api:patient-alarms-off": Rule(read=_LIMITS, write={"POST": (*_LIMITS, CHANGE_LIMITS)}),
+    "api:patient-alarm-off": Rule(read=_LIMITS, write={"DELETE": (*_LIMITS, CHANGE_LIMITS)}),
     "api:alarm-list": Rule(read=_ALARM),
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),

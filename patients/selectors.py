@@ -7,6 +7,7 @@ from django.db.models import Case, F, IntegerField, Prefetch, QuerySet, Value, W
 from icu.exceptions import InvalidParameter, PatientNotFound
 from patients.models import Patient
 from vitals.models import OPEN_ALARM_STATES, Alarm
+from vitals.selectors import alarms_off_annotation
 
 # ?ordering= values of the patient list. Acuity (NEWS2 of the latest reading) puts patients
 # without a score last either way, and breaks ties by name.
@@ -41,8 +42,8 @@ def open_alarms_prefetch() -> Prefetch:
 
 
 def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
-    """Every patient with their latest reading and open alarms, in two queries whatever the
-    number of patients (no N+1)."""
+    """Every patient with their latest reading, open alarms and alarms switched off
+    (`alarms_off_items`), in two queries whatever the number of patients (no N+1)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
@@ -50,6 +51,7 @@ def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
     return (
         Patient.objects.select_related("latest_metric")
         .prefetch_related(open_alarms_prefetch())
+        .annotate(alarms_off_items=alarms_off_annotation())
         .order_by(*PATIENT_ORDERINGS[ordering])
     )
 
