@@ -12,6 +12,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from patients.tests.factories import PatientFactory
+from ward.views import ALARM_OFF_LABELS
 
 PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
@@ -89,8 +90,25 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
         "loginUrl": "/login/",
         "patientsUrl": "/api/patients/",
         "patientPageUrl": f"/patients/{PLACEHOLDER}/",
+        "alarmOffLabels": ALARM_OFF_LABELS,
     }
     assert "observer" in response.content.decode()  # who is logged in, by the logout button
+
+
+def test_alarm_off_labels_name_every_limit_alarm() -> None:
+    assert ALARM_OFF_LABELS == {
+        "spo2_low": "SpO2 low",
+        "pulse_low": "Pulse low",
+        "pulse_high": "Pulse high",
+        "systolic_low": "Systolic BP low",
+        "systolic_high": "Systolic BP high",
+        "diastolic_low": "Diastolic BP low",
+        "diastolic_high": "Diastolic BP high",
+        "resp_rate_low": "Resp. rate low",
+        "resp_rate_high": "Resp. rate high",
+        "temperature_low": "Temperature low",
+        "temperature_high": "Temperature high",
+    }
 
 
 def test_the_stale_threshold_defaults_to_three_reading_intervals() -> None:
@@ -119,6 +137,9 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
         "limitsUrl": f"/api/patients/{patient.uuid}/alarm-limits/",
         "alarmsUrl": f"/api/alarms/?patient={patient.uuid}&page_size=50",
         "canAcknowledge": acknowledges,
+        "alarmsOffUrl": f"/api/patients/{patient.uuid}/alarms-off/",
+        "alarmOffLabels": ALARM_OFF_LABELS,
+        "canSwitchAlarmsOff": acknowledges,
     }
 
 

@@ -40,17 +40,20 @@ function csrfToken() {
   return document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 }
 
-export async function apiFetch(url, { method = "GET", timeoutMs = 10000 } = {}) {
+// `json`, if given, is sent as the JSON body.
+export async function apiFetch(url, { method = "GET", json = undefined, timeoutMs = 10000 } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const headers = { Accept: "application/json" };
   if (method !== "GET") headers["X-CSRFToken"] = csrfToken();
+  if (json !== undefined) headers["Content-Type"] = "application/json";
   try {
     let response;
     try {
       response = await fetch(url, {
         method,
         headers,
+        body: json === undefined ? undefined : JSON.stringify(json),
         credentials: "same-origin",
         cache: "no-store",
         signal: controller.signal,

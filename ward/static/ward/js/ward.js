@@ -2,6 +2,7 @@
 
 import { apiFetch, Poller } from "ward/api";
 import {
+  alarmOffIndicator,
   connectionIndicator,
   h,
   PRIORITY_RANK,
@@ -43,6 +44,7 @@ function createTile(patient) {
     news2: h("span", { class: "news2" }),
     vitals: h("dl", { class: "vitals" }),
     alarms: h("ul", { class: "tile-alarms", "aria-label": "Open alarms" }),
+    alarmsOff: h("p", { class: "tile-alarm-off", hidden: "" }),
     age: h("p", { class: "age" }),
     patient,
   };
@@ -55,6 +57,7 @@ function createTile(patient) {
       h("header", { class: "tile-head" }, h("h2", { class: "tile-name", id: nameId }, tile.name), tile.news2),
       tile.vitals,
       tile.alarms,
+      tile.alarmsOff,
       tile.age,
     ),
   );
@@ -80,6 +83,13 @@ function renderAlarms(tile, alarms) {
   tile.alarms.hidden = alarms.length === 0;
 }
 
+// The limit alarms switched off, "ALARM OFF: SpO2 low", with who and why on hover.
+function renderAlarmsOff(tile, alarmsOff) {
+  tile.alarmsOff.hidden = alarmsOff.length === 0;
+  tile.alarmsOff.replaceChildren(...(alarmsOff.length ? alarmOffIndicator(alarmsOff, config.alarmOffLabels) : []));
+  tile.alarmsOff.title = alarmsOff.map((off) => `${config.alarmOffLabels[off.kind] ?? off.kind}: ${off.reason} (${off.by || "?"})`).join("\n");
+}
+
 // The tile's frame follows its most urgent alarm not yet acknowledged.
 function alarmLevel(alarms) {
   let level = null;
@@ -98,6 +108,7 @@ function updateTile(tile, patient) {
   renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
   renderVitals(tile.vitals, patient.latest_metric);
   renderAlarms(tile, patient.active_alarms);
+  renderAlarmsOff(tile, patient.alarms_off);
   const level = alarmLevel(patient.active_alarms);
   tile.li.dataset.alarm = level ?? "";
   tile.li.className = `tile${level ? ` tile--alarm-${level}` : ""}`;
