@@ -392,7 +392,7 @@ def alarm_switch_off(
         off.save()
         after = _alarm_off_values(off, kind)
         alarm = (
-            Alarm.objects.select_for_update()
+            Alarm.objects.select_for_update(of=("self",))
             .select_related("patient", "acknowledged_by")
             .filter(patient=patient, kind=kind, state__in=OPEN_ALARM_STATES)
             .first()
