@@ -244,3 +244,19 @@ def test_switching_off_again_records_the_new_reason():
     alarm_switch_on(patient=patient, kind="resp_rate_high", user=None)
     assert Alarm.objects.count() == 0
     assert [r["action"] for r in rows()] == ["alarm.off", "alarm.off", "alarm.on"]
+
+
+def test_the_admin_lists_the_alarms_off_and_changes_none(admin_client):
+    patient = PatientFactory(name="gil")
+    off = alarm_switch_off(patient=patient, kind="temperature_high", reason="cooling", user=None)
+
+    page = admin_client.get("/admin/vitals/alarmoff/")
+
+    assert page.status_code == 200
+    assert list(page.context["cl"].result_list) == [off]
+    assert admin_client.get("/admin/vitals/alarmoff/add/").status_code == 403
+    assert (
+        admin_client.post(f"/admin/vitals/alarmoff/{off.pk}/delete/", {"post": "yes"}).status_code
+        == 403
+    )
+    assert AlarmOff.objects.get() == off
