@@ -59,6 +59,15 @@ class AlarmNotOpen(IcuError):
     default_message = "The alarm is resolved."
 
 
+class AlarmOffRefused(IcuError):
+    """Switching off (or on) an alarm that cannot be switched off: NEWS2 escalation, asystole,
+    a technical alarm, or no alarm at all."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "alarm_off_refused"
+    default_message = "This alarm cannot be switched off."
+
+
 class ExportNotFound(IcuError):
     """No such export, or not one the user may see (someone else's is not found either)."""
 

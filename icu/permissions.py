@@ -6,7 +6,8 @@ them in the admin (Users > a user > Groups, or Groups > a role > permissions):
 - `viewer`: reads patients, readings, alarms and alarm limits;
 - `clinician`: a viewer who also acknowledges alarms (`vitals.acknowledge_alarm`, which also
   lets them confirm or change a patient's name after a monitor sent another one), changes
-  alarm limits (`vitals.change_alarmlimits`) and exports a patient's readings to a file
+  alarm limits, switches limit alarms off and on and ends a patient's monitoring
+  (`vitals.change_alarmlimits`), and exports a patient's readings to a file
   (`exports.add_export`, `exports.view_export`: a file of identifiable data leaving the
   monitor is more than reading a screen, so viewers may not);
 - superusers hold every permission; the audit trail is for staff (`is_staff`) holding
@@ -103,6 +104,9 @@ ROUTES: dict[str, Rule] = {
     # would need a data migration granting it to the clinician group).
     "api:patient-confirm-name": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
     "api:patient-rename": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
+    # Switching a limit alarm off and on: changing what sounds, as changing its limits does.
+    "api:patient-alarms-off": Rule(read=_LIMITS, write={"POST": (*_LIMITS, CHANGE_LIMITS)}),
+    "api:patient-alarm-off": Rule(read=_LIMITS, write={"DELETE": (*_LIMITS, CHANGE_LIMITS)}),
     "api:alarm-list": Rule(read=_ALARM),
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),

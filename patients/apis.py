@@ -2,7 +2,7 @@
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.request import Request
@@ -14,6 +14,7 @@ from patients.serializers import PatientRenameSerializer, PatientSerializer
 from vitals.selectors import alarm_limits_get, metric_list, metric_trend
 from vitals.serializers import (
     AlarmLimitsSerializer,
+    AlarmOffSerializer,
     MetricFilterSerializer,
     MetricSerializer,
     MetricTrendSerializer,
@@ -21,6 +22,8 @@ from vitals.serializers import (
 )
 from vitals.services import (
     alarm_limits_update,
+    alarm_switch_off,
+    alarm_switch_on,
     patient_monitoring_end,
     patient_name_confirm,
     patient_rename,
@@ -189,6 +192,48 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             patient=patient, user=request.user, name=serializer.validated_data["name"]
         )
         return Response(self.get_serializer(patient_get(patient_uuid=patient.uuid)).data)
+
+    @extend_schema(
+        request=AlarmOffSerializer,
+        responses={201: AlarmOffSerializer},
+        summary="Switch a limit alarm off (ALARM OFF), with the reason; an open alarm of that "
+        "kind resolves. 400 for news2, asystole and technical alarms.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="alarms-off",
+        url_name="alarms-off",
+        serializer_class=AlarmOffSerializer,
+        pagination_class=None,
+    )
+    def alarms_off(self, request: Request, patient_uuid: str) -> Response:
+        patient = self.get_object()
+        serializer = AlarmOffSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        off = alarm_switch_off(patient=patient, user=request.user, **serializer.validated_data)
+        return Response(AlarmOffSerializer(off).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "kind", OpenApiTypes.STR, OpenApiParameter.PATH, description="The alarm's kind."
+            )
+        ],
+        request=None,
+        responses={204: None},
+        summary="Switch a limit alarm back on (nothing to do if it is on).",
+    )
+    @action(
+        detail=True,
+        methods=["delete"],
+        url_path=r"alarms-off/(?P<kind>[^/.]+)",
+        url_name="alarm-off",
+        pagination_class=None,
+    )
+    def alarm_on(self, request: Request, patient_uuid: str, kind: str) -> Response:
+        alarm_switch_on(patient=self.get_object(), kind=kind, user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class BriefPatientViewSet(PatientViewSet):

@@ -22,6 +22,7 @@ from django.db.models.functions import JSONObject
 from icu.exceptions import InvalidParameter, PatientNotFound
 from patients.models import Patient, PatientNameConflict
 from vitals.models import OPEN_ALARM_STATES, Alarm
+from vitals.selectors import alarms_off_annotation
 
 # ?ordering= values of the patient list. Acuity (NEWS2 of the latest reading) puts patients
 # without a score last either way, and breaks ties by name.
@@ -106,8 +107,9 @@ def open_name_conflicts_annotation() -> Subquery:
 
 
 def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
-    """Every patient with their latest reading and open alarms, and the other names monitors sent
-    (open name conflicts), in two queries whatever the number of patients (no N+1)."""
+    """Every patient with their latest reading, open alarms, alarms switched off
+    (`alarms_off_items`) and the other names monitors sent (open name conflicts), in two
+    queries whatever the number of patients (no N+1)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
@@ -116,6 +118,7 @@ def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
         Patient.objects.select_related("latest_metric", "monitoring_ended_by")
         .annotate(open_name_conflicts=open_name_conflicts_annotation())
         .prefetch_related(open_alarms_prefetch())
+        .annotate(alarms_off_items=alarms_off_annotation())
         .order_by(*PATIENT_ORDERINGS[ordering])
     )
 

@@ -4,7 +4,14 @@ from rest_framework import serializers
 from icu.exceptions import InvalidReading
 from patients.models import Patient
 from vitals.contract import patient_name_parse
-from vitals.serializers import MetricSerializer, News2Serializer, OpenAlarmSerializer, news2_data
+from vitals.selectors import alarm_off_items
+from vitals.serializers import (
+    AlarmOffSerializer,
+    MetricSerializer,
+    News2Serializer,
+    OpenAlarmSerializer,
+    news2_data,
+)
 
 
 class PatientLinkField(serializers.HyperlinkedIdentityField):
@@ -68,6 +75,9 @@ class PatientSerializer(serializers.ModelSerializer):
         source="monitoring_ended_by.username", read_only=True, allow_null=True, default=None
     )
     monitoring_end_url = PatientLinkField("api:patient-monitoring-end")
+    alarms_off = serializers.SerializerMethodField(
+        help_text="The limit alarms switched off (ALARM OFF), by kind: they do not sound."
+    )
 
     class Meta:
         model = Patient
@@ -86,9 +96,15 @@ class PatientSerializer(serializers.ModelSerializer):
             "updated_at",
             "news2",
             "active_alarms",
+            "alarms_off",
             "latest_metric",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(AlarmOffSerializer(many=True))
+    def get_alarms_off(self, patient: Patient) -> list[dict]:
+        items = patient.alarms_off_items  # patient_list's annotation: no query per patient
+        return AlarmOffSerializer(alarm_off_items(items), many=True).data if items else []
 
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, patient: Patient) -> dict | None:

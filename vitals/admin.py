@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from vitals.models import Alarm, AlarmEvent, AlarmState, AuditEvent, PatientMetric
+from vitals.models import Alarm, AlarmEvent, AlarmOff, AlarmState, AuditEvent, PatientMetric
 from vitals.services import alarm_acknowledge
 
 
@@ -75,6 +75,17 @@ class AlarmAdmin(ReadOnlyAdmin):
         for alarm in active:
             alarm_acknowledge(alarm=alarm, user=request.user)
         self.message_user(request, f"Acknowledged {len(active)} alarm(s).")
+
+
+@admin.register(AlarmOff)
+class AlarmOffAdmin(ReadOnlyAdmin):
+    """The limit alarms switched off (ALARM OFF), with who, when and why. Switched off and on
+    through the API or the patient page only, where the switch is audited."""
+
+    list_display = ["patient", "kind", "reason", "by_username", "at"]
+    list_filter = ["kind"]
+    list_select_related = ["patient"]
+    search_fields = ["patient__name", "=patient__uuid", "by_username"]
 
 
 @admin.register(AlarmEvent)

@@ -32,9 +32,30 @@ from vitals.news2 import News2
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
+# The range each limit may be set to, for an adult in intensive care: never so wide that the
+# alarm can no longer sound (an SpO2 low limit of 0, a pulse high limit of 300). Switching an
+# alarm off is done explicitly instead (`Limits.off`, the AlarmOff model), where it is seen.
+# Narrower than what bedside monitors allow (e.g. SpO2 low 50-99 %); see README "Alarm limits".
+LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "spo2_low": (80, 99),
+    "pulse_low": (30, 100),
+    "pulse_high": (60, 200),
+    "systolic_low": (60, 120),
+    "systolic_high": (100, 240),
+    "diastolic_low": (30, 80),
+    "diastolic_high": (60, 140),
+    "resp_rate_low": (4, 15),
+    "resp_rate_high": (15, 50),
+    "temperature_low": (33.0, 36.5),
+    "temperature_high": (37.5, 41.0),
+    "delay_readings": (1, 10),
+}
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Alarm limits; the defaults are the bedside defaults."""
+    """Alarm limits; the defaults are the bedside defaults. `off`: the kinds of limit alarm
+    switched off (never news2, asystole or a technical alarm: see ALARM_OFF_KINDS)."""
 
     spo2_low: float = 90
     pulse_low: float = 50
@@ -48,6 +69,7 @@ class Limits:
     temperature_low: float = 35.0
     temperature_high: float = 39.0
     delay_readings: int = 2
+    off: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -109,6 +131,9 @@ CLOCK_SKEW_CLEARS_AT = 0.8
 # Raised by the consumer's sweep, not by a reading (vitals/services.py): no reading for
 # ALARM_NO_DATA_AFTER seconds; resolved by the next reading.
 NO_DATA = "no_data"
+# The alarms a clinician may switch off: the physiological limit alarms only. NEWS2 escalation,
+# asystole (lethal) and the technical alarms always sound.
+ALARM_OFF_KINDS = tuple(rule.kind for rule in LIMIT_RULES)
 
 ALARM_KINDS = (
     *(rule.kind for rule in LIMIT_RULES),
@@ -245,6 +270,13 @@ class PatientAlarms:
         for rule in LIMIT_RULES:
             value = getattr(reading, rule.sign)
             limit = getattr(limits, rule.kind)
+            if rule.kind in limits.off:
+                # ALARM OFF: not judged, nothing remembered; one it believed open resolves.
+                forgotten = self.conditions.pop(rule.kind, None)
+                if forgotten is not None and forgotten.open_priority:
+                    outcome = ("resolve", forgotten.open_priority)
+                    decide(rule.kind, outcome, value, limit, f"{rule.label}: alarm off")
+                continue
             breached, cleared = rule.judge(value, limit)
             priority = rule.priority(value) if breached else None
             if outcome := step(rule.kind, breached, cleared, priority, delay):

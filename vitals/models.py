@@ -5,6 +5,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from vitals.alarms import ALARM_OFF_KINDS, LIMIT_RANGES
 from vitals.news2 import News2, news2_of
 
 
@@ -100,8 +101,17 @@ class PatientMetric(models.Model):
         return news2_of(self, spo2_scale=self.spo2_scale)
 
 
+def _limit_range(name: str) -> list:
+    low, high = LIMIT_RANGES[name]
+    return [MinValueValidator(low), MaxValueValidator(high)]
+
+
 class AlarmLimits(models.Model):
-    """A patient's alarm limits; a patient without a row uses the bedside defaults below."""
+    """A patient's alarm limits; a patient without a row uses the bedside defaults below.
+
+    Each limit stays inside its range (LIMIT_RANGES), checked by the validators (forms, the
+    API, the services' full_clean) and by the database; an alarm is switched off explicitly
+    (AlarmOff), never by a limit out of reach."""
 
     patient = models.OneToOneField(
         "patients.Patient",
@@ -109,32 +119,34 @@ class AlarmLimits(models.Model):
         primary_key=True,
         related_name="alarm_limits",
     )
-    spo2_low = models.PositiveSmallIntegerField(default=90, validators=[MaxValueValidator(100)])
-    pulse_low = models.PositiveSmallIntegerField(default=50, validators=[MaxValueValidator(300)])
-    pulse_high = models.PositiveSmallIntegerField(default=120, validators=[MaxValueValidator(300)])
-    systolic_low = models.PositiveSmallIntegerField(default=90, validators=[MaxValueValidator(300)])
+    spo2_low = models.PositiveSmallIntegerField(default=90, validators=_limit_range("spo2_low"))
+    pulse_low = models.PositiveSmallIntegerField(default=50, validators=_limit_range("pulse_low"))
+    pulse_high = models.PositiveSmallIntegerField(
+        default=120, validators=_limit_range("pulse_high")
+    )
+    systolic_low = models.PositiveSmallIntegerField(
+        default=90, validators=_limit_range("systolic_low")
+    )
     systolic_high = models.PositiveSmallIntegerField(
-        default=160, validators=[MaxValueValidator(300)]
+        default=160, validators=_limit_range("systolic_high")
     )
     diastolic_low = models.PositiveSmallIntegerField(
-        default=50, validators=[MaxValueValidator(250)]
+        default=50, validators=_limit_range("diastolic_low")
     )
     diastolic_high = models.PositiveSmallIntegerField(
-        default=90, validators=[MaxValueValidator(250)]
+        default=90, validators=_limit_range("diastolic_high")
     )
-    resp_rate_low = models.PositiveSmallIntegerField(default=8, validators=[MaxValueValidator(100)])
+    resp_rate_low = models.PositiveSmallIntegerField(
+        default=8, validators=_limit_range("resp_rate_low")
+    )
     resp_rate_high = models.PositiveSmallIntegerField(
-        default=30, validators=[MaxValueValidator(100)]
+        default=30, validators=_limit_range("resp_rate_high")
     )
-    temperature_low = models.FloatField(
-        default=35.0, validators=[MinValueValidator(25.0), MaxValueValidator(45.0)]
-    )
-    temperature_high = models.FloatField(
-        default=39.0, validators=[MinValueValidator(25.0), MaxValueValidator(45.0)]
-    )
+    temperature_low = models.FloatField(default=35.0, validators=_limit_range("temperature_low"))
+    temperature_high = models.FloatField(default=39.0, validators=_limit_range("temperature_high"))
     delay_readings = models.PositiveSmallIntegerField(
         default=2,
-        validators=[MinValueValidator(1), MaxValueValidator(10)],
+        validators=_limit_range("delay_readings"),
         help_text="Consecutive readings a condition must hold before it alarms (and be gone "
         "before the alarm resolves), so that one outlier does not alarm.",
     )
@@ -164,10 +176,52 @@ class AlarmLimits(models.Model):
                 condition=Q(temperature_low__lt=F("temperature_high")),
                 name="limits_temperature_low_lt_high",
             ),
+            *(
+                models.CheckConstraint(
+                    condition=Q(**{f"{name}__gte": low, f"{name}__lte": high}),
+                    name=f"limits_{name}_in_range",
+                    violation_error_message=f"{name} must be between {low:g} and {high:g}.",
+                )
+                for name, (low, high) in LIMIT_RANGES.items()
+            ),
         ]
 
     def __str__(self) -> str:
         return f"alarm limits of {self.patient_id}"
+
+
+class AlarmOff(models.Model):
+    """One kind of limit alarm switched off for one patient (IEC 60601-1-8 ALARM OFF): the
+    detector does not judge it until it is switched on again (the row deleted). Who, when and
+    why are shown wherever the patient is; every switch is in the audit trail."""
+
+    patient = models.ForeignKey(
+        "patients.Patient", on_delete=models.CASCADE, related_name="alarms_off"
+    )
+    kind = models.CharField(max_length=20, choices=[(k, k) for k in ALARM_OFF_KINDS])
+    reason = models.CharField(max_length=200, help_text="Why the alarm is off (required).")
+    by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    by_username = models.CharField(max_length=150, blank=True, help_text="The user's, then.")
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["kind"]
+        verbose_name = "alarm off"
+        verbose_name_plural = "alarms off"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["patient", "kind"], name="alarmoff_unique_patient_kind"
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=ALARM_OFF_KINDS), name="alarmoff_kind_limit_alarm"
+            ),
+            models.CheckConstraint(condition=~Q(reason=""), name="alarmoff_reason_required"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} off for {self.patient_id}"
 
 
 class AlarmPriority(models.TextChoices):
@@ -288,9 +342,9 @@ class AlarmEvent(models.Model):
 
 class AuditEvent(models.Model):
     """Who changed what a clinician may change: one row per acknowledgement, change of alarm
-    limits, or patient name confirmed or changed (identity conflicts), written by
-    vitals/services.py in the transaction that makes the change. Never edited: the admin and
-    the API only show it.
+    limits, alarm switched off or on, patient name confirmed or changed (identity conflicts),
+    or patient's monitoring ended, written by vitals/services.py in the transaction that makes
+    the change. Never edited: the admin and the API only show it.
 
     The user and the patient are kept by name and uuid too, so that a row still says who and
     whom after either is deleted.
@@ -303,6 +357,8 @@ class AuditEvent(models.Model):
         MONITORING_END = "patient.monitoring_end"
         PATIENT_CONFIRM_NAME = "patient.confirm_name"
         PATIENT_RENAME = "patient.rename"
+        ALARM_OFF = "alarm.off"
+        ALARM_ON = "alarm.on"
 
     at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(
@@ -310,7 +366,9 @@ class AuditEvent(models.Model):
     )
     username = models.CharField(max_length=150, blank=True, help_text="The user's, at the time.")
     action = models.CharField(max_length=40, choices=Action.choices)
-    object_type = models.CharField(max_length=40, help_text='"alarm", "alarm_limits" or "patient".')
+    object_type = models.CharField(
+        max_length=40, help_text='"alarm", "alarm_limits", "alarm_off" or "patient".'
+    )
     object_id = models.CharField(max_length=64)
     patient = models.ForeignKey(
         "patients.Patient", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"

@@ -1,12 +1,30 @@
 """Reads of vital-sign readings."""
 
 import math
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from uuid import UUID
 
-from django.db.models import Avg, Count, F, Func, IntegerField, Max, Min, Prefetch, QuerySet
+from django.db.models import (
+    Aggregate,
+    Avg,
+    Count,
+    F,
+    Func,
+    IntegerField,
+    JSONField,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import JSONObject
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from icu.exceptions import AlarmNotFound
 from patients.models import Patient
@@ -15,6 +33,7 @@ from vitals.models import (
     Alarm,
     AlarmEvent,
     AlarmLimits,
+    AlarmOff,
     AuditEvent,
     ConsumerStall,
     PatientMetric,
@@ -133,11 +152,59 @@ def metric_trend(
 
 
 def alarm_limits_for(*, patient_ids: Iterable[int]) -> dict[int, Limits]:
-    """Each patient's alarm limits; the bedside defaults for a patient without a row."""
-    names = [f.name for f in fields(Limits)]
-    rows = AlarmLimits.objects.filter(patient_id__in=list(patient_ids)).values("patient_id", *names)
-    found = {row.pop("patient_id"): Limits(**row) for row in rows}
-    return {pid: found.get(pid, Limits()) for pid in patient_ids}
+    """Each patient's alarm limits, with the kinds switched off; the bedside defaults for a
+    patient without a row (two queries)."""
+    patient_ids = list(patient_ids)
+    names = [f.name for f in fields(Limits) if f.name != "off"]
+    off: dict[int, set[str]] = defaultdict(set)
+    for patient_id, kind in AlarmOff.objects.filter(patient_id__in=patient_ids).values_list(
+        "patient_id", "kind"
+    ):
+        off[patient_id].add(kind)
+    rows = AlarmLimits.objects.filter(patient_id__in=patient_ids).values("patient_id", *names)
+    found = {row.pop("patient_id"): row for row in rows}
+    return {
+        pid: Limits(**found.get(pid, {}), off=frozenset(off.get(pid, ()))) for pid in patient_ids
+    }
+
+
+class _JsonArray(Aggregate):
+    """The rows' values as one JSON array (SQLite JSON_GROUP_ARRAY, PostgreSQL JSONB_AGG)."""
+
+    function = "JSON_GROUP_ARRAY"
+    output_field = JSONField()
+
+    def as_postgresql(self, compiler, connection, **extra):
+        return self.as_sql(compiler, connection, function="JSONB_AGG", **extra)
+
+
+def alarms_off_annotation() -> Subquery:
+    """A patient's alarms switched off as one JSON array of {kind, reason, by_username, at}, or
+    null:
+    a subquery of the patient's own SELECT, so that a list of patients shows them without a
+    query more (`at` as the database writes a time in JSON: read it with alarm_off_items)."""
+    items = (
+        AlarmOff.objects.filter(patient=OuterRef("pk"))
+        .values("patient")
+        .annotate(
+            items=_JsonArray(
+                JSONObject(kind="kind", reason="reason", by_username="by_username", at="at")
+            )
+        )
+        .values("items")
+    )
+    return Subquery(items, output_field=JSONField())
+
+
+def alarm_off_items(items: list[dict] | None) -> list[dict]:
+    """alarms_off_annotation's array, by kind, each `at` an aware datetime."""
+    result = []
+    for item in sorted(items or (), key=lambda i: i["kind"]):
+        at = parse_datetime(item["at"])
+        if timezone.is_naive(at):  # SQLite keeps UTC without an offset
+            at = timezone.make_aware(at, UTC)
+        result.append({**item, "at": at})
+    return result
 
 
 def alarm_limits_get(*, patient: Patient) -> AlarmLimits:

@@ -349,6 +349,18 @@ class AuditFilterSerializer(serializers.Serializer):
         return super().to_internal_value(data)
 
 
+class AlarmOffSerializer(serializers.Serializer):
+    """An alarm switched off: POST kind and reason; read who and when too."""
+
+    kind = serializers.CharField(
+        help_text="A limit alarm: spo2_low, pulse_low, pulse_high, systolic_low, ... "
+        "(not news2, asystole or a technical alarm)."
+    )
+    reason = serializers.CharField(max_length=200, help_text="Why it is off (required).")
+    by = serializers.CharField(source="by_username", read_only=True, help_text="Who (username).")
+    at = serializers.DateTimeField(read_only=True, help_text="When it was switched off.")
+
+
 LIMIT_PAIRS = [
     ("pulse_low", "pulse_high"),
     ("systolic_low", "systolic_high"),

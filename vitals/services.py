@@ -12,20 +12,21 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
-from icu.exceptions import AlarmNotOpen
+from icu.exceptions import AlarmNotOpen, AlarmOffRefused
 from patients.models import Patient, PatientNameConflict
 from patients.services import (
     NameMismatch,
     patient_bulk_get_or_create,
     patient_name_conflicts_record,
 )
-from vitals.alarms import NO_DATA, PRIORITY_RANK, Decision
+from vitals.alarms import ALARM_OFF_KINDS, NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
 from vitals.models import (
     OPEN_ALARM_STATES,
     Alarm,
     AlarmEvent,
     AlarmLimits,
+    AlarmOff,
     AlarmPriority,
     AlarmState,
     AuditEvent,
@@ -716,14 +717,94 @@ def _patient_name_conflicts_close(
     )
 
 
-_OBJECT_TYPES = {Alarm: "alarm", AlarmLimits: "alarm_limits", Patient: "patient"}
+def _alarm_off_kind_check(kind: str) -> None:
+    if kind not in ALARM_OFF_KINDS:
+        raise AlarmOffRefused(
+            f"'{kind}' cannot be switched off: only the limit alarms can "
+            f"({', '.join(ALARM_OFF_KINDS)}); NEWS2 escalation, asystole and the technical "
+            "alarms always sound."
+        )
+
+
+def _alarm_off_values(off: AlarmOff | None, kind: str) -> dict:
+    if off is None:
+        return {"kind": kind, "off": False}
+    return {"kind": kind, "off": True, "reason": off.reason, "by": off.by_username}
+
+
+def alarm_switch_off(
+    *, patient: Patient, kind: str, reason: str, user: AbstractBaseUser | None
+) -> AlarmOff:
+    """Switch one kind of limit alarm off for a patient, with the reason (IEC 60601-1-8 ALARM
+    OFF): the detector stops judging it, and an alarm of that kind still open is resolved now
+    (an event on the alarms topic). Audited, in one transaction. Switching off an alarm that
+    is off records the new reason."""
+    _alarm_off_kind_check(kind)
+    with transaction.atomic():
+        off = AlarmOff.objects.select_for_update().filter(patient=patient, kind=kind).first()
+        before = _alarm_off_values(off, kind)
+        off = off or AlarmOff(patient=patient, kind=kind)
+        off.reason = reason.strip()
+        off.by = user if user is not None and user.pk is not None else None
+        off.by_username = user.get_username() if user is not None else ""
+        off.at = timezone.now()
+        off.full_clean()
+        off.save()
+        after = _alarm_off_values(off, kind)
+        alarm = (
+            Alarm.objects.select_for_update(of=("self",))
+            .select_related("patient", "acknowledged_by")
+            .filter(patient=patient, kind=kind, state__in=OPEN_ALARM_STATES)
+            .first()
+        )
+        if alarm is not None:
+            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, off.at
+            alarm.save(update_fields=["state", "resolved_at"])
+            alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+            after["resolved_alarm"] = alarm.pk
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.ALARM_OFF,
+            obj=off,
+            patient=patient,
+            before=before,
+            after=after,
+        )
+    return off
+
+
+def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | None) -> None:
+    """Switch a kind of limit alarm back on (audited); the detector judges it again from the
+    next reading. An alarm that is on stays on, and nothing is recorded."""
+    _alarm_off_kind_check(kind)
+    with transaction.atomic():
+        off = AlarmOff.objects.select_for_update().filter(patient=patient, kind=kind).first()
+        if off is None:
+            return
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.ALARM_ON,
+            obj=off,
+            patient=patient,
+            before=_alarm_off_values(off, kind),
+            after=_alarm_off_values(None, kind),
+        )
+        off.delete()
+
+
+_OBJECT_TYPES = {
+    Alarm: "alarm",
+    AlarmLimits: "alarm_limits",
+    AlarmOff: "alarm_off",
+    Patient: "patient",
+}
 
 
 def audit_event_record(
     *,
     user: AbstractBaseUser | None,
     action: str,
-    obj: Alarm | AlarmLimits | Patient,
+    obj: Alarm | AlarmLimits | AlarmOff | Patient,
     patient: Patient,
     before: dict | None = None,
     after: dict | None = None,

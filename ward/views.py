@@ -13,6 +13,10 @@ from django.views.decorators.http import require_safe
 from icu.exceptions import PatientNotFound
 from icu.permissions import route_permits
 from patients.selectors import patient_get
+from vitals.alarms import LIMIT_RULES
+
+# What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
+ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
 
 # What each page reads through the API: a user whose role does not allow all of it gets a page
 # saying so, instead of a page that fails on every poll.
@@ -51,6 +55,7 @@ def ward(request: HttpRequest) -> HttpResponse:
         "patientsUrl": reverse("api:patient-list"),
         # The patient page of a uuid: this URL with the placeholder uuid replaced.
         "patientPageUrl": reverse("ward:patient", kwargs={"patient_uuid": uuid.UUID(int=0)}),
+        "alarmOffLabels": ALARM_OFF_LABELS,
     }
     return render(request, "ward/ward.html", {"config": config})
 
@@ -84,6 +89,11 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "renameUrl": reverse("api:patient-rename", kwargs=kwargs),
         "canResolveName": route_permits(
             user=request.user, route="api:patient-rename", method="POST"
+        ),
+        "alarmsOffUrl": reverse("api:patient-alarms-off", kwargs=kwargs),
+        "alarmOffLabels": ALARM_OFF_LABELS,
+        "canSwitchAlarmsOff": route_permits(
+            user=request.user, route="api:patient-alarms-off", method="POST"
         ),
     }
     return render(request, "ward/patient.html", {"patient": found, "config": config})

@@ -23,7 +23,7 @@ from exports.tests.factories import ExportFactory
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.models import Alarm
-from vitals.services import alarm_limits_update
+from vitals.services import alarm_limits_update, alarm_switch_off
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 
 # Who may reach which URL is decided by the URLconf and the route table, not by the engine.
@@ -51,6 +51,8 @@ API = {  # DRF views, icu/permissions.py
     "api:patient-monitoring-end",
     "api:patient-confirm-name",
     "api:patient-rename",
+    "api:patient-alarms-off",
+    "api:patient-alarm-off",
     "api:brief-patient-list",
     "api:brief-patient-metrics",
     "api:alarm-list",
@@ -71,6 +73,8 @@ API_WRITES = {
     ("api:patient-alarm-limits", "PUT"),
     ("api:patient-alarm-limits", "PATCH"),
     ("api:patient-monitoring-end", "POST"),
+    ("api:patient-alarms-off", "POST"),
+    ("api:patient-alarm-off", "DELETE"),
     ("api:patient-exports", "POST"),
     ("api:patient-confirm-name", "POST"),
     ("api:patient-rename", "POST"),
@@ -216,15 +220,17 @@ def snapshot() -> dict[str, list[dict]]:
 
 @pytest.fixture
 def ward(viewer) -> dict[str, str]:
-    """Something to change everywhere: a patient with readings, custom alarm limits, an active
-    alarm and an audit trail; the values that fill the URLs' parameters."""
+    """Something to change everywhere: a patient with readings, custom alarm limits, an alarm
+    switched off, an active alarm and an audit trail; the values that fill the URLs' parameters."""
     patient = PatientFactory(name="walker")
     PatientMetricFactory(patient=patient)
     alarm_limits_update(patient=patient, user=None, pulse_high=130)
+    alarm_switch_off(patient=patient, kind="pulse_high", reason="pacing", user=None)
     alarm = AlarmFactory(patient=patient)
     export = ExportFactory(patient=patient, requested_by=viewer)
     return {
         "patient_uuid": str(patient.uuid),
+        "kind": "pulse_high",
         "pk": str(alarm.pk),
         "export_id": str(export.id),
         "format": "json",

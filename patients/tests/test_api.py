@@ -19,7 +19,7 @@ from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
 from vitals.serializers import MetricSerializer
-from vitals.services import metric_bulk_store
+from vitals.services import alarm_switch_off, metric_bulk_store
 from vitals.tests.factories import T0, AlarmFactory
 
 pytestmark = pytest.mark.django_db
@@ -127,6 +127,7 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
         "updated_at": iso(patient.updated_at),
         "news2": latest and latest["news2"],
         "active_alarms": [],
+        "alarms_off": [],
         "latest_metric": latest,
     }
 
@@ -348,11 +349,13 @@ def test_patient_list_query_count_is_constant(
 ) -> None:
     store(*(reading(uuid.uuid4(), f"p-{n:02d}", n) for n in range(count)))
     PatientFactory(name="zz-no-readings")
-    for patient in Patient.objects.all():  # every patient with an open alarm
+    for patient in Patient.objects.all():  # every patient with an open alarm and one off
         AlarmFactory(patient=patient)
+        alarm_switch_off(patient=patient, kind="pulse_high", reason="paced", user=None)
 
     # Token look-up, the user's permissions (its own, its groups': icu/permissions.py),
-    # COUNT(*), one SELECT of patients joined to their latest reading, one of their open alarms.
+    # COUNT(*), one SELECT of patients joined to their latest reading (and, in a subquery, their
+    # alarms switched off), one of their open alarms.
     with django_assert_num_queries(6):
         response = api_client.get("/api/patients/")
 
@@ -363,6 +366,10 @@ def test_patient_list_query_count_is_constant(
     ]
     assert results[-1]["latest_metric"] is None
     assert [len(p["active_alarms"]) for p in results] == [1] * (count + 1)
+    assert {(a["kind"], a["reason"]) for p in results for a in p["alarms_off"]} == {
+        ("pulse_high", "paced")
+    }
+    assert [len(p["alarms_off"]) for p in results] == [1] * (count + 1)
 
 
 # --- Patient detail -----------------------------------------------------------------------------

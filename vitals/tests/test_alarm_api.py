@@ -259,10 +259,10 @@ def test_put_replaces_patch_changes_and_both_validate(api_client):
     assert patched.status_code == 200
     assert (patched.json()["delay_readings"], patched.json()["pulse_high"]) == (3, 140)
 
-    crossed = api_client.patch(url, {"pulse_low": 150}, format="json")
+    crossed = api_client.patch(url, {"pulse_low": 90, "pulse_high": 80}, format="json")
     assert crossed.status_code == 400
     assert crossed.json()["error"]["fields"] == {
-        "pulse_high": ["'pulse_high' must be above 'pulse_low' (150)."]
+        "pulse_high": ["'pulse_high' must be above 'pulse_low' (90)."]
     }
     out_of_range = api_client.patch(url, {"delay_readings": 0, "spo2_low": 101}, format="json")
     assert out_of_range.status_code == 400

@@ -220,3 +220,32 @@ def test_an_alarm_known_open_is_not_raised_again_and_can_resolve():
 
 def test_every_kind_is_listed_once():
     assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 16
+
+
+def test_an_alarm_switched_off_is_not_judged_and_an_open_one_resolves():
+    # Pulse 125: NEWS2 2, so only the limit alarm is in play.
+    off = Limits(off=frozenset({"pulse_high"}))
+    assert run([{"pulse": 125}] * 5, off)[0] == []
+
+    state = PatientAlarms()
+    state.mark_open("pulse_high", "medium")
+    events, state = run([{"pulse": 125}, {"pulse": 125}], off, state)
+    assert events == [(0, "resolve", "pulse_high", "medium")]
+    assert state.open_alarms() == {}
+
+    # Counted while on, switched off, back on: the count starts again, then it alarms.
+    state = PatientAlarms()
+
+    def at(i: int, limits: Limits) -> list[tuple]:
+        reading = R(measured_at=T0 + timedelta(seconds=5 * i), pulse=125)
+        return [(d.action, d.kind) for d in state.evaluate(reading, None, limits)]
+
+    assert (at(0, Limits()), at(1, off), at(2, Limits())) == ([], [], [])
+    assert at(3, Limits()) == [("raise", "pulse_high")]
+
+
+def test_news2_and_asystole_sound_whatever_is_switched_off():
+    everything = Limits(off=frozenset(ALARM_KINDS))
+    arrest = {"pulse": 0, "resp_rate": 0, "systolic": 40, "diastolic": 20, "spo2": 70}
+    events, _ = run([arrest, arrest], everything)
+    assert events == [(0, "raise", "asystole", "high"), (1, "raise", "news2", "high")]

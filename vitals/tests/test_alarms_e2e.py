@@ -20,12 +20,15 @@ from conftest import KafkaTopics, database_url, json_lines, start_manage, wait_f
 from icu.kafka import consumer_create, producer_create
 from icu.process import process_stop
 from patients.models import Patient
+from patients.tests.factories import PatientFactory
 from vitals.alarms import Limits, PatientAlarms
 from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message
 from vitals.emulator import patient_uuid_for_name
 from vitals.models import Alarm, AlarmEvent, PatientMetric
 from vitals.news2 import news2_of
+from vitals.services import alarm_switch_off
+from vitals.tests.factories import AlarmFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -71,14 +74,21 @@ def summary(value: dict) -> tuple:
     )
 
 
-def event_ids() -> list[int]:
-    return list(AlarmEvent.objects.order_by("id").values_list("id", flat=True))
+def event_ids(**filters) -> list[int]:
+    return list(AlarmEvent.objects.filter(**filters).order_by("id").values_list("id", flat=True))
 
 
 def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka, tmp_path):
-    erin, frank = str(patient_uuid("erin")), str(patient_uuid("frank"))
+    erin, frank, hana = (str(patient_uuid(name)) for name in ("erin", "frank", "hana"))
+    # Hana's SpO2 low alarm is switched off (a clinician's decision, with a reason); one still
+    # open is left over (as if raised a moment before): the consumer resolves it, raises no new
+    # one, while NEWS2, which cannot be switched off, still alarms.
+    hana_patient = PatientFactory(uuid=patient_uuid("hana"), name="hana")
+    alarm_switch_off(patient=hana_patient, kind="spo2_low", reason="COPD, target 88-92", user=None)
+    left_over = AlarmFactory(patient=hana_patient, kind="spo2_low", raised_at=START)
     kafka.produce(
         [
+            *(message("hana", s, spo2=86) for s in range(0, 15, 5)),
             *(message("frank", s) for s in range(0, 25, 5)),
             message("erin", 0),
             message("erin", 5),
@@ -106,9 +116,19 @@ def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka,
         if process.poll() is None:
             process.kill()
 
-    assert PatientMetric.objects.count() == 10
+    assert PatientMetric.objects.count() == 13
     assert list(
-        Alarm.objects.order_by("id").values_list(
+        Alarm.objects.filter(patient__name="hana")
+        .order_by("id")
+        .values_list("kind", "priority", "state", "raised_at", "resolved_at")
+    ) == [
+        ("spo2_low", "medium", "resolved", START, START),
+        ("news2", "medium", "active", START + timedelta(seconds=5), None),
+    ]
+    assert list(
+        Alarm.objects.filter(patient__name="erin")
+        .order_by("id")
+        .values_list(
             "patient__name", "kind", "priority", "state", "value", "threshold", "raised_at"
         )
     ) == [
@@ -118,20 +138,31 @@ def test_a_deteriorating_patient_alarms_in_the_db_and_on_the_alarms_topic(kafka,
     assert not AlarmEvent.objects.filter(published_at__isnull=True).exists()
 
     published = alarm_messages(kafka)
+    assert sorted(value["event_id"] for _, value, _ in published) == event_ids()
+    of_hana = [value for _, value, _ in published if value["patient"]["uuid"] == hana]
+    assert [summary(value) for value in of_hana] == [
+        ("resolved", "spo2_low", "medium", "resolved", hana, "hana"),
+        ("raised", "news2", "medium", "active", hana, "hana"),
+    ]
+    assert of_hana[0]["alarm"]["id"] == left_over.pk
+    published = [p for p in published if p[1]["patient"]["uuid"] == erin]
     assert [summary(value) for _, value, _ in published] == [
         ("raised", "spo2_low", "medium", "active", erin, "erin"),
         ("raised", "news2", "medium", "active", erin, "erin"),
         ("priority_changed", "spo2_low", "high", "active", erin, "erin"),
     ]
     assert [key for key, _, _ in published] == [erin.encode()] * 3
-    assert [value["event_id"] for _, value, _ in published] == event_ids()
+    erin_events = event_ids(alarm__patient__name="erin")
+    assert [value["event_id"] for _, value, _ in published] == erin_events
     assert [headers["event_id"] for _, _, headers in published] == [
-        str(pk).encode() for pk in event_ids()
+        str(pk).encode() for pk in erin_events
     ]
-    alarm_ids = list(Alarm.objects.order_by("id").values_list("id", flat=True))
+    alarm_ids = list(
+        Alarm.objects.filter(patient__name="erin").order_by("id").values_list("id", flat=True)
+    )
     assert [value["alarm"]["id"] for _, value, _ in published] == [*alarm_ids, alarm_ids[0]]
     assert [value["alarm"]["value"] for _, value, _ in published] == [88, 3, 83]
-    assert frank not in {value["patient"]["uuid"] for _, value, _ in published}
+    assert frank not in {value["patient"]["uuid"] for _, value, _ in alarm_messages(kafka)}
 
 
 def test_an_emulated_cardiac_arrest_raises_high_priority_alarms(kafka: KafkaTopics):

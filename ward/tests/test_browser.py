@@ -21,8 +21,8 @@ from selenium.webdriver.support.ui import Select
 from patients.models import Patient
 from vitals.contract import Reading
 from vitals.emulator import patient_uuid_for_name
-from vitals.models import Alarm, AuditEvent
-from vitals.services import alarm_limits_update, metric_bulk_store
+from vitals.models import Alarm, AlarmOff, AuditEvent
+from vitals.services import alarm_limits_update, alarm_switch_off, metric_bulk_store
 from vitals.tests.factories import AlarmFactory
 from ward.tests.conftest import STATION, viewport, wait_until
 
@@ -506,3 +506,73 @@ def test_unanswered_alarms_a_clock_ahead_and_ending_monitoring_are_shown(
     browser.find_element(By.CSS_SELECTOR, "a.back").click()
     wait_until(browser, lambda b: tiles(b) and "Monitoring ended" in tiles(b)[0]["age"], "tile")
     assert "tile--ended" in tiles(browser)[0]["classes"]
+
+
+def test_alarms_switched_off_show_as_alarm_off_and_a_clinician_switches_them(
+    browser, login, user, screenshot
+):
+    store(reading("fay", spo2=95))
+    fay = patient("fay")
+    alarm_switch_off(patient=fay, kind="spo2_low", reason="COPD, target 88-92", user=user)
+
+    login(*NURSE)
+    # The tile: ALARM OFF and the kind, in words; who and why on hover.
+    off = wait_until(
+        browser,
+        lambda b: b.find_element(By.CSS_SELECTOR, ".tile-alarm-off:not([hidden])"),
+        "fay's ALARM OFF",
+    )
+    assert off.text == "⊘ALARM OFF: SpO2 low"
+    assert off.get_attribute("title") == "SpO2 low: COPD, target 88-92 (nurse)"
+    screenshot("ward-alarm-off")
+
+    browser.find_element(By.CSS_SELECTOR, "a.tile-link").click()
+    item = wait_until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, 'li[data-kind="spo2_low"]'), "the list"
+    )
+    assert re.fullmatch(
+        r"ALARM OFF SpO2 low: “COPD, target 88-92”, nurse, [\w ]+ \d\d:\d\d:\d\d Switch on",
+        item.text,
+    ), item.text
+    assert browser.find_element(By.ID, "patient-alarm-off").text == "⊘ALARM OFF: SpO2 low"
+    wait_until(
+        browser,
+        lambda b: (
+            b.find_element(By.CSS_SELECTOR, '[data-chart="spo2"] .chart-alarm-off').text
+            == "ALARM OFF: SpO2 low"
+        ),
+        "ALARM OFF beside the SpO2 limit",
+    )
+    assert browser.find_element(By.CSS_SELECTOR, '[data-chart="pulse"] .chart-alarm-off').text == ""
+
+    # Switch the pulse high alarm off, with a reason; the SpO2 low alarm back on.
+    Select(browser.find_element(By.ID, "alarm-off-kind")).select_by_visible_text("Pulse high")
+    browser.find_element(By.ID, "alarm-off-reason").send_keys("AF, rate controlled")
+    browser.find_element(By.CSS_SELECTOR, "#alarm-off-form button").click()
+    wait_until(
+        browser,
+        lambda b: b.find_elements(By.CSS_SELECTOR, 'li[data-kind="pulse_high"]'),
+        "pulse high off",
+    )
+    assert browser.find_element(By.ID, "alarm-off-message").text == "Pulse high alarm switched off."
+    on = browser.find_element(By.CSS_SELECTOR, 'li[data-kind="spo2_low"] button')
+    assert on.accessible_name == "Switch the SpO2 low alarm back on"
+    on.click()
+    wait_until(
+        browser,
+        lambda b: not b.find_elements(By.CSS_SELECTOR, 'li[data-kind="spo2_low"]'),
+        "SpO2 low on",
+    )
+    assert browser.find_element(By.ID, "patient-alarm-off").text == "⊘ALARM OFF: Pulse high"
+    screenshot("patient-alarm-off")
+
+    assert list(AlarmOff.objects.values_list("patient__name", "kind", "reason", "by_username")) == [
+        ("fay", "pulse_high", "AF, rate controlled", "nurse")
+    ]
+    assert list(
+        AuditEvent.objects.order_by("id").values_list("action", "username", "after__kind")
+    ) == [
+        ("alarm.off", "nurse", "spo2_low"),
+        ("alarm.off", "nurse", "pulse_high"),
+        ("alarm.on", "nurse", "spo2_low"),
+    ]

@@ -12,6 +12,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from patients.tests.factories import PatientFactory
+from ward.views import ALARM_OFF_LABELS
 
 PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
@@ -78,6 +79,7 @@ def test_logging_out_ends_the_session_and_shows_the_login(client: Client, user) 
 def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, settings) -> None:
     settings.WARD_POLL_SECONDS = 1.5
     settings.WARD_STALE_SECONDS = 42
+    settings.ALARM_CLOCK_SKEW_WARN = 12
     client.force_login(viewer)
 
     response = client.get("/")
@@ -86,11 +88,29 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
     assert config(response, "ward-config") == {
         "pollSeconds": 1.5,
         "staleSeconds": 42,
+        "clockSkewSeconds": 12,
         "loginUrl": "/login/",
         "patientsUrl": "/api/patients/",
         "patientPageUrl": f"/patients/{PLACEHOLDER}/",
+        "alarmOffLabels": ALARM_OFF_LABELS,
     }
     assert "observer" in response.content.decode()  # who is logged in, by the logout button
+
+
+def test_alarm_off_labels_name_every_limit_alarm() -> None:
+    assert ALARM_OFF_LABELS == {
+        "spo2_low": "SpO2 low",
+        "pulse_low": "Pulse low",
+        "pulse_high": "Pulse high",
+        "systolic_low": "Systolic BP low",
+        "systolic_high": "Systolic BP high",
+        "diastolic_low": "Diastolic BP low",
+        "diastolic_high": "Diastolic BP high",
+        "resp_rate_low": "Resp. rate low",
+        "resp_rate_high": "Resp. rate high",
+        "temperature_low": "Temperature low",
+        "temperature_high": "Temperature high",
+    }
 
 
 def test_the_stale_threshold_defaults_to_three_reading_intervals() -> None:
@@ -113,15 +133,21 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
     assert config(response, "patient-config") == {
         "pollSeconds": settings.WARD_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
+        "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": "/login/",
         "patientUrl": f"/api/patients/{patient.uuid}/",
         "trendUrl": f"/api/patients/{patient.uuid}/trend/",
         "limitsUrl": f"/api/patients/{patient.uuid}/alarm-limits/",
         "alarmsUrl": f"/api/alarms/?patient={patient.uuid}&page_size=50",
         "canAcknowledge": acknowledges,
+        "monitoringEndUrl": f"/api/patients/{patient.uuid}/monitoring/end/",
+        "canEndMonitoring": acknowledges,  # the clinician's, as changing limits
         "confirmNameUrl": f"/api/patients/{patient.uuid}/confirm-name/",
         "renameUrl": f"/api/patients/{patient.uuid}/rename/",
         "canResolveName": acknowledges,  # the same role
+        "alarmsOffUrl": f"/api/patients/{patient.uuid}/alarms-off/",
+        "alarmOffLabels": ALARM_OFF_LABELS,
+        "canSwitchAlarmsOff": acknowledges,
     }
     assert '<section id="identity-warning" class="identity-warning" role="alert"' in (
         response.content.decode()

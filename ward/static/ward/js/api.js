@@ -40,7 +40,8 @@ function csrfToken() {
   return document.querySelector('meta[name="csrf-token"]')?.content ?? "";
 }
 
-export async function apiFetch(url, { method = "GET", timeoutMs = 10000, json = undefined } = {}) {
+// `json`, if given, is sent as the JSON body.
+export async function apiFetch(url, { method = "GET", json = undefined, timeoutMs = 10000 } = {}) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const headers = { Accept: "application/json" };

@@ -194,3 +194,14 @@ export function connectionIndicator({ loginUrl }) {
     },
   };
 }
+
+// IEC 60601-1-8's alarm-off indicator: "ALARM OFF" and the alarms switched off, in words (with
+// a crossed-out sign that screen readers skip). `alarmsOff`: the API's [{kind, reason, ...}].
+export function alarmOffIndicator(alarmsOff, labels) {
+  const kinds = alarmsOff.map((off) => labels[off.kind] ?? off.kind).join(", ");
+  return [
+    h("span", { class: "alarm-off-icon", "aria-hidden": "true" }, "⊘"),
+    h("strong", { class: "alarm-off-label" }, "ALARM OFF"),
+    h("span", { class: "alarm-off-kinds" }, `: ${kinds}`),
+  ];
+}

@@ -5,6 +5,7 @@
 import uPlot from "uplot";
 import { ApiError, apiFetch, Poller, serverNow } from "ward/api";
 import {
+  alarmOffIndicator,
   connectionIndicator,
   dateTimeText,
   h,
@@ -423,6 +424,82 @@ async function acknowledge(row) {
   }
 }
 
+// --- alarms switched off (ALARM OFF) ------------------------------------------------------------
+
+const alarmOffBanner = document.getElementById("patient-alarm-off");
+const alarmOffList = document.getElementById("alarm-off-list");
+const alarmOffEmpty = document.getElementById("alarm-off-empty");
+const alarmOffMessage = document.getElementById("alarm-off-message");
+const alarmOffForm = document.getElementById("alarm-off-form"); // clinicians only
+const offLabel = (kind) => config.alarmOffLabels[kind] ?? kind;
+
+// The banner under the name, the list with who, when and why (and, for clinicians, a button to
+// switch each back on), and "ALARM OFF" beside the limits of each chart concerned.
+// Built again only when they change, so that a button keeps its focus between polls.
+let shownAlarmsOff = null;
+
+function renderAlarmsOff(alarmsOff) {
+  const key = JSON.stringify(alarmsOff);
+  const chartsDrawn = document.querySelectorAll(".chart-alarm-off").length === charts.size;
+  if (key === shownAlarmsOff && chartsDrawn) return;
+  shownAlarmsOff = key;
+  alarmOffBanner.hidden = alarmsOff.length === 0;
+  alarmOffBanner.replaceChildren(...(alarmsOff.length ? alarmOffIndicator(alarmsOff, config.alarmOffLabels) : []));
+  alarmOffList.replaceChildren(
+    ...alarmsOff.map((off) => {
+      const button = config.canSwitchAlarmsOff
+        ? h("button", { type: "button", class: "button", "aria-label": `Switch the ${offLabel(off.kind)} alarm back on` }, "Switch on")
+        : null;
+      button?.addEventListener("click", () => switchOn(off, button));
+      return h(
+        "li",
+        { class: "alarm-off-item", "data-kind": off.kind },
+        h("strong", {}, "ALARM OFF"),
+        ` ${offLabel(off.kind)}: “${off.reason}”, ${off.by || "someone"}, ${dateTimeText(off.at)} `,
+        button,
+      );
+    }),
+  );
+  alarmOffEmpty.hidden = alarmsOff.length > 0;
+  const kinds = new Set(alarmsOff.map((off) => off.kind));
+  for (const chart of CHARTS) {
+    const figure = document.querySelector(`figure[data-chart="${chart.key}"] figcaption`);
+    if (!figure) continue;
+    let mark = figure.querySelector(".chart-alarm-off");
+    if (!mark) figure.append((mark = h("span", { class: "chart-alarm-off" })));
+    const off = (chart.limits ?? []).filter((kind) => kinds.has(kind));
+    mark.textContent = off.length ? ` ALARM OFF: ${off.map(offLabel).join(", ")}` : "";
+  }
+}
+
+async function switchOn(off, button) {
+  button.disabled = true;
+  try {
+    await apiFetch(`${config.alarmsOffUrl}${off.kind}/`, { method: "DELETE" });
+    alarmOffMessage.textContent = `${offLabel(off.kind)} alarm switched back on.`;
+  } catch (error) {
+    button.disabled = false;
+    alarmOffMessage.textContent = `Not switched on: ${error instanceof ApiError ? error.message : "no answer from the server"}`;
+  }
+  poller.refresh();
+}
+
+alarmOffForm?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const kind = alarmOffForm.elements.kind.value;
+  const reason = alarmOffForm.elements.reason.value;
+  try {
+    await apiFetch(config.alarmsOffUrl, { method: "POST", json: { kind, reason } });
+    alarmOffForm.reset();
+    alarmOffMessage.textContent = `${offLabel(kind)} alarm switched off.`;
+  } catch (error) {
+    const fields = error instanceof ApiError ? Object.values(error.body?.error?.fields ?? {}).flat() : [];
+    const reasonText = fields.length ? fields.join(" ") : error instanceof ApiError ? error.message : "no answer from the server";
+    alarmOffMessage.textContent = `Not switched off: ${reasonText}`;
+  }
+  poller.refresh();
+});
+
 // --- polling ----------------------------------------------------------------------------------
 
 const poller = new Poller({
@@ -433,6 +510,7 @@ const poller = new Poller({
     renderPatient(patient);
     renderIdentity(patient);
     renderAlarms(alarms);
+    renderAlarmsOff(patient.alarms_off);
   },
   onState: (state, error) => connection.set(state, error),
 });

@@ -2,6 +2,7 @@
 
 import { apiFetch, Poller } from "ward/api";
 import {
+  alarmOffIndicator,
   connectionIndicator,
   h,
   monitoringEndedText,
@@ -46,6 +47,7 @@ function createTile(patient) {
     vitals: h("dl", { class: "vitals" }),
     alarms: h("ul", { class: "tile-alarms", "aria-label": "Open alarms" }),
     identity: h("p", { class: "tile-identity", hidden: "" }),
+    alarmsOff: h("p", { class: "tile-alarm-off", hidden: "" }),
     age: h("p", { class: "age" }),
     patient,
   };
@@ -59,6 +61,7 @@ function createTile(patient) {
       tile.identity,
       tile.vitals,
       tile.alarms,
+      tile.alarmsOff,
       tile.age,
     ),
   );
@@ -93,6 +96,13 @@ function renderIdentity(tile, conflicts) {
   tile.identity.title = conflicts.map((c) => `Monitor sends another name: '${c.name}'`).join("\n");
 }
 
+// The limit alarms switched off, "ALARM OFF: SpO2 low", with who and why on hover.
+function renderAlarmsOff(tile, alarmsOff) {
+  tile.alarmsOff.hidden = alarmsOff.length === 0;
+  tile.alarmsOff.replaceChildren(...(alarmsOff.length ? alarmOffIndicator(alarmsOff, config.alarmOffLabels) : []));
+  tile.alarmsOff.title = alarmsOff.map((off) => `${config.alarmOffLabels[off.kind] ?? off.kind}: ${off.reason} (${off.by || "?"})`).join("\n");
+}
+
 // The tile's frame follows its most urgent alarm not yet acknowledged.
 function alarmLevel(alarms) {
   let level = null;
@@ -112,6 +122,7 @@ function updateTile(tile, patient) {
   renderVitals(tile.vitals, patient.latest_metric);
   renderAlarms(tile, patient.active_alarms);
   renderIdentity(tile, patient.name_conflicts);
+  renderAlarmsOff(tile, patient.alarms_off);
   const level = alarmLevel(patient.active_alarms);
   tile.li.dataset.alarm = level ?? "";
   tile.li.className = `tile${level ? ` tile--alarm-${level}` : ""}`;
