@@ -5,6 +5,7 @@ for a laptop: SQLite next to the code and the embedded broker on 127.0.0.1:9092.
 must set `SECRET_KEY` and keep `DEBUG` off; there is no secret default outside DEBUG.
 """
 
+import math
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -275,17 +276,29 @@ PATIENT_UUID = env("PATIENT_UUID", default="")
 VITALS_MAX_FUTURE_SKEW_SECONDS = env.int("VITALS_MAX_FUTURE_SKEW_SECONDS", default=300)
 
 # --- Alarms that no single reading raises (in seconds) ---------------------------------------
+
+
+def _alarm_seconds(name: str, default: float) -> float:
+    """A number of seconds above 0 from the environment: 0, a negative number or NaN would
+    silence the alarm it times, and a typo must not pass for a default."""
+    text = env.str(name, default=str(default))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ImproperlyConfigured(f"{name} must be a number of seconds above 0 (got {text!r}).")
+    return seconds
+
+
 # A patient whose newest reading was received longer ago than this gets a `no_data` alarm:
 # three reading intervals, as for a stale tile (WARD_STALE_SECONDS).
-ALARM_NO_DATA_AFTER = env.float("ALARM_NO_DATA_AFTER", default=3 * METRICS_INTERVAL)
+ALARM_NO_DATA_AFTER = _alarm_seconds("ALARM_NO_DATA_AFTER", 3 * METRICS_INTERVAL)
 # A high-priority alarm active and unacknowledged this long is escalated (an `escalated` event
 # on the alarms topic, for paging systems).
-ALARM_ESCALATE_AFTER = env.float("ALARM_ESCALATE_AFTER", default=120.0)
+ALARM_ESCALATE_AFTER = _alarm_seconds("ALARM_ESCALATE_AFTER", 120.0)
 # A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
-ALARM_CLOCK_SKEW_WARN = env.float("ALARM_CLOCK_SKEW_WARN", default=30.0)
-for _name in ("ALARM_NO_DATA_AFTER", "ALARM_ESCALATE_AFTER", "ALARM_CLOCK_SKEW_WARN"):
-    if not globals()[_name] > 0:
-        raise ImproperlyConfigured(f"{_name} must be a number of seconds above 0.")
+ALARM_CLOCK_SKEW_WARN = _alarm_seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
 
 # --- Central station (ward/) -------------------------------------------------------------------
 # How often the ward and patient pages poll the API, in seconds.

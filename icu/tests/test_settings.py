@@ -216,3 +216,41 @@ def test_producers_are_idempotent_unless_the_setting_says_otherwise(
     [config] = built
     delivery_keys = {"enable.idempotence", "acks", "max.in.flight.requests.per.connection"}
     assert {k: v for k, v in config.items() if k in delivery_keys} == expected
+
+
+ALARM_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps([settings.ALARM_NO_DATA_AFTER, settings.ALARM_ESCALATE_AFTER,
+                  settings.ALARM_CLOCK_SKEW_WARN]))
+"""
+
+
+def test_the_alarm_timings_default_from_the_reading_interval_and_are_read_from_the_env() -> None:
+    defaults = run_settings(ALARM_SETTINGS, SECRET_KEY="s", METRICS_INTERVAL="2")
+    assert defaults.returncode == 0, defaults.stderr
+    assert json.loads(defaults.stdout) == [6.0, 120.0, 30.0]  # no_data after 3 readings
+
+    given = run_settings(
+        ALARM_SETTINGS,
+        SECRET_KEY="s",
+        ALARM_NO_DATA_AFTER="45",
+        ALARM_ESCALATE_AFTER="60.5",
+        ALARM_CLOCK_SKEW_WARN="10",
+    )
+    assert json.loads(given.stdout) == [45.0, 60.5, 10.0]
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "inf", "2min", ""])
+@pytest.mark.parametrize(
+    "name", ["ALARM_NO_DATA_AFTER", "ALARM_ESCALATE_AFTER", "ALARM_CLOCK_SKEW_WARN"]
+)
+def test_an_alarm_timing_that_would_switch_its_alarm_off_is_refused(name: str, value: str) -> None:
+    result = run_settings("import django; django.setup()", SECRET_KEY="s", **{name: value})
+
+    assert result.returncode == 1
+    assert (
+        f"django.core.exceptions.ImproperlyConfigured: {name} must be a number of seconds "
+        f"above 0 (got {value!r})." in result.stderr
+    )
