@@ -98,7 +98,11 @@ def test_the_admin_refuses_a_limit_out_of_range(admin_client):
     response = admin_client.post(url, data)
 
     assert response.status_code == 200  # the form again, with the error
-    (limits_inline, _) = response.context["inline_admin_formsets"]
+    [limits_inline] = [
+        inline
+        for inline in response.context["inline_admin_formsets"]
+        if inline.formset.model is AlarmLimits
+    ]
     assert limits_inline.formset.errors[0] == {
         "pulse_high": ["Ensure this value is less than or equal to 200."]
     }

@@ -362,6 +362,12 @@ function acknowledgedText(alarm) {
   return who + covered;
 }
 
+// "acknowledged", or for an active alarm how long it has gone unanswered.
+function stateText(alarm) {
+  const unanswered = unansweredText(alarm);
+  return unanswered ? `${alarm.state} · ${unanswered}` : alarm.state;
+}
+
 function updateRow(row, alarm) {
   row.alarm = alarm;
   row.tr.className = `alarm-row alarm-row--${alarm.state} alarm--${alarm.priority}`;
@@ -369,7 +375,7 @@ function updateRow(row, alarm) {
   row.priority.replaceChildren(priorityBadge(alarm.priority));
   row.message.textContent = alarm.message;
   row.raised.textContent = dateTimeText(alarm.raised_at);
-  row.state.textContent = alarm.state === "active" ? `active · ${unansweredText(alarm)}` : alarm.state;
+  row.state.textContent = stateText(alarm);
   row.tr.classList.toggle("alarm-row--escalated", Boolean(alarm.escalated_at) && alarm.state === "active");
   row.acknowledged.textContent = acknowledgedText(alarm);
   const wanted = config.canAcknowledge && alarm.state === "active";
@@ -518,7 +524,7 @@ const poller = new Poller({
 setInterval(() => {
   renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
   for (const row of rows.values()) {
-    if (row.alarm.state === "active") row.state.textContent = `active · ${unansweredText(row.alarm)}`;
+    if (row.alarm.state === "active") row.state.textContent = stateText(row.alarm);
   }
 }, 1000);
 poller.start();

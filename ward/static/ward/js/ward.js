@@ -78,7 +78,7 @@ function renderAlarms(tile, alarms) {
       " ",
       h("span", { class: "alarm-message" }, alarm.message),
       acknowledged ? h("span", { class: "ack" }, " ✓", srOnly(" acknowledged")) : null,
-      alarm.state === "active" ? h("span", { class: `unanswered${alarm.escalated_at ? " unanswered--escalated" : ""}` }, ` · ${unansweredText(alarm)}`) : null,
+      unansweredText(alarm) ? h("span", { class: `unanswered${alarm.escalated_at ? " unanswered--escalated" : ""}` }, ` · ${unansweredText(alarm)}`) : null,
     );
   });
   if (alarms.length > TILE_ALARMS) {
