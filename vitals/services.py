@@ -355,6 +355,14 @@ def alarm_event_record(*, alarm: Alarm, type: str, reactivated: bool = False) ->
     return AlarmEvent.objects.create(alarm=alarm, type=type, payload=payload)
 
 
+def alarm_resolve(*, alarm: Alarm, at: datetime) -> AlarmEvent:
+    """An open alarm -> resolved at `at`, with its outbox event (call inside the transaction
+    that decides it: the detector's, a silence's end, monitoring ended, ALARM OFF)."""
+    alarm.state, alarm.resolved_at = AlarmState.RESOLVED, at
+    alarm.save(update_fields=["state", "resolved_at"])
+    return alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+
+
 def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) -> list[AlarmEvent]:
     """Write what the detector decided for one patient; return the outbox events.
 
@@ -408,9 +416,7 @@ def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) ->
                 )
             )
         else:
-            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, decision.at
-            alarm.save(update_fields=["state", "resolved_at"])
-            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED))
+            events.append(alarm_resolve(alarm=alarm, at=decision.at))
     return events
 
 
@@ -535,9 +541,7 @@ def alarm_no_data_resolve(*, patient_ids: Sequence[int], received_at: datetime) 
         patient_id__in=patient_ids, kind=NO_DATA, state__in=OPEN_ALARM_STATES
     )
     for alarm in silences:
-        alarm.state, alarm.resolved_at = AlarmState.RESOLVED, max(received_at, alarm.raised_at)
-        alarm.save(update_fields=["state", "resolved_at"])
-        events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED))
+        events.append(alarm_resolve(alarm=alarm, at=max(received_at, alarm.raised_at)))
     return events
 
 
@@ -580,9 +584,7 @@ def patient_monitoring_end(*, patient: Patient, user: AbstractBaseUser | None) -
         for alarm in Alarm.objects.select_related("patient").filter(
             patient=patient, kind=NO_DATA, state__in=OPEN_ALARM_STATES
         ):
-            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, now
-            alarm.save(update_fields=["state", "resolved_at"])
-            alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+            alarm_resolve(alarm=alarm, at=now)
         audit_event_record(
             user=user,
             action=AuditEvent.Action.MONITORING_END,
@@ -758,9 +760,7 @@ def alarm_switch_off(
             .first()
         )
         if alarm is not None:
-            alarm.state, alarm.resolved_at = AlarmState.RESOLVED, off.at
-            alarm.save(update_fields=["state", "resolved_at"])
-            alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+            alarm_resolve(alarm=alarm, at=off.at)
             after["resolved_alarm"] = alarm.pk
         audit_event_record(
             user=user,

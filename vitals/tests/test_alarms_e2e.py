@@ -16,7 +16,14 @@ import pytest
 from confluent_kafka import Message
 from django.core.management import call_command
 
-from conftest import KafkaTopics, database_url, json_lines, start_manage, wait_for_log
+from conftest import (
+    KafkaTopics,
+    database_url,
+    json_lines,
+    report_figure,
+    start_manage,
+    wait_for_log,
+)
 from icu.kafka import consumer_create, producer_create
 from icu.process import process_stop
 from patients.models import Patient
@@ -358,10 +365,17 @@ def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
         # Exactly one no_data per silent patient, within ALARM_NO_DATA_AFTER + 10 s of their
         # last reading, whichever consumer swept first.
         wait_until(lambda: len(alarm_rows("no_data")) == 2, 3 + 10 + 5, "no_data raised")
+        delays = []
         for alarm in Alarm.objects.filter(kind="no_data").select_related("patient"):
             last = alarm.patient.metrics.order_by("-pk").first().received_at
             assert timedelta(seconds=3) <= alarm.raised_at - last <= timedelta(seconds=3 + 10)
             assert alarm.message.startswith("No data for ")
+            delays.append((alarm.raised_at - last).total_seconds())
+        report_figure(
+            "no_data raised after the last reading received (ALARM_NO_DATA_AFTER 3 s, "
+            "two consumers sweeping every 2 s)",
+            ", ".join(f"{d:.1f} s" for d in sorted(delays)),
+        )
         # A fast monitor (290 s ahead, the Kafka timestamp says when it really sent) in
         # cardiac arrest: asystole at once, high, and a clock_skew alarm.
         ahead = datetime.now(tz=UTC) + timedelta(seconds=290)
@@ -392,6 +406,11 @@ def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
             lambda: Alarm.objects.filter(kind="asystole", escalated_at__isnull=False).exists(),
             10,
             "asystole escalated",
+        )
+        escalated = Alarm.objects.get(kind="asystole")
+        report_figure(
+            "asystole escalated after going unanswered (ALARM_ESCALATE_AFTER 2 s)",
+            f"{(escalated.escalated_at - escalated.activated_at).total_seconds():.1f} s",
         )
         # The API shows the silence on the patient; ending quinn's monitoring resolves it.
         quinn = Patient.objects.get(name="quinn")
