@@ -28,6 +28,11 @@ logconfig_dict = {
 }
 
 
+# Clients connect to gunicorn itself (docker-compose.yml publishes its port): no proxy adds to
+# X-Forwarded-For, so none is trusted for the client's address (icu/auth.py). Behind a reverse
+# proxy that appends to X-Forwarded-For, set TRUSTED_PROXIES=1 in the environment (one per proxy).
+os.environ.setdefault("TRUSTED_PROXIES", "0")
+
 # Prometheus multiprocess mode, always under gunicorn: each worker writes its metrics to files
 # in this directory and /metrics adds them up, whichever worker answers the scrape. Set here,
 # in the master, before the workers fork and import prometheus_client.

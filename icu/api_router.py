@@ -1,13 +1,19 @@
 """Every API route, mounted under settings.API_PREFIX by icu/urls.py."""
 
+from django.contrib.auth.signals import user_logged_in
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import AnonRateThrottle
 
 from exports.apis import ExportViewSet, PatientExportsView
+from icu.auth import login_locked_out_error
 from patients.apis import BriefPatientViewSet, PatientViewSet
 from vitals.apis import AlarmViewSet, AuditEventViewSet
 
@@ -35,9 +41,24 @@ class DocsView(JsonErrorsMixin, SpectacularSwaggerView):
 
 class TokenView(ObtainAuthToken):
     """POST username and password, get the user's token. Open to anonymous users (it is a
-    login), so throttled per client address (THROTTLE_ANON): DRF's own view is not."""
+    login), so throttled per client address (THROTTLE_ANON): DRF's own view is not. Too many
+    failed logins for a user name or from an address: 429 `login_locked_out` for a while."""
 
     throttle_classes = [AnonRateThrottle]
+
+    def post(self, request: Request, *args, **kwargs) -> Response:
+        # A login door like the others: the serializer calls `authenticate(request=...)`, which
+        # django-axes watches (and marks `axes_locked_out`); a success sends `user_logged_in`
+        # (the login log, axes' reset of the failures, the user's last_login).
+        serializer = self.get_serializer(data=request.data)
+        if not serializer.is_valid():
+            if getattr(request, "axes_locked_out", False):
+                raise login_locked_out_error()
+            raise ValidationError(serializer.errors)
+        user = serializer.validated_data["user"]
+        user_logged_in.send(sender=type(user), request=request, user=user)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response({"token": token.key})
 
 
 router = DefaultRouter()

@@ -126,6 +126,19 @@ class NotReady(IcuError):
         self.detail = detail or {}
 
 
+class LoginLockedOut(IcuError):
+    """A login refused without looking at the password: too many failed logins for the user
+    name or from the address (django-axes). `retry_after`: seconds until the lock-out ends."""
+
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    code = "login_locked_out"
+    default_message = "Too many failed logins."
+
+    def __init__(self, message: str | None = None, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class InvalidReading(IcuError):
     """A message on the vitals topic that breaks the contract; it goes to the DLQ.
 
@@ -152,7 +165,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     """DRF's EXCEPTION_HANDLER: every error of every API view becomes `error_body`."""
     if isinstance(exc, IcuError):
         body = error_body(status_code=exc.status_code, code=exc.code, message=exc.message)
-        return Response(body, status=exc.status_code)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return Response(body, status=exc.status_code, headers=headers)
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):

@@ -258,6 +258,51 @@ SPECTACULAR_SETTINGS = {
     ],
 }
 
+# --- Login doors: client address, lock-outs, login log (icu/auth.py) --------------------------
+
+
+def _whole_number(name: str, default: int, *, minimum: int) -> int:
+    text = env.str(name, default=str(default))
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number of {minimum} or more (got {text!r})."
+        )
+    return value
+
+
+# How many reverse proxies in front of gunicorn append to X-Forwarded-For. 0 (no proxy): the
+# header is ignored, for any client can write it. N: the N-th address from the right is the
+# client's. Decides the address everywhere: DRF's throttles, the lock-outs, the login log.
+TRUSTED_PROXIES = _whole_number("TRUSTED_PROXIES", 0, minimum=0)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
+
+# django-axes: failed logins counted per user name and per client address, on every login door
+# (the token endpoint's too: its view authenticates with the request). At LOGIN_FAILURE_LIMIT
+# failures of either, logins are refused (429) for LOGIN_LOCKOUT, counted from the lock-out:
+# attempts while locked do not prolong it, so nobody keeps a nurse out for good by typing her
+# name. `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` lift a lock-out.
+INSTALLED_APPS += ["axes", "icu.apps.IcuConfig"]  # icu after axes: its login log reads axes' mark
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as django-axes asks
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = _whole_number("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = _duration("LOGIN_LOCKOUT", default="15m")
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+# Successful logins are in the login log (icu.auth); not also a table that grows by a row each.
+AXES_DISABLE_ACCESS_LOG = True
+AXES_HTTP_RESPONSE_CODE = 429
+AXES_CLIENT_IP_CALLABLE = "icu.auth.client_address"
+AXES_LOCKOUT_CALLABLE = "icu.auth.lockout_response"
+AXES_VERBOSE = False
+
 # --- Kafka and the vitals pipeline -------------------------------------------------------------
 KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
 KAFKA_TOPIC = env("KAFKA_TOPIC", default="vitals")
@@ -329,5 +374,7 @@ LOGGING = {
         # librdkafka's own chatter (connection retries...) is routed here; our code reports
         # broker problems itself with one clear line.
         "icu.kafka.librdkafka": {"level": env("KAFKA_CLIENT_LOG_LEVEL", default="CRITICAL")},
+        # django-axes' own line per failed login repeats icu.auth's (icu/auth.py).
+        "axes": {"level": "ERROR"},
     },
 }

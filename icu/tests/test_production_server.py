@@ -66,9 +66,10 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
+def get(url: str, data: bytes | None = None, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    """GET `url`, or POST `data` to it."""
     opener = urllib.request.build_opener(NoRedirect)
-    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our own http URLs)
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 (our URLs)
     try:
         with opener.open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
@@ -77,9 +78,11 @@ def get(url: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path, kafka_broker: str, transactional_db) -> Iterator[tuple[str, Path]]:
-    """gunicorn with the production settings and collected static files; yields its URL and
-    the static root."""
+def gunicorn(
+    tmp_path: Path, kafka_broker: str, transactional_db
+) -> Iterator[tuple[str, Path, Path]]:
+    """gunicorn with the production settings and collected static files; yields its URL, the
+    static root and its log file."""
     static_root = tmp_path / "static"
     collected = manage("collectstatic", "--noinput", STATIC_ROOT=str(static_root))
     assert collected.returncode == 0, collected.stderr
@@ -114,7 +117,7 @@ def gunicorn(tmp_path: Path, kafka_broker: str, transactional_db) -> Iterator[tu
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
     try:
-        yield url, static_root
+        yield url, static_root, log
     finally:
         process_stop(process)
     # gunicorn's own lines come out in the project's JSON format.
@@ -124,9 +127,9 @@ def gunicorn(tmp_path: Path, kafka_broker: str, transactional_db) -> Iterator[tu
 
 @pytest.mark.e2e
 def test_gunicorn_serves_health_static_files_and_redirects_to_https(
-    gunicorn: tuple[str, Path],
+    gunicorn: tuple[str, Path, Path],
 ):
-    url, static_root = gunicorn
+    url, static_root, log = gunicorn
     status, _, body = get(f"{url}/healthz")
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     status, _, body = get(f"{url}/readyz")
@@ -180,6 +183,26 @@ def test_gunicorn_serves_health_static_files_and_redirects_to_https(
     status, headers, _ = get(f"{url}/admin/login/", **{"X-Forwarded-Proto": "https"})
     assert status == 200
     assert "Secure" in headers["Set-Cookie"]
+    # A failed login is logged (icu.auth) with the peer's address: gunicorn.conf.py trusts no
+    # proxy's X-Forwarded-For (TRUSTED_PROXIES=0). Never with the password.
+    status, _, _ = get(
+        f"{url}/api/auth/token/",
+        json.dumps({"username": "chief", "password": "wrong-pass-123"}).encode(),
+        **{
+            "Content-Type": "application/json",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-For": "203.0.113.9",
+        },
+    )
+    assert status == 400
+    logged = log.read_text()
+    logins = [
+        (line["level"], line["door"], line["username"], line["client_address"], line["outcome"])
+        for line in map(json.loads, filter(lambda text: text.startswith("{"), logged.splitlines()))
+        if line["logger"] == "icu.auth"
+    ]
+    assert logins == [("WARNING", "api:token", "chief", "127.0.0.1", "failure")]
+    assert "wrong-pass-123" not in logged
     # An unknown host is refused.
     status, _, _ = get(f"{url}/healthz", Host="evil.example.com")
     assert status == 400

@@ -254,3 +254,66 @@ def test_an_alarm_timing_that_would_switch_its_alarm_off_is_refused(name: str, v
         f"django.core.exceptions.ImproperlyConfigured: {name} must be a number of seconds "
         f"above 0 (got {value!r})." in result.stderr
     )
+
+
+LOGIN_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps([settings.TRUSTED_PROXIES, settings.REST_FRAMEWORK["NUM_PROXIES"],
+                  settings.AXES_CLIENT_IP_CALLABLE, settings.AXES_FAILURE_LIMIT,
+                  settings.AXES_COOLOFF_TIME.total_seconds()]))
+"""
+
+
+def test_the_login_defences_default_and_are_read_from_the_env() -> None:
+    defaults = run_settings(LOGIN_SETTINGS, SECRET_KEY="s")
+    assert defaults.returncode == 0, defaults.stderr
+    # No proxy trusted (X-Forwarded-For ignored), 5 failures, 15 minutes.
+    assert json.loads(defaults.stdout) == [0, 0, "icu.auth.client_address", 5, 900.0]
+
+    given = run_settings(
+        LOGIN_SETTINGS,
+        SECRET_KEY="s",
+        TRUSTED_PROXIES="1",
+        LOGIN_FAILURE_LIMIT="10",
+        LOGIN_LOCKOUT="1h",
+    )
+    assert json.loads(given.stdout) == [1, 1, "icu.auth.client_address", 10, 3600.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (
+            "TRUSTED_PROXIES",
+            "-1",
+            "TRUSTED_PROXIES must be a whole number of 0 or more (got '-1').",
+        ),
+        (
+            "TRUSTED_PROXIES",
+            "one",
+            "TRUSTED_PROXIES must be a whole number of 0 or more (got 'one').",
+        ),
+        ("TRUSTED_PROXIES", "", "TRUSTED_PROXIES must be a whole number of 0 or more (got '')."),
+        (
+            "LOGIN_FAILURE_LIMIT",
+            "0",
+            "LOGIN_FAILURE_LIMIT must be a whole number of 1 or more (got '0').",
+        ),
+        (
+            "LOGIN_FAILURE_LIMIT",
+            "5.5",
+            "LOGIN_FAILURE_LIMIT must be a whole number of 1 or more (got '5.5').",
+        ),
+        ("LOGIN_LOCKOUT", "0m", "LOGIN_LOCKOUT must be longer than 0."),
+        ("LOGIN_LOCKOUT", "15", "LOGIN_LOCKOUT: '15' is not a duration like 30d, 12h, 90m, 2w."),
+    ],
+)
+def test_a_login_defence_setting_out_of_range_is_refused(
+    name: str, value: str, message: str
+) -> None:
+    result = run_settings("import django; django.setup()", SECRET_KEY="s", **{name: value})
+
+    assert result.returncode == 1
+    assert f"django.core.exceptions.ImproperlyConfigured: {message}" in result.stderr

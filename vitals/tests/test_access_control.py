@@ -324,6 +324,50 @@ def test_the_token_endpoint_is_throttled_per_address(low_rates, user):
     assert ok.status_code == 200
 
 
+def test_a_forged_x_forwarded_for_does_not_lift_the_token_endpoints_throttle(low_rates, user):
+    """No proxy is trusted by default (TRUSTED_PROXIES=0): the header is ignored, the peer's
+    address counts, however the header changes from one request to the next."""
+    anon = APIClient()
+    wrong = {"username": "nurse", "password": "guess"}
+    statuses = [
+        anon.post("/api/auth/token/", wrong, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}").status_code
+        for n in range(2)
+    ]
+    assert statuses == [400, 400]
+
+    response = anon.post(
+        "/api/auth/token/",
+        {"username": "nurse", "password": "correct-horse-9"},
+        HTTP_X_FORWARDED_FOR="203.0.113.99",
+    )
+
+    assert response.status_code == 429
+    assert response.json() == THROTTLED
+
+
+def test_behind_one_trusted_proxy_the_address_it_added_counts(low_rates, settings, user):
+    """TRUSTED_PROXIES=1: the rightmost X-Forwarded-For entry (added by our proxy) is the
+    client; what the client wrote before it changes nothing."""
+    settings.TRUSTED_PROXIES = 1
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    anon = APIClient()
+    wrong = {"username": "nurse", "password": "guess"}
+    statuses = [
+        anon.post(
+            "/api/auth/token/", wrong, HTTP_X_FORWARDED_FOR=f"203.0.113.{n}, 198.51.100.7"
+        ).status_code
+        for n in range(3)
+    ]
+    assert statuses == [400, 400, 429]
+    # Another client behind the same proxy: its own count.
+    other = anon.post(
+        "/api/auth/token/",
+        {"username": "nurse", "password": "correct-horse-9"},
+        HTTP_X_FORWARDED_FOR="203.0.113.1, 198.51.100.8",
+    )
+    assert other.status_code == 200
+
+
 PRINT_RATES = """
 import json, django
 django.setup()
