@@ -123,6 +123,7 @@ def test_every_login_attempt_is_one_json_line_without_the_password(
     door.login("chief", PASSWORD, REMOTE_ADDR="10.5.5.6")
     for _ in range(settings.AXES_FAILURE_LIMIT):
         door.login("chief", WRONG, REMOTE_ADDR="10.5.5.7")
+    door.login("chief", PASSWORD, REMOTE_ADDR="10.5.5.8")  # refused: locked
 
     lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "icu.auth"]
     fields = ("level", "message", "door", "username", "client_address", "outcome")
@@ -142,6 +143,7 @@ def test_every_login_attempt_is_one_json_line_without_the_password(
         *[{**failure, "username": "chief", "client_address": "10.5.5.7", "outcome": "failure"}]
         * (settings.AXES_FAILURE_LIMIT - 1),
         {**failure, "username": "chief", "client_address": "10.5.5.7", "outcome": "locked_out"},
+        {**failure, "username": "chief", "client_address": "10.5.5.8", "outcome": "locked_out"},
     ]
     logged = caplog.text + "".join(json.dumps(line) for line in lines)
     assert WRONG not in logged
