@@ -49,6 +49,8 @@ INSTALLED_APPS = [
     # worker is `manage.py db_worker`.
     "django_tasks",
     "django_tasks_db",
+    # The platform: its `migrate` (safe to start several at once) and templates (icu/apps.py).
+    "icu",
     "patients",
     "vitals",
     "ward",
