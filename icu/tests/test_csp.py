@@ -31,6 +31,9 @@ INLINE = re.compile(
     re.IGNORECASE,
 )
 
+# Inline event handlers (onclick=...) and javascript: URLs: inline script no nonce can allow.
+HANDLERS = re.compile(r"<[^>]*\son[a-z]+\s*=[^>]*>|javascript:", re.IGNORECASE)
+
 
 def policy(response) -> tuple[dict[str, list[str]], str | None]:
     """The response's policy as {directive: sources} (its nonce as "NONCE"), and the nonce."""
@@ -83,8 +86,10 @@ def test_every_html_page_has_the_strict_policy_and_no_inline_code_without_its_no
     assert response.status_code == 200
     assert response["Content-Type"] == "text/html; charset=utf-8"
     directives, nonce = policy(response)
-    elements = inline_elements(response.content.decode())
+    html = response.content.decode()
+    elements = inline_elements(html)
     assert len(elements) == inline, elements
+    assert HANDLERS.findall(html) == []
     expected = {
         name: [source for source in sources if nonce or source != "NONCE"]
         for name, sources in POLICY.items()
