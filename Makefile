@@ -95,4 +95,4 @@ audit: $(INSTALLED) ## pip-audit the pinned requirements (runtime and dev)
 		-r requirements.txt -r requirements-dev.txt
 
 clean: ## Remove the venv, caches, the local SQLite database and its export files
-	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm var/media
+	rm -rf $(VENV) .pytest_cache .ruff_cache db.sqlite3 db.sqlite3-wal db.sqlite3-shm db.sqlite3.migrate-lock var/media

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from icu.durations import duration_parse
@@ -49,6 +50,10 @@ INSTALLED_APPS = [
     # worker is `manage.py db_worker`.
     "django_tasks",
     "django_tasks_db",
+    # Content-Security-Policy (django-csp). The platform app itself, `icu` (its `migrate`, safe
+    # to start several at once, its login log and templates: icu/apps.py), comes after axes
+    # below.
+    "csp",
     "patients",
     "vitals",
     "ward",
@@ -58,6 +63,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "icu.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Content-Security-Policy (CONTENT_SECURITY_POLICY below), with request.csp_nonce.
+    "csp.middleware.CSPMiddleware",
     "icu.metrics.PrometheusMiddleware",
     # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
     # far-future cache headers on the hashed names: no separate web server needed.
@@ -184,6 +191,27 @@ SILENCED_SYSTEM_CHECKS = [
     "security.W021",
 ]
 
+# --- Content-Security-Policy (django-csp) ------------------------------------------------------
+# Every page runs only the application's own scripts and styles, from its own origin: no inline
+# script (the central station's import map and Swagger UI's inline style carry the response's
+# nonce, `request.csp_nonce`), no eval, no third-party origin, no plugins, no framing. Style
+# attributes are allowed (style-src-attr): the browsable API's and the admin's templates use
+# them, and CSS in an attribute runs no code nor loads from elsewhere (img-src is 'self').
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
+
 # The central station's login page (ward/); the browsable API and the admin keep their own.
 LOGIN_URL = "ward:login"
 LOGIN_REDIRECT_URL = "/"
@@ -231,7 +259,7 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "rest_framework.renderers.BrowsableAPIRenderer",
+        "icu.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "icu.exceptions.api_exception_handler",
@@ -248,6 +276,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["icu.permissions.ApiPermission"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
+    # No validator badge: it would send the schema's URL to validator.swagger.io (and the CSP
+    # refuses third-party origins).
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     # An alarm's priority and the priority its acknowledgement covered: one enum.

@@ -7,6 +7,8 @@ SQLite, the same file: icu/settings_test.py), so a test's data is written with t
 services and a test flushes the tables at its end (transactional, as `live_server` requires).
 """
 
+import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -92,6 +94,38 @@ def screenshot(browser: WebDriver, request: pytest.FixtureRequest) -> Callable[[
         return path
 
     return save
+
+
+# Records every Content-Security-Policy violation of the pages in the tab's sessionStorage
+# (kept across the tab's navigations on one origin), from before any of a page's own scripts.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  const seen = JSON.parse(sessionStorage.getItem(KEY) || "[]");
+  seen.push({page: location.pathname, directive: event.effectiveDirective,
+             blocked: event.blockedURI, source: event.sourceFile, line: event.lineNumber,
+             sample: event.sample});
+  sessionStorage.setItem(KEY, JSON.stringify(seen));
+}, true);
+"""
+
+
+@pytest.fixture
+def csp_violations(browser: WebDriver) -> Iterator[Callable[[], list[dict]]]:
+    """csp_violations(): the Content-Security-Policy violations of the pages this test has
+    opened so far on the live server (a listener each page gets before its own scripts)."""
+    key = json.dumps(f"csp-violations-{uuid.uuid4()}")
+    script = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": f"const KEY = {key};{CSP_LISTENER}"},
+    )
+
+    def violations() -> list[dict]:
+        return json.loads(browser.execute_script(f"return sessionStorage.getItem({key})") or "[]")
+
+    yield violations
+    browser.execute_cdp_cmd(
+        "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+    )
 
 
 @pytest.fixture

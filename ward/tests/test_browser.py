@@ -576,3 +576,44 @@ def test_alarms_switched_off_show_as_alarm_off_and_a_clinician_switches_them(
         ("alarm.off", "nurse", "pulse_high"),
         ("alarm.on", "nurse", "spo2_low"),
     ]
+
+
+def test_the_pages_run_under_the_content_security_policy_without_a_violation(
+    browser, login, user, live_server, csp_violations, screenshot
+):
+    """The strict policy (icu/tests/test_csp.py) breaks nothing: the login page, the ward, a
+    patient's charts, Swagger UI and the browsable API all work, and the browser reports no
+    violation on any of them."""
+    store(*(reading("dora", ago=10 * i, pulse=90 + i % 20) for i in range(60)))
+    dora = patient("dora")
+    AlarmFactory(patient=dora, raised_at=timezone.now())
+
+    login(*NURSE)
+    wait_until(browser, lambda b: names(b) == ["dora"], "dora's tile")
+    browser.get(f"{live_server.url}/patients/{dora.uuid}/")
+    wait_until(
+        browser,
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 6,
+        "six charts",
+    )
+    wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id]"), "alarm")
+    screenshot("patient")
+    browser.get(f"{live_server.url}/api/docs/")
+    operations = wait_until(
+        browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"), "operations"
+    )
+    assert "/api/patients/" in [operation.text.replace("\u200b", "") for operation in operations]
+    screenshot("swagger-ui")
+    browser.get(f"{live_server.url}/api/patients/")
+    wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, ".response-info"), "the API")
+    # The browsable API's scripts ran (jQuery, its forms): its format menu opens.
+    browser.find_element(By.CSS_SELECTOR, ".format-selection .dropdown-toggle").click()
+    wait_until(browser, lambda b: b.find_element(By.CSS_SELECTOR, ".format-selection.open"), "menu")
+    # Its Log out (DRF's own is a link with an inline onclick, which the policy does not run).
+    browser.find_element(
+        By.CSS_SELECTOR, ".navbar-right .dropdown-toggle, .pull-right .dropdown-toggle"
+    ).click()
+    browser.find_element(By.XPATH, "//button[normalize-space()='Log out']").click()
+    wait_until(browser, lambda b: b.find_elements(By.LINK_TEXT, "Log in"), "logged out")
+
+    assert csp_violations() == []
