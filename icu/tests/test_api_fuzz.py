@@ -130,7 +130,7 @@ def test_every_operation_documents_the_error_shape(api_client):
     operations = [op for ops in document["paths"].values() for op in ops.values()]
     assert len(operations) >= 10
     for operation in operations:
-        for status in ("400", "401", "403", "404", "429"):
+        for status in ("400", "401", "403", "404", "411", "413", "429"):
             content = operation["responses"][status]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Error"}
     ok = document["paths"]["/api/patients/{patient_uuid}/"]["get"]["responses"]["200"]
