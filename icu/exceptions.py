@@ -47,6 +47,14 @@ class InvalidParameter(IcuError):
     default_message = "A request parameter is invalid."
 
 
+class InvalidCursor(InvalidParameter):
+    """A pagination cursor the list did not issue (icu/pagination.py): forged, altered, cut,
+    or another list's."""
+
+    code = "invalid_cursor"
+    default_message = "Not a cursor this list issued: follow its `next` link."
+
+
 class AlarmNotFound(IcuError):
     status_code = status.HTTP_404_NOT_FOUND
     code = "alarm_not_found"
