@@ -235,15 +235,17 @@ def test_gunicorn_refuses_oversized_requests_unread_and_without_a_traceback(
     log = tmp_path / "gunicorn.log"
     token = "POST /api/auth/token/ HTTP/1.1\nHost: 127.0.0.1\nX-Forwarded-Proto: https\n"
     json_body = "Content-Type: application/json\nConnection: close\n"
-    # Warm up: the first request imports the API's modules.
-    assert raw_request(url, f"{token}{json_body}Content-Length: 0\n")[0] == 400
+    too_large = f"{token}{json_body}Content-Length: {100 * 2**20}\n"
+    # Warm up (either of the two workers may answer): the first requests import the API's
+    # modules, the first 413 its own.
+    for _ in range(4):
+        assert raw_request(url, f"{token}{json_body}Content-Length: 0\n")[0] == 400
+        assert raw_request(url, too_large)[0] == 413
     rss_before = workers_rss_kb(log)
 
     # 100 MB announced and streamed: 413 in the API's shape, answered on the headers alone.
     for _ in range(3):
-        status, body = raw_request(
-            url, f"{token}{json_body}Content-Length: {100 * 2**20}\n", body=100 * 2**20
-        )
+        status, body = raw_request(url, too_large, body=100 * 2**20)
         assert status == 413
         assert json.loads(body) == {
             "error": {
@@ -262,7 +264,8 @@ def test_gunicorn_refuses_oversized_requests_unread_and_without_a_traceback(
         "gunicorn workers' RSS before / after four oversized bodies",
         f"{rss_before / 1024:.1f} / {rss_after / 1024:.1f} MB",
     )
-    assert rss_after - rss_before < 5 * 1024
+    # A body read whole would add its 100 MB; what is left is allocator noise.
+    assert rss_after - rss_before < 10 * 1024
 
     # gunicorn's own limits (gunicorn.conf.py), before Django.
     get = "GET /healthz?q={} HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n{}"
