@@ -14,6 +14,14 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
+# Request limits, gunicorn's own, checked before Django sees anything (README, "Security"). The
+# longest legitimate request line (a FHIR search with dates, codes and a cursor) is a few hundred
+# bytes: 4094 (gunicorn's default, at most 8190) answers a longer one 414. A browser sends ~20
+# headers, a proxy adds a few: more than 50 is 431, as is one header over 8190 bytes (a
+# session's cookies are well under 1 KB). Bodies: MAX_REQUEST_BODY_BYTES in the application.
+limit_request_line = 4094
+limit_request_fields = 50
+limit_request_field_size = 8190
 # Our JSON log lines already say which request did what; gunicorn's access log would repeat
 # each request in another format.
 accesslog = None

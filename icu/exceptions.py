@@ -9,7 +9,9 @@ Workers use the same classes: `InvalidReading.reason` is the code written to the
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -43,6 +45,14 @@ class InvalidParameter(IcuError):
     status_code = status.HTTP_400_BAD_REQUEST
     code = "invalid_parameter"
     default_message = "A request parameter is invalid."
+
+
+class InvalidCursor(InvalidParameter):
+    """A pagination cursor the list did not issue (icu/pagination.py): forged, altered, cut,
+    or another list's."""
+
+    code = "invalid_cursor"
+    default_message = "Not a cursor this list issued: follow its `next` link."
 
 
 class AlarmNotFound(IcuError):
@@ -109,6 +119,31 @@ class ExportResultMissing(IcuError):
     default_message = "The export's file is missing on the server; request the export again."
 
 
+class RequestTooLarge(IcuError):
+    """A request body larger than MAX_REQUEST_BODY_BYTES (icu/request_limits.py)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    code = "request_too_large"
+    default_message = "The request body is too large."
+
+
+class LengthRequired(IcuError):
+    """A request body without Content-Length: under WSGI Django would read it as empty."""
+
+    status_code = status.HTTP_411_LENGTH_REQUIRED
+    code = "length_required"
+    default_message = "A request body needs a Content-Length (chunked bodies are not accepted)."
+
+
+class TooManyFields(IcuError):
+    """A form with more fields (or files) than Django's DATA_UPLOAD_MAX_NUMBER_FIELDS (or
+    _FILES) allows."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    code = "too_many_fields"
+    default_message = "The request body has too many fields."
+
+
 class KafkaUnavailable(IcuError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "kafka_unavailable"
@@ -163,6 +198,10 @@ def error_body(*, status_code: int, code: str, message: str, fields: Any = None)
 
 def api_exception_handler(exc: Exception, context: dict) -> Response:
     """DRF's EXCEPTION_HANDLER: every error of every API view becomes `error_body`."""
+    if isinstance(exc, RequestDataTooBig):  # Django's own limit, met while a parser reads
+        exc = request_too_large(limit=settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+    elif isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        exc = TooManyFields()
     if isinstance(exc, IcuError):
         body = error_body(status_code=exc.status_code, code=exc.code, message=exc.message)
         retry_after = getattr(exc, "retry_after", None)
@@ -196,6 +235,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
             message=str(exc.detail),
         )
     return response
+
+
+def request_too_large(*, limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"The request body is larger than the {limit} bytes accepted.")
+
+
+def json_error_response(exc: IcuError) -> JsonResponse:
+    """An IcuError answered outside DRF (middleware) in the same shape."""
+    return _json_error(exc.status_code, exc.code, exc.message)
 
 
 def _json_error(status_code: int, code: str, message: str) -> JsonResponse:

@@ -31,6 +31,8 @@ COMMON_ERRORS = {
     "401": "Not authenticated.",
     "403": "Authenticated, but without the permission (or the CSRF token) this needs.",
     "404": "No such object (or page).",
+    "411": "A request body without Content-Length (chunked).",
+    "413": "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     "429": "Too many requests; retry after the `Retry-After` header's seconds.",
 }
 

@@ -66,6 +66,8 @@ MIDDLEWARE = [
     # Content-Security-Policy (CONTENT_SECURITY_POLICY below), with request.csp_nonce.
     "csp.middleware.CSPMiddleware",
     "icu.metrics.PrometheusMiddleware",
+    # A body over MAX_REQUEST_BODY_BYTES is a 413 before anything reads it (and counted above).
+    "icu.request_limits.RequestBodyLimitMiddleware",
     # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
     # far-future cache headers on the hashed names: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -375,6 +377,27 @@ ALARM_NO_DATA_AFTER = _alarm_seconds("ALARM_NO_DATA_AFTER", 3 * METRICS_INTERVAL
 ALARM_ESCALATE_AFTER = _alarm_seconds("ALARM_ESCALATE_AFTER", 120.0)
 # A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
 ALARM_CLOCK_SKEW_WARN = _alarm_seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
+
+# --- Request size limits (icu/request_limits.py; gunicorn.conf.py limits the request line and
+# headers) ------------------------------------------------------------------------------------
+
+
+def _body_bytes(name: str, default: int) -> int:
+    """A whole number of bytes above 0 from the environment."""
+    text = env.str(name, default=str(default))
+    if not re.fullmatch(r"[1-9][0-9]*", text):
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number of bytes above 0 (got {text!r})."
+        )
+    return int(text)
+
+
+# A request body larger than this is refused with 413 before it is read. The biggest legitimate
+# body is a few KB (an admin form; the API's are a few hundred bytes): 1 MiB, nginx's default
+# client_max_body_size, leaves room to spare. Django's own limit follows it, so a parser never
+# meets a smaller one.
+MAX_REQUEST_BODY_BYTES = _body_bytes("MAX_REQUEST_BODY_BYTES", 2**20)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 # --- Central station (ward/) -------------------------------------------------------------------
 # How often the ward and patient pages poll the API, in seconds.

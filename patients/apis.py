@@ -4,10 +4,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.pagination import CursorPagination, PageNumberPagination
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from icu.pagination import SignedCursorPagination
 from patients.models import Patient
 from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
 from patients.serializers import PatientRenameSerializer, PatientSerializer
@@ -36,7 +37,7 @@ class PatientPagination(PageNumberPagination):
     max_page_size = 500
 
 
-class MetricPagination(CursorPagination):
+class MetricPagination(SignedCursorPagination):
     """Newest first. A cursor, not page numbers: new readings arriving while a client pages
     through history do not shift the pages."""
 

@@ -130,7 +130,7 @@ OURS = "our patient"  # replaced by the patient's uuid
             "'date=ge2026-11-23T10:00:00' is not a FHIR date search",
         ),
         ({"patient": OURS, "_count": "0"}, 400, "'_count=0' is not a page size"),
-        ({"patient": OURS, "_cursor": "forged"}, 400, "'_cursor=forged' is not a cursor"),
+        ({"patient": OURS, "_cursor": "forged"}, 400, "'_cursor' is not a cursor this search"),
     ],
 )
 def test_bad_searches_are_refused_in_the_api_error_shape(

@@ -10,6 +10,7 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
@@ -23,14 +24,17 @@ EXAMPLES = 60
 
 
 @pytest.fixture
-def ward(db) -> None:
-    """Data for the operations to find: patients with readings and open alarms."""
+def ward(db) -> list[str]:
+    """Data for the operations to find: patients with readings and open alarms; their uuids."""
+    uuids = []
     for name in ("ann", "bob"):
         patient = PatientFactory(name=name)
         metrics = [PatientMetricFactory(patient=patient) for _ in range(3)]
         patient.latest_metric = metrics[-1]
         patient.save()
         AlarmFactory(patient=patient)
+        uuids.append(str(patient.uuid))
+    return uuids
 
 
 @pytest.fixture
@@ -61,14 +65,37 @@ def api_schema(token: str, ward: None, wsgi_in_test_transaction: None):
 
 # Operations whose schema-valid requests are rightly refused: random credentials.
 NOT_EXPECTED_TO_ACCEPT_RANDOM_DATA = {"POST /api/auth/token/"}
+# Lists paged by a cursor: where their patient goes, and their cursor parameter. A random uuid
+# is a 404 before the cursor is read, so half their cases name a patient of the ward, and
+# their generated cursors (never one the list issued) reach the pagination. Schema-valid
+# requests may then be rightly refused (a cursor not issued, `until` before `since`): a 400,
+# documented, never a 5xx.
+CURSOR_OPERATIONS = {
+    "GET /api/patients/{patient_uuid}/metrics/": ("path_parameters", "patient_uuid", "cursor"),
+    "GET /fhir/Observation": ("query", "patient", "_cursor"),
+}
+
+
+def with_ward_patient(strategy, label: str, patients: list[str]):
+    """`strategy`'s cases, half of them on a patient of the ward (CURSOR_OPERATIONS)."""
+    where, name, _ = CURSOR_OPERATIONS[label]
+
+    def put(pair):
+        case, patient = pair
+        if patient is not None:
+            getattr(case, where)[name] = patient
+        return case
+
+    return st.tuples(strategy, st.sampled_from([None, *patients])).map(put)
 
 
 def fuzz(
-    operation, headers: dict[str, str], label: str, mode: GenerationMode
-) -> tuple[int, str | None]:
+    operation, headers: dict[str, str], label: str, mode: GenerationMode, patients: list[str]
+) -> tuple[int, int, str | None]:
     """Run one operation's generated cases (schema-valid ones, or invalid ones that must be
-    refused with a 4xx); return how many ran and the failure, if any."""
-    calls = 0
+    refused with a 4xx); return how many ran, how many carried a cursor to a ward patient,
+    and the failure, if any."""
+    calls = cursors = 0
     excluded = []
     if mode == GenerationMode.POSITIVE and label in NOT_EXPECTED_TO_ACCEPT_RANDOM_DATA:
         excluded.append(schemathesis.checks.positive_data_acceptance)
@@ -78,7 +105,11 @@ def fuzz(
         # never fail (5xx) and always answer in a documented shape.
         excluded.append(schemathesis.checks.negative_data_rejection)
 
-    @given(case=operation.as_strategy(generation_mode=mode))
+    strategy = operation.as_strategy(generation_mode=mode)
+    if label in CURSOR_OPERATIONS:
+        strategy = with_ward_patient(strategy, label, patients)
+
+    @given(case=strategy)
     @settings(
         max_examples=EXAMPLES,
         deadline=None,
@@ -87,30 +118,37 @@ def fuzz(
         suppress_health_check=list(HealthCheck),
     )
     def call(case) -> None:
-        nonlocal calls
+        nonlocal calls, cursors
         calls += 1
-        response = case.call_and_validate(headers=headers, excluded_checks=excluded)
+        checks = excluded
+        if label in CURSOR_OPERATIONS:
+            where, name, cursor = CURSOR_OPERATIONS[label]
+            if getattr(case, where).get(name) in patients:
+                checks = [*excluded, schemathesis.checks.positive_data_acceptance]
+                cursors += bool(case.query and case.query.get(cursor))
+        response = case.call_and_validate(headers=headers, excluded_checks=checks)
         assert response.status_code < 500
 
     try:
         call()
     except Exception as exc:
-        return calls, f"{type(exc).__name__}: {exc}"[:3000]
-    return calls, None
+        return calls, cursors, f"{type(exc).__name__}: {exc}"[:3000]
+    return calls, cursors, None
 
 
-def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_schema, token):
+def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_schema, token, ward):
     """Each operation in turn, as a Hypothesis test of its own (schemathesis' pytest plugin
     does not run under pytest 9); all the failures are reported together."""
     headers = {"Authorization": f"Token {token}"}
     calls: dict[str, int] = {}
+    cursors: dict[str, int] = {}
     failures: dict[str, str] = {}
     for result in api_schema.get_all_operations():
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             key = f"{label} ({mode.value})"
-            calls[key], failure = fuzz(operation, headers, label, mode)
+            calls[key], cursors[key], failure = fuzz(operation, headers, label, mode, ward)
             if failure:
                 failures[key] = failure
 
@@ -118,8 +156,18 @@ def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_sche
         "schemathesis: operations / cases run / failures",
         f"{len(calls)} / {sum(calls.values())} / {len(failures)}",
     )
+    report_figure(
+        "schemathesis: generated cursors sent to a patient's list (readings, FHIR search)",
+        " / ".join(
+            str(sum(n for key, n in cursors.items() if key.startswith(label)))
+            for label in CURSOR_OPERATIONS
+        ),
+    )
     assert len(calls) >= 8, sorted(calls)
     assert all(calls.values()), calls
+    assert all(
+        sum(n for key, n in cursors.items() if key.startswith(label)) for label in CURSOR_OPERATIONS
+    ), cursors
     assert failures == {}
 
 
@@ -130,7 +178,7 @@ def test_every_operation_documents_the_error_shape(api_client):
     operations = [op for ops in document["paths"].values() for op in ops.values()]
     assert len(operations) >= 10
     for operation in operations:
-        for status in ("400", "401", "403", "404", "429"):
+        for status in ("400", "401", "403", "404", "411", "413", "429"):
             content = operation["responses"][status]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Error"}
     ok = document["paths"]["/api/patients/{patient_uuid}/"]["get"]["responses"]["200"]

@@ -2,12 +2,15 @@
 gunicorn (gunicorn.conf.py, as the Docker image runs it) with production settings, WhiteNoise
 serving the static files, HTTPS redirects and headers, and the health checks behind them."""
 
+import http.client
 import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_DIR, database_url, free_port
+from conftest import BASE_DIR, database_url, free_port, report_figure
 from icu.process import process_stop
 
 PRODUCTION_ENV = {
@@ -206,3 +209,97 @@ def test_gunicorn_serves_health_static_files_and_redirects_to_https(
     # An unknown host is refused.
     status, _, _ = get(f"{url}/healthz", Host="evil.example.com")
     assert status == 400
+
+
+def raw_request(url: str, head: str, *, body: int = 0, chunked: bool = False) -> tuple[int, bytes]:
+    """Send `head` (request line and headers) and, from another thread, `body` bytes (in
+    chunks if `chunked`) while reading the answer; its status and body. The server may answer
+    and close before the body is through: that is the point."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+
+    def stream(sock: socket.socket) -> None:
+        piece = b"x" * 65536
+        try:
+            for _ in range(body // len(piece)):
+                sock.sendall(b"10000\r\n" + piece + b"\r\n" if chunked else piece)
+            sock.sendall(b"0\r\n\r\n" if chunked else b"")
+        except OSError:
+            pass  # the server answered and closed: the rest is not wanted
+
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n")
+        sender = threading.Thread(target=stream, args=(sock,), daemon=True)
+        sender.start()
+        response = http.client.HTTPResponse(sock)
+        try:
+            response.begin()
+            answer = response.status, response.read()
+        finally:
+            response.close()
+        sender.join(timeout=10)
+    return answer
+
+
+def workers_rss_kb(log: Path) -> int:
+    """The resident memory of gunicorn's workers (their pids from its log), added up."""
+    pids = re.findall(r"Booting worker with pid: (\d+)", log.read_text())
+    total = 0
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        total += int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
+    return total
+
+
+@pytest.mark.e2e
+def test_gunicorn_refuses_oversized_requests_unread_and_without_a_traceback(
+    gunicorn: tuple[str, Path], tmp_path: Path
+):
+    url, _ = gunicorn
+    log = tmp_path / "gunicorn.log"
+    token = "POST /api/auth/token/ HTTP/1.1\nHost: 127.0.0.1\nX-Forwarded-Proto: https\n"
+    json_body = "Content-Type: application/json\nConnection: close\n"
+    too_large = f"{token}{json_body}Content-Length: {100 * 2**20}\n"
+    # Warm up (either of the two workers may answer): the first requests import the API's
+    # modules, the first 413 its own.
+    for _ in range(4):
+        assert raw_request(url, f"{token}{json_body}Content-Length: 0\n")[0] == 400
+        assert raw_request(url, too_large)[0] == 413
+    rss_before = workers_rss_kb(log)
+
+    # 100 MB announced and streamed: 413 in the API's shape, answered on the headers alone.
+    for _ in range(3):
+        status, body = raw_request(url, too_large, body=100 * 2**20)
+        assert status == 413
+        assert json.loads(body) == {
+            "error": {
+                "status": 413,
+                "code": "request_too_large",
+                "message": "The request body is larger than the 1048576 bytes accepted.",
+            }
+        }
+    # 5 MB without a length (chunked): 411.
+    status, body = raw_request(
+        url, f"{token}{json_body}Transfer-Encoding: chunked\n", body=5 * 2**20, chunked=True
+    )
+    assert (status, json.loads(body)["error"]["code"]) == (411, "length_required")
+    rss_after = workers_rss_kb(log)
+    report_figure(
+        "gunicorn workers' RSS before / after four oversized bodies",
+        f"{rss_before / 1024:.1f} / {rss_after / 1024:.1f} MB",
+    )
+    # A body read whole would add its 100 MB; what is left is allocator noise.
+    assert rss_after - rss_before < 10 * 1024
+
+    # gunicorn's own limits (gunicorn.conf.py), before Django.
+    get = "GET /healthz?q={} HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n{}"
+    status, body = raw_request(url, get.format("x" * 4100, ""))
+    assert status == 414
+    assert b"Request Line is too large" in body
+    headers = "".join(f"X-Header-{n}: {n}\n" for n in range(48))  # 50 with Host, Connection
+    assert raw_request(url, get.format("", headers))[0] == 200
+    assert raw_request(url, get.format("", headers + "X-One-Too-Many: 1\n"))[0] == 431
+    assert raw_request(url, get.format("", f"X-Big: {'x' * 8200}\n"))[0] == 431
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    assert "Traceback" not in log.read_text()

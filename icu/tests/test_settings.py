@@ -317,3 +317,33 @@ def test_a_login_defence_setting_out_of_range_is_refused(
 
     assert result.returncode == 1
     assert f"django.core.exceptions.ImproperlyConfigured: {message}" in result.stderr
+
+
+BODY_LIMIT = """
+import django, json
+django.setup()
+from django.conf import settings
+print(json.dumps([settings.MAX_REQUEST_BODY_BYTES, settings.DATA_UPLOAD_MAX_MEMORY_SIZE]))
+"""
+
+
+def test_the_request_body_limit_defaults_to_1_mib_and_django_s_follows_it() -> None:
+    defaults = run_settings(BODY_LIMIT, SECRET_KEY="s")
+    assert defaults.returncode == 0, defaults.stderr
+    assert json.loads(defaults.stdout) == [1048576, 1048576]
+
+    given = run_settings(BODY_LIMIT, SECRET_KEY="s", MAX_REQUEST_BODY_BYTES="65536")
+    assert json.loads(given.stdout) == [65536, 65536]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1MB", "1.5", "", " 100"])
+def test_a_request_body_limit_that_is_not_a_number_of_bytes_is_refused(value: str) -> None:
+    result = run_settings(
+        "import django; django.setup()", SECRET_KEY="s", MAX_REQUEST_BODY_BYTES=value
+    )
+
+    assert result.returncode == 1
+    assert (
+        "django.core.exceptions.ImproperlyConfigured: MAX_REQUEST_BODY_BYTES must be a whole "
+        f"number of bytes above 0 (got {value!r})." in result.stderr
+    )

@@ -543,12 +543,11 @@ def test_metrics_cursor_keeps_the_filters(api_client: APIClient, patient: Patien
 
 
 def test_metrics_invalid_cursor(api_client: APIClient, patient: Patient) -> None:
+    """Every forgery: icu/tests/test_pagination.py."""
     response = api_client.get(metrics_url(patient), {"cursor": "garbage"})
 
-    assert response.status_code == 404
-    assert response.json() == {
-        "error": {"status": 404, "code": "not_found", "message": "Invalid cursor"}
-    }
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_cursor"
 
 
 def test_metrics_of_a_patient_without_readings(api_client: APIClient) -> None:

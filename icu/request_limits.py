@@ -1,0 +1,37 @@
+"""Bounds on request bodies, checked before anything reads them.
+
+Django's own DATA_UPLOAD_MAX_MEMORY_SIZE is met only once a body is read (and through DRF's
+parsers it becomes a 500 with a traceback). This middleware looks at the headers alone:
+
+- a Content-Length above MAX_REQUEST_BODY_BYTES: 413, the body left unread (gunicorn drains a
+  little of it and closes the connection);
+- a body without Content-Length (`Transfer-Encoding: chunked`): 411. Under WSGI Django reads
+  such a body as empty (its stream is limited to CONTENT_LENGTH, 0 when absent), so a PATCH
+  would silently change nothing; refusing it says so.
+
+Above it nothing can read more than the limit: Django's request stream stops at the
+Content-Length.
+"""
+
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from icu.exceptions import LengthRequired, json_error_response, request_too_large
+
+
+class RequestBodyLimitMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "HTTP_TRANSFER_ENCODING" in request.META:
+            return json_error_response(LengthRequired())
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django reads nothing of a body whose length is not a number
+        if length > settings.MAX_REQUEST_BODY_BYTES:
+            return json_error_response(request_too_large(limit=settings.MAX_REQUEST_BODY_BYTES))
+        return self.get_response(request)
