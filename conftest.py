@@ -338,6 +338,17 @@ def kafka(kafka_broker: str, settings: LazySettings) -> KafkaTopics:
     return topics
 
 
+@pytest.fixture(autouse=True)
+def _access_log_forgotten() -> Iterator[None]:
+    """Each test starts with no access-log counts pending in this process (access/services.py
+    keeps them in memory between requests; ids and usernames repeat from test to test)."""
+    from access.services import patient_access_forget
+
+    patient_access_forget()
+    yield
+    patient_access_forget()
+
+
 @pytest.fixture
 def roles() -> dict:
     """The role groups by name (icu/permissions.py). The migration vitals/0004_roles creates

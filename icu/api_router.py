@@ -7,6 +7,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import AnonRateThrottle
 
+from access.apis import PatientAccessViewSet
 from exports.apis import ExportViewSet, PatientExportsView
 from patients.apis import BriefPatientViewSet, PatientViewSet
 from vitals.apis import AlarmViewSet, AuditEventViewSet
@@ -45,6 +46,7 @@ router.register("patients", PatientViewSet, basename="patient")
 router.register("alarms", AlarmViewSet, basename="alarm")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("exports", ExportViewSet, basename="export")
+router.register("access-log", PatientAccessViewSet, basename="access-log")
 
 urlpatterns = [
     *router.urls,
