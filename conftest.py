@@ -104,12 +104,15 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     }
 
 
-def start_manage(*args: str, log: Path, **env: str) -> subprocess.Popen:
+def start_manage(
+    *args: str, log: Path, prefix: tuple[str, ...] = (), **env: str
+) -> subprocess.Popen:
     """Start `python manage.py <args>` as a child process, its output going to `log`; it is
-    sent SIGTERM if pytest dies without stopping it (e.g. pytest-timeout's os._exit)."""
+    sent SIGTERM if pytest dies without stopping it (e.g. pytest-timeout's os._exit).
+    `prefix`: a command that runs it (e.g. setpriv, to drop capabilities)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            [*prefix, sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
             env=subprocess_env(**env),
             stdout=out,
