@@ -8,7 +8,9 @@ Web (Django; `GET /metrics`, no patient data; for staff users, or for Prometheus
 - `icu_http_request_duration_seconds{method,route,status}`: histogram of the time from the
   request entering Django's middleware to the response leaving it.
 
-Consumer (`manage.py consume_vitals --metrics-port PORT`):
+Consumer (`manage.py consume_vitals --metrics-port PORT`; the same port answers `/healthz` and
+`/readyz`, 503 with the reason while the consumer cannot write the database, see
+vitals.consumer.ConsumerHealth):
 - `icu_consumer_readings_consumed_total`: messages taken from the vitals topic in batches that
   completed; equals stored + duplicates + rejected.
 - `icu_consumer_readings_stored_total`: readings newly written to the database.
