@@ -104,12 +104,15 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     }
 
 
-def start_manage(*args: str, log: Path, **env: str) -> subprocess.Popen:
+def start_manage(
+    *args: str, log: Path, prefix: tuple[str, ...] = (), **env: str
+) -> subprocess.Popen:
     """Start `python manage.py <args>` as a child process, its output going to `log`; it is
-    sent SIGTERM if pytest dies without stopping it (e.g. pytest-timeout's os._exit)."""
+    sent SIGTERM if pytest dies without stopping it (e.g. pytest-timeout's os._exit).
+    `prefix`: a command that runs it (e.g. setpriv, to drop capabilities)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "manage.py", *args],
+            [*prefix, sys.executable, "manage.py", *args],
             cwd=BASE_DIR,
             env=subprocess_env(**env),
             stdout=out,
@@ -336,6 +339,17 @@ def kafka(kafka_broker: str, settings: LazySettings) -> KafkaTopics:
     settings.KAFKA_GROUP_ID = topics.group_id
     topics_ensure(topics={topics.topic: 3, topics.dlq_topic: 1, topics.alarms_topic: 1})
     return topics
+
+
+@pytest.fixture(autouse=True)
+def _access_log_forgotten() -> Iterator[None]:
+    """Each test starts with no access-log counts pending in this process (access/services.py
+    keeps them in memory between requests; ids and usernames repeat from test to test)."""
+    from access.services import patient_access_forget
+
+    patient_access_forget()
+    yield
+    patient_access_forget()
 
 
 @pytest.fixture

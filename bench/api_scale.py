@@ -6,7 +6,9 @@ makes all day, through Django's test client, against the same queries in raw SQL
   asks);
 - the ward: `GET /api/patients/?ordering=-news2` (first page, 50 patients, with their latest
   reading, NEWS2 and open alarms); raw: the count, the page joined to the latest readings, the
-  page's open alarms.
+  page's open alarms;
+- a patient poll of the central station's patient page (the patient, then its last hour), with
+  the access log recording it against the same poll with the access log's hook switched off.
 The database is filled by a fast bulk path (raw executemany on SQLite, COPY on PostgreSQL), one
 reading per patient per second, time-interleaved as a ward writes them, with the indexes in
 place; NEWS2 scored by the project's own function; 10% of the patients with an open alarm.
@@ -52,7 +54,7 @@ def generate(*, readings: int, patients: int) -> None:
 
     columns = ["patient_id", "measured_at", "pulse", "resp_rate", "systolic", "diastolic",
                "spo2", "temperature", "on_oxygen", "consciousness", "artefact", "news2_score",
-               "news2_risk", "spo2_scale", "received_at"]  # fmt: skip
+               "news2_risk", "spo2_scale", "received_at", "sent_at"]  # fmt: skip
     assert set(columns) == {f.column for f in PatientMetric._meta.concrete_fields} - {"id"}
     sqlite = connection.vendor == "sqlite"
 
@@ -78,7 +80,7 @@ def generate(*, readings: int, patients: int) -> None:
             spo2, temp = min(100, round(v[3])), round(v[4], 1)
             news2, risk = score(resp, spo2, sbp, pulse, temp)
             out.append((pid, at_db, pulse, resp, sbp, sbp - 40, spo2, temp, False, "A", "",
-                        news2, risk, 1, at_db))  # fmt: skip
+                        news2, risk, 1, at_db, at_db))  # fmt: skip
         return out
 
     table = PatientMetric._meta.db_table
@@ -205,8 +207,54 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
             cursor.fetchall()
             assert len(page) == 50
 
+    # The central station's patient page polls the patient and its readings every 2 s: with
+    # the access log (access/) recording each read, and without it (the views' hook a no-op),
+    # and with every poll the first of its window (its row written: upper bound, a new
+    # window's poll).
+    import patients.apis
+    from access.services import patient_access_forget, patient_access_record
+
+    def poll(i: int) -> None:
+        patient_uuid = picks[i][1]
+        assert client.get(f"{prefix}patients/{patient_uuid}/").status_code == 200
+        api_metrics(i)
+
+    def poll_off(i: int) -> None:
+        patients.apis.patient_access_record = lambda **kwargs: None
+        try:
+            poll(i)
+        finally:
+            patients.apis.patient_access_record = patient_access_record
+
+    def poll_first(i: int) -> None:
+        patient_access_forget()
+        poll(i)
+
     readings = PatientMetric.objects.count()
     figures = []
+    for i in range(repeat):  # every patient polled once: their rows of this window written
+        poll(i)
+    on_ms, off_ms, first_ms = [], [], []
+    for _ in range(4):
+        on_ms += _timed(poll, repeat // 4)
+        off_ms += _timed(poll_off, repeat // 4)
+        first_ms += _timed(poll_first, repeat // 4)
+    for name, values in (
+        ("patient poll (detail + readings), access log on", on_ms),
+        ("patient poll, first of its window (row written)", first_ms),
+    ):
+        figures.append(
+            Figure(
+                "api_scale",
+                f"{name} p50",
+                percentile(values, 50),
+                "ms",
+                reference="access log off p50",
+                reference_value=percentile(off_ms, 50),
+                engine=engine,
+                details={"readings": readings, "requests": len(values)},
+            )
+        )
     for name, api, raw in (("patient's last hour (100 readings)", api_metrics, raw_metrics),
                            ("ward list, by NEWS2 (50 patients)", api_ward, raw_ward)):  # fmt: skip
         api(0), raw(0)  # warm caches and connections alike

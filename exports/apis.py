@@ -17,6 +17,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from access.models import PatientAccess
+from access.services import patient_access_record
 from exports.fhir import FHIR_JSON, BundleWriter, bundle_header
 from exports.fhir_search import (
     MAX_COUNT,
@@ -77,6 +79,9 @@ class PatientExportsView(generics.ListCreateAPIView):
 
     def get_queryset(self):
         patient = patient_get(patient_uuid=self.kwargs["patient_uuid"])
+        patient_access_record(
+            user=self.request.user, patient=patient, kind=PatientAccess.Kind.EXPORTS
+        )
         return export_list(user=self.request.user, patient=patient)
 
     @extend_schema(summary="Your exports of this patient (every one for staff), newest first.")
@@ -94,6 +99,7 @@ class PatientExportsView(generics.ListCreateAPIView):
         body = ExportRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         export = export_request(user=request.user, patient=patient, **body.validated_data)
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.EXPORTS)
         data = ExportSerializer(export, context=self.get_serializer_context()).data
         return Response(
             data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status_url"]}
@@ -137,7 +143,12 @@ class ExportViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         content_negotiation_class=IgnoreAcceptNegotiation,
     )
     def result(self, request: Request, export_id: str) -> FileResponse:
-        result = export_result_get(export=self.get_object())
+        export = self.get_object()
+        result = export_result_get(export=export)
+        # The file is the patient's readings leaving the system: recorded as it is handed out.
+        patient_access_record(
+            user=request.user, patient=export.patient, kind=PatientAccess.Kind.EXPORTS
+        )
         return FileResponse(
             result.path.open("rb"),
             as_attachment=True,
@@ -234,6 +245,7 @@ class FhirObservationSearchView(APIView):
         patient = patient_get(
             patient_uuid=reference.removeprefix("Patient/").removeprefix("urn:uuid:")
         )
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.FHIR)
         count = count_parse(params.get("_count"))
         cursor = cursor_decode(params["_cursor"]) if params.get("_cursor") else None
         page = observation_search(

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import AnonRateThrottle
 
+from access.apis import PatientAccessViewSet
 from exports.apis import ExportViewSet, PatientExportsView
 from icu.auth import login_locked_out_error
 from patients.apis import BriefPatientViewSet, PatientViewSet
@@ -69,6 +70,7 @@ router.register("patients", PatientViewSet, basename="patient")
 router.register("alarms", AlarmViewSet, basename="alarm")
 router.register("audit", AuditEventViewSet, basename="audit")
 router.register("exports", ExportViewSet, basename="export")
+router.register("access-log", PatientAccessViewSet, basename="access-log")
 
 urlpatterns = [
     *router.urls,

@@ -2,7 +2,8 @@
 
 - `GET /healthz`: liveness. The process answers HTTP; nothing else is checked, so that a
   database or broker outage never gets healthy web processes restarted in a loop.
-- `GET /readyz`: readiness. The database answers a query and the Kafka broker answers a
+- `GET /readyz`: readiness. The database answers a query and takes a write (one rolled
+  back: a read-only file or a read-only server fails it), the Kafka broker answers a
   metadata request, each within a short timeout, and every check an app registered
   (`readiness_check_register`, from its AppConfig.ready(); e.g. vitals: no consumer held at a
   message the DLQ does not take) passes; 200 with the detail when all do, 503 when one does
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from confluent_kafka.admin import AdminClient
-from django.db import DatabaseError, connections
+from django.db import DatabaseError, connections, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -58,6 +59,47 @@ def database_check() -> None:
         cursor.fetchone()
 
 
+# How long the write probe waits for SQLite's write lock (a consumer's batch holds it for
+# milliseconds): a probe must answer within the prober's timeout.
+WRITE_PROBE_LOCK_TIMEOUT_S = 2.0
+# A real row to write to: there is always one once the database is migrated.
+_WRITE_PROBE_SQL = (
+    "UPDATE django_migrations SET app = app WHERE id = (SELECT MIN(id) FROM django_migrations)"
+)
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def database_write_check(*, using: str = "default") -> None:
+    """Raise DatabaseError ("database cannot be written: <the database's words>") unless the
+    database takes a write: an UPDATE of a real row that changes nothing, in a transaction (or
+    savepoint) rolled back. A temporary table would not do: SQLite writes it elsewhere than the
+    file, and a PostgreSQL standby refuses only writes to real tables.
+    SQLite: the write lock is waited for WRITE_PROBE_LOCK_TIMEOUT_S at most."""
+    connection = connections[using]
+    sqlite = connection.vendor == "sqlite"
+    try:
+        with connection.cursor() as cursor:
+            if sqlite:
+                cursor.execute(f"PRAGMA busy_timeout = {int(WRITE_PROBE_LOCK_TIMEOUT_S * 1000)}")
+            try:
+                with transaction.atomic(using=using):
+                    cursor.execute(_WRITE_PROBE_SQL)
+                    raise _RolledBack
+            except _RolledBack:
+                pass
+            finally:
+                if sqlite:
+                    # Back to the connection's own (settings: SQLITE_BUSY_TIMEOUT).
+                    timeout_ms = int(connection.settings_dict["OPTIONS"].get("timeout", 5) * 1000)
+                    cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+    except DatabaseError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise type(exc)(f"database cannot be written: {reason}") from exc
+
+
 def broker_ready_check() -> None:
     """Raise KafkaUnavailable unless the broker answers within BROKER_TIMEOUT_S."""
     broker_check(_broker_admin(), timeout=BROKER_TIMEOUT_S)
@@ -86,7 +128,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    checks = {"database": _timed(database_check), "broker": _timed(broker_ready_check)}
+    checks = {"database": _timed(database_check)}
+    # Writing is asked only of a database that answers (one error, not two).
+    if checks["database"]["ok"]:
+        checks["database_write"] = _timed(database_write_check)
+    checks["broker"] = _timed(broker_ready_check)
     # An app's check reads the database: not asked when the database does not answer.
     if checks["database"]["ok"]:
         checks |= {name: _timed(check) for name, check in _checks.items()}

@@ -8,7 +8,9 @@ Web (Django; `GET /metrics`, no patient data; for staff users, or for Prometheus
 - `icu_http_request_duration_seconds{method,route,status}`: histogram of the time from the
   request entering Django's middleware to the response leaving it.
 
-Consumer (`manage.py consume_vitals --metrics-port PORT`):
+Consumer (`manage.py consume_vitals --metrics-port PORT`; the same port answers `/healthz` and
+`/readyz`, 503 with the reason while the consumer cannot write the database, see
+vitals.consumer.ConsumerHealth):
 - `icu_consumer_readings_consumed_total`: messages taken from the vitals topic in batches that
   completed; equals stored + duplicates + rejected.
 - `icu_consumer_readings_stored_total`: readings newly written to the database.
@@ -52,13 +54,15 @@ then adds up every worker's counts.
 import argparse
 import functools
 import hmac
+import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
@@ -71,10 +75,10 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    make_wsgi_app,
     multiprocess,
-    start_http_server,
 )
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -333,17 +337,65 @@ def emulator_metrics() -> EmulatorMetrics:
 
 
 # --- serving a worker's metrics --------------------------------------------------------------
+# A worker's readiness: (ready, body) for its /readyz, e.g. the consumer's (vitals/consumer.py).
+Readiness = Callable[[], tuple[bool, dict]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape or probe on stderr."""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def worker_wsgi_app(readiness: Readiness | None = None) -> Callable:
+    """The worker's HTTP answers: `/healthz` (liveness: the process answers), `/readyz` (200
+    or 503 with `readiness`'s body; always ready without one) and the metrics on every other
+    path (prometheus_client's own app, as before)."""
+    metrics_app = make_wsgi_app(REGISTRY)
+
+    def app(environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/healthz", "/readyz"):
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            ready, body = True, {"status": "ok"}
+        elif readiness is None:
+            ready, body = True, {"status": "ready", "checks": {}}
+        else:
+            ready, body = readiness()
+        payload = json.dumps(body).encode()
+        start_response(
+            "200 OK" if ready else "503 Service Unavailable",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(payload))),
+                ("Cache-Control", "no-cache, no-store, must-revalidate, max-age=0"),
+            ],
+        )
+        return [payload]
+
+    return app
+
+
 @contextmanager
-def metrics_server(port: int | None, address: str = "127.0.0.1") -> Iterator[str | None]:
+def metrics_server(
+    port: int | None, address: str = "127.0.0.1", readiness: Readiness | None = None
+) -> Iterator[str | None]:
     """Serve this process's metrics over HTTP at http://address:port/metrics while inside the
-    block (prometheus_client's `start_http_server`, a daemon thread). No port or 0: nothing is
-    served and None is yielded; otherwise the URL. OSError if the address cannot be bound."""
+    block, with /healthz and /readyz (worker_wsgi_app), from a daemon thread. No port or 0:
+    nothing is served and None is yielded; otherwise the URL. OSError if the address cannot be
+    bound."""
     if not port:
         yield None
         return
-    server: WSGIServer
-    thread: threading.Thread
-    server, thread = start_http_server(port, addr=address)
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.AF_INET6 if ":" in address else socket.AF_INET
+
+    server = make_server(address, port, worker_wsgi_app(readiness), Server, _QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     host = f"[{address}]" if ":" in address else address
     try:
         yield f"http://{host}:{port}/metrics"
@@ -382,12 +434,15 @@ def metrics_arguments(parser: CommandParser) -> None:
     )
 
 
-def metrics_serve(stack: ExitStack, options: dict) -> str | None:
-    """Start the metrics server the options ask for, stopped when `stack` closes; return its
-    URL (None when off). A port that cannot be bound is a CommandError."""
+def metrics_serve(
+    stack: ExitStack, options: dict, readiness: Readiness | None = None
+) -> str | None:
+    """Start the metrics server the options ask for (with /healthz, and /readyz answered by
+    `readiness`), stopped when `stack` closes; return its URL (None when off). A port that
+    cannot be bound is a CommandError."""
     port, address = options["metrics_port"], options["metrics_address"]
     try:
-        url = stack.enter_context(metrics_server(port, address))
+        url = stack.enter_context(metrics_server(port, address, readiness))
     except OSError as exc:
         raise CommandError(
             f"Cannot serve metrics on {address}:{port}: {exc.strerror or exc}."

@@ -11,7 +11,8 @@ them in the admin (Users > a user > Groups, or Groups > a role > permissions):
   (`exports.add_export`, `exports.view_export`: a file of identifiable data leaving the
   monitor is more than reading a screen, so viewers may not);
 - superusers hold every permission; the audit trail is for staff (`is_staff`) holding
-  `vitals.view_auditevent` (superusers do).
+  `vitals.view_auditevent` (superusers do), the access log (who read which patient) for staff
+  holding `access.view_patientaccess`.
 
 The groups are created by the migrations vitals/0004_roles and exports/0002_clinician_exports
 (which keep a copy of ROLES, as migrations do) and by `role_groups_ensure()`. `ApiPermission`
@@ -43,6 +44,7 @@ VIEW_LIMITS = "vitals.view_alarmlimits"
 ACKNOWLEDGE_ALARM = "vitals.acknowledge_alarm"
 CHANGE_LIMITS = "vitals.change_alarmlimits"
 VIEW_AUDIT = "vitals.view_auditevent"
+VIEW_ACCESS_LOG = "access.view_patientaccess"
 ADD_EXPORT = "exports.add_export"
 VIEW_EXPORT = "exports.view_export"
 
@@ -111,6 +113,8 @@ ROUTES: dict[str, Rule] = {
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),
     "api:audit-list": Rule(read=(VIEW_AUDIT,), staff=True),
+    # Who read which patient's data: staff holding the access log's view permission.
+    "api:access-log-list": Rule(read=(VIEW_ACCESS_LOG,), staff=True),
     "api:patient-exports": Rule(read=_EXPORT, write={"POST": (*_EXPORT, ADD_EXPORT)}),
     "api:export-list": Rule(read=_EXPORT),
     "api:export-detail": Rule(read=_EXPORT),

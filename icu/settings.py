@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "vitals",
     "ward",
     "exports",
+    "access",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +168,11 @@ def _duration(name: str, default: str) -> timedelta:
 
 # How long an export's result is kept (and downloadable) after it finished.
 EXPORT_RESULT_TTL = _duration("EXPORT_RESULT_TTL", default="7d")
+
+# --- Access log (access/) ------------------------------------------------------------------------
+# Who read which patient's data: at most one row per user, patient and kind of read per window
+# of this length (a page polling every 2 s counts its reads in one row).
+ACCESS_LOG_WINDOW = _duration("ACCESS_LOG_WINDOW", default="15m")
 
 # --- HTTPS and cookies -------------------------------------------------------------------------
 # Secure by default outside DEBUG. TLS is expected to end at a reverse proxy or load balancer in

@@ -8,6 +8,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.models import PatientAccess
+from access.services import patient_access_record
 from icu.pagination import SignedCursorPagination
 from patients.models import Patient
 from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
@@ -84,6 +86,11 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         self.check_object_permissions(self.request, patient)
         return patient
 
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        patient = self.get_object()
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.PATIENT)
+        return Response(self.get_serializer(patient).data)
+
     @extend_schema(
         parameters=[MetricFilterSerializer],
         responses=MetricSerializer(many=True),
@@ -97,6 +104,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     def metrics(self, request: Request, patient_uuid: str) -> Response:
         patient = self.get_object()
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
         filters = MetricFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         page = self.paginate_queryset(metric_list(patient=patient, **filters.validated_data))
@@ -116,6 +124,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )
     def trend(self, request: Request, patient_uuid: str) -> Response:
         patient = self.get_object()
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.TREND)
         filters = TrendFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         return Response(

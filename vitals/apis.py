@@ -7,6 +7,8 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from access.models import PatientAccess
+from access.services import patient_access_record
 from patients.selectors import patient_get
 from vitals.models import Alarm, AuditEvent
 from vitals.selectors import alarm_get, alarm_list, audit_event_list
@@ -37,6 +39,10 @@ class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
         patient = patient_get(patient_uuid=data["patient"]) if "patient" in data else None
+        # A patient's alarms are their record; the list of every patient's is the ward's.
+        patient_access_record(
+            user=self.request.user, patient=patient, kind=PatientAccess.Kind.ALARMS
+        )
         return alarm_list(
             patient=patient,
             kinds=sorted(data.get("kind", ())),
@@ -48,6 +54,13 @@ class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         alarm = alarm_get(alarm_id=self.kwargs["pk"])
         self.check_object_permissions(self.request, alarm)
         return alarm
+
+    def retrieve(self, request: Request, *args, **kwargs) -> Response:
+        alarm = self.get_object()
+        patient_access_record(
+            user=request.user, patient=alarm.patient, kind=PatientAccess.Kind.ALARMS
+        )
+        return Response(self.get_serializer(alarm).data)
 
     @extend_schema(parameters=[AlarmFilterSerializer])
     def list(self, request: Request, *args, **kwargs) -> Response:

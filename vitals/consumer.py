@@ -44,9 +44,10 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from django.db import DatabaseError, DataError, IntegrityError, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 
 from icu.exceptions import InvalidReading
+from icu.health import database_write_check
 from icu.kafka import MESSAGE_MAX_BYTES_DEFAULT
 from icu.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
@@ -116,6 +117,46 @@ class BatchOutcome:
     write_seconds: float | None
 
 
+class ConsumerHealth:
+    """Whether the consumer can write the database, for its /readyz (the metrics port: read
+    from the server's thread, set from the consumer's loop). Not ready from a failed write
+    (a batch, or the idle probe) until one succeeds: the reason, since when, how many
+    attempts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._error: str | None = None
+        self._since: datetime | None = None
+        self._attempts = 0
+
+    def write_failed(self, error: str) -> None:
+        with self._lock:
+            if self._error is None:
+                self._since = datetime.now(tz=UTC)
+                self._attempts = 0
+            self._error = error
+            self._attempts += 1
+
+    def write_succeeded(self) -> bool:
+        """Ready again; True when it was not."""
+        with self._lock:
+            was_failing = self._error is not None
+            self._error, self._since, self._attempts = None, None, 0
+        return was_failing
+
+    def readiness(self) -> tuple[bool, dict]:
+        with self._lock:
+            if self._error is None:
+                return True, {"status": "ready", "checks": {"database_write": {"ok": True}}}
+            check = {
+                "ok": False,
+                "error": self._error,
+                "since": self._since.isoformat(),
+                "attempts": self._attempts,
+            }
+        return False, {"status": "not_ready", "checks": {"database_write": check}}
+
+
 class VitalsConsumer:
     """One step at a time: `process_batch()` consumes, validates, stores, forwards and stores
     offsets for one batch. The management command loops over it; tests call it directly."""
@@ -140,8 +181,15 @@ class VitalsConsumer:
         lag_interval: float = 5.0,
         metrics: ConsumerMetrics | None = None,
         dlq_max_bytes: int = MESSAGE_MAX_BYTES_DEFAULT,
+        health: ConsumerHealth | None = None,
+        write_probe_interval: float = 5.0,
     ) -> None:
         self.consumer = consumer
+        # Whether it can write the database (its /readyz): every batch says so; while idle,
+        # a probe every write_probe_interval seconds (icu.health.database_write_check).
+        self.health = health or ConsumerHealth()
+        self.write_probe_interval = write_probe_interval
+        self._last_write = time.monotonic()
         # One producer for the DLQ and the alarms topic.
         self.producer = producer
         self.dlq_topic = dlq_topic
@@ -216,6 +264,7 @@ class VitalsConsumer:
         if not records:
             self._sweep_alarms_if_due()
             self._update_lag_if_due()
+            self._probe_write_if_due()
             return 0
 
         try:
@@ -226,6 +275,7 @@ class VitalsConsumer:
             return len(records)
 
         self.backoff = 0.0
+        self._written()
         self._store_offsets(records)
         self._stalls_clear(records)
         result, rejected = outcome.result, outcome.rejected
@@ -313,6 +363,7 @@ class VitalsConsumer:
             )
             result, events = self._store_one_by_one(valid, rejected)
         except DatabaseError as exc:
+            self._write_failed(exc)
             raise RetryBatch(f"database unavailable: {exc}") from exc
         write_seconds = time.perf_counter() - started if valid else None
         if result.conflicting:
@@ -539,6 +590,38 @@ class VitalsConsumer:
                 logger.warning(
                     "could not seek back", extra={"partition": partition, "error": str(exc)}
                 )
+
+    # --- can it write? ------------------------------------------------------------------------
+    def _write_failed(self, exc: DatabaseError) -> None:
+        """A write failed for the database's reason: not ready, saying why. The connection is
+        closed (outside a transaction: a test's stays), so that the retry opens a new one: a
+        SQLite file opened while read-only stays read-only on that connection, and a
+        PostgreSQL connection may be broken."""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not reason.startswith("database cannot be written"):
+            reason = f"database cannot be written: {reason}"
+        self.health.write_failed(reason)
+        if not connection.in_atomic_block:
+            connection.close()
+
+    def _written(self) -> None:
+        self._last_write = time.monotonic()
+        if self.health.write_succeeded():
+            logger.info("database written again: ready")
+
+    def _probe_write_if_due(self) -> None:
+        """Idle: no batch says whether the database takes writes, a probe does (so that a
+        database gone read-only shows before the next reading)."""
+        if time.monotonic() - self._last_write < self.write_probe_interval:
+            return
+        try:
+            database_write_check()
+        except DatabaseError as exc:
+            self._last_write = time.monotonic()
+            self._write_failed(exc)
+            logger.error("database cannot be written", extra={"error": str(exc)})
+            return
+        self._written()
 
     def _wait_before_retry(self, reason: str) -> None:
         self.backoff = min(self.backoff_max, self.backoff * 2 or self.backoff_initial)

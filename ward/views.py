@@ -10,6 +10,8 @@ from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
+from access.models import PatientAccess
+from access.services import patient_access_record
 from icu.exceptions import PatientNotFound
 from icu.permissions import route_permits
 from patients.selectors import patient_get
@@ -70,6 +72,7 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         found = patient_get(patient_uuid=patient_uuid)
     except PatientNotFound:
         return render(request, "ward/not_found.html", {"patient_uuid": patient_uuid}, status=404)
+    patient_access_record(user=request.user, patient=found, kind=PatientAccess.Kind.PAGE)
     kwargs = {"patient_uuid": found.uuid}
     config = {
         **_polling(),

@@ -2,9 +2,10 @@
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from django.db import connections
+from django.db import connection, connections
 from django.test import Client
 
 from conftest import free_port, start_manage, wait_for_log
@@ -66,6 +67,7 @@ def test_readyz_is_200_when_database_and_broker_answer(
     assert body["status"] == "ready"
     assert {name: check["ok"] for name, check in body["checks"].items()} == {
         "database": True,
+        "database_write": True,
         "broker": True,
         "consumer": True,
     }
@@ -87,6 +89,7 @@ def test_readyz_is_503_with_partition_and_offset_while_a_consumer_is_held_at_a_m
     assert body["status"] == "not_ready"
     assert {name: check["ok"] for name, check in body["checks"].items()} == {
         "database": True,
+        "database_write": True,
         "broker": True,
         "consumer": False,
     }
@@ -184,3 +187,53 @@ def test_health_endpoints_are_not_redirected_to_https(client: Client, settings) 
 
     assert client.get("/healthz").status_code == 200
     assert client.get("/api/patients/").status_code == 301
+
+
+@contextmanager
+def database_read_only() -> Iterator[str]:
+    """The database refuses writes to the web's connection, as a read-only file (SQLite:
+    `PRAGMA query_only`, which fails writes as a read-only file does) or a server that went
+    read-only (PostgreSQL: a standby, `default_transaction_read_only`) would; yields the error
+    a write meets."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("PRAGMA query_only = ON")
+            error = "attempt to write a readonly database"
+        else:
+            cursor.execute("SET default_transaction_read_only = on")
+            error = "cannot execute UPDATE in a read-only transaction"
+    try:
+        yield error
+    finally:
+        with connection.cursor() as cursor:
+            if connection.vendor == "sqlite":
+                cursor.execute("PRAGMA query_only = OFF")
+            else:
+                cursor.execute("SET default_transaction_read_only = off")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_readyz_is_503_with_the_reason_while_the_database_cannot_be_written(
+    client: Client, kafka_broker: str, settings, fresh_admin
+) -> None:
+    settings.KAFKA_BOOTSTRAP_SERVERS = kafka_broker
+    assert ready(client)[0] == 200
+
+    with database_read_only() as error:
+        code, body = ready(client)
+
+    assert code == 503
+    assert body["status"] == "not_ready"
+    assert {name: check["ok"] for name, check in body["checks"].items()} == {
+        "database": True,  # it answers a read
+        "database_write": False,
+        "broker": True,
+        "consumer": True,
+    }
+    assert body["checks"]["database_write"]["error"] == f"database cannot be written: {error}"
+    # Nothing was written by the probe, and the database takes writes again.
+    code, body = ready(client)
+    assert (code, body["checks"]["database_write"]) == (
+        200,
+        {"ok": True, "latency_ms": body["checks"]["database_write"]["latency_ms"]},
+    )

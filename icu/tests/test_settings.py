@@ -347,3 +347,34 @@ def test_a_request_body_limit_that_is_not_a_number_of_bytes_is_refused(value: st
         "django.core.exceptions.ImproperlyConfigured: MAX_REQUEST_BODY_BYTES must be a whole "
         f"number of bytes above 0 (got {value!r})." in result.stderr
     )
+
+
+ACCESS_SETTINGS = """
+import django; django.setup()
+from django.conf import settings
+print(settings.ACCESS_LOG_WINDOW.total_seconds())
+"""
+
+
+def test_the_access_log_window_is_15_minutes_unless_the_env_says_otherwise() -> None:
+    default = run_settings(ACCESS_SETTINGS, SECRET_KEY="s")
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() == "900.0"
+
+    given = run_settings(ACCESS_SETTINGS, SECRET_KEY="s", ACCESS_LOG_WINDOW="1h")
+    assert given.stdout.strip() == "3600.0"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("0m", "ACCESS_LOG_WINDOW must be longer than 0."),
+        ("15", "ACCESS_LOG_WINDOW: '15' is not a duration like 30d, 12h, 90m, 2w."),
+        ("-5m", "ACCESS_LOG_WINDOW: '-5m' is not a duration like 30d, 12h, 90m, 2w."),
+    ],
+)
+def test_an_access_log_window_that_is_not_a_duration_is_refused(value: str, message: str) -> None:
+    result = run_settings("import django; django.setup()", SECRET_KEY="s", ACCESS_LOG_WINDOW=value)
+
+    assert result.returncode == 1
+    assert f"django.core.exceptions.ImproperlyConfigured: {message}" in result.stderr

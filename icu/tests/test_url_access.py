@@ -59,6 +59,7 @@ API = {  # DRF views, icu/permissions.py
     "api:alarm-detail",
     "api:alarm-acknowledge",
     "api:audit-list",
+    "api:access-log-list",
     "api:patient-exports",
     "api:export-list",
     "api:export-detail",

@@ -23,7 +23,7 @@ from icu.kafka import (
 )
 from icu.metrics import metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
-from vitals.consumer import VitalsConsumer
+from vitals.consumer import ConsumerHealth, VitalsConsumer
 
 logger = logging.getLogger("vitals.consume")
 
@@ -46,7 +46,8 @@ seconds and escalates high alarms unanswered for ALARM_ESCALATE_AFTER (several c
 share this safely: one alarm per silence, one escalation per alarm).
 Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
 --metrics-port serves Prometheus metrics (readings consumed, stored, rejected by reason,
-batch latency, delay from measurement to storage, lag per partition; see icu/metrics.py).
+batch latency, delay from measurement to storage, lag per partition; see icu/metrics.py),
+/healthz, and /readyz: 503 with the reason while the database cannot be written.
 
 examples:
   python manage.py consume_vitals
@@ -95,12 +96,20 @@ examples:
         group_id = options["group_id"] or settings.KAFKA_GROUP_ID
         exit_on_idle = options["exit_on_idle"]
 
+        health = ConsumerHealth()
         with ExitStack() as stack:
             # First: a port in use is reported before the broker is waited for.
-            metrics_serve(stack, options)
-            self.consume(topic, group_id, exit_on_idle, options)
+            metrics_serve(stack, options, readiness=health.readiness)
+            self.consume(topic, group_id, exit_on_idle, options, health)
 
-    def consume(self, topic: str, group_id: str, exit_on_idle: float | None, options: dict) -> None:
+    def consume(
+        self,
+        topic: str,
+        group_id: str,
+        exit_on_idle: float | None,
+        options: dict,
+        health: ConsumerHealth,
+    ) -> None:
         # A broker lost while running is logged once, and again once it is back; meanwhile
         # consume() returns nothing and librdkafka reconnects and rejoins the group by itself.
         outage = BrokerOutage(logger, "consumer")
@@ -126,6 +135,7 @@ examples:
                 no_data_after=settings.ALARM_NO_DATA_AFTER,
                 escalate_after=settings.ALARM_ESCALATE_AFTER,
                 clock_skew_warn=settings.ALARM_CLOCK_SKEW_WARN,
+                health=health,
             )
 
             def on_assign(consumer, partitions) -> None:
