@@ -252,10 +252,9 @@ def workers_rss_kb(log: Path) -> int:
 
 @pytest.mark.e2e
 def test_gunicorn_refuses_oversized_requests_unread_and_without_a_traceback(
-    gunicorn: tuple[str, Path], tmp_path: Path
+    gunicorn: tuple[str, Path, Path], tmp_path: Path
 ):
-    url, _ = gunicorn
-    log = tmp_path / "gunicorn.log"
+    url, _, log = gunicorn
     token = "POST /api/auth/token/ HTTP/1.1\nHost: 127.0.0.1\nX-Forwarded-Proto: https\n"
     json_body = "Content-Type: application/json\nConnection: close\n"
     too_large = f"{token}{json_body}Content-Length: {100 * 2**20}\n"
