@@ -1,21 +1,9 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from icu.admin import ReadOnlyAdmin
 from vitals.models import Alarm, AlarmEvent, AlarmOff, AlarmState, AuditEvent, PatientMetric
 from vitals.services import alarm_acknowledge
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """What devices and the consumer write: people look, they do not edit or delete."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(PatientMetric)
