@@ -1,6 +1,8 @@
 """The commands as a user meets them: --help, argument errors, and `run_dev` (`make run`)."""
 
 import json
+import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
@@ -289,3 +292,83 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
     for free in (broker_port, port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", free)) != 0
+
+
+SECOND_INSTANCE = re.compile(
+    r"To run a second instance, give it its own ports \(and so its own broker and topics\): "
+    r"KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:(\d+) \.venv/bin/python manage\.py run_dev --port (\d+)$"
+)
+
+
+@pytest.mark.e2e
+@pytest.mark.engine_neutral  # make run's own database is SQLite
+def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
+    kafka: KafkaTopics, tmp_path, empty_database_url
+):
+    """`make run` twice: the second checks every port before it starts anything, and exits with
+    one line naming the port, what holds it and how to run a second instance: no banner, no
+    reading produced, no consumer in the group. Its broker (the session's) answers, so it would
+    be shared; the web port is held here by the test itself."""
+    env = {
+        **kafka.env(),
+        "DEBUG": "true",
+        "DATABASE_URL": empty_database_url,
+        "LOG_FORMAT": "text",
+        "MEDIA_ROOT": str(tmp_path / "media"),
+    }
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput"],
+        cwd=BASE_DIR,
+        env=subprocess_env(**env),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    with socket.socket() as first:
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "manage.py", "run_dev", "--port", str(port), "--interval", "0.1"],
+            cwd=BASE_DIR,
+            env=subprocess_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"CommandError: 127.0.0.1:{port} (the web server's port) is in use by pid {os.getpid()} ("
+    ), line
+    assert "; nothing was started. " in line
+    broker_port, web_port = map(int, SECOND_INSTANCE.search(line).groups())
+    assert web_port != port
+    assert broker_port != int(kafka.bootstrap.rpartition(":")[2])
+    for suggested in (broker_port, web_port):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", suggested))  # free: the suggestion works
+    assert kafka.read(idle=1.0) == []  # no reading from its emulator
+    groups = AdminClient({"bootstrap.servers": kafka.bootstrap}).list_consumer_groups()
+    assert kafka.group_id not in {g.group_id for g in groups.result(timeout=10).valid}
+
+
+def test_run_dev_refuses_a_broker_port_held_by_something_that_is_not_a_broker(settings):
+    """Not a Kafka broker there, and run_dev cannot start its own on that port: it says so
+    before starting anything (and before the database: no django_db here)."""
+    settings.DEBUG = True
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        broker_port = held.getsockname()[1]
+        settings.KAFKA_BOOTSTRAP_SERVERS = f"127.0.0.1:{broker_port}"
+        with pytest.raises(CommandError) as raised:
+            call_command("run_dev", "--port", str(free_port()))
+    message = str(raised.value)
+    assert message.startswith(
+        f"127.0.0.1:{broker_port} (the broker's port, KAFKA_BOOTSTRAP_SERVERS) is in use by "
+        f"pid {os.getpid()} ("
+    ), message
+    assert "), which does not answer as a Kafka broker; nothing was started. " in message
+    assert SECOND_INSTANCE.search(message)

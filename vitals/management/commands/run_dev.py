@@ -11,8 +11,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
 from icu.exceptions import KafkaUnavailable
-from icu.kafka import admin_create, broker_check
+from icu.kafka import admin_create, bootstrap_address, broker_check
 from icu.permissions import CLINICIAN, VIEWER, role_groups_ensure, user_role_assign
+from icu.ports import port_free, port_free_next, port_holder
 from icu.process import die_with_parent, process_stop, stop_on_signals
 
 DEMO_USERNAME = "admin"
@@ -47,12 +48,17 @@ The default ward is alice (stable), bob (sepsis) and carol (respiratory failure)
 physiology running --speed times faster than the clock, so that within a few minutes bob's and
 carol's NEWS2 rise and their alarms appear. NAME:SCENARIO works as in run_patient.
 
+Every port is checked before anything starts: when the web server's port (--port) or the
+broker's (KAFKA_BOOTSTRAP_SERVERS) is taken (say, by a first `make run`), it says by what and
+how to run a second instance, and exits having started nothing.
+
 Local use only: it requires DEBUG=true and prints a known password.
 
 examples:
   python manage.py run_dev
   python manage.py run_dev --name dave --name erin:cardiac_arrest --interval 1 --port 8001
   python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8001   # a second one
 """
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -83,6 +89,8 @@ examples:
     def handle(self, *args: object, **options: object) -> None:
         if not settings.DEBUG:
             raise CommandError("run_dev is for local use: set DEBUG=true (make run does).")
+        # Before anything is started or written: a second `make run` touches nothing.
+        broker_needed = ports_check(web_port=options["port"])
         token = demo_user_ensure()
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         names = options["name"] or DEFAULT_PATIENTS
@@ -98,7 +106,7 @@ examples:
         address = f"127.0.0.1:{options['port']}"
 
         children = []
-        if not _broker_answers():
+        if broker_needed:
             children.append(Child("broker", [*manage, "run_broker"]))
         children += [
             Child("consumer", [*manage, "consume_vitals", "--broker-timeout", "30"]),
@@ -207,6 +215,45 @@ def demo_user_ensure() -> str:
         member.save()
         user_role_assign(user=member, role=role)
     return token.key
+
+
+def ports_check(*, web_port: int) -> bool:
+    """Check every port run_dev would listen on, before it starts anything; return whether it
+    must start the broker (False: one answers at KAFKA_BOOTSTRAP_SERVERS, e.g. docker compose's
+    Kafka, and is used). A port in use raises a one-line CommandError: the port, what holds it
+    and how to run a second instance."""
+    try:
+        host, broker_port = bootstrap_address()
+    except KafkaUnavailable as exc:
+        raise CommandError(exc.message) from None
+    ports = {"web": web_port, "broker": broker_port}
+    if not port_free(host="127.0.0.1", port=web_port):
+        where = f"127.0.0.1:{web_port} (the web server's port)"
+        raise _port_in_use(where, port_holder(port=web_port), ports)
+    try:
+        broker_free = port_free(host=host, port=broker_port)
+    except OSError:  # not this machine: a broker elsewhere, used if it answers
+        return not _broker_answers()
+    if broker_free:
+        return True
+    where = f"{host}:{broker_port} (the broker's port, KAFKA_BOOTSTRAP_SERVERS)"
+    holder = port_holder(port=broker_port)
+    if holder.startswith("run_dev "):  # another run_dev's broker: not to be shared
+        raise _port_in_use(where, holder, ports)
+    if _broker_answers():
+        return False
+    raise _port_in_use(where, f"{holder}, which does not answer as a Kafka broker", ports)
+
+
+def _port_in_use(where: str, holder: str, ports: dict[str, int]) -> CommandError:
+    web = port_free_next(host="127.0.0.1", after=ports["web"])
+    broker = port_free_next(host="127.0.0.1", after=ports["broker"], avoid={web})
+    return CommandError(
+        f"{where} is in use by {holder}; nothing was started. To run a second instance, give it "
+        "its own ports (and so its own broker and topics): "
+        f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker} .venv/bin/python manage.py run_dev "
+        f"--port {web}"
+    )
 
 
 def _broker_answers() -> bool:
