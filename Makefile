@@ -31,10 +31,11 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 
 install: $(INSTALLED) .env ## Create .venv and install the pinned dependencies
 
+# RUN_ARGS: run_dev's options, e.g. make run RUN_ARGS="--port 8001" (see README, Two commands).
 run: install ## Migrate, then run broker, consumer, 3 emulated patients and the web server
 	$(PY) manage.py migrate --noinput
 	@mkdir -p var/static  # STATIC_ROOT: WhiteNoise warns when it is missing
-	$(PY) manage.py run_dev
+	$(PY) manage.py run_dev $(RUN_ARGS)
 
 lint: $(INSTALLED) ## ruff lint and format check
 	$(VENV)/bin/ruff check .
