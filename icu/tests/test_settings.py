@@ -33,14 +33,12 @@ print(json.dumps({
 """
 
 
-def run_settings(code: str, **env: str) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter on the production settings module.
-
-    The environment is built from scratch, so nothing of the test run's own (SECRET_KEY,
-    DEBUG, a developer's settings) leaks in: only what the test passes.
-    """
+def run_python(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """`python ARGS` in the project directory on the production settings module, as a person
+    runs it. The environment is built from scratch, so nothing of the test run's own
+    (SECRET_KEY, DEBUG, a developer's settings) leaks in: only what the test passes."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         cwd=BASE_DIR,
         env={
             "PATH": os.environ.get("PATH", ""),
@@ -53,6 +51,11 @@ def run_settings(code: str, **env: str) -> subprocess.CompletedProcess:
         timeout=60,
         check=False,
     )
+
+
+def run_settings(code: str, **env: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter on the production settings module."""
+    return run_python("-c", code, **env)
 
 
 def settings_of(**env: str) -> dict:
@@ -439,19 +442,6 @@ def test_every_setting_has_a_row_in_the_bad_settings_table(monkeypatch) -> None:
     assert settings_load(monkeypatch, SECRET_KEY="s")["METRICS_INTERVAL"] == 5.0
 
 
-def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """`python manage.py ARGS` as a person runs it, on an environment of only `env`."""
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=BASE_DIR,
-        env={"PATH": os.environ.get("PATH", ""), "ICU_ENV_FILE": os.devnull, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     ("command", "env", "line"),
     [
@@ -482,6 +472,6 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 def test_manage_py_stops_at_a_bad_setting_with_one_line_and_exit_status_2(
     command: list[str], env: dict, line: str
 ) -> None:
-    result = manage(*command, **env)
+    result = run_python("manage.py", *command, **env)
 
     assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
