@@ -465,7 +465,7 @@ AXES_VERBOSE = False
 KAFKA_BOOTSTRAP_SERVERS = _text(
     "KAFKA_BOOTSTRAP_SERVERS",
     default="127.0.0.1:9092",
-    pattern=r"[^\s,:]+:[0-9]+(,[^\s,:]+:[0-9]+)*",
+    pattern=r"[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*",
     form="host:port addresses separated by commas, like 127.0.0.1:9092",
 )
 KAFKA_TOPIC = _text(
