@@ -49,6 +49,13 @@ os.environ.setdefault(
     f"/tmp/icu-prometheus-{bind.rsplit(':', 1)[-1]}",  # noqa: S108
 )
 
+# Every setting is checked here, in the master, before a worker starts: a bad one stops gunicorn
+# with its one line and exit status 2 (icu/startup.py), not a traceback per worker boot.
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "icu.settings")
+from icu.startup import settings_load_or_exit  # noqa: E402
+
+settings_load_or_exit()
+
 
 def on_starting(server) -> None:
     """The directory must start empty: stale files of an earlier run would be summed in."""

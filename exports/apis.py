@@ -96,7 +96,7 @@ class PatientExportsView(generics.ListCreateAPIView):
     )
     def post(self, request: Request, patient_uuid: str) -> Response:
         patient = patient_get(patient_uuid=patient_uuid)
-        body = ExportRequestSerializer(data=request.data)
+        body = ExportRequestSerializer(data=request.data, context={"request": request})
         body.is_valid(raise_exception=True)
         export = export_request(user=request.user, patient=patient, **body.validated_data)
         patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.EXPORTS)

@@ -7,17 +7,26 @@ from rest_framework.reverse import reverse
 from exports.models import Export, ExportFormat
 from vitals.serializers import MetricFilterSerializer
 
+FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
 
 class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 time that says its offset (`Z`, `+01:00`): an export covers exactly the
-    period meant, whatever the server's or the client's time zone."""
+    period meant, whatever the server's or the client's time zone.
+
+    Except from a form (the browsable API's): its date pickers send `2026-12-02T17:50`, a time
+    a person read on the ward's clock, taken in TIME_ZONE. A program sending JSON without an
+    offset may mean UTC or its own zone: guessing would export the wrong hours without a word,
+    so it is asked for the offset."""
 
     def to_internal_value(self, value: str) -> datetime:
         try:
             parsed = parse_datetime(value.strip()) if isinstance(value, str) else None
         except ValueError:
             parsed = None  # well-formed but impossible: DRF's own message says so
-        if parsed is not None and parsed.tzinfo is None:
+        request = self.context.get("request")
+        from_a_form = request is not None and request.content_type.startswith(FORM_MEDIA_TYPES)
+        if parsed is not None and parsed.tzinfo is None and not from_a_form:
             raise serializers.ValidationError(
                 "Give the offset of the time, e.g. 2026-11-23T10:00:00Z or "
                 "2026-11-23T11:00:00+01:00."
@@ -36,12 +45,14 @@ class ExportRequestSerializer(MetricFilterSerializer):
     since = AwareDateTimeField(
         required=False,
         allow_null=True,
-        help_text="Only readings measured at or after this time (ISO 8601 with its offset).",
+        help_text="Only readings measured at or after this time (ISO 8601 with its offset; from "
+        "a form, a time without one is in TIME_ZONE).",
     )
     until = AwareDateTimeField(
         required=False,
         allow_null=True,
-        help_text="Only readings measured at or before this time (ISO 8601 with its offset).",
+        help_text="Only readings measured at or before this time (ISO 8601 with its offset; from "
+        "a form, a time without one is in TIME_ZONE).",
     )
 
 

@@ -7,6 +7,8 @@ must set `SECRET_KEY` and keep `DEBUG` off; there is no secret default outside D
 
 import math
 import re
+import warnings
+import zoneinfo
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,9 +24,123 @@ env = environ.Env()
 # Values already in the environment win over the file: `DEBUG=false make run` does what it says.
 environ.Env.read_env(env("ICU_ENV_FILE", default=str(BASE_DIR / ".env")))
 
-DEBUG = env.bool("DEBUG", default=False)
+# --- Reading a setting -------------------------------------------------------------------------
+# Every setting is read by one of these and checked now, at start-up: a bad value stops every
+# command with one line, "<NAME> must be <the form expected> (got '<the value given>').", which
+# manage.py and the web server print without a traceback (icu/startup.py), exit status 2. A typo
+# never passes for a default.
 
-SECRET_KEY = env("SECRET_KEY", default="")
+
+def _refuse(name: str, text: str, form: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{name} must be {form} (got {text!r}).")
+
+
+def _text(name: str, default: str, *, pattern: str = r".*", form: str = "") -> str:
+    text = env.str(name, default=default)
+    if not re.fullmatch(pattern, text):
+        raise _refuse(name, text, form)
+    return text
+
+
+def _flag(name: str, default: bool) -> bool:
+    text = env.str(name, default=str(default).lower())
+    if text.lower() in ("true", "yes", "on", "1"):
+        return True
+    if text.lower() in ("false", "no", "off", "0"):
+        return False
+    raise _refuse(name, text, "true or false")
+
+
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of `choices`, in any case; the choice as spelled in `choices`."""
+    text = env.str(name, default=default)
+    for choice in choices:
+        if text.lower() == choice.lower():
+            return choice
+    raise _refuse(name, text, "one of " + ", ".join(choices))
+
+
+def _whole_number(name: str, default: int, *, minimum: int, unit: str = "") -> int:
+    text = env.str(name, default=str(default))
+    if not re.fullmatch(r"-?[0-9]+", text) or int(text) < minimum:
+        raise _refuse(
+            name, text, f"a whole number{' of ' + unit if unit else ''}, {minimum} or more"
+        )
+    return int(text)
+
+
+def _seconds(name: str, default: float) -> float:
+    """A number of seconds above 0: 0, a negative number or NaN would switch off what it times
+    (an alarm, a poll, a staleness mark)."""
+    text = env.str(name, default=str(default))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise _refuse(name, text, "a number of seconds above 0")
+    return seconds
+
+
+def _duration(name: str, default: str) -> timedelta:
+    """A duration above 0 such as `7d` (icu/durations.py)."""
+    text = env.str(name, default=default)
+    try:
+        duration = duration_parse(text)
+    except ValueError:
+        duration = timedelta(0)
+    if not duration:
+        raise _refuse(name, text, "a duration above 0 like 30d, 12h, 90m, 2w")
+    return duration
+
+
+def _list(name: str, default: list[str], *, item: str = r".+", form: str) -> list[str]:
+    values = env.list(name, default=default)
+    if not all(re.fullmatch(item, value) for value in values):
+        raise _refuse(name, env.str(name), form)
+    return values
+
+
+def _database(name: str, default: str) -> dict:
+    text = env.str(name, default=default)
+    with warnings.catch_warnings():  # django-environ warns of an unknown scheme: refused below
+        warnings.simplefilter("ignore")
+        config = env.db_url_config(text)
+    if config.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+        raise _refuse(
+            name,
+            text,
+            "a database URL like postgres://user:password@host:5432/icu or "
+            "sqlite:////absolute/path/db.sqlite3",
+        )
+    return config
+
+
+def _cache(name: str, default: str) -> dict:
+    text = env.str(name, default=default)
+    try:
+        return env.cache_url_config(text)
+    except (ImproperlyConfigured, ValueError, KeyError):
+        raise _refuse(
+            name,
+            text,
+            "a cache URL like locmemcache://, filecache:///var/tmp/icu-cache or "
+            "dbcache://icu_cache",
+        ) from None
+
+
+def _time_zone(name: str, default: str) -> str:
+    text = env.str(name, default=default)
+    try:
+        zoneinfo.ZoneInfo(text)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        raise _refuse(name, text, "an IANA time zone like UTC or Europe/Paris") from None
+    return text
+
+
+DEBUG = _flag("DEBUG", default=False)
+
+SECRET_KEY = _text("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
@@ -33,7 +149,12 @@ if not SECRET_KEY:
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+ALLOWED_HOSTS = _list(
+    "ALLOWED_HOSTS",
+    default=["127.0.0.1", "localhost", "[::1]"],
+    item=r"[^\s/]+",
+    form="host names separated by commas, like icu.example.org,127.0.0.1",
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -100,7 +221,7 @@ TEMPLATES = [
 ]
 
 # --- Database ---------------------------------------------------------------------------------
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES = {"default": _database("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The consumer writes while the web server reads. WAL lets readers and the single writer
     # proceed together; IMMEDIATE takes the write lock at BEGIN so that `timeout` (the busy
@@ -108,12 +229,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
-            "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
+            "timeout": _whole_number("SQLITE_BUSY_TIMEOUT", 20, minimum=1, unit="seconds"),
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
 else:
-    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_MAX_AGE"] = _whole_number(
+        "CONN_MAX_AGE", 60, minimum=0, unit="seconds"
+    )
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -126,20 +249,27 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
+# The time zone of a date and time that a person typed without an offset (the browsable API's
+# date pickers send `2026-12-02T17:50`), and of the admin's dates. Stored times are UTC.
+TIME_ZONE = _time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = env("STATIC_ROOT", default=str(BASE_DIR / "var" / "static"))
+STATIC_ROOT = _text(
+    "STATIC_ROOT", default=str(BASE_DIR / "var" / "static"), pattern=r".+", form="a directory"
+)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Hashed, compressed files from `collectstatic` (the Docker image runs it). Without a
     # collectstatic (tests, a checkout) set the plain "django.contrib.staticfiles.storage.
     # StaticFilesStorage"; with DEBUG on, Django serves unhashed names anyway.
     "staticfiles": {
-        "BACKEND": env(
-            "STATICFILES_BACKEND", default="whitenoise.storage.CompressedManifestStaticFilesStorage"
+        "BACKEND": _text(
+            "STATICFILES_BACKEND",
+            default="whitenoise.storage.CompressedManifestStaticFilesStorage",
+            pattern=r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+",
+            form="a dotted path to a storage class",
         )
     },
 }
@@ -147,23 +277,14 @@ STORAGES = {
 # Uploaded and generated files: the export results (exports/). Never served as static files:
 # only the API's result endpoint hands them out, to those who may see them. The web server and the
 # worker must share this directory (a volume in docker-compose.yml).
-MEDIA_ROOT = env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"))
+MEDIA_ROOT = _text(
+    "MEDIA_ROOT", default=str(BASE_DIR / "var" / "media"), pattern=r".+", form="a directory"
+)
 
 # --- Background jobs and exports ---------------------------------------------------------------
 # django-tasks with its database backend: a job is a row, `manage.py db_worker` runs it. No
 # broker or extra server; the tasks' queue is the application's own database.
 TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
-
-
-def _duration(name: str, default: str) -> timedelta:
-    """A positive duration such as `7d` (icu/durations.py), checked now."""
-    try:
-        duration = duration_parse(env(name, default=default))
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name}: {exc}.") from None
-    if not duration:
-        raise ImproperlyConfigured(f"{name} must be longer than 0.")
-    return duration
 
 
 # How long an export's result is kept (and downloadable) after it finished.
@@ -180,16 +301,23 @@ ACCESS_LOG_WINDOW = _duration("ACCESS_LOG_WINDOW", default="15m")
 # then: a client could send the header itself). The health checks and /metrics stay reachable
 # over plain HTTP, for probes and scrapers inside the cluster.
 SECURE = not DEBUG
-if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+if _flag("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SECURE)
+SECURE_SSL_REDIRECT = _flag("SECURE_SSL_REDIRECT", default=SECURE)
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
-SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=SECURE)
-CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=SECURE)
-CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
-SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000 if SECURE else 0)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SESSION_COOKIE_SECURE = _flag("SESSION_COOKIE_SECURE", default=SECURE)
+CSRF_COOKIE_SECURE = _flag("CSRF_COOKIE_SECURE", default=SECURE)
+CSRF_TRUSTED_ORIGINS = _list(
+    "CSRF_TRUSTED_ORIGINS",
+    default=[],
+    item=r"https?://[^\s/]+",
+    form="origins separated by commas, like https://icu.example.org",
+)
+SECURE_HSTS_SECONDS = _whole_number(
+    "SECURE_HSTS_SECONDS", 31_536_000 if SECURE else 0, minimum=0, unit="seconds"
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE)
+SECURE_HSTS_PRELOAD = _flag("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
@@ -227,12 +355,14 @@ LOGIN_REDIRECT_URL = "/"
 # Throttling counts (DRF) live here. Local memory: each process (gunicorn worker) counts on its
 # own. CACHE_URL names a cache the workers share, e.g. filecache:///var/tmp/icu-cache (one
 # host) or dbcache://icu_cache (after `manage.py createcachetable`).
-CACHES = {"default": env.cache("CACHE_URL", default="locmemcache://")}
+CACHES = {"default": _cache("CACHE_URL", default="locmemcache://")}
 # Prometheus' bearer token for `GET /metrics` (icu/metrics.py); empty: staff users only.
-METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_TOKEN = _text("METRICS_TOKEN", default="")
 
 # --- API --------------------------------------------------------------------------------------
-API_PREFIX = env("API_PREFIX", default="api/")
+API_PREFIX = _text(
+    "API_PREFIX", default="api/", pattern=r"[\w./-]*", form="a URL path like api/ or v1/"
+)
 if API_PREFIX and not API_PREFIX.endswith("/"):
     API_PREFIX += "/"
 API_PREFIX = API_PREFIX.lstrip("/")
@@ -241,10 +371,12 @@ API_PREFIX = API_PREFIX.lstrip("/")
 def _throttle_rate(name: str, default: str) -> str:
     """A DRF rate, "<requests>/<s|sec|m|min|h|hour|d|day>", checked now rather than failing
     every request."""
-    rate = env(name, default=default)
-    if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", rate):
-        raise ImproperlyConfigured(f"{name}={rate!r}: use e.g. 60/min (per s, min, hour or day).")
-    return rate
+    return _text(
+        name,
+        default=default,
+        pattern=r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)",
+        form="a rate like 60/min (per s, min, hour or day)",
+    )
 
 
 REST_FRAMEWORK = {
@@ -300,19 +432,6 @@ SPECTACULAR_SETTINGS = {
 # --- Login doors: client address, lock-outs, login log (icu/auth.py) --------------------------
 
 
-def _whole_number(name: str, default: int, *, minimum: int) -> int:
-    text = env.str(name, default=str(default))
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise ImproperlyConfigured(
-            f"{name} must be a whole number of {minimum} or more (got {text!r})."
-        )
-    return value
-
-
 # How many reverse proxies in front of gunicorn append to X-Forwarded-For. 0 (no proxy): the
 # header is ignored, for any client can write it. N: the N-th address from the right is the
 # client's. Decides the address everywhere: DRF's throttles, the lock-outs, the login log.
@@ -343,81 +462,93 @@ AXES_LOCKOUT_CALLABLE = "icu.auth.lockout_response"
 AXES_VERBOSE = False
 
 # --- Kafka and the vitals pipeline -------------------------------------------------------------
-KAFKA_BOOTSTRAP_SERVERS = env("KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092")
-KAFKA_TOPIC = env("KAFKA_TOPIC", default="vitals")
-KAFKA_DLQ_TOPIC = env("KAFKA_DLQ_TOPIC", default="vitals.dlq")
-KAFKA_ALARMS_TOPIC = env("KAFKA_ALARMS_TOPIC", default="alarms")
-KAFKA_GROUP_ID = env("KAFKA_GROUP_ID", default="icu-vitals-consumer")
-KAFKA_TOPIC_PARTITIONS = env.int("KAFKA_TOPIC_PARTITIONS", default=6)
+KAFKA_BOOTSTRAP_SERVERS = _text(
+    "KAFKA_BOOTSTRAP_SERVERS",
+    default="127.0.0.1:9092",
+    pattern=r"[^\s,]+:[0-9]+(,[^\s,]+:[0-9]+)*",
+    form="host:port addresses separated by commas, like 127.0.0.1:9092",
+)
+KAFKA_TOPIC = _text(
+    "KAFKA_TOPIC",
+    default="vitals",
+    pattern=r"[A-Za-z0-9._-]{1,249}",
+    form="a Kafka topic name (letters, digits, . _ -)",
+)
+KAFKA_DLQ_TOPIC = _text(
+    "KAFKA_DLQ_TOPIC",
+    default="vitals.dlq",
+    pattern=r"[A-Za-z0-9._-]{1,249}",
+    form="a Kafka topic name (letters, digits, . _ -)",
+)
+KAFKA_ALARMS_TOPIC = _text(
+    "KAFKA_ALARMS_TOPIC",
+    default="alarms",
+    pattern=r"[A-Za-z0-9._-]{1,249}",
+    form="a Kafka topic name (letters, digits, . _ -)",
+)
+KAFKA_GROUP_ID = _text(
+    "KAFKA_GROUP_ID", default="icu-vitals-consumer", pattern=r"\S+", form="a consumer group name"
+)
+KAFKA_TOPIC_PARTITIONS = _whole_number("KAFKA_TOPIC_PARTITIONS", 6, minimum=1)
 # Idempotent producers (no duplicates, no reordering on retry). Off only for a broker that
 # forgets producer ids when it restarts, such as the in-memory development broker (icu/kafka.py).
-KAFKA_IDEMPOTENT_PRODUCER = env.bool("KAFKA_IDEMPOTENT_PRODUCER", default=True)
+KAFKA_IDEMPOTENT_PRODUCER = _flag("KAFKA_IDEMPOTENT_PRODUCER", default=True)
 # Extra librdkafka properties for every client, e.g. "security.protocol=SSL,ssl.ca.location=/ca".
+_text(
+    "KAFKA_EXTRA_CONFIG",
+    default="",
+    pattern=r"([^=,\s]+=[^,]*(,[^=,\s]+=[^,]*)*)?",
+    form="librdkafka properties like security.protocol=SSL,ssl.ca.location=/ca",
+)
 KAFKA_EXTRA_CONFIG = env.dict("KAFKA_EXTRA_CONFIG", default={})
-METRICS_INTERVAL = env.float("METRICS_INTERVAL", default=5.0)
-PATIENT_UUID = env("PATIENT_UUID", default="")
+# The bedside monitors' (emulator's) reading interval.
+METRICS_INTERVAL = _seconds("METRICS_INTERVAL", 5.0)
+PATIENT_UUID = _text(
+    "PATIENT_UUID",
+    default="",
+    pattern=r"|[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}",
+    form="a UUID like 5f0c6a8e-0b7e-4d0e-9a57-3f1c2b7d9e10, or empty",
+)
 # Readings stamped further ahead than this are rejected (a monitor with a wrong clock).
-VITALS_MAX_FUTURE_SKEW_SECONDS = env.int("VITALS_MAX_FUTURE_SKEW_SECONDS", default=300)
+VITALS_MAX_FUTURE_SKEW_SECONDS = _whole_number(
+    "VITALS_MAX_FUTURE_SKEW_SECONDS", 300, minimum=0, unit="seconds"
+)
 
 # --- Alarms that no single reading raises (in seconds) ---------------------------------------
 
 
-def _alarm_seconds(name: str, default: float) -> float:
-    """A number of seconds above 0 from the environment: 0, a negative number or NaN would
-    silence the alarm it times, and a typo must not pass for a default."""
-    text = env.str(name, default=str(default))
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ImproperlyConfigured(f"{name} must be a number of seconds above 0 (got {text!r}).")
-    return seconds
-
-
 # A patient whose newest reading was received longer ago than this gets a `no_data` alarm:
 # three reading intervals, as for a stale tile (WARD_STALE_SECONDS).
-ALARM_NO_DATA_AFTER = _alarm_seconds("ALARM_NO_DATA_AFTER", 3 * METRICS_INTERVAL)
+ALARM_NO_DATA_AFTER = _seconds("ALARM_NO_DATA_AFTER", 3 * METRICS_INTERVAL)
 # A high-priority alarm active and unacknowledged this long is escalated (an `escalated` event
 # on the alarms topic, for paging systems).
-ALARM_ESCALATE_AFTER = _alarm_seconds("ALARM_ESCALATE_AFTER", 120.0)
+ALARM_ESCALATE_AFTER = _seconds("ALARM_ESCALATE_AFTER", 120.0)
 # A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
-ALARM_CLOCK_SKEW_WARN = _alarm_seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
+ALARM_CLOCK_SKEW_WARN = _seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
 
 # --- Request size limits (icu/request_limits.py; gunicorn.conf.py limits the request line and
 # headers) ------------------------------------------------------------------------------------
-
-
-def _body_bytes(name: str, default: int) -> int:
-    """A whole number of bytes above 0 from the environment."""
-    text = env.str(name, default=str(default))
-    if not re.fullmatch(r"[1-9][0-9]*", text):
-        raise ImproperlyConfigured(
-            f"{name} must be a whole number of bytes above 0 (got {text!r})."
-        )
-    return int(text)
 
 
 # A request body larger than this is refused with 413 before it is read. The biggest legitimate
 # body is a few KB (an admin form; the API's are a few hundred bytes): 1 MiB, nginx's default
 # client_max_body_size, leaves room to spare. Django's own limit follows it, so a parser never
 # meets a smaller one.
-MAX_REQUEST_BODY_BYTES = _body_bytes("MAX_REQUEST_BODY_BYTES", 2**20)
+MAX_REQUEST_BODY_BYTES = _whole_number("MAX_REQUEST_BODY_BYTES", 2**20, minimum=1, unit="bytes")
 DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 
 # --- Central station (ward/) -------------------------------------------------------------------
 # How often the ward and patient pages poll the API, in seconds.
-WARD_POLL_SECONDS = env.float("WARD_POLL_SECONDS", default=2.0)
+WARD_POLL_SECONDS = _seconds("WARD_POLL_SECONDS", 2.0)
 # A tile whose latest reading is older than this is shown as stale. Three reading intervals: one
 # late reading is jitter (a batch, a retry), three missing in a row mean that the monitor, the
 # network or the consumer is not delivering, and a nurse must not take such numbers for current.
-WARD_STALE_SECONDS = env.float("WARD_STALE_SECONDS", default=3 * METRICS_INTERVAL)
-if WARD_POLL_SECONDS <= 0 or WARD_STALE_SECONDS <= 0:
-    raise ImproperlyConfigured("WARD_POLL_SECONDS and WARD_STALE_SECONDS must be above 0.")
+WARD_STALE_SECONDS = _seconds("WARD_STALE_SECONDS", 3 * METRICS_INTERVAL)
 
 # --- Logging ----------------------------------------------------------------------------------
-LOG_LEVEL = env("LOG_LEVEL", default="INFO")
-LOG_FORMAT = env("LOG_FORMAT", default="json")  # "json" or "text"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL = _choice("LOG_LEVEL", "INFO", LOG_LEVELS)
+LOG_FORMAT = _choice("LOG_FORMAT", "json", ("json", "text"))
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -433,7 +564,9 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # librdkafka's own chatter (connection retries...) is routed here; our code reports
         # broker problems itself with one clear line.
-        "icu.kafka.librdkafka": {"level": env("KAFKA_CLIENT_LOG_LEVEL", default="CRITICAL")},
+        "icu.kafka.librdkafka": {
+            "level": _choice("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL", LOG_LEVELS)
+        },
         # django-axes' own line per failed login repeats icu.auth's (icu/auth.py).
         "axes": {"level": "ERROR"},
     },

@@ -3,6 +3,8 @@ input. The job itself runs in-process here (export_run); through the real worker
 test_e2e.py."""
 
 import json
+import re
+from datetime import UTC, datetime
 
 import pytest
 from django.utils import timezone
@@ -329,6 +331,30 @@ def test_the_browsable_api_offers_the_export_form(api_client, patient):
     html = response.content.decode()
     for field in ('name="format"', 'name="since"', 'name="until"', 'value="fhir"', 'value="csv"'):
         assert field in html
+
+
+def test_the_browsable_api_s_export_form_takes_its_date_pickers_times_in_time_zone(
+    client, user, patient, settings
+):
+    """A browser's date picker sends `2026-12-02T17:50`, without an offset: a person's time,
+    taken in TIME_ZONE. (JSON keeps asking for the offset: see the bad requests above.)"""
+    settings.TIME_ZONE = "Europe/Paris"  # UTC+1 in December
+    client.force_login(user)
+    form = client.get(exports_url(patient), HTTP_ACCEPT="text/html").content.decode()
+    assert re.search(r'<input name="since"[^>]*type="datetime-local"', form)
+
+    response = client.post(
+        exports_url(patient),
+        {"format": "csv", "since": "2026-12-02T17:50", "until": "2026-12-02T18:50"},
+        HTTP_ACCEPT="text/html",
+    )
+
+    assert response.status_code == 202
+    export = Export.objects.get()
+    assert (export.since, export.until) == (
+        datetime(2026, 12, 2, 16, 50, tzinfo=UTC),
+        datetime(2026, 12, 2, 17, 50, tzinfo=UTC),
+    )
 
 
 def test_the_export_operations_are_in_the_schema(api_client):

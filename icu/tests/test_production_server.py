@@ -64,6 +64,25 @@ def test_check_deploy_does_complain_about_debug():
     assert "security.W018" in result.stderr  # DEBUG on in deployment
 
 
+def test_gunicorn_stops_at_a_bad_setting_with_one_line_and_exit_status_2():
+    """In the master, before any worker boots (icu/startup.py): not a traceback per worker."""
+    result = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"],
+        cwd=BASE_DIR,
+        env=production_env(LOG_LEVEL="LOUD", GUNICORN_BIND=f"127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert (result.returncode, result.stdout, result.stderr) == (
+        2,
+        "",
+        "LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL (got 'LOUD').\n",
+    )
+
+
 class NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args, **kwargs):
         return None

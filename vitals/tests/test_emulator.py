@@ -776,7 +776,6 @@ def test_diastolic_is_kept_below_systolic():
         ("bed 3:cardiac_arrest", ("bed 3", "cardiac_arrest")),
         ("a:b:sepsis", ("a:b", "sepsis")),  # split on the last ':' only
         ("ward:3", ("ward:3", None)),  # not a scenario: part of the name
-        ("bob:Sepsis", ("bob:Sepsis", None)),
         ("bob:", ("bob:", None)),
         (":sepsis", (":sepsis", None)),  # no name before it: the whole is the name
         ("bob", ("bob", None)),
@@ -784,6 +783,46 @@ def test_diastolic_is_kept_below_systolic():
 )
 def test_name_scenario_split(text: str, expected: tuple[str, str | None]):
     assert run_patient.name_scenario_split(text) == expected
+
+
+@pytest.mark.parametrize(("text", "scenario"), [("bob:foo", "foo"), ("bob:Sepsis", "Sepsis")])
+def test_a_name_ending_in_an_unknown_scenario_is_refused_with_the_known_ones(
+    no_broker: None, text: str, scenario: str
+):
+    """`bob:foo` is a mistyped scenario, not a stable patient called "bob:foo"."""
+    with pytest.raises(CommandError) as refused:
+        call_command("run_patient", "--name", text)
+
+    assert str(refused.value) == (
+        f"--name {text!r}: unknown scenario {scenario!r}; one of "
+        "stable, sepsis, respiratory_failure, bradycardia, hypertensive_crisis, cardiac_arrest, "
+        "random."
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("", "'patient_name' must be 1-200 characters, got 0"),
+        ("   ", "'patient_name' is blank: nothing visible in it"),
+        ("b" * 201, "'patient_name' must be 1-200 characters, got 201"),
+        ("bob\u200b", "'patient_name' has zero-width character U+200B: no zero-width characters"),
+        ("bob\u202e", "'patient_name' has bidi control U+202E: no bidi controls"),
+        (
+            "bob\n",
+            "'patient_name' has control character U+000A: no control characters (C0, C1, "
+            "U+2028, U+2029)",
+        ),
+    ],
+)
+def test_a_name_the_contract_refuses_is_refused_before_producing(
+    no_broker: None, name: str, rule: str
+):
+    """The consumer would send every reading of such a patient to the DLQ."""
+    with pytest.raises(CommandError) as refused:
+        call_command("run_patient", "--name", name)
+
+    assert str(refused.value) == f"--name {name!r}: {rule}."
 
 
 def build(**options) -> list[PatientEmulator]:

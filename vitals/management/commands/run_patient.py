@@ -2,6 +2,7 @@ import argparse
 import heapq
 import logging
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -17,11 +18,11 @@ from django.core.management.base import (
     DjangoHelpFormatter,
 )
 
-from icu.exceptions import KafkaUnavailable
+from icu.exceptions import InvalidReading, KafkaUnavailable
 from icu.kafka import BrokerOutage, broker_check, producer_create
 from icu.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
 from icu.process import stop_on_signals
-from vitals.contract import reading_to_message
+from vitals.contract import patient_name_parse, reading_to_message
 from vitals.emulator import (
     RANDOM,
     RANDOM_WEIGHTS,
@@ -51,7 +52,8 @@ KAFKA_TOPIC, keyed by the patient's uuid. Each patient has a hidden physiology t
 --scenario (default stable); values drift like a real patient's, with the signs moving together
 (fever raises the pulse, hypoxia the breathing rate, shock lowers the pressure). A nurse puts a
 patient whose SpO2 stays below 92% on oxygen. --scenario random gives each patient a scenario
-of its own (most of them stable): a mixed ward. NAME:SCENARIO sets one patient's scenario.
+of its own (most of them stable): a mixed ward. NAME:SCENARIO sets one patient's scenario
+(an unknown one is refused, as is a name that the consumer would refuse).
 
 --speed compresses time: each reading advances the physiology by interval x speed seconds
 while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
@@ -264,12 +266,27 @@ examples:
 
 
 def name_scenario_split(text: str) -> tuple[str, str | None]:
-    """`bob:sepsis` -> ("bob", "sepsis"); a name whose part after the last ':' is not a
-    scenario (`ward:3`, `bob:`) is a name as a whole -> (text, None)."""
+    """`bob:sepsis` -> ("bob", "sepsis"); a name whose part after the last ':' is not a word
+    (`ward:3`, `bob:`) is a name as a whole -> (text, None). A word there is meant as a
+    scenario: an unknown one (`bob:foo`, `bob:Sepsis`) is a CommandError listing the known
+    ones, not a stable patient called "bob:foo"."""
     name, colon, scenario = text.rpartition(":")
-    if colon and name and scenario in SCENARIO_CHOICES:
-        return name, scenario
-    return text, None
+    if not (colon and name and re.fullmatch(r"[A-Za-z_]+", scenario)):
+        return text, None
+    if scenario not in SCENARIO_CHOICES:
+        raise CommandError(
+            f"--name {text!r}: unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}."
+        )
+    return name, scenario
+
+
+def name_check(name: str) -> None:
+    """A name the consumer would refuse (vitals/contract.py) is refused here, before a reading
+    is produced: otherwise every reading of the patient would land in the DLQ."""
+    try:
+        patient_name_parse(raw=name)
+    except InvalidReading as exc:
+        raise CommandError(f"--name {name!r}: {exc}.") from None
 
 
 def emulators_build(
@@ -291,6 +308,8 @@ def emulators_build(
     wanted += [(f"bed-{i:03d}", None) for i in range(1, patients + 1)]
     if not wanted:
         raise CommandError("Name at least one patient: --name bob, or --patients N.")
+    for name, _ in wanted:
+        name_check(name)
     bare = [name for name, _ in wanted]
     if len(set(bare)) != len(bare):
         raise CommandError("Each --name must be different.")
