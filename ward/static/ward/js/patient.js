@@ -33,13 +33,13 @@ const CHARTS = [
     title: "Blood pressure",
     unit: "mmHg",
     signs: [
-      ["systolic", "Systolic", "#ff6b6b"],
-      ["diastolic", "Diastolic", "#f783ac"],
+      ["systolic", "Systolic", "#da77f2"],
+      ["diastolic", "Diastolic", "#b197fc"],
     ],
     limits: ["systolic_low", "systolic_high", "diastolic_low", "diastolic_high"],
     soft: [40, 170],
   },
-  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#ffd43b"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
+  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#c0eb75"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
   { key: "temperature", title: "Temperature", unit: "°C", signs: [["temperature", "Temperature", "#e9ecef"]], limits: ["temperature_low", "temperature_high"], soft: [35, 39.5] },
   {
     key: "news2",
