@@ -8,6 +8,7 @@ kept in var/test-artifacts/.
 """
 
 import colorsys
+import itertools
 import re
 import uuid
 from dataclasses import replace
@@ -402,8 +403,9 @@ def chart_summaries(browser: WebDriver) -> dict[str, str]:
 def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     browser, login, user, screenshot
 ):
-    # 20 minutes of readings, one every 10 s, the pulse climbing from 80 to about 125.
-    store(*(reading("dora", ago=10 * i, pulse=125 - i * 45 // 119) for i in range(120)))
+    # 20 minutes of readings, one every 10 s, the pulse climbing from 80 to about 125 (stored
+    # in the order taken: the header shows the newest received).
+    store(*(reading("dora", ago=10 * i, pulse=125 - i * 45 // 119) for i in reversed(range(120))))
     dora = patient("dora")
     alarm_limits_update(patient=dora, user=None, pulse_high=110)
     alarm = AlarmFactory(
@@ -436,12 +438,59 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     summaries = chart_summaries(browser)
     assert list(summaries) == ["pulse", "spo2", "bp", "resp_rate", "temperature", "news2"]
     # The 15 minutes shown hold the pulse from about 91 up to 125, and dora's own limits.
+    # "latest": the reading the header shows; the line's points are labelled as means.
     assert re.fullmatch(
-        r"Pulse (9\d) to 125 /min, latest 125\. Lines: low limit 50, high limit 110\.",
+        r"Pulse (9\d) to 125 /min, latest 125; last 5 s mean 125\. "
+        r"Lines: low limit 50, high limit 110\.",
         summaries["pulse"],
     ), summaries["pulse"]
-    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98. Lines: low limit 90."
+    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98; last 5 s mean 98. Lines: low limit 90."
     assert summaries["news2"].endswith("Lines: medium risk (5), high risk (7).")
+    # Every axis has ticks enough to read a value off it.
+    ticks = browser.execute_script(
+        """return Object.fromEntries([...document.querySelectorAll("figure[data-chart]")].map(
+          (f) => [f.dataset.chart, f.querySelector(".chart-plot").dataset.yTicks.split(",")]));"""
+    )
+    assert all(len(values) >= 4 for values in ticks.values()), ticks
+    # The blood pressure's four dashed limits are labelled, each beside its line, none over
+    # another (two limits at one value share a label).
+    labels = browser.execute_script(
+        """
+        const plot = document.querySelector('[data-chart="bp"] .chart-plot');
+        const u = plot.uplot, over = u.over.getBoundingClientRect();
+        return [...plot.querySelectorAll(".limit-label")].map((label) => {
+          const r = label.getBoundingClientRect();
+          return {text: label.textContent, top: r.top, bottom: r.bottom, left: r.left,
+                  right: r.right, line: over.top + u.valToPos(Number(label.dataset.value), "y"),
+                  inside: r.left >= over.left && r.right <= over.right};
+        });
+        """
+    )
+    assert [label["text"] for label in labels] == [
+        "systolic high limit 160",
+        "systolic low limit 90 · diastolic high limit 90",
+        "diastolic low limit 50",
+    ]
+    for label in labels:
+        assert label["top"] - 2 <= label["line"] <= label["bottom"] + 2, label
+        assert label["inside"], label
+    for above, below in itertools.pairwise(labels):
+        assert above["bottom"] <= below["top"], (above, below)
+
+    # A new reading: the header and every chart's "latest" say the same at each moment.
+    store(reading("dora", ago=0, pulse=131))  # NEWS2 3
+    snapshot = """return [document.querySelector('#patient-vitals [data-sign="pulse"] .value')
+        .textContent, document.querySelector("#patient-news2 .news2-score").textContent,
+        document.querySelector('[data-chart="pulse"] .chart-summary').textContent,
+        document.querySelector('[data-chart="news2"] .chart-summary').textContent]"""
+    _, header_news2, pulse_summary, news2_summary = wait_until(
+        browser,
+        lambda b: (found := b.execute_script(snapshot))[0] == "131" and found,
+        "the new reading in the header",
+    )
+    assert header_news2 == "3"
+    assert ", latest 131; " in pulse_summary, pulse_summary
+    assert ", latest 3; " in news2_summary, news2_summary
     assert browser.find_element(By.ID, "trend-note").text.startswith("Last 15 min, 5 s per point")
 
     ranges = browser.find_elements(By.CSS_SELECTOR, ".ranges button")
@@ -455,7 +504,11 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     )
     assert [b.get_attribute("aria-pressed") for b in ranges] == ["false", "false", "false", "true"]
     # The whole history: 80 to 125, in 5-minute means.
-    assert re.match(r"Pulse 80 to 125 /min", chart_summaries(browser)["pulse"])
+    # The whole history in 5-minute means, labelled so; "latest" still the reading.
+    assert re.match(
+        r"Pulse 80 to 131 /min, latest 131; last 5 min mean 1\d\d(\.\d)?\. ",
+        chart_summaries(browser)["pulse"],
+    ), chart_summaries(browser)["pulse"]
     screenshot("patient")
 
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-alarm-id="{alarm.pk}"]')
