@@ -7,6 +7,8 @@ with the factories; the pages see them only through the API, as in production. S
 kept in var/test-artifacts/.
 """
 
+import colorsys
+import itertools
 import re
 import uuid
 from dataclasses import replace
@@ -86,6 +88,42 @@ def names(browser: WebDriver) -> list[str]:
     return [tile["name"] for tile in tiles(browser)]
 
 
+HIGH_RED = "rgb(240, 62, 62)"  # --high
+MEDIUM_YELLOW = "rgb(252, 196, 25)"  # --medium
+
+
+def sign_looks(browser: WebDriver, name: str) -> dict[str, dict]:
+    """How each value of `name`'s tile looks: its colour, its flashing (period in seconds and
+    the share of it lit, from the running animation; 0 and None: steady) and what screen
+    readers hear of its alarm."""
+    return browser.execute_script(
+        """
+        const li = [...document.querySelectorAll("#tiles > li")].find(
+          (li) => li.dataset.name === arguments[0]);
+        return Object.fromEntries([...li.querySelectorAll("[data-sign]")].map((sign) => {
+          const value = sign.querySelector(".value");
+          const [flash] = value.getAnimations();
+          const frames = flash ? flash.effect.getKeyframes() : [];
+          const dark = frames.find((f) => f.backgroundColor !== frames[0].backgroundColor);
+          return [sign.dataset.sign, {
+            color: getComputedStyle(value).color,
+            period: flash ? flash.effect.getTiming().duration / 1000 : 0,
+            lit: dark ? dark.offset : null,
+            label: sign.querySelector(".sign-alarm")?.textContent ?? null,
+          }];
+        }));
+        """,
+        name,
+    )
+
+
+def alarm_like(rgb: str) -> bool:
+    """A saturated colour within 20 degrees of the hue of alarm red (0) or alarm yellow (45)."""
+    r, g, b = (int(n) / 255 for n in re.findall(r"\d+", rgb)[:3])
+    hue, _, saturation = colorsys.rgb_to_hls(r, g, b)
+    return saturation > 0.3 and any(abs((hue * 360 - at + 180) % 360 - 180) < 20 for at in (0, 45))
+
+
 def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screenshot):
     store(reading("ann"))  # NEWS2 0
     store(reading("ben", pulse=115, resp_rate=22, temperature=38.5))  # 2 + 2 + 1: 5, medium
@@ -95,6 +133,13 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
         priority="high",
         message="Pulse high: 155 /min (> 120)",
         raised_at=timezone.now(),
+    )
+    AlarmFactory(
+        patient=patient("ben"),
+        kind="resp_rate_high",
+        priority="medium",
+        message="Resp. rate high: 22 /min (> 20)",
+        raised_at=timezone.now() - timedelta(seconds=5),
     )
     store(reading("cid", ago=600))  # its monitor silent for 10 minutes
 
@@ -116,12 +161,39 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
     assert (ann["alarms"], ann["classes"]) == ([], "tile")
     assert ben["name"] == "ben"
     assert (ben["news2"], ben["news2Class"]) == (["5", "medium risk"], "news2 news2--medium")
-    assert ben["alarms"] == ["High Pulse high: 155 /min (> 120)"]  # the priority in words
+    assert ben["alarms"] == [  # the priority in words
+        "High Pulse high: 155 /min (> 120)",
+        "Medium Resp. rate high: 22 /min (> 20)",
+    ]
     assert ben["classes"] == "tile tile--alarm-high"
+    # A value in alarm: its alarm's colour, flashing at its priority's rate (IEC 60601-1-8:
+    # high 1.4-2.8 Hz, medium 0.4-0.8 Hz, each 20-60 % on); the others look normal.
+    ben_signs, ann_signs = sign_looks(browser, "ben"), sign_looks(browser, "ann")
+    pulse, resp = ben_signs["pulse"], ben_signs["resp_rate"]
+    assert (pulse["color"], resp["color"]) == (HIGH_RED, MEDIUM_YELLOW)
+    assert 1.4 <= 1 / pulse["period"] <= 2.8  # Hz
+    assert 0.4 <= 1 / resp["period"] <= 0.8
+    assert 0.2 <= pulse["lit"] <= 0.6
+    assert 0.2 <= resp["lit"] <= 0.6
+    assert (pulse["label"], resp["label"]) == (
+        " in high priority alarm",
+        " in medium priority alarm",
+    )
+    for sign, look in [*ann_signs.items(), *((k, ben_signs[k]) for k in ("spo2", "bp"))]:
+        assert (look["period"], look["label"]) == (0, None), (sign, look)
+        assert not alarm_like(look["color"]), (sign, look)  # a normal BP is not alarm red
+    # Three beds grow to fill the screen below the top bar.
+    found = geometry(browser)
+    main = browser.find_element(By.ID, "tiles").rect
+    covered = sum((t["right"] - t["left"]) * (t["bottom"] - t["top"]) for t in found["tiles"])
+    assert covered > 0.8 * found["width"] * (found["height"] - main["y"]), found["tiles"]
+    assert max(t["bottom"] for t in found["tiles"]) <= found["height"]
+    assert (found["scrollWidth"], found["scrollHeight"]) == STATION
     assert cid["name"] == "cid"
     assert cid["age"].startswith("Stale · no reading for 10 min"), cid["age"]
     assert cid["classes"] == "tile tile--stale"
     assert browser.find_element(By.ID, "ward-count").text == "(3)"
+    assert browser.find_element(By.TAG_NAME, "body").text.startswith("ICU Monitor")  # no {# #}
     assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
     screenshot("ward")
 
@@ -268,6 +340,19 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
         "+1 more",
     ]
     assert sum("tile--stale" in t["classes"] for t in shown) == 1
+    # Every alarm's whole text on its tile (wrapped, not cut, inside the tile), and every value
+    # whole, a value in alarm too.
+    cut = browser.execute_script(
+        """
+        return [...document.querySelectorAll(".tile-alarms li, .tile .sign dd")].filter((li) => {
+          const tile = li.closest(".tile").getBoundingClientRect();
+          const r = li.getBoundingClientRect();
+          return li.scrollWidth > li.clientWidth || li.scrollHeight > li.clientHeight
+            || r.left < tile.left || r.right > tile.right || r.bottom > tile.bottom;
+        }).map((li) => li.textContent);
+        """
+    )
+    assert cut == []
     screenshot("station-1920x1080")
 
     # Accessible names of the controls.
@@ -275,6 +360,20 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
     assert browser.find_element(By.CSS_SELECTOR, ".logout button").accessible_name == "Log out"
     links = browser.find_elements(By.CSS_SELECTOR, "a.tile-link")
     assert sorted(link.accessible_name for link in links) == sorted(t["name"] for t in shown)
+
+    # "+1 more" opens the patient, whose page lists every alarm.
+    more = browser.find_element(By.CSS_SELECTOR, ".alarm--more a")
+    assert (more.text, more.accessible_name) == ("+1 more", "1 more alarm")
+    crowded_uuid = more.find_element(By.XPATH, "ancestor::li[@data-uuid]").get_attribute(
+        "data-uuid"
+    )
+    more.click()
+    wait_until(
+        browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id]")) == 3, "3"
+    )
+    assert browser.execute_script("return location.pathname") == f"/patients/{crowded_uuid}/"
+    browser.back()
+    wait_until(browser, lambda b: len(tiles(b)) == 32, "32 tiles again")
 
     # Tablets, landscape and portrait: the tiles reflow, nothing scrolls sideways.
     for width, height in ((1024, 768), (820, 1180)):
@@ -304,8 +403,9 @@ def chart_summaries(browser: WebDriver) -> dict[str, str]:
 def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     browser, login, user, screenshot
 ):
-    # 20 minutes of readings, one every 10 s, the pulse climbing from 80 to about 125.
-    store(*(reading("dora", ago=10 * i, pulse=125 - i * 45 // 119) for i in range(120)))
+    # 20 minutes of readings, one every 10 s, the pulse climbing from 80 to about 125 (stored
+    # in the order taken: the header shows the newest received).
+    store(*(reading("dora", ago=10 * i, pulse=125 - i * 45 // 119) for i in reversed(range(120))))
     dora = patient("dora")
     alarm_limits_update(patient=dora, user=None, pulse_high=110)
     alarm = AlarmFactory(
@@ -338,12 +438,59 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     summaries = chart_summaries(browser)
     assert list(summaries) == ["pulse", "spo2", "bp", "resp_rate", "temperature", "news2"]
     # The 15 minutes shown hold the pulse from about 91 up to 125, and dora's own limits.
+    # "latest": the reading the header shows; the line's points are labelled as means.
     assert re.fullmatch(
-        r"Pulse (9\d) to 125 /min, latest 125\. Lines: low limit 50, high limit 110\.",
+        r"Pulse (9\d) to 125 /min, latest 125; last 5 s mean 125\. "
+        r"Lines: low limit 50, high limit 110\.",
         summaries["pulse"],
     ), summaries["pulse"]
-    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98. Lines: low limit 90."
+    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98; last 5 s mean 98. Lines: low limit 90."
     assert summaries["news2"].endswith("Lines: medium risk (5), high risk (7).")
+    # Every axis has ticks enough to read a value off it.
+    ticks = browser.execute_script(
+        """return Object.fromEntries([...document.querySelectorAll("figure[data-chart]")].map(
+          (f) => [f.dataset.chart, f.querySelector(".chart-plot").dataset.yTicks.split(",")]));"""
+    )
+    assert all(len(values) >= 4 for values in ticks.values()), ticks
+    # The blood pressure's four dashed limits are labelled, each beside its line, none over
+    # another (two limits at one value share a label).
+    labels = browser.execute_script(
+        """
+        const plot = document.querySelector('[data-chart="bp"] .chart-plot');
+        const u = plot.uplot, over = u.over.getBoundingClientRect();
+        return [...plot.querySelectorAll(".limit-label")].map((label) => {
+          const r = label.getBoundingClientRect();
+          return {text: label.textContent, top: r.top, bottom: r.bottom, left: r.left,
+                  right: r.right, line: over.top + u.valToPos(Number(label.dataset.value), "y"),
+                  inside: r.left >= over.left && r.right <= over.right};
+        });
+        """
+    )
+    assert [label["text"] for label in labels] == [
+        "systolic high limit 160",
+        "systolic low limit 90 · diastolic high limit 90",
+        "diastolic low limit 50",
+    ]
+    for label in labels:
+        assert label["top"] - 2 <= label["line"] <= label["bottom"] + 2, label
+        assert label["inside"], label
+    for above, below in itertools.pairwise(labels):
+        assert above["bottom"] <= below["top"], (above, below)
+
+    # A new reading: the header and every chart's "latest" say the same at each moment.
+    store(reading("dora", ago=0, pulse=131))  # NEWS2 3
+    snapshot = """return [document.querySelector('#patient-vitals [data-sign="pulse"] .value')
+        .textContent, document.querySelector("#patient-news2 .news2-score").textContent,
+        document.querySelector('[data-chart="pulse"] .chart-summary').textContent,
+        document.querySelector('[data-chart="news2"] .chart-summary').textContent]"""
+    _, header_news2, pulse_summary, news2_summary = wait_until(
+        browser,
+        lambda b: (found := b.execute_script(snapshot))[0] == "131" and found,
+        "the new reading in the header",
+    )
+    assert header_news2 == "3"
+    assert ", latest 131; " in pulse_summary, pulse_summary
+    assert ", latest 3; " in news2_summary, news2_summary
     assert browser.find_element(By.ID, "trend-note").text.startswith("Last 15 min, 5 s per point")
 
     ranges = browser.find_elements(By.CSS_SELECTOR, ".ranges button")
@@ -357,7 +504,11 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     )
     assert [b.get_attribute("aria-pressed") for b in ranges] == ["false", "false", "false", "true"]
     # The whole history: 80 to 125, in 5-minute means.
-    assert re.match(r"Pulse 80 to 125 /min", chart_summaries(browser)["pulse"])
+    # The whole history in 5-minute means, labelled so; "latest" still the reading.
+    assert re.match(
+        r"Pulse 80 to 131 /min, latest 131; last 5 min mean 1\d\d(\.\d)?\. ",
+        chart_summaries(browser)["pulse"],
+    ), chart_summaries(browser)["pulse"]
     screenshot("patient")
 
     row = browser.find_element(By.CSS_SELECTOR, f'tr[data-alarm-id="{alarm.pk}"]')

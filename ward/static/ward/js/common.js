@@ -43,8 +43,42 @@ const SIGNS = [
   },
 ];
 
-// Fills a <dl> with the signs of `metric` (null: dashes), building it on the first call.
-export function renderVitals(dl, metric) {
+// The sign whose value an alarm is about (none for NEWS2 and the technical alarms).
+const ALARM_SIGNS = {
+  asystole: "pulse",
+  pulse_low: "pulse",
+  pulse_high: "pulse",
+  spo2_low: "spo2",
+  systolic_low: "bp",
+  systolic_high: "bp",
+  diastolic_low: "bp",
+  diastolic_high: "bp",
+  resp_rate_low: "resp_rate",
+  resp_rate_high: "resp_rate",
+  temperature_low: "temperature",
+  temperature_high: "temperature",
+};
+
+// sign -> {priority, active} of its most urgent open alarm.
+function signAlarms(alarms) {
+  const found = {};
+  for (const alarm of alarms) {
+    const sign = ALARM_SIGNS[alarm.kind];
+    if (!sign) continue;
+    const active = alarm.state === "active";
+    const seen = found[sign];
+    if (!seen || PRIORITY_RANK[alarm.priority] > PRIORITY_RANK[seen.priority] || (alarm.priority === seen.priority && active)) {
+      found[sign] = { priority: alarm.priority, active };
+    }
+  }
+  return found;
+}
+
+// Fills a <dl> with the signs of `metric` (null: dashes), building it on the first call. A value
+// in alarm (`alarms`: the patient's open alarms) takes its alarm's colour and, while not yet
+// acknowledged, flashes at its priority's rate (IEC 60601-1-8: high faster than medium); screen
+// readers hear "in high priority alarm".
+export function renderVitals(dl, metric, alarms = []) {
   if (!dl.childElementCount) {
     for (const sign of SIGNS) {
       const label = h("dt", {}, h("span", { "aria-hidden": "true" }, sign.short), srOnly(sign.name));
@@ -53,9 +87,15 @@ export function renderVitals(dl, metric) {
       dl.append(h("div", { class: `sign sign--${sign.key}`, "data-sign": sign.key }, label, h("dd", {}, value, unit)));
     }
   }
+  const inAlarm = signAlarms(alarms);
   for (const sign of SIGNS) {
-    const value = dl.querySelector(`[data-sign="${sign.key}"] .value`);
+    const box = dl.querySelector(`[data-sign="${sign.key}"]`);
+    const value = box.querySelector(".value");
     value.textContent = metric ? String(sign.value(metric)) : "–";
+    const alarm = inAlarm[sign.key];
+    value.className = alarm ? `value value--alarm-${alarm.priority}${alarm.active ? "" : " value--acknowledged"}` : "value";
+    box.querySelector(".sign-alarm")?.remove();
+    if (alarm) box.querySelector("dd").append(h("span", { class: "visually-hidden sign-alarm" }, ` in ${alarm.priority} priority alarm`));
   }
 }
 

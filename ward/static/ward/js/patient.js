@@ -21,7 +21,7 @@ import {
 const config = readConfig("patient-config");
 const connection = connectionIndicator(config);
 const TREND_POINTS = 300;
-const CHART_HEIGHT = 150;
+const CHART_HEIGHT = 200;
 
 // Each chart: the signs it draws (mean as a line, min-max of each bucket as a band) and the
 // patient's alarm limits (or, for NEWS2, the escalation thresholds) drawn as dashed lines.
@@ -33,13 +33,13 @@ const CHARTS = [
     title: "Blood pressure",
     unit: "mmHg",
     signs: [
-      ["systolic", "Systolic", "#ff6b6b"],
-      ["diastolic", "Diastolic", "#f783ac"],
+      ["systolic", "Systolic", "#da77f2"],
+      ["diastolic", "Diastolic", "#b197fc"],
     ],
     limits: ["systolic_low", "systolic_high", "diastolic_low", "diastolic_high"],
     soft: [40, 170],
   },
-  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#ffd43b"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
+  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#c0eb75"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
   { key: "temperature", title: "Temperature", unit: "°C", signs: [["temperature", "Temperature", "#e9ecef"]], limits: ["temperature_low", "temperature_high"], soft: [35, 39.5] },
   {
     key: "news2",
@@ -73,7 +73,16 @@ const trendNote = document.getElementById("trend-note");
 let rangeSeconds = Number(ranges.find((b) => b.getAttribute("aria-pressed") === "true").dataset.range);
 let trendDueAt = 0;
 let limits = null;
+let shownTrend = null; // the trend the charts draw; their "latest" is the header's reading
 const charts = new Map();
+
+// A sign's value in the latest reading, as the header shows it (NEWS2: the patient's score).
+function latestValue(sign) {
+  if (sign === "news2") return latestNews2 ? String(latestNews2.score) : null;
+  const value = latest?.[sign];
+  if (value === null || value === undefined) return null;
+  return sign === "temperature" ? value.toFixed(1) : String(value);
+}
 
 function withAlpha(hex, alpha) {
   const n = parseInt(hex.slice(1), 16);
@@ -99,6 +108,28 @@ function lines(chart) {
   if (chart.thresholds) return chart.thresholds;
   if (!limits) return [];
   return chart.limits.map((name) => [limits[name], `${LIMIT_LABELS[name]} ${limits[name]}`]);
+}
+
+// The dashed lines' labels, beside each line at the plot's right edge (two limits at one height
+// share a label), in the plot's overlay: text a reader can select and a test can measure.
+const LABEL_HEIGHT = 14;
+
+function placeLineLabels(u, chart) {
+  const plot = u.root.parentElement;
+  u.over.querySelectorAll(".limit-label").forEach((label) => label.remove());
+  const placed = [];
+  for (const [value, label] of lines(chart)) {
+    const y = u.valToPos(value, "y");
+    const near = placed.find((p) => Math.abs(p.y - y) < LABEL_HEIGHT);
+    if (near) near.texts.push(label);
+    else placed.push({ y, value, texts: [label] });
+  }
+  for (const { y, value, texts } of placed.sort((a, b) => a.y - b.y)) { // top to bottom
+    const label = h("span", { class: "limit-label", "data-value": String(value) }, texts.join(" · "));
+    label.style.top = `${y}px`; // CSSOM, which the Content-Security-Policy allows
+    u.over.append(label);
+  }
+  plot.uplot = u; // for the browser tests: the chart's own scale
 }
 
 function chartOptions(chart, width) {
@@ -133,7 +164,22 @@ function chartOptions(chart, width) {
     },
     series,
     bands,
-    axes: [{ ...axis, values: (u, splits) => splits.map(clockText) }, { ...axis, size: 44 }],
+    axes: [
+      { ...axis, size: 32, values: (u, splits) => splits.map(clockText) },
+      {
+        ...axis,
+        size: 44,
+        // Ticks 20 px apart or more (uPlot's 30 left one or two on the old 150 px charts), at
+        // whole numbers but for the temperature.
+        space: 20,
+        incrs: chart.key === "temperature" ? [0.1, 0.2, 0.5, 1, 2, 5] : [1, 2, 5, 10, 20, 25, 50, 100, 200],
+        values: (u, splits) => {
+          u.root.parentElement.dataset.yTicks = splits.join(",");
+          return splits.map(String);
+        },
+      },
+    ],
+    hooks: { draw: [(u) => placeLineLabels(u, chart)] },
   };
 }
 
@@ -153,18 +199,24 @@ function chartData(chart, trend, grid) {
   return data;
 }
 
+// "Pulse 92 to 131 /min, latest 131; last 5 s mean 124.5": the range over the window, the
+// latest reading (the header's), and the last point of the line, which is a bucket's mean (for
+// NEWS2 its maximum), said so.
 function summary(chart, trend) {
   const parts = [];
+  const bucket = bucketText(trend.bucket_seconds);
   for (const [sign, label] of chart.signs) {
     const values = trend.buckets.map((b) => b[sign]).filter(Boolean);
+    const now = latestValue(sign);
+    const latestText = now === null ? "" : `, latest ${now}`;
     if (!values.length) {
-      parts.push(`${label}: no readings`);
+      parts.push(`${label}: no readings in the window${latestText}`);
       continue;
     }
     const low = Math.min(...values.map((v) => v.min));
     const high = Math.max(...values.map((v) => v.max));
-    const last = chart.key === "news2" ? values.at(-1).max : values.at(-1).mean;
-    parts.push(`${label} ${low} to ${high}${chart.unit ? ` ${chart.unit}` : ""}, latest ${Math.round(last * 10) / 10}`);
+    const [what, last] = chart.key === "news2" ? ["max", values.at(-1).max] : ["mean", values.at(-1).mean];
+    parts.push(`${label} ${low} to ${high}${chart.unit ? ` ${chart.unit}` : ""}${latestText}; last ${bucket} ${what} ${Math.round(last * 10) / 10}`);
   }
   const reference = lines(chart).map(([, label]) => label);
   return `${parts.join("; ")}${reference.length ? `. Lines: ${reference.join(", ")}` : ""}.`;
@@ -181,7 +233,24 @@ function createChart(chart) {
   return entry;
 }
 
+function bucketText(seconds) {
+  return seconds < 60 ? `${seconds} s` : `${seconds / 60} min`;
+}
+
+// The text under each chart (and read out for it): redrawn with every new reading, so that its
+// "latest" is always the header's.
+function renderSummaries() {
+  if (!shownTrend) return;
+  for (const chart of CHARTS) {
+    const entry = charts.get(chart.key);
+    const text = summary(chart, shownTrend);
+    entry.plot.setAttribute("aria-label", `${chart.title} over the last ${rangeText(rangeSeconds)}: ${text}`);
+    entry.summaryText.textContent = text;
+  }
+}
+
 function renderCharts(trend) {
+  shownTrend = trend;
   const first = Math.floor(Date.parse(trend.since) / 1000 / trend.bucket_seconds);
   const last = Math.floor(Date.parse(trend.until) / 1000 / trend.bucket_seconds);
   const grid = [];
@@ -202,12 +271,9 @@ function renderCharts(trend) {
     } else {
       entry.uplot.setData(data);
     }
-    const text = summary(chart, trend);
-    entry.plot.setAttribute("aria-label", `${chart.title} over the last ${rangeText(rangeSeconds)}: ${text}`);
-    entry.summaryText.textContent = text;
   }
-  const buckets = trend.bucket_seconds < 60 ? `${trend.bucket_seconds} s` : `${trend.bucket_seconds / 60} min`;
-  trendNote.textContent = `Last ${rangeText(rangeSeconds)}, ${buckets} per point: line the mean, band the range, dashed the alarm limits.`;
+  renderSummaries();
+  trendNote.textContent = `Last ${rangeText(rangeSeconds)}, ${bucketText(trend.bucket_seconds)} per point: line the mean (NEWS2: the highest), band the range, dashed the alarm limits.`;
 }
 
 async function loadTrend() {
@@ -215,11 +281,10 @@ async function loadTrend() {
   const since = new Date(until.getTime() - rangeSeconds * 1000);
   const query = new URLSearchParams({ since: since.toISOString(), until: until.toISOString(), points: String(TREND_POINTS) });
   const [trend, newLimits] = await Promise.all([apiFetch(`${config.trendUrl}?${query}`), apiFetch(config.limitsUrl)]);
-  limits = newLimits;
-  renderCharts(trend);
   // Buckets of a few seconds are worth redrawing every few seconds; wide ones not as often.
   const every = Math.max(config.pollSeconds, Math.min(trend.bucket_seconds, 30));
   trendDueAt = Date.now() + every * 1000;
+  return { trend, limits: newLimits };
 }
 
 for (const button of ranges) {
@@ -237,11 +302,13 @@ const vitals = document.getElementById("patient-vitals");
 const news2 = document.getElementById("patient-news2");
 const age = document.getElementById("patient-age");
 let latest = null;
+let latestNews2 = null;
 
 function renderPatient(patient) {
   latest = patient.latest_metric;
+  latestNews2 = patient.news2;
   renderNews2(news2, patient.news2, latest);
-  renderVitals(vitals, latest);
+  renderVitals(vitals, latest, patient.active_alarms);
   renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
   renderMonitoring(patient);
 }
@@ -512,8 +579,15 @@ const poller = new Poller({
   intervalSeconds: config.pollSeconds,
   task: async () => {
     const trend = Date.now() >= trendDueAt ? loadTrend() : null;
-    const [patient, alarms] = await Promise.all([apiFetch(config.patientUrl), apiFetch(config.alarmsUrl), trend]);
+    const [patient, alarms, loaded] = await Promise.all([apiFetch(config.patientUrl), apiFetch(config.alarmsUrl), trend]);
     renderPatient(patient);
+    // The charts after the header, and their "latest" from it: the page says one reading.
+    if (loaded) {
+      limits = loaded.limits;
+      renderCharts(loaded.trend);
+    } else {
+      renderSummaries();
+    }
     renderIdentity(patient);
     renderAlarms(alarms);
     renderAlarmsOff(patient.alarms_off);

@@ -82,7 +82,9 @@ function renderAlarms(tile, alarms) {
     );
   });
   if (alarms.length > TILE_ALARMS) {
-    items.push(h("li", { class: "alarm alarm--more" }, `+${alarms.length - TILE_ALARMS} more`));
+    const more = alarms.length - TILE_ALARMS;
+    const link = h("a", { href: patientPageUrl(tile.patient.uuid), class: "alarm-more-link", "aria-label": `${more} more alarm${more === 1 ? "" : "s"}` }, `+${more} more`);
+    items.push(h("li", { class: "alarm alarm--more" }, link));
   }
   tile.alarms.replaceChildren(...items);
   tile.alarms.hidden = alarms.length === 0;
@@ -119,7 +121,7 @@ function updateTile(tile, patient) {
   tile.name.textContent = patient.name;
   tile.name.title = patient.name; // the whole name, where the tile cuts it short
   renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
-  renderVitals(tile.vitals, patient.latest_metric);
+  renderVitals(tile.vitals, patient.latest_metric, patient.active_alarms);
   renderAlarms(tile, patient.active_alarms);
   renderIdentity(tile, patient.name_conflicts);
   renderAlarmsOff(tile, patient.alarms_off);
@@ -175,11 +177,49 @@ function render(page) {
     }
   }
   reorder(patients);
+  layout();
   count.textContent = `(${page.count})`;
   empty.hidden = page.count > 0;
   truncated.hidden = page.count <= patients.length;
   truncated.textContent = `Showing ${patients.length} of ${page.count} patients.`;
 }
+
+// The smallest a tile may be (8 columns x 4 rows: 32 beds on a 1920x1080 screen), and how much
+// larger its text may grow when few beds leave the room.
+const TILE_MIN = { width: 224, height: 236 };
+const MAX_SCALE = 3;
+let laidOut = "";
+
+// Few beds: the tiles grow to fill the screen below the top bar (the columns and rows that make
+// them largest), their text with them. Where even the smallest tiles do not all fit (a tablet),
+// the grid fills the width and the page scrolls down.
+function layout() {
+  const n = tiles.size;
+  const gap = parseFloat(getComputedStyle(list).rowGap) || 0;
+  const width = list.clientWidth;
+  const bottom = parseFloat(getComputedStyle(list.parentElement).paddingBottom) || 0;
+  const height = innerHeight - (list.getBoundingClientRect().top + scrollY) - bottom;
+  let best = null;
+  for (let cols = 1; cols <= n; cols++) {
+    const rows = Math.ceil(n / cols);
+    const w = (width - (cols - 1) * gap) / cols;
+    const h = Math.floor((height - (rows - 1) * gap) / rows);
+    const scale = Math.min(w / TILE_MIN.width, h / TILE_MIN.height);
+    if (scale >= 1 && (!best || scale > best.scale)) best = { cols, h, scale };
+  }
+  const key = best ? `${best.cols}:${best.h}:${best.scale}` : "";
+  if (key === laidOut) return;
+  laidOut = key;
+  list.classList.toggle("tiles--fit", Boolean(best));
+  if (!best) {
+    for (const name of ["--cols", "--fit-h", "--s"]) list.style.removeProperty(name);
+    return;
+  }
+  list.style.setProperty("--cols", String(best.cols));
+  list.style.setProperty("--fit-h", `${best.h}px`);
+  list.style.setProperty("--s", String(Math.min(best.scale, MAX_SCALE).toFixed(2)));
+}
+addEventListener("resize", layout);
 
 const poller = new Poller({
   intervalSeconds: config.pollSeconds,
