@@ -4,8 +4,10 @@ logic in selectors and services."""
 import io
 import uuid
 
-from django.http import FileResponse, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, mixins, status, viewsets
@@ -19,7 +21,13 @@ from rest_framework.views import APIView
 
 from access.models import PatientAccess
 from access.services import patient_access_record
-from exports.fhir import FHIR_JSON, BundleWriter, bundle_header
+from exports.fhir import (
+    FHIR_JSON,
+    BundleWriter,
+    bundle_header,
+    capability_statement,
+    operation_outcome,
+)
 from exports.fhir_search import (
     MAX_COUNT,
     PREFIXES,
@@ -33,7 +41,7 @@ from exports.models import Export
 from exports.selectors import export_get, export_list, export_result_get, observation_search
 from exports.serializers import ExportRequestSerializer, ExportSerializer
 from exports.services import export_request
-from icu.exceptions import InvalidParameter
+from icu.exceptions import InvalidParameter, slash_redirect, unknown_path
 from patients.selectors import patient_get
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -280,3 +288,25 @@ class FhirObservationSearchView(APIView):
             bundle.write(entry)
         bundle.close()
         return HttpResponse(out.getvalue(), content_type=FHIR_JSON)
+
+
+@require_safe
+def fhir_metadata(request: HttpRequest) -> HttpResponse:
+    """GET [base]/metadata: the CapabilityStatement, open to anyone as FHIR expects (it says
+    what the server does, nothing about patients)."""
+    base_url = request.build_absolute_uri(reverse("fhir:metadata")).removesuffix("/metadata")
+    return JsonResponse(capability_statement(base_url=base_url), content_type=FHIR_JSON)
+
+
+@unknown_path
+def fhir_unknown_path(request: HttpRequest, url: str = "") -> HttpResponse:
+    """Every other path under /fhir/: an OperationOutcome `not-found` (with DEBUG too, where
+    Django's handler404 would give its HTML page)."""
+    if redirect := slash_redirect(request):
+        return redirect
+    outcome = operation_outcome(
+        code="not-found",
+        diagnostics=f"No such resource: {request.path}. This FHIR server serves "
+        f"{reverse('fhir:metadata')} and {reverse('fhir:observation-search')}.",
+    )
+    return JsonResponse(outcome, status=404, content_type=FHIR_JSON)

@@ -193,6 +193,64 @@ def kinds_matching(tokens: Iterable[tuple[str | None, str]]) -> set[str]:
 
 
 # --- resources as dicts (the definition) -------------------------------------------------------
+# The Observation search the facade has (exports/apis.py, exports/fhir_search.py): its R4
+# search parameters, by name, type and definition.
+_SEARCH_PARAMS = [
+    ("patient", "reference", "clinical-patient", "The patient's uuid, or `Patient/<uuid>`."),
+    ("date", "date", "clinical-date", "Repeatable, all must hold: eq, ge, gt, le, lt."),
+    ("code", "token", "clinical-code", "`[system|]code`: LOINC or the NEWS2 SNOMED CT code."),
+]
+# When what the CapabilityStatement says last changed.
+CAPABILITIES_DATE = "2026-12-03"
+
+
+def capability_statement(*, base_url: str) -> dict:
+    """The CapabilityStatement served at [base]/metadata: what a FHIR client asks first."""
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": CAPABILITIES_DATE,
+        "kind": "instance",
+        "software": {"name": "ICU Monitor"},
+        "implementation": {"description": "ICU Monitor's FHIR facade", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["json"],
+        "rest": [
+            {
+                "mode": "server",
+                "documentation": "Searches are authenticated like the API: a token "
+                "(`Authorization: Token <key>`) or a session; the viewer role may search. "
+                "`_count` (at most 1000) and the `next` link page through the results.",
+                "security": {"cors": False},
+                "resource": [
+                    {
+                        "type": "Observation",
+                        "profile": VITAL_SIGNS_PROFILE + "vitalsigns",
+                        "interaction": [{"code": "search-type"}],
+                        "searchParam": [
+                            {
+                                "name": name,
+                                "definition": f"http://hl7.org/fhir/SearchParameter/{ref}",
+                                "type": kind,
+                                "documentation": doc,
+                            }
+                            for name, kind, ref, doc in _SEARCH_PARAMS
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def operation_outcome(*, code: str, diagnostics: str) -> dict:
+    """An OperationOutcome with one error `issue` (`code` from the R4 IssueType codes)."""
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": code, "diagnostics": diagnostics}],
+    }
+
+
 def patient_urn(patient_uuid: uuid.UUID | str) -> str:
     return f"urn:uuid:{patient_uuid}"
 

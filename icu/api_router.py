@@ -1,11 +1,13 @@
 """Every API route, mounted under settings.API_PREFIX by icu/urls.py."""
 
 from django.contrib.auth.signals import user_logged_in
+from django.contrib.auth.views import redirect_to_login
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.models import Token
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotAcceptable, NotAuthenticated, ValidationError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,22 +23,43 @@ from vitals.apis import AlarmViewSet, AuditEventViewSet
 app_name = "api"
 
 
-class JsonErrorsMixin:
-    """Errors in the API's JSON shape rather than in the view's own format: the schema view
-    would answer a 401 in YAML, the docs view with a bare "401 Unauthorized" text page."""
+class FirstFormatIfNoneAccepted(DefaultContentNegotiation):
+    """A browser asking for `text/html` gets the schema (YAML) rather than a 406; a `?format=`
+    the view lacks is still refused."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            if format_suffix or request.query_params.get(self.settings.URL_FORMAT_OVERRIDE):
+                raise
+            return renderers[0], renderers[0].media_type
+
+
+class BrowserPagesMixin:
+    """The schema and Swagger UI, opened from a browser: not logged in, the browser is sent to
+    the login (LOGIN_URL) and back; other clients get the 401. Errors in the API's JSON shape
+    rather than in the view's own format: the schema view would answer a 401 in YAML, the docs
+    view with a bare "401 Unauthorized" text page."""
+
+    content_negotiation_class = FirstFormatIfNoneAccepted
 
     def handle_exception(self, exc):
+        if isinstance(exc, NotAuthenticated) and "text/html" in self.request.headers.get(
+            "Accept", ""
+        ):
+            return redirect_to_login(self.request.get_full_path())
         response = super().handle_exception(exc)
         self.request.accepted_renderer = JSONRenderer()
         self.request.accepted_media_type = JSONRenderer.media_type
         return response
 
 
-class SchemaView(JsonErrorsMixin, SpectacularAPIView):
+class SchemaView(BrowserPagesMixin, SpectacularAPIView):
     pass
 
 
-class DocsView(JsonErrorsMixin, SpectacularSwaggerSplitView):
+class DocsView(BrowserPagesMixin, SpectacularSwaggerSplitView):
     """Swagger UI under the Content-Security-Policy: its init script from `?script`, not inline;
     its inline style with the response's nonce (icu/templates/icu/swagger_ui.html)."""
 

@@ -12,7 +12,9 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
-from django.http import Http404, HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponsePermanentRedirect, JsonResponse
+from django.urls import Resolver404, resolve
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -259,3 +261,34 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
 def json_server_error(request: HttpRequest) -> JsonResponse:
     """handler500: errors outside DRF views (middleware, non-API views)."""
     return _json_error(500, "server_error", "Internal server error.")
+
+
+def unknown_path(view):
+    """Marks a catch-all view (the last route under a prefix): `slash_redirect` skips it. It
+    changes nothing, so no CSRF check: a POST to an unknown path is its 404, not a 403 page."""
+    view = csrf_exempt(view)
+    view.unknown_path = True
+    return view
+
+
+def slash_redirect(request: HttpRequest) -> HttpResponsePermanentRedirect | None:
+    """What CommonMiddleware's APPEND_SLASH does for a path that matches no route, for a path
+    that only a catch-all matched: the redirect to the path with a slash when a real route
+    takes that one (`/api/docs` to `/api/docs/`)."""
+    path = request.path_info
+    if not settings.APPEND_SLASH or path.endswith("/"):
+        return None
+    try:
+        match = resolve(f"{path}/", getattr(request, "urlconf", None))
+    except Resolver404:
+        return None
+    if getattr(match.func, "unknown_path", False):
+        return None
+    return HttpResponsePermanentRedirect(request.get_full_path(force_append_slash=True))
+
+
+@unknown_path
+def unknown_api_path(request: HttpRequest, url: str = "") -> JsonResponse:
+    """The last route under API_PREFIX: a 404 in the error shape whatever DEBUG says (with
+    DEBUG on, handler404 is not used and Django answers its HTML page)."""
+    return slash_redirect(request) or json_not_found(request)

@@ -3,6 +3,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from patients.models import Patient, PatientNameConflict
+from vitals.admin import ReadingColumns
 from vitals.models import AlarmLimits, PatientMetric
 from vitals.services import (
     LIMIT_FIELDS,
@@ -17,21 +18,26 @@ LATEST_READINGS_SHOWN = 20
 class LatestReadingsFormSet(BaseInlineFormSet):
     def get_queryset(self):
         # A patient has thousands of readings; the page shows the newest few.
-        return super().get_queryset().order_by("-measured_at")[:LATEST_READINGS_SHOWN]
+        return (
+            super()
+            .get_queryset()
+            .select_related("patient")  # each row's title names the patient
+            .order_by("-measured_at")[:LATEST_READINGS_SHOWN]
+        )
 
 
-class LatestReadingsInline(admin.TabularInline):
+class LatestReadingsInline(ReadingColumns, admin.TabularInline):
     model = PatientMetric
     formset = LatestReadingsFormSet
     verbose_name_plural = f"latest {LATEST_READINGS_SHOWN} readings"
     fields = readonly_fields = [
-        "measured_at",
+        "measured_at_display",
         "pulse",
         "resp_rate",
         "bp",
         "spo2",
         "temperature",
-        "on_oxygen",
+        "air_or_oxygen",
         "consciousness",
         "news2_score",
         "artefact",

@@ -2,23 +2,45 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from icu.admin import ReadOnlyAdmin
-from vitals.models import Alarm, AlarmEvent, AlarmOff, AlarmState, AuditEvent, PatientMetric
+from vitals.models import (
+    Alarm,
+    AlarmEvent,
+    AlarmOff,
+    AlarmState,
+    AuditEvent,
+    PatientMetric,
+    reading_time,
+)
 from vitals.services import alarm_acknowledge
 
 
+class ReadingColumns:
+    """The columns a reading shows in the admin wherever it is listed (its own list, the
+    patient page's latest readings)."""
+
+    @admin.display(description="measured at", ordering="measured_at")
+    def measured_at_display(self, metric: PatientMetric) -> str:
+        return reading_time(metric.measured_at)
+
+    # A word: Django's red cross for False reads as an error, and air is the normal case.
+    @admin.display(description="air or oxygen", ordering="on_oxygen")
+    def air_or_oxygen(self, metric: PatientMetric) -> str:
+        return "oxygen" if metric.on_oxygen else "air"
+
+
 @admin.register(PatientMetric)
-class PatientMetricAdmin(ReadOnlyAdmin):
+class PatientMetricAdmin(ReadingColumns, ReadOnlyAdmin):
     """Readings come from devices through the consumer: the admin shows them, never edits them."""
 
     list_display = [
-        "measured_at",
+        "measured_at_display",
         "patient",
         "pulse",
         "resp_rate",
         "bp",
         "spo2",
         "temperature",
-        "on_oxygen",
+        "air_or_oxygen",
         "consciousness",
         "news2_score",
         "received_at",

@@ -9,6 +9,12 @@ from vitals.alarms import ALARM_OFF_KINDS, LIMIT_RANGES
 from vitals.news2 import News2, news2_of
 
 
+def reading_time(moment) -> str:
+    """A reading's time as the admin shows it: local (TIME_ZONE), to the second (readings come
+    every few seconds; Django's default format stops at the minute)."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M:%S}"
+
+
 class Consciousness(models.TextChoices):
     """ACVPU."""
 
@@ -86,7 +92,9 @@ class PatientMetric(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.patient_id} @ {self.measured_at.isoformat()}"
+        # The patient's name, not their internal id: the admin's row titles (select_related
+        # where many are shown).
+        return f"{self.patient.name} at {reading_time(self.measured_at)}"
 
     @property
     def bp(self) -> str:

@@ -91,6 +91,10 @@ LOGIN = {
 }
 # The central station's pages (ward/): a redirect to its login for anonymous users, GET only.
 WARD = {"ward:ward", "ward:patient"}
+# What a FHIR server says it does (/fhir/metadata): open to anyone, GET only.
+OPEN = {"fhir:metadata"}
+# The catch-alls under the API and FHIR prefixes: a 404 in their JSON shape, whatever the method.
+UNKNOWN = {"api-unknown", "fhir:unknown"}
 # Everything else under admin/ (index, models, history, autocomplete, the catch-all...): the
 # admin's own staff check, a redirect to its login.
 ADMIN_NAMESPACE = "admin"
@@ -172,6 +176,8 @@ def category(route: Route) -> str | None:
         ("api", API),
         ("login", LOGIN),
         ("ward", WARD),
+        ("open", OPEN),
+        ("unknown", UNKNOWN),
     ):
         if route.key in members:
             return name
@@ -189,7 +195,7 @@ def test_every_url_pattern_is_classified():
     )
     # And nothing classified that is gone: the lists stay the URLconf's.
     keys = {r.key for r in routes}
-    assert (HEALTH | METRICS | API | LOGIN | WARD) - keys == set()
+    assert (HEALTH | METRICS | API | LOGIN | WARD | OPEN | UNKNOWN) - keys == set()
     assert {route for route, _ in API_WRITES} <= API
     # The walk reaches the admin, the brief's paths, the schema and the docs.
     assert {
@@ -255,6 +261,10 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
         where = f"GET {url} ({route.key})"
         if kind == "health":
             assert response.status_code in (200, 503), where
+        elif kind == "open":
+            assert response.status_code == 200, where
+        elif kind == "unknown":
+            assert response.status_code == 404, where
         elif kind == "api":
             assert response.status_code == 401, where
             assert response["Content-Type"] == "application/json", where
@@ -285,12 +295,14 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
             elif kind == "ward":  # the login comes first, whatever the method
                 assert response.status_code == 302, where
                 assert response["Location"] == f"/login/?next={quote(url)}", where
-            elif kind in ("health", "metrics"):
+            elif kind in ("health", "metrics", "open"):
                 assert response.status_code == 405, where
+            elif kind == "unknown":
+                assert response.status_code == 404, where
             # login: an empty form or credentials are refused (400/200 with errors), logout
             # of nobody redirects; whatever the answer, nothing changes.
             assert snapshot() == before, where
-    assert set(seen) == {"health", "metrics", "api", "login", "ward", "admin"}
+    assert set(seen) == {"health", "metrics", "api", "login", "ward", "admin", "open", "unknown"}
 
 
 def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
@@ -320,8 +332,10 @@ def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
             elif kind == "admin":
                 assert response.status_code == 302, where
                 assert response["Location"] == admin_refusal(route, url), where
-            elif kind in ("health", "metrics", "ward"):
+            elif kind in ("health", "metrics", "ward", "open"):
                 assert response.status_code == 405, where
+            elif kind == "unknown":
+                assert response.status_code == 404, where
             else:
                 assert kind == "login", where
                 assert response.status_code in (200, 400, 405), where

@@ -220,3 +220,41 @@ def test_the_end_monitoring_action_ends_it_audited_for_each_selected_patient(
     assert sorted(
         AuditEvent.objects.filter(action="patient.monitoring_end").values_list("object_id")
     ) == [(str(pk),) for pk in sorted(selected)]
+
+
+def test_the_patient_page_tells_its_readings_apart(admin_client: Client) -> None:
+    """Readings 5 s apart: each row shows its time to the second and is titled with the
+    patient's name (not the internal id); being on air is a word, not a red cross."""
+    patient = PatientFactory(name="Alice")
+    for i in range(3):
+        PatientMetricFactory(
+            patient=patient, measured_at=T0 + timedelta(seconds=5 * i), on_oxygen=i == 2
+        )
+
+    content = admin_client.get(f"{PATIENTS}{patient.pk}/change/").content.decode()
+
+    times = re.findall(r'<td class="field-measured_at_display">\s*<p>([^<]*)</p>', content)
+    assert times == ["2026-11-23 08:00:10", "2026-11-23 08:00:05", "2026-11-23 08:00:00"]
+    titles = re.findall(r'<td class="original">\s*<p>\s*([^<]*?)\s*<', content)
+    assert titles == [
+        "Alice at 2026-11-23 08:00:10",
+        "Alice at 2026-11-23 08:00:05",
+        "Alice at 2026-11-23 08:00:00",
+    ]
+    oxygen = re.findall(r'<td class="field-air_or_oxygen">\s*<p>([^<]*)</p>', content)
+    assert oxygen == ["oxygen", "air", "air"]
+    assert "icon-no.svg" not in content
+
+
+def test_the_readings_list_shows_seconds_and_air_or_oxygen(admin_client: Client) -> None:
+    patient = PatientFactory(name="Alice")
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(seconds=5))
+    PatientMetricFactory(patient=patient, measured_at=T0, on_oxygen=True)
+
+    content = admin_client.get(METRICS).content.decode()
+
+    times = re.findall(r'<th class="field-measured_at_display"><a [^>]*>([^<]*)</a>', content)
+    assert times == ["2026-11-23 08:00:05", "2026-11-23 08:00:00"]
+    oxygen = re.findall(r'<td class="field-air_or_oxygen">([^<]*)</td>', content)
+    assert oxygen == ["air", "oxygen"]
+    assert "icon-no.svg" not in content

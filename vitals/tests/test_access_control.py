@@ -86,7 +86,10 @@ def test_role_groups_ensure_adds_what_is_missing_and_keeps_what_an_admin_added()
 
 
 def test_every_api_route_has_an_access_rule_and_every_rule_a_route():
-    api_routes = {r.key for r in walk() if r.namespace in ("api", "fhir")}
+    # The DRF views: /fhir/metadata (open, what the server does) and the catch-all 404s are not.
+    api_routes = {
+        r.key for r in walk() if r.namespace in ("api", "fhir") and r.drf_methods() is not None
+    }
     # The token endpoint is a login (open to anonymous users, throttled): no rule.
     assert api_routes - {"api:token"} == set(ROUTES)
 
@@ -472,6 +475,26 @@ def test_run_dev_creates_the_demo_superuser_and_a_user_of_each_role(django_user_
     assert users["nurse"].has_perm("vitals.acknowledge_alarm")
     assert not users["observer"].has_perm("vitals.acknowledge_alarm")
     assert users["observer"].has_perm("patients.view_patient")
+
+
+def test_the_demo_nurse_works_at_the_central_station_and_in_the_api_not_in_the_admin():
+    """The README's role table: clinicians act at the central station and in the API, whose
+    reads of a patient are in the access log; the admin (whose reads are not) is for staff."""
+    demo_user_ensure()
+    credentials = {"username": "nurse", "password": DEMO_PASSWORD}
+
+    admin = Client().post("/admin/login/?next=/admin/", credentials)
+    assert admin.status_code == 200  # the form again, not the admin's index
+    assert "Please enter the correct username and password for a staff account" in (
+        admin.content.decode()
+    )
+    station = Client()
+    assert station.post("/login/", credentials)["Location"] == "/"
+    assert station.get("/").status_code == 200
+    token = APIClient().post("/api/auth/token/", credentials).json()["token"]
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api.get("/api/alarms/").status_code == 200
 
 
 def test_assign_role_gives_and_takes_a_role(django_user_model, capsys):
