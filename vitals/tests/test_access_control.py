@@ -418,7 +418,10 @@ def test_throttle_rates_metrics_token_and_cache_come_from_the_environment():
 def test_a_malformed_throttle_rate_stops_the_start():
     result = run_settings(PRINT_RATES, DEBUG="true", THROTTLE_USER="lots")
     assert result.returncode != 0
-    assert "THROTTLE_USER='lots': use e.g. 60/min" in result.stderr
+    assert (
+        "THROTTLE_USER must be a rate like 60/min (per s, min, hour or day) (got 'lots')."
+        in result.stderr
+    )
 
 
 # --- CSRF on session writes --------------------------------------------------------------------
