@@ -26,8 +26,8 @@ $(INSTALLED): requirements.txt requirements-dev.txt
 # A development .env (DEBUG on, a random SECRET_KEY) so that `manage.py` works on its own too.
 # Never overwritten; delete it to get a new one.
 .env:
-	@printf 'DEBUG=true\nSECRET_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
-	@echo "Wrote a development .env (DEBUG=true, random SECRET_KEY)"
+	@printf 'DEBUG=true\nSECRET_KEY=%s\n# Logs for a terminal; production and the tests use json.\nLOG_FORMAT=text\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" > $@
+	@echo "Wrote a development .env (DEBUG=true, random SECRET_KEY, LOG_FORMAT=text)"
 
 install: $(INSTALLED) .env ## Create .venv and install the pinned dependencies
 

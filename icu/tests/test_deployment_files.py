@@ -2,6 +2,7 @@
 Specification's JSON Schema and against what the application expects."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import check_jsonschema
@@ -132,3 +133,25 @@ def test_the_schema_check_does_reject_a_broken_compose_file():
         e.message for e in jsonschema.validators.validator_for(schema)(schema).iter_errors(broken)
     ]
     assert messages
+
+
+def test_make_writes_a_development_env_with_text_logs_for_a_terminal(tmp_path: Path) -> None:
+    """`make run`'s .env: DEBUG on, a random SECRET_KEY, and logs a person reads in a terminal
+    (production and the tests log JSON)."""
+    result = subprocess.run(
+        ["make", "-s", "-f", str(BASE_DIR / "Makefile"), "-C", str(tmp_path), ".env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "Wrote a development .env (DEBUG=true, random SECRET_KEY, LOG_FORMAT=text)\n"
+    )
+    lines = (tmp_path / ".env").read_text().splitlines()
+    assert lines[0] == "DEBUG=true"
+    assert lines[1].startswith("SECRET_KEY=")
+    assert len(lines[1]) > len("SECRET_KEY=") + 60
+    assert lines[3] == "LOG_FORMAT=text"

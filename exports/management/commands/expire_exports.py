@@ -1,9 +1,8 @@
-from django.core.management.base import BaseCommand
-
 from exports.services import exports_expire
+from icu.cli import ExamplesCommand
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Delete the exports older than EXPORT_RESULT_TTL (default 7d), and their files.
 
 The worker (`manage.py db_worker`) already does this after every export it runs, so the

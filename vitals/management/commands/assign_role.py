@@ -1,21 +1,14 @@
-import argparse
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import (
-    BaseCommand,
     CommandError,
     CommandParser,
-    DjangoHelpFormatter,
 )
 
+from icu.cli import ExamplesCommand
 from icu.permissions import ROLES, role_groups_ensure, user_role_assign
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = f"""Give a user a role of the API ({", ".join(ROLES)}), or take it away.
 
 A role is a Django group with model permissions (icu/permissions.py): the admin does the same
@@ -26,11 +19,6 @@ examples:
   python manage.py assign_role bob viewer
   python manage.py assign_role bob viewer --remove
 """
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
-        # Keep the description's line breaks: one example per line.
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("username")

@@ -1,4 +1,3 @@
-import argparse
 import logging
 import time
 from contextlib import ExitStack
@@ -6,13 +5,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.management.base import (
-    BaseCommand,
     CommandError,
     CommandParser,
-    DjangoHelpFormatter,
 )
 from django.db import close_old_connections
 
+from icu.cli import ExamplesCommand
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import (
     BrokerOutage,
@@ -30,11 +28,7 @@ logger = logging.getLogger("vitals.consume")
 SUMMARY_EVERY_S = 30.0
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Consume vital-sign readings from Kafka and store them in the database.
 
 Joins the consumer group KAFKA_GROUP_ID on topic KAFKA_TOPIC; start several to share the
@@ -55,11 +49,6 @@ examples:
   python manage.py consume_vitals --exit-on-idle 10      # drain the topic, then stop
   python manage.py consume_vitals --metrics-port 9100    # metrics: http://127.0.0.1:9100/metrics
 """
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
-        # Keep the description's line breaks: one example per line.
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--topic", default=None, help="Topic to read (default: KAFKA_TOPIC).")

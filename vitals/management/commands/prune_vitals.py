@@ -2,9 +2,10 @@ import logging
 import time
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
+from icu.cli import ExamplesCommand
 from icu.durations import duration_parse
 from icu.process import stop_on_signals
 from vitals.models import PatientMetric
@@ -24,7 +25,7 @@ def age_parse(text: str) -> timedelta:
     return age
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Delete vital-sign readings older than a retention period, in batches.
 
 Each batch is its own short transaction, so the consumer and the API keep working while it

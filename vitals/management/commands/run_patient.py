@@ -1,4 +1,3 @@
-import argparse
 import heapq
 import logging
 import math
@@ -12,12 +11,11 @@ from datetime import UTC, datetime, timedelta
 from confluent_kafka import KafkaError, Message
 from django.conf import settings
 from django.core.management.base import (
-    BaseCommand,
     CommandError,
     CommandParser,
-    DjangoHelpFormatter,
 )
 
+from icu.cli import ExamplesCommand
 from icu.exceptions import InvalidReading, KafkaUnavailable
 from icu.kafka import BrokerOutage, broker_check, producer_create
 from icu.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
@@ -40,11 +38,7 @@ ONE_MS = timedelta(milliseconds=1)
 LOG_EACH_READING_UP_TO = 5
 
 
-class _HelpFormatter(DjangoHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
-class Command(BaseCommand):
+class Command(ExamplesCommand):
     help = """Emulate bedside monitors: produce vital-sign readings to Kafka.
 
 Each patient sends one reading every --interval seconds (default METRICS_INTERVAL) to topic
@@ -82,11 +76,6 @@ examples:
             ]
         )
     )
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
-        # Keep the description's line breaks: the scenario table and examples are columns.
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        return super().create_parser(prog_name, subcommand, **kwargs)
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
