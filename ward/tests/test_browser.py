@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
@@ -361,13 +362,22 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
     links = browser.find_elements(By.CSS_SELECTOR, "a.tile-link")
     assert sorted(link.accessible_name for link in links) == sorted(t["name"] for t in shown)
 
-    # "+1 more" opens the patient, whose page lists every alarm.
-    more = browser.find_element(By.CSS_SELECTOR, ".alarm--more a")
-    assert (more.text, more.accessible_name) == ("+1 more", "1 more alarm")
-    crowded_uuid = more.find_element(By.XPATH, "ancestor::li[@data-uuid]").get_attribute(
-        "data-uuid"
-    )
-    more.click()
+    # "+1 more" opens the patient, whose page lists every alarm. Each poll redraws a tile's
+    # alarms, so the link is found, read and clicked again if a poll replaced it meanwhile.
+    def open_more(b: WebDriver):
+        try:
+            more = b.find_element(By.CSS_SELECTOR, ".alarm--more a")
+            seen = (more.text, more.accessible_name)
+            uuid_ = more.find_element(By.XPATH, "ancestor::li[@data-uuid]").get_attribute(
+                "data-uuid"
+            )
+            more.click()
+        except StaleElementReferenceException:
+            return None
+        return seen, uuid_
+
+    seen, crowded_uuid = wait_until(browser, open_more, "+1 more clicked")
+    assert seen == ("+1 more", "1 more alarm")
     wait_until(
         browser, lambda b: len(b.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id]")) == 3, "3"
     )
