@@ -30,6 +30,11 @@ class Patient(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Each sign's newest value and when it was measured, {key: {"value", "measured_at"}}, for
+    # the signs of vitals/signs.py and the observations consciousness and on_oxygen: a reading
+    # may carry only some signs, and a tile shows each with its own age. Kept by the consumer
+    # with latest_metric.
+    latest_signs = models.JSONField(default=dict, blank=True)
     latest_metric = models.OneToOneField(
         "vitals.PatientMetric",
         on_delete=models.SET_NULL,

@@ -58,6 +58,11 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True, help_text="The newest reading, null before the first."
     )
     news2 = serializers.SerializerMethodField(help_text="NEWS2 of the latest reading.")
+    latest_signs = serializers.JSONField(
+        read_only=True,
+        help_text='Each sign\'s newest value and when it was measured: {"spo2": {"value": 97, '
+        '"measured_at": "..."}, ...}; a reading may carry only some signs.',
+    )
     name_conflicts = NameConflictSerializer(
         source="open_name_conflicts",
         many=True,
@@ -98,6 +103,7 @@ class PatientSerializer(serializers.ModelSerializer):
             "active_alarms",
             "alarms_off",
             "latest_metric",
+            "latest_signs",
         ]
         read_only_fields = fields
 

@@ -28,6 +28,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vitals.news2 import News2
+from vitals.signs import LIMIT_DEFAULTS
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -37,17 +38,7 @@ PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 # alarm off is done explicitly instead (`Limits.off`, the AlarmOff model), where it is seen.
 # Narrower than what bedside monitors allow (e.g. SpO2 low 50-99 %); see README "Alarm limits".
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
-    "spo2_low": (80, 99),
-    "pulse_low": (30, 100),
-    "pulse_high": (60, 200),
-    "systolic_low": (60, 120),
-    "systolic_high": (100, 240),
-    "diastolic_low": (30, 80),
-    "diastolic_high": (60, 140),
-    "resp_rate_low": (4, 15),
-    "resp_rate_high": (15, 50),
-    "temperature_low": (33.0, 36.5),
-    "temperature_high": (37.5, 41.0),
+    **{limit.kind: limit.settable for limit in LIMIT_DEFAULTS},
     "delay_readings": (1, 10),
 }
 

@@ -44,12 +44,31 @@ class PatientMetric(models.Model):
         "patients.Patient", on_delete=models.CASCADE, related_name="metrics"
     )
     measured_at = models.DateTimeField(help_text="When the monitor took the reading.")
-    pulse = models.PositiveSmallIntegerField(help_text="Heart rate, beats/min.")
-    resp_rate = models.PositiveSmallIntegerField(help_text="Respiratory rate, breaths/min.")
-    systolic = models.PositiveSmallIntegerField(help_text="Systolic blood pressure, mmHg.")
-    diastolic = models.PositiveSmallIntegerField(help_text="Diastolic blood pressure, mmHg.")
-    spo2 = models.PositiveSmallIntegerField(help_text="Peripheral oxygen saturation, %.")
-    temperature = models.FloatField(help_text="Body temperature, °C (one decimal).")
+    # The signs (vitals/signs.py): null = not measured in this reading (contract version 2
+    # readings carry any subset of them; version 1 readings carry pulse to temperature, and
+    # map computed from the blood pressure).
+    pulse = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Heart rate, /min.")
+    resp_rate = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Respiratory rate, /min."
+    )
+    systolic = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Systolic blood pressure, mmHg."
+    )
+    diastolic = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Diastolic blood pressure, mmHg."
+    )
+    map = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Mean arterial pressure, mmHg."
+    )
+    spo2 = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Peripheral oxygen saturation, %."
+    )
+    temperature = models.FloatField(
+        null=True, blank=True, help_text="Body temperature, °C (one decimal)."
+    )
+    etco2 = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="End-tidal CO2, mmHg (ventilated patients)."
+    )
     on_oxygen = models.BooleanField(default=False, help_text="On supplemental oxygen.")
     consciousness = models.CharField(
         max_length=1, choices=Consciousness.choices, default=Consciousness.ALERT
@@ -69,6 +88,12 @@ class PatientMetric(models.Model):
         max_length=12, choices=News2Risk.choices, null=True, blank=True
     )
     spo2_scale = models.PositiveSmallIntegerField(default=1)
+    # A reading's NEWS2 uses each parameter's newest value within its validity window
+    # (SIGN_VALIDITY), from this reading or earlier ones: the sub-scores as scored, and the
+    # parameters that had no valid value (the score is then incomplete). Null sub-scores: a row
+    # stored before partial readings, scored from its own values.
+    news2_subscores = models.JSONField(null=True, blank=True)
+    news2_missing = models.JSONField(default=list, blank=True)
     received_at = models.DateTimeField(help_text="When the consumer stored the reading.")
     # The monitor's clock may be wrong: measured_at is kept as sent (charts and exports use
     # it), and sent_at, the Kafka message's timestamp (the sending gateway's clock, or the
@@ -152,6 +177,10 @@ class AlarmLimits(models.Model):
     )
     temperature_low = models.FloatField(default=35.0, validators=_limit_range("temperature_low"))
     temperature_high = models.FloatField(default=39.0, validators=_limit_range("temperature_high"))
+    map_low = models.PositiveSmallIntegerField(default=65, validators=_limit_range("map_low"))
+    map_high = models.PositiveSmallIntegerField(default=110, validators=_limit_range("map_high"))
+    etco2_low = models.PositiveSmallIntegerField(default=25, validators=_limit_range("etco2_low"))
+    etco2_high = models.PositiveSmallIntegerField(default=50, validators=_limit_range("etco2_high"))
     delay_readings = models.PositiveSmallIntegerField(
         default=2,
         validators=_limit_range("delay_readings"),
@@ -183,6 +212,12 @@ class AlarmLimits(models.Model):
             models.CheckConstraint(
                 condition=Q(temperature_low__lt=F("temperature_high")),
                 name="limits_temperature_low_lt_high",
+            ),
+            models.CheckConstraint(
+                condition=Q(map_low__lt=F("map_high")), name="limits_map_low_lt_high"
+            ),
+            models.CheckConstraint(
+                condition=Q(etco2_low__lt=F("etco2_high")), name="limits_etco2_low_lt_high"
             ),
             *(
                 models.CheckConstraint(

@@ -1,5 +1,6 @@
 """Writes of vital-sign readings."""
 
+import json
 import logging
 import sqlite3
 from collections.abc import Sequence
@@ -154,6 +155,7 @@ def _stored_values(metrics: list[PatientMetric]) -> dict[tuple, tuple]:
 _INSERT_FIELDS = [f for f in PatientMetric._meta.concrete_fields if not f.primary_key]
 _INSERT_VALUES = attrgetter(*(f.attname for f in _INSERT_FIELDS))
 _DATETIME_COLUMNS = [i for i, f in enumerate(_INSERT_FIELDS) if isinstance(f, models.DateTimeField)]
+_JSON_COLUMNS = [i for i, f in enumerate(_INSERT_FIELDS) if isinstance(f, models.JSONField)]
 _KEY_COLUMNS = (
     _INSERT_FIELDS.index(PatientMetric._meta.get_field("patient")),
     _INSERT_FIELDS.index(PatientMetric._meta.get_field("measured_at")),
@@ -173,6 +175,8 @@ def _metric_db_values(metric: PatientMetric) -> list:
     adapt = connection.ops.adapt_datetimefield_value
     for i in _DATETIME_COLUMNS:
         values[i] = adapt(values[i])
+    for i in _JSON_COLUMNS:
+        values[i] = None if values[i] is None else json.dumps(values[i])
     return values
 
 

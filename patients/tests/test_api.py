@@ -129,6 +129,7 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
         "active_alarms": [],
         "alarms_off": [],
         "latest_metric": latest,
+        "latest_signs": patient.latest_signs,
     }
 
 
