@@ -31,9 +31,9 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from icu.devservers import DevServerError, PostgresServer, free_port
-from icu.kafka import kafka_config, producer_create, topics_ensure
-from icu.process import die_with_parent, process_stop
+from core.kafka import kafka_config, producer_create, topics_ensure
+from core.process import die_with_parent, process_stop
+from testing.devservers import DevServerError, PostgresServer, free_port
 
 BASE_DIR = Path(__file__).resolve().parent
 
@@ -354,9 +354,9 @@ def _access_log_forgotten() -> Iterator[None]:
 
 @pytest.fixture
 def roles() -> dict:
-    """The role groups by name (icu/permissions.py). The migration vitals/0004_roles creates
+    """The role groups by name (core/permissions.py). The migration vitals/0004_roles creates
     them, but a transactional test's flush empties every table: ensured again here."""
-    from icu.permissions import role_groups_ensure
+    from core.permissions import role_groups_ensure
 
     return role_groups_ensure()
 

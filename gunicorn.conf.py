@@ -30,14 +30,14 @@ errorlog = "-"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "icu.logging.JsonFormatter"}},
+    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
     "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
 
 
 # Clients connect to gunicorn itself (docker-compose.yml publishes its port): no proxy adds to
-# X-Forwarded-For, so none is trusted for the client's address (icu/auth.py). Behind a reverse
+# X-Forwarded-For, so none is trusted for the client's address (core/auth.py). Behind a reverse
 # proxy that appends to X-Forwarded-For, set TRUSTED_PROXIES=1 in the environment (one per proxy).
 os.environ.setdefault("TRUSTED_PROXIES", "0")
 
@@ -50,9 +50,9 @@ os.environ.setdefault(
 )
 
 # Every setting is checked here, in the master, before a worker starts: a bad one stops gunicorn
-# with its one line and exit status 2 (icu/startup.py), not a traceback per worker boot.
+# with its one line and exit status 2 (core/startup.py), not a traceback per worker boot.
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "icu.settings")
-from icu.startup import settings_load_or_exit  # noqa: E402
+from core.startup import settings_load_or_exit  # noqa: E402
 
 settings_load_or_exit()
 
@@ -66,6 +66,6 @@ def on_starting(server) -> None:
 
 def child_exit(server, worker) -> None:
     """A worker is gone: keep its counters, drop its live gauges."""
-    from icu.metrics import child_exit as metrics_child_exit
+    from core.metrics import child_exit as metrics_child_exit
 
     metrics_child_exit(server, worker)

@@ -9,7 +9,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "icu.settings")
     from django.core.management import execute_from_command_line
 
-    from icu.startup import settings_load_or_exit
+    from core.startup import settings_load_or_exit
 
     settings_load_or_exit()  # a bad setting: one line and exit status 2, for every command
 

@@ -1,7 +1,7 @@
 from django.contrib import admin
 
 from access.models import PatientAccess
-from icu.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 
 
 @admin.register(PatientAccess)

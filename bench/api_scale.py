@@ -211,7 +211,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
     # the access log (access/) recording each read, and without it (the views' hook a no-op),
     # and with every poll the first of its window (its row written: upper bound, a new
     # window's poll).
-    import patients.apis
+    import vitals.patient_apis
     from access.services import patient_access_forget, patient_access_record
 
     def poll(i: int) -> None:
@@ -220,11 +220,11 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
         api_metrics(i)
 
     def poll_off(i: int) -> None:
-        patients.apis.patient_access_record = lambda **kwargs: None
+        vitals.patient_apis.patient_access_record = lambda **kwargs: None
         try:
             poll(i)
         finally:
-            patients.apis.patient_access_record = patient_access_record
+            vitals.patient_apis.patient_access_record = patient_access_record
 
     def poll_first(i: int) -> None:
         patient_access_forget()

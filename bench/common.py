@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psycopg
 
-from icu.devservers import PostgresServer, free_port
+from testing.devservers import PostgresServer, free_port
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ENGINES = ("sqlite", "postgresql")

@@ -193,7 +193,7 @@ def measure_consumer(data: Path, engine: str, workdir: Path) -> list[Figure]:
     until the table holds them all."""
     from django.db import connection
 
-    from icu.kafka import producer_create, topics_ensure
+    from core.kafka import producer_create, topics_ensure
     from vitals.models import PatientMetric
 
     messages = _messages(data)

@@ -34,7 +34,7 @@ _TIMESTAMP = re.compile(rb'"timestamp":"([^"]+)"')
 def measure(*, patients: int, rounds: int, topic: str, workdir, first: int) -> list[Figure]:
     from django.db import connection
 
-    from icu.kafka import producer_create
+    from core.kafka import producer_create
     from vitals.contract import reading_to_message
     from vitals.management.commands.run_patient import emulators_build
     from vitals.models import PatientMetric

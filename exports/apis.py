@@ -21,6 +21,7 @@ from rest_framework.views import APIView
 
 from access.models import PatientAccess
 from access.services import patient_access_record
+from core.exceptions import InvalidParameter, slash_redirect, unknown_path
 from exports.fhir import (
     FHIR_JSON,
     BundleWriter,
@@ -41,8 +42,7 @@ from exports.models import Export
 from exports.selectors import export_get, export_list, export_result_get, observation_search
 from exports.serializers import ExportRequestSerializer, ExportSerializer
 from exports.services import export_request
-from icu.exceptions import InvalidParameter, slash_redirect, unknown_path
-from patients.selectors import patient_get
+from vitals.patient_selectors import patient_get
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 

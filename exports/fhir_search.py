@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from core.exceptions import InvalidCursor, InvalidParameter
+from core.pagination import cursor_sign, cursor_unsign
 from exports.fhir import KINDS, kinds_matching
-from icu.exceptions import InvalidCursor, InvalidParameter
-from icu.pagination import cursor_sign, cursor_unsign
 
 DEFAULT_COUNT = 100
 MAX_COUNT = 1000
@@ -136,7 +136,7 @@ _CURSOR_REFUSED = "'_cursor' is not a cursor this search issued: follow its `nex
 
 def cursor_encode(measured_at: datetime, skip: int) -> str:
     """Where a page starts: at the reading measured at `measured_at`, after its `skip` first
-    entries. Opaque to clients, and signed (icu/pagination.py): only what this search issued
+    entries. Opaque to clients, and signed (core/pagination.py): only what this search issued
     is followed."""
     return cursor_sign(value=[measured_at.isoformat(), skip], salt=_CURSOR_SALT)
 

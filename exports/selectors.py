@@ -11,16 +11,16 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from exports.fhir import FHIR_JSON, EntryWriter, Reading, iso
-from exports.fhir_search import TimeRange
-from exports.models import Export, ExportFormat, ExportStatus
-from icu.exceptions import (
+from exports.errors import (
     ExportExpired,
     ExportFailed,
     ExportNotFound,
     ExportNotReady,
     ExportResultMissing,
 )
+from exports.fhir import FHIR_JSON, EntryWriter, Reading, iso
+from exports.fhir_search import TimeRange
+from exports.models import Export, ExportFormat, ExportStatus
 from patients.models import Patient
 from vitals.selectors import metric_list
 

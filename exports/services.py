@@ -20,10 +20,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
 
+from exports.errors import ExportFailed
 from exports.models import Export, ExportFormat, ExportStatus
 from exports.selectors import export_readings
 from exports.writers import csv_write, fhir_write
-from icu.exceptions import ExportFailed
 from patients.models import Patient
 
 logger = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ from rest_framework.routers import DefaultRouter
 from rest_framework.throttling import AnonRateThrottle
 
 from access.apis import PatientAccessViewSet
+from core.auth import login_locked_out_error
 from exports.apis import ExportViewSet, PatientExportsView
-from icu.auth import login_locked_out_error
-from patients.apis import BriefPatientViewSet, PatientViewSet
 from vitals.apis import AlarmViewSet, AuditEventViewSet
+from vitals.patient_apis import BriefPatientViewSet, PatientViewSet
 
 app_name = "api"
 
@@ -61,9 +61,9 @@ class SchemaView(BrowserPagesMixin, SpectacularAPIView):
 
 class DocsView(BrowserPagesMixin, SpectacularSwaggerSplitView):
     """Swagger UI under the Content-Security-Policy: its init script from `?script`, not inline;
-    its inline style with the response's nonce (icu/templates/icu/swagger_ui.html)."""
+    its inline style with the response's nonce (core/templates/core/swagger_ui.html)."""
 
-    template_name = "icu/swagger_ui.html"
+    template_name = "core/swagger_ui.html"
 
 
 class TokenView(ObtainAuthToken):

@@ -16,7 +16,7 @@ import environ
 from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
-from icu.durations import duration_parse
+from core.durations import duration_parse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,7 +27,7 @@ environ.Env.read_env(env("ICU_ENV_FILE", default=str(BASE_DIR / ".env")))
 # --- Reading a setting -------------------------------------------------------------------------
 # Every setting is read by one of these and checked now, at start-up: a bad value stops every
 # command with one line, "<NAME> must be <the form expected> (got '<the value given>').", which
-# manage.py and the web server print without a traceback (icu/startup.py), exit status 2. A typo
+# manage.py and the web server print without a traceback (core/startup.py), exit status 2. A typo
 # never passes for a default.
 
 
@@ -83,7 +83,7 @@ def _seconds(name: str, default: float) -> float:
 
 
 def _duration(name: str, default: str) -> timedelta:
-    """A duration above 0 such as `7d` (icu/durations.py)."""
+    """A duration above 0 such as `7d` (core/durations.py)."""
     text = env.str(name, default=default)
     try:
         duration = duration_parse(text)
@@ -171,9 +171,9 @@ INSTALLED_APPS = [
     # worker is `manage.py db_worker`.
     "django_tasks",
     "django_tasks_db",
-    # Content-Security-Policy (django-csp). The platform app itself, `icu` (its `migrate`, safe
-    # to start several at once, its login log and templates: icu/apps.py), comes after axes
-    # below.
+    # Content-Security-Policy (django-csp). The platform app, `core` (its `migrate`, safe to
+    # start several at once, its login log, templates and project-wide commands: core/apps.py),
+    # comes after axes below.
     "csp",
     "patients",
     "vitals",
@@ -183,13 +183,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "icu.logging.RequestIdMiddleware",
+    "core.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Content-Security-Policy (CONTENT_SECURITY_POLICY below), with request.csp_nonce.
     "csp.middleware.CSPMiddleware",
-    "icu.metrics.PrometheusMiddleware",
+    "core.metrics.PrometheusMiddleware",
     # A body over MAX_REQUEST_BODY_BYTES is a 413 before anything reads it (and counted above).
-    "icu.request_limits.RequestBodyLimitMiddleware",
+    "core.request_limits.RequestBodyLimitMiddleware",
     # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
     # far-future cache headers on the hashed names: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -356,7 +356,7 @@ LOGIN_REDIRECT_URL = "/"
 # own. CACHE_URL names a cache the workers share, e.g. filecache:///var/tmp/icu-cache (one
 # host) or dbcache://icu_cache (after `manage.py createcachetable`).
 CACHES = {"default": _cache("CACHE_URL", default="locmemcache://")}
-# Prometheus' bearer token for `GET /metrics` (icu/metrics.py); empty: staff users only.
+# Prometheus' bearer token for `GET /metrics` (core/metrics.py); empty: staff users only.
 METRICS_TOKEN = _text("METRICS_TOKEN", default="")
 
 # --- API --------------------------------------------------------------------------------------
@@ -385,8 +385,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Roles (Django groups and model permissions) and what each route needs: icu/permissions.py.
-    "DEFAULT_PERMISSION_CLASSES": ["icu.permissions.ApiPermission"],
+    # Roles (Django groups and model permissions) and what each route needs: core/permissions.py.
+    "DEFAULT_PERMISSION_CLASSES": ["core.permissions.ApiPermission"],
     # Per client address for anonymous requests (the token endpoint), per user otherwise;
     # counted in CACHES (per process with the default local-memory cache).
     "DEFAULT_THROTTLE_CLASSES": [
@@ -399,10 +399,10 @@ REST_FRAMEWORK = {
     },
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
-        "icu.renderers.BrowsableAPIRenderer",
+        "core.renderers.BrowsableAPIRenderer",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "icu.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "core.exceptions.api_exception_handler",
     "DATETIME_FORMAT": "iso-8601",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -413,7 +413,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema describes health-data endpoints; it is no more public than they are.
-    "SERVE_PERMISSIONS": ["icu.permissions.ApiPermission"],
+    "SERVE_PERMISSIONS": ["core.permissions.ApiPermission"],
     "COMPONENT_SPLIT_REQUEST": True,
     "SWAGGER_UI_DIST": "SIDECAR",
     # No validator badge: it would send the schema's URL to validator.swagger.io (and the CSP
@@ -425,11 +425,11 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"AlarmPriorityEnum": "vitals.models.AlarmPriority"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "icu.openapi.error_responses",
+        "core.openapi.error_responses",
     ],
 }
 
-# --- Login doors: client address, lock-outs, login log (icu/auth.py) --------------------------
+# --- Login doors: client address, lock-outs, login log (core/auth.py) --------------------------
 
 
 # How many reverse proxies in front of gunicorn append to X-Forwarded-For. 0 (no proxy): the
@@ -443,7 +443,10 @@ REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXIES
 # failures of either, logins are refused (429) for LOGIN_LOCKOUT, counted from the lock-out:
 # attempts while locked do not prolong it, so nobody keeps a nurse out for good by typing her
 # name. `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` lift a lock-out.
-INSTALLED_APPS += ["axes", "icu.apps.IcuConfig"]  # icu after axes: its login log reads axes' mark
+INSTALLED_APPS += [
+    "axes",
+    "core.apps.CoreConfig",
+]  # core after axes: its login log reads axes' mark
 MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # last, as django-axes asks
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
@@ -454,11 +457,11 @@ AXES_COOLOFF_TIME = _duration("LOGIN_LOCKOUT", default="15m")
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_RESET_ON_SUCCESS = True
-# Successful logins are in the login log (icu.auth); not also a table that grows by a row each.
+# Successful logins are in the login log (core.auth); not also a table that grows by a row each.
 AXES_DISABLE_ACCESS_LOG = True
 AXES_HTTP_RESPONSE_CODE = 429
-AXES_CLIENT_IP_CALLABLE = "icu.auth.client_address"
-AXES_LOCKOUT_CALLABLE = "icu.auth.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "core.auth.client_address"
+AXES_LOCKOUT_CALLABLE = "core.auth.lockout_response"
 AXES_VERBOSE = False
 
 # --- Kafka and the vitals pipeline -------------------------------------------------------------
@@ -491,7 +494,7 @@ KAFKA_GROUP_ID = _text(
 )
 KAFKA_TOPIC_PARTITIONS = _whole_number("KAFKA_TOPIC_PARTITIONS", 6, minimum=1)
 # Idempotent producers (no duplicates, no reordering on retry). Off only for a broker that
-# forgets producer ids when it restarts, such as the in-memory development broker (icu/kafka.py).
+# forgets producer ids when it restarts, such as the in-memory development broker (core/kafka.py).
 KAFKA_IDEMPOTENT_PRODUCER = _flag("KAFKA_IDEMPOTENT_PRODUCER", default=True)
 # Extra librdkafka properties for every client, e.g. "security.protocol=SSL,ssl.ca.location=/ca".
 _text(
@@ -526,7 +529,7 @@ ALARM_ESCALATE_AFTER = _seconds("ALARM_ESCALATE_AFTER", 120.0)
 # A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
 ALARM_CLOCK_SKEW_WARN = _seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
 
-# --- Request size limits (icu/request_limits.py; gunicorn.conf.py limits the request line and
+# --- Request size limits (core/request_limits.py; gunicorn.conf.py limits the request line and
 # headers) ------------------------------------------------------------------------------------
 
 
@@ -553,8 +556,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "json": {"()": "icu.logging.JsonFormatter"},
-        "text": {"()": "icu.logging.TextFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
+        "text": {"()": "core.logging.TextFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
@@ -564,10 +567,10 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         # librdkafka's own chatter (connection retries...) is routed here; our code reports
         # broker problems itself with one clear line.
-        "icu.kafka.librdkafka": {
+        "core.kafka.librdkafka": {
             "level": _choice("KAFKA_CLIENT_LOG_LEVEL", "CRITICAL", LOG_LEVELS)
         },
-        # django-axes' own line per failed login repeats icu.auth's (icu/auth.py).
+        # django-axes' own line per failed login repeats core.auth's (core/auth.py).
         "axes": {"level": "ERROR"},
     },
 }

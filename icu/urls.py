@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from icu import exceptions, health
+from core import exceptions, health
 
 urlpatterns = [
     # First: with API_PREFIX "" the API's routes would otherwise be tried before them.
@@ -26,12 +26,12 @@ urlpatterns = [
         if settings.API_PREFIX
         else []
     ),
-    path("metrics", include("icu.metrics")),
+    path("metrics", include("core.metrics")),
     path("admin/", admin.site.urls),
     # The central station (ward view at `/`, patient pages, its login): after the API, whose
     # routes win should API_PREFIX be empty.
     path("", include("ward.urls")),
 ]
 
-handler404 = "icu.exceptions.json_not_found"
-handler500 = "icu.exceptions.json_server_error"
+handler404 = "core.exceptions.json_not_found"
+handler500 = "core.exceptions.json_server_error"

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from icu.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 from vitals.models import (
     Alarm,
     AlarmEvent,
@@ -129,3 +129,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
         "before",
         "after",
     ]
+
+
+# The patient's admin page shows its latest readings and alarm limits: monitoring, so it lives
+# in vitals (vitals/patient_admin.py), above patients; registered with this module.
+from vitals import patient_admin  # noqa: E402, F401

@@ -9,8 +9,8 @@ from rest_framework.response import Response
 
 from access.models import PatientAccess
 from access.services import patient_access_record
-from patients.selectors import patient_get
 from vitals.models import Alarm, AuditEvent
+from vitals.patient_selectors import patient_get
 from vitals.selectors import alarm_get, alarm_list, audit_event_list
 from vitals.serializers import (
     AlarmFilterSerializer,

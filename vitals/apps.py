@@ -6,7 +6,7 @@ class VitalsConfig(AppConfig):
     name = "vitals"
 
     def ready(self) -> None:
-        from icu.health import readiness_check_register
+        from core.health import readiness_check_register
         from vitals.health import consumer_stall_check
 
         readiness_check_register(name="consumer", check=consumer_stall_check)

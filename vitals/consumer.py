@@ -20,7 +20,7 @@ Alarms are judged on the readings a batch newly stored, in the same transaction,
 the alarms topic through an outbox (`AlarmEvent`): published after the commit, and swept
 again every few seconds, so that neither a crash nor a broker hiccup loses an alarm change.
 
-Prometheus metrics (icu/metrics.py) are counted once per completed batch, with its totals;
+Prometheus metrics (core/metrics.py) are counted once per completed batch, with its totals;
 the consumer lag is refreshed every `lag_interval` seconds from librdkafka's cached high
 watermarks, without a broker round trip.
 """
@@ -46,12 +46,12 @@ from confluent_kafka import (
 )
 from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 
-from icu.exceptions import InvalidReading
-from icu.health import database_write_check
-from icu.kafka import MESSAGE_MAX_BYTES_DEFAULT
-from icu.metrics import ConsumerMetrics, consumer_metrics
+from core.health import database_write_check
+from core.kafka import MESSAGE_MAX_BYTES_DEFAULT
+from core.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
-from vitals.contract import Reading, reading_parse
+from vitals.contract import REASONS, Reading, reading_parse
+from vitals.errors import InvalidReading
 from vitals.selectors import alarm_events_unpublished
 from vitals.services import (
     StoreResult,
@@ -186,7 +186,7 @@ class VitalsConsumer:
     ) -> None:
         self.consumer = consumer
         # Whether it can write the database (its /readyz): every batch says so; while idle,
-        # a probe every write_probe_interval seconds (icu.health.database_write_check).
+        # a probe every write_probe_interval seconds (core.health.database_write_check).
         self.health = health or ConsumerHealth()
         self.write_probe_interval = write_probe_interval
         self._last_write = time.monotonic()
@@ -218,7 +218,7 @@ class VitalsConsumer:
         self.stop_event = stop_event or threading.Event()
         self.totals = ConsumerTotals()
         self.assigned: set[tuple[str, int]] = set()
-        self.metrics = metrics or consumer_metrics()
+        self.metrics = metrics or consumer_metrics(reasons=REASONS)
         self.lag_interval = lag_interval
         self._last_lag = -math.inf  # the first refresh is due at once
 

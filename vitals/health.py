@@ -1,6 +1,6 @@
-"""The vitals app's readiness check, registered with icu/health.py in VitalsConfig.ready()."""
+"""The vitals app's readiness check, registered with core/health.py in VitalsConfig.ready()."""
 
-from icu.exceptions import NotReady
+from core.exceptions import NotReady
 from vitals.selectors import consumer_stall_list
 
 

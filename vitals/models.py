@@ -330,7 +330,7 @@ class Alarm(models.Model):
 
     class Meta:
         ordering = ["-raised_at", "-id"]
-        # Beyond view/add/change/delete: what the clinician role may do (icu/permissions.py).
+        # Beyond view/add/change/delete: what the clinician role may do (core/permissions.py).
         permissions = [("acknowledge_alarm", "Can acknowledge alarms")]
         constraints = [
             models.UniqueConstraint(

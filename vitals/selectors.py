@@ -26,9 +26,9 @@ from django.db.models.functions import JSONObject
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from icu.exceptions import AlarmNotFound
 from patients.models import Patient
 from vitals.alarms import Limits
+from vitals.errors import AlarmNotFound
 from vitals.models import (
     Alarm,
     AlarmEvent,

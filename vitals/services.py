@@ -13,7 +13,6 @@ from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, Exists, OuterRef, Value, When
 from django.utils import timezone
 
-from icu.exceptions import AlarmNotOpen, AlarmOffRefused
 from patients.models import Patient, PatientNameConflict
 from patients.services import (
     NameMismatch,
@@ -22,6 +21,7 @@ from patients.services import (
 )
 from vitals.alarms import ALARM_OFF_KINDS, NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
+from vitals.errors import AlarmNotOpen, AlarmOffRefused
 from vitals.models import (
     OPEN_ALARM_STATES,
     Alarm,

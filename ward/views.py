@@ -12,10 +12,10 @@ from django.views.decorators.http import require_safe
 
 from access.models import PatientAccess
 from access.services import patient_access_record
-from icu.exceptions import PatientNotFound
-from icu.permissions import route_permits
-from patients.selectors import patient_get
+from core.permissions import route_permits
+from patients.errors import PatientNotFound
 from vitals.alarms import LIMIT_RULES
+from vitals.patient_selectors import patient_get
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}

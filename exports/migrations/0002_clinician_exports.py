@@ -1,7 +1,7 @@
-"""Clinicians may export (see icu/permissions.py): the clinician group gets the exports
+"""Clinicians may export (see core/permissions.py): the clinician group gets the exports
 permissions.
 
-A copy of what this adds to icu.permissions.ROLES, as it was when this migration was written
+A copy of what this adds to core.permissions.ROLES, as it was when this migration was written
 (vitals/tests/test_access_control.py checks that vitals/0004_roles and this migration together
 give the roles ROLES describes). As in vitals/0004_roles, the permissions are created here
 first: on a new database, post_migrate has not created them yet.

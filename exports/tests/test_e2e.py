@@ -13,9 +13,9 @@ import pytest
 from django.db import transaction
 
 from conftest import database_url, json_lines, start_manage, wait_for_log
+from core.process import process_stop
 from exports.tests.checks import check_csv_export, check_fhir_export, stored_readings
 from exports.tests.factories import readings_create
-from icu.process import process_stop
 from patients.tests.factories import PatientFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]

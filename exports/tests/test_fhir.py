@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from core.exceptions import InvalidParameter
 from exports.fhir import (
     KINDS,
     EntryWriter,
@@ -32,7 +33,6 @@ from exports.fhir_search import (
 )
 from exports.tests.checks import check_observation, expected_codes, fhir_valid
 from exports.writers import CSV_HEADER, csv_write, fhir_write
-from icu.exceptions import InvalidParameter
 
 PATIENT = uuid.UUID("6f1c2a9e-8d4b-4c3e-9f0a-1b2c3d4e5f60")
 T0 = datetime(2026, 11, 23, 10, 15, 30, 250000, tzinfo=UTC)

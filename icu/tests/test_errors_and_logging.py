@@ -19,18 +19,18 @@ from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory
 from rest_framework.views import APIView
 
-from icu.exceptions import (
+from core.exceptions import (
     IcuError,
     InvalidParameter,
-    InvalidReading,
     KafkaUnavailable,
-    PatientNotFound,
     api_exception_handler,
     error_body,
     json_not_found,
     json_server_error,
 )
-from icu.logging import JsonFormatter, TextFormatter, record_extra
+from core.logging import JsonFormatter, TextFormatter, record_extra
+from patients.errors import PatientNotFound
+from vitals.errors import InvalidReading
 
 PATIENT_UUID = uuid.UUID("11111111-1111-4111-8111-111111111111")
 # 2026-11-23T08:00:00.250Z: a quarter second is exact in binary, so milliseconds are too.
@@ -286,7 +286,7 @@ class RaisingIcuErrorView(APIView):
 def test_unexpected_exception_in_a_view_is_a_500_without_details(caplog) -> None:
     request = APIRequestFactory().get("/boom/")
 
-    with caplog.at_level(logging.ERROR, logger="icu.exceptions"):
+    with caplog.at_level(logging.ERROR, logger="core.exceptions"):
         response = ExplodingView.as_view()(request)
         response.render()
 
@@ -295,7 +295,7 @@ def test_unexpected_exception_in_a_view_is_a_500_without_details(caplog) -> None
         "error": {"status": 500, "code": "server_error", "message": "Internal server error."}
     }
     assert b"hunter2" not in response.content
-    (logged,) = [r for r in caplog.records if r.name == "icu.exceptions"]
+    (logged,) = [r for r in caplog.records if r.name == "core.exceptions"]
     assert logged.levelno == logging.ERROR
     assert logged.getMessage() == "unhandled API error"
     assert logged.exc_info[0] is RuntimeError
@@ -318,7 +318,7 @@ def test_icu_error_in_a_view(caplog) -> None:
             "message": "Broker 10.0.0.1:9092 down.",
         }
     }
-    assert not [r for r in caplog.records if r.name == "icu.exceptions"]
+    assert not [r for r in caplog.records if r.name == "core.exceptions"]
 
 
 # --- handler404 / handler500 --------------------------------------------------------------------
@@ -361,7 +361,7 @@ def test_django_request_objects_become_method_and_path_and_sockets_are_dropped()
 
     from django.test import RequestFactory
 
-    from icu.logging import JsonFormatter
+    from core.logging import JsonFormatter
 
     http_request = RequestFactory().get("/api/patients/?page=2")
     record = logging.LogRecord(

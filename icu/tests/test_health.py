@@ -9,8 +9,8 @@ from django.db import connection, connections
 from django.test import Client
 
 from conftest import free_port, start_manage, wait_for_log
-from icu import health
-from icu.process import process_stop
+from core import health
+from core.process import process_stop
 from vitals.models import ConsumerStall
 from vitals.services import consumer_stall_clear, consumer_stall_record
 

@@ -1,6 +1,6 @@
 """The four login doors (central station, admin, browsable API, token endpoint): failed logins
 locked out per user name and per client address (django-axes), the lock-out's answer, the
-operator's command that lifts it, and one JSON log line per login attempt (icu/auth.py)."""
+operator's command that lifts it, and one JSON log line per login attempt (core/auth.py)."""
 
 import json
 import logging
@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import Client
 
-from icu.logging import JsonFormatter
+from core.logging import JsonFormatter
 
 pytestmark = pytest.mark.django_db
 
@@ -118,14 +118,14 @@ def test_the_reset_commands_lift_a_lock_out_and_say_what_they_removed(staff_user
 def test_every_login_attempt_is_one_json_line_without_the_password(
     door, staff_user, caplog
 ) -> None:
-    caplog.set_level(logging.INFO, logger="icu.auth")
+    caplog.set_level(logging.INFO, logger="core.auth")
     door.login("chief", WRONG, REMOTE_ADDR="10.5.5.5", HTTP_X_FORWARDED_FOR="192.0.2.1")
     door.login("chief", PASSWORD, REMOTE_ADDR="10.5.5.6")
     for _ in range(settings.AXES_FAILURE_LIMIT):
         door.login("chief", WRONG, REMOTE_ADDR="10.5.5.7")
     door.login("chief", PASSWORD, REMOTE_ADDR="10.5.5.8")  # refused: locked
 
-    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "icu.auth"]
+    lines = [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "core.auth"]
     fields = ("level", "message", "door", "username", "client_address", "outcome")
     seen = [{k: line[k] for k in fields} for line in lines]
     failure = {"level": "WARNING", "message": "login failed", "door": door.name}
@@ -159,7 +159,7 @@ def test_behind_one_trusted_proxy_the_address_it_added_is_locked_and_logged(
 ) -> None:
     settings.TRUSTED_PROXIES = 1
     settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
-    caplog.set_level(logging.INFO, logger="icu.auth")
+    caplog.set_level(logging.INFO, logger="core.auth")
     for n in range(settings.AXES_FAILURE_LIMIT):
         forwarded = f"192.0.2.{n}, 198.51.100.7"  # the client's own entry, then the proxy's
         door.login(f"guess{n}", WRONG, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR=forwarded)
@@ -172,5 +172,5 @@ def test_behind_one_trusted_proxy_the_address_it_added_is_locked_and_logged(
         "chief", PASSWORD, REMOTE_ADDR="10.0.0.1", HTTP_X_FORWARDED_FOR="192.0.2.1, 198.51.100.8"
     )
     assert door.let_in(other)
-    addresses = [r.client_address for r in caplog.records if r.name == "icu.auth"]
+    addresses = [r.client_address for r in caplog.records if r.name == "core.auth"]
     assert addresses == ["198.51.100.7"] * 6 + ["198.51.100.8"]

@@ -43,7 +43,7 @@ def applied_count(url: str) -> int:
 
 HOLD_LOCK = (
     "import sys\n"
-    "from icu.management.commands.migrate import migrate_lock\n"
+    "from core.management.commands.migrate import migrate_lock\n"
     "with migrate_lock(alias='default', report=print):\n"
     "    print('lock held', flush=True)\n"
     "    sys.stdin.read()\n"

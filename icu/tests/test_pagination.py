@@ -1,4 +1,4 @@
-"""Cursors (icu/pagination.py): a paginated list follows only the cursors it issued itself.
+"""Cursors (core/pagination.py): a paginated list follows only the cursors it issued itself.
 Anything else, however it was made, is a 400 `invalid_cursor` in the API's error shape, never
 a 404, never a 500. The cursor lists are a patient's readings (`cursor`) and the FHIR search
 (`_cursor`); the other lists are numbered pages (`?page=`), whose bad numbers are DRF's 404."""

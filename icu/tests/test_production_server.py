@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import BASE_DIR, database_url, free_port, report_figure
-from icu.process import process_stop
+from core.process import process_stop
 
 PRODUCTION_ENV = {
     "DJANGO_SETTINGS_MODULE": "icu.settings",
@@ -65,7 +65,7 @@ def test_check_deploy_does_complain_about_debug():
 
 
 def test_gunicorn_stops_at_a_bad_setting_with_one_line_and_exit_status_2():
-    """In the master, before any worker boots (icu/startup.py): not a traceback per worker."""
+    """In the master, before any worker boots (core/startup.py): not a traceback per worker."""
     result = subprocess.run(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"],
         cwd=BASE_DIR,
@@ -205,7 +205,7 @@ def test_gunicorn_serves_health_static_files_and_redirects_to_https(
     status, headers, _ = get(f"{url}/admin/login/", **{"X-Forwarded-Proto": "https"})
     assert status == 200
     assert "Secure" in headers["Set-Cookie"]
-    # A failed login is logged (icu.auth) with the peer's address: gunicorn.conf.py trusts no
+    # A failed login is logged (core.auth) with the peer's address: gunicorn.conf.py trusts no
     # proxy's X-Forwarded-For (TRUSTED_PROXIES=0). Never with the password.
     status, _, _ = get(
         f"{url}/api/auth/token/",
@@ -221,7 +221,7 @@ def test_gunicorn_serves_health_static_files_and_redirects_to_https(
     logins = [
         (line["level"], line["door"], line["username"], line["client_address"], line["outcome"])
         for line in map(json.loads, filter(lambda text: text.startswith("{"), logged.splitlines()))
-        if line["logger"] == "icu.auth"
+        if line["logger"] == "core.auth"
     ]
     assert logins == [("WARNING", "api:token", "chief", "127.0.0.1", "failure")]
     assert "wrong-pass-123" not in logged

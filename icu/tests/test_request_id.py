@@ -12,7 +12,7 @@ from django.http import HttpRequest, JsonResponse
 from django.test import Client, override_settings
 from django.urls import path
 
-from icu.logging import JsonFormatter
+from core.logging import JsonFormatter
 
 view_logger = logging.getLogger("icu.tests.request_id")
 

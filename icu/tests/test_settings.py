@@ -203,7 +203,7 @@ def test_env_file_is_read_and_the_environment_wins(tmp_path: Path) -> None:
 def test_producers_are_idempotent_unless_the_setting_says_otherwise(
     settings, monkeypatch, idempotent: bool, expected: dict
 ) -> None:
-    from icu import kafka
+    from core import kafka
 
     built: list[dict] = []
     monkeypatch.setattr(kafka, "Producer", lambda config: built.append(config))
@@ -254,7 +254,7 @@ def test_the_login_defences_default_and_are_read_from_the_env() -> None:
     defaults = run_settings(LOGIN_SETTINGS, SECRET_KEY="s")
     assert defaults.returncode == 0, defaults.stderr
     # No proxy trusted (X-Forwarded-For ignored), 5 failures, 15 minutes.
-    assert json.loads(defaults.stdout) == [0, 0, "icu.auth.client_address", 5, 900.0]
+    assert json.loads(defaults.stdout) == [0, 0, "core.auth.client_address", 5, 900.0]
 
     given = run_settings(
         LOGIN_SETTINGS,
@@ -263,7 +263,7 @@ def test_the_login_defences_default_and_are_read_from_the_env() -> None:
         LOGIN_FAILURE_LIMIT="10",
         LOGIN_LOCKOUT="1h",
     )
-    assert json.loads(given.stdout) == [1, 1, "icu.auth.client_address", 10, 3600.0]
+    assert json.loads(given.stdout) == [1, 1, "core.auth.client_address", 10, 3600.0]
 
 
 BODY_LIMIT = """

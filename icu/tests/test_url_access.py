@@ -40,8 +40,8 @@ NOT_AUTHENTICATED = {
 
 # --- the classification: every pattern of the URLconf is in exactly one ----------------------
 HEALTH = {"healthz", "readyz"}  # anonymous probes: 200 or 503
-METRICS = {"metrics"}  # staff or the scraper's bearer token (icu/metrics.py)
-API = {  # DRF views, icu/permissions.py
+METRICS = {"metrics"}  # staff or the scraper's bearer token (core/metrics.py)
+API = {  # DRF views, core/permissions.py
     "api:api-root",
     "api:patient-list",
     "api:patient-detail",
@@ -190,7 +190,7 @@ def test_every_url_pattern_is_classified():
     routes = list(walk())
     unclassified = sorted({r.key for r in routes if category(r) is None})
     assert not unclassified, (
-        f"New URL patterns: {unclassified}. Decide who may use them (icu/permissions.py for the "
+        f"New URL patterns: {unclassified}. Decide who may use them (core/permissions.py for the "
         "API) and classify them in this test."
     )
     # And nothing classified that is gone: the lists stay the URLconf's.

@@ -356,7 +356,7 @@ def test_patient_list_query_count_is_constant(
         AlarmFactory(patient=patient)
         alarm_switch_off(patient=patient, kind="pulse_high", reason="paced", user=None)
 
-    # Token look-up, the user's permissions (its own, its groups': icu/permissions.py),
+    # Token look-up, the user's permissions (its own, its groups': core/permissions.py),
     # COUNT(*), one SELECT of patients joined to their latest reading (and, in a subquery, their
     # alarms switched off), one of their open alarms.
     with django_assert_num_queries(6):

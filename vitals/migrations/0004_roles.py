@@ -1,6 +1,6 @@
-"""The roles, as Django groups with model permissions (see icu/permissions.py).
+"""The roles, as Django groups with model permissions (see core/permissions.py).
 
-A copy of icu.permissions.ROLES as it was when this migration was written (a migration must not
+A copy of core.permissions.ROLES as it was when this migration was written (a migration must not
 change with the code; vitals/tests/test_access_control.py checks the two agree). Permissions
 are normally created by the post_migrate signal, after every migration has run: on a new
 database they do not exist yet, so they are created here first, as post_migrate would.

@@ -1,4 +1,4 @@
-"""Access control: the roles (Django groups with model permissions, icu/permissions.py), what
+"""Access control: the roles (Django groups with model permissions, core/permissions.py), what
 each role may do in the API, /metrics, throttling, CSRF on session writes, and the commands
 that hand out roles. The walk over every URL is icu/tests/test_url_access.py; the audit trail
 vitals/tests/test_audit.py."""
@@ -20,13 +20,13 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from conftest import token_client
-from icu import permissions
-from icu.permissions import ROLES, ROUTES, role_groups_ensure
+from core import permissions
+from core.management.commands.run_dev import DEMO_PASSWORD, demo_user_ensure
+from core.permissions import ROLES, ROUTES, role_groups_ensure
 from icu.tests.test_settings import run_settings
 from icu.tests.test_url_access import walk
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
-from vitals.management.commands.run_dev import DEMO_PASSWORD, demo_user_ensure
 from vitals.models import Alarm, AlarmLimits
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 from vitals.tests.test_alarm_api import DEFAULTS
@@ -210,7 +210,7 @@ def test_a_permission_given_in_the_admin_counts_at_once(viewer, viewer_client, w
 
 def test_a_route_without_a_rule_is_refused_even_to_superusers(monkeypatch, staff_client, caplog):
     monkeypatch.delitem(permissions.ROUTES, "api:alarm-list")
-    with caplog.at_level(logging.ERROR, logger="icu.permissions"):
+    with caplog.at_level(logging.ERROR, logger="core.permissions"):
         response = staff_client.get("/api/alarms/")
     assert response.status_code == 403
     assert [r.route for r in caplog.records] == ["api:alarm-list"]

@@ -9,8 +9,8 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
-from icu.exceptions import AlarmOffRefused
 from patients.tests.factories import PatientFactory
+from vitals.errors import AlarmOffRefused
 from vitals.models import Alarm, AlarmEvent, AlarmLimits, AlarmOff, AuditEvent
 from vitals.selectors import alarm_limits_for
 from vitals.services import alarm_limits_update, alarm_switch_off, alarm_switch_on

@@ -24,8 +24,8 @@ from conftest import (
     start_manage,
     wait_for_log,
 )
-from icu.kafka import consumer_create, producer_create
-from icu.process import process_stop
+from core.kafka import consumer_create, producer_create
+from core.process import process_stop
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.alarms import Limits, PatientAlarms

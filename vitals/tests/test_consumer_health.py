@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import OperationalError, connection
 
 from conftest import free_port, start_manage, wait_for_log
-from icu.process import process_stop
+from core.process import process_stop
 from vitals import consumer as consumer_module
 from vitals.tests.fakes import worker_create
 from vitals.tests.test_metrics import message

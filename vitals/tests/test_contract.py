@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from icu.exceptions import InvalidReading
 from vitals.contract import (
     ARTEFACTS,
     CONSCIOUSNESS_LEVELS,
@@ -33,6 +32,7 @@ from vitals.contract import (
     reading_schema,
     reading_to_message,
 )
+from vitals.errors import InvalidReading
 from vitals.tests.hostile_corpus import CORPUS, CORPUS_NOW
 
 PATIENT = "0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"

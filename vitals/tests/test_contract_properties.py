@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from icu.exceptions import InvalidReading
 from vitals.contract import (
     ARTEFACTS,
     CONSCIOUSNESS_LEVELS,
@@ -42,6 +41,7 @@ from vitals.contract import (
     reading_schema,
     reading_to_message,
 )
+from vitals.errors import InvalidReading
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError, Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from icu.devservers import free_port
+from testing.devservers import free_port
 from vitals.consumer import (
     DLQ_HEADERS_CUT,
     DLQ_HEADERS_DROPPED,

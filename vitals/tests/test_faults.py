@@ -32,7 +32,7 @@ from conftest import (
     start_manage,
     wait_for_log,
 )
-from icu.process import process_stop
+from core.process import process_stop
 from vitals.consumer import DLQ_REASON
 from vitals.contract import reading_parse
 from vitals.models import PatientMetric

@@ -29,8 +29,7 @@ from conftest import (
     report_figure,
     start_manage,
 )
-from icu.exceptions import InvalidReading
-from icu.kafka import producer_create
+from core.kafka import producer_create
 from patients.models import Patient
 from vitals.consumer import (
     DLQ_DETAIL,
@@ -49,6 +48,7 @@ from vitals.contract import (
     reading_parse,
     reading_to_message,
 )
+from vitals.errors import InvalidReading
 from vitals.models import PatientMetric
 from vitals.tests.hostile_corpus import (
     CONFLICTING,

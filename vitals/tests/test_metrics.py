@@ -1,4 +1,4 @@
-"""Prometheus metrics (icu/metrics.py), with exact values.
+"""Prometheus metrics (core/metrics.py), with exact values.
 
 - the consumer's counters, driven through `VitalsConsumer.process_batch()` with fake Kafka
   clients and read from the registry before and after: exactly these series change, by exactly
@@ -36,7 +36,7 @@ from conftest import (
     subprocess_env,
     wait_for_log,
 )
-from icu.process import process_stop
+from core.process import process_stop
 from patients.tests.factories import PatientFactory
 from vitals import consumer as consumer_module
 from vitals.contract import REASONS, Reading, reading_parse, reading_to_message
@@ -418,7 +418,7 @@ def parse(text: str) -> dict[Key, float]:
 
 def test_several_gunicorn_workers_add_up_in_one_scrape(tmp_path: Path):
     """Two workers in multiprocess mode, with the project's gunicorn.conf.py (its child_exit
-    calls icu.metrics.child_exit). After a reload (SIGHUP: every worker replaced, the old ones'
+    calls core.metrics.child_exit). After a reload (SIGHUP: every worker replaced, the old ones'
     child_exit run), the scrape is answered by a worker that served none of the requests it
     counts: the counts come from the other processes' files."""
     port = free_port()

@@ -30,7 +30,7 @@ from conftest import (
     subprocess_env,
     wait_for_log,
 )
-from icu.kafka import consumer_create, producer_create
+from core.kafka import consumer_create, producer_create
 from patients.models import Patient
 from vitals import consumer as consumer_module
 from vitals.consumer import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, VitalsConsumer

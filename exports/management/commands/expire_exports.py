@@ -1,5 +1,5 @@
+from core.cli import ExamplesCommand
 from exports.services import exports_expire
-from icu.cli import ExamplesCommand
 
 
 class Command(ExamplesCommand):

@@ -10,17 +10,17 @@ from django.core.management.base import (
 )
 from django.db import close_old_connections
 
-from icu.cli import ExamplesCommand
-from icu.exceptions import KafkaUnavailable
-from icu.kafka import (
+from core.cli import ExamplesCommand
+from core.exceptions import KafkaUnavailable
+from core.kafka import (
     BrokerOutage,
     broker_check,
     consumer_create,
     producer_create,
     producer_message_max_bytes,
 )
-from icu.metrics import metrics_arguments, metrics_serve
-from icu.process import stop_on_signals
+from core.metrics import metrics_arguments, metrics_serve
+from core.process import stop_on_signals
 from vitals.consumer import ConsumerHealth, VitalsConsumer
 
 logger = logging.getLogger("vitals.consume")
@@ -40,7 +40,7 @@ seconds and escalates high alarms unanswered for ALARM_ESCALATE_AFTER (several c
 share this safely: one alarm per silence, one escalation per alarm).
 Ctrl-C or SIGTERM finishes the batch in progress, commits and leaves the group.
 --metrics-port serves Prometheus metrics (readings consumed, stored, rejected by reason,
-batch latency, delay from measurement to storage, lag per partition; see icu/metrics.py),
+batch latency, delay from measurement to storage, lag per partition; see core/metrics.py),
 /healthz, and /readyz: 503 with the reason while the database cannot be written.
 
 examples:

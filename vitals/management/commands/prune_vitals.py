@@ -5,9 +5,9 @@ from datetime import timedelta
 from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 
-from icu.cli import ExamplesCommand
-from icu.durations import duration_parse
-from icu.process import stop_on_signals
+from core.cli import ExamplesCommand
+from core.durations import duration_parse
+from core.process import stop_on_signals
 from vitals.models import PatientMetric
 from vitals.services import alarm_events_prune, metric_prune_batch
 

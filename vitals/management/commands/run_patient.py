@@ -15,11 +15,11 @@ from django.core.management.base import (
     CommandParser,
 )
 
-from icu.cli import ExamplesCommand
-from icu.exceptions import InvalidReading, KafkaUnavailable
-from icu.kafka import BrokerOutage, broker_check, producer_create
-from icu.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
-from icu.process import stop_on_signals
+from core.cli import ExamplesCommand
+from core.exceptions import KafkaUnavailable
+from core.kafka import BrokerOutage, broker_check, producer_create
+from core.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
+from core.process import stop_on_signals
 from vitals.contract import patient_name_parse, reading_to_message
 from vitals.emulator import (
     RANDOM,
@@ -29,6 +29,7 @@ from vitals.emulator import (
     PatientEmulator,
     patient_uuid_for_name,
 )
+from vitals.errors import InvalidReading
 
 logger = logging.getLogger("vitals.emulator")
 

@@ -1,5 +1,5 @@
 """The OpenAPI schema's account of errors: every operation documents the one error shape
-(icu.exceptions.error_body) for the statuses any API view can answer with, so that clients
+(core.exceptions.error_body) for the statuses any API view can answer with, so that clients
 (and the schema fuzzing in the tests) know them."""
 
 from typing import Any

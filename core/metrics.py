@@ -47,7 +47,7 @@ Emulator (`manage.py run_patient --metrics-port PORT`):
 
 The consumer and the emulator also expose prometheus_client's `process_*` and `python_*`
 metrics. Several gunicorn workers: set PROMETHEUS_MULTIPROC_DIR (an empty directory, for the
-web server only) and `child_exit = icu.metrics.child_exit` in gunicorn's config; `/metrics`
+web server only) and `child_exit = core.metrics.child_exit` in gunicorn's config; `/metrics`
 then adds up every worker's counts.
 """
 
@@ -175,7 +175,7 @@ def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
 
 
 def _metrics_error(status: int, code: str, message: str) -> JsonResponse:
-    from icu.exceptions import error_body
+    from core.exceptions import error_body
 
     response = JsonResponse(
         error_body(status_code=status, code=code, message=message), status=status
@@ -202,12 +202,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     return HttpResponse(encoder(registry), content_type=content_type)
 
 
-# icu/urls.py mounts this with `path("metrics", include("icu.metrics"))`.
+# icu/urls.py mounts this with `path("metrics", include("core.metrics"))`.
 urlpatterns = [path("", metrics_view, name="metrics")]
 
 
 def child_exit(server: object, worker: object) -> None:
-    """gunicorn hook (`child_exit = icu.metrics.child_exit` in gunicorn.conf.py): a worker
+    """gunicorn hook (`child_exit = core.metrics.child_exit` in gunicorn.conf.py): a worker
     that exited must not count in live gauges any more. Its counters stay in the sums."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(worker.pid)
@@ -297,12 +297,12 @@ class ConsumerMetrics:
 
 
 @functools.cache
-def consumer_metrics() -> ConsumerMetrics:
-    from vitals.contract import REASONS
-
+def consumer_metrics(*, reasons: frozenset[str] = frozenset()) -> ConsumerMetrics:
+    """The consumer's metrics, once per process. `reasons`: the rejection reasons (the consumer
+    passes vitals.contract.REASONS), each counted from the start at 0, so that rate() and alerts
+    see the first one."""
     metrics = ConsumerMetrics()
-    # Every reason exists from the start at 0, so that rate() and alerts see the first one.
-    for reason in sorted(REASONS):
+    for reason in sorted(reasons):
         metrics.rejected.labels(reason)
     return metrics
 

@@ -4,14 +4,14 @@ from django.core.management.base import (
     CommandParser,
 )
 
-from icu.cli import ExamplesCommand
-from icu.permissions import ROLES, role_groups_ensure, user_role_assign
+from core.cli import ExamplesCommand
+from core.permissions import ROLES, role_groups_ensure, user_role_assign
 
 
 class Command(ExamplesCommand):
     help = f"""Give a user a role of the API ({", ".join(ROLES)}), or take it away.
 
-A role is a Django group with model permissions (icu/permissions.py): the admin does the same
+A role is a Django group with model permissions (core/permissions.py): the admin does the same
 under Users > the user > Groups. Prints the user's roles afterwards.
 
 examples:

@@ -10,16 +10,16 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
-from icu.cli import ExamplesCommand
-from icu.exceptions import KafkaUnavailable
-from icu.kafka import admin_create, bootstrap_address, broker_check
-from icu.permissions import CLINICIAN, VIEWER, role_groups_ensure, user_role_assign
-from icu.ports import port_free, port_free_next, port_holder
-from icu.process import die_with_parent, process_stop, stop_on_signals
+from core.cli import ExamplesCommand
+from core.exceptions import KafkaUnavailable
+from core.kafka import admin_create, bootstrap_address, broker_check
+from core.permissions import CLINICIAN, VIEWER, role_groups_ensure, user_role_assign
+from core.ports import port_free, port_free_next, port_holder
+from core.process import die_with_parent, process_stop, stop_on_signals
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "icu-demo-password"  # noqa: S105 (a local demo account, printed on purpose)
-# Demo users of each role (icu/permissions.py), with the same password.
+# Demo users of each role (core/permissions.py), with the same password.
 DEMO_ROLE_USERS = {"nurse": CLINICIAN, "observer": VIEWER}
 # A small ward that tells a story: one stable patient and two who deteriorate, so that NEWS2
 # scores rise and alarms appear within minutes (with DEMO_SPEED).

@@ -16,7 +16,7 @@ from django.core import signing
 from rest_framework.pagination import Cursor, CursorPagination
 from rest_framework.utils.urls import replace_query_param
 
-from icu.exceptions import InvalidCursor
+from core.exceptions import InvalidCursor
 
 _SEP = "."  # not in URL-safe base64, and needs no escaping in a query string
 
@@ -46,7 +46,7 @@ class SignedCursorPagination(CursorPagination):
 
     def _salt(self) -> str:
         cls = type(self)
-        return f"icu.pagination:{cls.__module__}.{cls.__qualname__}:{','.join(self.ordering)}"
+        return f"core.pagination:{cls.__module__}.{cls.__qualname__}:{','.join(self.ordering)}"
 
     def encode_cursor(self, cursor: Cursor) -> str:
         value = [cursor.offset, cursor.reverse, cursor.position]

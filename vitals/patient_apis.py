@@ -10,10 +10,10 @@ from rest_framework.response import Response
 
 from access.models import PatientAccess
 from access.services import patient_access_record
-from icu.pagination import SignedCursorPagination
+from core.pagination import SignedCursorPagination
 from patients.models import Patient
-from patients.selectors import PATIENT_ORDERINGS, patient_get, patient_list
-from patients.serializers import PatientRenameSerializer, PatientSerializer
+from vitals.patient_selectors import PATIENT_ORDERINGS, patient_get, patient_list
+from vitals.patient_serializers import PatientRenameSerializer, PatientSerializer
 from vitals.selectors import alarm_limits_get, metric_list, metric_trend
 from vitals.serializers import (
     AlarmLimitsSerializer,

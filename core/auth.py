@@ -7,7 +7,7 @@ login log.
 - `lockout_response`: django-axes' AXES_LOCKOUT_CALLABLE, for the doors that are Django views
   (the central station's and the admin's login pages, the browsable API's login).
 - `login_locked_out_error`: the same refusal for the token endpoint, a DRF view.
-- One JSON line per login attempt, on the logger `icu.auth`: door (the URL name of the login
+- One JSON line per login attempt, on the logger `core.auth`: door (the URL name of the login
   view), username, client_address, outcome (success, failure, locked_out). Never the password.
 """
 
@@ -20,9 +20,9 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 
-from icu.exceptions import LoginLockedOut, error_body
+from core.exceptions import LoginLockedOut, error_body
 
-logger = logging.getLogger("icu.auth")
+logger = logging.getLogger("core.auth")
 
 # Namespaces of the login views that answer in the API's JSON error shape.
 _API_NAMESPACES = frozenset({"api", "rest_framework"})
@@ -79,7 +79,7 @@ def lockout_response(
     else:
         response = render(
             request,
-            "icu/login_locked_out.html",
+            "core/login_locked_out.html",
             {"message": error.message},
             status=error.status_code,
         )
@@ -107,7 +107,7 @@ def _log(request: HttpRequest, *, username: str, outcome: str) -> None:
 
 # Connected after django-axes' receivers (icu comes after axes in INSTALLED_APPS): a failure
 # that reaches the limit is already marked `axes_locked_out`, as its answer says.
-@receiver(user_login_failed, dispatch_uid="icu.auth.login_failed")
+@receiver(user_login_failed, dispatch_uid="core.auth.login_failed")
 def _login_failed(sender, credentials: dict, request: HttpRequest | None = None, **kwargs) -> None:
     if request is None:  # no door: a shell or a script calling authenticate()
         return
@@ -115,7 +115,7 @@ def _login_failed(sender, credentials: dict, request: HttpRequest | None = None,
     _log(request, username=str(credentials.get("username") or ""), outcome=outcome)
 
 
-@receiver(user_logged_in, dispatch_uid="icu.auth.logged_in")
+@receiver(user_logged_in, dispatch_uid="core.auth.logged_in")
 def _logged_in(sender, request: HttpRequest | None, user, **kwargs) -> None:
     if request is None:
         return

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from icu.exceptions import LengthRequired, json_error_response, request_too_large
+from core.exceptions import LengthRequired, json_error_response, request_too_large
 
 
 class RequestBodyLimitMiddleware:

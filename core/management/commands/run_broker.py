@@ -6,10 +6,10 @@ import time
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from icu.cli import ExamplesCommand
-from icu.exceptions import KafkaUnavailable
-from icu.kafka import admin_create, bootstrap_address, topics_ensure
-from icu.process import die_with_parent, process_stop, stop_on_signals
+from core.cli import ExamplesCommand
+from core.exceptions import KafkaUnavailable
+from core.kafka import admin_create, bootstrap_address, topics_ensure
+from core.process import die_with_parent, process_stop, stop_on_signals
 
 logger = logging.getLogger("vitals.broker")
 

@@ -1,9 +1,9 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from icu.exceptions import InvalidReading
 from patients.models import Patient
 from vitals.contract import patient_name_parse
+from vitals.errors import InvalidReading
 from vitals.selectors import alarm_off_items
 from vitals.serializers import (
     AlarmOffSerializer,

@@ -1,7 +1,7 @@
 """The one place that builds Kafka clients and checks that the broker is there.
 
 All clients share the same base configuration (bootstrap servers from settings, librdkafka's own
-logs routed to the `icu.kafka.librdkafka` logger, `KAFKA_EXTRA_CONFIG` for TLS/SASL) so that a
+logs routed to the `core.kafka.librdkafka` logger, `KAFKA_EXTRA_CONFIG` for TLS/SASL) so that a
 deployment changes one setting, not five call sites.
 """
 
@@ -14,9 +14,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from django.conf import settings
 
-from icu.exceptions import KafkaUnavailable
+from core.exceptions import KafkaUnavailable
 
-librdkafka_logger = logging.getLogger("icu.kafka.librdkafka")
+librdkafka_logger = logging.getLogger("core.kafka.librdkafka")
 
 START_BROKER_HINT = "start one with `python manage.py run_broker` (or `make run`)"
 

@@ -23,8 +23,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from icu.exceptions import KafkaUnavailable, NotReady
-from icu.kafka import admin_create, broker_check
+from core.exceptions import KafkaUnavailable, NotReady
+from core.kafka import admin_create, broker_check
 
 BROKER_TIMEOUT_S = 2.0
 

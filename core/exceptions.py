@@ -1,9 +1,11 @@
-"""The project's errors and the one JSON shape every API error takes.
+"""The base of the project's errors, the platform's own, and the one JSON shape every API
+error takes. Each domain's errors live with its app (patients/errors.py, vitals/errors.py,
+exports/errors.py).
 
     {"error": {"status": 404, "code": "patient_not_found", "message": "...", "fields": {...}}}
 
 `fields` appears only on validation errors: it maps each bad parameter to its messages.
-Workers use the same classes: `InvalidReading.reason` is the code written to the DLQ header.
+Workers use the same classes: `vitals.errors.InvalidReading.reason` is the DLQ header's code.
 """
 
 import logging
@@ -35,12 +37,6 @@ class IcuError(Exception):
         super().__init__(self.message)
 
 
-class PatientNotFound(IcuError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "patient_not_found"
-    default_message = "No patient with this uuid."
-
-
 class InvalidParameter(IcuError):
     """A malformed request parameter: a uuid that is not one, a time that does not parse."""
 
@@ -50,79 +46,15 @@ class InvalidParameter(IcuError):
 
 
 class InvalidCursor(InvalidParameter):
-    """A pagination cursor the list did not issue (icu/pagination.py): forged, altered, cut,
+    """A pagination cursor the list did not issue (core/pagination.py): forged, altered, cut,
     or another list's."""
 
     code = "invalid_cursor"
     default_message = "Not a cursor this list issued: follow its `next` link."
 
 
-class AlarmNotFound(IcuError):
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "alarm_not_found"
-    default_message = "No such alarm."
-
-
-class AlarmNotOpen(IcuError):
-    """An action on an alarm that its state does not allow (acknowledging a resolved one)."""
-
-    status_code = status.HTTP_409_CONFLICT
-    code = "alarm_not_open"
-    default_message = "The alarm is resolved."
-
-
-class AlarmOffRefused(IcuError):
-    """Switching off (or on) an alarm that cannot be switched off: NEWS2 escalation, asystole,
-    a technical alarm, or no alarm at all."""
-
-    status_code = status.HTTP_400_BAD_REQUEST
-    code = "alarm_off_refused"
-    default_message = "This alarm cannot be switched off."
-
-
-class ExportNotFound(IcuError):
-    """No such export, or not one the user may see (someone else's is not found either)."""
-
-    status_code = status.HTTP_404_NOT_FOUND
-    code = "export_not_found"
-    default_message = "No such export."
-
-
-class ExportNotReady(IcuError):
-    """The result of an export still pending or running."""
-
-    status_code = status.HTTP_409_CONFLICT
-    code = "export_not_ready"
-    default_message = "The export has not finished yet."
-
-
-class ExportFailed(IcuError):
-    """An export that failed: raised by the job with the reason it records, and by the API for
-    the result of such an export (which will never come)."""
-
-    status_code = status.HTTP_409_CONFLICT
-    code = "export_failed"
-    default_message = "The export failed."
-
-
-class ExportExpired(IcuError):
-    """The result of an export older than EXPORT_RESULT_TTL: gone for good."""
-
-    status_code = status.HTTP_410_GONE
-    code = "export_expired"
-    default_message = "The export has expired."
-
-
-class ExportResultMissing(IcuError):
-    """A successful export whose file is not there: the web server does not see the worker's
-    MEDIA_ROOT, or someone deleted it. A fault of the deployment, not of the request."""
-
-    code = "export_result_missing"
-    default_message = "The export's file is missing on the server; request the export again."
-
-
 class RequestTooLarge(IcuError):
-    """A request body larger than MAX_REQUEST_BODY_BYTES (icu/request_limits.py)."""
+    """A request body larger than MAX_REQUEST_BODY_BYTES (core/request_limits.py)."""
 
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     code = "request_too_large"
@@ -153,7 +85,7 @@ class KafkaUnavailable(IcuError):
 
 
 class NotReady(IcuError):
-    """A readiness check (icu/health.py) that fails; `detail` goes into /readyz's answer."""
+    """A readiness check (core/health.py) that fails; `detail` goes into /readyz's answer."""
 
     code = "not_ready"
     default_message = "Not ready."
@@ -174,21 +106,6 @@ class LoginLockedOut(IcuError):
     def __init__(self, message: str | None = None, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class InvalidReading(IcuError):
-    """A message on the vitals topic that breaks the contract; it goes to the DLQ.
-
-    `reason` is a stable machine code (the `dlq.reason` header), the message says exactly what
-    was wrong in words.
-    """
-
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    code = "invalid_reading"
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
 
 
 def error_body(*, status_code: int, code: str, message: str, fields: Any = None) -> dict:

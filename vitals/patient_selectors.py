@@ -19,7 +19,8 @@ from django.db.models import (
 )
 from django.db.models.functions import JSONObject
 
-from icu.exceptions import InvalidParameter, PatientNotFound
+from core.exceptions import InvalidParameter
+from patients.errors import PatientNotFound
 from patients.models import Patient, PatientNameConflict
 from vitals.models import OPEN_ALARM_STATES, Alarm
 from vitals.selectors import alarms_off_annotation

@@ -163,7 +163,7 @@ class PatientAdmin(admin.ModelAdmin):
         self.message_user(request, f"Monitoring ended for {len(patients)} patient(s).")
 
     def has_end_monitoring_permission(self, request: HttpRequest) -> bool:
-        # As the API's route: the right to change what alarms sound (icu/permissions.py).
+        # As the API's route: the right to change what alarms sound (core/permissions.py).
         return request.user.has_perm("vitals.change_alarmlimits")
 
     @admin.display(description="NEWS2", ordering="latest_metric__news2_score")
