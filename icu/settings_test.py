@@ -4,7 +4,7 @@
 with each):
 
 - `sqlite` (the default): a SQLite file, `var/test-db.sqlite3` or `ICU_TEST_DB`;
-- `postgresql`: a throwaway PostgreSQL server that conftest.py starts for the session (in a
+- `postgresql`: a throwaway PostgreSQL server that testing/fixtures.py starts for the session (in a
   temporary directory, on a free loopback port) and removes at the end. Until it has started,
   the address below is a placeholder that cannot resolve.
 
@@ -41,13 +41,13 @@ if TEST_DB_ENGINE not in ("sqlite", "postgresql"):
     raise ImproperlyConfigured(
         f"ICU_TEST_DB_ENGINE={TEST_DB_ENGINE!r}: use 'sqlite' (the default) or 'postgresql'."
     )
-# True when conftest.py starts (and fills in the address of) a PostgreSQL server of its own.
+# True when testing/fixtures.py starts (and fills in the address of) a PostgreSQL server of its own.
 TEST_DB_THROWAWAY_POSTGRESQL = TEST_DB_ENGINE == "postgresql" and not os.environ.get("DATABASE_URL")
 TEST_DB_PLACEHOLDER_HOST = "throwaway-postgresql-not-started-yet.invalid"
 
 # The placeholder goes through DATABASE_URL, so that the production settings' own PostgreSQL
 # branch (persistent, health-checked connections) is what the suite runs on. Not left in the
-# environment: a child process must be given the test database's URL (conftest.database_url).
+# environment: a child process must be given the test database's URL (testing/database.py).
 if TEST_DB_THROWAWAY_POSTGRESQL:
     os.environ["DATABASE_URL"] = f"postgres://postgres@{TEST_DB_PLACEHOLDER_HOST}:5432/icu"
 try:

@@ -1,7 +1,7 @@
 """Throwaway servers for the tests and the benchmarks (not used by the application).
 
 `PostgresServer` runs a PostgreSQL cluster of its own in a temporary directory on a free loopback
-port, as the caller's child; conftest.py and bench/ start one each.
+port, as the caller's child; testing/fixtures.py and bench/ start one each.
 """
 
 import ctypes

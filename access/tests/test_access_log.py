@@ -279,7 +279,7 @@ def test_the_access_log_is_for_staff_with_its_permission(
             }
         }
     desk = django_user_model.objects.create_user("desk", password="x" * 16, is_staff=True)
-    from conftest import token_client
+    from testing.clients import token_client
 
     response = token_client(desk).get("/api/access-log/")
     assert response.status_code == 403

@@ -12,11 +12,12 @@ from subprocess import Popen
 import pytest
 from django.db import transaction
 
-from conftest import database_url, json_lines, start_manage, wait_for_log
 from core.process import process_stop
 from exports.tests.checks import check_csv_export, check_fhir_export, stored_readings
 from exports.tests.factories import readings_create
 from patients.tests.factories import PatientFactory
+from testing.database import database_url
+from testing.processes import json_lines, start_manage, wait_for_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

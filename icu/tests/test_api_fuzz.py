@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
-from conftest import report_figure
 from icu.wsgi import application
 from patients.tests.factories import PatientFactory
+from testing.processes import report_figure
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 
 # Examples per operation: enough to reach every parameter's edge cases, few enough for CI.

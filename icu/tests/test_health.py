@@ -8,9 +8,10 @@ import pytest
 from django.db import connection, connections
 from django.test import Client
 
-from conftest import free_port, start_manage, wait_for_log
 from core import health
 from core.process import process_stop
+from testing.devservers import free_port
+from testing.processes import start_manage, wait_for_log
 from vitals.models import ConsumerStall
 from vitals.services import consumer_stall_clear, consumer_stall_record
 

@@ -16,7 +16,7 @@ from core.logging import JsonFormatter
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "x" * 16  # the staff user "chief" (conftest.staff_user): every door lets him in
+PASSWORD = "x" * 16  # the staff user "chief" (testing.fixtures.staff_user): every door lets him in
 WRONG = "not-his-password-7"
 LOCKED_MESSAGE = (
     "Too many failed logins for this user name or from this address: logins are refused for "

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
 
-from conftest import BASE_DIR, report_figure, start_manage, subprocess_env, wait_for_log
+from testing.processes import BASE_DIR, report_figure, start_manage, subprocess_env, wait_for_log
 
 STARTS = 3
 

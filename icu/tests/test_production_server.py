@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BASE_DIR, database_url, free_port, report_figure
 from core.process import process_stop
+from testing.database import database_url
+from testing.devservers import free_port
+from testing.processes import BASE_DIR, report_figure
 
 PRODUCTION_ENV = {
     "DJANGO_SETTINGS_MODULE": "icu.settings",

@@ -13,7 +13,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections, connection
 
-from conftest import database_url
+from testing.database import database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 

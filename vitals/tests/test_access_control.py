@@ -19,7 +19,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
-from conftest import token_client
 from core import permissions
 from core.management.commands.run_dev import DEMO_PASSWORD, demo_user_ensure
 from core.permissions import ROLES, ROUTES, role_groups_ensure
@@ -27,6 +26,7 @@ from icu.tests.test_settings import run_settings
 from icu.tests.test_url_access import walk
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from testing.clients import token_client
 from vitals.models import Alarm, AlarmLimits
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 from vitals.tests.test_alarm_api import DEFAULTS

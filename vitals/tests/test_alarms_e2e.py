@@ -16,18 +16,13 @@ import pytest
 from confluent_kafka import Message
 from django.core.management import call_command
 
-from conftest import (
-    KafkaTopics,
-    database_url,
-    json_lines,
-    report_figure,
-    start_manage,
-    wait_for_log,
-)
 from core.kafka import consumer_create, producer_create
 from core.process import process_stop
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from testing.broker import KafkaTopics
+from testing.database import database_url
+from testing.processes import json_lines, report_figure, start_manage, wait_for_log
 from vitals.alarms import Limits, PatientAlarms
 from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message

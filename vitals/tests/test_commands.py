@@ -17,14 +17,9 @@ from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from conftest import (
-    BASE_DIR,
-    KafkaTopics,
-    free_port,
-    start_manage,
-    subprocess_env,
-    wait_for_log,
-)
+from testing.broker import KafkaTopics
+from testing.devservers import free_port
+from testing.processes import BASE_DIR, start_manage, subprocess_env, wait_for_log
 
 COMMANDS = [
     "run_broker",

@@ -14,8 +14,9 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError, connection
 
-from conftest import free_port, start_manage, wait_for_log
 from core.process import process_stop
+from testing.devservers import free_port
+from testing.processes import start_manage, wait_for_log
 from vitals import consumer as consumer_module
 from vitals.tests.fakes import worker_create
 from vitals.tests.test_metrics import message

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from conftest import free_port, report_figure
+from testing.devservers import free_port
+from testing.processes import report_figure
 from vitals import emulator
 from vitals.contract import (
     ARTEFACTS,

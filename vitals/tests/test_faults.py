@@ -23,16 +23,11 @@ import pytest
 from confluent_kafka import Message
 from django.core.management import call_command
 
-from conftest import (
-    KafkaTopics,
-    database_url,
-    free_port,
-    json_lines,
-    report_figure,
-    start_manage,
-    wait_for_log,
-)
 from core.process import process_stop
+from testing.broker import KafkaTopics
+from testing.database import database_url
+from testing.devservers import free_port
+from testing.processes import json_lines, report_figure, start_manage, wait_for_log
 from vitals.consumer import DLQ_REASON
 from vitals.contract import reading_parse
 from vitals.models import PatientMetric

@@ -22,15 +22,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError, Message
 
-from conftest import (
-    KafkaTopics,
-    database_url,
-    json_lines,
-    report_figure,
-    start_manage,
-)
 from core.kafka import producer_create
 from patients.models import Patient
+from testing.broker import KafkaTopics
+from testing.database import database_url
+from testing.processes import json_lines, report_figure, start_manage
 from vitals.consumer import (
     DLQ_DETAIL,
     DLQ_MAX_VALUE_BYTES,

@@ -27,17 +27,12 @@ from django.db import IntegrityError, OperationalError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import (
-    BASE_DIR,
-    KafkaTopics,
-    database_url,
-    free_port,
-    start_manage,
-    subprocess_env,
-    wait_for_log,
-)
 from core.process import process_stop
 from patients.tests.factories import PatientFactory
+from testing.broker import KafkaTopics
+from testing.database import database_url
+from testing.devservers import free_port
+from testing.processes import BASE_DIR, start_manage, subprocess_env, wait_for_log
 from vitals import consumer as consumer_module
 from vitals.contract import REASONS, Reading, reading_parse, reading_to_message
 from vitals.models import AlarmEvent, PatientMetric

@@ -19,19 +19,12 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 
-from conftest import (
-    BASE_DIR,
-    KafkaTopics,
-    PostgresServer,
-    database_url,
-    free_port,
-    json_lines,
-    start_manage,
-    subprocess_env,
-    wait_for_log,
-)
 from core.kafka import consumer_create, producer_create
 from patients.models import Patient
+from testing.broker import KafkaTopics
+from testing.database import database_url
+from testing.devservers import PostgresServer, free_port
+from testing.processes import BASE_DIR, json_lines, start_manage, subprocess_env, wait_for_log
 from vitals import consumer as consumer_module
 from vitals.consumer import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC, VitalsConsumer
 from vitals.contract import Reading, reading_parse, reading_to_message

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from conftest import report_figure
+from testing.processes import report_figure
 from vitals.alarms import Decision, Limits, PatientAlarms
 from vitals.emulator import PatientEmulator
 from vitals.news2 import news2_of
