@@ -46,7 +46,7 @@ format: $(INSTALLED) ## Format and autofix with ruff
 	$(VENV)/bin/ruff check --fix .
 
 # The suite runs twice: on SQLite, then on PostgreSQL, a throwaway server the tests start
-# themselves (conftest.py). Debian's server binaries are installed when missing; the Debian
+# themselves (testing/fixtures.py). Debian's server binaries are installed when missing; the Debian
 # cluster service is not used. DATABASE_URL is unset: a developer's server is never touched.
 test: $(INSTALLED) lint postgresql-binaries browser ## Lint, check migrations, run the suite on SQLite and on PostgreSQL
 	env -u DATABASE_URL ICU_TEST_DB_ENGINE=sqlite DJANGO_SETTINGS_MODULE=icu.settings_test \
