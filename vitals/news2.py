@@ -251,3 +251,44 @@ def news2_latest(
         valid = newest is not None and at - newest[1] <= validity[key]
         values[key] = newest[0] if valid else None
     return news2_score(**values, spo2_scale=spo2_scale)
+
+
+# What a patient's newest values are kept for (Patient.latest_signs): every sign of the registry
+# and the two observations that are not signs.
+LATEST_KEYS: tuple[str, ...] = (*(sign.key for sign in SIGNS), "consciousness", "on_oxygen")
+
+
+class Measured(Protocol):
+    measured_at: datetime
+
+
+def news2_track(
+    latest: dict[str, tuple[object, datetime]],
+    reading: Measured,
+    *,
+    validity: Mapping[str, timedelta] = VALIDITY,
+    spo2_scale: int = 1,
+) -> News2 | None:
+    """The NEWS2 of the next reading received from a patient whose newest values are `latest`
+    (key of LATEST_KEYS -> (value, when measured)), and `latest` brought up to date with it.
+
+    The reading's own values, and for the parameters it did not measure the newest within
+    their window (`news2_latest`). A value replaces the one kept only if measured later: a
+    reading delivered again, or one arriving after a later-stamped one, changes nothing it
+    should not. None (and `latest` untouched) for a reading whose values are not the patient's
+    (`artefact_voids`).
+    """
+    if artefact_voids(reading):
+        return None
+    at = reading.measured_at
+    own = {
+        key: (value, at)
+        for key in LATEST_KEYS
+        if (value := getattr(reading, key, None)) is not None
+    }
+    news2 = news2_latest({**latest, **own}, at=at, validity=validity, spo2_scale=spo2_scale)
+    for key, newest in own.items():
+        known = latest.get(key)
+        if known is None or at > known[1]:
+            latest[key] = newest
+    return news2
