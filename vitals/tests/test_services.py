@@ -1,5 +1,6 @@
 """metric_bulk_store: exactly-once storage of a batch, patients created on first reading."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -249,8 +250,16 @@ def test_the_row_written_is_what_django_would_write_for_every_column():
             f.get_db_prep_save(getattr(metric, f.attname), connection)
             for f in services._INSERT_FIELDS
         ]
+        written = services._metric_db_values(metric)
+        # JSON: the same document (PostgreSQL's adapter holds it as `obj`, cast from the text
+        # the write path sends).
+        for i in services._JSON_COLUMNS:
+            if expected[i] is not None:
+                prepared = expected[i]
+                expected[i] = json.loads(prepared) if isinstance(prepared, str) else prepared.obj
+                written[i] = json.loads(written[i])
 
-        assert services._metric_db_values(metric) == expected
+        assert written == expected
     assert (metric.news2_subscores["spo2"], metric.news2_missing) == (None, ["spo2", "systolic"])
     assert {f.name for f in services._INSERT_FIELDS} == {
         f.name for f in PatientMetric._meta.concrete_fields
