@@ -17,6 +17,7 @@ from csp.constants import NONCE, NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from core.durations import duration_parse
+from vitals.signs import OBSERVATION_VALIDITY, SIGNS
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -99,6 +100,42 @@ def _list(name: str, default: list[str], *, item: str = r".+", form: str) -> lis
     if not all(re.fullmatch(item, value) for value in values):
         raise _refuse(name, env.str(name), form)
     return values
+
+
+# The validity windows one setting may set: a sign's own key, `bp` for the blood pressure's
+# three (the cuff measures them together), and the observations that are not signs.
+_BP_SIGNS = ("systolic", "diastolic", "map")
+_VALIDITY_KEYS = {
+    **{
+        ("bp" if sign.key in _BP_SIGNS else sign.key): (
+            _BP_SIGNS if sign.key in _BP_SIGNS else (sign.key,)
+        )
+        for sign in SIGNS
+    },
+    **{key: (key,) for key in OBSERVATION_VALIDITY},
+}
+
+
+def _validity(name: str) -> dict[str, timedelta]:
+    """How long each sign's and observation's newest value stays valid (for NEWS2, on a tile),
+    by key: the registry's (vitals/signs.py), overridden by `key=duration` pairs."""
+    text = env.str(name, default="")
+    windows = {sign.key: sign.valid_for for sign in SIGNS} | OBSERVATION_VALIDITY
+    for pair in filter(None, text.split(",")):
+        key, _, value = pair.partition("=")
+        try:
+            duration = duration_parse(value)
+        except ValueError:
+            duration = timedelta(0)
+        if key.strip() not in _VALIDITY_KEYS or not duration:
+            raise _refuse(
+                name,
+                text,
+                f"key=duration pairs like bp=20m,temperature=2h (keys {', '.join(_VALIDITY_KEYS)};"
+                " durations above 0 like 90s, 20m, 2h)",
+            )
+        windows.update(dict.fromkeys(_VALIDITY_KEYS[key.strip()], duration))
+    return windows
 
 
 def _database(name: str, default: str) -> dict:
@@ -528,6 +565,10 @@ ALARM_NO_DATA_AFTER = _seconds("ALARM_NO_DATA_AFTER", 3 * METRICS_INTERVAL)
 ALARM_ESCALATE_AFTER = _seconds("ALARM_ESCALATE_AFTER", 120.0)
 # A monitor clock off by more than this (against the Kafka timestamp) raises `clock_skew`.
 ALARM_CLOCK_SKEW_WARN = _seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
+# How long a sign's newest value stays valid, by sign key (and consciousness, on_oxygen): a
+# reading's NEWS2 scores each parameter's newest value within it (else the score is
+# incomplete), a tile shows it. Set as "bp=20m,temperature=2h"; the rest from vitals/signs.py.
+SIGN_VALIDITY = _validity("SIGN_VALIDITY")
 
 # --- Request size limits (core/request_limits.py; gunicorn.conf.py limits the request line and
 # headers) ------------------------------------------------------------------------------------

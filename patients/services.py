@@ -21,7 +21,7 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
     is an identity conflict: `patient_name_conflicts_record`). Safe against a concurrent
     consumer creating the same patient (the uuid is unique; the loser re-reads).
     """
-    fields = ("id", "uuid", "name", "hypercapnic_respiratory_failure")
+    fields = ("id", "uuid", "name", "hypercapnic_respiratory_failure", "latest_signs")
     found = {p.uuid: p for p in Patient.objects.filter(uuid__in=names_by_uuid).only(*fields)}
     missing = [Patient(uuid=u, name=name) for u, name in names_by_uuid.items() if u not in found]
     if missing:

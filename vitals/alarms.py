@@ -15,7 +15,14 @@ How a monitor avoids crying wolf, and how this does it:
   once when its condition gets worse, and falls back only after `delay_readings` readings at
   the lower priority (a priority does not flap either).
 - **Artefacts**: readings the monitor flags as artefacts count neither for nor against a
-  physiological condition; a probe-off raises the low-priority technical alarm instead.
+  physiological condition; a probe-off raises the low-priority technical alarm instead. A
+  version 2 probe-off reading carries no SpO2 (not measured): its other signs are judged.
+- **Each sign as it arrives**: a reading carries any subset of the signs (contract version 2);
+  a sign it does not carry leaves that sign's conditions as they were (neither breach nor
+  clear); asystole is judged only from a measured pulse. The NEWS2 escalation judges complete
+  scores only: an incomplete one (a parameter without a valid value) neither raises nor clears.
+- **The rules are the registry's** (vitals/signs.py): one low and/or high limit alarm per sign
+  with its default limit, hysteresis and critical level.
 - **Order and time**: readings are judged in the order they arrive (a patient's readings keep
   the order the monitor sent them in, on one Kafka partition), whatever their timestamps: a
   monitor whose clock is wrong, or is set back, is judged like any other. The time a decision
@@ -23,12 +30,12 @@ How a monitor avoids crying wolf, and how this does it:
   never goes back.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from datetime import datetime
 from typing import Protocol
 
-from vitals.news2 import News2
-from vitals.signs import LIMIT_DEFAULTS
+from vitals.news2 import News2, artefact_voids
+from vitals.signs import LIMIT_DEFAULTS, SIGN_BY_KEY, SIGN_OF_LIMIT
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -43,24 +50,23 @@ LIMIT_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Alarm limits; the defaults are the bedside defaults. `off`: the kinds of limit alarm
-    switched off (never news2, asystole or a technical alarm: see ALARM_OFF_KINDS)."""
+DELAY_READINGS = 2
 
-    spo2_low: float = 90
-    pulse_low: float = 50
-    pulse_high: float = 120
-    systolic_low: float = 90
-    systolic_high: float = 160
-    diastolic_low: float = 50
-    diastolic_high: float = 90
-    resp_rate_low: float = 8
-    resp_rate_high: float = 30
-    temperature_low: float = 35.0
-    temperature_high: float = 39.0
-    delay_readings: int = 2
-    off: frozenset[str] = frozenset()
+# Alarm limits: one attribute per limit kind of the registry (spo2_low, pulse_high, ...) with the
+# registry's default, `delay_readings`, and `off`: the kinds of limit alarm switched off (never
+# news2, asystole or a technical alarm: see ALARM_OFF_KINDS). A frozen dataclass, built from
+# the registry so that a new sign's limits need no edit here.
+Limits = make_dataclass(
+    "Limits",
+    [
+        *((limit.kind, float, field(default=limit.default)) for limit in LIMIT_DEFAULTS),
+        ("delay_readings", int, field(default=DELAY_READINGS)),
+        ("off", frozenset[str], field(default=frozenset())),
+    ],
+    frozen=True,
+)
+Limits.__module__ = __name__
+Limits.__doc__ = "A patient's alarm limits; the defaults are the bedside defaults (the registry's)."
 
 
 @dataclass(frozen=True)
@@ -93,18 +99,16 @@ class LimitRule:
         return f"{self.label}: {value:g} {self.unit} ({'<' if self.low else '>'} {limit:g})"
 
 
-LIMIT_RULES = (
-    LimitRule("spo2_low", "spo2", "SpO2 low", "%", 2, 85),
-    LimitRule("pulse_low", "pulse", "Pulse low", "/min", 3, 40),
-    LimitRule("pulse_high", "pulse", "Pulse high", "/min", 5, 150),
-    LimitRule("systolic_low", "systolic", "Systolic BP low", "mmHg", 5, 80),
-    LimitRule("systolic_high", "systolic", "Systolic BP high", "mmHg", 5, 200),
-    LimitRule("diastolic_low", "diastolic", "Diastolic BP low", "mmHg", 3, 40),
-    LimitRule("diastolic_high", "diastolic", "Diastolic BP high", "mmHg", 5, 120),
-    LimitRule("resp_rate_low", "resp_rate", "Resp. rate low", "/min", 2, 6),
-    LimitRule("resp_rate_high", "resp_rate", "Resp. rate high", "/min", 3, 40),
-    LimitRule("temperature_low", "temperature", "Temperature low", "°C", 0.3, 34.0),
-    LimitRule("temperature_high", "temperature", "Temperature high", "°C", 0.3, 40.0),
+LIMIT_RULES = tuple(
+    LimitRule(
+        limit.kind,
+        SIGN_OF_LIMIT[limit.kind],
+        limit.label,
+        SIGN_BY_KEY[SIGN_OF_LIMIT[limit.kind]].unit,
+        limit.hysteresis,
+        limit.critical,
+    )
+    for limit in LIMIT_DEFAULTS
 )
 # A lethal condition alarms at once, whatever the delay: no pulse.
 ASYSTOLE_BELOW = 20
@@ -137,13 +141,17 @@ ALARM_KINDS = (
 
 
 class ReadingLike(Protocol):
+    """A reading as parsed or stored: every sign of the registry (None: not measured)."""
+
     measured_at: datetime
-    pulse: int
-    resp_rate: int
-    systolic: int
-    diastolic: int
-    spo2: int
-    temperature: float
+    pulse: int | None
+    resp_rate: int | None
+    systolic: int | None
+    diastolic: int | None
+    map: int | None
+    spo2: int | None
+    temperature: float | None
+    etco2: int | None
     artefact: str | None
 
 
@@ -252,10 +260,14 @@ class PatientAlarms:
                     f"Monitor clock {off_by:.0f} s {way}",
                 )
 
+        spo2 = reading.spo2
         probe_off = reading.artefact == "spo2_probe_off"
-        if outcome := step("spo2_probe_off", probe_off, not probe_off, "low", 1):
-            decide("spo2_probe_off", outcome, reading.spo2, None, "SpO2 probe off: no oximetry")
-        if reading.artefact:
+        # Back on: a reading with an SpO2 and no probe-off flag (one without SpO2 says nothing).
+        probe_on = not probe_off and spo2 is not None
+        if outcome := step("spo2_probe_off", probe_off, probe_on, "low", 1):
+            value = 0 if spo2 is None else spo2
+            decide("spo2_probe_off", outcome, value, None, "SpO2 probe off: no oximetry")
+        if artefact_voids(reading):
             return decisions  # not physiological: neither for nor against any condition
 
         for rule in LIMIT_RULES:
@@ -268,17 +280,21 @@ class PatientAlarms:
                     outcome = ("resolve", forgotten.open_priority)
                     decide(rule.kind, outcome, value, limit, f"{rule.label}: alarm off")
                 continue
+            if value is None:
+                continue  # not measured: this sign's counters stay as they are
             breached, cleared = rule.judge(value, limit)
             priority = rule.priority(value) if breached else None
             if outcome := step(rule.kind, breached, cleared, priority, delay):
                 decide(rule.kind, outcome, value, limit, rule.message(value, limit))
 
         pulse = reading.pulse
-        asystole = pulse < ASYSTOLE_BELOW
-        if outcome := step("asystole", asystole, pulse >= ASYSTOLE_CLEARS_AT, "high", 1):
-            decide("asystole", outcome, pulse, ASYSTOLE_BELOW, f"No pulse: {pulse} /min")
+        if pulse is not None:
+            asystole = pulse < ASYSTOLE_BELOW
+            if outcome := step("asystole", asystole, pulse >= ASYSTOLE_CLEARS_AT, "high", 1):
+                decide("asystole", outcome, pulse, ASYSTOLE_BELOW, f"No pulse: {pulse} /min")
 
-        if news2 is not None:
+        # An incomplete score is a lower bound: it neither raises nor clears.
+        if news2 is not None and news2.complete:
             score = news2.score
             single_three = 3 in news2.subscores.values()
             high = score >= NEWS2_HIGH_AT

@@ -140,18 +140,21 @@ class Reading:
     patient_uuid: uuid.UUID
     patient_name: str
     measured_at: datetime
-    pulse: int
-    resp_rate: int
-    systolic: int
-    diastolic: int
-    spo2: int
-    temperature: float
+    pulse: int | None
+    resp_rate: int | None
+    systolic: int | None
+    diastolic: int | None
+    spo2: int | None
+    temperature: float | None
     on_oxygen: bool = False
     consciousness: str = "A"
     # The monitor's own flag that a value is not physiological (a probe off the finger, motion).
     artefact: str | None = None
     # Not in the message body: the Kafka message's timestamp, when the consumer knows it.
     sent_at: datetime | None = None
+    map: int | None = None
+    etco2: int | None = None
+    schema_version: int = 1
 
     @property
     def bp(self) -> str:

@@ -6,7 +6,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from vitals.alarms import ALARM_OFF_KINDS, LIMIT_RANGES
-from vitals.news2 import News2, news2_of
+from vitals.news2 import SUBSCORE_KEYS, News2, news2_of
 
 
 def reading_time(moment) -> str:
@@ -128,10 +128,23 @@ class PatientMetric(models.Model):
 
     @cached_property
     def news2(self) -> News2 | None:
-        """The whole NEWS2 (sub-scores too) on the reading's stored SpO2 scale; None for an
-        artefact. The storage service sets it as it scores a new reading, so that the alarm
-        engine does not score the same reading twice."""
-        return news2_of(self, spo2_scale=self.spo2_scale)
+        """The whole NEWS2 (sub-scores too) as stored: scored when the reading was stored,
+        from each parameter's newest value within its validity window (vitals/news2.py); None
+        for a reading whose values are not the patient's (an artefact). A row stored before
+        partial readings (no sub-scores stored) is scored from its own values, on its stored
+        SpO2 scale. The storage service sets it as it scores a new reading."""
+        subscores = self.news2_subscores
+        if subscores is None:
+            return news2_of(self, spo2_scale=self.spo2_scale)
+        missing = tuple(self.news2_missing)
+        return News2(
+            score=self.news2_score,
+            risk=self.news2_risk,
+            # in SUBSCORE_KEYS order: PostgreSQL's jsonb keeps its own
+            subscores={key: subscores.get(key) for key in SUBSCORE_KEYS},
+            complete=not missing,
+            missing=missing,
+        )
 
 
 def _limit_range(name: str) -> list:

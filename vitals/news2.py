@@ -37,11 +37,23 @@ Chart 2, the clinical risk of the aggregate score (sum of the seven, 0-20):
     0-4 with a score of 3 in any single parameter ("red score")      low-medium
     0-4 otherwise                                                    low
 
+A parameter may be missing: readings of contract version 2 carry any subset of the signs, and a
+reading's NEWS2 uses each parameter's newest value within its validity window (`news2_latest`:
+SpO2, pulse and respiratory rate 5 min, systolic 30 min, temperature, consciousness and air or
+oxygen 60 min by default; settings.SIGN_VALIDITY). A parameter with no valid value is `missing`:
+the score is then the sum of the parameters that have one, marked incomplete (`complete`
+False), and its sub-score is None. An incomplete score is a lower bound: it never triggers or
+clears the NEWS2 escalation alarm (vitals/alarms.py).
+
 Pure and dependency-free: no Django, no database.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Protocol
+
+from vitals.signs import OBSERVATION_VALIDITY, SIGNS
 
 SUBSCORE_KEYS = (
     "resp_rate",
@@ -84,7 +96,11 @@ _NOT_ALERT = 3
 class News2:
     score: int
     risk: str  # one of RISKS
-    subscores: dict[str, int]  # keys exactly SUBSCORE_KEYS, in that order
+    # Keys exactly SUBSCORE_KEYS, in that order; None for a parameter missing.
+    subscores: dict[str, int | None]
+    # Every parameter had a valid value; else `missing` names those without (SUBSCORE_KEYS order).
+    complete: bool = True
+    missing: tuple[str, ...] = ()
 
 
 def _band(value: float, bands: _Bands, above: int) -> int:
@@ -109,7 +125,7 @@ def _temperature(temperature: float) -> int:
     return _band(tenths, _TEMPERATURE_TENTHS, _TEMPERATURE_ABOVE)
 
 
-def _risk(score: int, subscores: dict[str, int]) -> str:
+def _risk(score: int, subscores: dict[str, int | None]) -> str:
     if score >= HIGH_AT:
         return "high"
     if score >= MEDIUM_AT:
@@ -121,57 +137,83 @@ def _risk(score: int, subscores: dict[str, int]) -> str:
 
 def news2_score(
     *,
-    resp_rate: int,
-    spo2: int,
-    on_oxygen: bool,
-    systolic: int,
-    pulse: int,
-    consciousness: str,
-    temperature: float,
+    resp_rate: int | None,
+    spo2: int | None,
+    on_oxygen: bool | None,
+    systolic: int | None,
+    pulse: int | None,
+    consciousness: str | None,
+    temperature: float | None,
     spo2_scale: int = 1,
 ) -> News2:
     """The NEWS2 of one set of observations (Chart 1 scores, Chart 2 risk).
 
     `consciousness` is one ACVPU letter (upper case); `spo2_scale` is 1, or 2 for a patient with
-    hypercapnic respiratory failure. Raises ValueError for anything else.
+    hypercapnic respiratory failure. Raises ValueError for anything else. None is a parameter
+    missing: the score is the sum of the others, incomplete. SpO2 on Scale 2 above 92% is
+    scored by air or oxygen, so it is missing too when that is.
     """
     # bool is an int (True == 1): refuse it rather than read it as scale 1.
     if isinstance(spo2_scale, bool) or spo2_scale not in SPO2_SCALES:
         raise ValueError(f"spo2_scale must be 1 or 2, got {spo2_scale!r}")
     # A tuple, not the string "ACVPU": "" and "AC" are substrings of it.
-    if consciousness not in CONSCIOUSNESS_LEVELS:
+    if consciousness is not None and consciousness not in CONSCIOUSNESS_LEVELS:
         raise ValueError(f"consciousness must be one of A, C, V, P, U, got {consciousness!r}")
-    subscores = {
-        "resp_rate": _band(resp_rate, _RESP_RATE, _RESP_RATE_ABOVE),
-        "spo2": _spo2(spo2, on_oxygen=on_oxygen, scale=spo2_scale),
-        "on_oxygen": _OXYGEN if on_oxygen else 0,
-        "systolic": _band(systolic, _SYSTOLIC, _SYSTOLIC_ABOVE),
-        "pulse": _band(pulse, _PULSE, _PULSE_ABOVE),
-        "consciousness": 0 if consciousness == "A" else _NOT_ALERT,
-        "temperature": _temperature(temperature),
+    spo2_needs_oxygen = spo2 is not None and spo2_scale == 2 and spo2 > _SPO2_SCALE_2[-1][0]
+    subscores: dict[str, int | None] = {
+        "resp_rate": None if resp_rate is None else _band(resp_rate, _RESP_RATE, _RESP_RATE_ABOVE),
+        "spo2": (
+            None
+            if spo2 is None or (spo2_needs_oxygen and on_oxygen is None)
+            else _spo2(spo2, on_oxygen=bool(on_oxygen), scale=spo2_scale)
+        ),
+        "on_oxygen": None if on_oxygen is None else (_OXYGEN if on_oxygen else 0),
+        "systolic": None if systolic is None else _band(systolic, _SYSTOLIC, _SYSTOLIC_ABOVE),
+        "pulse": None if pulse is None else _band(pulse, _PULSE, _PULSE_ABOVE),
+        "consciousness": (
+            None if consciousness is None else 0 if consciousness == "A" else _NOT_ALERT
+        ),
+        "temperature": None if temperature is None else _temperature(temperature),
     }
-    score = sum(subscores.values())
-    return News2(score=score, risk=_risk(score, subscores), subscores=subscores)
+    missing = tuple(key for key, value in subscores.items() if value is None)
+    score = sum(value for value in subscores.values() if value is not None)
+    return News2(
+        score=score,
+        risk=_risk(score, subscores),
+        subscores=subscores,
+        complete=not missing,
+        missing=missing,
+    )
 
 
 class Observations(Protocol):
-    """A reading as the contract parses it or as it is stored: the seven observations and the
-    monitor's artefact flag."""
+    """A reading as the contract parses it or as it is stored: the seven observations (None:
+    not measured) and the monitor's artefact flag."""
 
-    resp_rate: int
-    spo2: int
+    resp_rate: int | None
+    spo2: int | None
     on_oxygen: bool
-    systolic: int
-    pulse: int
+    systolic: int | None
+    pulse: int | None
     consciousness: str
-    temperature: float
+    temperature: float | None
     artefact: str | None
 
 
+def artefact_voids(observations: Observations) -> bool:
+    """Whether a reading's values are not the patient's at all: one flagged as an artefact
+    (contract version 1: every value is sent, the suspect one too), except an SpO2 probe-off
+    without SpO2 (version 2: SpO2 is simply not measured; the other signs are real)."""
+    artefact = observations.artefact
+    if not artefact:
+        return False
+    return not (artefact == "spo2_probe_off" and observations.spo2 is None)
+
+
 def news2_of(observations: Observations, *, spo2_scale: int = 1) -> News2 | None:
-    """The NEWS2 of a reading; None for one flagged as a sensor artefact, whose values are not
-    the patient's and are not scored."""
-    if observations.artefact:
+    """The NEWS2 of a reading from its own values alone; None for one whose values are not the
+    patient's (`artefact_voids`), which is not scored."""
+    if artefact_voids(observations):
         return None
     return news2_score(
         resp_rate=observations.resp_rate,
@@ -183,3 +225,70 @@ def news2_of(observations: Observations, *, spo2_scale: int = 1) -> News2 | None
         temperature=observations.temperature,
         spo2_scale=spo2_scale,
     )
+
+
+# How long a value stays valid for scoring, by parameter (SUBSCORE_KEYS names): the registry's.
+VALIDITY: dict[str, timedelta] = {
+    **{sign.key: sign.valid_for for sign in SIGNS if sign.news2},
+    **OBSERVATION_VALIDITY,
+}
+
+
+def news2_latest(
+    latest: Mapping[str, tuple[object, datetime]],
+    *,
+    at: datetime,
+    validity: Mapping[str, timedelta] = VALIDITY,
+    spo2_scale: int = 1,
+) -> News2:
+    """The NEWS2 at time `at` from each parameter's newest value, `latest`: parameter ->
+    (value, when it was measured). A value measured at most its window before `at` is valid
+    (the edge included; one measured after `at`, by a reading that arrived before, too); a
+    parameter without a valid value is missing."""
+    values = {}
+    for key in SUBSCORE_KEYS:
+        newest = latest.get(key)
+        valid = newest is not None and at - newest[1] <= validity[key]
+        values[key] = newest[0] if valid else None
+    return news2_score(**values, spo2_scale=spo2_scale)
+
+
+# What a patient's newest values are kept for (Patient.latest_signs): every sign of the registry
+# and the two observations that are not signs.
+LATEST_KEYS: tuple[str, ...] = (*(sign.key for sign in SIGNS), "consciousness", "on_oxygen")
+
+
+class Measured(Protocol):
+    measured_at: datetime
+
+
+def news2_track(
+    latest: dict[str, tuple[object, datetime]],
+    reading: Measured,
+    *,
+    validity: Mapping[str, timedelta] = VALIDITY,
+    spo2_scale: int = 1,
+) -> News2 | None:
+    """The NEWS2 of the next reading received from a patient whose newest values are `latest`
+    (key of LATEST_KEYS -> (value, when measured)), and `latest` brought up to date with it.
+
+    The reading's own values, and for the parameters it did not measure the newest within
+    their window (`news2_latest`). A value replaces the one kept only if measured later: a
+    reading delivered again, or one arriving after a later-stamped one, changes nothing it
+    should not. None (and `latest` untouched) for a reading whose values are not the patient's
+    (`artefact_voids`).
+    """
+    if artefact_voids(reading):
+        return None
+    at = reading.measured_at
+    own = {
+        key: (value, at)
+        for key in LATEST_KEYS
+        if (value := getattr(reading, key, None)) is not None
+    }
+    news2 = news2_latest({**latest, **own}, at=at, validity=validity, spo2_scale=spo2_scale)
+    for key, newest in own.items():
+        known = latest.get(key)
+        if known is None or at > known[1]:
+            latest[key] = newest
+    return news2

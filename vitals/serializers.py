@@ -37,7 +37,13 @@ class News2Serializer(serializers.Serializer):
 def news2_data(news2: News2 | None) -> dict | None:
     if news2 is None:
         return None
-    return {"score": news2.score, "risk": news2.risk, "subscores": news2.subscores}
+    return {
+        "score": news2.score,
+        "risk": news2.risk,
+        "subscores": news2.subscores,
+        "complete": news2.complete,
+        "missing": list(news2.missing),
+    }
 
 
 class MetricSerializer(serializers.ModelSerializer):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, Exists, OuterRef, Value, When
@@ -34,7 +35,8 @@ from vitals.models import (
     ConsumerStall,
     PatientMetric,
 )
-from vitals.news2 import news2_of
+from vitals.news2 import LATEST_KEYS, news2_track
+from vitals.signs import SIGN_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -56,17 +58,8 @@ class StoreResult:
 
 # What a reading says about the patient at one time: two readings of the same (patient,
 # measured_at) that differ in one of these conflict. The name is the patient's, not the reading's.
-_READING_VALUES = (
-    "pulse",
-    "resp_rate",
-    "systolic",
-    "diastolic",
-    "spo2",
-    "temperature",
-    "on_oxygen",
-    "consciousness",
-    "artefact",
-)
+# Every sign (None: not measured, which differs from any value), then the observations.
+_READING_VALUES = (*SIGN_KEYS, "on_oxygen", "consciousness", "artefact")
 
 
 _reading_values_get = attrgetter(*_READING_VALUES)
@@ -90,6 +83,12 @@ def metric_bulk_store(
     and conflicting otherwise (`_stored_values`: one SELECT, only when a row was skipped).
     Each patient's `latest_metric` becomes the newest reading received, in the same
     transaction, so that the ward list never points at a reading that is not committed.
+
+    A reading's NEWS2 uses each parameter's newest value within its window
+    (settings.SIGN_VALIDITY), from it or from earlier readings: each patient's newest values
+    (`Patient.latest_signs`) are loaded with the patient, brought up to date reading by reading
+    in the order received (`news2_track`), and written with `latest_metric`: no query per
+    reading.
     """
     unique: dict[tuple, Reading] = {}
     conflicting: list[Reading] = []
@@ -105,7 +104,12 @@ def metric_bulk_store(
         # A new patient takes the batch's first name for them (the others are conflicts).
         names = {r.patient_uuid: r.patient_name for r in reversed(unique.values())}
         patients = patient_bulk_get_or_create(names_by_uuid=names)
-        candidates = [_metric(r, patients[r.patient_uuid], received_at) for r in unique.values()]
+        latest = {uuid: _latest_signs_load(p.latest_signs) for uuid, p in patients.items()}
+        validity = settings.SIGN_VALIDITY
+        candidates = [
+            _metric(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
+            for r in unique.values()
+        ]
         new = _metric_insert(candidates)
         if len(new) < len(candidates):
             skipped = [
@@ -129,7 +133,13 @@ def metric_bulk_store(
             patients=patients, names_seen=seen, seen_at=received_at
         )
         if new:
-            patient_latest_metric_refresh(new=new)
+            by_id = {p.pk: uuid for uuid, p in patients.items()}
+            patient_latest_metric_refresh(
+                new=new,
+                latest_signs={
+                    m.patient_id: _latest_signs_dump(latest[by_id[m.patient_id]]) for m in new
+                },
+            )
     return StoreResult(
         stored=len(new),
         duplicates=len(readings) - len(new) - len(conflicting),
@@ -241,16 +251,17 @@ def _max_query_params() -> int:
     return connection.features.max_query_params or 65_535
 
 
-def _metric(reading: Reading, patient: Patient, received_at: datetime) -> PatientMetric:
+def _metric(
+    reading: Reading,
+    patient: Patient,
+    received_at: datetime,
+    latest: dict[str, tuple[object, datetime]],
+    validity: dict[str, timedelta],
+) -> PatientMetric:
     metric = PatientMetric(
         patient=patient,
         measured_at=reading.measured_at,
-        pulse=reading.pulse,
-        resp_rate=reading.resp_rate,
-        systolic=reading.systolic,
-        diastolic=reading.diastolic,
-        spo2=reading.spo2,
-        temperature=reading.temperature,
+        **{key: getattr(reading, key) for key in SIGN_KEYS},
         on_oxygen=reading.on_oxygen,
         consciousness=reading.consciousness,
         artefact=reading.artefact or "",
@@ -259,15 +270,38 @@ def _metric(reading: Reading, patient: Patient, received_at: datetime) -> Patien
         sent_at=reading.sent_at,
     )
     # Scored once: the alarm engine reads the same result from `metric.news2`.
-    metric.news2 = score = news2_of(metric, spo2_scale=metric.spo2_scale)
+    metric.news2 = score = news2_track(
+        latest, metric, validity=validity, spo2_scale=metric.spo2_scale
+    )
     if score is not None:
         metric.news2_score, metric.news2_risk = score.score, score.risk
+        metric.news2_subscores, metric.news2_missing = score.subscores, list(score.missing)
     return metric
 
 
-def patient_latest_metric_refresh(*, new: Sequence[PatientMetric]) -> None:
+def _latest_signs_load(stored: dict) -> dict[str, tuple[object, datetime]]:
+    """`Patient.latest_signs` ({key: {"value", "measured_at"}}) as `news2_track` keeps it."""
+    return {
+        key: (item["value"], datetime.fromisoformat(item["measured_at"]))
+        for key, item in stored.items()
+        if key in LATEST_KEYS
+    }
+
+
+def _latest_signs_dump(latest: dict[str, tuple[object, datetime]]) -> dict:
+    return {
+        key: {"value": latest[key][0], "measured_at": latest[key][1].isoformat()}
+        for key in LATEST_KEYS
+        if key in latest
+    }
+
+
+def patient_latest_metric_refresh(
+    *, new: Sequence[PatientMetric], latest_signs: dict[int, dict] | None = None
+) -> None:
     """Point each patient's `latest_metric` at the newest reading received: of those just
-    inserted (in the order received, so with increasing ids), each patient's last (one UPDATE).
+    inserted (in the order received, so with increasing ids), each patient's last; and set
+    their `latest_signs` (by patient id) when given: one UPDATE.
 
     By arrival, not by measured_at: a monitor whose clock runs ahead would otherwise keep its
     future reading "latest" until real time caught up, hiding every reading after it. A
@@ -276,12 +310,23 @@ def patient_latest_metric_refresh(*, new: Sequence[PatientMetric]) -> None:
     newest: dict[int, int] = {}
     for metric in new:
         newest[metric.patient_id] = metric.pk
-    Patient.objects.filter(pk__in=newest).update(
-        latest_metric=Case(
+    changes = {
+        "latest_metric": Case(
             *(When(pk=patient_id, then=Value(pk)) for patient_id, pk in newest.items()),
             output_field=models.BigIntegerField(),
         )
-    )
+    }
+    if latest_signs:
+        json_field = Patient._meta.get_field("latest_signs")
+        changes["latest_signs"] = Case(
+            *(
+                When(pk=patient_id, then=Value(signs, output_field=json_field))
+                for patient_id, signs in latest_signs.items()
+            ),
+            default=models.F("latest_signs"),
+            output_field=json_field,
+        )
+    Patient.objects.filter(pk__in=newest).update(**changes)
 
 
 # --- Consumer stalls ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import re
 import runpy
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -398,6 +399,15 @@ BAD_SETTINGS = [
         ("MAX_REQUEST_BODY_BYTES", value, f"{WHOLE} of bytes, 1 or more")
         for value in ("0", "-1", "1MB", "1.5", "", " 100")
     ],
+    *[
+        (
+            "SIGN_VALIDITY",
+            value,
+            "key=duration pairs like bp=20m,temperature=2h (keys pulse, resp_rate, bp, spo2, "
+            "temperature, etco2, consciousness, on_oxygen; durations above 0 like 90s, 20m, 2h)",
+        )
+        for value in ("systolic=20m", "bp=20", "bp=0m", "bp", "bp=20m,temp=2h", "=5m")
+    ],
     ("WARD_POLL_SECONDS", "0", SECONDS),
     ("WARD_STALE_SECONDS", "-1", SECONDS),
     ("LOG_LEVEL", "LOUD", LEVELS),
@@ -475,3 +485,31 @@ def test_manage_py_stops_at_a_bad_setting_with_one_line_and_exit_status_2(
     result = run_python("manage.py", *command, **env)
 
     assert (result.returncode, result.stdout, result.stderr) == (2, "", line + "\n")
+
+
+def test_sign_validity_sets_the_windows_given_and_keeps_the_registrys_for_the_rest(
+    monkeypatch,
+) -> None:
+    minutes = lambda n: timedelta(minutes=n)  # noqa: E731
+    defaults = {
+        "pulse": minutes(5),
+        "resp_rate": minutes(5),
+        "systolic": minutes(30),
+        "diastolic": minutes(30),
+        "map": minutes(30),
+        "spo2": minutes(5),
+        "temperature": minutes(60),
+        "etco2": minutes(5),
+        "consciousness": minutes(60),
+        "on_oxygen": minutes(60),
+    }
+
+    assert settings_load(monkeypatch, SECRET_KEY="s")["SIGN_VALIDITY"] == defaults
+    given = settings_load(monkeypatch, SECRET_KEY="s", SIGN_VALIDITY="bp=20m, temperature=2h")
+    assert given["SIGN_VALIDITY"] == {
+        **defaults,
+        "systolic": minutes(20),
+        "diastolic": minutes(20),
+        "map": minutes(20),
+        "temperature": minutes(120),
+    }

@@ -590,3 +590,43 @@ def test_alarm_messages_are_keyed_like_the_readings_of_their_patient():
 
     key, _ = reading_to_message(reading(patient, 0))
     assert {k for k, _, _ in producer.on("alarms")} == {key}
+
+
+# --- partial readings (contract version 2) -------------------------------------------------------
+
+NOT_MEASURED = dict.fromkeys(NORMAL)
+BP_85_50 = NOT_MEASURED | {"systolic": 85, "diastolic": 50, "map": 62}
+SPO2_ONLY = NOT_MEASURED | {"spo2": 97}
+
+
+def test_partial_readings_are_judged_sign_by_sign_and_news2_on_the_newest_valid_values():
+    patient = PatientFactory()
+    judge(AlarmEngine(), [reading(patient, 0)])
+
+    # The blood pressure of 5 s counts once; the SpO2 of 10 s leaves it be, but its NEWS2 takes
+    # that systolic (valid 30 min): a 3, the second in a row, raises the escalation alarm.
+    assert judge(
+        AlarmEngine(), [reading(patient, 5, **BP_85_50), reading(patient, 10, **SPO2_ONLY)]
+    ) == [("raised", "news2")]
+    # A new engine replays the partial readings stored: the second low pressure raises.
+    assert judge(AlarmEngine(), [reading(patient, 15, **BP_85_50)]) == [
+        ("raised", "systolic_low"),
+        ("raised", "map_low"),
+    ]
+    assert [(k, p, v, t) for k, p, _, v, t, *_ in alarms(patient)] == [
+        ("news2", "medium", 3, 5),
+        ("systolic_low", "medium", 85, 90),
+        ("map_low", "medium", 62, 65),
+    ]
+    assert Alarm.objects.get(kind="map_low").message == "MAP low: 62 mmHg (< 65)"
+
+
+def test_an_incomplete_news2_raises_no_escalation_alarm():
+    patient = PatientFactory()
+    # Never a pulse, resp. rate, SpO2 or temperature: NEWS2 3 (systolic), incomplete.
+    written = judge(AlarmEngine(), [reading(patient, s, **BP_85_50) for s in (0, 5, 10)])
+
+    assert written == [("raised", "systolic_low"), ("raised", "map_low")]
+    news2 = PatientMetric.objects.filter(patient=patient).first().news2
+    assert (news2.score, news2.complete) == (3, False)
+    assert news2.missing == ("resp_rate", "spo2", "pulse", "temperature")

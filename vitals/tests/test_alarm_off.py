@@ -3,6 +3,7 @@ clinically sensible range, refused outside it by the model, the database, the se
 and the admin; switching a limit alarm off is explicit (per kind, with a reason), audited, and
 shown with the patient; NEWS2, asystole and technical alarms cannot be switched off."""
 
+from dataclasses import fields
 from datetime import UTC, datetime
 
 import pytest
@@ -11,13 +12,46 @@ from django.db import IntegrityError, transaction
 
 from patients.tests.factories import PatientFactory
 from vitals.errors import AlarmOffRefused
+from vitals.alarms import ALARM_OFF_KINDS, LIMIT_RANGES, LIMIT_RULES, Limits
 from vitals.models import Alarm, AlarmEvent, AlarmLimits, AlarmOff, AuditEvent
 from vitals.selectors import alarm_limits_for
 from vitals.services import alarm_limits_update, alarm_switch_off, alarm_switch_on
+from vitals.signs import LIMIT_DEFAULTS, SIGN_OF_LIMIT
 from vitals.tests.factories import AlarmFactory, AlarmLimitsFactory
 from vitals.tests.test_audit import change_form_data, rows
 
 pytestmark = pytest.mark.django_db
+
+
+# --- the registry ------------------------------------------------------------------------------
+@pytest.mark.django_db(False)
+def test_limits_model_and_rules_are_the_registrys_for_every_kind():
+    """Every limit kind of vitals/signs.py: the model's field (its default and range, which the
+    migrations hold), the detector's Limits and its rule, all equal to the registry's."""
+    model = {
+        f.name: f.default
+        for f in AlarmLimits._meta.concrete_fields
+        if f.name not in ("patient", "updated_at", "updated_by")
+    }
+    detector = {f.name: f.default for f in fields(Limits) if f.name != "off"}
+    registry = {limit.kind: limit.default for limit in LIMIT_DEFAULTS} | {"delay_readings": 2}
+
+    assert model == detector == registry
+    assert Limits() == Limits(**registry)
+    for limit in LIMIT_DEFAULTS:
+        field = AlarmLimits._meta.get_field(limit.kind)
+        bounds = sorted(v.limit_value for v in field.validators if hasattr(v, "limit_value"))
+        assert tuple(bounds) == LIMIT_RANGES[limit.kind] == limit.settable
+    rules = {
+        rule.kind: (rule.sign, rule.label, rule.hysteresis, rule.critical) for rule in LIMIT_RULES
+    }
+    assert rules == {
+        limit.kind: (SIGN_OF_LIMIT[limit.kind], limit.label, limit.hysteresis, limit.critical)
+        for limit in LIMIT_DEFAULTS
+    }
+    assert tuple(limit.kind for limit in LIMIT_DEFAULTS) == ALARM_OFF_KINDS
+    assert {"map_low", "map_high", "etco2_low", "etco2_high"} <= set(ALARM_OFF_KINDS)
+    assert [c for c, _ in AlarmOff._meta.get_field("kind").choices] == list(ALARM_OFF_KINDS)
 
 
 # --- ranges ----------------------------------------------------------------------------------
@@ -188,10 +222,11 @@ def test_news2_asystole_and_technical_alarms_cannot_be_switched_off(api_client, 
         "error": {
             "status": 400,
             "code": "alarm_off_refused",
-            "message": f"'{kind}' cannot be switched off: only the limit alarms can (spo2_low, "
-            "pulse_low, pulse_high, systolic_low, systolic_high, diastolic_low, diastolic_high, "
-            "resp_rate_low, resp_rate_high, temperature_low, temperature_high); NEWS2 "
-            "escalation, asystole and the technical alarms always sound.",
+            "message": f"'{kind}' cannot be switched off: only the limit alarms can (pulse_low, "
+            "pulse_high, resp_rate_low, resp_rate_high, systolic_low, systolic_high, "
+            "diastolic_low, diastolic_high, map_low, map_high, spo2_low, temperature_low, "
+            "temperature_high, etco2_low, etco2_high); NEWS2 escalation, asystole and the "
+            "technical alarms always sound.",
         }
     }
     assert api_client.delete(f"{url}{kind}/").status_code == 400

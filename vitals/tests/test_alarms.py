@@ -7,25 +7,36 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from vitals.alarms import ALARM_KINDS, Decision, Limits, PatientAlarms
-from vitals.news2 import news2_of
+from vitals.news2 import News2, news2_of
+from vitals.signs import map_from_bp
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class R:
-    """A reading: normal adult values unless told otherwise."""
+    """A reading: normal adult values unless told otherwise (None: not measured)."""
 
     measured_at: datetime = T0
-    pulse: int = 72
-    resp_rate: int = 14
-    systolic: int = 120
-    diastolic: int = 80
-    spo2: int = 98
-    temperature: float = 36.8
+    pulse: int | None = 72
+    resp_rate: int | None = 14
+    systolic: int | None = 120
+    diastolic: int | None = 80
+    spo2: int | None = 98
+    temperature: float | None = 36.8
     on_oxygen: bool = False
     consciousness: str = "A"
     artefact: str | None = None
+    map: int | None = None
+    etco2: int | None = None
+
+
+def parsed(reading: R) -> R:
+    """As the contract parses it: a reading with systolic and diastolic but no MAP is given
+    the MAP they make."""
+    if reading.map is None and reading.systolic is not None and reading.diastolic is not None:
+        return replace(reading, map=map_from_bp(reading.systolic, reading.diastolic))
+    return reading
 
 
 DEFAULT_LIMITS = Limits()
@@ -36,7 +47,7 @@ def run(values: list[dict], limits: Limits = DEFAULT_LIMITS, state: PatientAlarm
     state = state or PatientAlarms()
     out = []
     for i, changes in enumerate(values):
-        reading = replace(R(), measured_at=T0 + timedelta(seconds=5 * i), **changes)
+        reading = parsed(replace(R(), measured_at=T0 + timedelta(seconds=5 * i), **changes))
         news2 = news2_of(reading)
         for d in state.evaluate(reading, news2, limits):
             out.append((i, d.action, d.kind, d.priority))
@@ -219,7 +230,8 @@ def test_an_alarm_known_open_is_not_raised_again_and_can_resolve():
 
 
 def test_every_kind_is_listed_once():
-    assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 16
+    # a low and a high for each sign but SpO2 (low only), and five alarms of no limit
+    assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 20
 
 
 def test_an_alarm_switched_off_is_not_judged_and_an_open_one_resolves():
@@ -249,3 +261,77 @@ def test_news2_and_asystole_sound_whatever_is_switched_off():
     arrest = {"pulse": 0, "resp_rate": 0, "systolic": 40, "diastolic": 20, "spo2": 70}
     events, _ = run([arrest, arrest], everything)
     assert events == [(0, "raise", "asystole", "high"), (1, "raise", "news2", "high")]
+
+
+# --- Partial readings (contract version 2): each sign judged as it arrives ------------------------
+
+NOTHING = dict.fromkeys(("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature"))
+BP_85_50 = {**NOTHING, "systolic": 85, "diastolic": 50}  # MAP 62
+SPO2_ONLY = {**NOTHING, "spo2": 97}
+
+
+def test_a_reading_with_only_a_low_blood_pressure_counts_systolic_low_and_map_low():
+    events, _ = run([BP_85_50, BP_85_50])
+
+    assert events == [
+        (1, "raise", "systolic_low", "medium"),
+        (1, "raise", "map_low", "medium"),
+    ]
+
+
+def test_readings_without_a_sign_leave_its_conditions_untouched():
+    # A breach, SpO2-only readings (neither breach nor clear), the second breach raises.
+    events, state = run([BP_85_50, SPO2_ONLY, SPO2_ONLY, SPO2_ONLY, BP_85_50])
+    assert events == [
+        (4, "raise", "systolic_low", "medium"),
+        (4, "raise", "map_low", "medium"),
+    ]
+    # Open: SpO2-only readings do not resolve them; two normal blood pressures do.
+    normal_bp = {**NOTHING, "systolic": 120, "diastolic": 80}
+    events, _ = run([SPO2_ONLY] * 5 + [normal_bp, SPO2_ONLY, normal_bp], state=state)
+    assert events == [
+        (7, "resolve", "systolic_low", "medium"),
+        (7, "resolve", "map_low", "medium"),
+    ]
+
+
+def test_asystole_is_judged_from_a_measured_pulse_only():
+    state = PatientAlarms()
+    state.mark_open("asystole", "high")
+
+    assert run([SPO2_ONLY] * 3, state=state)[0] == []
+    assert run([{**NOTHING, "pulse": 72}], state=state)[0] == [(0, "resolve", "asystole", "high")]
+
+
+def test_an_incomplete_news2_neither_raises_nor_clears_the_escalation_alarm():
+    state = PatientAlarms()
+    subscores = {"resp_rate": 3, "spo2": 3, "on_oxygen": 0, "systolic": None, "pulse": 3}
+    incomplete_9 = News2(9, "high", subscores, complete=False, missing=("systolic",))
+    incomplete_0 = News2(0, "low", dict.fromkeys(subscores), complete=False, missing=("spo2",))
+    complete_0 = News2(0, "low", dict.fromkeys(subscores, 0))
+
+    def judge(news2: News2, i: int) -> list[tuple]:
+        reading = R(measured_at=T0 + timedelta(seconds=5 * i))
+        return [(d.action, d.kind) for d in state.evaluate(reading, news2, Limits())]
+
+    assert [judge(incomplete_9, i) for i in range(3)] == [[], [], []]
+    state.mark_open("news2", "high")
+    assert [judge(incomplete_0, i) for i in range(3, 6)] == [[], [], []]
+    assert judge(complete_0, 6) == []
+    assert judge(complete_0, 7) == [("resolve", "news2")]
+
+
+def test_a_version_2_probe_off_reading_is_judged_without_spo2():
+    """Version 2: the probe off means no SpO2, the other signs are the patient's (pulse 130
+    counts). Version 1 sends a value that is not the patient's: nothing physiological counts.
+    The technical alarm clears with a reading that has an SpO2, not with one that has none."""
+    v2_probe_off = {"spo2": None, "pulse": 130, "artefact": "spo2_probe_off"}
+    v1_probe_off = {"spo2": 60, "pulse": 130, "artefact": "spo2_probe_off"}
+
+    assert run([v2_probe_off, v2_probe_off])[0] == [
+        (0, "raise", "spo2_probe_off", "low"),
+        (1, "raise", "pulse_high", "medium"),
+    ]
+    events, state = run([v1_probe_off, v1_probe_off])
+    assert events == [(0, "raise", "spo2_probe_off", "low")]
+    assert run([{"spo2": None}, {}], state=state)[0] == [(1, "resolve", "spo2_probe_off", "low")]

@@ -7,14 +7,23 @@ Pure unit tests: no database.
 
 import uuid
 from dataclasses import FrozenInstanceError
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from vitals.contract import CONSCIOUSNESS_LEVELS, Reading
-from vitals.news2 import RISKS, SUBSCORE_KEYS, News2, news2_of, news2_score
+from vitals.news2 import (
+    RISKS,
+    SUBSCORE_KEYS,
+    VALIDITY,
+    News2,
+    artefact_voids,
+    news2_latest,
+    news2_of,
+    news2_score,
+)
 
 # Observations that score 0 on every parameter: a well adult on room air.
 NORMAL: dict[str, Any] = {
@@ -502,7 +511,7 @@ def test_invalid_spo2_scale(spo2_scale: Any):
         pytest.param("ACVPU", id="all-letters"),
         pytest.param("Alert", id="word"),
         pytest.param(" A", id="leading-space"),
-        pytest.param(None, id="None"),
+        # (None is a parameter missing: see below)
     ],
 )
 def test_invalid_consciousness(consciousness: Any):
@@ -689,3 +698,155 @@ def test_news2_of_an_artefact_is_none(artefact: str):
 
     assert news2_of(reading) is None
     assert news2_of(SimpleNamespace(**NORMAL, artefact="")) == score()
+
+
+# --- Parameters missing or stale: each parameter's newest value within its validity window --------
+
+AT = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+# A value of each parameter away from normal, and its Chart 1 sub-score.
+ABNORMAL: dict[str, tuple[Any, int]] = {
+    "resp_rate": (25, 3),
+    "spo2": (91, 3),
+    "on_oxygen": (True, 2),
+    "systolic": (90, 3),
+    "pulse": (131, 3),
+    "consciousness": ("V", 3),
+    "temperature": (39.1, 2),
+}
+# The windows of the registry (vitals/signs.py), written out.
+WINDOWS = {
+    "resp_rate": timedelta(minutes=5),
+    "spo2": timedelta(minutes=5),
+    "on_oxygen": timedelta(minutes=60),
+    "systolic": timedelta(minutes=30),
+    "pulse": timedelta(minutes=5),
+    "consciousness": timedelta(minutes=60),
+    "temperature": timedelta(minutes=60),
+}
+SECOND = timedelta(seconds=1)
+
+
+def latest(**ages: timedelta | None) -> dict[str, tuple[Any, datetime]]:
+    """Every parameter normal and measured at AT, except those given: abnormal (ABNORMAL) and
+    measured that long before AT, or never (None)."""
+    values = {key: (value, AT) for key, value in NORMAL.items()}
+    for key, age in ages.items():
+        if age is None:
+            del values[key]
+        else:
+            values[key] = (ABNORMAL[key][0], AT - age)
+    return values
+
+
+def test_the_validity_windows_are_the_registrys():
+    assert VALIDITY == WINDOWS
+
+
+@pytest.mark.parametrize("key", SUBSCORE_KEYS)
+@pytest.mark.parametrize("edge", [-SECOND, timedelta(0)], ids=["window-1s", "window"])
+def test_a_value_is_valid_up_to_its_window_edge_included(key: str, edge: timedelta):
+    result = news2_latest(latest(**{key: WINDOWS[key] + edge}), at=AT)
+
+    expected = ABNORMAL[key][1]
+    assert_only(result, key, expected)
+    assert (result.complete, result.missing) == (True, ())
+
+
+@pytest.mark.parametrize("key", SUBSCORE_KEYS)
+def test_a_value_older_than_its_window_is_missing(key: str):
+    result = news2_latest(latest(**{key: WINDOWS[key] + SECOND}), at=AT)
+
+    assert result == News2(
+        score=0,
+        risk="low",
+        subscores={name: None if name == key else 0 for name in SUBSCORE_KEYS},
+        complete=False,
+        missing=(key,),
+    )
+
+
+@pytest.mark.parametrize("key", SUBSCORE_KEYS)
+def test_a_parameter_never_measured_is_missing(key: str):
+    result = news2_latest(latest(**{key: None}), at=AT)
+
+    assert (result.score, result.complete, result.missing) == (0, False, (key,))
+    assert result.subscores[key] is None
+
+
+def test_an_incomplete_score_sums_the_valid_parameters_and_keeps_the_red_score_rule():
+    # Resp. rate 25 (3) and pulse 131 (3) fresh; systolic 90 stale by a second; temperature
+    # 39.1 (2) 59 min old; SpO2 never measured.
+    result = news2_latest(
+        latest(
+            resp_rate=timedelta(0),
+            pulse=timedelta(minutes=4, seconds=59),
+            systolic=WINDOWS["systolic"] + SECOND,
+            temperature=timedelta(minutes=59),
+            spo2=None,
+        ),
+        at=AT,
+    )
+
+    assert result == News2(
+        score=8,
+        risk="high",
+        subscores={
+            "resp_rate": 3,
+            "spo2": None,
+            "on_oxygen": 0,
+            "systolic": None,
+            "pulse": 3,
+            "consciousness": 0,
+            "temperature": 2,
+        },
+        complete=False,
+        missing=("spo2", "systolic"),
+    )
+    only_resp_rate = news2_latest(latest(resp_rate=timedelta(0), spo2=None), at=AT)
+    assert (only_resp_rate.score, only_resp_rate.risk) == (3, "low-medium")
+
+
+def test_a_value_measured_after_the_reading_is_valid():
+    """A reading that arrived after a later-stamped one (a monitor clock set back) is scored
+    with the newest values known."""
+    result = news2_latest(latest(pulse=-timedelta(minutes=10)), at=AT)
+
+    assert (result.subscores["pulse"], result.complete) == (3, True)
+
+
+def test_the_windows_can_be_set():
+    windows = {**WINDOWS, "systolic": timedelta(minutes=20)}
+    ages = {"systolic": timedelta(minutes=20)}
+
+    assert news2_latest(latest(**ages), at=AT, validity=windows).subscores["systolic"] == 3
+    ages = {"systolic": timedelta(minutes=20) + SECOND}
+    assert news2_latest(latest(**ages), at=AT, validity=windows).missing == ("systolic",)
+
+
+def test_spo2_on_scale_2_above_its_target_is_missing_without_air_or_oxygen():
+    values = {**latest(on_oxygen=None), "spo2": (95, AT)}
+
+    assert news2_latest(values, at=AT, spo2_scale=2).missing == ("spo2", "on_oxygen")
+    # within the target, air or oxygen does not matter to the SpO2 score
+    values["spo2"] = (90, AT)
+    assert news2_latest(values, at=AT, spo2_scale=2).missing == ("on_oxygen",)
+    assert news2_latest(values, at=AT, spo2_scale=2).subscores["spo2"] == 0
+
+
+def test_a_probe_off_reading_without_spo2_is_scored_without_it():
+    """Contract version 2: the probe off means SpO2 not measured, the other signs are real.
+    Version 1 sends every value, the suspect one too: the reading is not scored."""
+    v2 = SimpleNamespace(**{**NORMAL, "spo2": None, "pulse": 131}, artefact="spo2_probe_off")
+    v1 = SimpleNamespace(**{**NORMAL, "pulse": 131}, artefact="spo2_probe_off")
+
+    assert (artefact_voids(v2), artefact_voids(v1)) == (False, True)
+    assert news2_of(v1) is None
+    assert news2_of(v2) == News2(
+        score=3,
+        risk="low-medium",
+        subscores={**dict.fromkeys(SUBSCORE_KEYS, 0), "spo2": None, "pulse": 3},
+        complete=False,
+        missing=("spo2",),
+    )
+    motion = SimpleNamespace(**{**NORMAL, "spo2": None}, artefact="motion")
+    assert news2_of(motion) is None

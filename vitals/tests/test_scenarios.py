@@ -6,7 +6,7 @@ README.
 """
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,7 +14,8 @@ import pytest
 from testing.processes import report_figure
 from vitals.alarms import Decision, Limits, PatientAlarms
 from vitals.emulator import PatientEmulator
-from vitals.news2 import news2_of
+from vitals.news2 import news2_track
+from vitals.signs import map_from_bp
 
 START = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)
 INTERVAL = 5.0  # seconds between readings, the default METRICS_INTERVAL
@@ -70,9 +71,13 @@ def simulate(
     )
     alarms = PatientAlarms()
     run = Run(scenario=scenario, seed=seed)
+    latest: dict = {}  # the patient's newest values, as the consumer keeps them
     for i in range(int(hours * HOUR / INTERVAL)):
         reading = patient.reading(START + timedelta(seconds=INTERVAL * (i + 1)), INTERVAL)
-        score = news2_of(reading)
+        if reading.map is None and reading.systolic is not None and reading.diastolic is not None:
+            # as the contract parses it: the MAP of the blood pressure, when none is sent
+            reading = replace(reading, map=map_from_bp(reading.systolic, reading.diastolic))
+        score = news2_track(latest, reading)
         run.readings.append(reading)
         run.news2.append(score)
         run.decisions += alarms.evaluate(reading, score, limits)
@@ -177,6 +182,10 @@ def test_cardiac_arrest_raises_a_high_priority_alarm_within_two_readings(seed: i
         ("respiratory_failure", 4, "spo2_low"),
         ("bradycardia", 1.5, "pulse_low"),
         ("hypertensive_crisis", 2.5, "systolic_high"),
+        # The MAP of the blood pressure (issue 17): low in septic shock (< 65 mmHg), high in
+        # the crisis.
+        ("sepsis", 6, "map_low"),
+        ("hypertensive_crisis", 2.5, "map_high"),
     ],
 )
 def test_each_deterioration_raises_its_alarm(scenario: str, hours: float, kind: str):

@@ -1,9 +1,11 @@
 """metric_bulk_store: exactly-once storage of a batch, patients created on first reading."""
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from patients.models import Patient
@@ -238,16 +240,27 @@ def test_the_row_written_is_what_django_would_write_for_every_column():
     """The write path skips Field.get_db_prep_save() for speed (only datetimes are adapted):
     for every column, the value it sends must be the one Django would have sent."""
     patient = PatientFactory(hypercapnic_respiratory_failure=True)
-    metric = services._metric(
-        reading(seconds=0.25, artefact="motion", on_oxygen=True, consciousness="V"),
-        patient,
-        T0 + timedelta(seconds=1),
-    )
-    expected = [
-        f.get_db_prep_save(getattr(metric, f.attname), connection) for f in services._INSERT_FIELDS
-    ]
+    artefact = reading(seconds=0.25, artefact="motion", on_oxygen=True, consciousness="V")
+    partial = reading(seconds=0.5, spo2=None, systolic=None, diastolic=None, etco2=38)
+    for one in (artefact, partial):
+        metric = services._metric(
+            one, patient, T0 + timedelta(seconds=1), {}, settings.SIGN_VALIDITY
+        )
+        expected = [
+            f.get_db_prep_save(getattr(metric, f.attname), connection)
+            for f in services._INSERT_FIELDS
+        ]
+        written = services._metric_db_values(metric)
+        # JSON: the same document (PostgreSQL's adapter holds it as `obj`, cast from the text
+        # the write path sends).
+        for i in services._JSON_COLUMNS:
+            if expected[i] is not None:
+                prepared = expected[i]
+                expected[i] = json.loads(prepared) if isinstance(prepared, str) else prepared.obj
+                written[i] = json.loads(written[i])
 
-    assert services._metric_db_values(metric) == expected
+        assert written == expected
+    assert (metric.news2_subscores["spo2"], metric.news2_missing) == (None, ["spo2", "systolic"])
     assert {f.name for f in services._INSERT_FIELDS} == {
         f.name for f in PatientMetric._meta.concrete_fields
     } - {"id"}
@@ -318,3 +331,109 @@ def test_a_new_patient_takes_the_first_name_of_the_batch_and_the_others_are_conf
     assert list(PatientNameConflict.objects.values_list("name", "count")) == [
         ("Mallory Impostor", 1)
     ]
+
+
+# --- Partial readings: NEWS2 from each parameter's newest valid value, Patient.latest_signs -------
+
+NOT_MEASURED = dict.fromkeys(("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature"))
+
+
+def partial(seconds: float, **measured) -> Reading:
+    return reading(BOB, seconds, **{**NOT_MEASURED, **measured})
+
+
+def news2_rows() -> list[tuple]:
+    return list(
+        PatientMetric.objects.order_by("measured_at").values_list(
+            "measured_at", "news2_score", "news2_risk", "news2_subscores", "news2_missing"
+        )
+    )
+
+
+def subscores(**scores: int | None) -> dict:
+    keys = ("resp_rate", "spo2", "on_oxygen", "systolic", "pulse", "consciousness", "temperature")
+    return {key: scores.get(key, 0) for key in keys}
+
+
+def test_partial_readings_are_scored_with_each_parameters_newest_value_within_its_window():
+    minute = 60
+    metric_bulk_store(readings=[reading(BOB, 0, map=93)])  # every sign: NEWS2 0, complete
+    batch = [
+        partial(1 * minute, spo2=91),
+        partial(5 * minute + 1, pulse=131),  # resp. rate of T0: 5 min 1 s old
+        partial(30 * minute, systolic=85, diastolic=50, map=62, resp_rate=25),
+        partial(60 * minute, temperature=39.1),  # systolic of 30 min: 30 min old, valid
+    ]
+    metric_bulk_store(readings=batch)
+
+    at = [T0 + timedelta(seconds=s) for s in (0, 60, 301, 1800, 3600)]
+    assert news2_rows() == [
+        (at[0], 0, "low", subscores(), []),
+        (at[1], 3, "low-medium", subscores(spo2=3), []),
+        (at[2], 6, "medium", subscores(spo2=3, pulse=3, resp_rate=None), ["resp_rate"]),
+        (
+            at[3],
+            6,
+            "medium",
+            subscores(resp_rate=3, systolic=3, spo2=None, pulse=None),
+            ["spo2", "pulse"],
+        ),
+        (
+            at[4],
+            5,
+            "medium",
+            subscores(systolic=3, temperature=2, resp_rate=None, spo2=None, pulse=None),
+            ["resp_rate", "spo2", "pulse"],
+        ),
+    ]
+    newest = PatientMetric.objects.order_by("measured_at").last().news2
+    assert (newest.score, newest.complete, newest.missing) == (
+        5,
+        False,
+        ("resp_rate", "spo2", "pulse"),
+    )
+    assert tuple(newest.subscores) == tuple(subscores())
+    # The stored row says not measured: null.
+    assert PatientMetric.objects.values_list("pulse", "spo2", "map", "etco2").get(
+        measured_at=at[4]
+    ) == (None, None, None, None)
+
+    def value(v, seconds):
+        return {"value": v, "measured_at": (T0 + timedelta(seconds=seconds)).isoformat()}
+
+    expected = {
+        "pulse": value(131, 301),
+        "resp_rate": value(25, 1800),
+        "systolic": value(85, 1800),
+        "diastolic": value(50, 1800),
+        "map": value(62, 1800),
+        "spo2": value(91, 60),
+        "temperature": value(39.1, 3600),
+        "consciousness": value("A", 3600),
+        "on_oxygen": value(False, 3600),
+    }
+    assert Patient.objects.get(uuid=BOB).latest_signs == expected
+
+    # Delivered again: nothing stored, nothing newer taken.
+    metric_bulk_store(readings=batch)
+    assert Patient.objects.get(uuid=BOB).latest_signs == expected
+    assert len(news2_rows()) == 5
+
+
+def test_a_reading_without_a_sign_conflicts_with_a_stored_one_with_it():
+    metric_bulk_store(readings=[reading(BOB, 0, etco2=38)])
+
+    result = metric_bulk_store(
+        readings=[reading(BOB, 0, etco2=38), reading(BOB, 0), reading(BOB, 0, etco2=39)]
+    )
+
+    assert (result.stored, result.duplicates) == (0, 1)
+    assert [r.etco2 for r in result.conflicting] == [None, 39]
+
+
+def test_rows_stored_before_partial_readings_are_scored_from_their_own_values():
+    metric_bulk_store(readings=[reading(BOB, 0, pulse=131)])
+    PatientMetric.objects.update(news2_subscores=None)  # as the migration left older rows
+
+    news2 = PatientMetric.objects.get().news2
+    assert (news2.score, news2.complete, news2.subscores["pulse"]) == (3, True, 3)
