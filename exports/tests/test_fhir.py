@@ -261,8 +261,15 @@ def test_a_partial_reading_has_exactly_the_observations_of_the_signs_it_measured
 def test_map_and_etco2_are_observations_of_their_own_and_no_panel_without_both_halves():
     _, *observations = bundle_of([READINGS[5]])["entry"]
     by_code = {o["resource"]["code"]["coding"][0]["code"]: o["resource"] for o in observations}
-    assert list(by_code) == ["8867-4", "9279-1", "8478-0", "2708-6", "8310-5", "19889-5"] + [
-        "1104051000000101"
+    # No blood-pressure panel (85354-9): neither half was measured.
+    assert list(by_code) == [
+        "8867-4",
+        "9279-1",
+        "8478-0",
+        "2708-6",
+        "8310-5",
+        "19889-5",
+        "1104051000000101",
     ]
     common = {
         "resourceType": "Observation",
