@@ -381,7 +381,7 @@ class AlarmOffSerializer(serializers.Serializer):
     """An alarm switched off: POST kind and reason; read who and when too."""
 
     kind = serializers.CharField(
-        help_text="A limit alarm: spo2_low, pulse_low, pulse_high, systolic_low, ... "
+        help_text=f"A limit alarm: {', '.join(LIMIT_BY_KIND)} "
         "(not news2, asystole or a technical alarm)."
     )
     reason = serializers.CharField(max_length=200, help_text="Why it is off (required).")
