@@ -1,13 +1,21 @@
 """The readings as FHIR R4 resources: a Patient, and per reading one Observation per vital sign
-following the FHIR vital-signs profiles (http://hl7.org/fhir/R4/observation-vitalsigns.html),
-plus the NEWS2 score.
+measured, following the FHIR vital-signs profiles
+(http://hl7.org/fhir/R4/observation-vitalsigns.html), plus the NEWS2 score.
+
+The Observations are those of the signs of vitals/signs.py, each with its LOINC codings and
+its value in the sign's UCUM unit; blood pressure's halves (the signs travelling in `bp`) make
+one panel, LOINC 85354-9, with a component each. A reading has the Observations of the signs it
+measured (a partial reading, contract version 2, fewer): the panel when both halves were.
 
 - heart rate (profile heartrate): LOINC 8867-4, `pulse` in UCUM `/min`;
 - respiratory rate (resprate): LOINC 9279-1, `resp_rate` in `/min`;
-- oxygen saturation (oxygensat): LOINC 2708-6 and 59408-5 (by pulse oximetry), `spo2` in `%`;
-- body temperature (bodytemp): LOINC 8310-5, `temperature` in `Cel`;
 - blood pressure (bp): panel LOINC 85354-9 with components 8480-6 (systolic) and 8462-4
   (diastolic) in `mm[Hg]`;
+- mean arterial pressure: LOINC 8478-0 in `mm[Hg]` (category vital-signs, no profile of its
+  own, as the FHIR specification's example "mbp");
+- oxygen saturation (oxygensat): LOINC 2708-6 and 59408-5 (by pulse oximetry), `spo2` in `%`;
+- body temperature (bodytemp): LOINC 8310-5, `temperature` in `Cel`;
+- end-tidal CO2: LOINC 19889-5 in `mm[Hg]` (category vital-signs, no profile);
 - NEWS2 (no vital-signs profile, category `survey`): SNOMED CT 1104051000000101, `news2_score`
   in `{score}`, the risk band as interpretation text.
 
@@ -34,6 +42,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
+from vitals.signs import SIGN_KEYS, SIGNS, Sign
+
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
 UCUM = "http://unitsofmeasure.org"
@@ -47,15 +57,10 @@ FHIR_JSON = "application/fhir+json"
 
 
 class Reading(Protocol):
-    """What the resources are made of: a PatientMetric, or a row of its values."""
+    """What the resources are made of: a PatientMetric, or a row of its values; and every
+    sign of vitals/signs.py by its key (None: not measured in this reading)."""
 
     measured_at: datetime
-    pulse: int
-    resp_rate: int
-    systolic: int
-    diastolic: int
-    spo2: int
-    temperature: float
     artefact: str
     news2_score: int | None
     news2_risk: str | None
@@ -79,13 +84,15 @@ class Kind:
     """One kind of Observation: its code(s), profile, category and how a reading fills it.
 
     `value(v)` returns the value elements from `v`, the reading's values by name (real values,
-    or placeholders when a template is made).
+    or placeholders when a template is made). `fields`: the reading's values it shows; a
+    reading has this Observation when none of them is null (not measured, not scored).
     """
 
     key: str
     codings: tuple[tuple[str, str, str], ...]
     text: str
     value: Callable[[Mapping[str, Any]], dict]
+    fields: tuple[str, ...]
     profile: str | None = None
     category: tuple[str, str] = ("vital-signs", "Vital Signs")
 
@@ -98,17 +105,34 @@ class Kind:
         return {(system, code) for system, code, _ in self.codings}
 
 
-def _blood_pressure(v: Mapping[str, Any]) -> dict:
-    return {
+# The profiles of the FHIR R4 vital-signs profiles, by the LOINC code each one fixes (the
+# specification's table; a sign whose code has none is a plain vital-signs Observation).
+PROFILES = {
+    "8867-4": "heartrate",
+    "9279-1": "resprate",
+    "2708-6": "oxygensat",
+    "8310-5": "bodytemp",
+    "85354-9": "bp",
+}
+BP_PANEL = (LOINC, "85354-9", "Blood pressure panel with all children optional")
+
+
+def _codings(sign: Sign) -> tuple[tuple[str, str, str], ...]:
+    return tuple((LOINC, c.code, c.display) for c in sign.loinc)
+
+
+def _sign_value(sign: Sign) -> Callable[[Mapping[str, Any]], dict]:
+    return lambda v: {"valueQuantity": quantity(v[sign.key], sign.unit, sign.ucum)}
+
+
+def _panel_value(signs: tuple[Sign, ...]) -> Callable[[Mapping[str, Any]], dict]:
+    return lambda v: {
         "component": [
             {
-                "code": {"coding": [coding(LOINC, "8480-6", "Systolic blood pressure")]},
-                "valueQuantity": quantity(v["systolic"], "mmHg", "mm[Hg]"),
-            },
-            {
-                "code": {"coding": [coding(LOINC, "8462-4", "Diastolic blood pressure")]},
-                "valueQuantity": quantity(v["diastolic"], "mmHg", "mm[Hg]"),
-            },
+                "code": {"coding": [coding(*c) for c in _codings(sign)]},
+                "valueQuantity": quantity(v[sign.key], sign.unit, sign.ucum),
+            }
+            for sign in signs
         ]
     }
 
@@ -120,65 +144,57 @@ def _news2(v: Mapping[str, Any]) -> dict:
     }
 
 
-KINDS: dict[str, Kind] = {
-    kind.key: kind
-    for kind in (
-        Kind(
-            "heart_rate",
-            ((LOINC, "8867-4", "Heart rate"),),
-            "Heart rate",
-            lambda v: {"valueQuantity": quantity(v["pulse"], "beats/minute", "/min")},
-            profile="heartrate",
+def _sign_kinds() -> list[Kind]:
+    """A kind per exported sign, in the registry's order; the signs that travel together in one
+    contract field (`bp`) make one panel, where the first of them stands."""
+    kinds: list[Kind] = []
+    for sign in SIGNS:
+        if not sign.exported:
+            continue
+        if sign.wire is None:
+            code = sign.loinc[0].code
+            kinds.append(
+                Kind(
+                    sign.key,
+                    _codings(sign),
+                    sign.label,
+                    _sign_value(sign),
+                    (sign.key,),
+                    profile=PROFILES.get(code),
+                )
+            )
+        elif sign.wire not in {kind.key for kind in kinds}:
+            panel = tuple(s for s in SIGNS if s.wire == sign.wire and s.exported)
+            kinds.append(
+                Kind(
+                    "blood_pressure",
+                    (BP_PANEL,),
+                    "Blood pressure",
+                    _panel_value(panel),
+                    tuple(s.key for s in panel),
+                    profile=PROFILES[BP_PANEL[1]],
+                )
+            )
+    return kinds
+
+
+NEWS2_KIND = Kind(
+    "news2",
+    (
+        (
+            SNOMED,
+            NEWS2_SNOMED,
+            "Royal College of Physicians NEWS2 (National Early Warning Score 2) total score",
         ),
-        Kind(
-            "resp_rate",
-            ((LOINC, "9279-1", "Respiratory rate"),),
-            "Respiratory rate",
-            lambda v: {"valueQuantity": quantity(v["resp_rate"], "breaths/minute", "/min")},
-            profile="resprate",
-        ),
-        Kind(
-            "spo2",
-            (
-                (LOINC, "2708-6", "Oxygen saturation in Arterial blood"),
-                (LOINC, "59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry"),
-            ),
-            "Oxygen saturation (SpO2)",
-            lambda v: {"valueQuantity": quantity(v["spo2"], "%", "%")},
-            profile="oxygensat",
-        ),
-        Kind(
-            "temperature",
-            ((LOINC, "8310-5", "Body temperature"),),
-            "Body temperature",
-            lambda v: {"valueQuantity": quantity(v["temperature"], "°C", "Cel")},
-            profile="bodytemp",
-        ),
-        Kind(
-            "blood_pressure",
-            ((LOINC, "85354-9", "Blood pressure panel with all children optional"),),
-            "Blood pressure",
-            _blood_pressure,
-            profile="bp",
-        ),
-        Kind(
-            "news2",
-            (
-                (
-                    SNOMED,
-                    NEWS2_SNOMED,
-                    "Royal College of Physicians NEWS2 (National Early Warning Score 2) total "
-                    "score",
-                ),
-            ),
-            "NEWS2 score",
-            _news2,
-            category=("survey", "Survey"),
-        ),
-    )
-}
+    ),
+    "NEWS2 score",
+    _news2,
+    ("news2_score",),
+    category=("survey", "Survey"),
+)
+KINDS: dict[str, Kind] = {kind.key: kind for kind in (*_sign_kinds(), NEWS2_KIND)}
 # The reading's values each kind reads, for the placeholders of a template.
-NUMBERS = ("pulse", "resp_rate", "spo2", "temperature", "systolic", "diastolic", "news2_score")
+NUMBERS = (*SIGN_KEYS, "news2_score")
 TEXTS = ("effective", "news2_risk", "artefact")
 
 
@@ -325,15 +341,9 @@ _VARIANT = {c: format((int(c, 16) & 0x3) | 0x8, "x") for c in "0123456789abcdef"
 def reading_values(reading: Reading, *, namespace: uuid.UUID, kinds: Iterable[str]) -> dict:
     """A reading's values by name, as `observation` and the templates take them."""
     effective = iso(reading.measured_at)
-    values = {
+    values = {name: getattr(reading, name) for name in NUMBERS}
+    values |= {
         "effective": effective,
-        "pulse": reading.pulse,
-        "resp_rate": reading.resp_rate,
-        "spo2": reading.spo2,
-        "temperature": reading.temperature,
-        "systolic": reading.systolic,
-        "diastolic": reading.diastolic,
-        "news2_score": reading.news2_score,
         "news2_risk": reading.news2_risk,
         "artefact": reading.artefact,
     }
@@ -343,8 +353,9 @@ def reading_values(reading: Reading, *, namespace: uuid.UUID, kinds: Iterable[st
 
 
 def reading_kinds(reading: Reading, kinds: Iterable[str]) -> list[str]:
-    """The kinds of Observation a reading has, of those asked: NEWS2 only when it was scored."""
-    return [k for k in kinds if k != "news2" or reading.news2_score is not None]
+    """The kinds of Observation a reading has, of those asked: those whose values it has (the
+    signs it measured; NEWS2 when it was scored)."""
+    return [k for k in kinds if all(getattr(reading, name) is not None for name in KINDS[k].fields)]
 
 
 # --- the same resources, fast ------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Reads of exports, and of the readings an export writes."""
 
 import logging
+import operator
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import reduce
 from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -18,28 +20,25 @@ from exports.errors import (
     ExportNotReady,
     ExportResultMissing,
 )
-from exports.fhir import FHIR_JSON, EntryWriter, Reading, iso
+from exports.fhir import FHIR_JSON, KINDS, EntryWriter, Reading, iso
 from exports.fhir_search import TimeRange
 from exports.models import Export, ExportFormat, ExportStatus
 from patients.models import Patient
 from vitals.selectors import metric_list
+from vitals.signs import SIGN_KEYS
 
 logger = logging.getLogger(__name__)
 
 # The fields of a reading that the export formats write (exports/writers.py).
 READING_FIELDS = (
     "measured_at",
-    "pulse",
-    "resp_rate",
-    "systolic",
-    "diastolic",
-    "spo2",
-    "temperature",
+    *SIGN_KEYS,
     "on_oxygen",
     "consciousness",
     "artefact",
     "news2_score",
     "news2_risk",
+    "news2_missing",
     "spo2_scale",
     "received_at",
 )
@@ -83,6 +82,11 @@ def export_readings(
     )
 
 
+def _has_kind(key: str) -> Q:
+    """The readings that have an Observation of this kind: none of its values null."""
+    return Q(**{f"{name}__isnull": False for name in KINDS[key].fields})
+
+
 @dataclass
 class ObservationPage:
     """One page of a FHIR Observation search: the entries (JSON text), how many match in
@@ -103,19 +107,18 @@ def observation_search(
 ) -> ObservationPage:
     """A page of `count` Observations of `kinds` (exports/fhir.py) of a patient's readings
     measured `during`, oldest first, each reading's in the fixed order of KINDS; from `cursor`
-    (the reading's time and how many of its entries the pages before took)."""
+    (the reading's time and how many of its entries the pages before took). A reading has the
+    Observations of the signs it measured, and NEWS2 when it was scored."""
     if not kinds:
         return ObservationPage(entries=[], total=0, next_cursor=None)
+    has = {key: _has_kind(key) for key in kinds}
     readings = metric_list(patient=patient, since=during.start)
     if during.end is not None:
         readings = readings.filter(measured_at__lt=during.end)
-    if "news2" in kinds and len(kinds) == 1:
-        readings = readings.filter(news2_score__isnull=False)  # only scored ones have one
-    counts = readings.aggregate(
-        readings=Count("pk"), scored=Count("pk", filter=Q(news2_score__isnull=False))
-    )
-    others = len([k for k in kinds if k != "news2"])
-    total = counts["readings"] * others + (counts["scored"] if "news2" in kinds else 0)
+    # Only the readings with an Observation of these kinds (a partial reading may have none).
+    readings = readings.filter(reduce(operator.or_, has.values()))
+    counts = readings.aggregate(**{f"n_{key}": Count("pk", filter=q) for key, q in has.items()})
+    total = sum(counts.values())
 
     start, skip = cursor or (None, 0)
     if start is not None:

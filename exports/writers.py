@@ -17,22 +17,31 @@ from exports.fhir import (
     iso,
     patient_resource,
 )
+from vitals.signs import SIGN_BY_KEY, SIGNS, Sign
 
 
 def _optional(value: Any) -> Any:
     return "" if value is None else value
 
 
-# The CSV's columns, in this order (a stable contract: new columns go at the end), and how
-# each is written. Units are in the names; times are ISO 8601 in UTC; empty means null.
+# A unit as a column name's suffix.
+_UNIT_SUFFIX = {"/min": "per_min", "mmHg": "mmhg", "%": "percent", "°C": "celsius"}
+# The signs of the first CSV (before contract version 2), whose columns come first in this
+# order; every sign registered since gets its column at the end (a stable contract: new columns
+# go at the end, so that a reader by position keeps working). Never changes.
+_FIRST_CSV_SIGNS = ("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature")
+
+
+def _sign_column(sign: Sign) -> tuple[str, Callable[[Reading], Any]]:
+    key = sign.key
+    return f"{key}_{_UNIT_SUFFIX[sign.unit]}", lambda r: _optional(getattr(r, key))
+
+
+# The CSV's columns, in this order, and how each is written. Units are in the names; times are
+# ISO 8601 in UTC; empty means null (a sign not measured in the reading, a reading not scored).
 CSV_COLUMNS: tuple[tuple[str, Callable[[Reading], Any]], ...] = (
     ("measured_at", lambda r: iso(r.measured_at)),
-    ("pulse_per_min", lambda r: r.pulse),
-    ("resp_rate_per_min", lambda r: r.resp_rate),
-    ("systolic_mmhg", lambda r: r.systolic),
-    ("diastolic_mmhg", lambda r: r.diastolic),
-    ("spo2_percent", lambda r: r.spo2),
-    ("temperature_celsius", lambda r: r.temperature),
+    *(_sign_column(SIGN_BY_KEY[key]) for key in _FIRST_CSV_SIGNS),
     ("on_oxygen", lambda r: "true" if r.on_oxygen else "false"),
     ("consciousness_acvpu", lambda r: r.consciousness),
     ("artefact", lambda r: r.artefact),
@@ -40,6 +49,9 @@ CSV_COLUMNS: tuple[tuple[str, Callable[[Reading], Any]], ...] = (
     ("news2_risk", lambda r: _optional(r.news2_risk)),
     ("news2_spo2_scale", lambda r: r.spo2_scale),
     ("received_at", lambda r: iso(r.received_at)),
+    *(_sign_column(s) for s in SIGNS if s.exported and s.key not in _FIRST_CSV_SIGNS),
+    # The NEWS2 parameters without a valid value (space-separated): the score is incomplete.
+    ("news2_missing", lambda r: " ".join(r.news2_missing or ())),
 )
 CSV_HEADER = ("patient_uuid", *(name for name, _ in CSV_COLUMNS))
 

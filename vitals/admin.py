@@ -11,12 +11,21 @@ from vitals.models import (
     PatientMetric,
     reading_time,
 )
+from vitals.serializers import reading_bp
 from vitals.services import alarm_acknowledge
+from vitals.signs import SIGNS
 
 
 class ReadingColumns:
     """The columns a reading shows in the admin wherever it is listed (its own list, the
-    patient page's latest readings)."""
+    patient page's latest readings): SIGN_COLUMNS are its signs."""
+
+    # Blood pressure as one "120/80" column, like the API's `bp`; the admin's dash for a value
+    # not there unless both halves were measured (written here: an inline's read-only callable
+    # would show None).
+    @admin.display(description="BP")
+    def bp_display(self, metric: PatientMetric) -> str:
+        return reading_bp(metric) or "-"
 
     @admin.display(description="measured at", ordering="measured_at")
     def measured_at_display(self, metric: PatientMetric) -> str:
@@ -28,6 +37,19 @@ class ReadingColumns:
         return "oxygen" if metric.on_oxygen else "air"
 
 
+def _sign_columns() -> list[str]:
+    """A column per sign of vitals/signs.py, in its order; one for blood pressure's halves."""
+    columns: list[str] = []
+    for sign in SIGNS:
+        name = "bp_display" if sign.wire == "bp" else sign.key
+        if name not in columns:
+            columns.append(name)
+    return columns
+
+
+SIGN_COLUMNS = _sign_columns()
+
+
 @admin.register(PatientMetric)
 class PatientMetricAdmin(ReadingColumns, ReadOnlyAdmin):
     """Readings come from devices through the consumer: the admin shows them, never edits them."""
@@ -35,11 +57,7 @@ class PatientMetricAdmin(ReadingColumns, ReadOnlyAdmin):
     list_display = [
         "measured_at_display",
         "patient",
-        "pulse",
-        "resp_rate",
-        "bp",
-        "spo2",
-        "temperature",
+        *SIGN_COLUMNS,
         "air_or_oxygen",
         "consciousness",
         "news2_score",

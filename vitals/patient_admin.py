@@ -3,7 +3,7 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from patients.models import Patient, PatientNameConflict
-from vitals.admin import ReadingColumns
+from vitals.admin import SIGN_COLUMNS, ReadingColumns
 from vitals.models import AlarmLimits, PatientMetric
 from vitals.services import (
     LIMIT_FIELDS,
@@ -11,6 +11,7 @@ from vitals.services import (
     alarm_limits_update,
     patient_monitoring_end,
 )
+from vitals.signs import SIGNS
 
 LATEST_READINGS_SHOWN = 20
 
@@ -32,11 +33,7 @@ class LatestReadingsInline(ReadingColumns, admin.TabularInline):
     verbose_name_plural = f"latest {LATEST_READINGS_SHOWN} readings"
     fields = readonly_fields = [
         "measured_at_display",
-        "pulse",
-        "resp_rate",
-        "bp",
-        "spo2",
-        "temperature",
+        *SIGN_COLUMNS,
         "air_or_oxygen",
         "consciousness",
         "news2_score",
@@ -62,21 +59,12 @@ class AlarmLimitsInline(admin.StackedInline):
     model = AlarmLimits
     can_delete = True
     readonly_fields = ["updated_at", "updated_by"]
+    # A row per sign of vitals/signs.py with limits: its low and high side by side.
     fieldsets = [
-        (None, {"fields": ["spo2_low", "delay_readings"]}),
-        ("Pulse", {"fields": [("pulse_low", "pulse_high")]}),
+        (None, {"fields": ["delay_readings"]}),
         (
-            "Blood pressure",
-            {"fields": [("systolic_low", "systolic_high"), ("diastolic_low", "diastolic_high")]},
-        ),
-        (
-            "Respiration and temperature",
-            {
-                "fields": [
-                    ("resp_rate_low", "resp_rate_high"),
-                    ("temperature_low", "temperature_high"),
-                ]
-            },
+            "Limits",
+            {"fields": [tuple(limit.kind for limit in s.limits) for s in SIGNS if s.limits]},
         ),
         (None, {"fields": ["updated_at", "updated_by"]}),
     ]

@@ -12,6 +12,7 @@ from vitals.serializers import (
     OpenAlarmSerializer,
     news2_data,
 )
+from vitals.signs import SIGNS
 
 
 class PatientLinkField(serializers.HyperlinkedIdentityField):
@@ -50,6 +51,48 @@ class PatientRenameSerializer(serializers.Serializer):
             raise serializers.ValidationError(exc.message) from None
 
 
+def _latest(name: str, value: serializers.Field) -> type[serializers.Serializer]:
+    return type(
+        name,
+        (serializers.Serializer,),
+        {
+            "value": value,
+            "measured_at": serializers.DateTimeField(help_text="When it was measured."),
+        },
+    )
+
+
+_LATEST_KINDS = {
+    "whole": _latest("LatestWholeNumberSign", serializers.IntegerField()),
+    "decimal": _latest("LatestDecimalSign", serializers.FloatField()),
+    "consciousness": _latest("LatestConsciousness", serializers.CharField(help_text="ACVPU.")),
+    "on_oxygen": _latest("LatestOnOxygen", serializers.BooleanField()),
+}
+
+
+def _latest_field(kind: str, help_text: str) -> serializers.Serializer:
+    return _LATEST_KINDS[kind](required=False, help_text=help_text)
+
+
+# The schema of Patient.latest_signs (served as stored, not through this serializer): each
+# sign of vitals/signs.py, and the NEWS2 observations, when the patient has had one.
+LatestSignsSerializer = type(
+    "LatestSignsSerializer",
+    (serializers.Serializer,),
+    {
+        **{
+            sign.key: _latest_field(
+                "whole" if sign.is_integer else "decimal",
+                f"{sign.label}, {sign.unit}: its newest value.",
+            )
+            for sign in SIGNS
+        },
+        "consciousness": _latest_field("consciousness", "Consciousness (ACVPU)."),
+        "on_oxygen": _latest_field("on_oxygen", "On supplemental oxygen."),
+    },
+)
+
+
 class PatientSerializer(serializers.ModelSerializer):
     url = PatientLinkField("api:patient-detail")
     metrics_url = PatientLinkField("api:patient-metrics")
@@ -58,10 +101,10 @@ class PatientSerializer(serializers.ModelSerializer):
         read_only=True, allow_null=True, help_text="The newest reading, null before the first."
     )
     news2 = serializers.SerializerMethodField(help_text="NEWS2 of the latest reading.")
-    latest_signs = serializers.JSONField(
-        read_only=True,
+    latest_signs = serializers.SerializerMethodField(
         help_text='Each sign\'s newest value and when it was measured: {"spo2": {"value": 97, '
-        '"measured_at": "..."}, ...}; a reading may carry only some signs.',
+        '"measured_at": "..."}, ...}; a reading may carry only some signs, and a sign never '
+        "measured is absent."
     )
     name_conflicts = NameConflictSerializer(
         source="open_name_conflicts",
@@ -111,6 +154,10 @@ class PatientSerializer(serializers.ModelSerializer):
     def get_alarms_off(self, patient: Patient) -> list[dict]:
         items = patient.alarms_off_items  # patient_list's annotation: no query per patient
         return AlarmOffSerializer(alarm_off_items(items), many=True).data if items else []
+
+    @extend_schema_field(LatestSignsSerializer)
+    def get_latest_signs(self, patient: Patient) -> dict:
+        return patient.latest_signs
 
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, patient: Patient) -> dict | None:

@@ -38,6 +38,7 @@ from vitals.models import (
     ConsumerStall,
     PatientMetric,
 )
+from vitals.signs import SIGNS
 
 
 def metric_list(
@@ -55,16 +56,9 @@ def metric_list(
     return metrics.order_by("-measured_at")
 
 
-# The columns a trend summarises, by the name the trend gives them.
-TREND_SIGNS = {
-    "pulse": "pulse",
-    "resp_rate": "resp_rate",
-    "systolic": "systolic",
-    "diastolic": "diastolic",
-    "spo2": "spo2",
-    "temperature": "temperature",
-    "news2": "news2_score",
-}
+# The columns a trend summarises, by the name the trend gives them: every charted sign, and
+# the NEWS2 score.
+TREND_SIGNS = {**{s.key: s.key for s in SIGNS if s.charted}, "news2": "news2_score"}
 # Widths (s) a trend's buckets may have: round ones, aligned on the Unix epoch, so that a bucket
 # is a whole minute or hour and stays the same bucket while time goes on and a chart refreshes.
 TREND_BUCKET_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800)
@@ -117,8 +111,9 @@ def metric_trend(
 ) -> MetricTrend:
     """A patient's readings with since <= measured_at <= until, summarised into at most
     `points` buckets (in one grouped query, served by the (patient, measured_at) index), oldest
-    first; buckets without a reading are left out. Readings flagged as sensor artefacts are
-    not physiological values and are left out too."""
+    first; buckets without a reading are left out, and a sign without a value in a bucket is
+    None there (a gap in its chart). Readings flagged as sensor artefacts are not
+    physiological values and are left out too."""
     width = trend_bucket_seconds(since=since, until=until, points=points)
     aggregates = {}
     for name, column in TREND_SIGNS.items():

@@ -15,7 +15,8 @@ from vitals.models import (
     PatientMetric,
 )
 from vitals.news2 import RISKS, News2
-from vitals.selectors import TREND_MAX_POINTS
+from vitals.selectors import TREND_MAX_POINTS, TREND_SIGNS
+from vitals.signs import LIMIT_BY_KIND, SIGN_BY_KEY, SIGNS
 
 
 class News2SubscoresSerializer(serializers.Serializer):
@@ -46,23 +47,41 @@ def news2_data(news2: News2 | None) -> dict | None:
     }
 
 
+def _reading_sign_fields() -> list[str]:
+    """A reading's signs as the API names them, in the registry's order: each sign by its key,
+    and before blood pressure's halves their contract field, `bp` ("systolic/diastolic")."""
+    names: list[str] = []
+    for sign in SIGNS:
+        if sign.wire and sign.wire not in names:
+            names.append(sign.wire)
+        names.append(sign.key)
+    return names
+
+
+READING_SIGN_FIELDS = _reading_sign_fields()
+
+
+def reading_bp(metric: PatientMetric) -> str | None:
+    """Blood pressure as clinicians write it, "120/80"; None unless both halves were measured."""
+    if metric.systolic is None or metric.diastolic is None:
+        return None
+    return f"{metric.systolic}/{metric.diastolic}"
+
+
 class MetricSerializer(serializers.ModelSerializer):
-    bp = serializers.CharField(read_only=True, help_text='Blood pressure, "systolic/diastolic".')
+    bp = serializers.SerializerMethodField(
+        help_text='Blood pressure, "systolic/diastolic"; null unless both were measured.'
+    )
     news2 = serializers.SerializerMethodField(
         help_text="NEWS2 of this reading; null for a reading flagged as a sensor artefact."
     )
 
     class Meta:
         model = PatientMetric
+        # Every sign of vitals/signs.py, null when the reading did not measure it.
         fields = [
             "measured_at",
-            "pulse",
-            "resp_rate",
-            "bp",
-            "systolic",
-            "diastolic",
-            "spo2",
-            "temperature",
+            *READING_SIGN_FIELDS,
             "on_oxygen",
             "consciousness",
             "artefact",
@@ -77,6 +96,10 @@ class MetricSerializer(serializers.ModelSerializer):
         help_text="How far the monitor's clock was ahead (negative: behind) when it sent this "
         "reading: measured_at minus sent_at, in seconds; null when sent_at is unknown."
     )
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_bp(self, metric: PatientMetric) -> str | None:
+        return reading_bp(metric)
 
     @extend_schema_field(News2Serializer(allow_null=True))
     def get_news2(self, metric: PatientMetric) -> dict | None:
@@ -94,15 +117,10 @@ class MetricSerializer(serializers.ModelSerializer):
         (bench/api_scale.py). The fields above still document it, and a test holds this equal
         to what DRF's walk makes of every field."""
         tz = timezone.get_current_timezone()
-        return {
-            "measured_at": _iso(metric.measured_at, tz),
-            "pulse": metric.pulse,
-            "resp_rate": metric.resp_rate,
-            "bp": metric.bp,
-            "systolic": metric.systolic,
-            "diastolic": metric.diastolic,
-            "spo2": metric.spo2,
-            "temperature": metric.temperature,
+        data = {"measured_at": _iso(metric.measured_at, tz)}
+        for name in READING_SIGN_FIELDS:
+            data[name] = reading_bp(metric) if name == "bp" else getattr(metric, name)
+        data |= {
             "on_oxygen": metric.on_oxygen,
             "consciousness": metric.consciousness,
             "artefact": metric.artefact,
@@ -111,6 +129,7 @@ class MetricSerializer(serializers.ModelSerializer):
             "sent_at": None if metric.sent_at is None else _iso(metric.sent_at, tz),
             "clock_offset_s": self.get_clock_offset_s(metric),
         }
+        return data
 
 
 def _iso(value: datetime, tz: tzinfo) -> str:
@@ -170,16 +189,25 @@ class TrendStatsSerializer(serializers.Serializer):
     mean = serializers.FloatField(help_text="Rounded to two decimals.")
 
 
-class TrendBucketSerializer(serializers.Serializer):
-    start = serializers.DateTimeField(help_text="Start of the bucket (bucket_seconds long).")
-    count = serializers.IntegerField(help_text="Readings in the bucket.")
-    pulse = TrendStatsSerializer()
-    resp_rate = TrendStatsSerializer()
-    systolic = TrendStatsSerializer()
-    diastolic = TrendStatsSerializer()
-    spo2 = TrendStatsSerializer()
-    temperature = TrendStatsSerializer()
-    news2 = TrendStatsSerializer(allow_null=True, help_text="NEWS2 score; null if none scored.")
+TrendBucketSerializer = type(
+    "TrendBucketSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "One bucket of a trend: its start, its readings and each charted sign's "
+        "min, max and mean, null where no reading of the bucket measured it (a gap).",
+        "start": serializers.DateTimeField(help_text="Start of the bucket (bucket_seconds long)."),
+        "count": serializers.IntegerField(help_text="Readings in the bucket."),
+        **{
+            name: TrendStatsSerializer(
+                allow_null=True,
+                help_text="NEWS2 score; null if none scored."
+                if name == "news2"
+                else f"{SIGN_BY_KEY[name].label}, {SIGN_BY_KEY[name].unit}; null if none measured.",
+            )
+            for name in TREND_SIGNS
+        },
+    },
+)
 
 
 class MetricTrendSerializer(serializers.Serializer):
@@ -359,7 +387,7 @@ class AlarmOffSerializer(serializers.Serializer):
     """An alarm switched off: POST kind and reason; read who and when too."""
 
     kind = serializers.CharField(
-        help_text="A limit alarm: spo2_low, pulse_low, pulse_high, systolic_low, ... "
+        help_text=f"A limit alarm: {', '.join(LIMIT_BY_KIND)} "
         "(not news2, asystole or a technical alarm)."
     )
     reason = serializers.CharField(max_length=200, help_text="Why it is off (required).")
@@ -367,12 +395,11 @@ class AlarmOffSerializer(serializers.Serializer):
     at = serializers.DateTimeField(read_only=True, help_text="When it was switched off.")
 
 
+# The limits of a sign that has both, low and high: the low one must stay below the high one.
 LIMIT_PAIRS = [
-    ("pulse_low", "pulse_high"),
-    ("systolic_low", "systolic_high"),
-    ("diastolic_low", "diastolic_high"),
-    ("resp_rate_low", "resp_rate_high"),
-    ("temperature_low", "temperature_high"),
+    (sign.limits[0].kind, sign.limits[1].kind)
+    for sign in SIGNS
+    if [limit.low for limit in sign.limits] == [True, False]
 ]
 
 
@@ -383,22 +410,8 @@ class AlarmLimitsSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AlarmLimits
-        fields = [
-            "spo2_low",
-            "pulse_low",
-            "pulse_high",
-            "systolic_low",
-            "systolic_high",
-            "diastolic_low",
-            "diastolic_high",
-            "resp_rate_low",
-            "resp_rate_high",
-            "temperature_low",
-            "temperature_high",
-            "delay_readings",
-            "updated_at",
-            "updated_by",
-        ]
+        # Every limit of vitals/signs.py.
+        fields = [*LIMIT_BY_KIND, "delay_readings", "updated_at", "updated_by"]
         read_only_fields = ["updated_at", "updated_by"]
 
     def get_extra_kwargs(self) -> dict:

@@ -55,6 +55,18 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "codings": [(LOINC, "85354-9")],
         "components": [("8480-6", "systolic"), ("8462-4", "diastolic")],
     },
+    "8478-0": {
+        "profile": None,
+        "category": "vital-signs",
+        "codings": [(LOINC, "8478-0")],
+        "value": ("map", "mm[Hg]"),
+    },
+    "19889-5": {
+        "profile": None,
+        "category": "vital-signs",
+        "codings": [(LOINC, "19889-5")],
+        "value": ("etco2", "mm[Hg]"),
+    },
     "1104051000000101": {
         "profile": None,
         "category": "survey",
@@ -128,13 +140,27 @@ def check_observation(resource: dict, reading, *, patient_uuid: uuid.UUID) -> st
     return codings[0][1]
 
 
-VITAL_CODES = ["8867-4", "9279-1", "2708-6", "8310-5", "85354-9"]
+# The Observations a reading may have, in the order they come, and the values each shows.
+OBSERVATIONS = [
+    ("8867-4", ("pulse",)),
+    ("9279-1", ("resp_rate",)),
+    ("85354-9", ("systolic", "diastolic")),
+    ("8478-0", ("map",)),
+    ("2708-6", ("spo2",)),
+    ("8310-5", ("temperature",)),
+    ("19889-5", ("etco2",)),
+    ("1104051000000101", ("news2_score",)),
+]
 
 
 def expected_codes(reading) -> list[str]:
-    """The Observations a reading must have, in the order they come."""
-    scored = reading.news2_score is not None
-    return [*VITAL_CODES, *(["1104051000000101"] if scored else [])]
+    """The Observations a reading must have, in the order they come: those of the values it
+    has (the signs measured; NEWS2 when scored)."""
+    return [
+        code
+        for code, names in OBSERVATIONS
+        if all(getattr(reading, name) is not None for name in names)
+    ]
 
 
 def stored_readings(patient: Patient, **filters) -> list[PatientMetric]:
@@ -163,21 +189,28 @@ def check_csv_export(text: str, patient: Patient, readings: list[PatientMetric])
     assert text.startswith("patient_uuid,measured_at,pulse_per_min,")
     rows = list(csv.DictReader(io.StringIO(text, newline="")))
     assert len(rows) == len(readings)
+
+    def number(cell: str, kind: type) -> int | float | None:
+        return kind(cell) if cell else None  # an empty cell: not measured
+
     for row, m in zip(rows, readings, strict=True):
         assert {
             "patient_uuid": uuid.UUID(row["patient_uuid"]),
             "measured_at": datetime.fromisoformat(row["measured_at"]),
-            "pulse": int(row["pulse_per_min"]),
-            "resp_rate": int(row["resp_rate_per_min"]),
-            "systolic": int(row["systolic_mmhg"]),
-            "diastolic": int(row["diastolic_mmhg"]),
-            "spo2": int(row["spo2_percent"]),
-            "temperature": float(row["temperature_celsius"]),
+            "pulse": number(row["pulse_per_min"], int),
+            "resp_rate": number(row["resp_rate_per_min"], int),
+            "systolic": number(row["systolic_mmhg"], int),
+            "diastolic": number(row["diastolic_mmhg"], int),
+            "map": number(row["map_mmhg"], int),
+            "spo2": number(row["spo2_percent"], int),
+            "temperature": number(row["temperature_celsius"], float),
+            "etco2": number(row["etco2_mmhg"], int),
             "on_oxygen": {"true": True, "false": False}[row["on_oxygen"]],
             "consciousness": row["consciousness_acvpu"],
             "artefact": row["artefact"],
-            "news2_score": int(row["news2_score"]) if row["news2_score"] else None,
+            "news2_score": number(row["news2_score"], int),
             "news2_risk": row["news2_risk"] or None,
+            "news2_missing": row["news2_missing"].split(),
             "spo2_scale": int(row["news2_spo2_scale"]),
             "received_at": datetime.fromisoformat(row["received_at"]),
         } == {
@@ -187,13 +220,16 @@ def check_csv_export(text: str, patient: Patient, readings: list[PatientMetric])
             "resp_rate": m.resp_rate,
             "systolic": m.systolic,
             "diastolic": m.diastolic,
+            "map": m.map,
             "spo2": m.spo2,
             "temperature": m.temperature,
+            "etco2": m.etco2,
             "on_oxygen": m.on_oxygen,
             "consciousness": m.consciousness,
             "artefact": m.artefact,
             "news2_score": m.news2_score,
             "news2_risk": m.news2_risk,
+            "news2_missing": m.news2_missing,
             "spo2_scale": m.spo2_scale,
             "received_at": m.received_at,
         }

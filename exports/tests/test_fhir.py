@@ -45,13 +45,16 @@ def reading(**values) -> SimpleNamespace:
         "resp_rate": 14,
         "systolic": 120,
         "diastolic": 80,
+        "map": 93,
         "spo2": 98,
         "temperature": 36.8,
+        "etco2": None,
         "on_oxygen": False,
         "consciousness": "A",
         "artefact": "",
         "news2_score": 0,
         "news2_risk": "low",
+        "news2_missing": [],
         "spo2_scale": 1,
         "received_at": T0 + timedelta(milliseconds=300),
     }
@@ -67,8 +70,10 @@ READINGS = [
         resp_rate=100,
         systolic=300,
         diastolic=10,
+        map=107,
         spo2=0,
         temperature=25.0,
+        etco2=150,
         on_oxygen=True,
         consciousness="U",
         news2_score=20,
@@ -83,6 +88,27 @@ READINGS = [
         artefact="spo2_probe_off",
         news2_score=None,
         news2_risk=None,
+    ),
+    # a partial reading (contract version 2): pulse and SpO2 only, scored incomplete
+    reading(
+        measured_at=T0 + timedelta(seconds=15),
+        resp_rate=None,
+        systolic=None,
+        diastolic=None,
+        map=None,
+        temperature=None,
+        pulse=88,
+        spo2=95,
+        news2_score=1,
+        news2_missing=["systolic", "temperature"],
+    ),
+    # a ventilated patient's MAP (an arterial line) and EtCO2 without the cuff's pressures
+    reading(
+        measured_at=T0 + timedelta(seconds=20),
+        systolic=None,
+        diastolic=None,
+        map=62,
+        etco2=48,
     ),
 ]
 
@@ -126,9 +152,11 @@ def test_the_bundle_is_a_valid_r4_collection_with_the_patient_and_every_observat
         },
     }
     fhir_valid(patient["resource"])
-    # One Observation per vital sign per reading, NEWS2 for the scored ones, in order.
+    # One Observation per vital sign measured per reading, NEWS2 for the scored ones, in order.
     expected = [(r, code) for r in READINGS for code in expected_codes(r)]
-    assert len(observations) == len(expected) == 5 * 4 + 3
+    # Six of each of the first four (one a panel; EtCO2 once; NEWS2 but for the artefact), the
+    # partial one's three, the last one's seven.
+    assert len(observations) == len(expected) == 6 * 4 + 1 + 3 + 3 + 7
     for item, (source, code) in zip(observations, expected, strict=True):
         assert check_observation(item["resource"], source, patient_uuid=PATIENT) == code
         assert item["fullUrl"] == f"urn:uuid:{item['resource']['id']}"
@@ -172,6 +200,7 @@ def test_observation_ids_are_uuid5_of_the_patient_time_and_code_and_stable():
 def test_the_csv_has_a_stable_header_with_units_and_one_row_per_reading():
     out = io.StringIO(newline="")
     assert csv_write(out, patient_uuid=PATIENT, readings=READINGS[:2]) == 2
+    # The first CSV's columns, then those of the signs registered since, then news2_missing.
     assert CSV_HEADER == (
         "patient_uuid",
         "measured_at",
@@ -188,20 +217,120 @@ def test_the_csv_has_a_stable_header_with_units_and_one_row_per_reading():
         "news2_risk",
         "news2_spo2_scale",
         "received_at",
+        "map_mmhg",
+        "etco2_mmhg",
+        "news2_missing",
     )
     assert out.getvalue().split("\r\n") == [
         ",".join(CSV_HEADER),
         f"{PATIENT},2026-11-23T10:15:30.250000Z,72,14,120,80,98,36.8,false,A,,0,low,1,"
-        "2026-11-23T10:15:30.550000Z",
+        "2026-11-23T10:15:30.550000Z,93,,",
         f"{PATIENT},2026-11-23T11:00:00Z,0,100,300,10,0,25.0,true,U,,20,high,2,"
-        "2026-11-23T10:15:30.550000Z",
+        "2026-11-23T10:15:30.550000Z,107,150,",
         "",
     ]
     out = io.StringIO(newline="")
     csv_write(out, patient_uuid=PATIENT, readings=[READINGS[3]])
     assert (
-        out.getvalue().splitlines()[1].endswith(",spo2_probe_off,,,1,2026-11-23T10:15:30.550000Z")
+        out.getvalue()
+        .splitlines()[1]
+        .endswith(",spo2_probe_off,,,1,2026-11-23T10:15:30.550000Z,93,,")
     )
+
+
+def test_a_sign_not_measured_is_an_empty_cell_in_the_csv():
+    out = io.StringIO(newline="")
+    assert csv_write(out, patient_uuid=PATIENT, readings=READINGS[4:]) == 2
+    assert out.getvalue().split("\r\n")[1:] == [
+        f"{PATIENT},2026-11-23T10:15:45.250000Z,88,,,,95,,false,A,,1,low,1,"
+        "2026-11-23T10:15:30.550000Z,,,systolic temperature",
+        f"{PATIENT},2026-11-23T10:15:50.250000Z,72,14,,,98,36.8,false,A,,0,low,1,"
+        "2026-11-23T10:15:30.550000Z,62,48,",
+        "",
+    ]
+
+
+def test_a_partial_reading_has_exactly_the_observations_of_the_signs_it_measured():
+    _, *observations = bundle_of([READINGS[4]])["entry"]
+    assert [
+        (o["resource"]["code"]["coding"][0]["code"], o["resource"]["valueQuantity"]["value"])
+        for o in observations
+    ] == [("8867-4", 88), ("2708-6", 95), ("1104051000000101", 1)]
+
+
+def test_map_and_etco2_are_observations_of_their_own_and_no_panel_without_both_halves():
+    _, *observations = bundle_of([READINGS[5]])["entry"]
+    by_code = {o["resource"]["code"]["coding"][0]["code"]: o["resource"] for o in observations}
+    # No blood-pressure panel (85354-9): neither half was measured.
+    assert list(by_code) == [
+        "8867-4",
+        "9279-1",
+        "8478-0",
+        "2708-6",
+        "8310-5",
+        "19889-5",
+        "1104051000000101",
+    ]
+    common = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                        "display": "Vital Signs",
+                    }
+                ],
+                "text": "Vital Signs",
+            }
+        ],
+        "subject": {
+            "reference": f"urn:uuid:{PATIENT}",
+            "identifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{PATIENT}"},
+        },
+        "effectiveDateTime": "2026-11-23T10:15:50.250000Z",
+    }
+    assert by_code["8478-0"] == {
+        **common,
+        "id": observation_id(PATIENT, "2026-11-23T10:15:50.250000Z", "8478-0"),
+        "code": {
+            "coding": [
+                {"system": "http://loinc.org", "code": "8478-0", "display": "Mean blood pressure"}
+            ],
+            "text": "Mean arterial pressure",
+        },
+        "valueQuantity": {
+            "value": 62,
+            "unit": "mmHg",
+            "system": "http://unitsofmeasure.org",
+            "code": "mm[Hg]",
+        },
+    }
+    assert by_code["19889-5"] == {
+        **common,
+        "id": observation_id(PATIENT, "2026-11-23T10:15:50.250000Z", "19889-5"),
+        "code": {
+            "coding": [
+                {
+                    "system": "http://loinc.org",
+                    "code": "19889-5",
+                    "display": "Carbon dioxide [Partial pressure] in Exhaled gas --at end "
+                    "expiration",
+                }
+            ],
+            "text": "End-tidal CO2",
+        },
+        "valueQuantity": {
+            "value": 48,
+            "unit": "mmHg",
+            "system": "http://unitsofmeasure.org",
+            "code": "mm[Hg]",
+        },
+    }
+    for resource in by_code.values():
+        fhir_valid(resource)
 
 
 # --- the search parameters ---------------------------------------------------------------------
@@ -279,8 +408,11 @@ def test_malformed_dates_are_refused_naming_the_parameter(value):
     ("values", "kinds"),
     [
         ([], list(KINDS)),
-        (["8867-4"], ["heart_rate"]),
-        (["http://loinc.org|8867-4"], ["heart_rate"]),
+        (["8867-4"], ["pulse"]),
+        (["http://loinc.org|8867-4"], ["pulse"]),
+        (["8478-0"], ["map"]),
+        (["http://loinc.org|19889-5"], ["etco2"]),
+        (["85354-9"], ["blood_pressure"]),
         (["http://snomed.info/sct|8867-4"], []),
         (["|8867-4"], []),
         (["59408-5"], ["spo2"]),
@@ -289,7 +421,7 @@ def test_malformed_dates_are_refused_naming_the_parameter(value):
         (["http://snomed.info/sct|"], ["news2"]),
         (
             ["http://loinc.org|"],
-            ["heart_rate", "resp_rate", "spo2", "temperature", "blood_pressure"],
+            ["pulse", "resp_rate", "blood_pressure", "map", "spo2", "temperature", "etco2"],
         ),
         (["8867-4,9279-1", "9279-1"], ["resp_rate"]),  # repeated: all must hold
         (["8480-6"], []),  # a component's code is not the Observation's

@@ -3,6 +3,7 @@ date and code, the same Observations as the export's."""
 
 import io
 import json
+from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from exports.fhir import iso
 from exports.tests.checks import check_observation, expected_codes, fhir_valid, stored_readings
 from exports.writers import fhir_write
-from vitals.tests.factories import T0
+from vitals.tests.factories import T0, PatientMetricFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -162,3 +163,67 @@ def test_the_next_link_keeps_the_search(api_client, patient):
         "date": ["ge2026-11-23"],
         "_count": ["5"],
     }
+
+
+def test_partial_readings_have_only_their_observations_and_the_new_codes_are_found(
+    api_client, patient
+):
+    """After bob's 23 full readings: a partial one (pulse and SpO2, scored incomplete), one
+    with MAP and EtCO2 but no cuff pressure, one with everything (not scored)."""
+    start = T0 + timedelta(minutes=5)
+    no_signs = dict.fromkeys(("pulse", "resp_rate", "systolic", "diastolic", "spo2"))
+    PatientMetricFactory(
+        patient=patient,
+        measured_at=start,
+        **{**no_signs, "temperature": None, "pulse": 88, "spo2": 95},
+        news2_score=1,
+        news2_risk="low",
+        news2_missing=["systolic", "temperature"],
+    )
+    PatientMetricFactory(
+        patient=patient,
+        measured_at=start + timedelta(seconds=5),
+        systolic=None,
+        diastolic=None,
+        map=62,
+        etco2=48,
+        news2_score=3,
+        news2_risk="low",
+    )
+    PatientMetricFactory(
+        patient=patient, measured_at=start + timedelta(seconds=10), map=70, etco2=50
+    )
+
+    bundle = search(api_client, patient=str(patient.uuid), date=iso(start))
+    assert bundle["total"] == 3
+    assert [
+        (e["resource"]["code"]["coding"][0]["code"], e["resource"]["valueQuantity"]["value"])
+        for e in bundle["entry"]
+    ] == [("8867-4", 88), ("2708-6", 95), ("1104051000000101", 1)]
+
+    # EtCO2 in 2 readings of 26, a page each: the readings without one are passed over.
+    bundles, entries = pages(api_client, patient=str(patient.uuid), code="19889-5", _count="1")
+    assert [b["total"] for b in bundles] == [2, 2]
+    assert [
+        (e["resource"]["effectiveDateTime"], e["resource"]["valueQuantity"]["value"])
+        for e in entries
+    ] == [("2026-11-23T08:05:05Z", 48), ("2026-11-23T08:05:10Z", 50)]
+    bundles, entries = pages(
+        api_client, patient=str(patient.uuid), code="http://loinc.org|8478-0,85354-9"
+    )
+    assert bundles[0]["total"] == 23 + 2 + 1
+    assert [e["resource"]["code"]["coding"][0]["code"] for e in entries[-3:]] == [
+        "8478-0",
+        "85354-9",
+        "8478-0",
+    ]
+    assert entries[-3]["resource"]["valueQuantity"]["value"] == 62
+
+    # Everything: bob's 134, then 3, 7 (no panel) and 7 (not scored).
+    bundles, entries = pages(api_client, patient=str(patient.uuid), _count="50")
+    assert bundles[0]["total"] == 134 + 3 + 7 + 7
+    readings = stored_readings(patient)
+    expected = [(r, code) for r in readings for code in expected_codes(r)]
+    assert len(entries) == len(expected) == 151
+    for item, (reading, code) in zip(entries, expected, strict=True):
+        assert check_observation(item["resource"], reading, patient_uuid=patient.uuid) == code

@@ -75,7 +75,7 @@ def test_an_export_without_readings_succeeds_with_an_empty_file(patient, media_r
     assert Path(export.result.path).read_text().splitlines() == [
         "patient_uuid,measured_at,pulse_per_min,resp_rate_per_min,systolic_mmhg,diastolic_mmhg,"
         "spo2_percent,temperature_celsius,on_oxygen,consciousness_acvpu,artefact,news2_score,"
-        "news2_risk,news2_spo2_scale,received_at"
+        "news2_risk,news2_spo2_scale,received_at,map_mmhg,etco2_mmhg,news2_missing"
     ]
 
 

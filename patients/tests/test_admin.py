@@ -258,3 +258,35 @@ def test_the_readings_list_shows_seconds_and_air_or_oxygen(admin_client: Client)
     oxygen = re.findall(r'<td class="field-air_or_oxygen">([^<]*)</td>', content)
     assert oxygen == ["air", "oxygen"]
     assert "icon-no.svg" not in content
+
+
+def test_the_readings_show_every_sign_a_dash_where_not_measured(admin_client: Client) -> None:
+    """A column per sign of vitals/signs.py (blood pressure as one); a partial reading's signs
+    not measured are the admin's dash, blood pressure too unless both halves were."""
+    patient = PatientFactory(name="Alice")
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(seconds=5), map=93, etco2=41)
+    absent = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
+    PatientMetricFactory(patient=patient, measured_at=T0, pulse=88, spo2=95, **absent)
+
+    listed = admin_client.get(METRICS).content.decode()
+    page = admin_client.get(f"{PATIENTS}{patient.pk}/change/").content.decode()
+
+    columns = ["pulse", "resp_rate", "bp_display", "map", "spo2", "temperature", "etco2"]
+    rows = [
+        [re.search(rf'<td class="field-{c}[^"]*">([^<]*)</td>', row)[1] for c in columns]
+        for row in re.findall(r"<tr>(.*?)</tr>", listed, re.S)
+        if "<td" in row and "field-bp_display" in row
+    ]
+    assert rows == [
+        ["72", "14", "120/80", "93", "98", "36.8", "41"],
+        ["88", "-", "-", "-", "95", "-", "-"],
+    ]
+    inline = [
+        [re.search(rf'<td class="field-{c}">\s*<p>([^<]*)</p>', row)[1] for c in columns]
+        for row in re.findall(r'<tr class="form-row[^"]*"[^>]*>(.*?)</tr>', page, re.S)
+        if "field-bp_display" in row
+    ]
+    assert inline == rows
+    # The alarm limits inline has every limit of the registry.
+    for kind in ("map_low", "map_high", "etco2_low", "etco2_high", "spo2_low"):
+        assert f'name="alarm_limits-0-{kind}"' in page

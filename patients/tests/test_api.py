@@ -20,7 +20,8 @@ from vitals.models import PatientMetric
 from vitals.news2 import news2_score
 from vitals.serializers import MetricSerializer
 from vitals.services import alarm_switch_off, metric_bulk_store
-from vitals.tests.factories import T0, AlarmFactory
+from vitals.signs import SIGN_KEYS
+from vitals.tests.factories import T0, AlarmFactory, PatientMetricFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -85,8 +86,10 @@ def metric_body(minute: int, **values) -> dict:
         "bp": "120/80",
         "systolic": 120,
         "diastolic": 80,
+        "map": None,
         "spo2": 98,
         "temperature": 36.8,
+        "etco2": None,
         "on_oxygen": False,
         "consciousness": "A",
         "artefact": "",
@@ -438,6 +441,97 @@ def test_malformed_uuid_is_400(api_client: APIClient, patient, path: str, value:
 # --- Metrics ------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def unscored(monkeypatch) -> None:
+    """Readings served without their NEWS2 (null), which vitals/tests/test_news2.py and
+    test_alarm_api.py check: these tests are about the signs."""
+    monkeypatch.setattr(PatientMetric, "news2", property(lambda metric: None))
+
+
+def partial_readings(patient: Patient) -> list[PatientMetric]:
+    """Contract version 2: pulse and SpO2 only; then MAP and EtCO2 without the cuff's."""
+    absent = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
+    return [
+        PatientMetricFactory(patient=patient, measured_at=T0, pulse=88, spo2=95, **absent),
+        PatientMetricFactory(
+            patient=patient,
+            measured_at=T0 + timedelta(minutes=1),
+            systolic=None,
+            diastolic=None,
+            map=62,
+            etco2=48,
+        ),
+    ]
+
+
+def test_a_sign_not_measured_is_null_and_bp_unless_both_halves(api_client, unscored) -> None:
+    patient = PatientFactory()
+    partial_readings(patient)
+
+    response = api_client.get(metrics_url(patient))
+
+    common = {
+        "on_oxygen": False,
+        "consciousness": "A",
+        "artefact": "",
+        "news2": None,
+        "sent_at": None,
+        "clock_offset_s": None,
+    }
+    assert response.json()["results"] == [
+        {
+            "measured_at": "2026-11-23T08:01:00Z",
+            "pulse": 72,
+            "resp_rate": 14,
+            "bp": None,
+            "systolic": None,
+            "diastolic": None,
+            "map": 62,
+            "spo2": 98,
+            "temperature": 36.8,
+            "etco2": 48,
+            **common,
+            "received_at": "2026-11-23T08:01:00.300000Z",
+        },
+        {
+            "measured_at": "2026-11-23T08:00:00Z",
+            "pulse": 88,
+            "resp_rate": None,
+            "bp": None,
+            "systolic": None,
+            "diastolic": None,
+            "map": None,
+            "spo2": 95,
+            "temperature": None,
+            "etco2": None,
+            **common,
+            "received_at": "2026-11-23T08:00:00.300000Z",
+        },
+    ]
+
+
+def test_latest_signs_are_each_signs_newest_value_typed_in_the_schema(api_client) -> None:
+    latest = {
+        "pulse": {"value": 88, "measured_at": "2026-11-23T08:01:00Z"},
+        "temperature": {"value": 37.9, "measured_at": "2026-11-23T07:40:00Z"},
+        "consciousness": {"value": "A", "measured_at": "2026-11-23T07:40:00Z"},
+        "on_oxygen": {"value": False, "measured_at": "2026-11-23T07:40:00Z"},
+    }
+    patient = PatientFactory(latest_signs=latest)
+
+    assert api_client.get(f"/api/patients/{patient.uuid}/").json()["latest_signs"] == latest
+    schemas = yaml.safe_load(api_client.get("/api/schema/").content)["components"]["schemas"]
+    properties = schemas["LatestSigns"]["properties"]
+    assert list(properties) == [*SIGN_KEYS, "consciousness", "on_oxygen"]
+    assert schemas["LatestSigns"].get("required") is None
+    assert properties["map"]["allOf"] == [{"$ref": "#/components/schemas/LatestWholeNumberSign"}]
+    assert properties["temperature"]["allOf"] == [
+        {"$ref": "#/components/schemas/LatestDecimalSign"}
+    ]
+    assert schemas["LatestDecimalSign"]["properties"]["value"]["type"] == "number"
+    assert schemas["LatestOnOxygen"]["properties"]["value"]["type"] == "boolean"
+
+
 def test_metrics_newest_first(api_client: APIClient, patient: Patient) -> None:
     store(reading(uuid.uuid4(), "Someone else", 2, pulse=150))
 
@@ -728,7 +822,9 @@ def test_patient_links_are_the_urls_django_reverses(api_client: APIClient) -> No
     }
 
 
-def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it() -> None:
+def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it(
+    monkeypatch,
+) -> None:
     """MetricSerializer builds its dict directly for speed: for every kind of reading it must
     equal what DRF makes of the declared fields (which also document the schema)."""
     patient = uuid.uuid4()
@@ -739,7 +835,10 @@ def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it() 
     )
     metrics = list(PatientMetric.objects.all())
     assert len(metrics) == 3
-    for metric in metrics:
+    partial = partial_readings(PatientFactory())
+    for metric in metrics + partial:
+        if metric in partial:
+            monkeypatch.setattr(PatientMetric, "news2", property(lambda metric: None))
         fast = MetricSerializer(metric).data
         walk = serializers.ModelSerializer.to_representation(MetricSerializer(), metric)
         assert fast == walk

@@ -230,6 +230,10 @@ DEFAULTS = {
     "resp_rate_high": 30,
     "temperature_low": 35.0,
     "temperature_high": 39.0,
+    "map_low": 65,
+    "map_high": 110,
+    "etco2_low": 25,
+    "etco2_high": 50,
     "delay_readings": 2,
 }
 
@@ -239,6 +243,35 @@ def test_alarm_limits_default_to_the_bedside_values(api_client):
     body = api_client.get(f"/api/patients/{patient.uuid}/alarm-limits/").json()
     assert body == {**DEFAULTS, "updated_at": None, "updated_by": None}
     assert not AlarmLimits.objects.exists()
+
+
+def test_the_map_and_etco2_limits_are_set_and_checked_like_the_others(api_client):
+    patient = PatientFactory(name="ann")
+    url = f"/api/patients/{patient.uuid}/alarm-limits/"
+
+    response = api_client.patch(url, {"map_low": 70, "etco2_high": 60}, format="json")
+    assert response.status_code == 200, response.json()
+    assert {k: response.json()[k] for k in ("map_low", "map_high", "etco2_low", "etco2_high")} == {
+        "map_low": 70,
+        "map_high": 110,
+        "etco2_low": 25,
+        "etco2_high": 60,
+    }
+    limits = AlarmLimits.objects.get(patient=patient)
+    assert (limits.map_low, limits.etco2_high) == (70, 60)
+
+    crossed = api_client.patch(url, {"map_low": 90, "map_high": 90}, format="json")
+    assert crossed.json()["error"]["fields"] == {
+        "map_high": ["'map_high' must be above 'map_low' (90)."]
+    }
+    # The settable ranges of vitals/signs.py: MAP low 50-90, EtCO2 high 40-80.
+    out_of_range = api_client.patch(url, {"map_low": 45, "etco2_high": 81}, format="json")
+    assert out_of_range.json()["error"]["fields"] == {
+        "map_low": ["Ensure this value is greater than or equal to 50."],
+        "etco2_high": ["Ensure this value is less than or equal to 80."],
+    }
+    limits.refresh_from_db()
+    assert (limits.map_low, limits.map_high, limits.etco2_high) == (70, 110, 60)
 
 
 def test_put_replaces_patch_changes_and_both_validate(api_client):

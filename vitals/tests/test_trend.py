@@ -107,6 +107,54 @@ def test_the_window_is_inclusive_and_a_bucket_without_a_score_has_none(patient) 
 
 
 @pytest.mark.django_db
+def test_a_sign_no_reading_of_a_bucket_measured_is_a_gap(viewer_client) -> None:
+    """Partial readings (contract version 2): blood pressure every few minutes, EtCO2 in some;
+    a bucket summarises each sign over the readings that measured it, and is null for a sign
+    none measured."""
+    patient = PatientFactory()
+    partial = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
+    for i, (etco2, bp) in enumerate([(40, True), (44, False), (None, False), (None, False)]):
+        PatientMetricFactory(
+            patient=patient,
+            measured_at=T0 + timedelta(seconds=15 * i),
+            pulse=80 + i,
+            etco2=etco2,
+            **({"map": 93} if bp else partial),
+        )
+
+    trend = metric_trend(patient=patient, since=T0, until=T0 + timedelta(seconds=59), points=4)
+
+    assert trend.bucket_seconds == 30
+    first, second = trend.buckets
+    assert (first["count"], second["count"]) == (2, 2)
+    assert {k: first[k] for k in ("pulse", "systolic", "map", "temperature", "etco2")} == {
+        "pulse": stats(80, 81, 80.5),
+        "systolic": stats(120, 120, 120.0),
+        "map": stats(93, 93, 93.0),
+        "temperature": stats(36.8, 36.8, 36.8),
+        "etco2": stats(40, 44, 42.0),
+    }
+    assert second == {
+        "start": T0 + timedelta(seconds=30),
+        "count": 2,
+        "pulse": stats(82, 83, 82.5),
+        "resp_rate": None,
+        "systolic": None,
+        "diastolic": None,
+        "map": None,
+        "spo2": stats(98, 98, 98.0),
+        "temperature": None,
+        "etco2": None,
+        "news2": None,
+    }
+    response = viewer_client.get(
+        f"/api/patients/{patient.uuid}/trend/",
+        {"since": "2026-11-23T08:00:00Z", "until": "2026-11-23T08:00:59Z", "points": 4},
+    )
+    assert response.json()["buckets"][1] == {**second, "start": "2026-11-23T08:00:30Z"}
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("points", [2, 3, 7, 10, 59, 300])
 def test_never_more_buckets_than_points(points) -> None:
     """A reading every second for ten minutes, the window starting mid-second: whatever the
@@ -157,8 +205,10 @@ def test_the_trend_endpoint(viewer_client, patient, django_assert_num_queries) -
         "resp_rate": stats(14.0, 14.0, 14.0),
         "systolic": stats(120.0, 120.0, 120.0),
         "diastolic": stats(80.0, 80.0, 80.0),
+        "map": None,  # not measured in these readings: a gap
         "spo2": stats(98.0, 98.0, 98.0),
         "temperature": stats(36.5, 36.7, 36.6),
+        "etco2": None,
         "news2": stats(0.0, 2.0, 1.0),
     }
     assert [b["start"] for b in body["buckets"]] == ["2026-11-23T08:00:00Z", "2026-11-23T08:00:30Z"]
