@@ -2,6 +2,8 @@
 the browser then polls from the API (ward/static/ward/js), with the user's own session."""
 
 import uuid
+from collections.abc import Mapping
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -15,7 +17,9 @@ from access.services import patient_access_record
 from core.permissions import route_permits
 from patients.errors import PatientNotFound
 from vitals.alarms import LIMIT_RULES
+from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
+from vitals.signs import OBSERVATION_VALIDITY, SIGNS, VALIDITY_SETTING, Sign
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
@@ -31,6 +35,83 @@ PATIENT_READS = (
 )
 
 
+# The pages' presentation of the signs the registry (vitals/signs.py) describes: each sign's
+# colour, as monitors show them (red and yellow are for alarms only), and the label of the cell
+# the signs of one contract field share ("BP 118/76").
+SIGN_COLORS = {
+    "pulse": "#3ddc84",  # green
+    "resp_rate": "#c0eb75",  # lime: yellow is for medium alarms only
+    "systolic": "#da77f2",  # violet: red is for alarms only
+    "diastolic": "#b197fc",
+    "map": "#e599f7",
+    "spo2": "#29c5f6",  # cyan
+    "temperature": "#e9ecef",  # white
+    "etco2": "#ffd8a8",  # pale orange, as capnographs' yellow would read as an alarm
+}
+DEFAULT_COLOR = "#e9eef4"
+WIRE_LABELS = {"bp": {"short": "BP", "label": "Blood pressure"}}
+# The alarms about a sign that are not its limits: its cell shows them too.
+OTHER_SIGN_ALARMS = {"asystole": "pulse"}
+OBSERVATION_LABELS = {"consciousness": "Consciousness (ACVPU)", "on_oxygen": "Air or oxygen"}
+
+
+def _validity_overrides() -> Mapping:
+    """SIGN_VALIDITY, parsed by the settings into {key: timedelta} for every sign and
+    observation (the registry's windows where the environment sets none)."""
+    found = getattr(settings, VALIDITY_SETTING, None)
+    return found if isinstance(found, Mapping) else {}
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _valid_seconds(sign: Sign, overrides: Mapping) -> float:
+    return _seconds(overrides.get(sign.key, sign.valid_for))
+
+
+def _signs() -> list[dict]:
+    """The signs as the pages show them, in the registry's order: the tiles' cells, the header,
+    the charts and their limit lines are all built from this list."""
+    overrides = _validity_overrides()
+    return [
+        {
+            "key": sign.key,
+            "label": sign.label,
+            "short": sign.short,
+            "unit": sign.unit,
+            "decimals": sign.decimals,
+            "validSeconds": _valid_seconds(sign, overrides),
+            "optional": sign.optional,
+            "onTile": sign.on_tile,
+            "charted": sign.charted,
+            "limits": {("low" if limit.low else "high"): limit.kind for limit in sign.limits},
+            # The contract field it shares with other signs (one cell: "BP 118/76"), if any.
+            "wire": sign.wire,
+            "color": SIGN_COLORS.get(sign.key, DEFAULT_COLOR),
+        }
+        for sign in SIGNS
+    ]
+
+
+def _signs_config() -> dict:
+    overrides = _validity_overrides()
+    labels = {sign.news2: sign.label for sign in SIGNS if sign.news2} | OBSERVATION_LABELS
+    return {
+        "signs": _signs(),
+        "wireLabels": WIRE_LABELS,
+        # consciousness and on_oxygen: how long each stays valid (the tile's ACVPU cell).
+        "observationValidSeconds": {
+            key: _seconds(overrides.get(key, valid)) for key, valid in OBSERVATION_VALIDITY.items()
+        },
+        # The cell an alarm is about, by kind: its limits', and the others'.
+        "alarmSigns": {limit.kind: sign.wire or sign.key for sign in SIGNS for limit in sign.limits}
+        | OTHER_SIGN_ALARMS,
+        # The NEWS2 parameters an incomplete score names as missing, in words.
+        "news2Parameters": {key: labels[key] for key in SUBSCORE_KEYS},
+    }
+
+
 def _refused(request: HttpRequest, routes: tuple[str, ...]) -> HttpResponse | None:
     if all(route_permits(user=request.user, route=route) for route in routes):
         return None
@@ -43,6 +124,7 @@ def _polling() -> dict:
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": resolve_url(settings.LOGIN_URL),
+        **_signs_config(),
     }
 
 

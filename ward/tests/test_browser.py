@@ -22,9 +22,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from patients.models import Patient
+from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.emulator import patient_uuid_for_name
-from vitals.models import Alarm, AlarmOff, AuditEvent
+from vitals.models import Alarm, AlarmOff, AuditEvent, PatientMetric
 from vitals.services import alarm_limits_update, alarm_switch_off, metric_bulk_store
 from vitals.tests.factories import AlarmFactory
 from ward.tests.conftest import STATION, viewport, wait_until
@@ -73,8 +74,11 @@ def tiles(browser: WebDriver) -> list[dict]:
         return [...document.querySelectorAll("#tiles > li")].map((li) => ({
           name: li.querySelector(".tile-name").textContent,
           classes: li.className,
-          signs: Object.fromEntries([...li.querySelectorAll("[data-sign]")].map(
+          signs: Object.fromEntries([...li.querySelectorAll("[data-sign]:not([hidden])")].map(
             (sign) => [sign.dataset.sign, sign.querySelector(".value").textContent])),
+          ages: Object.fromEntries([...li.querySelectorAll("[data-sign]:not([hidden])")].map(
+            (sign) => [sign.dataset.sign, sign.querySelector(".sign-age").textContent])),
+          news2Title: li.querySelector(".news2").title,
           news2: [li.querySelector(".news2-score").textContent,
                   li.querySelector(".news2-risk").textContent],
           news2Class: li.querySelector(".news2").className,
@@ -149,7 +153,8 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
 
     ben, ann, cid = tiles(browser)  # the most acute first
     assert ann["name"] == "ann"
-    assert ann["signs"] == {
+    # No EtCO2 (ann is not ventilated); MAP: see the partial readings' test.
+    assert {key: value for key, value in ann["signs"].items() if key != "map"} == {
         "pulse": "72",
         "spo2": "98",
         "bp": "120/80",
@@ -441,12 +446,20 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     assert browser.find_element(By.TAG_NAME, "h1").text == "dora"
     wait_until(
         browser,
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 6,
-        "six charts",
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 7,
+        "seven charts (no EtCO2: not ventilated)",
     )
 
     summaries = chart_summaries(browser)
-    assert list(summaries) == ["pulse", "spo2", "bp", "resp_rate", "temperature", "news2"]
+    assert list(summaries) == [
+        "pulse",
+        "resp_rate",
+        "bp",
+        "map",
+        "spo2",
+        "temperature",
+        "news2",
+    ]
     # The 15 minutes shown hold the pulse from about 91 up to 125, and dora's own limits.
     # "latest": the reading the header shows; the line's points are labelled as means.
     assert re.fullmatch(
@@ -454,7 +467,7 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
         r"Lines: low limit 50, high limit 110\.",
         summaries["pulse"],
     ), summaries["pulse"]
-    assert summaries["spo2"] == "SpO₂ 98 to 98 %, latest 98; last 5 s mean 98. Lines: low limit 90."
+    assert summaries["spo2"] == "SpO2 98 to 98 %, latest 98; last 5 s mean 98. Lines: low limit 90."
     assert summaries["news2"].endswith("Lines: medium risk (5), high risk (7).")
     # Every axis has ticks enough to read a value off it.
     ticks = browser.execute_script(
@@ -754,8 +767,8 @@ def test_the_pages_run_under_the_content_security_policy_without_a_violation(
     browser.get(f"{live_server.url}/patients/{dora.uuid}/")
     wait_until(
         browser,
-        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 6,
-        "six charts",
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 7,
+        "seven charts (no EtCO2: not ventilated)",
     )
     wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, "tr[data-alarm-id]"), "alarm")
     screenshot("patient")
@@ -778,3 +791,130 @@ def test_the_pages_run_under_the_content_security_policy_without_a_violation(
     wait_until(browser, lambda b: b.find_elements(By.LINK_TEXT, "Log in"), "logged out")
 
     assert csp_violations() == []
+
+
+DASH = "\u2013"  # a sign without a value within its validity
+
+
+def null_runs(values: list) -> int:
+    """The longest run of nulls between two values of a chart's series."""
+    found = [i for i, value in enumerate(values) if value is not None]
+    longest = run = 0
+    for value in values[found[0] : found[-1] + 1] if found else []:
+        run = run + 1 if value is None else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gaps(
+    browser, login, user, live_server, screenshot
+):
+    """Issue 17: readings that carry some of the signs. gus's last 15 min carry pulse and SpO2
+    only (no pulse from 10 to 5 min ago: a gap), his blood pressure is 40 min old (beyond its
+    30 min): a dash, and NEWS2 incomplete. hal, ventilated: EtCO2 on his tile and its chart,
+    blood pressure and MAP 12 min old (within): shown with their age. The rows are written
+    directly, and latest_signs as the consumer keeps it."""
+    now = timezone.now()
+    old, twelve = now - timedelta(minutes=40), now - timedelta(minutes=12)
+
+    def signs(at, **values) -> dict:
+        return {
+            key: {"value": value, "measured_at": at.isoformat()} for key, value in values.items()
+        }
+
+    gus = PatientFactory(name="gus")
+    full = {"resp_rate": 16, "systolic": 118, "diastolic": 76, "map": 90, "temperature": 37.2}
+    PatientMetric.objects.create(
+        patient=gus, measured_at=old, received_at=old, pulse=80, spo2=96, **full
+    )
+    partial = {"news2_score": 1, "news2_risk": "low", "news2_missing": ["resp_rate", "systolic"]}
+    for i in reversed(range(90)):  # every 10 s, the newest now
+        at = now - timedelta(seconds=10 * i)
+        pulse = None if 300 < 10 * i <= 600 else 88
+        PatientMetric.objects.create(
+            patient=gus, measured_at=at, received_at=at, pulse=pulse, spo2=95, **partial
+        )
+    gus.latest_metric = PatientMetric.objects.filter(patient=gus).latest()
+    gus.latest_signs = signs(now, pulse=88, spo2=95) | signs(
+        old, **full, consciousness="A", on_oxygen=False
+    )
+    gus.save()
+    hal = PatientFactory(name="hal")
+    PatientMetric.objects.create(
+        patient=hal, measured_at=twelve, received_at=twelve, pulse=100, spo2=93, **full
+    )
+    ventilated = {"pulse": 100, "resp_rate": 24, "spo2": 93, "etco2": 48}
+    hal.latest_metric = PatientMetric.objects.create(
+        patient=hal,
+        measured_at=now,
+        received_at=now,
+        on_oxygen=True,
+        news2_score=7,
+        news2_risk="high",
+        **ventilated,
+    )
+    hal.latest_signs = signs(now, **ventilated, consciousness="A", on_oxygen=True) | signs(
+        twelve, systolic=118, diastolic=76, map=90, temperature=37.2
+    )
+    hal.save()
+
+    login(*NURSE)
+    wait_until(browser, lambda b: names(b) == ["hal", "gus"], "two tiles, hal the more acute")
+    hal_tile, gus_tile = tiles(browser)
+    assert gus_tile["signs"] == {  # no EtCO2: never measured
+        "pulse": "88",
+        "resp_rate": DASH,  # 40 min: beyond its 5 min
+        "bp": DASH,  # 40 min: beyond its 30 min
+        "map": DASH,
+        "spo2": "95",
+        "temperature": "37.2",  # 40 min: within its 60 min
+        "acvpu": "A · air",
+    }
+    assert (gus_tile["ages"]["temperature"], gus_tile["ages"]["pulse"]) == (" · 40 min", "")
+    assert gus_tile["news2"] == ["1", "incomplete, no valid Resp. rate, Systolic BP"]
+    assert gus_tile["news2Class"] == "news2 news2--low news2--incomplete"  # not a low score's
+    assert gus_tile["news2Title"] == "NEWS2 incomplete: no valid Resp. rate, Systolic BP"
+    assert hal_tile["signs"] == {
+        "pulse": "100",
+        "resp_rate": "24",
+        "bp": "118/76",
+        "map": "90",
+        "spo2": "93",
+        "temperature": "37.2",
+        "etco2": "48",
+        "acvpu": "A · O₂",
+    }
+    assert (hal_tile["ages"]["bp"], hal_tile["ages"]["map"], hal_tile["ages"]["etco2"]) == (
+        " · 12 min",
+        " · 12 min",
+        "",
+    )
+    assert (hal_tile["news2"], hal_tile["news2Title"]) == (["7", "high risk"], "")
+    screenshot("partial-readings")
+
+    # gus's charts: no EtCO2, and the pulse's 5 minutes without a value a gap, not a line.
+    browser.get(f"{live_server.url}/patients/{gus.uuid}/")
+    wait_until(
+        browser,
+        lambda b: len(b.find_elements(By.CSS_SELECTOR, "figure[data-chart] canvas")) == 7,
+        "7",
+    )
+    series = browser.execute_script(
+        """const u = (key) => document.querySelector(`[data-chart="${key}"] .chart-plot`).uplot;
+        return {pulse: u("pulse").data[1], spo2: u("spo2").data[1],
+                spanGaps: u("pulse").series[1].spanGaps};"""
+    )
+    assert series["spanGaps"] is False
+    assert 55 <= null_runs(series["pulse"]) <= 62, series["pulse"]  # 300 s of 5 s buckets
+    assert null_runs(series["spo2"]) <= 2  # a reading every 10 s: no gap of its own
+    header = browser.find_element(By.CSS_SELECTOR, "#patient-news2 .news2-risk")
+    assert header.get_attribute("textContent") == "incomplete, no valid Resp. rate, Systolic BP"
+
+    browser.get(f"{live_server.url}/patients/{hal.uuid}/")
+    summary = wait_until(
+        browser,
+        lambda b: b.find_elements(By.CSS_SELECTOR, '[data-chart="etco2"] .chart-summary'),
+        "hal's EtCO2 chart",
+    )[0]
+    wait_until(browser, lambda b: "latest 48" in summary.text, "its latest")
+    screenshot("ventilated")

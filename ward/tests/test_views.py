@@ -4,6 +4,7 @@ with, the login form, and that every static file they reference exists (uPlot in
 import json
 import re
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 
 from patients.tests.factories import PatientFactory
-from ward.views import ALARM_OFF_LABELS
+from ward.views import ALARM_OFF_LABELS, _signs
 
 PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
 
@@ -26,6 +27,15 @@ def config(response, element_id: str) -> dict:
     )
     assert found, response.content[:500]
     return json.loads(found.group(1))
+
+
+# What both pages get of the signs registry (tested below).
+SIGNS_CONFIG = ("signs", "wireLabels", "observationValidSeconds", "alarmSigns", "news2Parameters")
+
+
+def without_signs(page_config: dict) -> dict:
+    assert set(SIGNS_CONFIG) <= set(page_config), page_config.keys()
+    return {key: value for key, value in page_config.items() if key not in SIGNS_CONFIG}
 
 
 @pytest.mark.django_db
@@ -85,7 +95,7 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
     response = client.get("/")
 
     assert response.status_code == 200
-    assert config(response, "ward-config") == {
+    assert without_signs(config(response, "ward-config")) == {
         "pollSeconds": 1.5,
         "staleSeconds": 42,
         "clockSkewSeconds": 12,
@@ -95,6 +105,136 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
         "alarmOffLabels": ALARM_OFF_LABELS,
     }
     assert "observer" in response.content.decode()  # who is logged in, by the logout button
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["ward", "patient"])
+def test_both_pages_get_the_signs_from_the_registry(client: Client, viewer, settings, page):
+    """The tiles, the header and the charts are built from this list, in the registry's order;
+    SIGN_VALIDITY (parsed by the settings: key -> timedelta; "bp=20m" sets systolic, diastolic
+    and MAP) overrides the registry's validity windows."""
+    twenty = timedelta(minutes=20)
+    settings.SIGN_VALIDITY = {
+        "systolic": twenty,
+        "diastolic": twenty,
+        "map": twenty,
+        "consciousness": timedelta(hours=2),
+    }
+    client.force_login(viewer)
+    patient = PatientFactory()
+    url, element = (
+        ("/", "ward-config")
+        if page == "ward"
+        else (
+            f"/patients/{patient.uuid}/",
+            "patient-config",
+        )
+    )
+
+    found = config(client.get(url), element)
+
+    signs = {sign["key"]: sign for sign in found["signs"]}
+    assert list(signs) == [
+        "pulse",
+        "resp_rate",
+        "systolic",
+        "diastolic",
+        "map",
+        "spo2",
+        "temperature",
+        "etco2",
+    ]
+    assert signs["pulse"] == {
+        "key": "pulse",
+        "label": "Pulse",
+        "short": "HR",
+        "unit": "/min",
+        "decimals": 0,
+        "validSeconds": 300.0,
+        "optional": False,
+        "onTile": True,
+        "charted": True,
+        "limits": {"low": "pulse_low", "high": "pulse_high"},
+        "wire": None,
+        "color": "#3ddc84",
+    }
+    assert signs["systolic"] == {
+        "key": "systolic",
+        "label": "Systolic BP",
+        "short": "SYS",
+        "unit": "mmHg",
+        "decimals": 0,
+        "validSeconds": 1200.0,  # SIGN_VALIDITY's bp
+        "optional": False,
+        "onTile": True,
+        "charted": True,
+        "limits": {"low": "systolic_low", "high": "systolic_high"},
+        "wire": "bp",
+        "color": "#da77f2",
+    }
+    assert (signs["diastolic"]["validSeconds"], signs["map"]["validSeconds"]) == (1200.0, 1200.0)
+    assert signs["map"]["limits"] == {"low": "map_low", "high": "map_high"}
+    assert signs["spo2"]["limits"] == {"low": "spo2_low"}
+    assert (signs["temperature"]["decimals"], signs["temperature"]["validSeconds"]) == (1, 3600.0)
+    assert signs["etco2"] == {
+        "key": "etco2",
+        "label": "End-tidal CO2",
+        "short": "EtCO2",
+        "unit": "mmHg",
+        "decimals": 0,
+        "validSeconds": 300.0,
+        "optional": True,
+        "onTile": True,
+        "charted": True,
+        "limits": {"low": "etco2_low", "high": "etco2_high"},
+        "wire": None,
+        "color": "#ffd8a8",
+    }
+    assert found["wireLabels"] == {"bp": {"short": "BP", "label": "Blood pressure"}}
+    assert found["observationValidSeconds"] == {"consciousness": 7200.0, "on_oxygen": 3600.0}
+    assert found["alarmSigns"] == {
+        "pulse_low": "pulse",
+        "pulse_high": "pulse",
+        "resp_rate_low": "resp_rate",
+        "resp_rate_high": "resp_rate",
+        "systolic_low": "bp",
+        "systolic_high": "bp",
+        "diastolic_low": "bp",
+        "diastolic_high": "bp",
+        "map_low": "map",
+        "map_high": "map",
+        "spo2_low": "spo2",
+        "temperature_low": "temperature",
+        "temperature_high": "temperature",
+        "etco2_low": "etco2",
+        "etco2_high": "etco2",
+        "asystole": "pulse",
+    }
+    assert found["news2Parameters"] == {
+        "resp_rate": "Resp. rate",
+        "spo2": "SpO2",
+        "on_oxygen": "Air or oxygen",
+        "systolic": "Systolic BP",
+        "pulse": "Pulse",
+        "consciousness": "Consciousness (ACVPU)",
+        "temperature": "Temperature",
+    }
+
+
+def test_without_sign_validity_the_registry_windows_apply(settings) -> None:
+    if hasattr(settings, "SIGN_VALIDITY"):
+        del settings.SIGN_VALIDITY
+    signs = {sign["key"]: sign["validSeconds"] for sign in _signs()}
+    assert signs == {
+        "pulse": 300.0,
+        "resp_rate": 300.0,
+        "systolic": 1800.0,
+        "diastolic": 1800.0,
+        "map": 1800.0,
+        "spo2": 300.0,
+        "temperature": 3600.0,
+        "etco2": 300.0,
+    }
 
 
 def test_alarm_off_labels_name_every_limit_alarm() -> None:
@@ -130,7 +270,7 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
 
     assert response.status_code == 200
     assert '<h1 id="patient-name">ann</h1>' in response.content.decode()
-    assert config(response, "patient-config") == {
+    assert without_signs(config(response, "patient-config")) == {
         "pollSeconds": settings.WARD_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,

@@ -26,44 +26,73 @@ export const PRIORITY_LABELS = { high: "High", medium: "Medium", low: "Low" };
 export const PRIORITY_RANK = { high: 3, medium: 2, low: 1 };
 const RISK_LABELS = { low: "low", "low-medium": "low-medium", medium: "medium", high: "high" };
 
-// The signs of a reading as monitors show them: a short label (with its full name for screen
-// readers), the value and its unit.
-const SIGNS = [
-  { key: "pulse", short: "HR", name: "Pulse", unit: "/min", value: (m) => m.pulse },
-  { key: "spo2", short: "SpO₂", name: "Oxygen saturation", unit: "%", value: (m) => m.spo2 },
-  { key: "bp", short: "BP", name: "Blood pressure", unit: "mmHg", value: (m) => m.bp },
-  { key: "resp_rate", short: "RR", name: "Respiratory rate", unit: "/min", value: (m) => m.resp_rate },
-  { key: "temperature", short: "Temp", name: "Temperature", unit: "°C", value: (m) => m.temperature.toFixed(1) },
-  {
-    key: "acvpu",
-    short: "ACVPU",
-    name: "Consciousness and oxygen",
-    unit: "",
-    value: (m) => `${m.consciousness} · ${m.on_oxygen ? "O₂" : "air"}`,
-  },
-];
+// The cells of a tile (and of the patient's header), built from the page's config (the signs
+// registry): one per sign shown on a tile, in its order, the signs of one contract field sharing
+// one ("BP 118/76"); then consciousness and air or oxygen (ACVPU).
+export function signCells(config) {
+  const cells = [];
+  for (const sign of config.signs.filter((s) => s.onTile)) {
+    const key = sign.wire ?? sign.key;
+    let cell = cells.find((c) => c.key === key);
+    if (!cell) {
+      const named = sign.wire ? config.wireLabels[sign.wire] : sign;
+      cell = { key, short: named.short, label: named.label, unit: sign.unit, color: sign.color, signs: [], optional: true };
+      cells.push(cell);
+    }
+    cell.signs.push(sign);
+    cell.optional &&= sign.optional;
+  }
+  return cells;
+}
 
-// The sign whose value an alarm is about (none for NEWS2 and the technical alarms).
-const ALARM_SIGNS = {
-  asystole: "pulse",
-  pulse_low: "pulse",
-  pulse_high: "pulse",
-  spo2_low: "spo2",
-  systolic_low: "bp",
-  systolic_high: "bp",
-  diastolic_low: "bp",
-  diastolic_high: "bp",
-  resp_rate_low: "resp_rate",
-  resp_rate_high: "resp_rate",
-  temperature_low: "temperature",
-  temperature_high: "temperature",
-};
+// A sign's (or observation's) newest value and when it was measured: the patient's
+// `latest_signs`, or the latest reading's own value where that is newer.
+export function newestSign(latestSigns, metric, key) {
+  const kept = latestSigns?.[key] ?? null;
+  const value = metric?.[key];
+  const own = value === null || value === undefined ? null : { value, measured_at: metric.measured_at };
+  if (!kept || !own) return kept ?? own;
+  return Date.parse(own.measured_at) > Date.parse(kept.measured_at) ? own : kept;
+}
 
-// sign -> {priority, active} of its most urgent open alarm.
-function signAlarms(alarms) {
+// The newest value of a sign still valid (measured within its validity), with its age in
+// seconds on the server's clock; null when it has none.
+export function validSign(latestSigns, metric, key, validSeconds) {
+  const found = newestSign(latestSigns, metric, key);
+  if (!found) return null;
+  const age = Math.max(0, (serverNow() - Date.parse(found.measured_at)) / 1000);
+  return age <= validSeconds ? { ...found, age } : null;
+}
+
+export function signText(sign, value) {
+  return typeof value === "number" ? value.toFixed(sign.decimals) : String(value);
+}
+
+function cellValue(cell, latestSigns, metric) {
+  const found = cell.signs.map((sign) => validSign(latestSigns, metric, sign.key, sign.validSeconds));
+  if (found.some((f) => !f)) return null;
+  return {
+    text: found.map((f, i) => signText(cell.signs[i], f.value)).join("/"),
+    measured_at: found.reduce((a, f) => (Date.parse(f.measured_at) < Date.parse(a) ? f.measured_at : a), found[0].measured_at),
+  };
+}
+
+function acvpuValue(config, latestSigns, metric) {
+  const valid = config.observationValidSeconds;
+  const consciousness = validSign(latestSigns, metric, "consciousness", valid.consciousness);
+  const oxygen = validSign(latestSigns, metric, "on_oxygen", valid.on_oxygen);
+  if (!consciousness && !oxygen) return null;
+  const older = [consciousness, oxygen].filter(Boolean).sort((a, b) => Date.parse(a.measured_at) - Date.parse(b.measured_at))[0];
+  const text = `${consciousness?.value ?? "–"} · ${oxygen ? (oxygen.value ? "O₂" : "air") : "–"}`;
+  return { text, measured_at: older.measured_at };
+}
+
+// cell -> {priority, active} of its most urgent open alarm (`alarmSigns`: the cell of each
+// alarm kind about a sign; none for NEWS2 and the technical alarms).
+function signAlarms(alarms, alarmSigns) {
   const found = {};
   for (const alarm of alarms) {
-    const sign = ALARM_SIGNS[alarm.kind];
+    const sign = alarmSigns[alarm.kind];
     if (!sign) continue;
     const active = alarm.state === "active";
     const seen = found[sign];
@@ -74,25 +103,38 @@ function signAlarms(alarms) {
   return found;
 }
 
-// Fills a <dl> with the signs of `metric` (null: dashes), building it on the first call. A value
-// in alarm (`alarms`: the patient's open alarms) takes its alarm's colour and, while not yet
-// acknowledged, flashes at its priority's rate (IEC 60601-1-8: high faster than medium); screen
-// readers hear "in high priority alarm".
-export function renderVitals(dl, metric, alarms = []) {
+// Fills a <dl> with a patient's signs (`latestSigns`: each sign's newest value, `metric`: the
+// latest reading), building it on the first call: each value with its unit, and the age of its
+// own newest value when older than the reading's ("BP 118/76 · 12 min"); a dash for a sign
+// with no value within its validity; an optional sign (EtCO2) only once the patient has had it.
+// A value in alarm (`alarms`: the patient's open alarms) takes its alarm's colour and, while
+// not yet acknowledged, flashes at its priority's rate (IEC 60601-1-8: high faster than
+// medium); screen readers hear "in high priority alarm".
+export function renderVitals(dl, { latestSigns, metric, alarms = [] }, config) {
+  const cells = signCells(config);
   if (!dl.childElementCount) {
-    for (const sign of SIGNS) {
-      const label = h("dt", {}, h("span", { "aria-hidden": "true" }, sign.short), srOnly(sign.name));
+    for (const cell of [...cells, { key: "acvpu", short: "ACVPU", label: "Consciousness and oxygen", unit: "" }]) {
+      const label = h("dt", {}, h("span", { "aria-hidden": "true" }, cell.short), srOnly(cell.label), h("span", { class: "sign-age" }));
       const value = h("span", { class: "value" });
-      const unit = sign.unit ? h("span", { class: "unit" }, sign.unit) : null;
-      dl.append(h("div", { class: `sign sign--${sign.key}`, "data-sign": sign.key }, label, h("dd", {}, value, unit)));
+      const unit = cell.unit ? h("span", { class: "unit" }, cell.unit) : null;
+      const box = h("div", { class: `sign${cell.key === "acvpu" ? " sign--text" : ""}${cell.signs?.length > 1 ? " sign--joined" : ""}`, "data-sign": cell.key }, label, h("dd", {}, value, unit));
+      if (cell.color) box.style.setProperty("--sign-color", cell.color); // CSSOM: the CSP allows it
+      dl.append(box);
     }
   }
-  const inAlarm = signAlarms(alarms);
-  for (const sign of SIGNS) {
-    const box = dl.querySelector(`[data-sign="${sign.key}"]`);
+  const readingAt = metric ? Date.parse(metric.measured_at) : null;
+  const inAlarm = signAlarms(alarms, config.alarmSigns);
+  for (const cell of [...cells, { key: "acvpu" }]) {
+    const box = dl.querySelector(`[data-sign="${cell.key}"]`);
+    if (cell.optional) box.hidden = !cell.signs.some((sign) => newestSign(latestSigns, metric, sign.key));
+    const shown = cell.key === "acvpu" ? acvpuValue(config, latestSigns, metric) : cellValue(cell, latestSigns, metric);
     const value = box.querySelector(".value");
-    value.textContent = metric ? String(sign.value(metric)) : "–";
-    const alarm = inAlarm[sign.key];
+    value.textContent = shown ? shown.text : "–";
+    const measured = shown ? Date.parse(shown.measured_at) : null;
+    const older = shown && readingAt !== null && readingAt - measured >= 1000;
+    box.querySelector(".sign-age").textContent = older ? ` · ${ageText((serverNow() - measured) / 1000)}` : "";
+    box.classList.toggle("sign--none", !shown);
+    const alarm = inAlarm[cell.key];
     value.className = alarm ? `value value--alarm-${alarm.priority}${alarm.active ? "" : " value--acknowledged"}` : "value";
     box.querySelector(".sign-alarm")?.remove();
     if (alarm) box.querySelector("dd").append(h("span", { class: "visually-hidden sign-alarm" }, ` in ${alarm.priority} priority alarm`));
@@ -100,14 +142,22 @@ export function renderVitals(dl, metric, alarms = []) {
 }
 
 // A NEWS2 badge: its colour says the risk, and so does its text. `compact` (a tile, where the
-// patient's name needs the room) leaves the word "risk" to screen readers.
-export function renderNews2(element, news2, metric, { compact = false } = {}) {
+// patient's name needs the room) leaves the word "risk" to screen readers. A score with a
+// parameter missing (no valid value: `complete` false) is written "incomplete", the parameters
+// named in its tooltip, and hatched: never mistaken for a complete low score. `parameters`:
+// the NEWS2 parameters' names in words.
+export function renderNews2(element, news2, metric, { compact = false, parameters = {} } = {}) {
   const risk = news2?.risk ?? "none";
-  element.className = `news2 news2--${risk}`;
+  const incomplete = Boolean(news2) && news2.complete === false;
+  element.className = `news2 news2--${risk}${incomplete ? " news2--incomplete" : ""}`;
   const score = news2 ? String(news2.score) : "–";
-  const text = news2
-    ? [RISK_LABELS[risk], compact ? srOnly(" risk") : " risk"]
-    : [metric?.artefact ? "artefact" : "no score"];
+  const missing = incomplete ? (news2.missing ?? []).map((key) => parameters[key] ?? key).join(", ") : "";
+  let text;
+  if (incomplete) text = ["incomplete", h("span", { class: "visually-hidden" }, `, no valid ${missing}`)];
+  else if (news2) text = [RISK_LABELS[risk], compact ? srOnly(" risk") : " risk"];
+  else text = [metric?.artefact ? "artefact" : "no score"];
+  if (incomplete) element.title = `NEWS2 incomplete: no valid ${missing}`;
+  else element.removeAttribute("title");
   element.replaceChildren(
     h("span", { class: "news2-label" }, "NEWS2"),
     h("span", { class: "news2-score" }, score),

@@ -10,12 +10,15 @@ import {
   dateTimeText,
   h,
   monitoringEndedText,
+  newestSign,
   priorityBadge,
   readConfig,
   renderAge,
   renderNews2,
   renderVitals,
+  signText,
   unansweredText,
+  validSign,
 } from "ward/common";
 
 const config = readConfig("patient-config");
@@ -23,50 +26,55 @@ const connection = connectionIndicator(config);
 const TREND_POINTS = 300;
 const CHART_HEIGHT = 200;
 
-// Each chart: the signs it draws (mean as a line, min-max of each bucket as a band) and the
-// patient's alarm limits (or, for NEWS2, the escalation thresholds) drawn as dashed lines.
-const CHARTS = [
-  { key: "pulse", title: "Pulse", unit: "/min", signs: [["pulse", "Pulse", "#3ddc84"]], limits: ["pulse_low", "pulse_high"], soft: [40, 140] },
-  { key: "spo2", title: "SpO₂", unit: "%", signs: [["spo2", "SpO₂", "#29c5f6"]], limits: ["spo2_low"], soft: [85, 100] },
-  {
-    key: "bp",
-    title: "Blood pressure",
-    unit: "mmHg",
-    signs: [
-      ["systolic", "Systolic", "#da77f2"],
-      ["diastolic", "Diastolic", "#b197fc"],
-    ],
-    limits: ["systolic_low", "systolic_high", "diastolic_low", "diastolic_high"],
-    soft: [40, 170],
-  },
-  { key: "resp_rate", title: "Respiratory rate", unit: "/min", signs: [["resp_rate", "Resp. rate", "#c0eb75"]], limits: ["resp_rate_low", "resp_rate_high"], soft: [5, 35] },
-  { key: "temperature", title: "Temperature", unit: "°C", signs: [["temperature", "Temperature", "#e9ecef"]], limits: ["temperature_low", "temperature_high"], soft: [35, 39.5] },
-  {
+// Each chart, from the page's config (the signs registry): one per charted sign, the signs of
+// one contract field sharing one (blood pressure), then NEWS2. Each draws its signs (mean as a
+// line, min-max of each bucket as a band, no line across a gap) and the patient's alarm limits
+// (NEWS2: the escalation thresholds) as dashed lines. An optional sign's chart (EtCO2) only
+// once the patient has values of it.
+function buildCharts() {
+  const built = [];
+  for (const sign of config.signs.filter((s) => s.charted)) {
+    const key = sign.wire ?? sign.key;
+    let chart = built.find((c) => c.key === key);
+    if (!chart) {
+      const named = sign.wire ? config.wireLabels[sign.wire] : sign;
+      chart = { key, title: named.label, unit: sign.unit, decimals: sign.decimals, signs: [], limits: [], limitLabels: {}, optional: true };
+      built.push(chart);
+    }
+    chart.signs.push([sign.key, sign.label, sign.color]);
+    chart.optional &&= sign.optional;
+    for (const side of ["low", "high"]) {
+      const kind = sign.limits[side];
+      if (kind) chart.limits.push(kind);
+    }
+  }
+  for (const chart of built) {
+    // "low limit"; where a chart draws several signs, whose: "systolic low limit".
+    const several = chart.signs.length > 1;
+    for (const sign of config.signs.filter((s) => chart.signs.some(([key]) => key === s.key))) {
+      for (const [side, kind] of Object.entries(sign.limits)) {
+        chart.limitLabels[kind] = `${several ? `${sign.label.split(" ")[0].toLowerCase()} ` : ""}${side} limit`;
+      }
+    }
+  }
+  built.push({
     key: "news2",
     title: "NEWS2",
     unit: "",
+    decimals: 0,
     signs: [["news2", "NEWS2", "#ff922b"]],
     thresholds: [
       [5, "medium risk (5)"],
       [7, "high risk (7)"],
     ],
     soft: [0, 9],
-  },
-];
+    optional: false,
+  });
+  return built;
+}
+const CHARTS = buildCharts();
 const LIMIT_COLOR = "#ffa94d";
-const LIMIT_LABELS = {
-  pulse_low: "low limit",
-  pulse_high: "high limit",
-  spo2_low: "low limit",
-  systolic_low: "systolic low limit",
-  systolic_high: "systolic high limit",
-  diastolic_low: "diastolic low limit",
-  diastolic_high: "diastolic high limit",
-  resp_rate_low: "low limit",
-  resp_rate_high: "high limit",
-  temperature_low: "low limit",
-  temperature_high: "high limit",
-};
+const SIGNS = Object.fromEntries(config.signs.map((sign) => [sign.key, sign]));
 
 const ranges = [...document.querySelectorAll(".range")];
 const trendNote = document.getElementById("trend-note");
@@ -76,12 +84,12 @@ let limits = null;
 let shownTrend = null; // the trend the charts draw; their "latest" is the header's reading
 const charts = new Map();
 
-// A sign's value in the latest reading, as the header shows it (NEWS2: the patient's score).
-function latestValue(sign) {
-  if (sign === "news2") return latestNews2 ? String(latestNews2.score) : null;
-  const value = latest?.[sign];
-  if (value === null || value === undefined) return null;
-  return sign === "temperature" ? value.toFixed(1) : String(value);
+// A sign's newest valid value, as the header shows it (NEWS2: the patient's score).
+function latestValue(key) {
+  if (key === "news2") return latestNews2 ? String(latestNews2.score) : null;
+  const sign = SIGNS[key];
+  const found = validSign(latestSigns, latest, key, sign.validSeconds);
+  return found ? signText(sign, found.value) : null;
 }
 
 function withAlpha(hex, alpha) {
@@ -107,7 +115,9 @@ function lines(chart) {
   // Horizontal reference lines: [value, label].
   if (chart.thresholds) return chart.thresholds;
   if (!limits) return [];
-  return chart.limits.map((name) => [limits[name], `${LIMIT_LABELS[name]} ${limits[name]}`]);
+  return chart.limits
+    .filter((kind) => limits[kind] !== null && limits[kind] !== undefined)
+    .map((kind) => [limits[kind], `${chart.limitLabels[kind]} ${limits[kind]}`]);
 }
 
 // The dashed lines' labels, beside each line at the plot's right edge (two limits at one height
@@ -137,9 +147,10 @@ function chartOptions(chart, width) {
   const bands = [];
   for (const [, label, color] of chart.signs) {
     const mean = series.length;
-    series.push({ label, stroke: color, width: 2, points: { show: false } });
-    series.push({ label: `${label} min`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false } });
-    series.push({ label: `${label} max`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false } });
+    // A bucket without a value is null: a gap, never a line drawn across it.
+    series.push({ label, stroke: color, width: 2, points: { show: false }, spanGaps: false });
+    series.push({ label: `${label} min`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false });
+    series.push({ label: `${label} max`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false });
     bands.push({ series: [mean + 2, mean + 1], fill: withAlpha(color, 0.16) });
   }
   for (const [, label] of lines(chart)) {
@@ -154,10 +165,14 @@ function chartOptions(chart, width) {
     scales: {
       x: { time: true },
       y: {
+        // The values and the dashed lines, whichever reach further (NEWS2: 0 to 9 at least).
         range: (u, min, max) => {
-          const low = Math.min(min ?? chart.soft[0], chart.soft[0]);
-          const high = Math.max(max ?? chart.soft[1], chart.soft[1]);
-          const pad = (high - low) * 0.05;
+          const reference = lines(chart).map(([value]) => value);
+          const soft = chart.soft ?? [Math.min(...reference), Math.max(...reference)];
+          const low = Math.min(min ?? Infinity, soft[0] ?? Infinity);
+          const high = Math.max(max ?? -Infinity, soft[1] ?? -Infinity);
+          if (!Number.isFinite(low) || !Number.isFinite(high)) return [0, 100];
+          const pad = Math.max((high - low) * 0.05, chart.decimals ? 0.5 : 5);
           return [low - pad, high + pad];
         },
       },
@@ -172,7 +187,7 @@ function chartOptions(chart, width) {
         // Ticks 20 px apart or more (uPlot's 30 left one or two on the old 150 px charts), at
         // whole numbers but for the temperature.
         space: 20,
-        incrs: chart.key === "temperature" ? [0.1, 0.2, 0.5, 1, 2, 5] : [1, 2, 5, 10, 20, 25, 50, 100, 200],
+        incrs: chart.decimals ? [0.1, 0.2, 0.5, 1, 2, 5] : [1, 2, 5, 10, 20, 25, 50, 100, 200],
         values: (u, splits) => {
           u.root.parentElement.dataset.yTicks = splits.join(",");
           return splits.map(String);
@@ -227,7 +242,9 @@ function createChart(chart) {
   const summaryText = h("span", { class: "chart-summary" });
   const plot = h("div", { class: "chart-plot", role: "img" });
   const figure = h("figure", { class: "chart", "data-chart": chart.key }, caption, plot, summaryText);
-  document.getElementById("charts").append(figure);
+  // In the charts' order, also when one (EtCO2) comes later.
+  const after = CHARTS.slice(CHARTS.indexOf(chart) + 1).map((c) => charts.get(c.key)?.figure).find(Boolean);
+  document.getElementById("charts").insertBefore(figure, after ?? null);
   const entry = { chart, figure, plot, summaryText, uplot: null, lineCount: -1 };
   new ResizeObserver(() => entry.uplot?.setSize({ width: plot.clientWidth, height: CHART_HEIGHT })).observe(plot);
   return entry;
@@ -243,10 +260,18 @@ function renderSummaries() {
   if (!shownTrend) return;
   for (const chart of CHARTS) {
     const entry = charts.get(chart.key);
+    if (!entry) continue;
     const text = summary(chart, shownTrend);
     entry.plot.setAttribute("aria-label", `${chart.title} over the last ${rangeText(rangeSeconds)}: ${text}`);
     entry.summaryText.textContent = text;
   }
+}
+
+// Whether a chart is drawn: always, but an optional sign's (EtCO2) only once the patient has
+// had a value of it (it stays then).
+function charted(chart, trend) {
+  if (!chart.optional || charts.has(chart.key)) return true;
+  return chart.signs.some(([key]) => newestSign(latestSigns, latest, key) || trend.buckets.some((b) => b[key]));
 }
 
 function renderCharts(trend) {
@@ -256,6 +281,7 @@ function renderCharts(trend) {
   const grid = [];
   for (let i = first; i <= last; i++) grid.push(i * trend.bucket_seconds);
   for (const chart of CHARTS) {
+    if (!charted(chart, trend)) continue;
     let entry = charts.get(chart.key);
     if (!entry) {
       entry = createChart(chart);
@@ -302,13 +328,17 @@ const vitals = document.getElementById("patient-vitals");
 const news2 = document.getElementById("patient-news2");
 const age = document.getElementById("patient-age");
 let latest = null;
+let latestSigns = {};
 let latestNews2 = null;
+let alarmsNow = [];
 
 function renderPatient(patient) {
   latest = patient.latest_metric;
+  latestSigns = patient.latest_signs ?? {};
   latestNews2 = patient.news2;
-  renderNews2(news2, patient.news2, latest);
-  renderVitals(vitals, latest, patient.active_alarms);
+  alarmsNow = patient.active_alarms;
+  renderNews2(news2, patient.news2, latest, { parameters: config.news2Parameters });
+  renderVitals(vitals, { latestSigns, metric: latest, alarms: alarmsNow }, config);
   renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
   renderMonitoring(patient);
 }
@@ -597,6 +627,7 @@ const poller = new Poller({
 
 setInterval(() => {
   renderAge(age, latest, config.staleSeconds, config.clockSkewSeconds);
+  renderVitals(vitals, { latestSigns, metric: latest, alarms: alarmsNow }, config);
   for (const row of rows.values()) {
     if (row.alarm.state === "active") row.state.textContent = stateText(row.alarm);
   }

@@ -120,8 +120,7 @@ function updateTile(tile, patient) {
   tile.li.dataset.name = patient.name;
   tile.name.textContent = patient.name;
   tile.name.title = patient.name; // the whole name, where the tile cuts it short
-  renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true });
-  renderVitals(tile.vitals, patient.latest_metric, patient.active_alarms);
+  renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true, parameters: config.news2Parameters });
   renderAlarms(tile, patient.active_alarms);
   renderIdentity(tile, patient.name_conflicts);
   renderAlarmsOff(tile, patient.alarms_off);
@@ -131,7 +130,13 @@ function updateTile(tile, patient) {
   updateAge(tile);
 }
 
+function renderSigns(tile) {
+  const { latest_signs: latestSigns, latest_metric: metric, active_alarms: alarms } = tile.patient;
+  renderVitals(tile.vitals, { latestSigns, metric, alarms }, config);
+}
+
 function updateAge(tile) {
+  renderSigns(tile); // each sign's age, and its dash once beyond its validity
   const ended = monitoringEndedText(tile.patient);
   const stale = ended ? false : renderAge(tile.age, tile.patient.latest_metric, config.staleSeconds, config.clockSkewSeconds);
   if (ended) tile.age.replaceChildren(h("strong", { class: "ended-label" }, ended));
