@@ -17,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -974,6 +975,62 @@ def test_emitter_produces_the_v2_message_and_logs_the_signs_sent(caplog):
     assert (record.bp, record.map, record.temperature, record.etco2) == (None, None, None, None)
     assert record.pulse == reading.pulse
     assert emitter.produced == 1
+
+
+class FakeProducer:
+    """What emulation_run needs of a confluent_kafka Producer; delivers nothing."""
+
+    def __init__(self, left_in_queue: int = 0) -> None:
+        self.produced: list[tuple[bytes, bytes]] = []
+        self.left_in_queue = left_in_queue
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+        self.produced.append((key, value))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return self.left_in_queue
+
+
+@pytest.mark.parametrize("left_in_queue", [0, 2], ids=["delivered", "undelivered"])
+def test_emulation_run_produces_count_readings_each_then_reports(
+    monkeypatch, caplog, left_in_queue: int
+):
+    producer = FakeProducer(left_in_queue)
+    monkeypatch.setattr(emulation, "producer_create", lambda **config: producer)
+    monkeypatch.setattr(emulation, "broker_check", lambda *args, **kwargs: None)
+    patients = build(names=["ann", "ben"], ventilated=True)
+
+    def emulate() -> None:
+        emulation.emulation_run(
+            patients,
+            interval=0,
+            speed=1.0,
+            count=3,
+            topic="vitals",
+            broker_timeout=1.0,
+            stop=threading.Event(),
+        )
+
+    with caplog.at_level("INFO", logger="vitals.emulator"):
+        if left_in_queue:
+            with pytest.raises(
+                emulation.UndeliveredReadings, match=r"2 reading\(s\) were not delivered to vitals"
+            ):
+                emulate()
+        else:
+            emulate()
+
+    assert len(producer.produced) == 6
+    values = [json.loads(value) for _, value in producer.produced]
+    assert {value["schema_version"] for value in values} == {2}
+    assert all("etco2" in value for value in values)
+    [started] = [r for r in caplog.records if r.getMessage() == "emulating patients"]
+    assert (started.schema_version, started.ventilated, started.nibp_every_s) == (2, True, 900.0)
+    [stopped] = [r for r in caplog.records if r.getMessage() == "emulator stopped"]
+    assert (stopped.produced, stopped.undelivered) == (6, left_in_queue)
 
 
 # --- run_patient's arguments ---------------------------------------------------------------------
