@@ -45,7 +45,7 @@ def generate(*, out: Path, patients: int, per_patient: int, seed: int) -> None:
     second apart, ending now, the physiology advancing 30 s per reading (so that the
     deteriorating patients of the mixed ward deteriorate within the run)."""
     from vitals.contract import reading_to_message
-    from vitals.management.commands.run_patient import emulators_build
+    from vitals.emulation import emulators_build
 
     emulators = emulators_build(
         names=[],

@@ -36,7 +36,7 @@ def measure(*, patients: int, rounds: int, topic: str, workdir, first: int) -> l
 
     from core.kafka import producer_create
     from vitals.contract import reading_to_message
-    from vitals.management.commands.run_patient import emulators_build
+    from vitals.emulation import emulators_build
     from vitals.models import PatientMetric
 
     emulators = emulators_build(names=[], patients=patients, patient_uuid=None,

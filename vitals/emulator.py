@@ -31,11 +31,28 @@ the same seed, so that neither changes a single physiological value.
    The couplings read the *hidden* temperature and SpO2, so the pulse follows the fever as it
    actually builds, not the scenario's plan. Each reading adds measurement noise on top.
 
+   Two signs came later (issue 17) and draw from random streams of their own, so that they
+   change no value of the others (a seeded v1 patient sends the very bytes it sent before):
+
+       map   = diastolic + k (systolic - diastolic), k the patient's own in 0.36-0.42
+               (an oscillometric cuff measures the mean, a little above the (S + 2D) / 3 rule)
+       etco2 = base - 3 infection + 25 lung - 12 shock - 2 brady  (ventilated patients only)
+
+   End-tidal CO2 rises as the lungs fail to clear CO2 (respiratory failure: 60 mmHg and more)
+   and falls with a low cardiac output (shock; an arrest brings it near 10 mmHg).
+
 3. **The ward's reactions and the monitor**: a nurse puts the patient on oxygen once the
    displayed SpO2 has stayed below 92% for three minutes (`on_oxygen`, +4% SpO2, never weaned
    within a scenario); consciousness (ACVPU) degrades in late severe states (lung failure ->
    "C" then "V", shock -> "C", cardiac arrest -> "U"); optional sensor artefacts (a probe off
    the finger, a motion spike) are marked as such and leave the hidden state alone.
+
+4. **What the monitor sends** (`schema_version` 2, as a real monitor): pulse, respiratory
+   rate and SpO2 (and etCO2 when ventilated) every reading; blood pressure with its MAP only
+   when the cuff cycles (`nibp_every` simulated seconds, the first reading included);
+   temperature every `temperature_every`; a probe off the finger sends no SpO2. Version 1
+   sends every v1 sign in every reading, as before (MAP computed from the pressures, no
+   etCO2); the physiology is the same either way.
 
 Every OU step uses the exact transition over `dt`, so a reading every second or every five
 minutes (a `--speed`-compressed run) gives the same physiology.
@@ -48,6 +65,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from vitals.contract import INT_RANGES, TEMPERATURE_RANGE, Reading
+from vitals.signs import map_from_bp
 
 # Patients named on the command line get a uuid derived from the name, so a restarted
 # emulator continues the same patient's record.
@@ -55,6 +73,10 @@ PATIENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:icu-monitor:patient")
 
 MINUTE = 60.0
 HOUR = 3600.0
+
+# How often a version 2 monitor measures the slow signs (simulated seconds).
+NIBP_EVERY_S = 15 * MINUTE
+TEMPERATURE_EVERY_S = 5 * MINUTE
 
 # Per sign: (baseline low, baseline high, stationary standard deviation, reversion time in s,
 # measurement noise sd). Baselines are those of a resting adult, chosen so that a stable
@@ -118,6 +140,15 @@ ARREST: dict[str, tuple[float, float]] = {
     "diastolic": (20.0, 0.0),
     "spo2": (40.0, 20.0),
 }
+
+# MAP: diastolic + k x pulse pressure, k the patient's own; measurement noise sd in mmHg.
+MAP_FRACTION = (0.36, 0.42)
+MAP_NOISE = 1.5
+# End-tidal CO2 (mmHg): baseline low/high, sd, reversion time in s, measurement noise sd; the
+# drivers' effects; and its value in a cardiac arrest (reached over `ETCO2_ARREST[1]` s).
+ETCO2_DYNAMICS = (36.0, 41.0, 1.0, 120.0, 0.7)
+ETCO2_EFFECTS = {"infection": -3.0, "lung": 25.0, "shock": -12.0, "brady": -2.0}
+ETCO2_ARREST = (10.0, 30.0)
 
 # Sensor artefacts, when enabled: each kind on this fraction of readings.
 ARTEFACT_RATE = 0.003
@@ -251,6 +282,15 @@ class PatientEmulator:
     artefacts: bool = False
     # Artefacts draw from their own stream, so turning them on changes no physiological value.
     artefact_rng: random.Random = field(default_factory=random.Random)
+    # MAP and etCO2 too: added later, they change no value of the other signs.
+    map_rng: random.Random = field(default_factory=random.Random)
+    etco2_rng: random.Random = field(default_factory=random.Random)
+    # Ventilated: etCO2 measured (version 2 only).
+    ventilated: bool = False
+    # What the monitor sends: 1 every v1 sign every reading; 2 the signs measured (below).
+    schema_version: int = 1
+    nibp_every: float = NIBP_EVERY_S
+    temperature_every: float = TEMPERATURE_EVERY_S
     elapsed: float = field(init=False, default=0.0)  # simulated seconds since the start
     baseline: dict[str, float] = field(init=False)
     state: dict[str, float] = field(init=False)
@@ -262,6 +302,12 @@ class PatientEmulator:
     on_oxygen: bool = field(init=False, default=False)
     low_spo2_for: float = field(init=False, default=0.0)
     consciousness: str = field(init=False, default="A")
+    map_fraction: float = field(init=False)
+    etco2_baseline: float = field(init=False)
+    etco2: float = field(init=False)
+    # Simulated time of the last blood pressure and temperature sent (None: never).
+    nibp_at: float | None = field(init=False, default=None)
+    temperature_at: float | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
@@ -275,6 +321,8 @@ class PatientEmulator:
         window = SCENARIOS[self.scenario].arrest_between_s
         if window is not None:
             self.arrest_at = self.rng.uniform(*window)
+        self.map_fraction = self.map_rng.uniform(*MAP_FRACTION)
+        self.etco2_baseline = self.etco2 = self.etco2_rng.uniform(*ETCO2_DYNAMICS[:2])
 
     @classmethod
     def create(
@@ -285,6 +333,10 @@ class PatientEmulator:
         seed: int | None,
         scenario: str = "stable",
         artefacts: bool = False,
+        ventilated: bool = False,
+        schema_version: int = 1,
+        nibp_every: float = NIBP_EVERY_S,
+        temperature_every: float = TEMPERATURE_EVERY_S,
     ) -> "PatientEmulator":
         def stream(purpose: str) -> random.Random:
             # A string seed is hashed with SHA-512 by `random`: stable across runs and machines.
@@ -299,6 +351,12 @@ class PatientEmulator:
             scenario=scenario_resolve(scenario, stream(":scenario")),
             artefacts=artefacts,
             artefact_rng=stream(":artefacts"),
+            map_rng=stream(":map"),
+            etco2_rng=stream(":etco2"),
+            ventilated=ventilated,
+            schema_version=schema_version,
+            nibp_every=nibp_every,
+            temperature_every=temperature_every,
         )
 
     def reading(self, measured_at: datetime, dt: float) -> Reading:
@@ -326,10 +384,50 @@ class PatientEmulator:
             self.state[sign] = _ou_step(self.state[sign], target, sd, tau, step, self.rng)
             observed[sign] = self.state[sign] + self.rng.gauss(0, noise)
 
+        observed["etco2"] = self._advance_etco2(step)
+
         self._update_consciousness()
         reading = self._to_reading(observed, measured_at)
         self._nurse(reading.spo2, dt)
-        return self._with_artefact(reading) if self.artefacts else reading
+        if self.artefacts:
+            reading = self._with_artefact(reading)
+        return self._as_sent(reading)
+
+    def _advance_etco2(self, dt: float) -> float:
+        """The hidden end-tidal CO2 one step on, and what the capnograph reads."""
+        _, _, sd, tau, noise = ETCO2_DYNAMICS
+        target = self.etco2_baseline + sum(
+            effect * self.drivers[driver] for driver, effect in ETCO2_EFFECTS.items()
+        )
+        if self.arrested:
+            target, tau = ETCO2_ARREST
+        self.etco2 = _ou_step(self.etco2, target, sd, tau, dt, self.etco2_rng)
+        return self.etco2 + self.etco2_rng.gauss(0, noise)
+
+    def _due(self, last: float | None, every: float) -> bool:
+        # A millisecond's slack: the elapsed time is a sum of floats.
+        return last is None or self.elapsed - last >= every - 1e-3
+
+    def _as_sent(self, reading: Reading) -> Reading:
+        """What the monitor sends of the full reading (see the module docstring, 4.)."""
+        if self.schema_version == 1:
+            return replace(
+                reading, map=map_from_bp(reading.systolic, reading.diastolic), etco2=None
+            )
+        changes: dict = {"schema_version": 2}
+        if not self.ventilated:
+            changes["etco2"] = None
+        if self._due(self.nibp_at, self.nibp_every):
+            self.nibp_at = self.elapsed
+        else:
+            changes |= {"systolic": None, "diastolic": None, "map": None}
+        if self._due(self.temperature_at, self.temperature_every):
+            self.temperature_at = self.elapsed
+        else:
+            changes["temperature"] = None
+        if reading.artefact == "spo2_probe_off":
+            changes["spo2"] = None
+        return replace(reading, **changes)
 
     def _advance_drivers(self, dt: float) -> None:
         targets = SCENARIOS[self.scenario].driver_targets(self.elapsed, self.pace)
@@ -391,7 +489,7 @@ class PatientEmulator:
     def _with_artefact(self, reading: Reading) -> Reading:
         draw = self.artefact_rng.random()
         if draw < ARTEFACT_RATE:
-            return replace(reading, spo2=0, artefact="spo2_probe_off")
+            return replace(reading, spo2=0, artefact="spo2_probe_off")  # v2: no SpO2 sent
         if draw < 2 * ARTEFACT_RATE:
             spike = self.artefact_rng.uniform(*MOTION_PULSE)
             pulse = min(INT_RANGES["pulse"][1], round(reading.pulse + spike))
@@ -407,6 +505,10 @@ class PatientEmulator:
         # A cuff never reports a diastolic at or above the systolic: keep a pulse pressure.
         diastolic = min(clamp("diastolic"), systolic - 15)
         low, high = TEMPERATURE_RANGE
+        # The cuff's mean: inside the pulse pressure, close to (S + 2D) / 3 but its own.
+        mean = diastolic + self.map_fraction * (systolic - diastolic)
+        mean += self.map_rng.gauss(0, MAP_NOISE)
+        map_ = int(min(systolic - 1, max(diastolic + 1, round(mean))))
         return Reading(
             patient_uuid=self.patient_uuid,
             patient_name=self.name,
@@ -419,4 +521,6 @@ class PatientEmulator:
             temperature=round(min(high, max(low, observed["temperature"])), 1),
             on_oxygen=self.on_oxygen,
             consciousness=self.consciousness,
+            map=map_,
+            etco2=clamp("etco2"),
         )

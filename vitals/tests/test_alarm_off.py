@@ -11,8 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from patients.tests.factories import PatientFactory
-from vitals.errors import AlarmOffRefused
 from vitals.alarms import ALARM_OFF_KINDS, LIMIT_RANGES, LIMIT_RULES, Limits
+from vitals.errors import AlarmOffRefused
 from vitals.models import Alarm, AlarmEvent, AlarmLimits, AlarmOff, AuditEvent
 from vitals.selectors import alarm_limits_for
 from vitals.services import alarm_limits_update, alarm_switch_off, alarm_switch_on

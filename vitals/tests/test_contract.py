@@ -20,19 +20,26 @@ from vitals.contract import (
     CONSCIOUSNESS_LEVELS,
     CONSUMER_REASONS,
     FIELDS,
+    FIELDS_V2,
+    HEADER_FIELDS,
     INT_RANGES,
     MAX_VALUE_BYTES,
     NAME_MAX_LENGTH,
     NAME_PATTERN,
     OPTIONAL_FIELDS,
     REASONS,
+    SCHEMA_VERSIONS,
+    SIGN_FIELDS,
     TEMPERATURE_RANGE,
     Reading,
     reading_parse,
     reading_schema,
     reading_to_message,
+    schema_path,
+    schema_text,
 )
 from vitals.errors import InvalidReading
+from vitals.signs import SIGN_BY_KEY, SIGN_KEYS, SIGNS, map_from_bp
 from vitals.tests.hostile_corpus import CORPUS, CORPUS_NOW
 
 PATIENT = "0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10"
@@ -63,6 +70,7 @@ GOOD_READING = Reading(
     diastolic=80,
     spo2=98,
     temperature=36.8,
+    map=93,  # not in a v1 message: (120 + 2 x 80) / 3, rounded
 )
 DROP = object()  # `body(pulse=DROP)`: the message without that field
 
@@ -79,6 +87,28 @@ def body(**changes: Any) -> bytes:
 
 
 GOOD_TEXT = body().decode()
+
+# A valid version 2 message: every sign measured (MAP sent, not computed), etCO2 too.
+GOOD_V2: dict[str, Any] = {
+    **GOOD,
+    "schema_version": 2,
+    "pulse": 72,
+    "resp_rate": 14,
+    "bp": "120/80",
+    "map": 91,
+    "spo2": 98,
+    "temperature": 36.8,
+    "etco2": 38,
+}
+GOOD_V2_READING = replace(GOOD_READING, map=91, etco2=38, schema_version=2)
+# No sign but the header: what a v2 body(...) builds on.
+V2_HEADER = {name: GOOD_V2[name] for name in HEADER_FIELDS}
+
+
+def body2(**changes: Any) -> bytes:
+    """A version 2 message: the header and these fields (None: null; DROP: a header field gone)."""
+    data = {**V2_HEADER, **changes}
+    return json.dumps({name: value for name, value in data.items() if value is not DROP}).encode()
 
 
 def raw(old: str, new: str) -> bytes:
@@ -384,6 +414,62 @@ BAD: dict[str, Bad] = {
     "temperature-45.1": Bad(
         body(temperature=45.1), "out_of_range", "'temperature' 45.1 is outside 25.0-45.0"
     ),
+    # Version 1 knows only its five signs: MAP and etCO2 are unknown fields there.
+    "v1-with-map": Bad(body(map=93), "unknown_field", "unknown field(s): map"),
+    "v1-with-etco2": Bad(body(etco2=38), "unknown_field", "unknown field(s): etco2"),
+    # Version 1 stays as it is: null is no value.
+    "v1-pulse-null": Bad(body(pulse=None), "wrong_type", "'pulse' must be an integer, got None"),
+    "v1-bp-null": Bad(body(bp=None), "wrong_type", "'bp' must be a string, got None"),
+    # Version 2: at least one sign measured.
+    "v2-header-only": Bad(body2(), "no_signs", "no sign measured"),
+    "v2-every-sign-null": Bad(
+        body2(**dict.fromkeys(SIGN_FIELDS)), "no_signs", "at least one of pulse, resp_rate, bp"
+    ),
+    "v2-only-spo2-with-the-probe-off": Bad(
+        body2(spo2=97, artefact="spo2_probe_off"), "no_signs", "not only spo2 with the probe off"
+    ),
+    "v2-unknown-sign": Bad(body2(pulse=72, heart_rate=72), "unknown_field", "heart_rate"),
+    "v2-systolic-as-a-field": Bad(body2(systolic=120), "unknown_field", "systolic"),
+    **{
+        f"v2-missing-{name}": Bad(
+            body2(pulse=72, **{name: DROP}), "missing_field", f"missing field(s): {name}"
+        )
+        for name in HEADER_FIELDS
+        if name != "schema_version"
+    },
+    # The same checks on a sign as in version 1, with the registry's ranges.
+    **{
+        f"v2-{sign.key}-below-range": Bad(
+            body2(**{sign.key: sign.plausible[0] - 1}),
+            "out_of_range",
+            f"'{sign.key}' {sign.plausible[0] - 1} is outside {sign.plausible[0]}-"
+            f"{sign.plausible[1]}",
+        )
+        for sign in SIGNS
+        if sign.wire is None and sign.is_integer
+    },
+    **{
+        f"v2-{sign.key}-above-range": Bad(
+            body2(**{sign.key: sign.plausible[1] + 1}),
+            "out_of_range",
+            f"'{sign.key}' {sign.plausible[1] + 1} is outside",
+        )
+        for sign in SIGNS
+        if sign.wire is None
+    },
+    "v2-map-string": Bad(body2(map="93"), "wrong_type", "'map' must be an integer, got '93'"),
+    "v2-etco2-float": Bad(body2(etco2=38.5), "wrong_type", "'etco2' must be an integer"),
+    "v2-temperature-string": Bad(
+        body2(temperature="36.8"), "wrong_type", "'temperature' must be a number"
+    ),
+    "v2-bp-implausible": Bad(body2(bp="80/120"), "implausible", "systolic must be above"),
+    "v2-bp-no-slash": Bad(body2(bp="120"), "invalid_bp", 'is not "systolic/diastolic"'),
+    "v2-a-bad-sign-beside-null-ones": Bad(
+        body2(pulse=None, spo2=101), "out_of_range", "'spo2' 101 is outside 0-100"
+    ),
+    "v2-on-oxygen-alone-is-no-sign": Bad(
+        body2(on_oxygen=True, consciousness="V"), "no_signs", "no sign measured"
+    ),
 }
 # The hostile corpus (tests/hostile/: data files, the one definition of those cases) belongs
 # here too: checked with its reason above and against the schema below.
@@ -478,6 +564,10 @@ GOOD_CASES: dict[str, Good] = {
             "on_oxygen": False,
             "consciousness": "A",
             "artefact": None,
+            # Not in version 1: MAP from systolic and diastolic, no etCO2.
+            "map": 93,
+            "etco2": None,
+            "schema_version": 1,
         },
     ),
     "compact-json-other-field-order": Good(
@@ -588,6 +678,63 @@ GOOD_CASES: dict[str, Good] = {
         json.dumps({"on_oxygen": True, "consciousness": "V", **GOOD}).encode(),
         {"on_oxygen": True, "consciousness": "V"},
     ),
+    # Version 1's MAP, computed: (S + 2D) / 3 rounded half up.
+    "v1-map-from-90/60": Good(body(bp="90/60"), {"map": 70}),
+    "v1-map-from-121/80-rounds-down": Good(body(bp="121/80"), {"map": 94}),
+    "v1-map-from-122/80-rounds-up": Good(body(bp="122/80"), {"map": 94}),
+    # Version 2: any non-empty subset of the signs.
+    "v2-every-sign": Good(
+        json.dumps(GOOD_V2).encode(),
+        {name: getattr(GOOD_V2_READING, name) for name in Reading.__slots__ if name != "sent_at"},
+    ),
+    **{
+        f"v2-only-{name}": Good(
+            body2(**{name: GOOD_V2[name]}),
+            {"schema_version": 2}
+            | {key: None for key in SIGN_KEYS if SIGN_BY_KEY[key].wire_field != name}
+            | (
+                {"systolic": 120, "diastolic": 80, "map": 93}
+                if name == "bp"
+                else {name: GOOD_V2[name]}
+            ),
+        )
+        for name in SIGN_FIELDS
+    },
+    "v2-nulls-are-not-measured": Good(
+        body2(pulse=88, resp_rate=None, bp=None, map=None, spo2=None, temperature=None, etco2=None),
+        {"pulse": 88, "resp_rate": None, "systolic": None, "map": None, "temperature": None},
+    ),
+    "v2-bp-without-map-gets-it-computed": Good(
+        body2(bp="90/60"), {"systolic": 90, "diastolic": 60, "map": 70}
+    ),
+    "v2-map-null-with-bp-gets-it-computed": Good(body2(bp="90/60", map=None), {"map": 70}),
+    "v2-map-sent-is-kept-as-sent": Good(
+        body2(bp="90/60", map=75), {"systolic": 90, "diastolic": 60, "map": 75}
+    ),
+    "v2-map-without-bp": Good(body2(map=64), {"map": 64, "systolic": None, "diastolic": None}),
+    "v2-probe-off-drops-the-spo2-sent": Good(
+        body2(pulse=72, spo2=0, artefact="spo2_probe_off"),
+        {"pulse": 72, "spo2": None, "artefact": "spo2_probe_off"},
+    ),
+    "v2-probe-off-without-spo2": Good(
+        body2(pulse=72, artefact="spo2_probe_off"), {"spo2": None, "artefact": "spo2_probe_off"}
+    ),
+    "v2-motion-keeps-the-spo2": Good(
+        body2(spo2=93, artefact="motion"), {"spo2": 93, "artefact": "motion"}
+    ),
+    "v2-optional-fields-as-in-v1": Good(
+        body2(temperature=38.25, on_oxygen=True, consciousness="C"),
+        {"temperature": 38.2, "on_oxygen": True, "consciousness": "C", "pulse": None},
+    ),
+    "v2-schema-version-2.0": Good(body2(schema_version=2.0, etco2=40), {"schema_version": 2}),
+    **{
+        f"v2-{sign.key}-at-{edge}": Good(
+            body2(**{sign.key: sign.plausible[i]}), {sign.key: sign.plausible[i]}
+        )
+        for sign in SIGNS
+        if sign.wire is None
+        for i, edge in enumerate(("lowest", "highest"))
+    },
 }
 # The corpus's valid hostile messages: names with SQL or HTML in them, duplicates.
 GOOD_CASES |= {
@@ -616,10 +763,18 @@ def test_good_message_is_accepted(case: Good):
 
     for name, expected in case.expected.items():
         assert getattr(reading, name) == expected, name
-    for name in ("pulse", "resp_rate", "systolic", "diastolic", "spo2"):
-        assert type(getattr(reading, name)) is int, name
-    assert type(reading.temperature) is float
-    assert reading.temperature == round(reading.temperature, 1)
+    assert reading.schema_version in SCHEMA_VERSIONS
+    for key in SIGN_KEYS:
+        value = getattr(reading, key)
+        if value is None:  # not measured: version 2 only, or not a version 1 sign
+            assert reading.schema_version == 2 or key == "etco2", key
+            continue
+        assert type(value) is (int if SIGN_BY_KEY[key].is_integer else float), key
+        low, high = SIGN_BY_KEY[key].plausible
+        assert low <= value <= high, key
+    if reading.temperature is not None:
+        assert reading.temperature == round(reading.temperature, 1)
+    assert any(value is not None for value in reading.signs.values())
     assert reading.measured_at.utcoffset() is not None
     assert type(reading.on_oxygen) is bool
     assert reading.consciousness in CONSCIOUSNESS_LEVELS
@@ -766,10 +921,64 @@ def test_message_with_microseconds_round_trips_to_the_millisecond():
     assert parsed == replace(reading, measured_at=utc(2026, 11, 23, 10, 15, 30, 250_000))
 
 
+def test_message_v2_writes_only_the_signs_measured_in_the_registry_s_order():
+    reading = replace(
+        GOOD_V2_READING, resp_rate=None, spo2=None, temperature=None, etco2=None, on_oxygen=True
+    )
+    key, value = reading_to_message(reading)
+
+    assert value == (
+        b'{"schema_version":2,"patient_uuid":"0b8e7f4c-3f1a-5d0e-9a53-6c1f2e4b7a10",'
+        b'"patient_name":"bob","timestamp":"2026-11-23T10:15:30.250+00:00","pulse":72,'
+        b'"bp":"120/80","map":91,"on_oxygen":true,"consciousness":"A"}'
+    )
+    assert reading_parse(key=key, value=value, now=NOW) == reading
+
+
+def test_message_v2_with_every_sign_round_trips():
+    key, value = reading_to_message(GOOD_V2_READING)
+
+    assert tuple(json.loads(value)) == (*FIELDS_V2, "on_oxygen", "consciousness")
+    assert reading_parse(key=key, value=value, now=NOW) == GOOD_V2_READING
+
+
+def test_message_v2_with_the_probe_off_sends_no_spo2():
+    reading = replace(GOOD_V2_READING, spo2=None, artefact="spo2_probe_off")
+    _, value = reading_to_message(replace(reading, spo2=0))
+
+    assert "spo2" not in json.loads(value)
+    assert json.loads(value)["artefact"] == "spo2_probe_off"
+    assert parse(value) == reading
+
+
+def test_v1_reading_without_map_parses_with_the_computed_map():
+    """The parser fills MAP in; a Reading built without one has none (the builder's choice)."""
+    reading = replace(GOOD_READING, map=None)
+    key, value = reading_to_message(reading)
+
+    assert reading_parse(key=key, value=value, now=NOW) == replace(reading, map=93)
+    assert map_from_bp(120, 80) == 93
+
+
+def test_ranges_are_the_registry_s():
+    assert INT_RANGES == {
+        "pulse": (0, 300),
+        "resp_rate": (0, 100),
+        "systolic": (30, 300),
+        "diastolic": (10, 250),
+        "map": (15, 280),
+        "spo2": (0, 100),
+        "etco2": (0, 150),
+    }
+    assert TEMPERATURE_RANGE == (25.0, 45.0)
+    assert {key: SIGN_BY_KEY[key].plausible for key in INT_RANGES} == INT_RANGES
+
+
 # --- Agreement with the JSON Schema --------------------------------------------------------------
 
-SCHEMA = reading_schema()
-VALIDATOR = Draft202012Validator(SCHEMA)
+SCHEMA = reading_schema(1)
+SCHEMA_V2 = reading_schema(2)
+VALIDATORS = {1: Draft202012Validator(SCHEMA), 2: Draft202012Validator(SCHEMA_V2)}
 NOT_JSON = object()
 
 
@@ -803,7 +1012,10 @@ def python_re_differs_from_ecma(instance: Any) -> bool:
 
 
 def schema_errors(instance: Any) -> list[str]:
-    return [error.message for error in VALIDATOR.iter_errors(instance)]
+    """The errors of the schema of the instance's version (version 1's for any other)."""
+    version = instance.get("schema_version") if isinstance(instance, dict) else None
+    validator = VALIDATORS[2 if version == 2 and not isinstance(version, bool) else 1]
+    return [error.message for error in validator.iter_errors(instance)]
 
 
 # Why the parser may reject what the schema accepts: each reason, and how to recognise the case.
@@ -821,9 +1033,53 @@ SCHEMA_CANNOT_EXPRESS = {
 }
 
 
-def test_schema_is_a_valid_draft_2020_12_schema():
-    Draft202012Validator.check_schema(SCHEMA)
-    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_schema_is_a_valid_draft_2020_12_schema(version: int):
+    Draft202012Validator.check_schema(reading_schema(version))
+    assert reading_schema(version)["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS)
+def test_schema_file_is_the_schema_built_from_the_registry(version: int):
+    """The shipped file, byte for byte. After a change to the registry or the contract:
+    `DJANGO_SETTINGS_MODULE=icu.settings python -m vitals.contract` writes them again."""
+    assert schema_path(version).read_text(encoding="utf-8") == schema_text(version)
+    assert json.loads(schema_path(version).read_text(encoding="utf-8")) == reading_schema(version)
+
+
+def test_schema_v2_fields_are_the_registry_s_signs():
+    properties = SCHEMA_V2["properties"]
+
+    assert tuple(SCHEMA_V2["required"]) == HEADER_FIELDS
+    assert tuple(properties) == FIELDS_V2 + OPTIONAL_FIELDS
+    assert SIGN_FIELDS == ("pulse", "resp_rate", "bp", "map", "spo2", "temperature", "etco2")
+    assert SCHEMA_V2["additionalProperties"] is False
+    assert properties["schema_version"]["const"] == 2
+    for sign in SIGNS:
+        if sign.wire is None:
+            kind = "integer" if sign.is_integer else "number"
+            assert properties[sign.key]["type"] == [kind, "null"], sign.key
+            assert (properties[sign.key]["minimum"], properties[sign.key]["maximum"]) == (
+                sign.plausible
+            )
+    assert properties["bp"]["type"] == ["string", "null"]
+    assert properties["bp"]["pattern"] == SCHEMA["properties"]["bp"]["pattern"]
+    # The v1 fields keep their v1 definitions but for null.
+    for name in (*HEADER_FIELDS[1:], "consciousness", "on_oxygen"):
+        assert properties[name] == SCHEMA["properties"][name], name
+    # At least one sign measured, a SpO2 not with the probe off.
+    assert [branch["required"] for branch in SCHEMA_V2["anyOf"]] == [[n] for n in SIGN_FIELDS]
+
+
+@pytest.mark.parametrize("index", range(len(SCHEMA_V2["examples"])))
+def test_schema_v2_examples_are_accepted_by_the_parser(index: int):
+    example = SCHEMA_V2["examples"][index]
+
+    reading = parse(json.dumps(example).encode(), key=example["patient_uuid"].encode())
+
+    assert reading.schema_version == 2
+    assert reading.pulse == example["pulse"]
+    assert schema_errors(example) == []
 
 
 def test_schema_fields_match_the_contract():
@@ -897,6 +1153,7 @@ def test_schema_examples_are_accepted_by_the_parser(index: int):
                 systolic=31,
                 diastolic=30,
                 temperature=25.0,
+                map=30,
             ),
             id="lowest",
         ),
@@ -909,8 +1166,29 @@ def test_schema_examples_are_accepted_by_the_parser(index: int):
                 systolic=300,
                 diastolic=250,
                 temperature=45.0,
+                map=267,
             ),
             id="highest",
+        ),
+        pytest.param(GOOD_V2_READING, id="v2-every-sign"),
+        pytest.param(
+            replace(
+                GOOD_V2_READING,
+                **{key: SIGN_BY_KEY[key].plausible[0] for key in SIGN_KEYS} | {"systolic": 31},
+            ),
+            id="v2-lowest",
+        ),
+        pytest.param(
+            replace(GOOD_V2_READING, **{key: SIGN_BY_KEY[key].plausible[1] for key in SIGN_KEYS}),
+            id="v2-highest",
+        ),
+        pytest.param(
+            replace(GOOD_V2_READING, **dict.fromkeys(SIGN_KEYS) | {"etco2": 45}),
+            id="v2-etco2-alone",
+        ),
+        pytest.param(
+            replace(GOOD_V2_READING, systolic=None, diastolic=None, map=None, artefact="motion"),
+            id="v2-no-bp",
         ),
         pytest.param(replace(GOOD_READING, patient_name="Zoë 🫀" * 20), id="unicode-name"),
         pytest.param(
@@ -1012,7 +1290,7 @@ def random_valid(rng: random.Random) -> dict[str, Any]:
         timespec=rng.choice(["seconds", "milliseconds", "microseconds"])
     )
     systolic = rng.randint(31, 300)
-    return {
+    data = {
         "schema_version": 1,
         "patient_uuid": str(uuid.UUID(int=rng.getrandbits(128))),
         "patient_name": rng.choice(["bob", " Zoë Ærø ", "李雷", "x" * 200, "O'Brien"]),
@@ -1029,17 +1307,27 @@ def random_valid(rng: random.Random) -> dict[str, Any]:
             if rng.random() < 0.5
         },
     }
+    if rng.random() < 0.5:
+        # Version 2: each sign measured, null or absent; MAP and etCO2 too.
+        data |= {"schema_version": 2, "map": rng.randint(15, 280), "etco2": rng.randint(0, 150)}
+        for name in SIGN_FIELDS:
+            roll = rng.random()
+            if roll < 0.3:
+                del data[name]
+            elif roll < 0.45:
+                data[name] = None
+    return data
 
 
 def mutate_fields(rng: random.Random, data: dict[str, Any]) -> None:
-    name = rng.choice(FIELDS)
+    name = rng.choice(FIELDS_V2)
     match rng.randrange(8):
         case 0:
             data.pop(name, None)
         case 1:
             data[name] = rng.choice(JUNK)
         case 2:
-            data[rng.choice(INT_FIELDS)] = rng.randint(-20, 420)
+            data[rng.choice((*INT_FIELDS, "map", "etco2"))] = rng.randint(-20, 420)
         case 3 if rng.random() < 0.5:
             data["temperature"] = rng.uniform(20, 50)
         case 3:

@@ -1,7 +1,8 @@
 """Properties of the message contract, checked by Hypothesis on generated input.
 
 Whatever the bytes, `reading_parse` returns a Reading that keeps every promise of the contract
-(types, ranges, the key, the clock; and the JSON Schema accepts the message), or raises
+(types, ranges, the key, the clock; and the JSON Schema of its version, 1 or 2, accepts the
+message), or raises
 InvalidReading with one of REASONS and a short detail: never any other exception. A valid
 Reading survives reading_to_message -> reading_parse unchanged.
 
@@ -17,6 +18,7 @@ import re
 import unicodedata
 import uuid
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -30,11 +32,13 @@ from vitals.contract import (
     CONSCIOUSNESS_LEVELS,
     CONSUMER_REASONS,
     FIELDS,
+    FIELDS_V2,
     INT_RANGES,
     NAME_MAX_LENGTH,
     OLDEST_TIMESTAMP,
     OPTIONAL_FIELDS,
     REASONS,
+    SCHEMA_VERSIONS,
     TEMPERATURE_RANGE,
     Reading,
     reading_parse,
@@ -42,6 +46,7 @@ from vitals.contract import (
     reading_to_message,
 )
 from vitals.errors import InvalidReading
+from vitals.signs import SIGN_KEYS, map_from_bp
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)
@@ -50,7 +55,7 @@ PARSER_REASONS = REASONS - CONSUMER_REASONS
 # The detail goes into the DLQ header and the log line: it says what was wrong without
 # copying a huge value (the longest is a 60-byte key shown with \x escapes).
 DETAIL_MAX = 300
-VALIDATOR = Draft202012Validator(reading_schema())
+VALIDATORS = {version: Draft202012Validator(reading_schema(version)) for version in SCHEMA_VERSIONS}
 # What a name may not contain: control characters (C0, DEL, C1, U+2028, U+2029), bidi
 # controls, zero-width characters, lone surrogates; written out here, not imported.
 FORBIDDEN_IN_NAME = re.compile(
@@ -91,7 +96,8 @@ def outcome(key: bytes | None, value: bytes | None, now: datetime = NOW) -> str:
         rejection = exc
     else:
         assert_keeps_the_contract(reading, key, now)
-        assert list(VALIDATOR.iter_errors(json.loads(value))) == [], value
+        validator = VALIDATORS[reading.schema_version]
+        assert list(validator.iter_errors(json.loads(value))) == [], value
         return "accepted"
     reason, detail = rejection.reason, rejection.message
     assert reason in PARSER_REASONS, reason
@@ -112,14 +118,31 @@ def assert_keeps_the_contract(reading: Reading, key: bytes | None, now: datetime
     assert not FORBIDDEN_IN_NAME.search(name)
     assert visible(name)
     assert unicodedata.is_normalized("NFC", name)
+    assert reading.schema_version in SCHEMA_VERSIONS
+    # Version 1: its five signs (MAP computed from the pressures), no etCO2. Version 2: at least
+    # one sign, and no SpO2 with the probe off.
+    measured = {key for key, value in reading.signs.items() if value is not None}
+    if reading.schema_version == 1:
+        assert measured == set(SIGN_KEYS) - {"etco2"}
+        assert reading.map == map_from_bp(reading.systolic, reading.diastolic)
+    else:
+        assert measured
+        assert not (reading.artefact == "spo2_probe_off" and "spo2" in measured)
+    assert ("systolic" in measured) == ("diastolic" in measured)
+    if "systolic" in measured:
+        assert "map" in measured
     for field_name, (low, high) in INT_RANGES.items():
         number = getattr(reading, field_name)
+        if number is None:
+            continue
         assert type(number) is int, field_name
         assert low <= number <= high, field_name
-    assert reading.systolic > reading.diastolic
-    assert type(reading.temperature) is float
-    assert TEMPERATURE_RANGE[0] <= reading.temperature <= TEMPERATURE_RANGE[1]
-    assert round(reading.temperature, 1) == reading.temperature
+    if reading.systolic is not None:
+        assert reading.systolic > reading.diastolic
+    if reading.temperature is not None:
+        assert type(reading.temperature) is float
+        assert TEMPERATURE_RANGE[0] <= reading.temperature <= TEMPERATURE_RANGE[1]
+        assert round(reading.temperature, 1) == reading.temperature
     assert reading.measured_at.utcoffset() is not None
     assert OLDEST_TIMESTAMP <= reading.measured_at <= now + MAX_FUTURE
     assert type(reading.on_oxygen) is bool
@@ -178,7 +201,7 @@ pressures = st.integers(*INT_RANGES["diastolic"]).flatmap(
     )
 )
 low_tenths, high_tenths = (round(limit * 10) for limit in TEMPERATURE_RANGE)
-valid_readings = st.builds(
+valid_v1_readings = st.builds(
     lambda patient_uuid, name, measured_at, pulse, resp_rate, bp, spo2, tenths, *optional: Reading(
         patient_uuid=patient_uuid,
         patient_name=name,
@@ -192,6 +215,7 @@ valid_readings = st.builds(
         on_oxygen=optional[0],
         consciousness=optional[1],
         artefact=optional[2],
+        map=map_from_bp(*bp),
     ),
     st.uuids(),
     names,
@@ -205,6 +229,41 @@ valid_readings = st.builds(
     st.sampled_from(CONSCIOUSNESS_LEVELS),
     st.none() | st.sampled_from(ARTEFACTS),
 )
+
+
+def _v2_reading(reading: Reading, measured: dict[str, Any], map_sent: int | None) -> Reading:
+    """`reading` as version 2 with only the signs in `measured` (each None: not measured)."""
+    signs = {key: measured.get(key) for key in SIGN_KEYS}
+    pressures = measured.get("bp")
+    signs["systolic"], signs["diastolic"] = pressures or (None, None)
+    if map_sent is None and pressures:
+        map_sent = map_from_bp(*pressures)
+    signs["map"] = map_sent
+    if reading.artefact == "spo2_probe_off":
+        signs["spo2"] = None
+    if all(value is None for value in signs.values()):
+        signs["etco2"] = 40  # at least one sign
+    return replace(reading, **signs, schema_version=2)
+
+
+# Version 2: any subset of the signs (a v1 reading's values, MAP and etCO2 added).
+valid_v2_readings = st.builds(
+    _v2_reading,
+    valid_v1_readings,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "pulse": st.integers(*INT_RANGES["pulse"]),
+            "resp_rate": st.integers(*INT_RANGES["resp_rate"]),
+            "bp": pressures,
+            "spo2": st.integers(*INT_RANGES["spo2"]),
+            "temperature": st.integers(low_tenths, high_tenths).map(lambda tenths: tenths / 10),
+            "etco2": st.integers(*INT_RANGES["etco2"]),
+        },
+    ),
+    st.none() | st.integers(*INT_RANGES["map"]),
+)
+valid_readings = valid_v1_readings | valid_v2_readings
 
 
 def _iso(at: datetime, tz: timezone) -> str:
@@ -254,10 +313,10 @@ plausible: dict[str, st.SearchStrategy] = {
         # Absurd sizes too: a huge number must not be copied whole into the detail.
         | st.integers(-(10**1000), 10**1000)
         for name, (low, high) in INT_RANGES.items()
-        if name in FIELDS
+        if name in FIELDS_V2
     },
 }
-FIELD_NAMES = FIELDS + OPTIONAL_FIELDS
+FIELD_NAMES = FIELDS_V2 + OPTIONAL_FIELDS
 
 
 def field_values(name: str) -> st.SearchStrategy:
@@ -310,7 +369,11 @@ def test_any_json_value_gives_a_reading_or_an_invalid_reading(
         st.dictionaries(st.sampled_from(FIELD_NAMES) | other_field_names, json_values),
         st.fixed_dictionaries(
             {name: field_values(name) for name in FIELDS},
-            optional={name: field_values(name) for name in OPTIONAL_FIELDS},
+            optional={
+                name: field_values(name)
+                for name in (*OPTIONAL_FIELDS, *FIELDS_V2)
+                if name not in FIELDS
+            },
         ),
     ),
     key=keys,
@@ -341,7 +404,8 @@ def test_any_object_of_contract_fields_gives_a_reading_or_an_invalid_reading(
 
 # Every outcome that changing one field can lead to.
 OUTCOMES_OF_A_FIELD = {
-    "schema_version": {"accepted", "unsupported_schema_version"},
+    # 2 for a v1 message: accepted; 1 for a v2 message: the v1 signs missing, MAP unknown.
+    "schema_version": {"accepted", "unsupported_schema_version", "missing_field", "unknown_field"},
     "patient_uuid": {"invalid_uuid", "key_mismatch", "wrong_type"},
     "patient_name": {"accepted", "invalid_name", "wrong_type"},
     "timestamp": {
@@ -351,12 +415,22 @@ OUTCOMES_OF_A_FIELD = {
         "timestamp_too_old",
         "wrong_type",
     },
-    "bp": {"accepted", "invalid_bp", "implausible", "out_of_range", "wrong_type"},
-    "temperature": {"accepted", "out_of_range", "wrong_type"},
+    # no_signs: null for the one sign a v2 message had.
+    "bp": {"accepted", "invalid_bp", "implausible", "out_of_range", "wrong_type", "no_signs"},
+    "temperature": {"accepted", "out_of_range", "wrong_type", "no_signs"},
     "on_oxygen": {"accepted", "wrong_type"},
     "consciousness": {"accepted", "invalid_choice", "wrong_type"},
-    "artefact": {"accepted", "invalid_choice", "wrong_type"},
-    **{name: {"accepted", "out_of_range", "wrong_type"} for name in ("pulse", "resp_rate", "spo2")},
+    # no_signs: the probe off in a v2 message whose one sign was SpO2.
+    "artefact": {"accepted", "invalid_choice", "wrong_type", "no_signs"},
+    **{
+        name: {"accepted", "out_of_range", "wrong_type", "no_signs"}
+        for name in ("pulse", "resp_rate", "spo2")
+    },
+    # Unknown in version 1.
+    **{
+        name: {"accepted", "out_of_range", "wrong_type", "no_signs", "unknown_field"}
+        for name in ("map", "etco2")
+    },
 }
 
 
@@ -439,6 +513,23 @@ def test_a_valid_message_mutated(reading: Reading, data: st.DataObject):
         diastolic=250,
         spo2=0,
         temperature=45.0,
+        map=267,
+    )
+)
+@example(
+    reading=Reading(
+        patient_uuid=uuid.UUID(PATIENT),
+        patient_name="bob",
+        measured_at=OLDEST_TIMESTAMP,
+        pulse=None,
+        resp_rate=None,
+        systolic=None,
+        diastolic=None,
+        spo2=None,
+        temperature=None,
+        artefact="spo2_probe_off",
+        etco2=0,
+        schema_version=2,
     )
 )
 def test_a_valid_reading_round_trips_unchanged(reading: Reading):

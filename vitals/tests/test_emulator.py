@@ -1,5 +1,7 @@
 """The physiological emulator: identities, determinism, the scenarios' stories, the nurse,
-consciousness, artefacts, time steps and `--speed`, and `run_patient`'s argument handling.
+consciousness, artefacts, time steps and `--speed`, what a version 2 monitor sends when (blood
+pressure and MAP, temperature, etCO2), version 1 unchanged, and `run_patient`'s argument
+handling over the runtime (vitals/emulation.py).
 
 Pure unit tests: no database, no broker. Runs are seeded, so every number checked here is the
 same on every run; the thresholds hold with a margin for other seeds too. Time is simulated:
@@ -7,6 +9,7 @@ hours of a patient take a fraction of a second.
 """
 
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -14,6 +17,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -21,10 +25,10 @@ from pathlib import Path
 
 import pytest
 from django.core.management import CommandError, call_command
+from jsonschema import Draft202012Validator
 
-from testing.devservers import free_port
-from testing.processes import report_figure
-from vitals import emulator
+from conftest import free_port, report_figure
+from vitals import emulation, emulator
 from vitals.contract import (
     ARTEFACTS,
     CONSCIOUSNESS_LEVELS,
@@ -32,6 +36,7 @@ from vitals.contract import (
     TEMPERATURE_RANGE,
     Reading,
     reading_parse,
+    reading_schema,
     reading_to_message,
 )
 from vitals.emulator import (
@@ -46,6 +51,7 @@ from vitals.emulator import (
     scenario_resolve,
 )
 from vitals.management.commands import run_patient
+from vitals.signs import SIGN_KEYS, map_from_bp
 
 START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 SEED = 1234
@@ -62,14 +68,20 @@ REQUIRED = (
 
 
 def make(
-    name: str = "bob", seed: int | None = SEED, scenario: str = "stable", artefacts: bool = False
+    name: str = "bob",
+    seed: int | None = SEED,
+    scenario: str = "stable",
+    artefacts: bool = False,
+    **monitor,
 ) -> PatientEmulator:
+    """A patient; `monitor`: ventilated, schema_version (1 unless said), nibp_every, ..."""
     return PatientEmulator.create(
         name=name,
         patient_uuid=patient_uuid_for_name(name),
         seed=seed,
         scenario=scenario,
         artefacts=artefacts,
+        **monitor,
     )
 
 
@@ -677,7 +689,7 @@ def test_run_patient_schedule_advances_the_physiology_by_interval_times_speed():
 
     patient, emitter = make(), Emitter()
 
-    run_patient._run_schedule([patient], 0.02, 5, emitter, lambda: False, speed=60.0)
+    emulation.schedule_run([patient], 0.02, 5, emitter, lambda: False, speed=60.0)
 
     times = [r.measured_at for r in emitter.readings]
     assert len(times) == 5
@@ -725,10 +737,12 @@ def test_artefacts_are_rare_marked_and_leave_the_physiology_alone(scenario: str)
 # --- Clamping ------------------------------------------------------------------------------------
 
 
-HIGH = {sign: high for sign, (_, high) in INT_RANGES.items()} | {
+HIGH = {sign: high for sign, (_, high) in INT_RANGES.items() if sign in DYNAMICS} | {
     "temperature": TEMPERATURE_RANGE[1]
 }
-LOW = {sign: low for sign, (low, _) in INT_RANGES.items()} | {"temperature": TEMPERATURE_RANGE[0]}
+LOW = {sign: low for sign, (low, _) in INT_RANGES.items() if sign in DYNAMICS} | {
+    "temperature": TEMPERATURE_RANGE[0]
+}
 
 
 @pytest.mark.parametrize(
@@ -752,6 +766,17 @@ def test_readings_are_clamped_into_the_contract(
     assert_obeys_contract([reading])
 
 
+@pytest.mark.parametrize(("hidden", "expected"), [(500.0, 150), (-50.0, 0)], ids=["above", "below"])
+def test_etco2_is_clamped_into_the_contract(hidden: float, expected: int):
+    patient = make(ventilated=True, schema_version=2)
+    patient.etco2_baseline = patient.etco2 = hidden
+
+    reading = patient.reading(START, 5.0)
+
+    assert reading.etco2 == expected
+    assert_obeys_contract([reading])
+
+
 def test_diastolic_is_kept_below_systolic():
     patient = make()
     patient.baseline.update(systolic=60.0, diastolic=58.0)
@@ -764,6 +789,248 @@ def test_diastolic_is_kept_below_systolic():
     assert sum(r.systolic - r.diastolic == 15 for r in readings) >= 0.8 * len(readings)
     assert abs(statistics.mean(r.systolic for r in readings) - 60) < 10
     assert_obeys_contract(readings)
+
+
+# --- What the monitor sends: contract version 2 -------------------------------------------------
+
+V2_SCHEMA = Draft202012Validator(reading_schema(2))
+
+
+def sent(reading: Reading) -> set[str]:
+    """The signs a reading carries (measured)."""
+    return {key for key in SIGN_KEYS if getattr(reading, key) is not None}
+
+
+EVERY_READING = {"pulse", "resp_rate", "spo2"}
+WITH_BP = {"systolic", "diastolic", "map"}
+
+
+def test_v2_sends_blood_pressure_every_15_min_and_temperature_every_5_min():
+    """Readings every simulated minute for an hour: the cuff at 0, 15, 30, 45 and 60 min, the
+    thermometer every 5 min, the rest every reading; MAP exactly with the blood pressure."""
+    readings = run(make(schema_version=2), 61, 60.0)
+
+    assert [i for i, r in enumerate(readings) if r.systolic is not None] == [0, 15, 30, 45, 60]
+    assert [i for i, r in enumerate(readings) if r.temperature is not None] == list(range(0, 61, 5))
+    for i, reading in enumerate(readings):
+        expected = EVERY_READING | (WITH_BP if i % 15 == 0 else set())
+        assert sent(reading) == expected | ({"temperature"} if i % 5 == 0 else set()), i
+        assert reading.schema_version == 2
+        assert reading.etco2 is None  # not ventilated
+        _, value = reading_to_message(reading)
+        assert set(json.loads(value)) >= {"pulse", "resp_rate", "spo2"}
+        assert ("bp" in json.loads(value)) == ("map" in json.loads(value)) == (i % 15 == 0)
+    assert_obeys_contract(readings)
+
+
+def test_v2_cadence_follows_the_options_in_simulated_time():
+    """--nibp-every 300 and --temperature-every 600 with readings every 30 s; and --speed-like
+    large steps: each reading past the period sends it."""
+    readings = run(make(schema_version=2, nibp_every=300, temperature_every=600), 41, 30.0)
+
+    assert [i for i, r in enumerate(readings) if r.map is not None] == [0, 10, 20, 30, 40]
+    assert [i for i, r in enumerate(readings) if r.temperature is not None] == [0, 20, 40]
+    # Steps longer than the period: every reading has it.
+    coarse = run(make(schema_version=2), 5, 20 * MINUTE)
+    assert all(WITH_BP | {"temperature"} <= sent(r) for r in coarse)
+    # A period of 0: every reading.
+    assert all(r.map for r in run(make(schema_version=2, nibp_every=0), 5, 5.0))
+
+
+def test_v2_values_are_the_physiology_of_v1_where_sent():
+    """The version changes what is sent, never a value: the same seed gives the same patient."""
+    v1 = run(make("same", scenario="sepsis"), 400, 60.0)
+    v2 = run(make("same", scenario="sepsis", schema_version=2), 400, 60.0)
+
+    for full, partial in zip(v1, v2, strict=True):
+        for key in sent(partial) - {"map"}:
+            assert getattr(partial, key) == getattr(full, key), key
+        assert (partial.on_oxygen, partial.consciousness) == (full.on_oxygen, full.consciousness)
+
+
+def test_map_is_measured_close_to_the_formula_but_its_own():
+    readings = run(make(scenario="hypertensive_crisis", schema_version=2), 720, 10.0)
+    with_bp = [r for r in readings if r.systolic is not None]
+
+    assert len(with_bp) == 8  # 2 h, every 15 min
+    for r in with_bp:
+        assert r.diastolic < r.map < r.systolic
+        assert (
+            abs(r.map - map_from_bp(r.systolic, r.diastolic))
+            <= 0.1 * (r.systolic - r.diastolic) + 5
+        )
+    assert sum(r.map != map_from_bp(r.systolic, r.diastolic) for r in with_bp) >= 6
+    # Version 1 carries no MAP: the consumer computes it, and the Reading says so.
+    assert all(r.map == map_from_bp(r.systolic, r.diastolic) for r in run(make(), 50, 60.0))
+
+
+def test_etco2_only_for_ventilated_patients_and_only_in_version_2():
+    assert all(r.etco2 is None for r in run(make(schema_version=2), 100, 60.0))
+    assert all(r.etco2 is None for r in run(make(ventilated=True), 100, 60.0))  # v1
+    ventilated = run(make(ventilated=True, schema_version=2), 100, 60.0)
+    assert all(type(r.etco2) is int for r in ventilated)
+    assert all(json.loads(reading_to_message(r)[1])["etco2"] == r.etco2 for r in ventilated)
+
+
+@pytest.mark.parametrize("seed", STORY_SEEDS)
+def test_etco2_rises_in_respiratory_failure_and_stays_normal_when_stable(seed: int):
+    failing = run(
+        make(f"rf-{seed}", seed, "respiratory_failure", ventilated=True, schema_version=2),
+        240,
+        60.0,
+    )
+    stable = run(make(f"st-{seed}", seed, "stable", ventilated=True, schema_version=2), 240, 60.0)
+
+    first_hour = [r.etco2 for r in failing[:60]]
+    last_half_hour = [r.etco2 for r in failing[-30:]]
+    assert 35 <= statistics.mean(first_hour) <= 45
+    assert statistics.mean(last_half_hour) >= 55  # hypercapnia: the lungs no longer clear CO2
+    assert statistics.mean(last_half_hour) >= statistics.mean(first_hour) + 15
+    assert all(33 <= r.etco2 <= 47 for r in stable)
+
+
+@pytest.mark.parametrize("scenario", ["sepsis", "bradycardia", "hypertensive_crisis"])
+def test_etco2_stays_near_normal_in_the_other_stories(scenario: str):
+    readings = run(make(scenario=scenario, ventilated=True, schema_version=2), 360, 60.0)
+
+    assert all(28 <= r.etco2 <= 48 for r in readings), sorted({r.etco2 for r in readings})
+
+
+def test_etco2_falls_in_cardiac_arrest():
+    readings = run(make(scenario="cardiac_arrest", ventilated=True, schema_version=2), 60, 60.0)
+    arrested = first(readings, lambda r: r.pulse == 0)
+
+    assert arrested is not None
+    assert 33 <= readings[arrested - 1].etco2 <= 47
+    assert all(r.etco2 <= 15 for r in readings[arrested + 3 :])
+
+
+def test_v2_probe_off_sends_no_spo2_and_version_1_its_zero():
+    """A probe off the finger: no SpO2 in version 2 (not measured), 0 flagged in version 1."""
+    v2 = run(make("probe", artefacts=True, schema_version=2), ARTEFACT_STEPS, DT)
+    v1 = run(make("probe", artefacts=True), ARTEFACT_STEPS, DT)
+
+    probe_off = [i for i, r in enumerate(v2) if r.artefact == "spo2_probe_off"]
+    assert len(probe_off) >= 10
+    assert probe_off == [i for i, r in enumerate(v1) if r.artefact == "spo2_probe_off"]
+    for i in probe_off:
+        assert v2[i].spo2 is None
+        assert v1[i].spo2 == 0
+        assert "spo2" not in json.loads(reading_to_message(v2[i])[1])
+    assert all(r.spo2 is not None for r in v2 if r.artefact != "spo2_probe_off")
+
+
+@pytest.mark.parametrize("scenario", REQUIRED)
+def test_every_scenario_sends_valid_v2_messages_ventilated_with_artefacts(scenario: str):
+    readings = run(
+        make(scenario=scenario, artefacts=True, ventilated=True, schema_version=2), 400, 30.0
+    )
+
+    assert_obeys_contract(readings)
+    for reading in readings:
+        assert list(V2_SCHEMA.iter_errors(json.loads(reading_to_message(reading)[1]))) == []
+        assert {"pulse", "resp_rate", "etco2"} <= sent(reading)
+
+
+# The sha-256 of 2000 readings of each scenario (seed 1234, artefacts, 30 s apart) as version 1
+# messages, taken from the emulator before version 2 and MAP/etCO2 came: a consumer older than
+# version 2 gets exactly what it got.
+V1_DIGEST = "b320184e41092fda2b2b0cf44224439a57b6349a13f2e23edcc326b3d914c28f"
+
+
+def test_version_1_messages_are_byte_for_byte_those_of_before():
+    digest = hashlib.sha256()
+    for scenario in SCENARIOS:
+        patient = make(f"v1-{scenario}", SEED, scenario, artefacts=True, ventilated=True)
+        for reading in run(patient, 2000, 30.0, start=START):
+            key, value = reading_to_message(reading)
+            digest.update(key + b"|" + value + b"\n")
+
+    assert digest.hexdigest() == V1_DIGEST
+
+
+def test_emitter_produces_the_v2_message_and_logs_the_signs_sent(caplog):
+    class Producer:
+        def __init__(self) -> None:
+            self.produced: list[tuple[str, bytes, bytes]] = []
+
+        def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+            self.produced.append((topic, key, value))
+
+    producer = Producer()
+    emitter = emulation.Emitter(producer=producer, topic="vitals", log_each=True)
+    reading = run(make(schema_version=2), 2, 60.0)[1]  # no blood pressure, no temperature
+
+    with caplog.at_level("INFO", logger="vitals.emulator"):
+        emitter.emit(reading)
+
+    [(topic, key, value)] = producer.produced
+    assert (topic, key) == ("vitals", str(reading.patient_uuid).encode())
+    assert value == reading_to_message(reading)[1]
+    assert set(json.loads(value)) == {
+        "schema_version", "patient_uuid", "patient_name", "timestamp", "pulse", "resp_rate",
+        "spo2", "on_oxygen", "consciousness",
+    }  # fmt: skip
+    [record] = [r for r in caplog.records if r.getMessage() == "reading"]
+    assert (record.bp, record.map, record.temperature, record.etco2) == (None, None, None, None)
+    assert record.pulse == reading.pulse
+    assert emitter.produced == 1
+
+
+class FakeProducer:
+    """What emulation_run needs of a confluent_kafka Producer; delivers nothing."""
+
+    def __init__(self, left_in_queue: int = 0) -> None:
+        self.produced: list[tuple[bytes, bytes]] = []
+        self.left_in_queue = left_in_queue
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery) -> None:
+        self.produced.append((key, value))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return self.left_in_queue
+
+
+@pytest.mark.parametrize("left_in_queue", [0, 2], ids=["delivered", "undelivered"])
+def test_emulation_run_produces_count_readings_each_then_reports(
+    monkeypatch, caplog, left_in_queue: int
+):
+    producer = FakeProducer(left_in_queue)
+    monkeypatch.setattr(emulation, "producer_create", lambda **config: producer)
+    monkeypatch.setattr(emulation, "broker_check", lambda *args, **kwargs: None)
+    patients = build(names=["ann", "ben"], ventilated=True)
+
+    def emulate() -> None:
+        emulation.emulation_run(
+            patients,
+            interval=0,
+            speed=1.0,
+            count=3,
+            topic="vitals",
+            broker_timeout=1.0,
+            stop=threading.Event(),
+        )
+
+    with caplog.at_level("INFO", logger="vitals.emulator"):
+        if left_in_queue:
+            with pytest.raises(
+                emulation.UndeliveredReadings, match=r"2 reading\(s\) were not delivered to vitals"
+            ):
+                emulate()
+        else:
+            emulate()
+
+    assert len(producer.produced) == 6
+    values = [json.loads(value) for _, value in producer.produced]
+    assert {value["schema_version"] for value in values} == {2}
+    assert all("etco2" in value for value in values)
+    [started] = [r for r in caplog.records if r.getMessage() == "emulating patients"]
+    assert (started.schema_version, started.ventilated, started.nibp_every_s) == (2, True, 900.0)
+    [stopped] = [r for r in caplog.records if r.getMessage() == "emulator stopped"]
+    assert (stopped.produced, stopped.undelivered) == (6, left_in_queue)
 
 
 # --- run_patient's arguments ---------------------------------------------------------------------
@@ -783,7 +1050,7 @@ def test_diastolic_is_kept_below_systolic():
     ],
 )
 def test_name_scenario_split(text: str, expected: tuple[str, str | None]):
-    assert run_patient.name_scenario_split(text) == expected
+    assert emulation.name_scenario_split(text) == expected
 
 
 @pytest.mark.parametrize(("text", "scenario"), [("bob:foo", "foo"), ("bob:Sepsis", "Sepsis")])
@@ -835,7 +1102,7 @@ def build(**options) -> list[PatientEmulator]:
         "seed": 7,
         "artefacts": False,
     }
-    return run_patient.emulators_build(**(defaults | options))
+    return emulation.emulators_build(**(defaults | options))
 
 
 def test_a_name_s_own_scenario_overrides_the_default_and_keeps_the_name_s_uuid(settings):
@@ -873,7 +1140,7 @@ def test_a_random_ward_is_reproducible_with_a_seed(settings):
 
 
 def test_the_same_name_with_two_scenarios_is_still_the_same_patient(settings):
-    with pytest.raises(CommandError, match="Each --name must be different"):
+    with pytest.raises(emulation.InvalidEmulatorOption, match="Each --name must be different"):
         build(names=["bob", "bob:sepsis"])
 
 
@@ -886,7 +1153,7 @@ def no_broker(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     def touched(**_config):
         raise AssertionError("the broker was touched")
 
-    monkeypatch.setattr(run_patient, "producer_create", touched)
+    monkeypatch.setattr(emulation, "producer_create", touched)
 
 
 def test_an_unknown_scenario_is_an_argument_error(no_broker: None):
@@ -898,6 +1165,46 @@ def test_an_unknown_scenario_is_an_argument_error(no_broker: None):
 def test_speed_must_be_a_positive_number(no_broker: None, speed: str):
     with pytest.raises(CommandError, match="--speed must be a number more than 0"):
         call_command("run_patient", "--name", "bob", "--speed", speed)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--nibp-every", "-1"], "--nibp-every must be 0 or more"),
+        (["--nibp-every", "nan"], "--nibp-every must be 0 or more"),
+        (["--temperature-every", "-5"], "--temperature-every must be 0 or more"),
+        (["--schema-version", "3"], "argument --schema-version: invalid choice: 3"),
+    ],
+)
+def test_monitor_options_are_checked_before_the_broker(no_broker: None, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("run_patient", "--name", "bob", *args)
+
+
+def test_the_monitor_sends_version_2_by_default_and_version_1_on_request(no_broker, monkeypatch):
+    built: list[PatientEmulator] = []
+    real = emulation.emulators_build
+
+    def spy(**options) -> list[PatientEmulator]:
+        built.extend(real(**options))
+        return built
+
+    monkeypatch.setattr(run_patient, "emulators_build", spy)
+    for args in ([], ["--ventilated", "--nibp-every", "600", "--temperature-every", "120"]):
+        with pytest.raises(AssertionError, match="the broker was touched"):
+            call_command("run_patient", "--name", "bob", *args)
+    with pytest.raises(AssertionError, match="the broker was touched"):
+        call_command("run_patient", "--name", "bob", "--schema-version", "1")
+
+    default, ventilated, v1 = built
+    assert (default.schema_version, default.ventilated) == (2, False)
+    assert (default.nibp_every, default.temperature_every) == (15 * MINUTE, 5 * MINUTE)
+    assert (ventilated.ventilated, ventilated.nibp_every, ventilated.temperature_every) == (
+        True,
+        600.0,
+        120.0,
+    )
+    assert v1.schema_version == 1
 
 
 def test_name_with_a_scenario_on_the_command_line(no_broker: None, monkeypatch):
@@ -934,3 +1241,9 @@ def test_help_lists_the_scenarios_and_keeps_the_examples_readable():
         assert f"\n  {name} " in help_text
     assert "\nexamples:\n" in help_text
     assert "\n  python manage.py run_patient --name bob:sepsis --speed 60" in help_text
+    assert "\n  python manage.py run_patient --name dora:respiratory_failure --ventilated" in (
+        help_text
+    )
+    assert "\n  python manage.py run_patient --patients 5 --schema-version 1" in help_text
+    for option in ("--ventilated", "--nibp-every", "--temperature-every", "--schema-version"):
+        assert option in help_text

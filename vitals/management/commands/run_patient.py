@@ -1,42 +1,30 @@
-import heapq
-import logging
-import math
-import re
-import time
-import uuid
-from collections import Counter
-from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
+"""`manage.py run_patient`: the command line of the emulator; the runtime is vitals/emulation.py."""
 
-from confluent_kafka import KafkaError, Message
+import math
+from contextlib import ExitStack
+
 from django.conf import settings
-from django.core.management.base import (
-    CommandError,
-    CommandParser,
-)
+from django.core.management.base import CommandError, CommandParser
 
 from core.cli import ExamplesCommand
 from core.exceptions import KafkaUnavailable
-from core.kafka import BrokerOutage, broker_check, producer_create
-from core.metrics import EmulatorMetrics, emulator_metrics, metrics_arguments, metrics_serve
+from core.metrics import metrics_arguments, metrics_serve
 from core.process import stop_on_signals
-from vitals.contract import patient_name_parse, reading_to_message
+from vitals.contract import SCHEMA_VERSIONS
+from vitals.emulation import (
+    InvalidEmulatorOption,
+    UndeliveredReadings,
+    emulation_run,
+    emulators_build,
+)
 from vitals.emulator import (
+    NIBP_EVERY_S,
     RANDOM,
     RANDOM_WEIGHTS,
     SCENARIO_CHOICES,
     SCENARIOS,
-    PatientEmulator,
-    patient_uuid_for_name,
+    TEMPERATURE_EVERY_S,
 )
-from vitals.errors import InvalidReading
-
-logger = logging.getLogger("vitals.emulator")
-
-SUMMARY_EVERY_S = 10.0
-ONE_MS = timedelta(milliseconds=1)
-# With this many patients or fewer, every reading is logged; beyond, a summary every 10 s.
-LOG_EACH_READING_UP_TO = 5
 
 
 class Command(ExamplesCommand):
@@ -49,6 +37,12 @@ KAFKA_TOPIC, keyed by the patient's uuid. Each patient has a hidden physiology t
 patient whose SpO2 stays below 92% on oxygen. --scenario random gives each patient a scenario
 of its own (most of them stable): a mixed ward. NAME:SCENARIO sets one patient's scenario
 (an unknown one is refused, as is a name that the consumer would refuse).
+
+Monitors send contract version 2, like real ones: pulse, respiratory rate and SpO2 every
+reading (end-tidal CO2 too with --ventilated), blood pressure with its mean (MAP) every
+--nibp-every simulated seconds (a cuff cycle, 15 min by default, the first reading included),
+temperature every --temperature-every (5 min); a probe off the finger sends no SpO2.
+--schema-version 1 sends every v1 sign in every reading, as monitors did before version 2.
 
 --speed compresses time: each reading advances the physiology by interval x speed seconds
 while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
@@ -67,6 +61,9 @@ examples:
   python manage.py run_patient --patients 20 --scenario random --seed 7   # a mixed ward
   python manage.py run_patient --patients 100 --interval 1 --artefacts
   python manage.py run_patient --name bob --count 10 --interval 0   # ten readings, at once
+  python manage.py run_patient --name dora:respiratory_failure --ventilated --speed 60  # EtCO2
+  python manage.py run_patient --name bob --nibp-every 300   # blood pressure every 5 min
+  python manage.py run_patient --patients 5 --schema-version 1   # full v1 readings
   python manage.py run_patient --patients 20 --metrics-port 9101   # http://127.0.0.1:9101/metrics
 """.format(
         scenarios="\n".join(
@@ -130,6 +127,35 @@ examples:
             action="store_true",
             help="Now and then a sensor artefact (SpO2 probe off, motion spike), marked as such.",
         )
+        parser.add_argument(
+            "--ventilated",
+            action="store_true",
+            help="The patients are ventilated: end-tidal CO2 in every reading (version 2).",
+        )
+        parser.add_argument(
+            "--nibp-every",
+            type=float,
+            default=NIBP_EVERY_S,
+            metavar="SECONDS",
+            help="Simulated seconds between two blood pressures, with MAP (default "
+            f"{NIBP_EVERY_S:g}: 15 min; version 2).",
+        )
+        parser.add_argument(
+            "--temperature-every",
+            type=float,
+            default=TEMPERATURE_EVERY_S,
+            metavar="SECONDS",
+            help=f"Simulated seconds between two temperatures (default {TEMPERATURE_EVERY_S:g}; "
+            "version 2).",
+        )
+        parser.add_argument(
+            "--schema-version",
+            type=int,
+            choices=SCHEMA_VERSIONS,
+            default=2,
+            help="Contract version of the messages (default 2: the signs measured; 1: every v1 "
+            "sign in every reading, for consumers older than version 2).",
+        )
         parser.add_argument("--seed", type=int, default=None, help="Seed for reproducible values.")
         parser.add_argument("--topic", default=None, help="Topic (default: KAFKA_TOPIC).")
         parser.add_argument(
@@ -149,14 +175,6 @@ examples:
         )
 
     def handle(self, *args: object, **options: object) -> None:
-        emulators = emulators_build(
-            names=options["name"],
-            patients=options["patients"],
-            patient_uuid=options["uuid"],
-            scenario=options["scenario"],
-            seed=options["seed"],
-            artefacts=options["artefacts"],
-        )
         interval = options["interval"]
         interval = settings.METRICS_INTERVAL if interval is None else interval
         if interval < 0:
@@ -166,277 +184,43 @@ examples:
         speed = options["speed"]
         if not (math.isfinite(speed) and speed > 0):
             raise CommandError("--speed must be a number more than 0.")
+        for name in ("nibp_every", "temperature_every"):
+            if not (math.isfinite(options[name]) and options[name] >= 0):
+                raise CommandError(f"--{name.replace('_', '-')} must be 0 or more.")
         if options["metrics_linger"] < 0:
             raise CommandError("--metrics-linger must be 0 or more.")
-        topic = options["topic"] or settings.KAFKA_TOPIC
+        try:
+            emulators = emulators_build(
+                names=options["name"],
+                patients=options["patients"],
+                patient_uuid=options["uuid"],
+                scenario=options["scenario"],
+                seed=options["seed"],
+                artefacts=options["artefacts"],
+                ventilated=options["ventilated"],
+                schema_version=options["schema_version"],
+                nibp_every=options["nibp_every"],
+                temperature_every=options["temperature_every"],
+            )
+        except InvalidEmulatorOption as exc:
+            raise CommandError(str(exc)) from None
 
         with ExitStack() as stack:
             # Before the broker check: a port in use is reported at once.
             metrics_url = metrics_serve(stack, options)
-            self.emulate(emulators, interval, speed, topic, metrics_url, options)
-
-    def emulate(
-        self,
-        emulators: list[PatientEmulator],
-        interval: float,
-        speed: float,
-        topic: str,
-        metrics_url: str | None,
-        options: dict,
-    ) -> None:
-        metrics = emulator_metrics()
-        # A broker lost while running is logged once, and again when deliveries resume; the
-        # readings meanwhile wait in the producer's queue.
-        outage = BrokerOutage(logger, "producer")
-        producer = producer_create(
-            # Fail a reading that cannot be delivered within a minute rather than five: a
-            # bedside monitor's reading is worth little once it is that stale.
-            **{
-                "message.timeout.ms": 60_000,
-                "queue.buffering.max.messages": 1_000_000,
-                "error_cb": outage.error_cb,
-            }
-        )
-        try:
-            broker_check(producer, timeout=options["broker_timeout"], topics=(topic,))
-        except KafkaUnavailable as exc:
-            raise CommandError(exc.message) from None
-
-        logger.info(
-            "emulating patients",
-            extra={
-                "patients": len(emulators),
-                "names": [e.name for e in emulators[:10]],
-                "interval_s": interval,
-                "speed": speed,
-                "artefacts": options["artefacts"],
-                "scenarios": dict(Counter(e.scenario for e in emulators)),
-                "topic": topic,
-                "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
-            },
-        )
-        for e in emulators:
-            logger.info(
-                "patient scenario",
-                extra={
-                    "patient": e.name,
-                    "patient_uuid": str(e.patient_uuid),
-                    "scenario": e.scenario,
-                    "develops_over_s": SCENARIOS[e.scenario].duration_s,
-                },
-            )
-        metrics.patients.set(len(emulators))
-        with stop_on_signals() as stop:
-            emitter = _Emitter(
-                producer=producer,
-                topic=topic,
-                log_each=len(emulators) <= LOG_EACH_READING_UP_TO or options["verbosity"] >= 2,
-                metrics=metrics,
-                outage=outage,
-            )
+            stop = stack.enter_context(stop_on_signals())
             try:
-                _run_schedule(
-                    emulators, interval, options["count"], emitter, stop.is_set, speed=speed
+                emulation_run(
+                    emulators,
+                    interval=interval,
+                    speed=speed,
+                    count=options["count"],
+                    topic=options["topic"] or settings.KAFKA_TOPIC,
+                    broker_timeout=options["broker_timeout"],
+                    stop=stop,
+                    metrics_url=metrics_url,
+                    metrics_linger=options["metrics_linger"],
+                    log_each=options["verbosity"] >= 2,
                 )
-            finally:
-                remaining = producer.flush(30)
-                emitter.log_summary("emulator stopped", remaining=remaining)
-            # Only reached without a signal once --count is done.
-            linger = options["metrics_linger"]
-            if metrics_url and linger and not stop.is_set():
-                logger.info(
-                    "serving the final metrics", extra={"url": metrics_url, "for_s": linger}
-                )
-                stop.wait(linger)
-        if remaining or emitter.failed:
-            raise CommandError(
-                f"{remaining + emitter.failed} reading(s) were not delivered to {topic} at "
-                f"{settings.KAFKA_BOOTSTRAP_SERVERS}."
-            )
-
-
-def name_scenario_split(text: str) -> tuple[str, str | None]:
-    """`bob:sepsis` -> ("bob", "sepsis"); a name whose part after the last ':' is not a word
-    (`ward:3`, `bob:`) is a name as a whole -> (text, None). A word there is meant as a
-    scenario: an unknown one (`bob:foo`, `bob:Sepsis`) is a CommandError listing the known
-    ones, not a stable patient called "bob:foo"."""
-    name, colon, scenario = text.rpartition(":")
-    if not (colon and name and re.fullmatch(r"[A-Za-z_]+", scenario)):
-        return text, None
-    if scenario not in SCENARIO_CHOICES:
-        raise CommandError(
-            f"--name {text!r}: unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}."
-        )
-    return name, scenario
-
-
-def name_check(name: str) -> None:
-    """A name the consumer would refuse (vitals/contract.py) is refused here, before a reading
-    is produced: otherwise every reading of the patient would land in the DLQ."""
-    try:
-        patient_name_parse(raw=name)
-    except InvalidReading as exc:
-        raise CommandError(f"--name {name!r}: {exc}.") from None
-
-
-def emulators_build(
-    *,
-    names: list[str],
-    patients: int,
-    patient_uuid: str | None,
-    scenario: str,
-    seed: int | None,
-    artefacts: bool,
-) -> list[PatientEmulator]:
-    """The patients the options ask for; raises CommandError on a bad combination. Pure: no
-    broker, so every argument error is reported before Kafka is touched."""
-    if scenario not in SCENARIO_CHOICES:
-        raise CommandError(f"Unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}.")
-    wanted = [name_scenario_split(text) for text in names]
-    if patients < 0:
-        raise CommandError("--patients must be 0 or more.")
-    wanted += [(f"bed-{i:03d}", None) for i in range(1, patients + 1)]
-    if not wanted:
-        raise CommandError("Name at least one patient: --name bob, or --patients N.")
-    for name, _ in wanted:
-        name_check(name)
-    bare = [name for name, _ in wanted]
-    if len(set(bare)) != len(bare):
-        raise CommandError("Each --name must be different.")
-
-    single = len(names) == 1 and not patients
-    if patient_uuid and not single:
-        raise CommandError("--uuid goes with exactly one --name.")
-    explicit_uuid = patient_uuid or (settings.PATIENT_UUID if single else None)
-    if explicit_uuid:
-        try:
-            uuid.UUID(explicit_uuid)
-        except ValueError:
-            raise CommandError(f"{explicit_uuid!r} is not a uuid.") from None
-    return [
-        PatientEmulator.create(
-            name=name,
-            patient_uuid=uuid.UUID(explicit_uuid) if explicit_uuid else patient_uuid_for_name(name),
-            seed=seed,
-            scenario=own or scenario,
-            artefacts=artefacts,
-        )
-        for name, own in wanted
-    ]
-
-
-class _Emitter:
-    """Produces readings and keeps count of what the broker acknowledged."""
-
-    def __init__(
-        self,
-        *,
-        producer,
-        topic: str,
-        log_each: bool,
-        metrics: EmulatorMetrics | None = None,
-        outage: BrokerOutage | None = None,
-    ) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.log_each = log_each
-        self.metrics = metrics or emulator_metrics()
-        self.outage = outage
-        self.produced = self.delivered = self.failed = 0
-        self.started = self.last_summary = time.monotonic()
-
-    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
-        if error is None:
-            self.delivered += 1
-            self.metrics.delivered.inc()
-            if self.outage:
-                self.outage.reachable()
-            return
-        self.failed += 1
-        self.metrics.failures.labels(error.name()).inc()
-        logger.error(
-            "reading not delivered",
-            extra={"error": error.str(), "patient_uuid": (message.key() or b"").decode()},
-        )
-
-    def emit(self, reading) -> None:
-        key, value = reading_to_message(reading)
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic, key=key, value=value, on_delivery=self.on_delivery
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.05)  # local queue full: serve deliveries, then retry
-        self.produced += 1
-        self.metrics.produced.inc()
-        if self.log_each:
-            logger.info(
-                "reading",
-                extra={
-                    "patient_uuid": str(reading.patient_uuid),
-                    "patient": reading.patient_name,
-                    "measured_at": reading.measured_at.isoformat(timespec="milliseconds"),
-                    "pulse": reading.pulse,
-                    "resp_rate": reading.resp_rate,
-                    "bp": reading.bp,
-                    "spo2": reading.spo2,
-                    "temperature": reading.temperature,
-                    "on_oxygen": reading.on_oxygen,
-                    "consciousness": reading.consciousness,
-                    "artefact": reading.artefact,
-                },
-            )
-        now = time.monotonic()
-        if now - self.last_summary >= SUMMARY_EVERY_S:
-            self.log_summary("emulator progress")
-            self.last_summary = now
-
-    def log_summary(self, message: str, remaining: int = 0) -> None:
-        elapsed = max(time.monotonic() - self.started, 1e-9)
-        logger.info(
-            message,
-            extra={
-                "produced": self.produced,
-                "delivered": self.delivered,
-                "failed": self.failed,
-                "undelivered": remaining,
-                "rate_per_s": round(self.produced / elapsed, 1),
-            },
-        )
-
-
-def _run_schedule(
-    emulators, interval: float, count: int | None, emitter: _Emitter, stopped, speed: float = 1.0
-) -> None:
-    """Send each patient's readings on a fixed grid of deadlines (no drift: a late tick does
-    not push the next one back), patients spread evenly over the interval. The physiology
-    advances by the wall-clock time between two readings times `speed`."""
-    start = time.monotonic()
-    queue = [(start + interval * i / len(emulators), i) for i in range(len(emulators))]
-    heapq.heapify(queue)
-    sent = [0] * len(emulators)
-    last_time: list[datetime | None] = [None] * len(emulators)
-    while queue and not stopped():
-        due, i = queue[0]
-        wait = due - time.monotonic()
-        if wait > 0:
-            # Serve delivery reports while waiting; wake at least every 0.1 s for signals.
-            emitter.producer.poll(min(wait, 0.1))
-            continue
-        heapq.heappop(queue)
-        # The contract carries milliseconds: compare at that precision, or two readings
-        # 0.4 ms apart would become one.
-        now = datetime.now(tz=UTC)
-        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-        previous = last_time[i]
-        # Readings of one patient are strictly ordered in time: (patient, measured_at) is unique.
-        measured_at = now if previous is None or now > previous else previous + ONE_MS
-        dt = interval if previous is None else (measured_at - previous).total_seconds()
-        emitter.emit(emulators[i].reading(measured_at, (dt or interval) * speed))
-        last_time[i] = measured_at
-        sent[i] += 1
-        if count is None or sent[i] < count:
-            heapq.heappush(queue, (due + interval, i))
-        emitter.producer.poll(0)
+            except (KafkaUnavailable, UndeliveredReadings) as exc:
+                raise CommandError(getattr(exc, "message", str(exc))) from None

@@ -1,0 +1,337 @@
+"""The emulator's runtime: the patients `run_patient` asks for, produced to Kafka on a schedule.
+
+`manage.py run_patient` is a thin handle() over this module, as `consume_vitals` is over
+vitals/consumer.py: `emulators_build` makes the patients (vitals/emulator.py: the physiology
+and what the monitor sends), `emulation_run` connects to the broker and runs `schedule_run`,
+which reads each patient on a fixed grid of deadlines and hands the readings to an `Emitter`
+(the producer, its delivery reports, logs and metrics).
+"""
+
+import heapq
+import logging
+import re
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from threading import Event
+
+from confluent_kafka import KafkaError, Message
+from django.conf import settings
+
+from core.kafka import BrokerOutage, broker_check, producer_create
+from core.metrics import EmulatorMetrics, emulator_metrics
+from vitals.contract import patient_name_parse, reading_to_message
+from vitals.emulator import (
+    NIBP_EVERY_S,
+    SCENARIO_CHOICES,
+    SCENARIOS,
+    TEMPERATURE_EVERY_S,
+    PatientEmulator,
+    patient_uuid_for_name,
+)
+from vitals.errors import InvalidReading
+
+logger = logging.getLogger("vitals.emulator")
+
+SUMMARY_EVERY_S = 10.0
+ONE_MS = timedelta(milliseconds=1)
+# With this many patients or fewer, every reading is logged; beyond, a summary every 10 s.
+LOG_EACH_READING_UP_TO = 5
+
+
+class InvalidEmulatorOption(ValueError):
+    """The options ask for patients that cannot be emulated (the command's argument error)."""
+
+
+class UndeliveredReadings(Exception):
+    """Readings the broker did not take: the emulator ends with a non-zero status."""
+
+    def __init__(self, count: int, topic: str) -> None:
+        self.count = count
+        super().__init__(
+            f"{count} reading(s) were not delivered to {topic} at "
+            f"{settings.KAFKA_BOOTSTRAP_SERVERS}."
+        )
+
+
+def emulation_run(
+    emulators: list[PatientEmulator],
+    *,
+    interval: float,
+    speed: float,
+    count: int | None,
+    topic: str,
+    broker_timeout: float,
+    stop: Event,
+    metrics_url: str | None = None,
+    metrics_linger: float = 0.0,
+    log_each: bool = False,
+) -> None:
+    """Produce the patients' readings until `count` each (None: until `stop` is set).
+
+    Raises KafkaUnavailable when the broker does not answer at the start, UndeliveredReadings
+    when readings were not delivered."""
+    metrics = emulator_metrics()
+    # A broker lost while running is logged once, and again when deliveries resume; the
+    # readings meanwhile wait in the producer's queue.
+    outage = BrokerOutage(logger, "producer")
+    producer = producer_create(
+        # Fail a reading that cannot be delivered within a minute rather than five: a
+        # bedside monitor's reading is worth little once it is that stale.
+        **{
+            "message.timeout.ms": 60_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "error_cb": outage.error_cb,
+        }
+    )
+    broker_check(producer, timeout=broker_timeout, topics=(topic,))
+
+    first = emulators[0]
+    logger.info(
+        "emulating patients",
+        extra={
+            "patients": len(emulators),
+            "names": [e.name for e in emulators[:10]],
+            "interval_s": interval,
+            "speed": speed,
+            "artefacts": first.artefacts,
+            "ventilated": first.ventilated,
+            "schema_version": first.schema_version,
+            "nibp_every_s": first.nibp_every,
+            "temperature_every_s": first.temperature_every,
+            "scenarios": dict(Counter(e.scenario for e in emulators)),
+            "topic": topic,
+            "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
+        },
+    )
+    for e in emulators:
+        logger.info(
+            "patient scenario",
+            extra={
+                "patient": e.name,
+                "patient_uuid": str(e.patient_uuid),
+                "scenario": e.scenario,
+                "develops_over_s": SCENARIOS[e.scenario].duration_s,
+            },
+        )
+    metrics.patients.set(len(emulators))
+    emitter = Emitter(
+        producer=producer,
+        topic=topic,
+        log_each=log_each or len(emulators) <= LOG_EACH_READING_UP_TO,
+        metrics=metrics,
+        outage=outage,
+    )
+    try:
+        schedule_run(emulators, interval, count, emitter, stop.is_set, speed=speed)
+    finally:
+        remaining = producer.flush(30)
+        emitter.log_summary("emulator stopped", remaining=remaining)
+    # Only reached without a signal once `count` is done.
+    if metrics_url and metrics_linger and not stop.is_set():
+        logger.info(
+            "serving the final metrics", extra={"url": metrics_url, "for_s": metrics_linger}
+        )
+        stop.wait(metrics_linger)
+    if remaining or emitter.failed:
+        raise UndeliveredReadings(remaining + emitter.failed, topic)
+
+
+def name_scenario_split(text: str) -> tuple[str, str | None]:
+    """`bob:sepsis` -> ("bob", "sepsis"); a name whose part after the last ':' is not a word
+    (`ward:3`, `bob:`) is a name as a whole -> (text, None). A word there is meant as a
+    scenario: an unknown one (`bob:foo`, `bob:Sepsis`) is an InvalidEmulatorOption listing the known
+    ones, not a stable patient called "bob:foo"."""
+    name, colon, scenario = text.rpartition(":")
+    if not (colon and name and re.fullmatch(r"[A-Za-z_]+", scenario)):
+        return text, None
+    if scenario not in SCENARIO_CHOICES:
+        raise InvalidEmulatorOption(
+            f"--name {text!r}: unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}."
+        )
+    return name, scenario
+
+
+def name_check(name: str) -> None:
+    """A name the consumer would refuse (vitals/contract.py) is refused here, before a reading
+    is produced: otherwise every reading of the patient would land in the DLQ."""
+    try:
+        patient_name_parse(raw=name)
+    except InvalidReading as exc:
+        raise InvalidEmulatorOption(f"--name {name!r}: {exc}.") from None
+
+
+def emulators_build(
+    *,
+    names: list[str],
+    patients: int,
+    patient_uuid: str | None,
+    scenario: str,
+    seed: int | None,
+    artefacts: bool,
+    ventilated: bool = False,
+    schema_version: int = 2,
+    nibp_every: float = NIBP_EVERY_S,
+    temperature_every: float = TEMPERATURE_EVERY_S,
+) -> list[PatientEmulator]:
+    """The patients the options ask for; raises InvalidEmulatorOption on a bad combination.
+    Pure: no broker, so every argument error is reported before Kafka is touched."""
+    if scenario not in SCENARIO_CHOICES:
+        raise InvalidEmulatorOption(
+            f"Unknown scenario {scenario!r}; one of {', '.join(SCENARIO_CHOICES)}."
+        )
+    wanted = [name_scenario_split(text) for text in names]
+    if patients < 0:
+        raise InvalidEmulatorOption("--patients must be 0 or more.")
+    wanted += [(f"bed-{i:03d}", None) for i in range(1, patients + 1)]
+    if not wanted:
+        raise InvalidEmulatorOption("Name at least one patient: --name bob, or --patients N.")
+    for name, _ in wanted:
+        name_check(name)
+    bare = [name for name, _ in wanted]
+    if len(set(bare)) != len(bare):
+        raise InvalidEmulatorOption("Each --name must be different.")
+
+    single = len(names) == 1 and not patients
+    if patient_uuid and not single:
+        raise InvalidEmulatorOption("--uuid goes with exactly one --name.")
+    explicit_uuid = patient_uuid or (settings.PATIENT_UUID if single else None)
+    if explicit_uuid:
+        try:
+            uuid.UUID(explicit_uuid)
+        except ValueError:
+            raise InvalidEmulatorOption(f"{explicit_uuid!r} is not a uuid.") from None
+    return [
+        PatientEmulator.create(
+            name=name,
+            patient_uuid=uuid.UUID(explicit_uuid) if explicit_uuid else patient_uuid_for_name(name),
+            seed=seed,
+            scenario=own or scenario,
+            artefacts=artefacts,
+            ventilated=ventilated,
+            schema_version=schema_version,
+            nibp_every=nibp_every,
+            temperature_every=temperature_every,
+        )
+        for name, own in wanted
+    ]
+
+
+class Emitter:
+    """Produces readings and keeps count of what the broker acknowledged."""
+
+    def __init__(
+        self,
+        *,
+        producer,
+        topic: str,
+        log_each: bool,
+        metrics: EmulatorMetrics | None = None,
+        outage: BrokerOutage | None = None,
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.log_each = log_each
+        self.metrics = metrics or emulator_metrics()
+        self.outage = outage
+        self.produced = self.delivered = self.failed = 0
+        self.started = self.last_summary = time.monotonic()
+
+    def on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is None:
+            self.delivered += 1
+            self.metrics.delivered.inc()
+            if self.outage:
+                self.outage.reachable()
+            return
+        self.failed += 1
+        self.metrics.failures.labels(error.name()).inc()
+        logger.error(
+            "reading not delivered",
+            extra={"error": error.str(), "patient_uuid": (message.key() or b"").decode()},
+        )
+
+    def emit(self, reading) -> None:
+        key, value = reading_to_message(reading)
+        while True:
+            try:
+                self.producer.produce(
+                    self.topic, key=key, value=value, on_delivery=self.on_delivery
+                )
+                break
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: serve deliveries, then retry
+        self.produced += 1
+        self.metrics.produced.inc()
+        if self.log_each:
+            logger.info(
+                "reading",
+                extra={
+                    "patient_uuid": str(reading.patient_uuid),
+                    "patient": reading.patient_name,
+                    "measured_at": reading.measured_at.isoformat(timespec="milliseconds"),
+                    "pulse": reading.pulse,
+                    "resp_rate": reading.resp_rate,
+                    "bp": reading.bp,
+                    "map": reading.map,
+                    "spo2": reading.spo2,
+                    "temperature": reading.temperature,
+                    "etco2": reading.etco2,
+                    "on_oxygen": reading.on_oxygen,
+                    "consciousness": reading.consciousness,
+                    "artefact": reading.artefact,
+                },
+            )
+        now = time.monotonic()
+        if now - self.last_summary >= SUMMARY_EVERY_S:
+            self.log_summary("emulator progress")
+            self.last_summary = now
+
+    def log_summary(self, message: str, remaining: int = 0) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        logger.info(
+            message,
+            extra={
+                "produced": self.produced,
+                "delivered": self.delivered,
+                "failed": self.failed,
+                "undelivered": remaining,
+                "rate_per_s": round(self.produced / elapsed, 1),
+            },
+        )
+
+
+def schedule_run(
+    emulators, interval: float, count: int | None, emitter: Emitter, stopped, speed: float = 1.0
+) -> None:
+    """Send each patient's readings on a fixed grid of deadlines (no drift: a late tick does
+    not push the next one back), patients spread evenly over the interval. The physiology
+    advances by the wall-clock time between two readings times `speed`."""
+    start = time.monotonic()
+    queue = [(start + interval * i / len(emulators), i) for i in range(len(emulators))]
+    heapq.heapify(queue)
+    sent = [0] * len(emulators)
+    last_time: list[datetime | None] = [None] * len(emulators)
+    while queue and not stopped():
+        due, i = queue[0]
+        wait = due - time.monotonic()
+        if wait > 0:
+            # Serve delivery reports while waiting; wake at least every 0.1 s for signals.
+            emitter.producer.poll(min(wait, 0.1))
+            continue
+        heapq.heappop(queue)
+        # The contract carries milliseconds: compare at that precision, or two readings
+        # 0.4 ms apart would become one.
+        now = datetime.now(tz=UTC)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        previous = last_time[i]
+        # Readings of one patient are strictly ordered in time: (patient, measured_at) is unique.
+        measured_at = now if previous is None or now > previous else previous + ONE_MS
+        dt = interval if previous is None else (measured_at - previous).total_seconds()
+        emitter.emit(emulators[i].reading(measured_at, (dt or interval) * speed))
+        last_time[i] = measured_at
+        sent[i] += 1
+        if count is None or sent[i] < count:
+            heapq.heappush(queue, (due + interval, i))
+        emitter.producer.poll(0)
