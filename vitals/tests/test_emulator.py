@@ -27,7 +27,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from jsonschema import Draft202012Validator
 
-from conftest import free_port, report_figure
+from testing.devservers import free_port
+from testing.processes import report_figure
 from vitals import emulation, emulator
 from vitals.contract import (
     ARTEFACTS,
