@@ -106,7 +106,13 @@ def metric_body(minute: int, **values) -> dict:
         score = news2_score(
             **{k: body[k] for k in NEWS2_INPUTS}, on_oxygen=False, consciousness="A"
         )
-        body["news2"] = {"score": score.score, "risk": score.risk, "subscores": score.subscores}
+        body["news2"] = {
+            "score": score.score,
+            "risk": score.risk,
+            "subscores": score.subscores,
+            "complete": True,
+            "missing": [],
+        }
     return body
 
 

@@ -66,6 +66,8 @@ def test_every_metric_carries_its_news2(api_client):
             "consciousness": 0,
             "temperature": 1,
         },
+        "complete": True,
+        "missing": [],
     }
     assert (body["results"][0]["on_oxygen"], body["results"][0]["consciousness"]) == (False, "A")
 
@@ -79,7 +81,13 @@ def test_hypercapnic_patients_are_scored_on_spo2_scale_2(api_client):
     store("copd", spo2=89)  # scale 1: 3 points; scale 2 (target 88-92): 0
     news2 = api_client.get(f"/api/patients/{patient.uuid}/").json()["news2"]
     assert news2["subscores"]["spo2"] == 0
-    assert news2 == {"score": 0, "risk": "low", "subscores": news2["subscores"]}
+    assert news2 == {
+        "score": 0,
+        "risk": "low",
+        "subscores": news2["subscores"],
+        "complete": True,
+        "missing": [],
+    }
 
 
 def test_an_artefact_reading_is_not_scored(api_client):

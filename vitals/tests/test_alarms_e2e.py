@@ -177,6 +177,8 @@ def test_an_emulated_cardiac_arrest_raises_high_priority_alarms(kafka: KafkaTopi
         interval=0.02,
         speed=30000,
         seed=3,
+        # Every sign in every reading (version 1), for every limit alarm on the same reading.
+        schema_version=1,
     )
     call_command("consume_vitals", exit_on_idle=1, batch_timeout=0.1)
 
@@ -191,12 +193,14 @@ def test_an_emulated_cardiac_arrest_raises_high_priority_alarms(kafka: KafkaTopi
         ("asystole", "high", "active", arrest[0].measured_at),
         *(
             (kind, "high", "active", arrest[1].measured_at)
+            # The registry's order (vitals/signs.py); MAP from the blood pressure, 27 mmHg.
             for kind in (
-                "spo2_low",
                 "pulse_low",
+                "resp_rate_low",
                 "systolic_low",
                 "diastolic_low",
-                "resp_rate_low",
+                "map_low",
+                "spo2_low",
                 "news2",
             )
         ),

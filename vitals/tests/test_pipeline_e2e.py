@@ -169,7 +169,7 @@ def test_replayed_messages_are_not_stored_twice(kafka: KafkaTopics, caplog):
 BAD_MESSAGES = [
     (b"not json at all", "invalid_json"),
     (json.dumps({"schema_version": 1}).encode(), "missing_field"),
-    (b'{"schema_version": 2}', "unsupported_schema_version"),
+    (b'{"schema_version": 3}', "unsupported_schema_version"),
     (b"\xff\xfe\x00garbage", "invalid_encoding"),
 ]
 

@@ -250,6 +250,10 @@ def test_alarm_off_labels_name_every_limit_alarm() -> None:
         "resp_rate_high": "Resp. rate high",
         "temperature_low": "Temperature low",
         "temperature_high": "Temperature high",
+        "map_low": "MAP low",
+        "map_high": "MAP high",
+        "etco2_low": "EtCO2 low",
+        "etco2_high": "EtCO2 high",
     }
 
 
