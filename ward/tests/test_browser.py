@@ -350,7 +350,9 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
     # whole, a value in alarm too.
     cut = browser.execute_script(
         """
+        // A cell not shown (EtCO2 of a patient never ventilated) has no box to cut.
         return [...document.querySelectorAll(".tile-alarms li, .tile .sign dd")].filter((li) => {
+          if (!li.getClientRects().length) return false;
           const tile = li.closest(".tile").getBoundingClientRect();
           const r = li.getBoundingClientRect();
           return li.scrollWidth > li.clientWidth || li.scrollHeight > li.clientHeight
@@ -827,7 +829,21 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
     PatientMetric.objects.create(
         patient=gus, measured_at=old, received_at=old, pulse=80, spo2=96, **full
     )
-    partial = {"news2_score": 1, "news2_risk": "low", "news2_missing": ["resp_rate", "systolic"]}
+    partial = {
+        "news2_score": 1,
+        "news2_risk": "low",
+        # As the consumer scores it: SpO2 95 % scores 1; no valid respiratory rate or systolic.
+        "news2_subscores": {
+            "resp_rate": None,
+            "spo2": 1,
+            "on_oxygen": 0,
+            "systolic": None,
+            "pulse": 0,
+            "consciousness": 0,
+            "temperature": 0,
+        },
+        "news2_missing": ["resp_rate", "systolic"],
+    }
     for i in reversed(range(90)):  # every 10 s, the newest now
         at = now - timedelta(seconds=10 * i)
         pulse = None if 300 < 10 * i <= 600 else 88
@@ -851,6 +867,16 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
         on_oxygen=True,
         news2_score=7,
         news2_risk="high",
+        # Complete: blood pressure and temperature from 12 min ago, within their windows.
+        news2_subscores={
+            "resp_rate": 2,
+            "spo2": 2,
+            "on_oxygen": 2,
+            "systolic": 0,
+            "pulse": 1,
+            "consciousness": 0,
+            "temperature": 0,
+        },
         **ventilated,
     )
     hal.latest_signs = signs(now, **ventilated, consciousness="A", on_oxygen=True) | signs(
