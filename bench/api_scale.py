@@ -159,7 +159,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
     rng = random.Random(3)
     picks = [rng.choice(patients) for _ in range(repeat)]
     prefix = f"/{settings.API_PREFIX}"
-    metric_columns = ", ".join(f.column for f in PatientMetric._meta.concrete_fields)
+    reading_columns = ", ".join(f.column for f in PatientMetric._meta.concrete_fields)
 
     def api_metrics(i: int) -> None:
         response = client.get(
@@ -177,13 +177,13 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
             )
             ((pid, _),) = cursor.fetchall()
             cursor.execute(
-                f"SELECT {metric_columns} FROM vitals_patientmetric WHERE patient_id = %s "
+                f"SELECT {reading_columns} FROM vitals_patientmetric WHERE patient_id = %s "
                 "AND measured_at >= %s ORDER BY measured_at DESC LIMIT 101",
                 [pid, connection.ops.adapt_datetimefield_value(since)],
             )
             assert len(cursor.fetchall()) == 101
 
-    joined_columns = ", ".join("m." + c for c in metric_columns.split(", "))
+    joined_columns = ", ".join("m." + c for c in reading_columns.split(", "))
 
     def api_ward(i: int) -> None:
         response = client.get(f"{prefix}patients/", {"ordering": "-news2"})

@@ -72,11 +72,12 @@ def _messages(path: Path) -> list[tuple[bytes, bytes]]:
 def _rows(messages: list[tuple[bytes, bytes]]):
     """The PatientMetric objects the messages make (patients created first), as the consumer
     would store them: parsed, NEWS2 scored. Not timed: the references start from rows."""
+    from django.conf import settings
     from django.utils import timezone
 
     from patients.services import patient_bulk_get_or_create
     from vitals.contract import reading_parse
-    from vitals.services import _metric
+    from vitals.services import _reading
 
     now = datetime.now(tz=UTC) + timedelta(minutes=1)
     readings = [reading_parse(key=k, value=v, now=now) for k, v in messages]
@@ -84,7 +85,13 @@ def _rows(messages: list[tuple[bytes, bytes]]):
         names_by_uuid={r.patient_uuid: r.patient_name for r in readings}
     )
     received_at = timezone.now()
-    return [_metric(r, patients[r.patient_uuid], received_at) for r in readings]
+    # Each patient's newest values, for NEWS2 (the storage service keeps them the same way).
+    latest: dict = {uuid: {} for uuid in patients}
+    validity = settings.SIGN_VALIDITY
+    return [
+        _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
+        for r in readings
+    ]
 
 
 def _batches(items: list, size: int = BATCH):
@@ -167,22 +174,26 @@ def measure_bulk_create(data: Path, engine: str) -> list[Figure]:
 
 def measure_naive(data: Path, engine: str, sample: int) -> list[Figure]:
     """(c) What a first consumer looks like: per message, parse, get_or_create, save."""
+    from django.conf import settings
     from django.utils import timezone
 
     from patients.models import Patient
     from vitals.contract import reading_parse
     from vitals.models import PatientMetric
-    from vitals.services import _metric
+    from vitals.services import _reading
 
     messages = _messages(data)[:sample]
     now = datetime.now(tz=UTC) + timedelta(minutes=1)
+    latest: dict = {}
+    validity = settings.SIGN_VALIDITY
     started = time.perf_counter()
     for key, value in messages:
         reading = reading_parse(key=key, value=value, now=now)
         patient, _ = Patient.objects.get_or_create(
             uuid=reading.patient_uuid, defaults={"name": reading.patient_name}
         )
-        _metric(reading, patient, timezone.now()).save()
+        newest = latest.setdefault(patient.pk, {})
+        _reading(reading, patient, timezone.now(), newest, validity).save()
     seconds = time.perf_counter() - started
     assert PatientMetric.objects.count() == len(messages)
     return [_rate("naive", "naive per-message ORM save", len(messages), seconds, engine)]

@@ -24,7 +24,7 @@ from exports.fhir import FHIR_JSON, KINDS, EntryWriter, Reading, iso
 from exports.fhir_search import TimeRange
 from exports.models import Export, ExportFormat, ExportStatus
 from patients.models import Patient
-from vitals.selectors import metric_list
+from vitals.selectors import reading_list
 from vitals.signs import SIGN_KEYS
 
 logger = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def export_readings(
     time (a server-side cursor on PostgreSQL; run it in a transaction there, or the server
     materialises the whole result first)."""
     return (
-        metric_list(patient=patient, since=since, until=until)
+        reading_list(patient=patient, since=since, until=until)
         .order_by("measured_at")
         .values_list(*READING_FIELDS, named=True)
         .iterator(chunk_size=chunk_size)
@@ -112,7 +112,7 @@ def observation_search(
     if not kinds:
         return ObservationPage(entries=[], total=0, next_cursor=None)
     has = {key: _has_kind(key) for key in kinds}
-    readings = metric_list(patient=patient, since=during.start)
+    readings = reading_list(patient=patient, since=during.start)
     if during.end is not None:
         readings = readings.filter(measured_at__lt=during.end)
     # Only the readings with an Observation of these kinds (a partial reading may have none).

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.reverse import reverse
 
 from exports.models import Export, ExportFormat
-from vitals.serializers import MetricFilterSerializer
+from vitals.serializers import ReadingFilterSerializer
 
 FORM_MEDIA_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -34,7 +34,7 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-class ExportRequestSerializer(MetricFilterSerializer):
+class ExportRequestSerializer(ReadingFilterSerializer):
     """The body of `POST patients/{uuid}/exports/` (since <= until, checked as for readings)."""
 
     format = serializers.ChoiceField(

@@ -60,7 +60,7 @@ from vitals.services import (
     alarm_no_data_sweep,
     consumer_stall_clear,
     consumer_stall_record,
-    metric_bulk_store,
+    reading_bulk_store,
 )
 
 logger = logging.getLogger(__name__)
@@ -382,7 +382,7 @@ class VitalsConsumer:
         """Readings and the alarm changes they cause, in one transaction."""
         try:
             with transaction.atomic():
-                result = metric_bulk_store(readings=readings)
+                result = reading_bulk_store(readings=readings)
                 events = self.alarm_engine.process(result.new)
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.

@@ -14,13 +14,13 @@ from core.pagination import SignedCursorPagination
 from patients.models import Patient
 from vitals.patient_selectors import PATIENT_ORDERINGS, patient_get, patient_list
 from vitals.patient_serializers import PatientRenameSerializer, PatientSerializer
-from vitals.selectors import alarm_limits_get, metric_list, metric_trend
+from vitals.selectors import alarm_limits_get, reading_list, reading_trend
 from vitals.serializers import (
     AlarmLimitsSerializer,
     AlarmOffSerializer,
-    MetricFilterSerializer,
-    MetricSerializer,
-    MetricTrendSerializer,
+    ReadingFilterSerializer,
+    ReadingSerializer,
+    ReadingTrendSerializer,
     TrendFilterSerializer,
 )
 from vitals.services import (
@@ -39,7 +39,7 @@ class PatientPagination(PageNumberPagination):
     max_page_size = 500
 
 
-class MetricPagination(SignedCursorPagination):
+class ReadingPagination(SignedCursorPagination):
     """Newest first. A cursor, not page numbers: new readings arriving while a client pages
     through history do not shift the pages."""
 
@@ -92,34 +92,34 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(self.get_serializer(patient).data)
 
     @extend_schema(
-        parameters=[MetricFilterSerializer],
-        responses=MetricSerializer(many=True),
+        parameters=[ReadingFilterSerializer],
+        responses=ReadingSerializer(many=True),
         summary="A patient's readings, newest first, optionally between two times.",
     )
     @action(
         detail=True,
         methods=["get"],
-        serializer_class=MetricSerializer,
-        pagination_class=MetricPagination,
+        serializer_class=ReadingSerializer,
+        pagination_class=ReadingPagination,
     )
     def metrics(self, request: Request, patient_uuid: str) -> Response:
         patient = self.get_object()
         patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
-        filters = MetricFilterSerializer(data=request.query_params)
+        filters = ReadingFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        page = self.paginate_queryset(metric_list(patient=patient, **filters.validated_data))
+        page = self.paginate_queryset(reading_list(patient=patient, **filters.validated_data))
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(
         parameters=[TrendFilterSerializer],
-        responses=MetricTrendSerializer,
+        responses=ReadingTrendSerializer,
         summary="A patient's readings summarised over time, for charts: at most `points` "
         "buckets, each with every sign's min, max and mean (sensor artefacts left out).",
     )
     @action(
         detail=True,
         methods=["get"],
-        serializer_class=MetricTrendSerializer,
+        serializer_class=ReadingTrendSerializer,
         pagination_class=None,
     )
     def trend(self, request: Request, patient_uuid: str) -> Response:
@@ -128,7 +128,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         filters = TrendFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         return Response(
-            MetricTrendSerializer(metric_trend(patient=patient, **filters.validated_data)).data
+            ReadingTrendSerializer(reading_trend(patient=patient, **filters.validated_data)).data
         )
 
     @extend_schema(

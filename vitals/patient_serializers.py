@@ -7,9 +7,9 @@ from vitals.errors import InvalidReading
 from vitals.selectors import alarm_off_items
 from vitals.serializers import (
     AlarmOffSerializer,
-    MetricSerializer,
     News2Serializer,
     OpenAlarmSerializer,
+    ReadingSerializer,
     news2_data,
 )
 from vitals.signs import SIGNS
@@ -97,7 +97,7 @@ class PatientSerializer(serializers.ModelSerializer):
     url = PatientLinkField("api:patient-detail")
     metrics_url = PatientLinkField("api:patient-metrics")
     alarm_limits_url = PatientLinkField("api:patient-alarm-limits")
-    latest_metric = MetricSerializer(
+    latest_metric = ReadingSerializer(
         read_only=True, allow_null=True, help_text="The newest reading, null before the first."
     )
     news2 = serializers.SerializerMethodField(help_text="NEWS2 of the latest reading.")

@@ -41,7 +41,7 @@ from vitals.models import (
 from vitals.signs import SIGNS
 
 
-def metric_list(
+def reading_list(
     *, patient: Patient, since: datetime | None = None, until: datetime | None = None
 ) -> QuerySet[PatientMetric]:
     """A patient's readings, newest first, with since <= measured_at <= until.
@@ -82,7 +82,7 @@ class _EpochSeconds(Func):
 
 
 @dataclass(frozen=True)
-class MetricTrend:
+class ReadingTrend:
     """A patient's readings between two times summarised into buckets of `bucket_seconds`:
     per bucket its start, the number of readings and each sign's min, max and mean."""
 
@@ -106,9 +106,9 @@ def trend_bucket_seconds(*, since: datetime, until: datetime, points: int) -> in
     return math.ceil(needed / 3600) * 3600  # beyond the list: whole hours
 
 
-def metric_trend(
+def reading_trend(
     *, patient: Patient, since: datetime, until: datetime, points: int = 300
-) -> MetricTrend:
+) -> ReadingTrend:
     """A patient's readings with since <= measured_at <= until, summarised into at most
     `points` buckets (in one grouped query, served by the (patient, measured_at) index), oldest
     first; buckets without a reading are left out, and a sign without a value in a bucket is
@@ -143,7 +143,7 @@ def metric_trend(
                 None if mean is None else {"min": low, "max": high, "mean": round(mean, 2)}
             )
         buckets.append(bucket)
-    return MetricTrend(since=since, until=until, bucket_seconds=width, buckets=buckets)
+    return ReadingTrend(since=since, until=until, bucket_seconds=width, buckets=buckets)
 
 
 def alarm_limits_for(*, patient_ids: Iterable[int]) -> dict[int, Limits]:

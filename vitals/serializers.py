@@ -68,7 +68,7 @@ def reading_bp(metric: PatientMetric) -> str | None:
     return f"{metric.systolic}/{metric.diastolic}"
 
 
-class MetricSerializer(serializers.ModelSerializer):
+class ReadingSerializer(serializers.ModelSerializer):
     bp = serializers.SerializerMethodField(
         help_text='Blood pressure, "systolic/diastolic"; null unless both were measured.'
     )
@@ -148,7 +148,7 @@ class _QueryDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-class MetricFilterSerializer(serializers.Serializer):
+class ReadingFilterSerializer(serializers.Serializer):
     since = _QueryDateTimeField(
         required=False, help_text="Only readings measured at or after this time (ISO 8601)."
     )
@@ -163,7 +163,7 @@ class MetricFilterSerializer(serializers.Serializer):
         return attrs
 
 
-class TrendFilterSerializer(MetricFilterSerializer):
+class TrendFilterSerializer(ReadingFilterSerializer):
     """A trend's window (by default the hour up to now) and its resolution."""
 
     points = serializers.IntegerField(
@@ -210,7 +210,7 @@ TrendBucketSerializer = type(
 )
 
 
-class MetricTrendSerializer(serializers.Serializer):
+class ReadingTrendSerializer(serializers.Serializer):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField()
     bucket_seconds = serializers.IntegerField(

@@ -70,14 +70,14 @@ def _reading_values(reading: Reading) -> tuple:
     return (*values[:-1], values[-1] or "")  # no artefact is "" in the database
 
 
-def metric_bulk_store(
+def reading_bulk_store(
     *, readings: Sequence[Reading], received_at: datetime | None = None
 ) -> StoreResult:
     """Store a batch of readings in one transaction: exactly once, whatever is re-delivered.
 
     Duplicates inside the batch are dropped first (the first copy wins). Readings already in
     the database are skipped by the unique (patient, measured_at) index: one INSERT ... ON
-    CONFLICT DO NOTHING RETURNING (see `_metric_insert`), which also says exactly which rows
+    CONFLICT DO NOTHING RETURNING (see `_reading_insert`), which also says exactly which rows
     went in, even when another consumer wrote some of them a moment before.
     A reading skipped either way is a duplicate when its values are those of the reading kept,
     and conflicting otherwise (`_stored_values`: one SELECT, only when a row was skipped).
@@ -107,10 +107,10 @@ def metric_bulk_store(
         latest = {uuid: _latest_signs_load(p.latest_signs) for uuid, p in patients.items()}
         validity = settings.SIGN_VALIDITY
         candidates = [
-            _metric(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
+            _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
             for r in unique.values()
         ]
-        new = _metric_insert(candidates)
+        new = _reading_insert(candidates)
         if len(new) < len(candidates):
             skipped = [
                 (reading, metric)
@@ -134,7 +134,7 @@ def metric_bulk_store(
         )
         if new:
             by_id = {p.pk: uuid for uuid, p in patients.items()}
-            patient_latest_metric_refresh(
+            patient_latest_reading_refresh(
                 new=new,
                 latest_signs={
                     m.patient_id: _latest_signs_dump(latest[by_id[m.patient_id]]) for m in new
@@ -172,11 +172,11 @@ _KEY_COLUMNS = (
 )
 
 
-def _metric_db_values(metric: PatientMetric) -> list:
+def _reading_db_values(metric: PatientMetric) -> list:
     """The row to INSERT for a metric, in `_INSERT_FIELDS` order.
 
     The hot path of the consumer, so not Field.get_db_prep_save() on every value (a third of
-    the consumer's time): `_metric` builds every value from a validated Reading with its
+    the consumer's time): `_reading` builds every value from a validated Reading with its
     column's Python type already, which those calls would return unchanged, except for the
     datetimes, which go through the backend's own adaptation (text in UTC on SQLite). A test
     holds this equal to get_db_prep_save() for every column.
@@ -190,7 +190,7 @@ def _metric_db_values(metric: PatientMetric) -> list:
     return values
 
 
-def _metric_insert(candidates: list[PatientMetric]) -> list[PatientMetric]:
+def _reading_insert(candidates: list[PatientMetric]) -> list[PatientMetric]:
     """INSERT the candidates, skipping those already stored; return those inserted (with their
     ids), in the candidates' order.
 
@@ -204,7 +204,7 @@ def _metric_insert(candidates: list[PatientMetric]) -> list[PatientMetric]:
     Only the model's own table and column names go into the SQL text (quoted); values are
     parameters.
     """
-    rows = [_metric_db_values(m) for m in candidates]
+    rows = [_reading_db_values(m) for m in candidates]
     quote = connection.ops.quote_name
     names = ", ".join(quote(f.column) for f in _INSERT_FIELDS)
     head = f"INSERT INTO {quote(PatientMetric._meta.db_table)} ({names}) "
@@ -251,7 +251,7 @@ def _max_query_params() -> int:
     return connection.features.max_query_params or 65_535
 
 
-def _metric(
+def _reading(
     reading: Reading,
     patient: Patient,
     received_at: datetime,
@@ -296,7 +296,7 @@ def _latest_signs_dump(latest: dict[str, tuple[object, datetime]]) -> dict:
     }
 
 
-def patient_latest_metric_refresh(
+def patient_latest_reading_refresh(
     *, new: Sequence[PatientMetric], latest_signs: dict[int, dict] | None = None
 ) -> None:
     """Point each patient's `latest_metric` at the newest reading received: of those just
@@ -881,7 +881,7 @@ def alarm_events_mark_published(*, event_ids: Sequence[int]) -> None:
 # --- Retention -------------------------------------------------------------------------------
 
 
-def metric_prune_batch(*, older_than: datetime, batch_size: int) -> int:
+def reading_prune_batch(*, older_than: datetime, batch_size: int) -> int:
     """Delete up to `batch_size` readings measured before `older_than`, in one short
     transaction; return how many went. Call it until it returns 0.
 

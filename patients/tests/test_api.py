@@ -18,8 +18,8 @@ from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
-from vitals.serializers import MetricSerializer
-from vitals.services import alarm_switch_off, metric_bulk_store
+from vitals.serializers import ReadingSerializer
+from vitals.services import alarm_switch_off, reading_bulk_store
 from vitals.signs import SIGN_KEYS
 from vitals.tests.factories import T0, AlarmFactory, PatientMetricFactory
 
@@ -75,10 +75,10 @@ def reading(patient_uuid: uuid.UUID, name: str, minute: int, **values) -> Readin
 
 def store(*readings: Reading) -> None:
     """Store through the consumer's own service, which keeps `latest_metric` up to date."""
-    metric_bulk_store(readings=list(readings), received_at=RECEIVED)
+    reading_bulk_store(readings=list(readings), received_at=RECEIVED)
 
 
-def metric_body(minute: int, **values) -> dict:
+def reading_body(minute: int, **values) -> dict:
     body = {
         "measured_at": iso(T0 + timedelta(minutes=minute)),
         "pulse": 72,
@@ -291,7 +291,7 @@ def test_patient_list_shape(api_client: APIClient) -> None:
         "next": None,
         "previous": None,
         "results": [
-            patient_body(bob, metric_body(2, pulse=90, systolic=135, diastolic=85, spo2=94)),
+            patient_body(bob, reading_body(2, pulse=90, systolic=135, diastolic=85, spo2=94)),
             patient_body(carol, None),
         ],
     }
@@ -391,7 +391,7 @@ def test_patient_detail(api_client: APIClient, patient: Patient) -> None:
     response = api_client.get(f"/api/patients/{patient.uuid}/")
 
     assert response.status_code == 200
-    assert response.json() == patient_body(patient, metric_body(4, pulse=64))
+    assert response.json() == patient_body(patient, reading_body(4, pulse=64))
 
 
 def test_patient_detail_without_readings(api_client: APIClient) -> None:
@@ -547,7 +547,7 @@ def test_metrics_newest_first(api_client: APIClient, patient: Patient) -> None:
     assert response.json() == {
         "next": None,
         "previous": None,
-        "results": [metric_body(minute, pulse=60 + minute) for minute in [4, 3, 2, 1, 0]],
+        "results": [reading_body(minute, pulse=60 + minute) for minute in [4, 3, 2, 1, 0]],
     }
 
 
@@ -831,7 +831,7 @@ def test_patient_links_are_the_urls_django_reverses(api_client: APIClient) -> No
 def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it(
     monkeypatch,
 ) -> None:
-    """MetricSerializer builds its dict directly for speed: for every kind of reading it must
+    """ReadingSerializer builds its dict directly for speed: for every kind of reading it must
     equal what DRF makes of the declared fields (which also document the schema)."""
     patient = uuid.uuid4()
     store(
@@ -845,7 +845,7 @@ def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it(
     for metric in metrics + partial:
         if metric in partial:
             monkeypatch.setattr(PatientMetric, "news2", property(lambda metric: None))
-        fast = MetricSerializer(metric).data
-        walk = serializers.ModelSerializer.to_representation(MetricSerializer(), metric)
+        fast = ReadingSerializer(metric).data
+        walk = serializers.ModelSerializer.to_representation(ReadingSerializer(), metric)
         assert fast == walk
         assert list(fast) == list(walk)

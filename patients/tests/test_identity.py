@@ -11,7 +11,7 @@ import pytest
 from patients.models import Patient, PatientNameConflict
 from patients.tests.test_api import iso, reading
 from vitals.models import AuditEvent
-from vitals.services import metric_bulk_store
+from vitals.services import reading_bulk_store
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def sightings(*names: str, start: int = 0) -> None:
     """One batch per name, a minute apart: readings of Alice carrying these names."""
     for i, name in enumerate(names):
         at = SEEN + timedelta(minutes=start + i)
-        metric_bulk_store(readings=[reading(ALICE, name, start + i)], received_at=at)
+        reading_bulk_store(readings=[reading(ALICE, name, start + i)], received_at=at)
 
 
 @pytest.fixture
@@ -143,8 +143,8 @@ def test_a_viewer_may_neither_confirm_nor_rename(viewer_client, alice):
 def test_the_list_reads_the_names_seen_in_its_own_queries(api_client, django_assert_num_queries):
     for n in range(20):
         patient_uuid = uuid.uuid4()
-        metric_bulk_store(readings=[reading(patient_uuid, f"p-{n:02d}", 0)])
-        metric_bulk_store(readings=[reading(patient_uuid, f"other-{n:02d}", 1)])
+        reading_bulk_store(readings=[reading(patient_uuid, f"p-{n:02d}", 0)])
+        reading_bulk_store(readings=[reading(patient_uuid, f"other-{n:02d}", 1)])
 
     # Token, permissions (user's, groups'), COUNT(*), patients (with their names seen), alarms.
     with django_assert_num_queries(6):

@@ -9,7 +9,7 @@ from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.models import Alarm, AlarmEvent, AlarmLimits
-from vitals.services import metric_bulk_store
+from vitals.services import reading_bulk_store
 from vitals.tests.factories import AlarmFactory
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +28,7 @@ def store(name: str, seconds: int = 0, **values) -> Patient:
         "temperature": 36.8,
         **values,
     }
-    metric_bulk_store(
+    reading_bulk_store(
         readings=[
             Reading(
                 patient_uuid=patient_uuid,

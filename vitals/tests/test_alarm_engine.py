@@ -1,4 +1,4 @@
-"""The alarm engine against the database: readings stored with metric_bulk_store, judged by
+"""The alarm engine against the database: readings stored with reading_bulk_store, judged by
 AlarmEngine in the same transaction, Alarm rows and AlarmEvent outbox rows written; and the
 consumer's alarm path (VitalsConsumer driven with fake Kafka clients): a failed transaction,
 the outbox sweep to the alarms topic."""
@@ -16,7 +16,7 @@ from patients.tests.factories import PatientFactory
 from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_to_message
 from vitals.models import Alarm, AlarmEvent, PatientMetric
-from vitals.services import alarm_acknowledge, metric_bulk_store
+from vitals.services import alarm_acknowledge, reading_bulk_store
 from vitals.tests.factories import (
     T0,
     AlarmFactory,
@@ -56,7 +56,7 @@ def judge(engine: AlarmEngine, readings: list[Reading]) -> list[tuple[str, str]]
     """Store readings and judge the new ones in one transaction, as the consumer does;
     return the outbox events written, as (type, alarm kind)."""
     with transaction.atomic():
-        result = metric_bulk_store(readings=readings)
+        result = reading_bulk_store(readings=readings)
         events = engine.process(result.new)
     return [(event.type, event.alarm.kind) for event in events]
 

@@ -18,8 +18,8 @@ from vitals.services import (
     alarm_acknowledge,
     alarm_escalation_sweep,
     alarm_no_data_sweep,
-    metric_bulk_store,
     patient_monitoring_end,
+    reading_bulk_store,
 )
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 from vitals.tests.test_alarm_engine import NORMAL, at, judge, reading
@@ -210,7 +210,7 @@ def test_no_data_is_raised_once_per_silence_and_resolved_by_the_next_reading():
 
     # The next reading ends the silence.
     with transaction.atomic():
-        result = metric_bulk_store(readings=[reading(quiet, 0)])
+        result = reading_bulk_store(readings=[reading(quiet, 0)])
         written = AlarmEngine().process(result.new)
     assert [(e.type, e.alarm.kind) for e in written] == [("resolved", "no_data")]
     alarm.refresh_from_db()
@@ -241,7 +241,7 @@ def test_ending_monitoring_resolves_no_data_stops_it_is_audited_and_a_reading_st
     ) == [("patient.monitoring_end", "patient", "nurse", gone.uuid)]
 
     with transaction.atomic():
-        AlarmEngine().process(metric_bulk_store(readings=[reading(gone, 0)]).new)
+        AlarmEngine().process(reading_bulk_store(readings=[reading(gone, 0)]).new)
     gone.refresh_from_db()
     assert (gone.monitoring_ended_at, gone.monitoring_ended_by) == (None, None)
 

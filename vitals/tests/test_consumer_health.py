@@ -42,7 +42,7 @@ def test_a_consumer_whose_writes_fail_is_not_ready_with_the_reason_until_one_suc
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
     worker, consumer, _ = worker_create()
     consumer.add([message("ivy", start + timedelta(seconds=s)) for s in range(3)])
-    real_store = consumer_module.metric_bulk_store
+    real_store = consumer_module.reading_bulk_store
     failures = [OperationalError(READONLY), OperationalError(READONLY)]
 
     def store(**kwargs):
@@ -50,7 +50,7 @@ def test_a_consumer_whose_writes_fail_is_not_ready_with_the_reason_until_one_suc
             raise failures.pop(0)
         return real_store(**kwargs)
 
-    monkeypatch.setattr(consumer_module, "metric_bulk_store", store)
+    monkeypatch.setattr(consumer_module, "reading_bulk_store", store)
     assert readiness(worker) == (
         True,
         {"status": "ready", "checks": {"database_write": {"ok": True}}},

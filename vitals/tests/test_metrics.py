@@ -36,7 +36,7 @@ from testing.processes import BASE_DIR, start_manage, subprocess_env, wait_for_l
 from vitals import consumer as consumer_module
 from vitals.contract import REASONS, Reading, reading_parse, reading_to_message
 from vitals.models import AlarmEvent, PatientMetric
-from vitals.services import metric_bulk_store
+from vitals.services import reading_bulk_store
 from vitals.tests.fakes import worker_create
 
 Key = tuple[str, frozenset]
@@ -99,7 +99,7 @@ def test_a_mixed_batch_adds_exactly_its_totals_to_the_consumer_metrics():
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
     old, new = message("ann", start), [message("bob", start + timedelta(seconds=s)) for s in (1, 2)]
     new.append(message("cy", start + timedelta(seconds=3)))
-    metric_bulk_store(readings=[reading_of(old)])  # stored before: its replay is a duplicate
+    reading_bulk_store(readings=[reading_of(old)])  # stored before: its replay is a duplicate
     unknown_field = new[0][1].replace(b'"pulse"', b'"rhythm": "AF", "pulse"')
     worker, consumer, producer = worker_create()
     consumer.add(
@@ -169,7 +169,7 @@ def test_a_database_outage_counts_one_retry_and_nothing_else_until_the_batch_goe
     start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=10)
     worker, consumer, _ = worker_create()
     consumer.add([message("dan", start + timedelta(seconds=s)) for s in range(4)])
-    real_store = consumer_module.metric_bulk_store
+    real_store = consumer_module.reading_bulk_store
     outage = [OperationalError("database is locked")]
 
     def flaky_store(**kwargs):
@@ -177,7 +177,7 @@ def test_a_database_outage_counts_one_retry_and_nothing_else_until_the_batch_goe
             raise outage.pop()
         return real_store(**kwargs)
 
-    monkeypatch.setattr(consumer_module, "metric_bulk_store", flaky_store)
+    monkeypatch.setattr(consumer_module, "reading_bulk_store", flaky_store)
     before = registry_samples("icu_consumer_")
 
     assert worker.process_batch() == 4  # fails, seeks back
@@ -215,7 +215,7 @@ def test_readings_with_another_name_are_counted_and_logged_also_when_stored_one_
     ]
     worker, consumer, _ = worker_create()
     consumer.add([fay, *impostors])
-    real_store = consumer_module.metric_bulk_store
+    real_store = consumer_module.reading_bulk_store
     refusals = [IntegrityError("refused whole")]
 
     def refusing_store(**kwargs):
@@ -223,7 +223,7 @@ def test_readings_with_another_name_are_counted_and_logged_also_when_stored_one_
             raise refusals.pop()
         return real_store(**kwargs)
 
-    monkeypatch.setattr(consumer_module, "metric_bulk_store", refusing_store)
+    monkeypatch.setattr(consumer_module, "reading_bulk_store", refusing_store)
     before = registry_samples("icu_consumer_")
 
     assert worker.process_batch() == 3

@@ -286,7 +286,7 @@ def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monke
     """The store fails as a database that is down or locked makes it fail (any engine; the
     real outage of a PostgreSQL server is the next test)."""
     kafka.produce([valid_message("dan", s) for s in range(8)])
-    real_store = consumer_module.metric_bulk_store
+    real_store = consumer_module.reading_bulk_store
     outages = []
 
     def flaky_store(**kwargs):
@@ -295,7 +295,7 @@ def test_database_outage_commits_nothing_and_retries_the_same_batch(kafka, monke
             raise OperationalError("database is locked")
         return real_store(**kwargs)
 
-    monkeypatch.setattr(consumer_module, "metric_bulk_store", flaky_store)
+    monkeypatch.setattr(consumer_module, "reading_bulk_store", flaky_store)
     worker = _worker(kafka, backoff_initial=0.01, backoff_max=0.02)
     try:
         _drive([worker], lambda: worker.totals.stored == 8)

@@ -10,7 +10,7 @@ from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.management.commands.prune_vitals import age_parse
 from vitals.models import Alarm, AlarmEvent, PatientMetric
-from vitals.services import metric_prune_batch
+from vitals.services import reading_prune_batch
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 
 pytestmark = pytest.mark.django_db
@@ -98,12 +98,12 @@ def test_a_patient_whose_every_reading_is_old_keeps_no_latest_metric(now):
     ann.latest_metric = latest
     ann.save()
 
-    assert metric_prune_batch(older_than=now - timedelta(days=30), batch_size=100) == 2
+    assert reading_prune_batch(older_than=now - timedelta(days=30), batch_size=100) == 2
 
     ann.refresh_from_db()
     assert ann.latest_metric is None
     assert Patient.objects.filter(pk=ann.pk).exists()
-    assert metric_prune_batch(older_than=now - timedelta(days=30), batch_size=100) == 0
+    assert reading_prune_batch(older_than=now - timedelta(days=30), batch_size=100) == 0
 
 
 def test_published_alarm_events_go_pending_ones_stay_alarms_stay(now):

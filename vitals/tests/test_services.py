@@ -1,4 +1,4 @@
-"""metric_bulk_store: exactly-once storage of a batch, patients created on first reading."""
+"""reading_bulk_store: exactly-once storage of a batch, patients created on first reading."""
 
 import json
 import uuid
@@ -14,7 +14,7 @@ from patients.tests.factories import PatientFactory
 from vitals import services
 from vitals.contract import Reading
 from vitals.models import PatientMetric
-from vitals.services import metric_bulk_store
+from vitals.services import reading_bulk_store
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def stored() -> list[tuple]:
 
 def test_stores_readings_and_creates_patients_on_first_reading():
     received = T0 + timedelta(seconds=10)
-    result = metric_bulk_store(
+    result = reading_bulk_store(
         readings=[reading(BOB, 0, 70), reading(BOB, 5, 75), reading(ANN, 0, 90, temperature=38.4)],
         received_at=received,
     )
@@ -68,7 +68,7 @@ def test_stores_readings_and_creates_patients_on_first_reading():
 
 def test_duplicates_within_a_batch_are_stored_once_first_copy_wins():
     conflicting = reading(seconds=0, pulse=99)
-    result = metric_bulk_store(
+    result = reading_bulk_store(
         readings=[reading(seconds=0, pulse=70), reading(seconds=0, pulse=70), conflicting]
     )
 
@@ -81,7 +81,7 @@ def test_duplicates_within_a_batch_are_stored_once_first_copy_wins():
 def test_a_reading_conflicting_with_a_stored_one_is_returned_in_one_query(
     django_assert_num_queries,
 ):
-    metric_bulk_store(readings=[reading(BOB, s, 70) for s in range(4)])
+    reading_bulk_store(readings=[reading(BOB, s, 70) for s in range(4)])
     batch = [
         reading(BOB, 0, 70),  # an exact copy: a duplicate
         reading(BOB, 0, 70, patient_name="Robert"),  # the name is the patient's, not the reading's
@@ -93,7 +93,7 @@ def test_a_reading_conflicting_with_a_stored_one_is_returned_in_one_query(
 
     # As a batch without conflicts (7) plus ONE select of the stored rows it did not insert.
     with django_assert_num_queries(8):
-        result = metric_bulk_store(readings=batch)
+        result = reading_bulk_store(readings=batch)
 
     assert (result.stored, result.duplicates) == (1, 2)
     assert result.conflicting == batch[2:5]
@@ -106,10 +106,10 @@ def test_a_reading_conflicting_with_a_stored_one_is_returned_in_one_query(
 
 def test_redelivered_batch_changes_nothing():
     batch = [reading(seconds=s, pulse=60 + s) for s in range(5)]
-    metric_bulk_store(readings=batch)
+    reading_bulk_store(readings=batch)
     before = stored()
 
-    again = metric_bulk_store(readings=[*batch, reading(seconds=99, pulse=101)])
+    again = reading_bulk_store(readings=[*batch, reading(seconds=99, pulse=101)])
 
     assert (again.stored, again.duplicates) == (1, 5)
     assert stored() == [*before, ("bob", T0 + timedelta(seconds=99), 101, 120, 80, 36.8)]
@@ -119,12 +119,12 @@ def test_redelivered_batch_changes_nothing():
 def test_latest_metric_is_the_newest_reading_received_whatever_its_stamp():
     # Issue 14: a monitor clock running 290 s fast made its future reading "latest" until real
     # time caught up, and the readings after it were never shown.
-    metric_bulk_store(readings=[reading(seconds=300, pulse=80)])
+    reading_bulk_store(readings=[reading(seconds=300, pulse=80)])
     bob = Patient.objects.get(uuid=BOB)
     assert bob.latest_metric.pulse == 80
 
     # Received after it, stamped before it: the latest is what was received last.
-    metric_bulk_store(readings=[reading(seconds=10, pulse=65)])
+    reading_bulk_store(readings=[reading(seconds=10, pulse=65)])
     bob.refresh_from_db()
     assert (bob.latest_metric.measured_at, bob.latest_metric.pulse) == (
         T0 + timedelta(seconds=10),
@@ -132,12 +132,12 @@ def test_latest_metric_is_the_newest_reading_received_whatever_its_stamp():
     )
 
     # Within a batch, the last one received (the batch is in arrival order).
-    metric_bulk_store(readings=[reading(seconds=15, pulse=91), reading(seconds=12, pulse=88)])
+    reading_bulk_store(readings=[reading(seconds=15, pulse=91), reading(seconds=12, pulse=88)])
     bob.refresh_from_db()
     assert bob.latest_metric.pulse == 88
 
     # A reading delivered again is not received anew: the latest stays.
-    metric_bulk_store(readings=[reading(seconds=300, pulse=80)])
+    reading_bulk_store(readings=[reading(seconds=300, pulse=80)])
     bob.refresh_from_db()
     assert bob.latest_metric.pulse == 88
 
@@ -145,14 +145,14 @@ def test_latest_metric_is_the_newest_reading_received_whatever_its_stamp():
 def test_existing_patient_keeps_its_name_when_a_reading_carries_another():
     PatientFactory(uuid=BOB, name="Robert Smith (bed 4)")
 
-    metric_bulk_store(readings=[reading(BOB, 0)])
+    reading_bulk_store(readings=[reading(BOB, 0)])
 
     assert Patient.objects.get(uuid=BOB).name == "Robert Smith (bed 4)"
     assert Patient.objects.count() == 1
 
 
 def test_empty_batch_writes_nothing():
-    result = metric_bulk_store(readings=[])
+    result = reading_bulk_store(readings=[])
     assert (result.stored, result.duplicates, result.patients) == (0, 0, 0)
     assert PatientMetric.objects.count() == 0
 
@@ -164,7 +164,7 @@ def test_query_count_does_not_grow_with_the_batch(django_assert_num_queries):
     # SAVEPOINT, patients select, patients insert, re-select, ONE insert of the 200 readings,
     # latest_metric update, RELEASE.
     with django_assert_num_queries(7):
-        result = metric_bulk_store(readings=batch)
+        result = reading_bulk_store(readings=batch)
     assert (result.stored, result.patients) == (200, 50)
     assert (
         Patient.objects.filter(latest_metric__measured_at=T0 + timedelta(seconds=3)).count() == 50
@@ -186,13 +186,13 @@ def test_patient_bulk_get_or_create_returns_old_and_new_patients():
 
 def test_a_batch_is_one_insert_that_knows_which_rows_went_in(django_assert_num_queries):
     patients = [uuid.UUID(int=i + 1) for i in range(50)]
-    first = metric_bulk_store(readings=[reading(p, seconds=0) for p in patients[:10]])
+    first = reading_bulk_store(readings=[reading(p, seconds=0) for p in patients[:10]])
     batch = [reading(p, seconds=s) for p in patients for s in range(4)]  # 10 already stored
 
     # SAVEPOINT, patients select, insert, re-select, ONE insert of 200 rows, ONE select of the
     # 10 it skipped (to tell exact copies from conflicting ones), update, RELEASE.
     with django_assert_num_queries(8) as captured:
-        result = metric_bulk_store(readings=batch)
+        result = reading_bulk_store(readings=batch)
 
     inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
     assert len(inserts) == 1
@@ -218,11 +218,11 @@ def test_sqlite_splits_a_batch_at_its_limit_on_parameters_and_still_knows_which_
         pytest.skip("the limit on parameters that splits a batch is SQLite's")
     limit = 3 * len(services._INSERT_FIELDS) + 1
     monkeypatch.setattr(services, "_max_query_params", lambda: limit)
-    first = metric_bulk_store(readings=[reading(seconds=s) for s in (1, 4, 7)])
+    first = reading_bulk_store(readings=[reading(seconds=s) for s in (1, 4, 7)])
 
     # 4 INSERTs, the 4 other queries, and the one SELECT of the 3 rows skipped.
     with django_assert_num_queries(4 + 4 + 1) as captured:
-        result = metric_bulk_store(readings=[reading(seconds=s) for s in range(10)])
+        result = reading_bulk_store(readings=[reading(seconds=s) for s in range(10)])
 
     inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
     assert len(inserts) == 4
@@ -243,14 +243,14 @@ def test_the_row_written_is_what_django_would_write_for_every_column():
     artefact = reading(seconds=0.25, artefact="motion", on_oxygen=True, consciousness="V")
     partial = reading(seconds=0.5, spo2=None, systolic=None, diastolic=None, etco2=38)
     for one in (artefact, partial):
-        metric = services._metric(
+        metric = services._reading(
             one, patient, T0 + timedelta(seconds=1), {}, settings.SIGN_VALIDITY
         )
         expected = [
             f.get_db_prep_save(getattr(metric, f.attname), connection)
             for f in services._INSERT_FIELDS
         ]
-        written = services._metric_db_values(metric)
+        written = services._reading_db_values(metric)
         # JSON: the same document (PostgreSQL's adapter holds it as `obj`, cast from the text
         # the write path sends).
         for i in services._JSON_COLUMNS:
@@ -274,7 +274,7 @@ def test_a_reading_with_another_name_is_stored_under_its_uuid_and_recorded_once_
 ):
     from patients.models import PatientNameConflict
 
-    metric_bulk_store(readings=[reading(BOB, 0)], received_at=T0)
+    reading_bulk_store(readings=[reading(BOB, 0)], received_at=T0)
     first, second = T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)
     batch = [
         reading(BOB, 1, patient_name="Mallory Impostor"),
@@ -286,8 +286,8 @@ def test_a_reading_with_another_name_is_stored_under_its_uuid_and_recorded_once_
     # SAVEPOINT, patients select, insert ann, re-select, readings insert, ONE upsert of the
     # names seen, latest_metric update, RELEASE.
     with django_assert_num_queries(8):
-        result = metric_bulk_store(readings=batch, received_at=first)
-    again = metric_bulk_store(
+        result = reading_bulk_store(readings=batch, received_at=first)
+    again = reading_bulk_store(
         readings=[reading(BOB, 4, patient_name="Mallory Impostor"), *batch],  # batch: replayed
         received_at=second,
     )
@@ -309,8 +309,8 @@ def test_a_reading_with_another_name_is_stored_under_its_uuid_and_recorded_once_
 def test_names_that_match_cost_no_query_and_record_nothing():
     from patients.models import PatientNameConflict
 
-    metric_bulk_store(readings=[reading(BOB, 0)])
-    result = metric_bulk_store(readings=[reading(BOB, 1), reading(ANN, 1)])
+    reading_bulk_store(readings=[reading(BOB, 0)])
+    result = reading_bulk_store(readings=[reading(BOB, 1), reading(ANN, 1)])
 
     assert result.name_mismatches == []
     assert PatientNameConflict.objects.count() == 0
@@ -319,7 +319,7 @@ def test_names_that_match_cost_no_query_and_record_nothing():
 def test_a_new_patient_takes_the_first_name_of_the_batch_and_the_others_are_conflicts():
     from patients.models import PatientNameConflict
 
-    result = metric_bulk_store(
+    result = reading_bulk_store(
         readings=[
             reading(BOB, 0, patient_name="Bob Smith"),
             reading(BOB, 1, patient_name="Mallory Impostor"),
@@ -357,14 +357,14 @@ def subscores(**scores: int | None) -> dict:
 
 def test_partial_readings_are_scored_with_each_parameters_newest_value_within_its_window():
     minute = 60
-    metric_bulk_store(readings=[reading(BOB, 0, map=93)])  # every sign: NEWS2 0, complete
+    reading_bulk_store(readings=[reading(BOB, 0, map=93)])  # every sign: NEWS2 0, complete
     batch = [
         partial(1 * minute, spo2=91),
         partial(5 * minute + 1, pulse=131),  # resp. rate of T0: 5 min 1 s old
         partial(30 * minute, systolic=85, diastolic=50, map=62, resp_rate=25),
         partial(60 * minute, temperature=39.1),  # systolic of 30 min: 30 min old, valid
     ]
-    metric_bulk_store(readings=batch)
+    reading_bulk_store(readings=batch)
 
     at = [T0 + timedelta(seconds=s) for s in (0, 60, 301, 1800, 3600)]
     assert news2_rows() == [
@@ -415,15 +415,15 @@ def test_partial_readings_are_scored_with_each_parameters_newest_value_within_it
     assert Patient.objects.get(uuid=BOB).latest_signs == expected
 
     # Delivered again: nothing stored, nothing newer taken.
-    metric_bulk_store(readings=batch)
+    reading_bulk_store(readings=batch)
     assert Patient.objects.get(uuid=BOB).latest_signs == expected
     assert len(news2_rows()) == 5
 
 
 def test_a_reading_without_a_sign_conflicts_with_a_stored_one_with_it():
-    metric_bulk_store(readings=[reading(BOB, 0, etco2=38)])
+    reading_bulk_store(readings=[reading(BOB, 0, etco2=38)])
 
-    result = metric_bulk_store(
+    result = reading_bulk_store(
         readings=[reading(BOB, 0, etco2=38), reading(BOB, 0), reading(BOB, 0, etco2=39)]
     )
 
@@ -432,7 +432,7 @@ def test_a_reading_without_a_sign_conflicts_with_a_stored_one_with_it():
 
 
 def test_rows_stored_before_partial_readings_are_scored_from_their_own_values():
-    metric_bulk_store(readings=[reading(BOB, 0, pulse=131)])
+    reading_bulk_store(readings=[reading(BOB, 0, pulse=131)])
     PatientMetric.objects.update(news2_subscores=None)  # as the migration left older rows
 
     news2 = PatientMetric.objects.get().news2

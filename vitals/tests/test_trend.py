@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from patients.tests.factories import PatientFactory
 from vitals.models import PatientMetric
-from vitals.selectors import TREND_BUCKET_SECONDS, metric_trend, trend_bucket_seconds
+from vitals.selectors import TREND_BUCKET_SECONDS, reading_trend, trend_bucket_seconds
 from vitals.tests.factories import PatientMetricFactory
 
 # A whole minute: buckets are aligned on the epoch, so T0's minute is a bucket of its own.
@@ -71,7 +71,7 @@ def patient():
 
 @pytest.mark.django_db
 def test_readings_are_summarised_per_bucket(patient) -> None:
-    trend = metric_trend(patient=patient, since=T0, until=T0 + timedelta(minutes=2), points=6)
+    trend = reading_trend(patient=patient, since=T0, until=T0 + timedelta(minutes=2), points=6)
 
     assert (trend.since, trend.until, trend.bucket_seconds) == (T0, T0 + timedelta(minutes=2), 30)
     assert [b["start"] for b in trend.buckets] == [T0, T0 + timedelta(seconds=30)]
@@ -93,7 +93,7 @@ def test_the_window_is_inclusive_and_a_bucket_without_a_score_has_none(patient) 
     edge = T0 + timedelta(seconds=50)
     PatientMetric.objects.filter(measured_at=T0 + timedelta(seconds=40)).update(news2_score=None)
 
-    trend = metric_trend(patient=patient, since=T0 + timedelta(seconds=40), until=edge, points=2)
+    trend = reading_trend(patient=patient, since=T0 + timedelta(seconds=40), until=edge, points=2)
 
     assert trend.bucket_seconds == 15
     assert [(b["start"], b["count"]) for b in trend.buckets] == [
@@ -102,7 +102,7 @@ def test_the_window_is_inclusive_and_a_bucket_without_a_score_has_none(patient) 
     ]
     assert trend.buckets[0]["news2"] is None
     assert trend.buckets[1]["news2"] == stats(2, 2, 2.0)
-    late = metric_trend(patient=patient, since=edge + timedelta(microseconds=1), until=edge + HOUR)
+    late = reading_trend(patient=patient, since=edge + timedelta(microseconds=1), until=edge + HOUR)
     assert late.buckets == []
 
 
@@ -122,7 +122,7 @@ def test_a_sign_no_reading_of_a_bucket_measured_is_a_gap(viewer_client) -> None:
             **({"map": 93} if bp else partial),
         )
 
-    trend = metric_trend(patient=patient, since=T0, until=T0 + timedelta(seconds=59), points=4)
+    trend = reading_trend(patient=patient, since=T0, until=T0 + timedelta(seconds=59), points=4)
 
     assert trend.bucket_seconds == 30
     first, second = trend.buckets
@@ -168,7 +168,7 @@ def test_never_more_buckets_than_points(points) -> None:
     )
     since, until = start - timedelta(milliseconds=300), start + timedelta(seconds=599)
 
-    trend = metric_trend(patient=patient, since=since, until=until, points=points)
+    trend = reading_trend(patient=patient, since=since, until=until, points=points)
 
     assert len(trend.buckets) <= points
     assert sum(b["count"] for b in trend.buckets) == 600

@@ -2,7 +2,7 @@
 server and the test database: logging in, the ward and its live updates, a lost connection, 32
 beds on a station screen and a tablet, a patient's trends, acknowledging an alarm.
 
-Readings are written with the storage service the consumer uses (`metric_bulk_store`), alarms
+Readings are written with the storage service the consumer uses (`reading_bulk_store`), alarms
 with the factories; the pages see them only through the API, as in production. Screenshots are
 kept in var/test-artifacts/.
 """
@@ -26,7 +26,7 @@ from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.emulator import patient_uuid_for_name
 from vitals.models import Alarm, AlarmOff, AuditEvent, PatientMetric
-from vitals.services import alarm_limits_update, alarm_switch_off, metric_bulk_store
+from vitals.services import alarm_limits_update, alarm_switch_off, reading_bulk_store
 from vitals.tests.factories import AlarmFactory
 from ward.tests.conftest import STATION, viewport, wait_until
 
@@ -60,7 +60,7 @@ def reading(name: str, ago: float = 1.0, **values) -> Reading:
 
 
 def store(*readings: Reading) -> None:
-    metric_bulk_store(readings=list(readings))
+    reading_bulk_store(readings=list(readings))
 
 
 def patient(name: str) -> Patient:

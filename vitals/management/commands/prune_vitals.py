@@ -9,7 +9,7 @@ from core.cli import ExamplesCommand
 from core.durations import duration_parse
 from core.process import stop_on_signals
 from vitals.models import PatientMetric
-from vitals.services import alarm_events_prune, metric_prune_batch
+from vitals.services import alarm_events_prune, reading_prune_batch
 
 logger = logging.getLogger("vitals.prune")
 
@@ -76,7 +76,7 @@ examples:
         total, started = 0, time.monotonic()
         with stop_on_signals() as stop:
             while not stop.is_set():
-                deleted = metric_prune_batch(older_than=cutoff, batch_size=batch_size)
+                deleted = reading_prune_batch(older_than=cutoff, batch_size=batch_size)
                 if not deleted:
                     break
                 total += deleted
