@@ -586,3 +586,123 @@ def test_an_impostor_name_is_stored_under_the_uuid_logged_counted_and_shown(
     [shown] = api_client.get(f"/api/patients/{alice}/").json()["name_conflicts"]
     assert (shown["name"], shown["count"]) == ("Mallory Impostor", 3)
     assert shown["first_seen_at"] <= shown["last_seen_at"]
+
+
+def v2_message(name: str, seconds: int, **signs) -> tuple[bytes, bytes]:
+    """A contract version 2 message: only the signs given (None is sent as null)."""
+    patient_uuid = str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+    at = NOW - timedelta(minutes=10) + timedelta(seconds=seconds)
+    body = {
+        "schema_version": 2,
+        "patient_uuid": patient_uuid,
+        "patient_name": name,
+        "timestamp": at.isoformat(),
+    }
+    return patient_uuid.encode(), json.dumps(body | signs).encode()
+
+
+SIGN_COLUMNS = ("pulse", "resp_rate", "systolic", "diastolic", "map", "spo2", "temperature")
+
+
+def test_version_1_and_version_2_readings_side_by_side_through_the_broker(kafka, api_client):
+    """Issue 17: full version 1 readings (a hand-made monitor and the emulator's
+    --schema-version 1) and partial version 2 readings in the same topic, the same batch:
+    each stored as measured (null = not measured, MAP computed from the blood pressure when
+    not sent), NEWS2 from each parameter's newest valid value, limit alarms judged sign by sign
+    as they arrive, each sign's newest value kept for the tiles, and the API saying the same."""
+    call_command("run_patient", name=["carol"], count=2, interval=0, seed=5, schema_version=1)
+    kafka.produce(
+        [
+            valid_message("alice", 0),  # version 1: every sign; 118/76 -> MAP 90
+            v2_message(
+                "bob",
+                0,
+                pulse=80,
+                resp_rate=18,
+                bp="118/76",
+                map=88,
+                spo2=96,
+                temperature=37.4,
+                etco2=40,
+            ),
+            v2_message("bob", 60, pulse=82, spo2=95),
+            # A probe off the finger: the SpO2 sent with it is not a measurement.
+            v2_message("bob", 120, pulse=84, spo2=93, artefact="spo2_probe_off"),
+            v2_message("bob", 420, pulse=86, spo2=94, etco2=None),  # resp rate now 7 min old
+            v2_message("bob", 480, bp="84/50"),  # MAP computed: 61
+            v2_message("bob", 500, pulse=88, spo2=94),  # no blood pressure: its counts stay
+            v2_message("bob", 540, bp="84/50"),  # the second low BP: alarms (delay 2)
+            valid_message("alice", 60),
+        ]
+    )
+    consume()
+
+    alice, bob, carol = (Patient.objects.get(name=n) for n in ("alice", "bob", "carol"))
+    assert [
+        tuple(getattr(m, c) for c in (*SIGN_COLUMNS, "etco2"))
+        for m in alice.metrics.order_by("measured_at")
+    ] == [(72, 16, 118, 76, 90, 97, 37.1, None)] * 2
+    assert all(m.news2.complete for m in alice.metrics.all())
+    # The emulator's version 1: every sign in every reading, MAP from the blood pressure.
+    carols = list(carol.metrics.all())
+    assert len(carols) == 2
+    for m in carols:
+        assert None not in [getattr(m, c) for c in SIGN_COLUMNS]
+        assert m.map == (m.systolic + 2 * m.diastolic + 1) // 3
+        assert m.etco2 is None
+
+    rows = [
+        (
+            round((m.measured_at - NOW + timedelta(minutes=10)).total_seconds()),
+            *(getattr(m, c) for c in (*SIGN_COLUMNS, "etco2")),
+            m.artefact,
+            m.news2_missing,
+        )
+        for m in bob.metrics.order_by("measured_at")
+    ]
+    assert rows == [
+        (0, 80, 18, 118, 76, 88, 96, 37.4, 40, "", []),
+        (60, 82, None, None, None, None, 95, None, None, "", []),
+        (120, 84, None, None, None, None, None, None, None, "spo2_probe_off", []),
+        (420, 86, None, None, None, None, 94, None, None, "", ["resp_rate"]),
+        (480, None, None, 84, 50, 61, None, None, None, "", ["resp_rate"]),
+        (500, 88, None, None, None, None, 94, None, None, "", ["resp_rate"]),
+        (540, None, None, 84, 50, 61, None, None, None, "", ["resp_rate"]),
+    ]
+
+    def at(seconds: int) -> str:
+        return (NOW - timedelta(minutes=10) + timedelta(seconds=seconds)).isoformat()
+
+    bob.refresh_from_db()
+    assert {k: (v["value"], v["measured_at"]) for k, v in bob.latest_signs.items()} == {
+        "pulse": (88, at(500)),
+        "resp_rate": (18, at(0)),
+        "systolic": (84, at(540)),
+        "diastolic": (50, at(540)),
+        "map": (61, at(540)),
+        "spo2": (94, at(500)),
+        "temperature": (37.4, at(0)),
+        "etco2": (40, at(0)),
+        "consciousness": ("A", at(540)),
+        "on_oxygen": (False, at(540)),
+    }
+    assert sorted(bob.alarms.values_list("kind", "priority", "state")) == [
+        ("map_low", "medium", "active"),
+        ("spo2_probe_off", "low", "resolved"),  # raised at 120 s, resolved by the SpO2 at 420 s
+        ("systolic_low", "medium", "active"),
+    ]
+
+    newest = api_client.get(f"/api/patients/{bob.uuid}/metrics/").json()["results"][0]
+    assert {k: newest[k] for k in ("pulse", "resp_rate", "bp", "map", "spo2", "etco2")} == {
+        "pulse": None,
+        "resp_rate": None,
+        "bp": "84/50",
+        "map": 61,
+        "spo2": None,
+        "etco2": None,
+    }
+    assert (newest["news2"]["complete"], newest["news2"]["missing"]) == (False, ["resp_rate"])
+    assert newest["news2"]["subscores"]["resp_rate"] is None
+    listed = api_client.get(f"/api/patients/{bob.uuid}/").json()
+    assert listed["latest_signs"] == bob.latest_signs
+    assert listed["latest_metric"]["measured_at"] == newest["measured_at"]
