@@ -62,6 +62,8 @@ SIGN_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(sign.wire_field for sign in S
 FIELDS_V2 = HEADER_FIELDS + SIGN_FIELDS
 # The v1 signs: every one of them required in a v1 message.
 V1_SIGNS = ("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature")
+# The signs sent as a whole number in a field of their own.
+_INT_SIGNS = tuple(sign.key for sign in SIGNS if sign.is_integer and sign.wire is None)
 CONSCIOUSNESS_LEVELS = (
     "A",
     "C",
@@ -405,8 +407,8 @@ def reading_parse(
 
     ints = {
         sign: _as_int(data, sign) if measured(sign) else None
-        for sign in ("pulse", "resp_rate", "spo2", "map", "etco2")
-        if version == 2 or sign not in ("map", "etco2")
+        for sign in _INT_SIGNS
+        if version == 2 or sign in V1_SIGNS
     }
     if version == 2:
         # The probe is off the finger: whatever SpO2 the monitor sent was not measured.
@@ -499,19 +501,11 @@ _SCHEMA_V2_SIGNS = (
     "measured (a spo2 with artefact spo2_probe_off is not: the probe was off). "
 )
 _SIGN_DESCRIPTIONS = {
-    "pulse": "Heart rate, beats/min.",
-    "resp_rate": "Respiratory rate, breaths/min.",
+    **{sign.key: sign.description for sign in SIGNS if sign.wire is None},
     "bp": (
         'Blood pressure "systolic/diastolic" in mmHg, e.g. "120/80"; systolic {systolic}, '
         "diastolic {diastolic}."
     ),
-    "map": (
-        "Mean arterial pressure, mmHg, as the monitor measured it; when absent and bp is "
-        "given, the consumer computes it: (systolic + 2 x diastolic) / 3, rounded."
-    ),
-    "spo2": "Peripheral oxygen saturation, %.",
-    "temperature": "Body temperature, °C; stored with one decimal.",
-    "etco2": "End-tidal CO2, mmHg: ventilated patients only.",
 }
 _NAME_DESCRIPTION = (
     "Display name: 1-200 characters, normalised to NFC by the consumer; refused if it holds a "

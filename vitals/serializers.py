@@ -14,25 +14,30 @@ from vitals.models import (
     AuditEvent,
     PatientMetric,
 )
-from vitals.news2 import RISKS, News2
+from vitals.news2 import RISKS, SUBSCORE_KEYS, News2
 from vitals.selectors import TREND_MAX_POINTS, TREND_SIGNS
 from vitals.signs import LIMIT_BY_KIND, SIGN_BY_KEY, SIGNS
 
 
 class News2SubscoresSerializer(serializers.Serializer):
-    resp_rate = serializers.IntegerField()
-    spo2 = serializers.IntegerField()
-    on_oxygen = serializers.IntegerField()
-    systolic = serializers.IntegerField()
-    pulse = serializers.IntegerField()
-    consciousness = serializers.IntegerField()
-    temperature = serializers.IntegerField()
+    """Each NEWS2 parameter's score, 0-3; null for a parameter with no valid value."""
+
+    def get_fields(self) -> dict:
+        return {key: serializers.IntegerField(allow_null=True) for key in SUBSCORE_KEYS}
 
 
 class News2Serializer(serializers.Serializer):
     score = serializers.IntegerField(help_text="Aggregate NEWS2 score, 0-20.")
     risk = serializers.ChoiceField(choices=RISKS)
     subscores = News2SubscoresSerializer()
+    complete = serializers.BooleanField(
+        help_text="False when a parameter had no valid value (SIGN_VALIDITY): the score then "
+        "sums the others and is shown as incomplete; the NEWS2 alarm judges complete scores only."
+    )
+    missing = serializers.ListField(
+        child=serializers.ChoiceField(choices=SUBSCORE_KEYS),
+        help_text="The parameters with no valid value.",
+    )
 
 
 def news2_data(news2: News2 | None) -> dict | None:

@@ -83,6 +83,8 @@ class Sign:
     optional: bool = False
     # The contract field it travels in when it is not its own (`bp`: "systolic/diastolic").
     wire: str | None = field(default=None)
+    # What the contract's JSON Schema says of its field (a sign in its own field only).
+    description: str = ""
 
     @property
     def is_integer(self) -> bool:
@@ -121,6 +123,7 @@ SIGNS: tuple[Sign, ...] = (
             LimitDefault("pulse_high", "Pulse high", 120, (60, 200), 5, 150),
         ),
         news2="pulse",
+        description="Heart rate, beats/min.",
     ),
     Sign(
         key="resp_rate",
@@ -140,6 +143,7 @@ SIGNS: tuple[Sign, ...] = (
             LimitDefault("resp_rate_high", "Resp. rate high", 30, (15, 50), 3, 40),
         ),
         news2="resp_rate",
+        description="Respiratory rate, breaths/min.",
     ),
     Sign(
         key="systolic",
@@ -189,6 +193,10 @@ SIGNS: tuple[Sign, ...] = (
             LimitDefault("map_high", "MAP high", 110, (90, 150), 5, 130),
         ),
         valid_for=timedelta(minutes=30),
+        description=(
+            "Mean arterial pressure, mmHg, as the monitor measured it; when absent and bp is "
+            "given, the consumer computes it: (systolic + 2 x diastolic) / 3, rounded."
+        ),
     ),
     Sign(
         key="spo2",
@@ -204,6 +212,7 @@ SIGNS: tuple[Sign, ...] = (
         plausible=(0, 100),
         limits=(LimitDefault("spo2_low", "SpO2 low", 90, (80, 99), 2, 85),),
         news2="spo2",
+        description="Peripheral oxygen saturation, %.",
     ),
     Sign(
         key="temperature",
@@ -221,6 +230,7 @@ SIGNS: tuple[Sign, ...] = (
         ),
         news2="temperature",
         valid_for=timedelta(minutes=60),
+        description="Body temperature, °C; stored with one decimal.",
     ),
     Sign(
         key="etco2",
@@ -242,6 +252,7 @@ SIGNS: tuple[Sign, ...] = (
             LimitDefault("etco2_high", "EtCO2 high", 50, (40, 80), 3, 60),
         ),
         optional=True,
+        description="End-tidal CO2, mmHg: ventilated patients only.",
     ),
 )
 
