@@ -19,8 +19,9 @@ How a monitor avoids crying wolf, and how this does it:
   version 2 probe-off reading carries no SpO2 (not measured): its other signs are judged.
 - **Each sign as it arrives**: a reading carries any subset of the signs (contract version 2);
   a sign it does not carry leaves that sign's conditions as they were (neither breach nor
-  clear); asystole is judged only from a measured pulse. The NEWS2 escalation judges complete
-  scores only: an incomplete one (a parameter without a valid value) neither raises nor clears.
+  clear); asystole is judged only from a measured pulse. An incomplete NEWS2 (a parameter
+  without a valid value) is a lower bound: reaching the trigger it raises the escalation, below
+  it it says nothing; only a complete score clears.
 - **The rules are the registry's** (vitals/signs.py): one low and/or high limit alarm per sign
   with its default limit, hysteresis and critical level.
 - **Order and time**: readings are judged in the order they arrive (a patient's readings keep
@@ -35,7 +36,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vitals.news2 import News2, artefact_voids
-from vitals.signs import LIMIT_DEFAULTS, SIGN_BY_KEY, SIGN_OF_LIMIT
+from vitals.signs import LIMIT_DEFAULTS, SIGN_BY_KEY, SIGN_OF_LIMIT, SIGNS
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -119,6 +120,12 @@ ASYSTOLE_CLEARS_AT = 30
 NEWS2_MEDIUM_AT = 5
 NEWS2_HIGH_AT = 7
 NEWS2_CLEARS_AT = 3
+# The NEWS2 parameters in an alarm's message ("incomplete: no valid Resp. rate").
+NEWS2_PARAMETER_LABELS = {
+    **{sign.news2: sign.label for sign in SIGNS if sign.news2},
+    "consciousness": "consciousness",
+    "on_oxygen": "air or oxygen",
+}
 
 # Technical alarms (low priority): a monitor clock off by more than the tolerance, for as many
 # readings as a limit alarm's delay; back within 80% of it to clear.
@@ -293,17 +300,31 @@ class PatientAlarms:
             if outcome := step("asystole", asystole, pulse >= ASYSTOLE_CLEARS_AT, "high", 1):
                 decide("asystole", outcome, pulse, ASYSTOLE_BELOW, f"No pulse: {pulse} /min")
 
-        # An incomplete score is a lower bound: it neither raises nor clears.
-        if news2 is not None and news2.complete:
+        if news2 is not None:
             score = news2.score
             single_three = 3 in news2.subscores.values()
             high = score >= NEWS2_HIGH_AT
             triggered = score >= NEWS2_MEDIUM_AT or single_three
-            cleared = score <= NEWS2_CLEARS_AT and not single_three
             priority = "high" if high else "medium"
-            if outcome := step("news2", triggered, cleared, priority, delay):
-                threshold = NEWS2_HIGH_AT if high else NEWS2_MEDIUM_AT
-                decide("news2", outcome, score, threshold, f"NEWS2 {score} ({news2.risk} risk)")
+            threshold = NEWS2_HIGH_AT if high else NEWS2_MEDIUM_AT
+            if news2.complete:
+                cleared = score <= NEWS2_CLEARS_AT and not single_three
+                if outcome := step("news2", triggered, cleared, priority, delay):
+                    decide("news2", outcome, score, threshold, f"NEWS2 {score} ({news2.risk} risk)")
+            elif triggered:
+                # Incomplete (a parameter without a valid value): a lower bound, since the
+                # missing parameters can only add. Reaching the trigger already, it raises or
+                # raises the priority; it never lowers it, and an incomplete score below the
+                # trigger says nothing (the counters stay): only a complete score clears.
+                open_priority = self._condition("news2").open_priority
+                if open_priority and PRIORITY_RANK[open_priority] > PRIORITY_RANK[priority]:
+                    priority = open_priority
+                if outcome := step("news2", True, False, priority, delay):
+                    missing = ", ".join(NEWS2_PARAMETER_LABELS[key] for key in news2.missing)
+                    message = (
+                        f"NEWS2 {score} or more ({news2.risk} risk; incomplete: no valid {missing})"
+                    )
+                    decide("news2", outcome, score, threshold, message)
         return decisions
 
     def _step(

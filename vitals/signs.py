@@ -85,6 +85,9 @@ class Sign:
     wire: str | None = field(default=None)
     # What the contract's JSON Schema says of its field (a sign in its own field only).
     description: str = ""
+    # Its colour on the central station (values and chart lines), on the ward's dark background:
+    # never red or yellow, which are the alarms' (IEC 60601-1-8).
+    color: str = "#e9eef4"
 
     @property
     def is_integer(self) -> bool:
@@ -124,6 +127,7 @@ SIGNS: tuple[Sign, ...] = (
         ),
         news2="pulse",
         description="Heart rate, beats/min.",
+        color="#3ddc84",  # green
     ),
     Sign(
         key="resp_rate",
@@ -144,6 +148,7 @@ SIGNS: tuple[Sign, ...] = (
         ),
         news2="resp_rate",
         description="Respiratory rate, breaths/min.",
+        color="#c0eb75",  # lime
     ),
     Sign(
         key="systolic",
@@ -161,6 +166,7 @@ SIGNS: tuple[Sign, ...] = (
         news2="systolic",
         valid_for=timedelta(minutes=30),
         wire="bp",
+        color="#da77f2",  # violet
     ),
     Sign(
         key="diastolic",
@@ -177,6 +183,7 @@ SIGNS: tuple[Sign, ...] = (
         ),
         valid_for=timedelta(minutes=30),
         wire="bp",
+        color="#b197fc",
     ),
     Sign(
         key="map",
@@ -197,6 +204,7 @@ SIGNS: tuple[Sign, ...] = (
             "Mean arterial pressure, mmHg, as the monitor measured it; when absent and bp is "
             "given, the consumer computes it: (systolic + 2 x diastolic) / 3, rounded."
         ),
+        color="#e599f7",
     ),
     Sign(
         key="spo2",
@@ -213,6 +221,7 @@ SIGNS: tuple[Sign, ...] = (
         limits=(LimitDefault("spo2_low", "SpO2 low", 90, (80, 99), 2, 85),),
         news2="spo2",
         description="Peripheral oxygen saturation, %.",
+        color="#29c5f6",  # cyan
     ),
     Sign(
         key="temperature",
@@ -231,6 +240,7 @@ SIGNS: tuple[Sign, ...] = (
         news2="temperature",
         valid_for=timedelta(minutes=60),
         description="Body temperature, °C; stored with one decimal.",
+        color="#e9ecef",  # white
     ),
     Sign(
         key="etco2",
@@ -253,6 +263,7 @@ SIGNS: tuple[Sign, ...] = (
         ),
         optional=True,
         description="End-tidal CO2, mmHg: ventilated patients only.",
+        color="#ffd8a8",  # pale orange: capnographs' yellow would read as an alarm
     ),
 )
 

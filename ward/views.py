@@ -38,17 +38,6 @@ PATIENT_READS = (
 # The pages' presentation of the signs the registry (vitals/signs.py) describes: each sign's
 # colour, as monitors show them (red and yellow are for alarms only), and the label of the cell
 # the signs of one contract field share ("BP 118/76").
-SIGN_COLORS = {
-    "pulse": "#3ddc84",  # green
-    "resp_rate": "#c0eb75",  # lime: yellow is for medium alarms only
-    "systolic": "#da77f2",  # violet: red is for alarms only
-    "diastolic": "#b197fc",
-    "map": "#e599f7",
-    "spo2": "#29c5f6",  # cyan
-    "temperature": "#e9ecef",  # white
-    "etco2": "#ffd8a8",  # pale orange, as capnographs' yellow would read as an alarm
-}
-DEFAULT_COLOR = "#e9eef4"
 WIRE_LABELS = {"bp": {"short": "BP", "label": "Blood pressure"}}
 # The alarms about a sign that are not its limits: its cell shows them too.
 OTHER_SIGN_ALARMS = {"asystole": "pulse"}
@@ -88,7 +77,7 @@ def _signs() -> list[dict]:
             "limits": {("low" if limit.low else "high"): limit.kind for limit in sign.limits},
             # The contract field it shares with other signs (one cell: "BP 118/76"), if any.
             "wire": sign.wire,
-            "color": SIGN_COLORS.get(sign.key, DEFAULT_COLOR),
+            "color": sign.color,
         }
         for sign in SIGNS
     ]

@@ -621,12 +621,19 @@ def test_partial_readings_are_judged_sign_by_sign_and_news2_on_the_newest_valid_
     assert Alarm.objects.get(kind="map_low").message == "MAP low: 62 mmHg (< 65)"
 
 
-def test_an_incomplete_news2_raises_no_escalation_alarm():
+def test_an_incomplete_news2_that_triggers_raises_the_escalation_alarm():
     patient = PatientFactory()
-    # Never a pulse, resp. rate, SpO2 or temperature: NEWS2 3 (systolic), incomplete.
+    # Never a pulse, resp. rate, SpO2 or temperature: NEWS2 3 (systolic), incomplete: a lower
+    # bound that already triggers (a single 3).
     written = judge(AlarmEngine(), [reading(patient, s, **BP_85_50) for s in (0, 5, 10)])
 
-    assert written == [("raised", "systolic_low"), ("raised", "map_low")]
+    assert written == [("raised", "systolic_low"), ("raised", "map_low"), ("raised", "news2")]
+    alarm = Alarm.objects.get(patient=patient, kind="news2")
+    assert (alarm.priority, alarm.message) == (
+        "medium",
+        "NEWS2 3 or more (low-medium risk; incomplete: no valid Resp. rate, SpO2, Pulse, "
+        "Temperature)",
+    )
     news2 = PatientMetric.objects.filter(patient=patient).first().news2
     assert (news2.score, news2.complete) == (3, False)
     assert news2.missing == ("resp_rate", "spo2", "pulse", "temperature")

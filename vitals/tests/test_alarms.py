@@ -273,9 +273,11 @@ SPO2_ONLY = {**NOTHING, "spo2": 97}
 def test_a_reading_with_only_a_low_blood_pressure_counts_systolic_low_and_map_low():
     events, _ = run([BP_85_50, BP_85_50])
 
+    # Systolic 85 scores 3 (a red score): NEWS2 escalates on the incomplete score too.
     assert events == [
         (1, "raise", "systolic_low", "medium"),
         (1, "raise", "map_low", "medium"),
+        (1, "raise", "news2", "medium"),
     ]
 
 
@@ -285,8 +287,11 @@ def test_readings_without_a_sign_leave_its_conditions_untouched():
     assert events == [
         (4, "raise", "systolic_low", "medium"),
         (4, "raise", "map_low", "medium"),
+        (4, "raise", "news2", "medium"),
     ]
-    # Open: SpO2-only readings do not resolve them; two normal blood pressures do.
+    # Open: SpO2-only readings do not resolve them; two normal blood pressures do (the limit
+    # alarms; NEWS2 stays open: those readings' scores are incomplete, and only a complete
+    # score clears it).
     normal_bp = {**NOTHING, "systolic": 120, "diastolic": 80}
     events, _ = run([SPO2_ONLY] * 5 + [normal_bp, SPO2_ONLY, normal_bp], state=state)
     assert events == [
@@ -303,22 +308,37 @@ def test_asystole_is_judged_from_a_measured_pulse_only():
     assert run([{**NOTHING, "pulse": 72}], state=state)[0] == [(0, "resolve", "asystole", "high")]
 
 
-def test_an_incomplete_news2_neither_raises_nor_clears_the_escalation_alarm():
+def test_an_incomplete_news2_that_already_triggers_raises_and_one_that_does_not_never_clears():
+    """An incomplete score (a parameter without a valid value) is a lower bound: the missing
+    parameters can only add. A patient whose blood-pressure cuff stopped but who scores 9 on
+    the rest must not go unannounced: it raises (and rises); an incomplete low score says
+    nothing (neither clears nor lowers), only a complete one clears."""
     state = PatientAlarms()
     subscores = {"resp_rate": 3, "spo2": 3, "on_oxygen": 0, "systolic": None, "pulse": 3}
     incomplete_9 = News2(9, "high", subscores, complete=False, missing=("systolic",))
+    incomplete_5 = News2(5, "medium", subscores, complete=False, missing=("systolic",))
     incomplete_0 = News2(0, "low", dict.fromkeys(subscores), complete=False, missing=("spo2",))
     complete_0 = News2(0, "low", dict.fromkeys(subscores, 0))
 
     def judge(news2: News2, i: int) -> list[tuple]:
         reading = R(measured_at=T0 + timedelta(seconds=5 * i))
-        return [(d.action, d.kind) for d in state.evaluate(reading, news2, Limits())]
+        return [
+            (d.action, d.kind, d.priority, d.message)
+            for d in state.evaluate(reading, news2, Limits())
+        ]
 
-    assert [judge(incomplete_9, i) for i in range(3)] == [[], [], []]
-    state.mark_open("news2", "high")
-    assert [judge(incomplete_0, i) for i in range(3, 6)] == [[], [], []]
-    assert judge(complete_0, 6) == []
-    assert judge(complete_0, 7) == [("resolve", "news2")]
+    raised = (
+        "raise",
+        "news2",
+        "high",
+        "NEWS2 9 or more (high risk; incomplete: no valid Systolic BP)",
+    )
+    assert [judge(incomplete_9, i) for i in range(3)] == [[], [raised], []]
+    # A lower incomplete score does not lower the priority, and a low one does not clear.
+    assert [judge(incomplete_5, i) for i in range(3, 6)] == [[], [], []]
+    assert [judge(incomplete_0, i) for i in range(6, 9)] == [[], [], []]
+    assert judge(complete_0, 9) == []
+    assert judge(complete_0, 10) == [("resolve", "news2", "high", "NEWS2 0 (low risk)")]
 
 
 def test_a_version_2_probe_off_reading_is_judged_without_spo2():
