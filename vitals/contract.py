@@ -422,8 +422,17 @@ def reading_parse(
             )
 
     map_ = ints.get("map")
-    if map_ is None and systolic is not None and diastolic is not None:
-        map_ = map_from_bp(systolic, diastolic)
+    if systolic is not None and diastolic is not None:
+        if map_ is None:
+            map_ = map_from_bp(systolic, diastolic)
+        elif not diastolic <= map_ <= systolic:
+            # Measured together (the cuff's oscillometry, an arterial line), the mean lies
+            # between the two: outside, one of the three values is not the patient's.
+            raise InvalidReading(
+                "implausible",
+                f"'map' {map_} with 'bp' {systolic}/{diastolic}: the mean must lie between "
+                "diastolic and systolic",
+            )
     return Reading(
         patient_uuid=patient_uuid,
         patient_name=name,

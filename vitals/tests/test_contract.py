@@ -463,6 +463,12 @@ BAD: dict[str, Bad] = {
         body2(temperature="36.8"), "wrong_type", "'temperature' must be a number"
     ),
     "v2-bp-implausible": Bad(body2(bp="80/120"), "implausible", "systolic must be above"),
+    "v2-map-above-systolic": Bad(
+        body2(bp="120/80", map=121),
+        "implausible",
+        "'map' 121 with 'bp' 120/80: the mean must lie between diastolic and systolic",
+    ),
+    "v2-map-below-diastolic": Bad(body2(bp="120/80", map=79), "implausible", "must lie between"),
     "v2-bp-no-slash": Bad(body2(bp="120"), "invalid_bp", 'is not "systolic/diastolic"'),
     "v2-a-bad-sign-beside-null-ones": Bad(
         body2(pulse=None, spo2=101), "out_of_range", "'spo2' 101 is outside 0-100"
@@ -1024,7 +1030,9 @@ SCHEMA_CANNOT_EXPRESS = {
     "duplicate_field": lambda message: "appears more than once" in message,  # decoded object
     "key_mismatch": lambda message: "key" in message,  # the key is not part of the value
     "missing_key": lambda message: "no key" in message,
-    "implausible": lambda message: "systolic must be above diastolic" in message,
+    "implausible": lambda message: (
+        "systolic must be above diastolic" in message or "the mean must lie between" in message
+    ),
     "out_of_range": lambda message: "'systolic'" in message or "'diastolic'" in message,
     "timestamp_in_future": lambda message: "consumer's clock" in message,
     "timestamp_too_old": lambda message: "before 2000" in message,

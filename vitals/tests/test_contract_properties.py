@@ -238,6 +238,10 @@ def _v2_reading(reading: Reading, measured: dict[str, Any], map_sent: int | None
     signs["systolic"], signs["diastolic"] = pressures or (None, None)
     if map_sent is None and pressures:
         map_sent = map_from_bp(*pressures)
+    elif pressures:
+        # Measured with the blood pressure, the mean lies between diastolic and systolic.
+        low, high = INT_RANGES["map"]
+        map_sent = min(max(map_sent, pressures[1], low), pressures[0], high)
     signs["map"] = map_sent
     if reading.artefact == "spo2_probe_off":
         signs["spo2"] = None
@@ -427,10 +431,9 @@ OUTCOMES_OF_A_FIELD = {
         for name in ("pulse", "resp_rate", "spo2")
     },
     # Unknown in version 1.
-    **{
-        name: {"accepted", "out_of_range", "wrong_type", "no_signs", "unknown_field"}
-        for name in ("map", "etco2")
-    },
+    "etco2": {"accepted", "out_of_range", "wrong_type", "no_signs", "unknown_field"},
+    # implausible: a MAP outside the blood pressure sent with it.
+    "map": {"accepted", "out_of_range", "wrong_type", "no_signs", "unknown_field", "implausible"},
 }
 
 
