@@ -133,6 +133,12 @@ CLOCK_SKEW_CLEARS_AT = 0.8
 # Raised by the consumer's sweep, not by a reading (vitals/services.py): no reading for
 # ALARM_NO_DATA_AFTER seconds; resolved by the next reading.
 NO_DATA = "no_data"
+# Technical (low): readings keep coming but a sign the monitor measures continuously (Sign.
+# continuous: pulse, respiratory rate, SpO2) has had no valid value for longer than its validity
+# window (SIGN_VALIDITY), for as many readings as a limit alarm's delay: its sensor is off, and
+# none of its limit alarms can sound. An SpO2 whose probe-off alarm is open is not counted twice.
+SIGN_MISSING = "sign_missing"
+CONTINUOUS_SIGNS = tuple(sign.key for sign in SIGNS if sign.continuous)
 # The alarms a clinician may switch off: the physiological limit alarms only. NEWS2 escalation,
 # asystole (lethal) and the technical alarms always sound.
 ALARM_OFF_KINDS = tuple(rule.kind for rule in LIMIT_RULES)
@@ -143,6 +149,7 @@ ALARM_KINDS = (
     "news2",
     "spo2_probe_off",
     "clock_skew",
+    SIGN_MISSING,
     NO_DATA,
 )
 
@@ -299,6 +306,18 @@ class PatientAlarms:
             asystole = pulse < ASYSTOLE_BELOW
             if outcome := step("asystole", asystole, pulse >= ASYSTOLE_CLEARS_AT, "high", 1):
                 decide("asystole", outcome, pulse, ASYSTOLE_BELOW, f"No pulse: {pulse} /min")
+
+        if news2 is not None:
+            probe_off_open = self._condition("spo2_probe_off").open_priority is not None
+            lost = [
+                key
+                for key in CONTINUOUS_SIGNS
+                if key in news2.missing and not (key == "spo2" and probe_off_open)
+            ]
+            if outcome := step(SIGN_MISSING, bool(lost), not lost, "low", delay):
+                labels = ", ".join(SIGN_BY_KEY[key].label for key in lost)
+                message = f"No valid {labels}: sensor off?" if lost else "Every sign measured again"
+                decide(SIGN_MISSING, outcome, len(lost), None, message)
 
         if news2 is not None:
             score = news2.score

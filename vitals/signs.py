@@ -88,6 +88,10 @@ class Sign:
     # Its colour on the central station (values and chart lines), on the ward's dark background:
     # never red or yellow, which are the alarms' (IEC 60601-1-8).
     color: str = "#e9eef4"
+    # Measured continuously by the bedside monitor (ECG, oximeter, impedance respiration): when
+    # readings keep coming without it beyond its validity, its sensor is off, and that is a
+    # technical alarm (sign_missing), not just a dash.
+    continuous: bool = False
 
     @property
     def is_integer(self) -> bool:
@@ -128,6 +132,7 @@ SIGNS: tuple[Sign, ...] = (
         news2="pulse",
         description="Heart rate, beats/min.",
         color="#3ddc84",  # green
+        continuous=True,
     ),
     Sign(
         key="resp_rate",
@@ -149,6 +154,7 @@ SIGNS: tuple[Sign, ...] = (
         news2="resp_rate",
         description="Respiratory rate, breaths/min.",
         color="#c0eb75",  # lime
+        continuous=True,
     ),
     Sign(
         key="systolic",
@@ -222,6 +228,7 @@ SIGNS: tuple[Sign, ...] = (
         news2="spo2",
         description="Peripheral oxygen saturation, %.",
         color="#29c5f6",  # cyan
+        continuous=True,
     ),
     Sign(
         key="temperature",

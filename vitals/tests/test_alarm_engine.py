@@ -627,7 +627,12 @@ def test_an_incomplete_news2_that_triggers_raises_the_escalation_alarm():
     # bound that already triggers (a single 3).
     written = judge(AlarmEngine(), [reading(patient, s, **BP_85_50) for s in (0, 5, 10)])
 
-    assert written == [("raised", "systolic_low"), ("raised", "map_low"), ("raised", "news2")]
+    assert written == [
+        ("raised", "systolic_low"),
+        ("raised", "map_low"),
+        ("raised", "sign_missing"),  # no pulse, resp. rate or SpO2 ever: their sensors are off
+        ("raised", "news2"),
+    ]
     alarm = Alarm.objects.get(patient=patient, kind="news2")
     assert (alarm.priority, alarm.message) == (
         "medium",

@@ -230,8 +230,8 @@ def test_an_alarm_known_open_is_not_raised_again_and_can_resolve():
 
 
 def test_every_kind_is_listed_once():
-    # a low and a high for each sign but SpO2 (low only), and five alarms of no limit
-    assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 20
+    # a low and a high for each sign but SpO2 (low only), and six alarms of no limit
+    assert len(ALARM_KINDS) == len(set(ALARM_KINDS)) == 21
 
 
 def test_an_alarm_switched_off_is_not_judged_and_an_open_one_resolves():
@@ -270,8 +270,14 @@ BP_85_50 = {**NOTHING, "systolic": 85, "diastolic": 50}  # MAP 62
 SPO2_ONLY = {**NOTHING, "spo2": 97}
 
 
+def physiological(events: list[tuple]) -> list[tuple]:
+    """The events but the technical sign_missing (readings with a blood pressure only lack the
+    pulse, resp. rate and SpO2: test_a_continuous_sign_without_a_valid_value_... has those)."""
+    return [event for event in events if event[2] != "sign_missing"]
+
+
 def test_a_reading_with_only_a_low_blood_pressure_counts_systolic_low_and_map_low():
-    events, _ = run([BP_85_50, BP_85_50])
+    events = physiological(run([BP_85_50, BP_85_50])[0])
 
     # Systolic 85 scores 3 (a red score): NEWS2 escalates on the incomplete score too.
     assert events == [
@@ -284,7 +290,7 @@ def test_a_reading_with_only_a_low_blood_pressure_counts_systolic_low_and_map_lo
 def test_readings_without_a_sign_leave_its_conditions_untouched():
     # A breach, SpO2-only readings (neither breach nor clear), the second breach raises.
     events, state = run([BP_85_50, SPO2_ONLY, SPO2_ONLY, SPO2_ONLY, BP_85_50])
-    assert events == [
+    assert physiological(events) == [
         (4, "raise", "systolic_low", "medium"),
         (4, "raise", "map_low", "medium"),
         (4, "raise", "news2", "medium"),
@@ -294,7 +300,7 @@ def test_readings_without_a_sign_leave_its_conditions_untouched():
     # score clears it).
     normal_bp = {**NOTHING, "systolic": 120, "diastolic": 80}
     events, _ = run([SPO2_ONLY] * 5 + [normal_bp, SPO2_ONLY, normal_bp], state=state)
-    assert events == [
+    assert physiological(events) == [
         (7, "resolve", "systolic_low", "medium"),
         (7, "resolve", "map_low", "medium"),
     ]
@@ -304,8 +310,10 @@ def test_asystole_is_judged_from_a_measured_pulse_only():
     state = PatientAlarms()
     state.mark_open("asystole", "high")
 
-    assert run([SPO2_ONLY] * 3, state=state)[0] == []
-    assert run([{**NOTHING, "pulse": 72}], state=state)[0] == [(0, "resolve", "asystole", "high")]
+    assert physiological(run([SPO2_ONLY] * 3, state=state)[0]) == []
+    assert physiological(run([{**NOTHING, "pulse": 72}], state=state)[0]) == [
+        (0, "resolve", "asystole", "high")
+    ]
 
 
 def test_an_incomplete_news2_that_already_triggers_raises_and_one_that_does_not_never_clears():
@@ -325,6 +333,7 @@ def test_an_incomplete_news2_that_already_triggers_raises_and_one_that_does_not_
         return [
             (d.action, d.kind, d.priority, d.message)
             for d in state.evaluate(reading, news2, Limits())
+            if d.kind == "news2"
         ]
 
     raised = (
@@ -339,6 +348,44 @@ def test_an_incomplete_news2_that_already_triggers_raises_and_one_that_does_not_
     assert [judge(incomplete_0, i) for i in range(6, 9)] == [[], [], []]
     assert judge(complete_0, 9) == []
     assert judge(complete_0, 10) == [("resolve", "news2", "high", "NEWS2 0 (low risk)")]
+
+
+def test_a_continuous_sign_without_a_valid_value_raises_a_technical_alarm():
+    """Readings keep coming without an SpO2 (an oximeter off the finger that does not say
+    so): its limit alarm can no longer sound, so its silence is an alarm (low, technical),
+    after the delay; a sign monitored now and then (temperature) is not; an SpO2 whose
+    probe-off alarm is open is not counted twice; a valid SpO2 again resolves it."""
+    state = PatientAlarms()
+    scored = {"resp_rate": 0, "on_oxygen": 0, "systolic": 0, "pulse": 0, "consciousness": 0}
+
+    def news2(*missing: str) -> News2:
+        subscores = {**scored, "spo2": 0, "temperature": 0} | dict.fromkeys(missing)
+        return News2(0, "low", subscores, complete=not missing, missing=missing)
+
+    def judge(score: News2, i: int, **values) -> list[tuple]:
+        reading = R(measured_at=T0 + timedelta(seconds=5 * i), **values)
+        return [
+            (d.action, d.kind, d.priority, d.value, d.message)
+            for d in state.evaluate(reading, score, Limits())
+        ]
+
+    assert [judge(news2("temperature"), i) for i in range(3)] == [[], [], []]
+    assert [judge(news2("spo2"), i, spo2=None) for i in range(3, 5)] == [
+        [],
+        [("raise", "sign_missing", "low", 1, "No valid SpO2: sensor off?")],
+    ]
+    assert judge(news2("spo2", "pulse"), 5, spo2=None, pulse=None) == []  # open: no new event
+    assert [judge(news2(), i) for i in range(6, 8)] == [
+        [],
+        [("resolve", "sign_missing", "low", 0, "Every sign measured again")],
+    ]
+    # The probe-off alarm says it already.
+    probe_off = {"spo2": None, "artefact": "spo2_probe_off"}
+    assert [[d[1] for d in judge(news2("spo2"), i, **probe_off)] for i in range(8, 11)] == [
+        ["spo2_probe_off"],
+        [],
+        [],
+    ]
 
 
 def test_a_version_2_probe_off_reading_is_judged_without_spo2():

@@ -686,10 +686,29 @@ def test_version_1_and_version_2_readings_side_by_side_through_the_broker(kafka,
         "consciousness": ("A", at(540)),
         "on_oxygen": (False, at(540)),
     }
-    assert sorted(bob.alarms.values_list("kind", "priority", "state")) == [
-        ("map_low", "medium", "active"),
-        ("spo2_probe_off", "low", "resolved"),  # raised at 120 s, resolved by the SpO2 at 420 s
-        ("systolic_low", "medium", "active"),
+
+    def since(moment) -> int:
+        return round((moment - NOW + timedelta(minutes=10)).total_seconds())
+
+    assert sorted(
+        (a.kind, a.priority, a.state, since(a.raised_at), a.message) for a in bob.alarms.all()
+    ) == [
+        # Counted at 480 and 540 s; the reading between them, without a blood pressure, is no
+        # count either way.
+        ("map_low", "medium", "active", 540, "MAP low: 61 mmHg (< 65)"),
+        # Incomplete, a lower bound that already triggers (systolic 84 scores 3), twice.
+        (
+            "news2",
+            "medium",
+            "active",
+            500,
+            "NEWS2 4 or more (low-medium risk; incomplete: no valid Resp. rate)",
+        ),
+        # No respiratory rate since 0 s: beyond its 5 min at 420 s and 480 s.
+        ("sign_missing", "low", "active", 480, "No valid Resp. rate: sensor off?"),
+        # At once; the SpO2 at 420 s resolved it (the SpO2 it made missing is not counted twice).
+        ("spo2_probe_off", "low", "resolved", 120, "SpO2 probe off: no oximetry"),
+        ("systolic_low", "medium", "active", 540, "Systolic BP low: 84 mmHg (< 90)"),
     ]
 
     newest = api_client.get(f"/api/patients/{bob.uuid}/metrics/").json()["results"][0]
