@@ -259,46 +259,111 @@ def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, 
 
 
 def thirty_two_beds() -> None:
-    """A full ward: mixed scores, alarms (one tile with more than it lists), oxygen, confusion,
-    long names, a silent monitor."""
+    """A full ward as a real one looks at its worst: mixed scores, MAP on every tile, a
+    hypertensive crisis (BP 212/124), ventilated patients (EtCO2), three tiles with three alarms
+    each (an escalated high one unanswered for minutes, with a long message; a "+1 more"), long
+    names, and a silent monitor whose tile is stale with its no_data alarm."""
     now = timezone.now()
     readings = []
     for bed in range(32):
         name = f"Bed {bed + 1:02d} · " + (
             "Alexandra Konstantinopoulou" if bed % 7 == 3 else "Sam Lee"
         )
-        values = {}
+        values = {"map": 93}
         if bed % 4 == 1:
-            values = {"pulse": 118, "resp_rate": 23, "temperature": 38.6}
-        if bed % 8 == 2:
+            values = {"pulse": 118, "resp_rate": 23, "temperature": 38.6, "map": 88}
+        if bed % 8 == 2:  # respiratory failure, ventilated
             values = {
                 "pulse": 134,
                 "resp_rate": 27,
                 "spo2": 89,
                 "systolic": 88,
-                "diastolic": 52,
+                "diastolic": 39,
+                "map": 55,
+                "etco2": 61,
                 "on_oxygen": True,
                 "consciousness": "C",
             }
-        if bed == 5:
-            values = {"systolic": 212, "diastolic": 124}
+        if bed == 5:  # the widest values
+            values = {"pulse": 147, "resp_rate": 32, "systolic": 212, "diastolic": 124, "map": 153}
         readings.append(reading(name, ago=900 if bed == 30 else 1, **values))
     store(*readings)
     for bed in (2, 10, 18):
         p = patient(readings[bed].patient_name)
-        for kind, priority, message in (
-            ("spo2_low", "high", "SpO2 low: 84 % (< 90)"),
-            ("pulse_high", "medium", "Pulse high: 134 /min (> 120)"),
-            ("news2", "high", "NEWS2 13 (high risk)"),
+        for kind, priority, message, escalated in (
+            ("diastolic_low", "high", "Diastolic BP low: 39 mmHg (< 50)", True),
+            ("news2", "high", "NEWS2 13 (high risk)", False),
+            ("pulse_high", "medium", "Pulse high: 134 /min (> 120)", False),
         ):
-            AlarmFactory(patient=p, kind=kind, priority=priority, message=message, raised_at=now)
+            AlarmFactory(
+                patient=p,
+                kind=kind,
+                priority=priority,
+                message=message,
+                raised_at=now - timedelta(minutes=4),
+                activated_at=now - timedelta(minutes=4),
+                escalated_at=now - timedelta(minutes=1) if escalated else None,
+            )
     AlarmFactory(
         patient=patient(readings[5].patient_name),
         kind="systolic_high",
         priority="high",
         message="Systolic BP high: 212 mmHg (> 200)",
         raised_at=now,
+        activated_at=now - timedelta(minutes=5),
+        escalated_at=now - timedelta(minutes=2),
     )
+    AlarmFactory(
+        patient=patient(readings[30].patient_name),
+        kind="no_data",
+        priority="medium",
+        message="No data for 15 s (last reading received 11:27:36)",
+        raised_at=now - timedelta(seconds=885),
+        activated_at=now - timedelta(seconds=885),
+    )
+
+
+# Nothing on a tile cut off or over another: each visible part of a tile (its head, the signs,
+# each alarm, ALARM OFF, the age) inside the tile and below the one before it; every value
+# whole; every alarm one line, cut with an ellipsis at most, its whole text in its title.
+TILE_DEFECTS = """
+const defects = [];
+for (const tile of document.querySelectorAll("#tiles > li")) {
+  const box = tile.getBoundingClientRect();
+  const name = tile.dataset.name;
+  const parts = [...tile.querySelectorAll(
+    ".tile-head, .tile-identity, .vitals, .tile-alarms > li, .tile-alarm-off, .age")]
+    .filter((el) => el.getClientRects().length);
+  let above = null;
+  for (const el of parts) {
+    const r = el.getBoundingClientRect();
+    if (r.left < box.left || r.right > box.right || r.bottom > box.bottom - 2)
+      defects.push([name, "outside", el.textContent]);
+    if (above && r.top < above.bottom - 0.5)
+      defects.push([name, "overlaps", above.el.textContent, el.textContent]);
+    above = {el, bottom: r.bottom};
+  }
+  const inner = box.right - parseFloat(getComputedStyle(tile).borderRightWidth);
+  let left = null;
+  for (const dd of tile.querySelectorAll(".sign dd")) {
+    if (!dd.getClientRects().length) continue;
+    const r = dd.querySelector(".value").getBoundingClientRect();
+    if (dd.scrollWidth > dd.clientWidth || r.right > inner)
+      defects.push([name, "value cut", dd.textContent]);
+    if (left && Math.abs(left.top - r.top) < 2 && r.left < left.right)
+      defects.push([name, "values overlap", left.text, dd.textContent]);
+    left = {top: r.top, right: r.right, text: dd.textContent};
+  }
+  for (const li of tile.querySelectorAll(".tile-alarms > li")) {
+    const lineHeight = parseFloat(getComputedStyle(li).lineHeight);
+    if (li.getBoundingClientRect().height > 1.5 * lineHeight)
+      defects.push([name, "alarm not one line", li.textContent]);
+    if (!li.classList.contains("alarm--more") && li.title !== li.textContent)
+      defects.push([name, "alarm title", li.title, li.textContent]);
+  }
+}
+return defects;
+"""
 
 
 def geometry(browser: WebDriver) -> dict:
@@ -339,28 +404,37 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
     assert (found["scrollWidth"], found["scrollHeight"]) == STATION
     shown = tiles(browser)
     assert shown[0]["news2"] == ["17", "high risk"]  # most acute first
-    crowded = next(t for t in shown if len(t["alarms"]) == 3)
-    assert crowded["alarms"] == [
-        "High SpO2 low: 84 % (< 90)",
-        "High NEWS2 13 (high risk)",
-        "+1 more",
-    ]
-    assert sum("tile--stale" in t["classes"] for t in shown) == 1
-    # Every alarm's whole text on its tile (wrapped, not cut, inside the tile), and every value
-    # whole, a value in alarm too.
-    cut = browser.execute_script(
+    crowded = [t for t in shown if len(t["alarms"]) == 3]
+    assert len(crowded) == 3
+    for tile in crowded:
+        first, second, more = tile["alarms"]
+        assert re.fullmatch(
+            r"High Diastolic BP low: 39 mmHg \(< 50\) · ESCALATED · unanswered 4 min 0\d s", first
+        ), first
+        assert re.fullmatch(r"High NEWS2 13 \(high risk\) · unanswered 4 min 0\d s", second)
+        assert more == "+1 more"
+        assert tile["signs"]["etco2"] == "61"  # ventilated
+    assert next(t for t in shown if t["signs"]["bp"] == "212/124")["signs"]["map"] == "153"
+    [stale] = [t for t in shown if "tile--stale" in t["classes"]]
+    assert stale["alarms"][0].startswith("Medium No data for 15 s"), stale["alarms"]
+    assert stale["age"].startswith("Stale · no reading for ")
+    # Nothing cut off or overlapping on any tile: every value whole, every alarm on one line
+    # (its whole text in its title), "+1 more" and the age always there.
+    assert browser.execute_script(TILE_DEFECTS) == []
+    # The signs in two rows of four: HR RR BP MAP / SpO2 Temp EtCO2 ACVPU.
+    rows = browser.execute_script(
         """
-        // A cell not shown (EtCO2 of a patient never ventilated) has no box to cut.
-        return [...document.querySelectorAll(".tile-alarms li, .tile .sign dd")].filter((li) => {
-          if (!li.getClientRects().length) return false;
-          const tile = li.closest(".tile").getBoundingClientRect();
-          const r = li.getBoundingClientRect();
-          return li.scrollWidth > li.clientWidth || li.scrollHeight > li.clientHeight
-            || r.left < tile.left || r.right > tile.right || r.bottom > tile.bottom;
-        }).map((li) => li.textContent);
+        const tile = [...document.querySelectorAll("#tiles > li")].find(
+          (li) => li.querySelector('[data-sign="etco2"]:not([hidden])'));
+        const rows = new Map();
+        for (const sign of tile.querySelectorAll("[data-sign]")) {
+          const top = Math.round(sign.getBoundingClientRect().top);
+          rows.set(top, [...(rows.get(top) ?? []), sign.dataset.sign]);
+        }
+        return [...rows.values()];
         """
     )
-    assert cut == []
+    assert rows == [["pulse", "resp_rate", "bp", "map"], ["spo2", "temperature", "etco2", "acvpu"]]
     screenshot("station-1920x1080")
 
     # Accessible names of the controls.
@@ -401,6 +475,7 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
         assert found["scrollWidth"] == found["clientWidth"], (width, height)
         assert all(t["left"] >= 0 and t["right"] <= found["clientWidth"] for t in found["tiles"])
         assert found["scrollHeight"] > height  # 32 beds: the page scrolls down instead
+        assert browser.execute_script(TILE_DEFECTS) == [], (width, height)
         screenshot(f"tablet-{width}x{height}")
     viewport(browser, *STATION)
 

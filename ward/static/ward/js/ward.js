@@ -73,7 +73,7 @@ function renderAlarms(tile, alarms) {
     const acknowledged = alarm.state === "acknowledged";
     return h(
       "li",
-      { class: `alarm alarm--${alarm.priority}${acknowledged ? " alarm--acknowledged" : ""}`, title: alarm.message },
+      { class: `alarm alarm--${alarm.priority}${acknowledged ? " alarm--acknowledged" : ""}${alarm.escalated_at && !acknowledged ? " alarm--escalated" : ""}` },
       priorityBadge(alarm.priority),
       " ",
       h("span", { class: "alarm-message" }, alarm.message),
@@ -87,6 +87,7 @@ function renderAlarms(tile, alarms) {
     items.push(h("li", { class: "alarm alarm--more" }, link));
   }
   tile.alarms.replaceChildren(...items);
+  alarmTitles(tile);
   tile.alarms.hidden = alarms.length === 0;
 }
 
@@ -146,6 +147,15 @@ function updateAge(tile) {
   for (const [i, alarm] of tile.patient.active_alarms.slice(0, TILE_ALARMS).entries()) {
     const span = tile.alarms.children[i]?.querySelector(".unanswered");
     if (span) span.textContent = ` · ${unansweredText(alarm)}`;
+  }
+  alarmTitles(tile);
+}
+
+// Each alarm is one line on its tile, cut short where the tile is too narrow: its whole text
+// (with how long it has gone unanswered) in its title.
+function alarmTitles(tile) {
+  for (const li of tile.alarms.children) {
+    if (!li.classList.contains("alarm--more")) li.title = li.textContent;
   }
 }
 
