@@ -492,6 +492,30 @@ def chart_summaries(browser: WebDriver) -> dict[str, str]:
     )
 
 
+def limit_labels(browser: WebDriver, chart: str) -> list[str]:
+    """The labels of a chart's dashed lines, top to bottom, having checked that each is beside
+    its line (touching it), inside the plot, and none over another."""
+    labels = browser.execute_script(
+        """
+        const plot = document.querySelector(`[data-chart="${arguments[0]}"] .chart-plot`);
+        const u = plot.uplot, over = u.over.getBoundingClientRect();
+        return [...plot.querySelectorAll(".limit-label")].map((label) => {
+          const r = label.getBoundingClientRect();
+          return {text: label.textContent, top: r.top, bottom: r.bottom, left: r.left,
+                  right: r.right, line: over.top + u.valToPos(Number(label.dataset.value), "y"),
+                  inside: r.left >= over.left && r.right <= over.right};
+        }).sort((a, b) => a.top - b.top);
+        """,
+        chart,
+    )
+    for label in labels:
+        assert label["top"] - 2 <= label["line"] <= label["bottom"] + 2, label
+        assert label["inside"], label
+    for above, below in itertools.pairwise(labels):
+        assert above["bottom"] <= below["top"], (above, below)
+    return [label["text"] for label in labels]
+
+
 def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     browser, login, user, screenshot
 ):
@@ -554,28 +578,11 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     assert all(len(values) >= 4 for values in ticks.values()), ticks
     # The blood pressure's four dashed limits are labelled, each beside its line, none over
     # another (two limits at one value share a label).
-    labels = browser.execute_script(
-        """
-        const plot = document.querySelector('[data-chart="bp"] .chart-plot');
-        const u = plot.uplot, over = u.over.getBoundingClientRect();
-        return [...plot.querySelectorAll(".limit-label")].map((label) => {
-          const r = label.getBoundingClientRect();
-          return {text: label.textContent, top: r.top, bottom: r.bottom, left: r.left,
-                  right: r.right, line: over.top + u.valToPos(Number(label.dataset.value), "y"),
-                  inside: r.left >= over.left && r.right <= over.right};
-        });
-        """
-    )
-    assert [label["text"] for label in labels] == [
+    assert limit_labels(browser, "bp") == [
         "systolic high limit 160",
         "systolic low limit 90 · diastolic high limit 90",
         "diastolic low limit 50",
     ]
-    for label in labels:
-        assert label["top"] - 2 <= label["line"] <= label["bottom"] + 2, label
-        assert label["inside"], label
-    for above, below in itertools.pairwise(labels):
-        assert above["bottom"] <= below["top"], (above, below)
 
     # A new reading: the header and every chart's "latest" say the same at each moment.
     store(reading("dora", ago=0, pulse=131))  # NEWS2 3
@@ -883,6 +890,44 @@ def null_runs(values: list) -> int:
     return longest
 
 
+# For each chart named: its first sign's line (the mean) as uPlot drew it: the gaps it left
+# (each as the seconds of the values either side), its values, how many null buckets lie between
+# the first and last, the points drawn (isolated values), and whether the line's own colour is
+# on the canvas halfway between the first two values (a line drawn joining them).
+DRAWN_GAPS = """
+const found = {};
+for (const key of arguments[0]) {
+  const u = document.querySelector(`[data-chart="${key}"] .chart-plot`)?.uplot;
+  const s = u?.series[1];
+  if (!s?._paths) return null;
+  const xs = u.data[0], ys = u.data[1];
+  const at = (px) => u.posToVal(px / devicePixelRatio - u.bbox.left / devicePixelRatio, "x");
+  const idx = ys.map((y, i) => (y === null ? null : i)).filter((i) => i !== null);
+  const filtered = s.points.filter ? s.points.filter(u, 1, false, s._paths.gaps) : null;
+  let joined = false;
+  if (idx.length >= 2) {
+    const [a, b] = idx;
+    const x = Math.round((u.valToPos(xs[a], "x", true) + u.valToPos(xs[b], "x", true)) / 2);
+    const y = Math.round((u.valToPos(ys[a], "y", true) + u.valToPos(ys[b], "y", true)) / 2);
+    const n = parseInt(s.stroke(u, 1).slice(1), 16);
+    const want = [n >> 16, (n >> 8) & 255, n & 255];
+    const pixels = u.ctx.getImageData(x - 3, y - 3, 7, 7).data;
+    for (let p = 0; p < pixels.length; p += 4) {
+      if (want.every((c, k) => Math.abs(pixels[p + k] - c) < 40)) joined = true;
+    }
+  }
+  found[key] = {
+    gaps: (s._paths.gaps ?? []).map(([l, r]) => [at(l), at(r)]),
+    values: idx.map((i) => ys[i]),
+    nulls: idx.length ? ys.slice(idx[0], idx.at(-1)).filter((y) => y === null).length : 0,
+    points: filtered ?? [],
+    joined,
+  };
+}
+return found;
+"""
+
+
 def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gaps(
     browser, login, user, live_server, screenshot
 ):
@@ -931,6 +976,18 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
     )
     gus.save()
     hal = PatientFactory(name="hal")
+    # 15 min before the blood pressure of 12 min ago, the one before it (and a NEWS2 of 16).
+    before = twelve - timedelta(minutes=15)
+    PatientMetric.objects.create(
+        patient=hal,
+        measured_at=before,
+        received_at=before,
+        systolic=150,
+        diastolic=90,
+        map=110,
+        news2_score=16,
+        news2_risk="high",
+    )
     PatientMetric.objects.create(
         patient=hal, measured_at=twelve, received_at=twelve, pulse=100, spo2=93, **full
     )
@@ -1008,6 +1065,13 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
     assert series["spanGaps"] is False
     assert 55 <= null_runs(series["pulse"]) <= 62, series["pulse"]  # 300 s of 5 s buckets
     assert null_runs(series["spo2"]) <= 2  # a reading every 10 s: no gap of its own
+    # A line joins two values no further apart than the sign's validity (5 min for both): the
+    # SpO2 every 10 s (a null bucket between two) is one line; the pulse's 310 s without a value
+    # are its one gap, from the value before to the value after.
+    drawn = wait_until(browser, lambda b: b.execute_script(DRAWN_GAPS, ["pulse", "spo2"]), "drawn")
+    assert drawn["spo2"]["gaps"] == [], drawn["spo2"]
+    [(left, right)] = drawn["pulse"]["gaps"]
+    assert 300 < right - left < 320, drawn["pulse"]  # seconds between the two values
     header = browser.find_element(By.CSS_SELECTOR, "#patient-news2 .news2-risk")
     assert header.get_attribute("textContent") == "incomplete, no valid Resp. rate, Systolic BP"
 
@@ -1018,4 +1082,26 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
         "hal's EtCO2 chart",
     )[0]
     wait_until(browser, lambda b: "latest 48" in summary.text, "its latest")
+    # Over the last hour: hal's blood pressures (and MAPs), 15 min apart (valid 30 min), joined
+    # by a line drawn on the chart; his one temperature and one EtCO2, isolated, drawn as points.
+    browser.find_element(By.CSS_SELECTOR, '.range[data-range="3600"]').click()
+    drawn = wait_until(
+        browser,
+        lambda b: (
+            (found := b.execute_script(DRAWN_GAPS, ["bp", "map", "temperature", "etco2"]))
+            and len(found["bp"]["values"]) == 2
+            and found
+        ),
+        "an hour of hal's charts",
+    )
+    for key in ("bp", "map"):
+        assert drawn[key]["gaps"] == [], drawn[key]
+        assert drawn[key]["joined"], drawn[key]
+        assert drawn[key]["nulls"] > 50, drawn[key]  # 15 min of 15 s buckets between the two
+        assert drawn[key]["points"] == [], drawn[key]
+    assert drawn["bp"]["values"] == [150, 118]
+    for key in ("temperature", "etco2"):
+        assert len(drawn[key]["values"]) == len(drawn[key]["points"]) == 1, drawn[key]
+    # NEWS2's two dashed lines (5 and 7) close on a chart up to 16: each its own label.
+    assert limit_labels(browser, "news2") == ["high risk (7)", "medium risk (5)"]
     screenshot("ventilated")

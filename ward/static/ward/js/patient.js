@@ -41,7 +41,7 @@ function buildCharts() {
       chart = { key, title: named.label, unit: sign.unit, decimals: sign.decimals, signs: [], limits: [], limitLabels: {}, optional: true };
       built.push(chart);
     }
-    chart.signs.push([sign.key, sign.label, sign.color]);
+    chart.signs.push([sign.key, sign.label, sign.color, sign.validSeconds]);
     chart.optional &&= sign.optional;
     for (const side of ["low", "high"]) {
       const kind = sign.limits[side];
@@ -62,7 +62,8 @@ function buildCharts() {
     title: "NEWS2",
     unit: "",
     decimals: 0,
-    signs: [["news2", "NEWS2", "#ff922b"]],
+    // A score stands until the next reading's: its validity the shortest of its signs'.
+    signs: [["news2", "NEWS2", "#ff922b", Math.min(...config.signs.filter((s) => s.charted).map((s) => s.validSeconds))]],
     thresholds: [
       [5, "medium risk (5)"],
       [7, "high risk (7)"],
@@ -120,8 +121,10 @@ function lines(chart) {
     .map((kind) => [limits[kind], `${chart.limitLabels[kind]} ${limits[kind]}`]);
 }
 
-// The dashed lines' labels, beside each line at the plot's right edge (two limits at one height
-// share a label), in the plot's overlay: text a reader can select and a test can measure.
+// The dashed lines' labels, on each line at the plot's left (two limits at one height share a
+// label), in the plot's overlay: text a reader can select and a test can measure. Two lines too
+// close for a label each on its line (NEWS2's 5 and 7 on a chart up to 20): the upper one's
+// label just above its line, the lower one's just below.
 const LABEL_HEIGHT = 14;
 
 function placeLineLabels(u, chart) {
@@ -130,27 +133,84 @@ function placeLineLabels(u, chart) {
   const placed = [];
   for (const [value, label] of lines(chart)) {
     const y = u.valToPos(value, "y");
-    const near = placed.find((p) => Math.abs(p.y - y) < LABEL_HEIGHT);
-    if (near) near.texts.push(label);
-    else placed.push({ y, value, texts: [label] });
+    const same = placed.find((p) => Math.abs(p.y - y) < 1);
+    if (same) same.texts.push(label);
+    else placed.push({ y, value, texts: [label], side: "on" });
   }
-  for (const { y, value, texts } of placed.sort((a, b) => a.y - b.y)) { // top to bottom
-    const label = h("span", { class: "limit-label", "data-value": String(value) }, texts.join(" · "));
+  placed.sort((a, b) => a.y - b.y); // top to bottom
+  const merged = [];
+  for (const label of placed) {
+    const above = merged.at(-1);
+    if (above && label.y - above.y < LABEL_HEIGHT) {
+      const before = merged.at(-2); // the label above, on its line: its bottom
+      const free = before ? before.y + LABEL_HEIGHT / 2 : -Infinity;
+      if (above.side === "on" && above.y - LABEL_HEIGHT >= free) {
+        above.side = "above";
+        label.side = "below";
+      } else {
+        above.texts.push(...label.texts); // three lines close together: one label
+        continue;
+      }
+    }
+    merged.push(label);
+  }
+  for (const { y, value, texts, side } of merged) {
+    const label = h("span", { class: `limit-label limit-label--${side}`, "data-value": String(value) }, texts.join(" · "));
     label.style.top = `${y}px`; // CSSOM, which the Content-Security-Policy allows
     u.over.append(label);
   }
   plot.uplot = u; // for the browser tests: the chart's own scale
 }
 
+// A sign measured now and then (blood pressure every 15 min) has its values in buckets far
+// apart, nulls between: its line joins two values no further apart than the sign's validity
+// (a value stands for the sign that long); a longer gap stays a gap. uPlot's `gaps` (given
+// the null runs, in canvas pixels) is replaced by the gaps of validity.
+function validityGaps(validSeconds) {
+  return (u, seriesIdx, idx0, idx1) => {
+    const xs = u.data[0];
+    const ys = u.data[seriesIdx];
+    const gaps = [];
+    let previous = null;
+    for (let i = idx0; i <= idx1; i++) {
+      if (ys[i] === null || ys[i] === undefined) continue;
+      if (previous !== null && xs[i] - xs[previous] > validSeconds) {
+        uPlot.addGap(gaps, Math.round(u.valToPos(xs[previous], "x", true)), Math.round(u.valToPos(xs[i], "x", true)));
+      }
+      previous = i;
+    }
+    return gaps;
+  };
+}
+
+// The values with no other within the validity either side, which no line joins: drawn as
+// points.
+function isolatedValues(validSeconds) {
+  return (u, seriesIdx) => {
+    const xs = u.data[0];
+    const ys = u.data[seriesIdx];
+    const shown = [];
+    for (let i = 0; i < ys.length; i++) if (ys[i] !== null && ys[i] !== undefined) shown.push(i);
+    const isolated = shown.filter((i, n) => {
+      const before = n > 0 && xs[i] - xs[shown[n - 1]] <= validSeconds;
+      const after = n < shown.length - 1 && xs[shown[n + 1]] - xs[i] <= validSeconds;
+      return !before && !after;
+    });
+    return isolated;
+  };
+}
+
 function chartOptions(chart, width) {
   const series = [{}];
   const bands = [];
-  for (const [, label, color] of chart.signs) {
+  for (const [, label, color, validSeconds] of chart.signs) {
     const mean = series.length;
-    // A bucket without a value is null: a gap, never a line drawn across it.
-    series.push({ label, stroke: color, width: 2, points: { show: false }, spanGaps: false });
-    series.push({ label: `${label} min`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false });
-    series.push({ label: `${label} max`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false });
+    // A bucket without a value is null; a line joins two values within the sign's validity,
+    // never across a longer gap; a value with none near it is a point.
+    const gaps = validityGaps(validSeconds);
+    series.push({ label, stroke: color, width: 2, points: { show: false, filter: isolatedValues(validSeconds), size: 6, fill: color }, spanGaps: false, gaps });
+    series.push({ label: `${label} min`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false, gaps });
+    series.push({ label: `${label} max`, stroke: withAlpha(color, 0.35), width: 1, points: { show: false }, spanGaps: false, gaps });
     bands.push({ series: [mean + 2, mean + 1], fill: withAlpha(color, 0.16) });
   }
   for (const [, label] of lines(chart)) {
