@@ -116,6 +116,16 @@ def test_run_patient_rejects_bad_arguments_before_touching_kafka(options, messag
         call_command("run_patient", **options)
 
 
+def test_run_dev_refuses_to_ventilate_a_patient_it_does_not_emulate(settings):
+    settings.DEBUG = True
+    with pytest.raises(
+        CommandError,
+        match=r"^--ventilated erin: not an emulated patient \(alice, bob, carol\); name them "
+        r"with --name too\.$",
+    ):
+        call_command("run_dev", "--ventilated", "erin")
+
+
 def test_run_dev_refuses_to_run_without_debug(settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="run_dev is for local use: set DEBUG=true"):
@@ -198,8 +208,8 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             in banner
         )
         assert (
-            "emulated patients: alice:stable, bob:sepsis, carol:respiratory_failure at 3000x speed"
-            in banner
+            "emulated patients: alice:stable, bob:sepsis, carol:respiratory_failure at 3000x "
+            "speed (carol ventilated); broker" in banner
         )
         assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
         token = banner.split("Authorization: Token ")[1].split('"')[0]
@@ -235,6 +245,8 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
                 break
             time.sleep(0.5)
         assert [p["name"] for p in first] == ["alice", "bob", "carol"]
+        # carol is on a ventilator (her own emulator): end-tidal CO2 on her tile, no one else's.
+        assert ["etco2" in p["latest_signs"] for p in first] == [False, False, True]
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"

@@ -24,6 +24,9 @@ DEMO_ROLE_USERS = {"nurse": CLINICIAN, "observer": VIEWER}
 # A small ward that tells a story: one stable patient and two who deteriorate, so that NEWS2
 # scores rise and alarms appear within minutes (with DEMO_SPEED).
 DEFAULT_PATIENTS = ["alice:stable", "bob:sepsis", "carol:respiratory_failure"]
+# On a ventilator: their readings carry end-tidal CO2 (the ward shows it, rising in carol's
+# respiratory failure).
+DEFAULT_VENTILATED = ["carol"]
 # Simulated seconds per second: 6 hours of sepsis unfold in 6 minutes.
 DEMO_SPEED = 60.0
 
@@ -47,7 +50,9 @@ the logins. Ctrl-C stops everything; if any part exits on its own, the rest is s
 
 The default ward is alice (stable), bob (sepsis) and carol (respiratory failure), their
 physiology running --speed times faster than the clock, so that within a few minutes bob's and
-carol's NEWS2 rise and their alarms appear. NAME:SCENARIO works as in run_patient.
+carol's NEWS2 rise and their alarms appear; carol is ventilated (end-tidal CO2 in her
+readings). NAME:SCENARIO works as in run_patient; --ventilated NAME puts one of them on a
+ventilator (its own emulator process, run_patient --ventilated).
 
 Every port is checked before anything starts: when the web server's port (--port) or the
 broker's (KAFKA_BOOTSTRAP_SERVERS) is taken (say, by a first `make run`), it says by what and
@@ -58,6 +63,7 @@ Local use only: it requires DEBUG=true and prints a known password.
 examples:
   python manage.py run_dev
   python manage.py run_dev --name dave --name erin:cardiac_arrest --interval 1 --port 8001
+  python manage.py run_dev --name dave --name erin:respiratory_failure --ventilated erin
   python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8001   # a second one
 """
@@ -69,6 +75,14 @@ examples:
             default=None,
             metavar="NAME[:SCENARIO]",
             help=f"Emulated patient; repeat for more (default: {', '.join(DEFAULT_PATIENTS)}).",
+        )
+        parser.add_argument(
+            "--ventilated",
+            action="append",
+            default=None,
+            metavar="NAME",
+            help="A patient (of --name) on a ventilator: end-tidal CO2 in their readings; repeat "
+            f"for more (default: {', '.join(DEFAULT_VENTILATED)} when --name is not given).",
         )
         parser.add_argument(
             "--speed",
@@ -90,20 +104,27 @@ examples:
     def handle(self, *args: object, **options: object) -> None:
         if not settings.DEBUG:
             raise CommandError("run_dev is for local use: set DEBUG=true (make run does).")
+        known = {n.split(":", 1)[0] for n in options["name"] or DEFAULT_PATIENTS}
+        if unknown := sorted(set(options["ventilated"] or ()) - known):
+            raise CommandError(
+                f"--ventilated {', '.join(unknown)}: not an emulated patient "
+                f"({', '.join(sorted(known))}); name them with --name too."
+            )
         # Before anything is started or written: a second `make run` touches nothing.
         broker_needed = ports_check(web_port=options["port"])
         token = demo_user_ensure()
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         names = options["name"] or DEFAULT_PATIENTS
-        emulator = [
-            *manage,
-            "run_patient",
-            *(arg for n in names for arg in ("--name", n)),
-            "--speed",
-            str(options["speed"]),
+        ventilated = options["ventilated"]
+        if ventilated is None:
+            ventilated = [] if options["name"] else DEFAULT_VENTILATED
+        emulators = [
+            (label, [n for n in names if (n.split(":", 1)[0] in ventilated) == on_ventilator])
+            for label, on_ventilator in (("emulator", False), ("ventilated", True))
         ]
+        timing = ["--speed", str(options["speed"]), "--broker-timeout", "30"]
         if options["interval"] is not None:
-            emulator += ["--interval", str(options["interval"])]
+            timing += ["--interval", str(options["interval"])]
         address = f"127.0.0.1:{options['port']}"
 
         children = []
@@ -111,7 +132,20 @@ examples:
             children.append(Child("broker", [*manage, "run_broker"]))
         children += [
             Child("consumer", [*manage, "consume_vitals", "--broker-timeout", "30"]),
-            Child("emulator", [*emulator, "--broker-timeout", "30"]),
+            *(
+                Child(
+                    label,
+                    [
+                        *manage,
+                        "run_patient",
+                        *(arg for n in group for arg in ("--name", n)),
+                        *timing,
+                        *(["--ventilated"] if label == "ventilated" else []),
+                    ],
+                )
+                for label, group in emulators
+                if group
+            ),
             Child("web", [*manage, "runserver", address, "--noreload"]),
             # The exports' jobs (django-tasks); polls the database every half second.
             Child("worker", [*manage, "db_worker", "--no-reload", "--interval", "0.5"]),
@@ -137,7 +171,7 @@ examples:
                     threading.Thread(target=self._relay, args=(child,), daemon=True).start()
                     if child.name == "broker":
                         self._wait_for_broker(child, stop)
-                self._banner(address, token, names, options["speed"])
+                self._banner(address, token, names, ventilated, options["speed"])
                 failed = self._supervise(children, stop)
             finally:
                 self._stop_all(children)
@@ -168,12 +202,14 @@ examples:
     def _stop_all(self, children: list[Child]) -> None:
         # Producers first, broker last: the consumer commits its offsets to a live broker. The
         # worker finishes the export it is running (up to process_stop's timeout).
-        order = ["emulator", "web", "worker", "consumer", "broker"]
+        order = ["emulator", "ventilated", "web", "worker", "consumer", "broker"]
         for child in sorted(children, key=lambda c: order.index(c.name)):
             if child.process is not None:
                 process_stop(child.process)
 
-    def _banner(self, address: str, token: str, names: list[str], speed: float) -> None:
+    def _banner(
+        self, address: str, token: str, names: list[str], ventilated: list[str], speed: float
+    ) -> None:
         api = f"http://{address}/{settings.API_PREFIX}"
         lines = [
             "",
@@ -190,8 +226,9 @@ examples:
             f"  alarms:                   {api}alarms/?state=active",
             f"  exports (FHIR, CSV):      POST {api}patients/<uuid>/exports/, then its status_url",
             f"  FHIR search:              http://{address}/fhir/Observation?patient=<uuid>",
-            f"  emulated patients: {', '.join(names)} at {speed:g}x speed; "
-            f"broker {settings.KAFKA_BOOTSTRAP_SERVERS} (in memory only)",
+            f"  emulated patients: {', '.join(names)} at {speed:g}x speed"
+            + (f" ({', '.join(ventilated)} ventilated)" if ventilated else "")
+            + f"; broker {settings.KAFKA_BOOTSTRAP_SERVERS} (in memory only)",
             "",
         ]
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
