@@ -439,7 +439,15 @@ def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
         for process in consumers:
             process.wait(20)
 
-    published = [value for _, value, _ in alarm_messages(kafka)]
+    # Delivery is at least once (docs/alarms.md): both consumers may publish an event the other
+    # is publishing; a subscriber drops an event_id it has seen, and so does this test. What
+    # must be once is the event itself: one per escalation, one per silence.
+    messages = [value for _, value, _ in alarm_messages(kafka)]
+    published = list({value["event_id"]: value for value in messages}.values())
+    report_figure(
+        "alarm events published twice by two consumers sweeping at once (at least once)",
+        str(len(messages) - len(published)),
+    )
     escalations = [v for v in published if v["event"] == "escalated"]
     # Once each, though two consumers sweep: no pulse is asystole and pulse_low, both high.
     assert sorted((v["alarm"]["kind"], v["patient"]["name"]) for v in escalations) == [
