@@ -214,6 +214,7 @@ INSTALLED_APPS = [
     "csp",
     "patients",
     "vitals",
+    "units",
     "ward",
     "exports",
     "access",
