@@ -197,7 +197,7 @@ def admission_discharge(
 
 
 # Patients AUTO_ADMIT found no free bed for, logged once per process.
-_NO_BED_LOGGED: set[int] = set()
+_NO_BED_LOGGED: set[str] = set()
 
 
 def patients_auto_admit(*, patient_ids: Sequence[int], received_at: datetime) -> list[Admission]:
@@ -238,8 +238,8 @@ def patients_auto_admit(*, patient_ids: Sequence[int], received_at: datetime) ->
                 free.insert(0, bed)
                 break
         else:
-            if pk not in _NO_BED_LOGGED:
-                _NO_BED_LOGGED.add(pk)
+            if str(patients[pk].uuid) not in _NO_BED_LOGGED:
+                _NO_BED_LOGGED.add(str(patients[pk].uuid))
                 logger.warning(
                     "AUTO_ADMIT: no free bed; the patient waits under unassigned monitors",
                     extra={"patient_uuid": str(patients[pk].uuid), "unit": settings.DEFAULT_UNIT},
