@@ -30,6 +30,7 @@ class UnitListView(GenericAPIView):
     serializer_class = UnitSerializer
     pagination_class = None
 
+    @extend_schema(operation_id="api_units_list", responses=UnitSerializer(many=True))
     def get(self, request: Request) -> Response:
         return Response(self.get_serializer(unit_list(), many=True).data)
 
@@ -41,6 +42,14 @@ class UnitDetailView(GenericAPIView):
     serializer_class = UnitBoardSerializer
     pagination_class = None
 
+    @extend_schema(
+        operation_id="api_units_retrieve",
+        parameters=[
+            OpenApiParameter(
+                "code", OpenApiTypes.STR, OpenApiParameter.PATH, description="The unit's code."
+            )
+        ],
+    )
     def get(self, request: Request, code: str) -> Response:
         return Response(self.get_serializer(unit_board_get(code=code)).data)
 
