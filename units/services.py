@@ -73,15 +73,20 @@ def _bed_check_free(bed: Bed) -> None:
         raise BedOccupied(f"Bed {bed.label} of {bed.unit.code} is occupied.")
 
 
+def _admission_check(*, patient: Patient, bed: Bed) -> None:
+    """The common case's answers, before writing; a race past them meets the indexes."""
+    if Admission.objects.filter(patient=patient, discharged_at__isnull=True).exists():
+        raise AlreadyAdmitted(f"Patient {patient.uuid} is already admitted: transfer them.")
+    _bed_check_free(bed)
+
+
 def admission_create(
     *, patient: Patient, bed: Bed, by: AbstractBaseUser | None, reason: str = ""
 ) -> Admission:
     """Admit a patient to a free bed (audited). 409 `already_admitted` if they are in a bed
     (transfer them), `bed_occupied` if someone else is in this one."""
     with transaction.atomic():
-        if Admission.objects.filter(patient=patient, discharged_at__isnull=True).exists():
-            raise AlreadyAdmitted(f"Patient {patient.uuid} is already admitted: transfer them.")
-        _bed_check_free(bed)
+        _admission_check(patient=patient, bed=bed)
         admission = _admission_open(
             patient=patient, bed=bed, by=by, reason=reason, at=timezone.now()
         )

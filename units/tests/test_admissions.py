@@ -240,3 +240,23 @@ def test_two_patients_admitted_to_one_bed_at_once_one_wins(api_client, unit) -> 
     assert loser.json()["error"]["code"] == "bed_occupied"
     assert Admission.objects.filter(bed=a1, discharged_at__isnull=True).count() == 1
     assert AuditEvent.objects.filter(action="patient.admit").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("holder", "code"), [("other_patient", "bed_occupied"), ("same_patient", "already_admitted")]
+)
+def test_the_database_decides_a_race_lost_after_the_checks(
+    api_client, unit, monkeypatch, holder: str, code: str
+) -> None:
+    """The admission that gets past the checks as another commits meets the unique index: its
+    IntegrityError is the 409, the transaction rolled back."""
+    ann = PatientFactory(name="ann")
+    occupant = PatientFactory(name="bob") if holder == "other_patient" else ann
+    target = bed(unit, "A1") if holder == "other_patient" else bed(unit, "A2")
+    admit(api_client, occupant, bed(unit, "A1").pk)
+    # As if the other admission committed just after these checks read.
+    monkeypatch.setattr("units.services._admission_check", lambda **kwargs: None)
+
+    assert error(admit(api_client, ann, target.pk)) == (409, code)
+    assert Admission.objects.filter(discharged_at__isnull=True).count() == 1
+    assert AuditEvent.objects.filter(action="patient.admit").count() == 1

@@ -8,6 +8,8 @@ from io import StringIO
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from patients.models import Patient
@@ -185,3 +187,21 @@ def test_the_demo_unit_has_eight_beds_and_is_made_once(settings) -> None:
     unit = Unit.objects.get()
     assert (unit.code, unit.name) == ("icu", "Intensive care unit")
     assert list(unit.beds.values_list("label", "position")) == [(str(n), n) for n in range(1, 9)]
+
+
+def test_auto_admit_costs_one_query_a_batch_once_the_patients_are_known(settings, unit) -> None:
+    settings.AUTO_ADMIT, settings.DEFAULT_UNIT = True, "icu-a"
+    patients = [uuid.uuid4() for _ in range(3)]
+    reading_bulk_store(readings=[reading(p, f"p{i}", 0) for i, p in enumerate(patients)])
+    assert len(occupants(unit)) == 3
+
+    counts = {}
+    for auto_admit in (False, True):
+        settings.AUTO_ADMIT = auto_admit
+        minute = 1 + auto_admit
+        batch = [reading(p, f"p{i}", minute) for i, p in enumerate(patients)]
+        with CaptureQueriesContext(connection) as queries:
+            reading_bulk_store(readings=batch)
+        counts[auto_admit] = len(queries)
+
+    assert counts[True] == counts[False] + 1
