@@ -109,6 +109,14 @@ ROUTES: dict[str, Rule] = {
     # Switching a limit alarm off and on: changing what sounds, as changing its limits does.
     "api:patient-alarms-off": Rule(read=_LIMITS, write={"POST": (*_LIMITS, CHANGE_LIMITS)}),
     "api:patient-alarm-off": Rule(read=_LIMITS, write={"DELETE": (*_LIMITS, CHANGE_LIMITS)}),
+    # Units and beds: a unit's board shows its patients as the patient list does. Admitting,
+    # moving and discharging are the clinician's, as acknowledging an alarm is (the same
+    # permission: a permission of its own would need a data migration granting it).
+    "api:unit-list": Rule(read=(VIEW_PATIENT,)),
+    "api:unit-detail": Rule(read=_PATIENT),
+    "api:patient-admit": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
+    "api:patient-transfer": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
+    "api:patient-discharge": Rule(read=_PATIENT, write={"POST": (*_PATIENT, ACKNOWLEDGE_ALARM)}),
     "api:alarm-list": Rule(read=_ALARM),
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),

@@ -17,6 +17,13 @@ from rest_framework.throttling import AnonRateThrottle
 from access.apis import PatientAccessViewSet
 from core.auth import login_locked_out_error
 from exports.apis import ExportViewSet, PatientExportsView
+from units.apis import (
+    PatientAdmitView,
+    PatientDischargeView,
+    PatientTransferView,
+    UnitDetailView,
+    UnitListView,
+)
 from vitals.apis import AlarmViewSet, AuditEventViewSet
 from vitals.patient_apis import BriefPatientViewSet, PatientViewSet
 
@@ -97,6 +104,23 @@ router.register("access-log", PatientAccessViewSet, basename="access-log")
 
 urlpatterns = [
     *router.urls,
+    path("units/", UnitListView.as_view(), name="unit-list"),
+    path("units/<slug:code>/", UnitDetailView.as_view(), name="unit-detail"),
+    re_path(
+        r"^patients/(?P<patient_uuid>[^/]+)/admit/$",
+        PatientAdmitView.as_view(),
+        name="patient-admit",
+    ),
+    re_path(
+        r"^patients/(?P<patient_uuid>[^/]+)/transfer/$",
+        PatientTransferView.as_view(),
+        name="patient-transfer",
+    ),
+    re_path(
+        r"^patients/(?P<patient_uuid>[^/]+)/discharge/$",
+        PatientDischargeView.as_view(),
+        name="patient-discharge",
+    ),
     # The original brief's paths, with or without a trailing slash.
     re_path(r"^patients$", BriefPatientViewSet.as_view({"get": "list"}), name="brief-patient-list"),
     re_path(

@@ -214,6 +214,7 @@ INSTALLED_APPS = [
     "csp",
     "patients",
     "vitals",
+    "units",
     "ward",
     "exports",
     "access",
@@ -569,6 +570,16 @@ ALARM_CLOCK_SKEW_WARN = _seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
 # reading's NEWS2 scores each parameter's newest value within it (else the score is
 # incomplete), a tile shows it. Set as "bp=20m,temperature=2h"; the rest from vitals/signs.py.
 SIGN_VALIDITY = _validity("SIGN_VALIDITY")
+
+# --- Units, beds and admissions (units/) -----------------------------------------------------
+
+# A reading from a patient never admitted admits them to the first free bed (by position) of
+# DEFAULT_UNIT. On with DEBUG (`make run`); off in production, where admissions come from people
+# (or the hospital's ADT system) and an unknown monitor waits under "Unassigned monitors".
+AUTO_ADMIT = _flag("AUTO_ADMIT", default=DEBUG)
+DEFAULT_UNIT = _text(
+    "DEFAULT_UNIT", "icu", pattern=r"[-a-zA-Z0-9_]{1,20}", form="a unit code (letters, digits, - _)"
+)
 
 # --- Request size limits (core/request_limits.py; gunicorn.conf.py limits the request line and
 # headers) ------------------------------------------------------------------------------------

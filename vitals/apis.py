@@ -48,6 +48,7 @@ class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             kinds=sorted(data.get("kind", ())),
             states=sorted(data.get("state", ())),
             priorities=sorted(data.get("priority", ())),
+            unit=data.get("unit"),
         )
 
     def get_object(self) -> Alarm:

@@ -415,6 +415,10 @@ class AuditEvent(models.Model):
         PATIENT_RENAME = "patient.rename"
         ALARM_OFF = "alarm.off"
         ALARM_ON = "alarm.on"
+        # units/: a patient admitted to a bed, moved to another, discharged.
+        PATIENT_ADMIT = "patient.admit"
+        PATIENT_TRANSFER = "patient.transfer"
+        PATIENT_DISCHARGE = "patient.discharge"
 
     at = models.DateTimeField(default=timezone.now)
     user = models.ForeignKey(
@@ -423,7 +427,7 @@ class AuditEvent(models.Model):
     username = models.CharField(max_length=150, blank=True, help_text="The user's, at the time.")
     action = models.CharField(max_length=40, choices=Action.choices)
     object_type = models.CharField(
-        max_length=40, help_text='"alarm", "alarm_limits", "alarm_off" or "patient".'
+        max_length=40, help_text='"alarm", "alarm_limits", "alarm_off", "patient" or "admission".'
     )
     object_id = models.CharField(max_length=64)
     patient = models.ForeignKey(

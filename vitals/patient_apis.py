@@ -60,6 +60,12 @@ _ORDERING = OpenApiParameter(
     "latest reading; patients without one last).",
 )
 
+_UNIT = OpenApiParameter(
+    "unit",
+    OpenApiTypes.STR,
+    description="Only the patients in a bed of the unit with this code (an unknown code: none).",
+)
+
 
 @extend_schema(parameters=[_PATIENT_UUID])
 class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -75,9 +81,10 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     queryset = Patient.objects.none()  # for schema generation; get_queryset is what runs
 
     def get_queryset(self):
-        return patient_list(ordering=self.request.query_params.get("ordering", "name"))
+        params = self.request.query_params
+        return patient_list(ordering=params.get("ordering", "name"), unit=params.get("unit"))
 
-    @extend_schema(parameters=[_ORDERING])
+    @extend_schema(parameters=[_ORDERING, _UNIT])
     def list(self, request: Request, *args, **kwargs) -> Response:
         return super().list(request, *args, **kwargs)
 

@@ -107,16 +107,23 @@ def open_name_conflicts_annotation() -> Subquery:
     return Subquery(conflicts, output_field=_NameConflictsField())
 
 
-def patient_list(*, ordering: str = "name") -> QuerySet[Patient]:
+def patient_list(*, ordering: str = "name", unit: str | None = None) -> QuerySet[Patient]:
     """Every patient with their latest reading, open alarms, alarms switched off
     (`alarms_off_items`) and the other names monitors sent (open name conflicts), in two
-    queries whatever the number of patients (no N+1)."""
+    queries whatever the number of patients (no N+1). `unit`: only the patients in a bed of
+    the unit with this code (an open admission; units/)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
         )
+    patients = Patient.objects.all()
+    if unit is not None:
+        # ORM lookups of units' relation: vitals imports nothing of units.
+        patients = patients.filter(
+            admissions__bed__unit__code=unit, admissions__discharged_at__isnull=True
+        )
     return (
-        Patient.objects.select_related("latest_metric", "monitoring_ended_by")
+        patients.select_related("latest_metric", "monitoring_ended_by")
         .annotate(open_name_conflicts=open_name_conflicts_annotation())
         .prefetch_related(open_alarms_prefetch())
         .annotate(alarms_off_items=alarms_off_annotation())

@@ -216,9 +216,10 @@ def alarm_list(
     kinds: Sequence[str] = (),
     states: Sequence[str] = (),
     priorities: Sequence[str] = (),
+    unit: str | None = None,
 ) -> QuerySet[Alarm]:
     """Alarms, newest first, optionally of one patient, of some kinds, in some states and of
-    some priorities."""
+    some priorities, of the patients now in a bed of a unit (`unit`, its code)."""
     alarms = Alarm.objects.select_related("patient", "acknowledged_by").prefetch_related(
         Prefetch("events", queryset=AlarmEvent.objects.order_by("id"))
     )
@@ -230,6 +231,12 @@ def alarm_list(
         alarms = alarms.filter(state__in=states)
     if priorities:
         alarms = alarms.filter(priority__in=priorities)
+    if unit is not None:
+        # ORM lookups of units' relation: vitals imports nothing of units.
+        alarms = alarms.filter(
+            patient__admissions__bed__unit__code=unit,
+            patient__admissions__discharged_at__isnull=True,
+        )
     return alarms.order_by("-raised_at", "-id")
 
 

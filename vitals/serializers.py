@@ -319,6 +319,10 @@ class OpenAlarmSerializer(serializers.ModelSerializer):
 
 class AlarmFilterSerializer(serializers.Serializer):
     patient = serializers.UUIDField(required=False, help_text="Only this patient's alarms.")
+    unit = serializers.SlugField(
+        required=False,
+        help_text="Only the alarms of the patients now in a bed of the unit with this code.",
+    )
     kind = serializers.MultipleChoiceField(
         choices=ALARM_KINDS,
         required=False,

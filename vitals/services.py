@@ -3,7 +3,7 @@
 import json
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -140,6 +140,10 @@ def reading_bulk_store(
                     m.patient_id: _latest_signs_dump(latest[by_id[m.patient_id]]) for m in new
                 },
             )
+    if new:
+        patient_ids = list(dict.fromkeys(m.patient_id for m in new))
+        for hook in _PATIENTS_STORED_HOOKS:
+            hook(patient_ids=patient_ids, received_at=received_at)
     return StoreResult(
         stored=len(new),
         duplicates=len(readings) - len(new) - len(conflicting),
@@ -359,9 +363,12 @@ def _iso(value: datetime | None) -> str | None:
     return value and value.isoformat()
 
 
-def alarm_event_record(*, alarm: Alarm, type: str, reactivated: bool = False) -> AlarmEvent:
+def alarm_event_record(
+    *, alarm: Alarm, type: str, reactivated: bool = False, reason: str = ""
+) -> AlarmEvent:
     """Put an alarm change in the outbox, with the alarm as it is now (call inside the
-    transaction that made the change)."""
+    transaction that made the change). `reason`: why, when not the detector's own decision
+    (e.g. "discharged"), in the payload and the log line."""
     patient = alarm.patient
     payload = {
         "event": type,
@@ -387,6 +394,8 @@ def alarm_event_record(*, alarm: Alarm, type: str, reactivated: bool = False) ->
     }
     if reactivated:
         payload["reactivated"] = True
+    if reason:
+        payload["reason"] = reason
     # Every alarm change is a line in the log too, findable by patient.
     logger.log(
         logging.WARNING if type == AlarmEvent.Type.ESCALATED or reactivated else logging.INFO,
@@ -399,17 +408,42 @@ def alarm_event_record(*, alarm: Alarm, type: str, reactivated: bool = False) ->
             "state": alarm.state,
             "alarm_message": alarm.message,
             "reactivated": reactivated,
+            "reason": reason,
         },
     )
     return AlarmEvent.objects.create(alarm=alarm, type=type, payload=payload)
 
 
-def alarm_resolve(*, alarm: Alarm, at: datetime) -> AlarmEvent:
+def alarm_resolve(*, alarm: Alarm, at: datetime, reason: str = "") -> AlarmEvent:
     """An open alarm -> resolved at `at`, with its outbox event (call inside the transaction
-    that decides it: the detector's, a silence's end, monitoring ended, ALARM OFF)."""
+    that decides it: the detector's, a silence's end, monitoring ended, ALARM OFF, a
+    discharge, whose `reason` the event carries)."""
     alarm.state, alarm.resolved_at = AlarmState.RESOLVED, at
     alarm.save(update_fields=["state", "resolved_at"])
-    return alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED)
+    return alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RESOLVED, reason=reason)
+
+
+def patient_alarms_resolve(*, patient: Patient, at: datetime, reason: str) -> list[AlarmEvent]:
+    """Resolve every open alarm of the patient at `at`, saying why (a discharge: nobody is
+    there to answer them). Call inside the transaction that decides it."""
+    return [
+        alarm_resolve(alarm=alarm, at=max(at, alarm.raised_at), reason=reason)
+        for alarm in Alarm.objects.select_related("patient", "acknowledged_by").filter(
+            patient=patient, state__in=OPEN_ALARM_STATES
+        )
+    ]
+
+
+# Called after each batch of readings is committed with the ids of the patients who have new
+# readings in it (units/ registers the one that admits patients: AUTO_ADMIT). vitals imports no
+# app above it; they register here from their AppConfig.ready().
+_PATIENTS_STORED_HOOKS: list[Callable[..., None]] = []
+
+
+def patients_stored_hook_register(hook: Callable[..., None]) -> None:
+    """`hook(patient_ids=[...], received_at=...)` after each batch stored; registered once."""
+    if hook not in _PATIENTS_STORED_HOOKS:
+        _PATIENTS_STORED_HOOKS.append(hook)
 
 
 def alarm_decisions_apply(*, patient: Patient, decisions: Sequence[Decision]) -> list[AlarmEvent]:
@@ -853,7 +887,7 @@ def audit_event_record(
     *,
     user: AbstractBaseUser | None,
     action: str,
-    obj: Alarm | AlarmLimits | AlarmOff | Patient,
+    obj: models.Model,
     patient: Patient,
     before: dict | None = None,
     after: dict | None = None,
@@ -863,7 +897,8 @@ def audit_event_record(
         user=user if user is not None and user.pk is not None else None,
         username=user.get_username() if user is not None else "",
         action=action,
-        object_type=_OBJECT_TYPES[type(obj)],
+        # Another app's object (an admission) by its model's name.
+        object_type=_OBJECT_TYPES.get(type(obj), obj._meta.model_name),
         object_id=str(obj.pk),
         patient=patient,
         patient_uuid=patient.uuid,

@@ -13,7 +13,18 @@ from testing.processes import BASE_DIR
 # monitoring (readings, alarms, NEWS2, the patients' API); exports; ward: the central station;
 # icu: settings, urls and the API router (the roof); testing: the tests' helpers, which no app
 # imports; bench: the benchmarks.
-LAYERS = ("core", "patients", "access", "vitals", "exports", "ward", "icu", "testing", "bench")
+LAYERS = (
+    "core",
+    "patients",
+    "access",
+    "vitals",
+    "units",
+    "exports",
+    "ward",
+    "icu",
+    "testing",
+    "bench",
+)
 SKIPPED = frozenset({"migrations", "tests"})
 
 

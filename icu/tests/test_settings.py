@@ -312,6 +312,8 @@ LEVELS = "one of DEBUG, INFO, WARNING, ERROR, CRITICAL"
 BAD_SETTINGS = [
     ("DEBUG", "maybe", "true or false"),
     ("DEBUG", "", "true or false"),
+    ("AUTO_ADMIT", "sometimes", "true or false"),
+    ("DEFAULT_UNIT", "icu a", "a unit code (letters, digits, - _)"),
     (
         "ALLOWED_HOSTS",
         "https://icu.example.org",

@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from exports.tests.factories import ExportFactory
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from units.models import Unit
 from vitals.models import Alarm
 from vitals.services import alarm_limits_update, alarm_switch_off
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
@@ -51,6 +52,11 @@ API = {  # DRF views, core/permissions.py
     "api:patient-monitoring-end",
     "api:patient-confirm-name",
     "api:patient-rename",
+    "api:patient-admit",
+    "api:patient-transfer",
+    "api:patient-discharge",
+    "api:unit-list",
+    "api:unit-detail",
     "api:patient-alarms-off",
     "api:patient-alarm-off",
     "api:brief-patient-list",
@@ -79,6 +85,9 @@ API_WRITES = {
     ("api:patient-exports", "POST"),
     ("api:patient-confirm-name", "POST"),
     ("api:patient-rename", "POST"),
+    ("api:patient-admit", "POST"),
+    ("api:patient-transfer", "POST"),
+    ("api:patient-discharge", "POST"),
 }
 # Logging in must be open to anonymous users: the login forms, the token endpoint, logout.
 LOGIN = {
@@ -235,7 +244,10 @@ def ward(viewer) -> dict[str, str]:
     alarm_switch_off(patient=patient, kind="pulse_high", reason="pacing", user=None)
     alarm = AlarmFactory(patient=patient)
     export = ExportFactory(patient=patient, requested_by=viewer)
+    unit = Unit.objects.create(code="icu-a", name="ICU A")
+    unit.beds.create(label="1", position=1)
     return {
+        "code": unit.code,
         "patient_uuid": str(patient.uuid),
         "kind": "pulse_high",
         "pk": str(alarm.pk),

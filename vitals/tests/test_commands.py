@@ -247,6 +247,17 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         assert [p["name"] for p in first] == ["alice", "bob", "carol"]
         # carol is on a ventilator (her own emulator): end-tidal CO2 on her tile, no one else's.
         assert ["etco2" in p["latest_signs"] for p in first] == [False, False, True]
+        # The demo unit's eight beds, the three admitted by AUTO_ADMIT on their first reading
+        # (in the order their first batches arrived), none left unassigned.
+        icu = get("units/icu/")
+        assert (icu["name"], len(icu["beds"]), icu["unassigned"]) == (
+            "Intensive care unit",
+            8,
+            [],
+        )
+        in_beds = [b["patient"]["name"] for b in icu["beds"] if b["patient"]]
+        assert sorted(in_beds) == ["alice", "bob", "carol"]
+        assert [b["patient"] is not None for b in icu["beds"]] == [True] * 3 + [False] * 5
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"

@@ -4,9 +4,11 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from io import StringIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import CommandError, CommandParser
 from rest_framework.authtoken.models import Token
 
@@ -113,6 +115,8 @@ examples:
         # Before anything is started or written: a second `make run` touches nothing.
         broker_needed = ports_check(web_port=options["port"])
         token = demo_user_ensure()
+        # The demo unit and its beds (units/; by command name: core imports no app above it).
+        call_command("units_demo", stdout=StringIO())
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         names = options["name"] or DEFAULT_PATIENTS
         ventilated = options["ventilated"]
