@@ -62,22 +62,26 @@ def reading(name: str, ago: float = 1.0, **values) -> Reading:
 
 
 def store(*readings: Reading, admit: bool = True) -> None:
-    """Stores the readings; with `admit`, each patient in no bed yet is admitted to the first
-    free bed of the unit "icu" (a new one if none is free), in the order of their first reading,
-    as AUTO_ADMIT would."""
+    """Stores the readings; with `admit`, their patients in no bed yet are admitted (admit_all),
+    in the order of their first reading."""
     reading_bulk_store(readings=list(readings))
     if admit:
-        for uuid_ in dict.fromkeys(r.patient_uuid for r in readings):
-            if Admission.objects.filter(patient__uuid=uuid_, discharged_at__isnull=True):
-                continue
-            occupied = Admission.objects.filter(bed=OuterRef("pk"), discharged_at__isnull=True)
-            free = Bed.objects.filter(unit__code="icu").exclude(Exists(occupied))
-            bed = free.order_by("position").first()
-            if bed is None:
-                bed = unit_beds(Bed.objects.filter(unit__code="icu").count() + 1)[-1]
-            Admission.objects.create(
-                patient=Patient.objects.get(uuid=uuid_), bed=bed, admitted_at=timezone.now()
-            )
+        uuids = dict.fromkeys(r.patient_uuid for r in readings)
+        admit_all(*(Patient.objects.get(uuid=uuid_) for uuid_ in uuids))
+
+
+def admit_all(*patients: Patient) -> None:
+    """Admits each patient in no bed yet to the first free bed of the unit "icu" (a new one if
+    none is free), as AUTO_ADMIT would."""
+    for found in patients:
+        if Admission.objects.filter(patient=found, discharged_at__isnull=True):
+            continue
+        occupied = Admission.objects.filter(bed=OuterRef("pk"), discharged_at__isnull=True)
+        free = Bed.objects.filter(unit__code="icu").exclude(Exists(occupied))
+        bed = free.order_by("position").first()
+        if bed is None:
+            bed = unit_beds(Bed.objects.filter(unit__code="icu").count() + 1)[-1]
+        Admission.objects.create(patient=found, bed=bed, admitted_at=timezone.now())
 
 
 def unit_beds(count: int, code: str = "icu") -> list[Bed]:
@@ -282,6 +286,10 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     beds = Select(item.find_element(By.TAG_NAME, "select"))
     assert [o.text for o in beds.options] == ["Bed 2", "Bed 3"]  # the free beds
     assert item.find_element(By.TAG_NAME, "select").accessible_name == "Bed"
+    # The strip takes its room above the beds: still nothing to scroll.
+    found = geometry(browser)
+    assert (found["scrollWidth"], found["scrollHeight"]) == STATION
+    assert max(t["bottom"] for t in found["tiles"]) <= STATION[1]
     screenshot("unassigned")
 
     # Admit gus to bed 2: his tile appears in it, the strip goes.
@@ -1135,6 +1143,7 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
         twelve, systolic=118, diastolic=76, map=90, temperature=37.2
     )
     hal.save()
+    admit_all(gus, hal)
 
     login(*NURSE)
     wait_until(browser, lambda b: names(b) == ["hal", "gus"], "two tiles, hal the more acute")

@@ -300,13 +300,13 @@ function render(unit) {
     }
   }
   reorder(items);
+  renderUnassigned(unit); // before the layout: the strip takes its room above the beds
   layout();
   const occupied = seen.size;
   unitName.textContent = unit.name;
   count.textContent = `(${occupied} of ${unit.beds.length} bed${unit.beds.length === 1 ? "" : "s"})`;
   empty.hidden = unit.beds.length > 0;
   empty.textContent = "This unit has no beds yet: an administrator adds them in the admin.";
-  renderUnassigned(unit);
 }
 
 // --- monitors of patients admitted to no bed: a strip above the beds, Admit for clinicians -----
