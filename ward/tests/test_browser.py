@@ -334,6 +334,21 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     assert names(browser) == ["hal"]
     assert not browser.find_element(By.ID, "unassigned").is_displayed()
     screenshot("discharged")
+
+    # Another unit: chosen in the switcher, kept in the address and, for a bare `/`, in this
+    # browser.
+    unit_beds(2, code="icu-b")
+    Unit.objects.filter(code="icu-b").update(name="ICU B")
+    wait_until(browser, lambda b: len(Select(b.find_element(By.ID, "unit")).options) == 2, "2")
+    switcher = Select(browser.find_element(By.ID, "unit"))
+    assert [o.text for o in switcher.options] == ["ICU A (1/3)", "ICU B (0/2)"]
+    switcher.select_by_value("icu-b")
+    wait_until(browser, lambda b: b.find_element(By.ID, "unit-name").text == "ICU B", "ICU B")
+    wait_until(browser, lambda b: empty_beds(b) == ["Bed 1 · empty", "Bed 2 · empty"], "B's")
+    assert names(browser) == []
+    assert browser.execute_script("return location.search") == "?unit=icu-b"
+    browser.get(browser.current_url.split("?")[0])
+    wait_until(browser, lambda b: b.execute_script("return location.search") == "?unit=icu-b", "")
     assert csp_violations() == []
 
 

@@ -304,6 +304,7 @@ function render(unit) {
   layout();
   const occupied = seen.size;
   unitName.textContent = unit.name;
+  document.title = `${unit.name} · ICU Monitor`;
   count.textContent = `(${occupied} of ${unit.beds.length} bed${unit.beds.length === 1 ? "" : "s"})`;
   empty.hidden = unit.beds.length > 0;
   empty.textContent = "This unit has no beds yet: an administrator adds them in the admin.";
