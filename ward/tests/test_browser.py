@@ -791,6 +791,9 @@ def test_a_viewer_sees_the_alarms_but_no_acknowledge_button(browser, login, view
     wait_until(browser, lambda b: row.get_attribute("data-state") == "active", "its state")
     assert row.find_elements(By.CSS_SELECTOR, "button") == []
     assert browser.find_elements(By.CSS_SELECTOR, ".button--ack") == []
+    # Her bed, without the clinician's Transfer and Discharge.
+    assert browser.find_element(By.ID, "bed-text").text == "Bed 1 · ICU A"
+    assert browser.find_elements(By.CSS_SELECTOR, "#bed-line button") == []
     assert Alarm.objects.get().state == "active"
     assert uuid.UUID(browser.execute_script("return location.pathname").split("/")[2]) == eve.uuid
 
