@@ -16,6 +16,7 @@ from access.models import PatientAccess
 from access.services import patient_access_record
 from core.permissions import route_permits
 from patients.errors import PatientNotFound
+from units.models import Admission
 from vitals.alarms import LIMIT_RULES
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
@@ -26,7 +27,22 @@ ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
 
 # What each page reads through the API: a user whose role does not allow all of it gets a page
 # saying so, instead of a page that fails on every poll.
-WARD_READS = ("api:patient-list",)
+# The units API (units/apis.py) by what the pages do with it. TEMPORARY names (issue 18): the
+# stand-in ward/_units_stub.py's; at merge the lead points them at the units API's own routes
+# ("api:unit-list", "api:unit-detail", "api:patient-admit", "api:patient-transfer",
+# "api:patient-discharge") and drops the stub.
+UNIT_ROUTES = {
+    "units": "ward:stub-unit-list",
+    "unit": "ward:stub-unit-detail",
+    "admit": "ward:stub-patient-admit",
+    "transfer": "ward:stub-patient-transfer",
+    "discharge": "ward:stub-patient-discharge",
+}
+# The placeholders the pages replace in a route's URL.
+UNIT_PLACEHOLDER = "unit-code"
+PATIENT_PLACEHOLDER = uuid.UUID(int=0)
+
+WARD_READS = (UNIT_ROUTES["units"], UNIT_ROUTES["unit"])
 PATIENT_READS = (
     "api:patient-detail",
     "api:patient-trend",
@@ -120,14 +136,20 @@ def _polling() -> dict:
 @login_required
 @require_safe
 def ward(request: HttpRequest) -> HttpResponse:
-    """Every bed at a glance, the most acute first."""
+    """A unit's beds at a glance (`?unit=<code>`), the most acute first, and the monitors of
+    patients admitted to no bed, for a clinician to admit."""
     if refused := _refused(request, WARD_READS):
         return refused
+    patient_kwargs = {"patient_uuid": PATIENT_PLACEHOLDER}
     config = {
         **_polling(),
-        "patientsUrl": reverse("api:patient-list"),
+        "unitsUrl": reverse(UNIT_ROUTES["units"]),
+        # A unit's beds: this URL with the placeholder code replaced.
+        "unitUrl": reverse(UNIT_ROUTES["unit"], kwargs={"code": UNIT_PLACEHOLDER}),
         # The patient page of a uuid: this URL with the placeholder uuid replaced.
-        "patientPageUrl": reverse("ward:patient", kwargs={"patient_uuid": uuid.UUID(int=0)}),
+        "patientPageUrl": reverse("ward:patient", kwargs=patient_kwargs),
+        "admitUrl": reverse(UNIT_ROUTES["admit"], kwargs=patient_kwargs),
+        "canAdmit": route_permits(user=request.user, route=UNIT_ROUTES["admit"], method="POST"),
         "alarmOffLabels": ALARM_OFF_LABELS,
     }
     return render(request, "ward/ward.html", {"config": config})
@@ -169,5 +191,28 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "canSwitchAlarmsOff": route_permits(
             user=request.user, route="api:patient-alarms-off", method="POST"
         ),
+        # The bed: a transfer to another free bed of the unit, or the discharge.
+        "admission": _admission(found),
+        "wardUrl": reverse("ward:ward"),
+        "unitUrl": reverse(UNIT_ROUTES["unit"], kwargs={"code": UNIT_PLACEHOLDER}),
+        "transferUrl": reverse(UNIT_ROUTES["transfer"], kwargs=kwargs),
+        "dischargeUrl": reverse(UNIT_ROUTES["discharge"], kwargs=kwargs),
+        "canMove": route_permits(user=request.user, route=UNIT_ROUTES["transfer"], method="POST"),
     }
     return render(request, "ward/patient.html", {"patient": found, "config": config})
+
+
+def _admission(patient) -> dict | None:
+    """The patient's open admission, as the patient page shows it; None if in no bed."""
+    found = (
+        Admission.objects.select_related("bed__unit")
+        .filter(patient=patient, discharged_at__isnull=True)
+        .first()
+    )
+    if found is None:
+        return None
+    bed = found.bed
+    return {
+        "bed": {"id": bed.pk, "label": bed.label, "unit": bed.unit.code},
+        "unitName": bed.unit.name,
+    }

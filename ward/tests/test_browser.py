@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -23,6 +24,7 @@ from selenium.webdriver.support.ui import Select
 
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from units.models import Admission, Bed, Unit
 from vitals.contract import Reading
 from vitals.emulator import patient_uuid_for_name
 from vitals.models import Alarm, AlarmOff, AuditEvent, PatientMetric
@@ -59,8 +61,35 @@ def reading(name: str, ago: float = 1.0, **values) -> Reading:
     )
 
 
-def store(*readings: Reading) -> None:
+def store(*readings: Reading, admit: bool = True) -> None:
+    """Stores the readings; with `admit`, their patients in no bed yet are admitted (admit_all),
+    in the order of their first reading."""
     reading_bulk_store(readings=list(readings))
+    if admit:
+        uuids = dict.fromkeys(r.patient_uuid for r in readings)
+        admit_all(*(Patient.objects.get(uuid=uuid_) for uuid_ in uuids))
+
+
+def admit_all(*patients: Patient) -> None:
+    """Admits each patient in no bed yet to the first free bed of the unit "icu" (a new one if
+    none is free), as AUTO_ADMIT would."""
+    for found in patients:
+        if Admission.objects.filter(patient=found, discharged_at__isnull=True):
+            continue
+        occupied = Admission.objects.filter(bed=OuterRef("pk"), discharged_at__isnull=True)
+        free = Bed.objects.filter(unit__code="icu").exclude(Exists(occupied))
+        bed = free.order_by("position").first()
+        if bed is None:
+            bed = unit_beds(Bed.objects.filter(unit__code="icu").count() + 1)[-1]
+        Admission.objects.create(patient=found, bed=bed, admitted_at=timezone.now())
+
+
+def unit_beds(count: int, code: str = "icu") -> list[Bed]:
+    """The beds of unit `code` ("ICU A"), labelled "1" to `count` in their positions."""
+    unit, _ = Unit.objects.get_or_create(code=code, defaults={"name": "ICU A"})
+    for position in range(1, count + 1):
+        Bed.objects.get_or_create(unit=unit, position=position, defaults={"label": str(position)})
+    return list(Bed.objects.filter(unit=unit).order_by("position"))
 
 
 def patient(name: str) -> Patient:
@@ -71,7 +100,8 @@ def tiles(browser: WebDriver) -> list[dict]:
     """What each tile shows, in the order on screen."""
     return browser.execute_script(
         """
-        return [...document.querySelectorAll("#tiles > li")].map((li) => ({
+        return [...document.querySelectorAll("#tiles > li[data-uuid]")].map((li) => ({
+          bed: li.querySelector(".tile-bed").textContent,
           name: li.querySelector(".tile-name").textContent,
           classes: li.className,
           signs: Object.fromEntries([...li.querySelectorAll("[data-sign]:not([hidden])")].map(
@@ -198,7 +228,10 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
     assert cid["name"] == "cid"
     assert cid["age"].startswith("Stale · no reading for 10 min"), cid["age"]
     assert cid["classes"] == "tile tile--stale"
-    assert browser.find_element(By.ID, "ward-count").text == "(3)"
+    assert browser.find_element(By.ID, "ward-count").text == "(3 of 3 beds)"
+    assert browser.find_element(By.ID, "unit-name").text == "ICU A"
+    assert [t["bed"] for t in (ben, ann, cid)] == ["2", "1", "3"]  # admitted in that order
+    assert browser.execute_script("return location.search") == "?unit=icu"
     assert browser.find_element(By.TAG_NAME, "body").text.startswith("ICU Monitor")  # no {# #}
     assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
     screenshot("ward")
@@ -221,7 +254,102 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
     store(reading("ben", ago=0, pulse=140, resp_rate=30, spo2=85, systolic=85))
     wait_until(browser, lambda b: tiles(b)[1]["news2"][0] == "12", "ben's new score")
     assert names(browser) == ["ann", "ben", "cid"]
-    assert browser.execute_script("return location.search") == "?ordering=name"
+    assert browser.execute_script("return location.search") == "?unit=icu&ordering=name"
+    # By bed: ann in 1, ben in 2, cid in 3.
+    Select(browser.find_element(By.ID, "ordering")).select_by_value("bed")
+    wait_until(browser, lambda b: [t["bed"] for t in tiles(b)] == ["1", "2", "3"], "by bed")
+
+
+def empty_beds(browser: WebDriver) -> list[str]:
+    return browser.execute_script(
+        "return [...document.querySelectorAll('#tiles > li.tile--empty')]"
+        ".map((li) => li.textContent)"
+    )
+
+
+def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
+    browser, login, user, screenshot, csp_violations
+):
+    unit_beds(3)
+    store(reading("hal"))  # in bed 1
+    store(reading("gus", pulse=115), admit=False)  # a monitor sending, its patient in no bed
+    login(*NURSE, path="/")
+
+    strip = wait_until(
+        browser, lambda b: b.find_element(By.ID, "unassigned").is_displayed() and b, "the strip"
+    ).find_element(By.ID, "unassigned")
+    wait_until(browser, lambda b: names(b) == ["hal"], "hal's tile")
+    assert empty_beds(browser) == ["Bed 2 · empty", "Bed 3 · empty"]
+    assert strip.find_element(By.TAG_NAME, "h2").text == "Unassigned monitors"
+    [item] = strip.find_elements(By.CSS_SELECTOR, "#unassigned-list > li")
+    assert item.find_element(By.CSS_SELECTOR, ".unassigned-name").text == "gus"
+    beds = Select(item.find_element(By.TAG_NAME, "select"))
+    assert [o.text for o in beds.options] == ["Bed 2", "Bed 3"]  # the free beds
+    assert item.find_element(By.TAG_NAME, "select").accessible_name == "Bed"
+    # The strip takes its room above the beds: still nothing to scroll.
+    found = geometry(browser)
+    assert (found["scrollWidth"], found["scrollHeight"]) == STATION
+    assert max(t["bottom"] for t in found["tiles"]) <= STATION[1]
+    screenshot("unassigned")
+
+    # Admit gus to bed 2: his tile appears in it, the strip goes.
+    beds.select_by_visible_text("Bed 2")
+    item.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_until(browser, lambda b: sorted(names(b)) == ["gus", "hal"], "gus's tile")
+    assert {t["name"]: t["bed"] for t in tiles(browser)} == {"gus": "2", "hal": "1"}
+    wait_until(browser, lambda b: not strip.is_displayed(), "the strip gone")
+    assert empty_beds(browser) == ["Bed 3 · empty"]
+    gus = Admission.objects.get(patient__name="gus")
+    assert (gus.bed.label, gus.admitted_by, gus.discharged_at) == ("2", user, None)
+
+    # His page: transfer to the unit's free bed (bed 3).
+    gus_uuid = patient("gus").uuid
+    browser.find_element(By.CSS_SELECTOR, f'li[data-uuid="{gus_uuid}"] a.tile-link').click()
+    bed_text = wait_until(browser, lambda b: b.find_element(By.ID, "bed-text"), "the bed line")
+    assert bed_text.text == "Bed 2 · ICU A"
+    browser.find_element(By.ID, "transfer-open").click()
+    form = wait_until(
+        browser, lambda b: b.find_element(By.ID, "transfer-form").is_displayed() and b, "form"
+    ).find_element(By.ID, "transfer-form")
+    assert [o.text for o in Select(form.find_element(By.TAG_NAME, "select")).options] == ["Bed 3"]
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_until(browser, lambda b: bed_text.text == "Bed 3 · ICU A (transferred now)", "moved")
+    moves = Admission.objects.filter(patient__name="gus").order_by("admitted_at")
+    assert [(a.bed.label, a.end_reason, a.discharged_at is None) for a in moves] == [
+        ("2", "transfer", False),
+        ("3", "", True),
+    ]
+
+    # Discharge (confirmed): he leaves the ward, and is not an unassigned monitor either.
+    browser.find_element(By.ID, "discharge").click()
+    alert = browser.switch_to.alert
+    assert alert.text == "Discharge gus from bed 3? They leave the ward; their history stays."
+    alert.accept()
+    wait_until(
+        browser, lambda b: bed_text.text == "Discharged now: no longer on the ward.", "discharged"
+    )
+    assert not Admission.objects.filter(patient__name="gus", discharged_at__isnull=True)
+    browser.find_element(By.CSS_SELECTOR, "a.back").click()
+    wait_until(browser, lambda b: empty_beds(b) == ["Bed 2 · empty", "Bed 3 · empty"], "empty")
+    assert names(browser) == ["hal"]
+    assert not browser.find_element(By.ID, "unassigned").is_displayed()
+    screenshot("discharged")
+
+    # Another unit: chosen in the switcher, kept in the address and, for a bare `/`, in this
+    # browser.
+    unit_beds(2, code="icu-b")
+    Unit.objects.filter(code="icu-b").update(name="ICU B")
+    wait_until(browser, lambda b: len(Select(b.find_element(By.ID, "unit")).options) == 2, "2")
+    switcher = Select(browser.find_element(By.ID, "unit"))
+    assert [o.text for o in switcher.options] == ["ICU A (1/3)", "ICU B (0/2)"]
+    switcher.select_by_value("icu-b")
+    wait_until(browser, lambda b: b.find_element(By.ID, "unit-name").text == "ICU B", "ICU B")
+    wait_until(browser, lambda b: empty_beds(b) == ["Bed 1 · empty", "Bed 2 · empty"], "B's")
+    assert names(browser) == []
+    assert browser.execute_script("return location.search") == "?unit=icu-b"
+    browser.get(browser.current_url.split("?")[0])
+    wait_until(browser, lambda b: b.execute_script("return location.search") == "?unit=icu-b", "")
+    assert csp_violations() == []
 
 
 def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, screenshot):
@@ -479,6 +607,21 @@ def test_thirty_two_beds_fit_a_station_screen_and_a_tablet_scrolls_only_down(
         screenshot(f"tablet-{width}x{height}")
     viewport(browser, *STATION)
 
+    # 64 beds, the largest unit: all whole on the station's screen, without paging or
+    # scrolling; the tiles smaller, every value still whole. (32 more patients, all normal.)
+    store(*(reading(f"Bed {bed + 1:02d} · Sam Lee", map=93) for bed in range(32, 64)))
+    wait_until(browser, lambda b: len(tiles(b)) == 64, "64 tiles")
+    found = geometry(browser)
+    assert [
+        t
+        for t in found["tiles"]
+        if t["left"] < 0 or t["top"] < 0 or t["right"] > STATION[0] or t["bottom"] > STATION[1]
+    ] == []
+    assert (found["scrollWidth"], found["scrollHeight"]) == STATION
+    assert browser.execute_script(TILE_DEFECTS) == []
+    assert browser.find_element(By.ID, "ward-count").text == "(64 of 64 beds)"
+    screenshot("station-64-beds")
+
 
 def chart_summaries(browser: WebDriver) -> dict[str, str]:
     """The text under each chart, in the order on screen."""
@@ -648,6 +791,9 @@ def test_a_viewer_sees_the_alarms_but_no_acknowledge_button(browser, login, view
     wait_until(browser, lambda b: row.get_attribute("data-state") == "active", "its state")
     assert row.find_elements(By.CSS_SELECTOR, "button") == []
     assert browser.find_elements(By.CSS_SELECTOR, ".button--ack") == []
+    # Her bed, without the clinician's Transfer and Discharge.
+    assert browser.find_element(By.ID, "bed-text").text == "Bed 1 · ICU A"
+    assert browser.find_elements(By.CSS_SELECTOR, "#bed-line button") == []
     assert Alarm.objects.get().state == "active"
     assert uuid.UUID(browser.execute_script("return location.pathname").split("/")[2]) == eve.uuid
 
@@ -1015,6 +1161,7 @@ def test_partial_readings_show_each_signs_own_age_dashes_beyond_validity_and_gap
         twelve, systolic=118, diastolic=76, map=90, temperature=37.2
     )
     hal.save()
+    admit_all(gus, hal)
 
     login(*NURSE)
     wait_until(browser, lambda b: names(b) == ["hal", "gus"], "two tiles, hal the more acute")

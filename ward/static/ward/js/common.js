@@ -295,3 +295,13 @@ export function alarmOffIndicator(alarmsOff, labels) {
     h("span", { class: "alarm-off-kinds" }, `: ${kinds}`),
   ];
 }
+
+// The options of a bed <select>, rebuilt only when the free beds change (keeping the choice).
+export function fillBeds(choice, beds) {
+  const key = beds.map((bed) => bed.id).join(",");
+  if (choice.dataset.beds === key) return;
+  const chosen = choice.value;
+  choice.dataset.beds = key;
+  choice.replaceChildren(...beds.map((bed) => h("option", { value: String(bed.id) }, `Bed ${bed.label}`)));
+  if (beds.some((bed) => String(bed.id) === chosen)) choice.value = chosen;
+}

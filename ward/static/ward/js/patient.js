@@ -8,6 +8,7 @@ import {
   alarmOffIndicator,
   connectionIndicator,
   dateTimeText,
+  fillBeds,
   h,
   monitoringEndedText,
   newestSign,
@@ -430,6 +431,74 @@ monitoringButton?.addEventListener("click", async () => {
     monitoringButton.disabled = false;
   }
 });
+
+// --- the bed: transfer to a free bed of the unit, or discharge (clinicians) -------------------
+
+const bedText = document.getElementById("bed-text");
+const transferOpen = document.getElementById("transfer-open");
+const transferForm = document.getElementById("transfer-form");
+const transferBed = document.getElementById("transfer-bed");
+const dischargeButton = document.getElementById("discharge");
+let admission = config.admission; // {bed: {id, label, unit}, unitName}, or null
+
+function renderBed(note = "") {
+  if (admission) {
+    bedText.replaceChildren(`Bed ${admission.bed.label} · `, h("a", { href: `${config.wardUrl}?unit=${encodeURIComponent(admission.bed.unit)}` }, admission.unitName ?? admission.bed.unit), note);
+  } else {
+    bedText.replaceChildren(note || "In no bed: not on a ward (a clinician admits them from the ward's unassigned monitors).");
+  }
+  if (transferOpen) transferOpen.hidden = !admission;
+  if (dischargeButton) dischargeButton.hidden = !admission;
+  if (transferForm && !admission) transferForm.hidden = true;
+}
+
+transferOpen?.addEventListener("click", async () => {
+  transferOpen.disabled = true;
+  try {
+    const unit = await apiFetch(config.unitUrl.replace("unit-code", encodeURIComponent(admission.bed.unit)));
+    const free = unit.beds.filter((bed) => !bed.patient).sort((a, b) => a.position - b.position);
+    fillBeds(transferBed, free);
+    if (!free.length) {
+      renderBed(" · no free bed in this unit");
+      return;
+    }
+    transferForm.hidden = false;
+    transferBed.focus();
+  } catch (error) {
+    renderBed(` · beds not loaded: ${error instanceof ApiError ? error.message : "no answer from the server"}`);
+  } finally {
+    transferOpen.disabled = false;
+  }
+});
+
+transferForm?.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const bed = transferBed.selectedOptions[0];
+  try {
+    const moved = await apiFetch(config.transferUrl, { method: "POST", json: { bed: Number(bed.value) } });
+    admission = { ...admission, bed: moved.bed };
+    transferForm.hidden = true;
+    renderBed(" (transferred now)");
+  } catch (error) {
+    renderBed(` · not transferred: ${error instanceof ApiError ? error.message : "no answer from the server"}`);
+  }
+});
+
+dischargeButton?.addEventListener("click", async () => {
+  const name = document.getElementById("patient-name").textContent;
+  if (!window.confirm(`Discharge ${name} from bed ${admission.bed.label}? They leave the ward; their history stays.`)) return;
+  dischargeButton.disabled = true;
+  try {
+    await apiFetch(config.dischargeUrl, { method: "POST", json: {} });
+    admission = null;
+    renderBed("Discharged now: no longer on the ward.");
+  } catch (error) {
+    renderBed(` · not discharged: ${error instanceof ApiError ? error.message : "no answer from the server"}`);
+  } finally {
+    dischargeButton.disabled = false;
+  }
+});
+renderBed();
 
 // --- identity: another name sent by a monitor --------------------------------------------------
 

@@ -1,9 +1,10 @@
 // The ward: a tile per patient, the most acute first, polled from the API.
 
-import { apiFetch, Poller } from "ward/api";
+import { ApiError, apiFetch, Poller } from "ward/api";
 import {
   alarmOffIndicator,
   connectionIndicator,
+  fillBeds,
   h,
   monitoringEndedText,
   PRIORITY_RANK,
@@ -20,28 +21,30 @@ const config = readConfig("ward-config");
 const list = document.getElementById("tiles");
 const count = document.getElementById("ward-count");
 const empty = document.getElementById("ward-empty");
-const truncated = document.getElementById("ward-truncated");
+const unitName = document.getElementById("unit-name");
+const unitSelect = document.getElementById("unit");
 const orderNote = document.getElementById("ward-order");
 const select = document.getElementById("ordering");
 const connection = connectionIndicator(config);
-// The page size the API allows at most: beyond, the ward says how many it does not show.
-const PAGE_SIZE = 500;
 // Alarms listed on a tile; more are counted ("+2 more").
 const TILE_ALARMS = 2;
 
 const tiles = new Map(); // uuid -> tile
+const slots = new Map(); // bed id -> the <li> of an empty bed
 
-const ORDER_NOTES = { "-news2": "Most acute first.", name: "By name." };
+const ORDER_NOTES = { "-news2": "Most acute first.", bed: "By bed.", name: "By name." };
 const params = new URLSearchParams(location.search);
 if (ORDER_NOTES[params.get("ordering")]) select.value = params.get("ordering");
 
+const PLACEHOLDER_UUID = "00000000-0000-0000-0000-000000000000";
 function patientPageUrl(uuid) {
-  return config.patientPageUrl.replace("00000000-0000-0000-0000-000000000000", uuid);
+  return config.patientPageUrl.replace(PLACEHOLDER_UUID, uuid);
 }
 
 function createTile(patient) {
   const nameId = `tile-name-${patient.uuid}`;
   const tile = {
+    bed: h("span", { class: "tile-bed" }),
     name: h("a", { href: patientPageUrl(patient.uuid), class: "tile-link" }),
     news2: h("span", { class: "news2" }),
     vitals: h("dl", { class: "vitals" }),
@@ -57,7 +60,7 @@ function createTile(patient) {
     h(
       "article",
       { "aria-labelledby": nameId },
-      h("header", { class: "tile-head" }, h("h2", { class: "tile-name", id: nameId }, tile.name), tile.news2),
+      h("header", { class: "tile-head" }, tile.bed, h("h2", { class: "tile-name", id: nameId }, tile.name), tile.news2),
       tile.identity,
       tile.vitals,
       tile.alarms,
@@ -159,13 +162,75 @@ function alarmTitles(tile) {
   }
 }
 
+// --- the unit shown: ?unit= in the address, else the last one chosen here, else the first ------
+
+const UNIT_PLACEHOLDER = "unit-code";
+const UNIT_STORE = "ward-unit";
+let unitCode = params.get("unit") || null;
+
+function keepInAddress(name, value) {
+  const url = new URL(location.href);
+  url.searchParams.set(name, value);
+  history.replaceState(null, "", url);
+}
+
+function chooseUnit(code) {
+  if (code !== unitCode) {
+    for (const tile of tiles.values()) tile.li.remove();
+    for (const slot of slots.values()) slot.remove();
+    for (const item of monitors.values()) item.li.remove();
+    tiles.clear();
+    slots.clear();
+    monitors.clear();
+    stripMessage.textContent = "";
+  }
+  unitCode = code;
+  keepInAddress("unit", code);
+  try {
+    localStorage.setItem(UNIT_STORE, code);
+  } catch {
+    // storage refused (a private window): the address still says it
+  }
+}
+
+function storedUnit() {
+  try {
+    return localStorage.getItem(UNIT_STORE);
+  } catch {
+    return null;
+  }
+}
+
+// The switcher's options, rebuilt only when the units change; a unit that does not exist (any
+// more) gives way to the last one chosen here, or the first.
+function renderUnits(units) {
+  const key = units.map((u) => `${u.code}:${u.name}:${u.beds}:${u.occupied}`).join("|");
+  if (unitSelect.dataset.units !== key) {
+    unitSelect.dataset.units = key;
+    unitSelect.replaceChildren(...units.map((u) => h("option", { value: u.code }, `${u.name} (${u.occupied}/${u.beds})`)));
+  }
+  const codes = units.map((u) => u.code);
+  if (!codes.includes(unitCode)) {
+    const stored = storedUnit();
+    const code = codes.includes(stored) ? stored : (codes[0] ?? null);
+    if (code) chooseUnit(code);
+    else unitCode = null;
+  }
+  if (unitCode) unitSelect.value = unitCode;
+  unitSelect.disabled = units.length < 2;
+}
+
+function renderNoUnit() {
+  render({ name: "Ward", beds: [], unassigned: [] });
+  empty.textContent = "No unit yet: an administrator creates the units and their beds in the admin.";
+}
+
 // Puts the tiles in the API's order, moving only those out of place; keyboard focus stays where
 // it was even when its tile moves.
-function reorder(patients) {
+function reorder(items) {
   const focused = document.activeElement;
   let previous = null;
-  for (const patient of patients) {
-    const li = tiles.get(patient.uuid).li;
+  for (const li of items) {
     const expected = previous ? previous.nextElementSibling : list.firstElementChild;
     if (li !== expected) list.insertBefore(li, expected);
     previous = li;
@@ -173,17 +238,54 @@ function reorder(patients) {
   if (focused && focused !== document.activeElement && focused.isConnected) focused.focus({ preventScroll: true });
 }
 
-function render(page) {
-  const patients = page.results;
+// An empty bed: a slot in its place, "Bed 4 · empty".
+function emptySlot(bed) {
+  let slot = slots.get(bed.id);
+  if (!slot) {
+    slot = h("li", { class: "tile tile--empty", "data-bed": bed.label }, h("p", { class: "empty-bed" }, `Bed ${bed.label} · empty`));
+    slots.set(bed.id, slot);
+  }
+  return slot;
+}
+
+const ALARM_RANK = (patient) => PRIORITY_RANK[alarmLevel(patient.active_alarms)] ?? 0;
+const SCORE = (patient) => patient.news2?.score ?? -1;
+// The beds in the order chosen: by bed (position); by name; or the most acute first (NEWS2,
+// then the most urgent unacknowledged alarm, then the bed). Empty beds after the occupied ones.
+const ORDERS = {
+  bed: (a, b) => a.position - b.position,
+  name: (a, b) => a.patient.name.localeCompare(b.patient.name) || a.position - b.position,
+  "-news2": (a, b) => SCORE(b.patient) - SCORE(a.patient) || ALARM_RANK(b.patient) - ALARM_RANK(a.patient) || a.position - b.position,
+};
+
+function sortBeds(beds) {
+  if (select.value === "bed") return [...beds].sort(ORDERS.bed);
+  const occupied = beds.filter((bed) => bed.patient).sort(ORDERS[select.value] ?? ORDERS["-news2"]);
+  return [...occupied, ...beds.filter((bed) => !bed.patient).sort(ORDERS.bed)];
+}
+
+function render(unit) {
   const seen = new Set();
-  for (const patient of patients) {
+  const seenSlots = new Set();
+  const items = [];
+  for (const bed of sortBeds(unit.beds)) {
+    if (!bed.patient) {
+      seenSlots.add(bed.id);
+      items.push(emptySlot(bed));
+      continue;
+    }
+    const patient = bed.patient;
     seen.add(patient.uuid);
     let tile = tiles.get(patient.uuid);
     if (!tile) {
       tile = createTile(patient);
       tiles.set(patient.uuid, tile);
     }
+    tile.bed.textContent = bed.label;
+    tile.bed.title = `Bed ${bed.label}`;
+    tile.li.dataset.bed = bed.label;
     updateTile(tile, patient);
+    items.push(tile.li);
   }
   for (const [uuid, tile] of tiles) {
     if (!seen.has(uuid)) {
@@ -191,25 +293,118 @@ function render(page) {
       tiles.delete(uuid);
     }
   }
-  reorder(patients);
+  for (const [id, slot] of slots) {
+    if (!seenSlots.has(id)) {
+      slot.remove();
+      slots.delete(id);
+    }
+  }
+  reorder(items);
+  renderUnassigned(unit); // before the layout: the strip takes its room above the beds
   layout();
-  count.textContent = `(${page.count})`;
-  empty.hidden = page.count > 0;
-  truncated.hidden = page.count <= patients.length;
-  truncated.textContent = `Showing ${patients.length} of ${page.count} patients.`;
+  const occupied = seen.size;
+  unitName.textContent = unit.name;
+  document.title = `${unit.name} · ICU Monitor`;
+  count.textContent = `(${occupied} of ${unit.beds.length} bed${unit.beds.length === 1 ? "" : "s"})`;
+  empty.hidden = unit.beds.length > 0;
+  empty.textContent = "This unit has no beds yet: an administrator adds them in the admin.";
+}
+
+// --- monitors of patients admitted to no bed: a strip above the beds, Admit for clinicians -----
+
+const strip = document.getElementById("unassigned");
+const stripList = document.getElementById("unassigned-list");
+const stripMessage = document.getElementById("unassigned-message");
+const monitors = new Map(); // uuid -> item
+
+function freeBeds(unit) {
+  return unit.beds.filter((bed) => !bed.patient).sort(ORDERS.bed);
+}
+
+function createMonitor(patient) {
+  const item = {
+    name: h("a", { href: patientPageUrl(patient.uuid), class: "unassigned-name" }),
+    news2: h("span", { class: "news2" }),
+    age: h("span", { class: "age" }),
+  };
+  const parts = [item.name, " ", item.news2, " ", item.age];
+  if (config.canAdmit) {
+    const id = `admit-bed-${patient.uuid}`;
+    item.beds = h("select", { id, name: "bed" });
+    item.button = h("button", { type: "submit", class: "button" }, "Admit");
+    item.form = h("form", { class: "admit-form" }, h("label", { for: id }, "Bed"), item.beds, item.button);
+    item.form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      admit(item);
+    });
+    parts.push(item.form);
+  }
+  item.li = h("li", { class: "unassigned-item", "data-uuid": patient.uuid }, ...parts);
+  return item;
+}
+
+function renderUnassigned(unit) {
+  const seen = new Set();
+  const free = freeBeds(unit);
+  for (const patient of unit.unassigned) {
+    seen.add(patient.uuid);
+    let item = monitors.get(patient.uuid);
+    if (!item) {
+      item = createMonitor(patient);
+      monitors.set(patient.uuid, item);
+    }
+    item.patient = patient;
+    item.name.textContent = patient.name;
+    renderNews2(item.news2, patient.news2, patient.latest_metric, { compact: true, parameters: config.news2Parameters });
+    renderAge(item.age, patient.latest_metric, config.staleSeconds, config.clockSkewSeconds);
+    if (item.beds) {
+      fillBeds(item.beds, free);
+      item.button.disabled = free.length === 0;
+      item.button.title = free.length ? "" : "No free bed in this unit";
+    }
+    if (!item.li.isConnected) stripList.append(item.li); // moving one would blur its <select>
+  }
+  for (const [uuid, item] of monitors) {
+    if (!seen.has(uuid)) {
+      item.li.remove();
+      monitors.delete(uuid);
+    }
+  }
+  strip.hidden = monitors.size === 0;
+}
+
+async function admit(item) {
+  const bed = item.beds.selectedOptions[0];
+  if (!bed) return;
+  item.button.disabled = true;
+  try {
+    await apiFetch(config.admitUrl.replace(PLACEHOLDER_UUID, item.patient.uuid), { method: "POST", json: { bed: Number(bed.value) } });
+    stripMessage.textContent = `${item.patient.name} admitted to ${bed.textContent}.`;
+  } catch (error) {
+    const reason = error instanceof ApiError ? error.message : "no answer from the server";
+    stripMessage.textContent = `${item.patient.name} not admitted: ${reason}`;
+  } finally {
+    item.button.disabled = false;
+  }
+  poller.refresh();
 }
 
 // The smallest a tile may be (8 columns x 4 rows: 32 beds on a 1920x1080 screen), and how much
 // larger its text may grow when few beds leave the room.
 const TILE_MIN = { width: 224, height: 236 };
 const MAX_SCALE = 3;
+// On a station screen (at least this wide), up to 64 beds show whole: the tiles and their text
+// shrink down to this scale rather than the page scroll. Smaller screens scroll down instead.
+const STATION_WIDTH = 1600;
+const MIN_SCALE = 0.6;
 let laidOut = "";
 
 // Few beds: the tiles grow to fill the screen below the top bar (the columns and rows that make
 // them largest), their text with them. Where even the smallest tiles do not all fit (a tablet),
 // the grid fills the width and the page scrolls down.
 function layout() {
-  const n = tiles.size;
+  const n = list.childElementCount;
+  const smallest = innerWidth >= STATION_WIDTH ? MIN_SCALE : 1;
   const gap = parseFloat(getComputedStyle(list).rowGap) || 0;
   const width = list.clientWidth;
   const bottom = parseFloat(getComputedStyle(list.parentElement).paddingBottom) || 0;
@@ -220,7 +415,7 @@ function layout() {
     const w = (width - (cols - 1) * gap) / cols;
     const h = Math.floor((height - (rows - 1) * gap) / rows);
     const scale = Math.min(w / TILE_MIN.width, h / TILE_MIN.height);
-    if (scale >= 1 && (!best || scale > best.scale)) best = { cols, h, scale };
+    if (scale >= smallest && (!best || scale > best.scale)) best = { cols, h, scale };
   }
   const key = best ? `${best.cols}:${best.h}:${best.scale}` : "";
   if (key === laidOut) return;
@@ -239,8 +434,13 @@ addEventListener("resize", layout);
 const poller = new Poller({
   intervalSeconds: config.pollSeconds,
   task: async () => {
-    const query = new URLSearchParams({ ordering: select.value, page_size: String(PAGE_SIZE) });
-    render(await apiFetch(`${config.patientsUrl}?${query}`));
+    const units = await apiFetch(config.unitsUrl);
+    renderUnits(units);
+    if (!unitCode) {
+      renderNoUnit();
+      return;
+    }
+    render(await apiFetch(config.unitUrl.replace(UNIT_PLACEHOLDER, encodeURIComponent(unitCode))));
   },
   onState: (state, error) => {
     connection.set(state, error);
@@ -250,9 +450,12 @@ const poller = new Poller({
 
 select.addEventListener("change", () => {
   orderNote.textContent = ORDER_NOTES[select.value];
-  const url = new URL(location.href);
-  url.searchParams.set("ordering", select.value);
-  history.replaceState(null, "", url);
+  keepInAddress("ordering", select.value);
+  poller.refresh();
+});
+
+unitSelect.addEventListener("change", () => {
+  chooseUnit(unitSelect.value);
   poller.refresh();
 });
 orderNote.textContent = ORDER_NOTES[select.value];
