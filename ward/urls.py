@@ -4,7 +4,7 @@ empty API_PREFIX, the API's root and patient routes would take `/` and `patients
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from ward import _units_stub, views
+from ward import views
 
 app_name = "ward"
 
@@ -17,5 +17,4 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="ward:login"), name="logout"),
-    *_units_stub.urlpatterns,  # TEMPORARY (issue 18): the lead drops this line at merge
 ]

@@ -27,16 +27,13 @@ ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
 
 # What each page reads through the API: a user whose role does not allow all of it gets a page
 # saying so, instead of a page that fails on every poll.
-# The units API (units/apis.py) by what the pages do with it. TEMPORARY names (issue 18): the
-# stand-in ward/_units_stub.py's; at merge the lead points them at the units API's own routes
-# ("api:unit-list", "api:unit-detail", "api:patient-admit", "api:patient-transfer",
-# "api:patient-discharge") and drops the stub.
+# The units API (units/apis.py) by what the pages do with it.
 UNIT_ROUTES = {
-    "units": "ward:stub-unit-list",
-    "unit": "ward:stub-unit-detail",
-    "admit": "ward:stub-patient-admit",
-    "transfer": "ward:stub-patient-transfer",
-    "discharge": "ward:stub-patient-discharge",
+    "units": "api:unit-list",
+    "unit": "api:unit-detail",
+    "admit": "api:patient-admit",
+    "transfer": "api:patient-transfer",
+    "discharge": "api:patient-discharge",
 }
 # The placeholders the pages replace in a route's URL.
 UNIT_PLACEHOLDER = "unit-code"

@@ -100,10 +100,10 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
         "staleSeconds": 42,
         "clockSkewSeconds": 12,
         "loginUrl": "/login/",
-        "unitsUrl": "/stub-api/units/",  # TEMPORARY (issue 18): the lead sets A's URLs
-        "unitUrl": "/stub-api/units/unit-code/",
+        "unitsUrl": "/api/units/",
+        "unitUrl": "/api/units/unit-code/",
         "patientPageUrl": f"/patients/{PLACEHOLDER}/",
-        "admitUrl": f"/stub-api/patients/{PLACEHOLDER}/admit/",
+        "admitUrl": f"/api/patients/{PLACEHOLDER}/admit/",
         "canAdmit": False,  # a viewer
         "alarmOffLabels": ALARM_OFF_LABELS,
     }
@@ -299,9 +299,9 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
         # (issue 18): the lead sets the units API's URLs.
         "admission": None,
         "wardUrl": "/",
-        "unitUrl": "/stub-api/units/unit-code/",
-        "transferUrl": f"/stub-api/patients/{patient.uuid}/transfer/",
-        "dischargeUrl": f"/stub-api/patients/{patient.uuid}/discharge/",
+        "unitUrl": "/api/units/unit-code/",
+        "transferUrl": f"/api/patients/{patient.uuid}/transfer/",
+        "dischargeUrl": f"/api/patients/{patient.uuid}/discharge/",
         "canMove": acknowledges,
     }
     assert '<section id="identity-warning" class="identity-warning" role="alert"' in (
