@@ -17,6 +17,7 @@ from rest_framework.throttling import AnonRateThrottle
 from access.apis import PatientAccessViewSet
 from core.auth import login_locked_out_error
 from exports.apis import ExportViewSet, PatientExportsView
+from units.report_apis import UnitAlarmReportView
 from vitals.apis import AlarmViewSet, AuditEventViewSet
 from vitals.patient_apis import BriefPatientViewSet, PatientViewSet
 
@@ -112,6 +113,11 @@ urlpatterns = [
         r"^patients/(?P<patient_uuid>[^/]+)/exports/$",
         PatientExportsView.as_view(),
         name="patient-exports",
+    ),
+    path(
+        "units/<slug:code>/alarm-report/",
+        UnitAlarmReportView.as_view(),
+        name="unit-alarm-report",
     ),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SchemaView.as_view(), name="schema"),
