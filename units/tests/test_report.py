@@ -26,7 +26,7 @@ H = timedelta(hours=1)
 S = timedelta(seconds=1)
 
 
-def _alarm(patient, at, kind, priority, *, ack=None, resolved=None, **extra):
+def alarm_at(patient, at, kind, priority, *, ack=None, resolved=None, **extra):
     """An alarm raised at `at`, acknowledged `ack` seconds later (at the same priority),
     resolved `resolved` seconds later (None: still open)."""
     state = "resolved" if resolved is not None else ("acknowledged" if ack else "active")
@@ -76,27 +76,27 @@ def unit() -> Unit:
     Admission.objects.create(patient=dan, bed=bed_x, admitted_at=W - 24 * H)
 
     # Bed 1 (Ann)
-    _alarm(ann, W + 1 * H, "spo2_low", "medium", ack=20, resolved=600)
-    _alarm(ann, W + 2 * H, "spo2_low", "medium", resolved=10)  # nuisance
-    _alarm(ann, W + 3 * H, "spo2_probe_off", "low", resolved=25)  # nuisance, technical
-    _alarm(ann, W + 4 * H, "pulse_high", "high", ack=40, resolved=120)
+    alarm_at(ann, W + 1 * H, "spo2_low", "medium", ack=20, resolved=600)
+    alarm_at(ann, W + 2 * H, "spo2_low", "medium", resolved=10)  # nuisance
+    alarm_at(ann, W + 3 * H, "spo2_probe_off", "low", resolved=25)  # nuisance, technical
+    alarm_at(ann, W + 4 * H, "pulse_high", "high", ack=40, resolved=120)
     # Raised before the window, open for its first 30 min: time in alarm only.
-    _alarm(ann, W - 1 * H, "pulse_high", "medium", resolved=5400)
+    alarm_at(ann, W - 1 * H, "pulse_high", "medium", resolved=5400)
     # Still open at the end of the window: 600 s of it in the window.
-    _alarm(ann, UNTIL - 600 * S, "news2", "medium")
+    alarm_at(ann, UNTIL - 600 * S, "news2", "medium")
     # Bed 2 (Bob, then Cid) and bed 3 (Bob)
-    _alarm(bob, W + 13 * H, "resp_rate_high", "medium", ack=60, resolved=300)
-    _alarm(bob, W + 25 * H, "spo2_low", "high", ack=100, resolved=200)
-    _alarm(bob, W + 26 * H, "no_data", "low", resolved=40)  # > 30 s: not a nuisance
-    _alarm(cid, W + 31 * H, "spo2_low", "medium", ack=30, resolved=60)
-    _alarm(cid, W + 32 * H, "clock_skew", "low", ack=5, resolved=20)  # acknowledged
+    alarm_at(bob, W + 13 * H, "resp_rate_high", "medium", ack=60, resolved=300)
+    alarm_at(bob, W + 25 * H, "spo2_low", "high", ack=100, resolved=200)
+    alarm_at(bob, W + 26 * H, "no_data", "low", resolved=40)  # > 30 s: not a nuisance
+    alarm_at(cid, W + 31 * H, "spo2_low", "medium", ack=30, resolved=60)
+    alarm_at(cid, W + 32 * H, "clock_skew", "low", ack=5, resolved=20)  # acknowledged
     # Not the unit's: Bob before his admission and after his discharge, Dan, Eve (no bed).
-    _alarm(bob, W + 6 * H, "spo2_low", "medium", resolved=10)
-    _alarm(bob, W + 37 * H, "spo2_low", "medium", resolved=10)
-    _alarm(dan, W + 1 * H, "spo2_low", "medium", ack=1, resolved=10)
-    _alarm(eve, W + 1 * H, "spo2_low", "medium", resolved=10)
+    alarm_at(bob, W + 6 * H, "spo2_low", "medium", resolved=10)
+    alarm_at(bob, W + 37 * H, "spo2_low", "medium", resolved=10)
+    alarm_at(dan, W + 1 * H, "spo2_low", "medium", ack=1, resolved=10)
+    alarm_at(eve, W + 1 * H, "spo2_low", "medium", resolved=10)
     # Ann's, after the window.
-    _alarm(ann, UNTIL + 1 * H, "spo2_low", "medium", resolved=10)
+    alarm_at(ann, UNTIL + 1 * H, "spo2_low", "medium", resolved=10)
     return unit
 
 
