@@ -158,10 +158,10 @@ URL = f"/{settings.API_PREFIX}units/icu-a/alarm-report/"
 WINDOW = {"since": "2026-03-02T00:00:00Z", "until": "2026-03-04T00:00:00Z"}
 
 
-def test_every_figure_has_its_exact_value_in_seven_queries(unit, viewer_client):
+def test_every_figure_has_its_exact_value_in_six_queries(unit, viewer_client):
     with CaptureQueriesContext(connection) as queries:
         report = unit_alarm_report(unit=unit, since=W, until=UNTIL)
-    assert len(queries) == 7
+    assert len(queries) == 6
 
     body = viewer_client.get(URL, WINDOW).json()
     for bed in body["beds"]:
