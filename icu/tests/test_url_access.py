@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from exports.tests.factories import ExportFactory
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from units.models import Unit
 from vitals.models import Alarm
 from vitals.services import alarm_limits_update, alarm_switch_off
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
@@ -67,6 +68,7 @@ API = {  # DRF views, core/permissions.py
     "api:schema",
     "api:docs",
     "fhir:observation-search",  # a DRF view outside API_PREFIX, at /fhir/Observation
+    "api:unit-alarm-report",
 }
 # The writes of the API: a viewer gets 403 for these, 405 for every other method.
 API_WRITES = {
@@ -90,7 +92,7 @@ LOGIN = {
     "ward:logout",
 }
 # The central station's pages (ward/): a redirect to its login for anonymous users, GET only.
-WARD = {"ward:ward", "ward:patient"}
+WARD = {"ward:ward", "ward:patient", "ward:unit-report"}
 # What a FHIR server says it does (/fhir/metadata): open to anyone, GET only.
 OPEN = {"fhir:metadata"}
 # The catch-alls under the API and FHIR prefixes: a 404 in their JSON shape, whatever the method.
@@ -235,7 +237,9 @@ def ward(viewer) -> dict[str, str]:
     alarm_switch_off(patient=patient, kind="pulse_high", reason="pacing", user=None)
     alarm = AlarmFactory(patient=patient)
     export = ExportFactory(patient=patient, requested_by=viewer)
+    unit = Unit.objects.create(code="icu-a", name="ICU A")
     return {
+        "code": unit.code,
         "patient_uuid": str(patient.uuid),
         "kind": "pulse_high",
         "pk": str(alarm.pk),
