@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import api_scale, emulator, export_memory, freshness, ingest, memory
+from bench import alarm_report, api_scale, emulator, export_memory, freshness, ingest, memory
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
 RESULTS = BASE_DIR / "bench" / "results"
@@ -58,6 +58,12 @@ BENCHMARKS = {
         {"patients": 1000, "rounds": 10, "first": 100_000},
         {"patients": 50, "rounds": 4, "first": 5_000},
         ("sqlite",),
+    ),
+    "alarm_report": (
+        alarm_report.run,
+        {"alarms": 1_000_000, "repeat": 5},
+        {"alarms": 20_000, "repeat": 3},
+        ENGINES,
     ),
     "export": (
         export_memory.run,

@@ -127,6 +127,8 @@ ROUTES: dict[str, Rule] = {
     "api:export-list": Rule(read=_EXPORT),
     "api:export-detail": Rule(read=_EXPORT),
     "api:export-result": Rule(read=_EXPORT),
+    # A unit's alarm burden: counts and times by bed and kind, no patient named.
+    "api:unit-alarm-report": Rule(read=(VIEW_ALARM,)),
     # The readings as FHIR Observations (/fhir/Observation): what the metrics endpoint shows.
     "fhir:observation-search": Rule(read=(VIEW_PATIENT, VIEW_METRIC)),
 }

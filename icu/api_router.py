@@ -24,6 +24,7 @@ from units.apis import (
     UnitDetailView,
     UnitListView,
 )
+from units.report_apis import UnitAlarmReportView
 from vitals.apis import AlarmViewSet, AuditEventViewSet
 from vitals.patient_apis import BriefPatientViewSet, PatientViewSet
 
@@ -136,6 +137,11 @@ urlpatterns = [
         r"^patients/(?P<patient_uuid>[^/]+)/exports/$",
         PatientExportsView.as_view(),
         name="patient-exports",
+    ),
+    path(
+        "units/<slug:code>/alarm-report/",
+        UnitAlarmReportView.as_view(),
+        name="unit-alarm-report",
     ),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SchemaView.as_view(), name="schema"),

@@ -4,13 +4,14 @@ empty API_PREFIX, the API's root and patient routes would take `/` and `patients
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from ward import views
+from ward import report_views, views
 
 app_name = "ward"
 
 urlpatterns = [
     path("", views.ward, name="ward"),
     path("patients/<uuid:patient_uuid>/", views.patient, name="patient"),
+    path("units/<slug:code>/report/", report_views.unit_report, name="unit-report"),
     path(
         "login/",
         auth_views.LoginView.as_view(template_name="ward/login.html"),

@@ -73,6 +73,7 @@ API = {  # DRF views, core/permissions.py
     "api:schema",
     "api:docs",
     "fhir:observation-search",  # a DRF view outside API_PREFIX, at /fhir/Observation
+    "api:unit-alarm-report",
 }
 # The writes of the API: a viewer gets 403 for these, 405 for every other method.
 API_WRITES = {
@@ -99,7 +100,7 @@ LOGIN = {
     "ward:logout",
 }
 # The central station's pages (ward/): a redirect to its login for anonymous users, GET only.
-WARD = {"ward:ward", "ward:patient"}
+WARD = {"ward:ward", "ward:patient", "ward:unit-report"}
 # What a FHIR server says it does (/fhir/metadata): open to anyone, GET only.
 OPEN = {"fhir:metadata"}
 # The catch-alls under the API and FHIR prefixes: a 404 in their JSON shape, whatever the method.
