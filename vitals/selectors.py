@@ -19,6 +19,7 @@ from django.db.models import (
     Min,
     OuterRef,
     Prefetch,
+    Q,
     QuerySet,
     Subquery,
 )
@@ -112,8 +113,9 @@ def reading_trend(
     """A patient's readings with since <= measured_at <= until, summarised into at most
     `points` buckets (in one grouped query, served by the (patient, measured_at) index), oldest
     first; buckets without a reading are left out, and a sign without a value in a bucket is
-    None there (a gap in its chart). Readings flagged as sensor artefacts are not
-    physiological values and are left out too."""
+    None there (a gap in its chart). Readings whose values are not the patient's (flagged as
+    artefacts, vitals.news2.artefact_voids) are left out too; a version 2 probe-off reading,
+    which carries no SpO2, keeps its other signs."""
     width = trend_bucket_seconds(since=since, until=until, points=points)
     aggregates = {}
     for name, column in TREND_SIGNS.items():
@@ -124,7 +126,10 @@ def reading_trend(
         }
     rows = (
         PatientMetric.objects.filter(
-            patient=patient, measured_at__gte=since, measured_at__lte=until, artefact=""
+            Q(artefact="") | Q(artefact="spo2_probe_off", spo2__isnull=True),
+            patient=patient,
+            measured_at__gte=since,
+            measured_at__lte=until,
         )
         .annotate(bucket=_EpochSeconds(F("measured_at")) / width)
         .values("bucket")

@@ -155,6 +155,30 @@ def test_a_sign_no_reading_of_a_bucket_measured_is_a_gap(viewer_client) -> None:
 
 
 @pytest.mark.django_db
+def test_a_version_2_probe_off_reading_keeps_its_other_signs_in_the_trend() -> None:
+    """Version 2: the probe off means no SpO2, and the pulse the same reading carries is the
+    patient's (it is judged and scored too). A version 1 artefact sends every value, the
+    suspect one included: left out whole, as a motion artefact is."""
+    patient = PatientFactory()
+    for i, (pulse, spo2, artefact) in enumerate(
+        [(90, None, "spo2_probe_off"), (150, 60, "spo2_probe_off"), (160, 97, "motion")]
+    ):
+        PatientMetricFactory(
+            patient=patient,
+            measured_at=T0 + timedelta(seconds=i),
+            pulse=pulse,
+            spo2=spo2,
+            artefact=artefact,
+        )
+
+    [bucket] = reading_trend(
+        patient=patient, since=T0, until=T0 + timedelta(seconds=59), points=2
+    ).buckets
+
+    assert (bucket["count"], bucket["pulse"], bucket["spo2"]) == (1, stats(90, 90, 90.0), None)
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize("points", [2, 3, 7, 10, 59, 300])
 def test_never_more_buckets_than_points(points) -> None:
     """A reading every second for ten minutes, the window starting mid-second: whatever the
