@@ -273,6 +273,13 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     unit_beds(3)
     store(reading("hal"))  # in bed 1
     store(reading("gus", pulse=115), admit=False)  # a monitor sending, its patient in no bed
+    # A patient in no bed is still monitored: his alarms show on the strip (the most urgent,
+    # and how many more), never hidden because nobody admitted him.
+    for kind, priority, message in [
+        ("spo2_low", "high", "SpO2 low: 84 % (< 90)"),
+        ("news2", "medium", "NEWS2 5 (medium risk)"),
+    ]:
+        AlarmFactory(patient=patient("gus"), kind=kind, priority=priority, message=message)
     login(*NURSE, path="/")
 
     strip = wait_until(
@@ -283,6 +290,10 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     assert strip.find_element(By.TAG_NAME, "h2").text == "Unassigned monitors"
     [item] = strip.find_elements(By.CSS_SELECTOR, "#unassigned-list > li")
     assert item.find_element(By.CSS_SELECTOR, ".unassigned-name").text == "gus"
+    assert item.find_element(By.CSS_SELECTOR, ".unassigned-alarm").text == (
+        "HIGH SpO2 low: 84 % (< 90) +1 more"
+    )
+    assert "unassigned-item--alarm-high" in item.get_attribute("class")
     beds = Select(item.find_element(By.TAG_NAME, "select"))
     assert [o.text for o in beds.options] == ["Bed 2", "Bed 3"]  # the free beds
     assert item.find_element(By.TAG_NAME, "select").accessible_name == "Bed"

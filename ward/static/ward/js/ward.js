@@ -325,9 +325,10 @@ function createMonitor(patient) {
   const item = {
     name: h("a", { href: patientPageUrl(patient.uuid), class: "unassigned-name" }),
     news2: h("span", { class: "news2" }),
+    alarm: h("span", { class: "unassigned-alarm" }),
     age: h("span", { class: "age" }),
   };
-  const parts = [item.name, " ", item.news2, " ", item.age];
+  const parts = [item.name, " ", item.news2, " ", item.alarm, " ", item.age];
   if (config.canAdmit) {
     const id = `admit-bed-${patient.uuid}`;
     item.beds = h("select", { id, name: "bed" });
@@ -357,6 +358,14 @@ function renderUnassigned(unit) {
     item.name.textContent = patient.name;
     renderNews2(item.news2, patient.news2, patient.latest_metric, { compact: true, parameters: config.news2Parameters });
     renderAge(item.age, patient.latest_metric, config.staleSeconds, config.clockSkewSeconds);
+    // In no bed, still monitored: the most urgent alarm (the API lists them so) and how many
+    // more, never hidden because nobody admitted the patient.
+    const [top, ...others] = patient.active_alarms;
+    item.alarm.replaceChildren(
+      ...(top ? [priorityBadge(top.priority), " ", top.message] : []),
+      ...(others.length ? [` +${others.length} more`] : []),
+    );
+    item.li.className = `unassigned-item${top ? ` unassigned-item--alarm-${top.priority}` : ""}`;
     if (item.beds) {
       fillBeds(item.beds, free);
       item.button.disabled = free.length === 0;
