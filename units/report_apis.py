@@ -62,8 +62,6 @@ class AlarmReportCsvRenderer(BaseRenderer):
             if response is not None:
                 unit = data["unit"]["code"]
                 response["Content-Disposition"] = f'attachment; filename="alarm-report-{unit}.csv"'
-        else:  # an error: its one shape, flattened
-            writer.writerows([[key, value] for key, value in (data or {}).items()])
         return out.getvalue().encode(self.charset)
 
 
@@ -86,6 +84,13 @@ class UnitAlarmReportView(APIView):
         },
         summary="A unit's alarm burden over a window (default: the last 7 days).",
     )
+    def handle_exception(self, exc: Exception) -> Response:
+        # An error is the API's one JSON shape, whatever format the report was asked in.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
     def get(self, request: Request, code: str, format: str | None = None) -> Response:
         filters = AlarmReportFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -190,6 +190,14 @@ def test_unknown_unit_bad_window_and_anonymous(unit, viewer_client, anon_client)
     missing = viewer_client.get(f"/{settings.API_PREFIX}units/nope/alarm-report/")
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "not_found"
+    # Asked as CSV, an error is still the API's one JSON shape (schemathesis found it as CSV).
+    as_csv = viewer_client.get(f"/{settings.API_PREFIX}units/nope/alarm-report/?format=csv")
+    assert (as_csv.status_code, as_csv["Content-Type"]) == (404, "application/json")
+    assert as_csv.json()["error"] == {
+        "status": 404,
+        "code": "not_found",
+        "message": "No unit 'nope'.",
+    }
     reversed_window = viewer_client.get(URL, {"since": WINDOW["until"], "until": WINDOW["since"]})
     assert reversed_window.status_code == 400
     assert anon_client.get(URL).status_code == 401
