@@ -72,6 +72,13 @@ class UnitAlarmReportView(APIView):
 
     renderer_classes = [JSONRenderer, BrowsableAPIRenderer, AlarmReportCsvRenderer]
 
+    def handle_exception(self, exc: Exception) -> Response:
+        # An error is the API's one JSON shape, whatever format the report was asked in.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
     @extend_schema(
         parameters=[AlarmReportFilterSerializer],
         responses={
@@ -84,13 +91,6 @@ class UnitAlarmReportView(APIView):
         },
         summary="A unit's alarm burden over a window (default: the last 7 days).",
     )
-    def handle_exception(self, exc: Exception) -> Response:
-        # An error is the API's one JSON shape, whatever format the report was asked in.
-        response = super().handle_exception(exc)
-        self.request.accepted_renderer = JSONRenderer()
-        self.request.accepted_media_type = JSONRenderer.media_type
-        return response
-
     def get(self, request: Request, code: str, format: str | None = None) -> Response:
         filters = AlarmReportFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
