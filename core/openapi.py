@@ -35,6 +35,10 @@ COMMON_ERRORS = {
     "413": "The request body is larger than MAX_REQUEST_BODY_BYTES.",
     "429": "Too many requests; retry after the `Retry-After` header's seconds.",
 }
+# Status -> when, for the operations that read a request body.
+BODY_ERRORS = {
+    "415": "The body's media type is not one this operation reads (JSON, a form).",
+}
 
 
 def error_responses(result: dict[str, Any], generator, request, public) -> dict[str, Any]:
@@ -45,6 +49,7 @@ def error_responses(result: dict[str, Any], generator, request, public) -> dict[
     for operations in result.get("paths", {}).values():
         for operation in operations.values():
             responses = operation.setdefault("responses", {})
-            for status, description in COMMON_ERRORS.items():
+            errors = COMMON_ERRORS | (BODY_ERRORS if "requestBody" in operation else {})
+            for status, description in errors.items():
                 responses.setdefault(status, {"description": description, "content": reference})
     return result

@@ -5,16 +5,15 @@ import io
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.renderers import BrowsableAPIRenderer
-from units.models import Unit
 from units.report import report_window, unit_alarm_report
 from units.report_serializers import AlarmReportFilterSerializer, AlarmReportSerializer
+from units.selectors import unit_get
 
 
 def alarm_report_csv_rows(report: dict) -> list[list]:
@@ -92,11 +91,9 @@ class UnitAlarmReportView(APIView):
         summary="A unit's alarm burden over a window (default: the last 7 days).",
     )
     def get(self, request: Request, code: str, format: str | None = None) -> Response:
+        unit = unit_get(code=code)
         filters = AlarmReportFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        unit = Unit.objects.filter(code=code).first()
-        if unit is None:
-            raise NotFound(f"No unit {code!r}.")
         since, until = report_window(
             since=filters.validated_data.get("since"), until=filters.validated_data.get("until")
         )

@@ -4,19 +4,23 @@ and the real database; no response may be a 5xx, and every response must conform
 (status documented, body of the documented shape, content type)."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 
 from icu.wsgi import application
+from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from testing.processes import report_figure
+from units.models import Admission, Bed, Unit
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 
 # Examples per operation: enough to reach every parameter's edge cases, few enough for CI.
@@ -35,6 +39,20 @@ def ward(db) -> list[str]:
         AlarmFactory(patient=patient)
         uuids.append(str(patient.uuid))
     return uuids
+
+
+@pytest.fixture
+def unit_codes(ward: list[str]) -> list[str]:
+    """A unit with two beds, the ward's first patient in bed 1 (with their alarm), for the
+    unit operations to find; its code."""
+    icu = Unit.objects.create(code="icu", name="ICU")
+    beds = [Bed.objects.create(unit=icu, label=str(p), position=p) for p in (1, 2)]
+    Admission.objects.create(
+        patient=Patient.objects.get(uuid=ward[0]),
+        bed=beds[0],
+        admitted_at=timezone.now() - timedelta(days=1),
+    )
+    return [icu.code]
 
 
 @pytest.fixture
@@ -65,32 +83,47 @@ def api_schema(token: str, ward: None, wsgi_in_test_transaction: None):
 
 # Operations whose schema-valid requests are rightly refused: random credentials.
 NOT_EXPECTED_TO_ACCEPT_RANDOM_DATA = {"POST /api/auth/token/"}
-# Lists paged by a cursor: where their patient goes, and their cursor parameter. A random uuid
-# is a 404 before the cursor is read, so half their cases name a patient of the ward, and
-# their generated cursors (never one the list issued) reach the pagination. Schema-valid
+# Operations on one patient or unit whose other parameters are read only once it is found: a
+# random uuid or code is a 404 first, so half their cases name one that exists (a patient of
+# the ward, the unit), and their generated parameters reach the code behind. Schema-valid
 # requests may then be rightly refused (a cursor not issued, `until` before `since`): a 400,
-# documented, never a 5xx.
-CURSOR_OPERATIONS = {
-    "GET /api/patients/{patient_uuid}/metrics/": ("path_parameters", "patient_uuid", "cursor"),
-    "GET /fhir/Observation": ("query", "patient", "_cursor"),
+# documented, never a 5xx. For each: where the patient or unit goes, which of the fixtures
+# it comes from, and the cursor parameter, if the operation is a list paged by a cursor.
+WARD_OPERATIONS = {
+    "GET /api/patients/{patient_uuid}/metrics/": (
+        "path_parameters",
+        "patient_uuid",
+        "ward",
+        "cursor",
+    ),
+    "GET /fhir/Observation": ("query", "patient", "ward", "_cursor"),
+    "GET /api/units/{code}/alarm-report/": ("path_parameters", "code", "units", None),
 }
+# Operations with no parameter that can be wrong (no query, a path of any string): no invalid
+# case can be generated for them (Hypothesis: Unsatisfiable).
+NOTHING_TO_GET_WRONG = ["GET /api/units/", "GET /api/units/{code}/"]
+CURSOR_OPERATIONS = [label for label, (*_, cursor) in WARD_OPERATIONS.items() if cursor]
 
 
-def with_ward_patient(strategy, label: str, patients: list[str]):
-    """`strategy`'s cases, half of them on a patient of the ward (CURSOR_OPERATIONS)."""
-    where, name, _ = CURSOR_OPERATIONS[label]
+def with_ward_target(strategy, label: str, targets: list[str]):
+    """`strategy`'s cases, half of them on a patient or unit that exists (WARD_OPERATIONS)."""
+    where, name, _, _ = WARD_OPERATIONS[label]
 
     def put(pair):
-        case, patient = pair
-        if patient is not None:
-            getattr(case, where)[name] = patient
+        case, target = pair
+        if target is not None:
+            getattr(case, where)[name] = target
         return case
 
-    return st.tuples(strategy, st.sampled_from([None, *patients])).map(put)
+    return st.tuples(strategy, st.sampled_from([None, *targets])).map(put)
 
 
 def fuzz(
-    operation, headers: dict[str, str], label: str, mode: GenerationMode, patients: list[str]
+    operation,
+    headers: dict[str, str],
+    label: str,
+    mode: GenerationMode,
+    fixtures: dict[str, list[str]],
 ) -> tuple[int, int, str | None]:
     """Run one operation's generated cases (schema-valid ones, or invalid ones that must be
     refused with a 4xx); return how many ran, how many carried a cursor to a ward patient,
@@ -106,8 +139,9 @@ def fuzz(
         excluded.append(schemathesis.checks.negative_data_rejection)
 
     strategy = operation.as_strategy(generation_mode=mode)
-    if label in CURSOR_OPERATIONS:
-        strategy = with_ward_patient(strategy, label, patients)
+    targets = fixtures[WARD_OPERATIONS[label][2]] if label in WARD_OPERATIONS else []
+    if targets:
+        strategy = with_ward_target(strategy, label, targets)
 
     @given(case=strategy)
     @settings(
@@ -121,11 +155,11 @@ def fuzz(
         nonlocal calls, cursors
         calls += 1
         checks = excluded
-        if label in CURSOR_OPERATIONS:
-            where, name, cursor = CURSOR_OPERATIONS[label]
-            if getattr(case, where).get(name) in patients:
+        if targets:
+            where, name, _, cursor = WARD_OPERATIONS[label]
+            if getattr(case, where).get(name) in targets:
                 checks = [*excluded, schemathesis.checks.positive_data_acceptance]
-                cursors += bool(case.query and case.query.get(cursor))
+                cursors += bool(cursor and case.query and case.query.get(cursor))
         response = case.call_and_validate(headers=headers, excluded_checks=checks)
         assert response.status_code < 500
 
@@ -136,7 +170,9 @@ def fuzz(
     return calls, cursors, None
 
 
-def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_schema, token, ward):
+def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(
+    api_schema, token, ward, unit_codes
+):
     """Each operation in turn, as a Hypothesis test of its own (schemathesis' pytest plugin
     does not run under pytest 9); all the failures are reported together."""
     headers = {"Authorization": f"Token {token}"}
@@ -146,9 +182,18 @@ def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_sche
     for result in api_schema.get_all_operations():
         operation = result.ok()
         label = f"{operation.method.upper()} {operation.path}"
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
+        if label in NOTHING_TO_GET_WRONG:
+            assert [p["in"] for p in operation.definition.raw.get("parameters", [])] in (
+                [],
+                ["path"],
+            )
+            modes.remove(GenerationMode.NEGATIVE)
+        for mode in modes:
             key = f"{label} ({mode.value})"
-            calls[key], cursors[key], failure = fuzz(operation, headers, label, mode, ward)
+            calls[key], cursors[key], failure = fuzz(
+                operation, headers, label, mode, {"ward": ward, "units": unit_codes}
+            )
             if failure:
                 failures[key] = failure
 
@@ -164,7 +209,7 @@ def test_every_operation_answers_within_its_schema_and_never_with_a_5xx(api_sche
         ),
     )
     assert len(calls) >= 8, sorted(calls)
-    assert all(calls.values()), calls
+    assert all(calls.values()), [key for key, n in calls.items() if not n]
     assert all(
         sum(n for key, n in cursors.items() if key.startswith(label)) for label in CURSOR_OPERATIONS
     ), cursors
@@ -181,5 +226,16 @@ def test_every_operation_documents_the_error_shape(api_client):
         for status in ("400", "401", "403", "404", "411", "413", "429"):
             content = operation["responses"][status]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/Error"}
+    # An operation that reads a body may refuse its media type (schemathesis sent a
+    # multipart body DRF could not read to the token endpoint: 415).
+    with_body = [op for op in operations if "requestBody" in op]
+    assert len(with_body) >= 4
+    for operation in operations:
+        documented = operation["responses"].get("415", {}).get("content", {})
+        assert documented == (
+            {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+            if "requestBody" in operation
+            else {}
+        ), operation["operationId"]
     ok = document["paths"]["/api/patients/{patient_uuid}/"]["get"]["responses"]["200"]
     assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Patient"}

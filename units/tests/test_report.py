@@ -189,17 +189,23 @@ def test_csv_download_holds_the_same_figures(unit, viewer_client):
 def test_unknown_unit_bad_window_and_anonymous(unit, viewer_client, anon_client):
     missing = viewer_client.get(f"/{settings.API_PREFIX}units/nope/alarm-report/")
     assert missing.status_code == 404
-    assert missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["code"] == "unit_not_found"
     # Asked as CSV, an error is still the API's one JSON shape (schemathesis found it as CSV).
     as_csv = viewer_client.get(f"/{settings.API_PREFIX}units/nope/alarm-report/?format=csv")
     assert (as_csv.status_code, as_csv["Content-Type"]) == (404, "application/json")
     assert as_csv.json()["error"] == {
         "status": 404,
-        "code": "not_found",
-        "message": "No unit 'nope'.",
+        "code": "unit_not_found",
+        "message": "No unit with code 'nope'.",
     }
-    reversed_window = viewer_client.get(URL, {"since": WINDOW["until"], "until": WINDOW["since"]})
-    assert reversed_window.status_code == 400
+    reversed_window = {"since": WINDOW["until"], "until": WINDOW["since"]}
+    refused = viewer_client.get(URL, reversed_window)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["fields"] == {"until": ["'until' must not be before 'since'."]}
+    # The unit is looked up first, as a patient is before their readings' cursor: an unknown
+    # unit is a 404 whatever its window (schemathesis found a 400 for unit "X").
+    both = viewer_client.get(f"/{settings.API_PREFIX}units/X/alarm-report/", reversed_window)
+    assert (both.status_code, both.json()["error"]["code"]) == (404, "unit_not_found")
     assert anon_client.get(URL).status_code == 401
 
 
