@@ -14,28 +14,25 @@ functions), so both engines give the same numbers.
 - Technical alarms (TECHNICAL_KINDS) are counted apart from the physiological ones.
 - Time to acknowledge: acknowledged_at - raised_at, by the priority that was acknowledged; the
   median and the 90th percentile by the nearest-rank method (the value at rank ceil(p * n): a
-  time that was measured, as PERCENTILE_DISC gives).
+  time that was measured, as PERCENTILE_DISC gives), truncated to the tenth of a second.
 - The nuisance share of a kind: the share of its alarms that resolved by themselves (never
   acknowledged) within NUISANCE_SECONDS of being raised.
 """
 
 from datetime import datetime, timedelta
-from itertools import pairwise
 
 from django.db.models import (
-    Case,
     Count,
     F,
     FloatField,
     Func,
+    IntegerField,
     Q,
     QuerySet,
     Sum,
     Value,
-    When,
-    Window,
 )
-from django.db.models.functions import Coalesce, Greatest, Least, RowNumber
+from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from units.models import Admission, Bed, Unit
@@ -54,26 +51,32 @@ class Seconds(Func):
 
     arity = 2
     output_field = FloatField()
+    # A julianday is a double of about 2.5 million days: exact to some 40 µs, so rounded to the
+    # millisecond (30 s must not come out as 29.99996 s).
+    sqlite_template = "ROUND((julianday({end}) - julianday({start})) * 86400.0, 3)"
+    postgresql_template = "EXTRACT(EPOCH FROM ({end} - {start}))::double precision"
+
+    def _sql(self, compiler, template: str):
+        (end, end_params), (start, start_params) = (
+            compiler.compile(e) for e in self.get_source_expressions()
+        )
+        return template.format(end=end, start=start), [*end_params, *start_params]
 
     def as_sqlite(self, compiler, connection, **extra):
-        (end, end_params), (start, start_params) = (
-            compiler.compile(e) for e in self.get_source_expressions()
-        )
-        # A julianday is a double of about 2.5 million days: exact to some 40 µs, so rounded
-        # to the millisecond (30 s must not come out as 29.99996 s).
-        return f"ROUND((julianday({end}) - julianday({start})) * 86400.0, 3)", [
-            *end_params,
-            *start_params,
-        ]
+        return self._sql(compiler, self.sqlite_template)
 
     def as_postgresql(self, compiler, connection, **extra):
-        (end, end_params), (start, start_params) = (
-            compiler.compile(e) for e in self.get_source_expressions()
-        )
-        return f"EXTRACT(EPOCH FROM ({end} - {start}))::double precision", [
-            *end_params,
-            *start_params,
-        ]
+        return self._sql(compiler, self.postgresql_template)
+
+
+class Tenths(Seconds):
+    """`end - start` in whole tenths of a second, truncated (an integer): 29.96 s is 299."""
+
+    output_field = IntegerField()
+    sqlite_template = (
+        "CAST(ROUND((julianday({end}) - julianday({start})) * 864000.0, 2) AS INTEGER)"
+    )
+    postgresql_template = "TRUNC(EXTRACT(EPOCH FROM ({end} - {start})) * 10)::integer"
 
 
 def _at(value: datetime) -> Value:
@@ -133,105 +136,92 @@ def report_bed_days(*, unit: Unit, since: datetime, until: datetime) -> dict[int
     return {row["bed_id"]: row["seconds"] / 86400 for row in rows}
 
 
-def report_by_kind_and_priority(*, unit: Unit, since: datetime, until: datetime) -> list[dict]:
-    """Per kind and priority: alarms raised, how many were acknowledged, how many resolved by
-    themselves within NUISANCE_SECONDS. One query for both figures, by kind and by priority (a
-    pass over the window's alarms each would double the report's time)."""
+def report_by_bed_kind_and_priority(*, unit: Unit, since: datetime, until: datetime) -> list[dict]:
+    """Per bed, kind and priority: the alarms raised in the window (in that bed), how many of
+    them were acknowledged, how many resolved by themselves within NUISANCE_SECONDS; and the
+    seconds in alarm: the sum of the open intervals of the bed's patients' alarms, each clipped
+    to the window and to the patient's stay in the bed (an alarm open across a transfer counts
+    for both beds, each for its part). One query for the figures by kind, by priority and by
+    bed: a pass over the window's alarms each would double the report's time."""
+    stay_start = F("patient__admissions__admitted_at")
+    stay_end = Coalesce("patient__admissions__discharged_at", _at(until))
+    raised_here = Q(raised_at__gte=Greatest(stay_start, _at(since)))
     nuisance = Q(
         acknowledged_at__isnull=True,
         resolved_at__isnull=False,
         open_seconds__lte=NUISANCE_SECONDS,
     )
     return list(
-        _raised_in(unit=unit, since=since, until=until)
-        .alias(open_seconds=Seconds(F("resolved_at"), F("raised_at")))
-        .values("kind", "priority")
-        .annotate(
-            alarms=Count("id"),
-            acknowledged=Count("id", filter=Q(acknowledged_at__isnull=False)),
-            self_resolved=Count("id", filter=nuisance),
+        Alarm.objects.filter(
+            Q(resolved_at__isnull=True) | Q(resolved_at__gt=since),
+            Q(resolved_at__isnull=True) | Q(resolved_at__gt=stay_start),
+            Q(patient__admissions__discharged_at__isnull=True)
+            | Q(patient__admissions__discharged_at__gt=since),
+            patient__admissions__bed__unit=unit,
+            patient__admissions__admitted_at__lt=until,
+            raised_at__lt=Least(stay_end, _at(until)),
         )
-        .order_by("kind", "priority")
-    )
-
-
-def report_by_bed(*, unit: Unit, since: datetime, until: datetime) -> dict[int, dict]:
-    """Per bed id: alarms raised in the window, and seconds in alarm (the sum of the open
-    intervals of its alarms, each clipped to the window) (one query)."""
-    rows = (
-        _unit_alarms(unit=unit)
-        .filter(raised_at__lt=until)
-        .filter(Q(resolved_at__isnull=True) | Q(resolved_at__gt=since))
-        .annotate(stay_bed=F("patient__admissions__bed_id"))
-        .values("stay_bed")
+        .alias(open_seconds=Seconds(F("resolved_at"), F("raised_at")))
+        .annotate(bed=F("patient__admissions__bed_id"))
+        .values("bed", "kind", "priority")
         .annotate(
-            alarms=Count("id", filter=Q(raised_at__gte=since)),
+            alarms=Count("id", filter=raised_here),
+            acknowledged=Count("id", filter=raised_here & Q(acknowledged_at__isnull=False)),
+            self_resolved=Count("id", filter=raised_here & nuisance),
             seconds_in_alarm=Sum(
                 Seconds(
-                    Least(Coalesce("resolved_at", _at(until)), _at(until)),
-                    Greatest("raised_at", _at(since)),
+                    Least(Coalesce("resolved_at", _at(until)), stay_end, _at(until)),
+                    Greatest("raised_at", stay_start, _at(since)),
                 )
             ),
         )
+        .order_by("bed", "kind", "priority")
     )
-    return {
-        row["stay_bed"]: {"alarms": row["alarms"], "seconds_in_alarm": row["seconds_in_alarm"]}
-        for row in rows
-    }
 
 
-def _acknowledged(*, unit: Unit, since: datetime, until: datetime) -> QuerySet[Alarm]:
-    return (
+def report_acknowledge_times(
+    *, unit: Unit, since: datetime, until: datetime
+) -> tuple[dict[str, dict], dict[tuple[str, int], int]]:
+    """Time to acknowledge, per acknowledged priority: how many, the median and the 90th
+    percentile in seconds (nearest rank, truncated to the tenth of a second), and the count in
+    each ACK_BINS bin (by its lower bound). One query: the acknowledged alarms counted by
+    priority and time in tenths of a second; the ranks are read off the cumulative counts (the
+    k-th smallest of the times truncated is the k-th smallest time truncated), the bins too
+    (their bounds are whole seconds)."""
+    rows = (
         _raised_in(unit=unit, since=since, until=until)
         .filter(acknowledged_at__isnull=False)
-        .annotate(ack_seconds=Seconds(F("acknowledged_at"), F("raised_at")))
-    )
-
-
-def report_acknowledge_times(*, unit: Unit, since: datetime, until: datetime) -> dict[str, dict]:
-    """Per acknowledged priority: how many, median and 90th percentile of the time to
-    acknowledge in seconds, nearest rank (one query: each alarm ranked within its priority,
-    only the two ranks wanted returned)."""
-    ranked = _acknowledged(unit=unit, since=since, until=until).annotate(
-        rank=Window(
-            RowNumber(),
-            partition_by=[F("acknowledged_priority")],
-            order_by=[F("ack_seconds").asc(), F("id").asc()],
-        ),
-        n=Window(Count("id"), partition_by=[F("acknowledged_priority")]),
-    )
-    # ceil(n / 2) and ceil(9n / 10) in integer arithmetic, alike on both engines.
-    ranked = ranked.annotate(
-        rank_50=(F("n") + 1) / 2,
-        rank_90=(F("n") * 9 + 9) / 10,
-    ).filter(Q(rank=F("rank_50")) | Q(rank=F("rank_90")))
-    out: dict[str, dict] = {}
-    for row in ranked.values(
-        "acknowledged_priority", "rank", "n", "rank_50", "rank_90", "ack_seconds"
-    ):
-        figure = out.setdefault(row["acknowledged_priority"], {"count": row["n"]})
-        if row["rank"] == row["rank_50"]:
-            figure["median_seconds"] = row["ack_seconds"]
-        if row["rank"] == row["rank_90"]:
-            figure["p90_seconds"] = row["ack_seconds"]
-    return out
-
-
-def report_acknowledge_histogram(
-    *, unit: Unit, since: datetime, until: datetime
-) -> dict[tuple[str, int], int]:
-    """Acknowledged alarms by priority and ACK_BINS bin (its lower bound), (one query)."""
-    bins = Case(
-        *(When(ack_seconds__lt=upper, then=Value(lower)) for lower, upper in pairwise(ACK_BINS)),
-        default=Value(ACK_BINS[-1]),
-    )
-    rows = (
-        _acknowledged(unit=unit, since=since, until=until)
-        .annotate(bin=bins)
-        .values("acknowledged_priority", "bin")
+        .annotate(tenths=Tenths(F("acknowledged_at"), F("raised_at")))
+        .values("acknowledged_priority", "tenths")
         .annotate(alarms=Count("id"))
+        .order_by("acknowledged_priority", "tenths")
     )
-    return {(row["acknowledged_priority"], row["bin"]): row["alarms"] for row in rows}
+    distribution: dict[str, list[tuple[int, int]]] = {}
+    histogram: dict[tuple[str, int], int] = {}
+    for row in rows:
+        priority, tenths = row["acknowledged_priority"], row["tenths"]
+        distribution.setdefault(priority, []).append((tenths, row["alarms"]))
+        lower = next(lower for lower in reversed(ACK_BINS) if tenths >= lower * 10 or not lower)
+        histogram[priority, lower] = histogram.get((priority, lower), 0) + row["alarms"]
+    times: dict[str, dict] = {}
+    for priority, counts in distribution.items():
+        n = sum(count for _, count in counts)
+        times[priority] = {
+            "count": n,
+            "median_seconds": _nearest_rank(counts, (n + 1) // 2) / 10,
+            "p90_seconds": _nearest_rank(counts, (9 * n + 9) // 10) / 10,
+        }
+    return times, histogram
+
+
+def _nearest_rank(counts: list[tuple[int, int]], rank: int) -> int:
+    """The `rank`-th smallest value (from 1) of a sorted distribution of (value, count)."""
+    seen = 0
+    for value, count in counts:
+        seen += count
+        if seen >= rank:
+            return value
+    raise ValueError(f"rank {rank} beyond {seen} values")
 
 
 def _category(kind: str) -> str:
@@ -243,19 +233,18 @@ def _per(count: int, days: float) -> float | None:
 
 
 def unit_alarm_report(*, unit: Unit, since: datetime, until: datetime) -> dict:
-    """Every figure of the report over [since, until) (see the module): six queries, none
+    """Every figure of the report over [since, until) (see the module): four queries, none
     of them growing with the number of beds or alarms."""
     beds = list(Bed.objects.filter(unit=unit).order_by("position"))
     bed_days = report_bed_days(unit=unit, since=since, until=until)
-    by_bed = report_by_bed(unit=unit, since=since, until=until)
-    by_kind_and_priority = report_by_kind_and_priority(unit=unit, since=since, until=until)
-    acknowledge = report_acknowledge_times(unit=unit, since=since, until=until)
-    histogram = report_acknowledge_histogram(unit=unit, since=since, until=until)
+    rows = report_by_bed_kind_and_priority(unit=unit, since=since, until=until)
+    acknowledge, histogram = report_acknowledge_times(unit=unit, since=since, until=until)
 
     days = sum(bed_days.values())
     by_kind: dict[str, dict] = {}
     by_priority: dict[tuple[str, str], int] = {}
-    for row in by_kind_and_priority:
+    by_bed: dict[int, dict] = {}
+    for row in rows:
         kind = by_kind.setdefault(
             row["kind"], {"kind": row["kind"], "alarms": 0, "acknowledged": 0, "self_resolved": 0}
         )
@@ -263,6 +252,12 @@ def unit_alarm_report(*, unit: Unit, since: datetime, until: datetime) -> dict:
             kind[measure] += row[measure]
         key = (_category(row["kind"]), row["priority"])
         by_priority[key] = by_priority.get(key, 0) + row["alarms"]
+        bed = by_bed.setdefault(row["bed"], {"alarms": 0, "seconds_in_alarm": 0.0})
+        bed["alarms"] += row["alarms"]
+        bed["seconds_in_alarm"] += row["seconds_in_alarm"] or 0.0
+    # Kinds and priorities seen only in time in alarm (raised before the window) are not listed.
+    by_kind = {name: row for name, row in by_kind.items() if row["alarms"]}
+    by_priority = {key: alarms for key, alarms in by_priority.items() if alarms}
     total = sum(row["alarms"] for row in by_kind.values())
     technical = sum(row["alarms"] for row in by_kind.values() if row["kind"] in TECHNICAL_KINDS)
     bed_rows = []
