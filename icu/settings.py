@@ -215,6 +215,7 @@ INSTALLED_APPS = [
     "patients",
     "vitals",
     "units",
+    "gateway",
     "ward",
     "exports",
     "access",
@@ -292,6 +293,9 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = _time_zone("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
+# The time zone of an HL7 v2 time stamp sent without an offset (OBX-14, OBR-7, MSH-7): the
+# monitors' gateway's local time, as most send it.
+HL7_DEFAULT_TIMEZONE = _time_zone("HL7_DEFAULT_TIMEZONE", default=TIME_ZONE)
 
 STATIC_URL = "static/"
 STATIC_ROOT = _text(

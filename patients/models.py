@@ -28,6 +28,11 @@ class Patient(models.Model):
     monitoring_ended_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The hospital's identifier of the patient (HL7 PID-3) and the authority that assigned it;
+    # blank for a patient known only by a monitor's uuid. From the device gateway, the uuid is
+    # derived from the two (gateway.identity.patient_uuid_for).
+    mrn = models.CharField("MRN", max_length=64, blank=True, default="")
+    mrn_authority = models.CharField("MRN authority", max_length=64, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # Each sign's newest value and when it was measured, {key: {"value", "measured_at"}}, for
@@ -47,7 +52,17 @@ class Patient(models.Model):
 
     class Meta:
         ordering = ["name", "uuid"]
-        indexes = [models.Index(fields=["name", "uuid"], name="patient_name_uuid_idx")]
+        indexes = [
+            models.Index(fields=["name", "uuid"], name="patient_name_uuid_idx"),
+            models.Index(fields=["mrn", "mrn_authority"], name="patient_mrn_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mrn_authority", "mrn"],
+                condition=~models.Q(mrn=""),
+                name="patient_one_per_mrn",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.uuid})"

@@ -21,7 +21,7 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
     is an identity conflict: `patient_name_conflicts_record`). Safe against a concurrent
     consumer creating the same patient (the uuid is unique; the loser re-reads).
     """
-    fields = ("id", "uuid", "name", "hypercapnic_respiratory_failure", "latest_signs")
+    fields = ("id", "uuid", "name", "hypercapnic_respiratory_failure", "latest_signs", "mrn")
     found = {p.uuid: p for p in Patient.objects.filter(uuid__in=names_by_uuid).only(*fields)}
     missing = [Patient(uuid=u, name=name) for u, name in names_by_uuid.items() if u not in found]
     if missing:
@@ -29,6 +29,20 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
         created = Patient.objects.filter(uuid__in=[p.uuid for p in missing]).only(*fields)
         found.update((p.uuid, p) for p in created)
     return found
+
+
+def patient_identify(
+    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
+) -> Patient:
+    """The patient with this uuid, created with this name if new; their MRN and its authority
+    set when they had none (a hospital identifier, from HL7 PID-3). The name of a known
+    patient is left as it is (as for a reading: see patient_bulk_get_or_create); an ADT update
+    renames explicitly. Safe against a concurrent creation of the same patient."""
+    patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
+    if mrn and not patient.mrn:
+        Patient.objects.filter(pk=patient.pk, mrn="").update(mrn=mrn, mrn_authority=mrn_authority)
+        patient.mrn, patient.mrn_authority = mrn, mrn_authority
+    return patient
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ LAYERS = (
     "access",
     "vitals",
     "units",
+    "gateway",
     "exports",
     "ward",
     "icu",

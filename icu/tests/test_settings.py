@@ -336,6 +336,7 @@ BAD_SETTINGS = [
     ("CONN_MAX_AGE", "-1", f"{WHOLE} of seconds, 0 or more"),
     ("TIME_ZONE", "CEST", "an IANA time zone like UTC or Europe/Paris"),
     ("TIME_ZONE", "../etc/passwd", "an IANA time zone like UTC or Europe/Paris"),
+    ("HL7_DEFAULT_TIMEZONE", "CEST", "an IANA time zone like UTC or Europe/Paris"),
     ("STATIC_ROOT", "", "a directory"),
     ("MEDIA_ROOT", "", "a directory"),
     ("STATICFILES_BACKEND", "whitenoise", "a dotted path to a storage class"),
