@@ -1,5 +1,8 @@
 """Writes of units, beds and admissions: admit, transfer, discharge, AUTO_ADMIT, the demo unit.
 
+`by` is the clinician; None for a system, which `actor` then names in the audit trail (the
+device gateway's ADT: "HL7 ADT A01 <control id>", see gateway/adt.py).
+
 The database decides races: two admissions to one bed (or of one patient) at once meet the
 partial unique indexes of units/models.py; the loser's IntegrityError, caught inside its
 transaction, becomes the domain error (409).
@@ -81,7 +84,12 @@ def _admission_check(*, patient: Patient, bed: Bed) -> None:
 
 
 def admission_create(
-    *, patient: Patient, bed: Bed, by: AbstractBaseUser | None, reason: str = ""
+    *,
+    patient: Patient,
+    bed: Bed,
+    by: AbstractBaseUser | None,
+    reason: str = "",
+    actor: str = "",
 ) -> Admission:
     """Admit a patient to a free bed (audited). 409 `already_admitted` if they are in a bed
     (transfer them), `bed_occupied` if someone else is in this one."""
@@ -97,6 +105,7 @@ def admission_create(
             patient=patient,
             before=None,
             after=_admission_values(admission),
+            actor=actor,
         )
     logger.info(
         "patient admitted",
@@ -129,7 +138,12 @@ def _admission_close(
 
 
 def admission_transfer(
-    *, patient: Patient, bed: Bed, by: AbstractBaseUser | None, reason: str = ""
+    *,
+    patient: Patient,
+    bed: Bed,
+    by: AbstractBaseUser | None,
+    reason: str = "",
+    actor: str = "",
 ) -> Admission:
     """Move an admitted patient to another free bed (any unit): the open admission ends
     ("transfer") and the new one begins at the same moment (audited). 409 `not_admitted`,
@@ -151,6 +165,7 @@ def admission_transfer(
             patient=patient,
             before=_admission_values(current),
             after=_admission_values(admission),
+            actor=actor,
         )
     logger.info(
         "patient transferred",
@@ -165,7 +180,7 @@ def admission_transfer(
 
 
 def admission_discharge(
-    *, patient: Patient, by: AbstractBaseUser | None, reason: str = ""
+    *, patient: Patient, by: AbstractBaseUser | None, reason: str = "", actor: str = ""
 ) -> Admission:
     """Discharge an admitted patient (audited): the admission ends, every open alarm of theirs
     is resolved with the reason "discharged", and their monitoring ends (no `no_data` for the
@@ -192,8 +207,9 @@ def admission_discharge(
                 "reason": reason,
                 "alarms_resolved": sorted(event.alarm_id for event in resolved),
             },
+            actor=actor,
         )
-        patient_monitoring_end(patient=patient, user=by)
+        patient_monitoring_end(patient=patient, user=by, actor=actor)
     logger.info(
         "patient discharged",
         extra={"patient_uuid": str(patient.uuid), "unit": admission.bed.unit.code},

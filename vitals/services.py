@@ -653,7 +653,9 @@ def alarm_escalation_sweep(
     return events
 
 
-def patient_monitoring_end(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:
+def patient_monitoring_end(
+    *, patient: Patient, user: AbstractBaseUser | None, actor: str = ""
+) -> Patient:
     """A clinician ends a patient's monitoring (the monitor is taken off): no `no_data` alarm
     is raised for them any more, the open one is resolved, and the audit trail records who, in
     one transaction. Ending it twice changes nothing. The next reading starts it again."""
@@ -675,6 +677,7 @@ def patient_monitoring_end(*, patient: Patient, user: AbstractBaseUser | None) -
             patient=patient,
             before={"monitoring_ended_at": None},
             after={"monitoring_ended_at": now.isoformat()},
+            actor=actor,
         )
     return patient
 
@@ -759,9 +762,12 @@ def patient_name_confirm(*, patient: Patient, user: AbstractBaseUser | None) -> 
     return patient
 
 
-def patient_rename(*, patient: Patient, user: AbstractBaseUser | None, name: str) -> Patient:
+def patient_rename(
+    *, patient: Patient, user: AbstractBaseUser | None, name: str, actor: str = ""
+) -> Patient:
     """Give the patient `name` (already checked: vitals.contract.patient_name_parse), closing
-    the open conflicts (the monitor's name was the right one). Audited."""
+    the open conflicts (the monitor's name was the right one). Audited (`actor`: see
+    audit_event_record)."""
     with transaction.atomic():
         patient = Patient.objects.select_for_update().get(pk=patient.pk)
         before_name, patient.name = patient.name, name
@@ -773,6 +779,7 @@ def patient_rename(*, patient: Patient, user: AbstractBaseUser | None, name: str
             action=AuditEvent.Action.PATIENT_RENAME,
             before_name=before_name,
             always=True,
+            actor=actor,
         )
     return patient
 
@@ -785,6 +792,7 @@ def _patient_name_conflicts_close(
     action: str,
     before_name: str,
     always: bool,
+    actor: str = "",
 ) -> None:
     conflicts = PatientNameConflict.objects.filter(patient=patient, resolved_at__isnull=True)
     names = list(conflicts.select_for_update().values_list("name", flat=True))
@@ -799,6 +807,7 @@ def _patient_name_conflicts_close(
         patient=patient,
         before={"name": before_name, "names_seen": names},
         after={"name": patient.name},
+        actor=actor,
     )
 
 
@@ -891,11 +900,14 @@ def audit_event_record(
     patient: Patient,
     before: dict | None = None,
     after: dict | None = None,
+    actor: str = "",
 ) -> AuditEvent:
-    """One line of the audit trail; call it inside the transaction that makes the change."""
+    """One line of the audit trail; call it inside the transaction that makes the change.
+    `actor`: who made it when no user did (a system, e.g. "HL7 ADT A01 MSG00001": the event
+    and control id of the hospital's ADT message), kept as the row's username."""
     return AuditEvent.objects.create(
         user=user if user is not None and user.pk is not None else None,
-        username=user.get_username() if user is not None else "",
+        username=user.get_username() if user is not None else actor,
         action=action,
         # Another app's object (an admission) by its model's name.
         object_type=_OBJECT_TYPES.get(type(obj), obj._meta.model_name),
