@@ -106,15 +106,19 @@ class NameConflictsInline(admin.TabularInline):
 
 @admin.register(Patient)
 class PatientAdmin(admin.ModelAdmin):
-    list_display = ["name", "uuid", "latest_news2", "latest_reading_at", "created_at"]
+    list_display = ["name", "mrn", "uuid", "latest_news2", "latest_reading_at", "created_at"]
     list_select_related = ["latest_metric"]
     list_filter = [
         "hypercapnic_respiratory_failure",
         ("monitoring_ended_at", admin.EmptyFieldListFilter),
     ]
-    search_fields = ["name", "=uuid"]
+    search_fields = ["name", "=uuid", "=mrn"]
+    # The MRN comes from the hospital (HL7 PID-3) and the device gateway derives the patient's
+    # uuid from it: edited here, the next ADT message would make a second patient.
     readonly_fields = [
         "uuid",
+        "mrn",
+        "mrn_authority",
         "created_at",
         "updated_at",
         "latest_metric",

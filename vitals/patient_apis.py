@@ -66,6 +66,19 @@ _UNIT = OpenApiParameter(
     description="Only the patients in a bed of the unit with this code (an unknown code: none).",
 )
 
+_MRN = OpenApiParameter(
+    "mrn",
+    OpenApiTypes.STR,
+    description="Only the patient(s) with this hospital identifier (MRN, HL7 PID-3.1), exact.",
+)
+
+_MRN_AUTHORITY = OpenApiParameter(
+    "mrn_authority",
+    OpenApiTypes.STR,
+    description="Only the patients whose MRN this authority assigned (PID-3.4), exact: with "
+    "`mrn`, one patient at most.",
+)
+
 
 @extend_schema(parameters=[_PATIENT_UUID])
 class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -82,9 +95,14 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
 
     def get_queryset(self):
         params = self.request.query_params
-        return patient_list(ordering=params.get("ordering", "name"), unit=params.get("unit"))
+        return patient_list(
+            ordering=params.get("ordering", "name"),
+            unit=params.get("unit"),
+            mrn=params.get("mrn"),
+            mrn_authority=params.get("mrn_authority"),
+        )
 
-    @extend_schema(parameters=[_ORDERING, _UNIT])
+    @extend_schema(parameters=[_ORDERING, _UNIT, _MRN, _MRN_AUTHORITY])
     def list(self, request: Request, *args, **kwargs) -> Response:
         return super().list(request, *args, **kwargs)
 

@@ -107,16 +107,27 @@ def open_name_conflicts_annotation() -> Subquery:
     return Subquery(conflicts, output_field=_NameConflictsField())
 
 
-def patient_list(*, ordering: str = "name", unit: str | None = None) -> QuerySet[Patient]:
+def patient_list(
+    *,
+    ordering: str = "name",
+    unit: str | None = None,
+    mrn: str | None = None,
+    mrn_authority: str | None = None,
+) -> QuerySet[Patient]:
     """Every patient with their latest reading, open alarms, alarms switched off
     (`alarms_off_items`) and the other names monitors sent (open name conflicts), in two
     queries whatever the number of patients (no N+1). `unit`: only the patients in a bed of
-    the unit with this code (an open admission; units/)."""
+    the unit with this code (an open admission; units/). `mrn`, `mrn_authority`: only the
+    patients with this hospital identifier, this assigning authority (each exact, if given)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
         )
     patients = Patient.objects.all()
+    if mrn is not None:
+        patients = patients.filter(mrn=mrn)
+    if mrn_authority is not None:
+        patients = patients.filter(mrn_authority=mrn_authority)
     if unit is not None:
         # ORM lookups of units' relation: vitals imports nothing of units.
         patients = patients.filter(

@@ -132,6 +132,8 @@ class PatientSerializer(serializers.ModelSerializer):
         fields = [
             "uuid",
             "name",
+            "mrn",
+            "mrn_authority",
             "name_conflicts",
             "url",
             "metrics_url",
@@ -149,6 +151,15 @@ class PatientSerializer(serializers.ModelSerializer):
             "latest_signs",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "mrn": {
+                "help_text": "The hospital's identifier of the patient (HL7 PID-3.1, from the "
+                "device gateway); blank for a patient known only by a monitor's uuid."
+            },
+            "mrn_authority": {
+                "help_text": "The authority that assigned the MRN (PID-3.4); may be blank."
+            },
+        }
 
     @extend_schema_field(AlarmOffSerializer(many=True))
     def get_alarms_off(self, patient: Patient) -> list[dict]:

@@ -64,6 +64,23 @@ def test_patient_search_by_exact_uuid(admin_client: Client, ward: dict[str, Pati
     assert result_names(partial) == []
 
 
+def test_patient_search_by_exact_mrn_shown_in_the_list_and_read_only(admin_client: Client) -> None:
+    ann = PatientFactory(name="Ann", mrn="MRN1", mrn_authority="HOSP")
+    PatientFactory(name="Bob", mrn="MRN12", mrn_authority="HOSP")
+
+    exact = admin_client.get(PATIENTS, {"q": "MRN1"})
+    partial = admin_client.get(PATIENTS, {"q": "MRN"})
+    page = admin_client.get(f"{PATIENTS}{ann.pk}/change/").content.decode()
+
+    assert result_names(exact) == ["Ann"]
+    assert result_names(partial) == []
+    assert '<td class="field-mrn">MRN1</td>' in exact.content.decode()
+    # Read only: the gateway derives the patient's uuid from it.
+    assert re.search(r'<div class="readonly">MRN1</div>', page)
+    assert re.search(r'<div class="readonly">HOSP</div>', page)
+    assert 'name="mrn"' not in page
+
+
 def test_patient_change_page_shows_the_latest_20_readings(admin_client: Client) -> None:
     patient = PatientFactory(name="Alice")
     # Created oldest last, so that neither insertion order nor pk gives the newest.

@@ -124,6 +124,8 @@ def patient_body(patient: Patient, latest: dict | None) -> dict:
     return {
         "uuid": str(patient.uuid),
         "name": patient.name,
+        "mrn": patient.mrn,
+        "mrn_authority": patient.mrn_authority,
         "name_conflicts": [],
         "url": f"http://testserver/api/patients/{patient.uuid}/",
         "metrics_url": f"http://testserver/api/patients/{patient.uuid}/metrics/",
@@ -297,6 +299,32 @@ def test_patient_list_shape(api_client: APIClient) -> None:
     }
 
 
+def test_patient_list_filtered_by_mrn_and_its_authority(api_client: APIClient) -> None:
+    """`?mrn=` exact (PID-3.1 from the device gateway), `mrn_authority=` narrowing it."""
+    ann = PatientFactory(name="Ann", mrn="MRN1", mrn_authority="HOSP")
+    other = PatientFactory(name="Ann B", mrn="MRN1", mrn_authority="CLINIC")
+    PatientFactory(name="Bob", mrn="MRN12", mrn_authority="HOSP")
+    PatientFactory(name="Monitor only")
+
+    both = api_client.get("/api/patients/", {"mrn": "MRN1"})
+    hosp = api_client.get("/api/patients/", {"mrn": "MRN1", "mrn_authority": "HOSP"})
+    none = api_client.get("/api/patients/", {"mrn": "mrn1"})
+    detail = api_client.get(f"/api/patients/{ann.uuid}/")
+
+    assert both.status_code == 200
+    assert both.json() == {
+        "count": 2,
+        "next": None,
+        "previous": None,
+        "results": [patient_body(ann, None), patient_body(other, None)],
+    }
+    assert [(p["name"], p["mrn"], p["mrn_authority"]) for p in hosp.json()["results"]] == [
+        ("Ann", "MRN1", "HOSP")
+    ]
+    assert none.json()["count"] == 0
+    assert detail.json() == patient_body(ann, None)
+
+
 def test_patient_list_ordered_by_name_then_uuid(api_client: APIClient) -> None:
     PatientFactory(name="Carol")
     PatientFactory(name="Dan", uuid=uuid.UUID("ffffffff-ffff-4fff-8fff-ffffffffffff"))
@@ -360,7 +388,7 @@ def test_patient_list_query_count_is_constant(
     api_client: APIClient, django_assert_num_queries, count: int
 ) -> None:
     store(*(reading(uuid.uuid4(), f"p-{n:02d}", n) for n in range(count)))
-    PatientFactory(name="zz-no-readings")
+    PatientFactory(name="zz-no-readings", mrn="MRN9", mrn_authority="HOSP")
     for patient in Patient.objects.all():  # every patient with an open alarm and one off
         AlarmFactory(patient=patient)
         alarm_switch_off(patient=patient, kind="pulse_high", reason="paced", user=None)
@@ -370,6 +398,9 @@ def test_patient_list_query_count_is_constant(
     # alarms switched off), one of their open alarms.
     with django_assert_num_queries(6):
         response = api_client.get("/api/patients/")
+    with django_assert_num_queries(6):  # the MRN filter too
+        by_mrn = api_client.get("/api/patients/", {"mrn": "MRN9", "mrn_authority": "HOSP"})
+    assert [p["name"] for p in by_mrn.json()["results"]] == ["zz-no-readings"]
 
     results = response.json()["results"]
     assert len(results) == count + 1
