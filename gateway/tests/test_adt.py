@@ -10,6 +10,7 @@ from gateway.identity import patient_uuid_for
 from gateway.outcome import Hl7Error
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from units.errors import AlreadyAdmitted
 from units.models import Admission, Bed, Unit
 from units.services import admission_create
 from vitals.models import AuditEvent
@@ -394,4 +395,27 @@ def test_an_unsupported_event_or_no_control_id_is_refused(unit, event, control_i
     outcome = adt_handle(adt(event, control_id))
 
     assert (outcome.code, outcome.errors) == ("AE", [error])
+    assert Patient.objects.count() == 0
+
+
+def test_a_race_lost_to_a_clinician_is_an_ae_to_retry(unit, monkeypatch) -> None:
+    """A clinician admits the patient between the handler's checks and its write: the
+    service's AlreadyAdmitted (the database's one-open-admission rule) becomes AE 206."""
+
+    def admitted_meanwhile(**kwargs):
+        raise AlreadyAdmitted("Patient is already admitted: transfer them.")
+
+    monkeypatch.setattr("gateway.adt.admission_create", admitted_meanwhile)
+
+    outcome = adt_handle(adt("A01", "MSG1"))
+
+    assert (outcome.code, outcome.counts) == ("AE", {"a01_rejected": 1})
+    assert outcome.errors == [
+        Hl7Error(
+            "206",
+            "changed meanwhile, retry: Patient is already admitted: transfer them.",
+            segment="PID",
+            field=3,
+        )
+    ]
     assert Patient.objects.count() == 0
