@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from django.conf import LazySettings
 from selenium import webdriver
+from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -78,9 +79,20 @@ def viewport(browser: WebDriver, width: int, height: int) -> None:
     assert browser.execute_script("return [innerWidth, innerHeight]") == [width, height]
 
 
-def wait_until(browser: WebDriver, condition: Callable[[WebDriver], object], what: str):
-    """The condition's first truthy value, polled every 50 ms, or a failure saying `what`."""
-    return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(condition, what)
+def wait_until(
+    browser: WebDriver,
+    condition: Callable[[WebDriver], object],
+    what: str,
+    why: Callable[[], str] | None = None,
+):
+    """The condition's first truthy value, polled every 50 ms, or a failure saying `what` (and
+    `why()`, what the page shows that may explain it)."""
+    try:
+        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(condition, what)
+    except TimeoutException:
+        if why is None:
+            raise
+        pytest.fail(f"{what}: not within {WAIT_SECONDS} s; {why()}")
 
 
 @pytest.fixture

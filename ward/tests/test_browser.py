@@ -319,8 +319,13 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     bed_text = wait_until(browser, lambda b: b.find_element(By.ID, "bed-text"), "the bed line")
     assert bed_text.text == "Bed 2 · ICU A"
     browser.find_element(By.ID, "transfer-open").click()
+    # The bed line says why, if the free beds could not be loaded (a clean-clone run once
+    # timed out here under load, with nothing to say why).
     form = wait_until(
-        browser, lambda b: b.find_element(By.ID, "transfer-form").is_displayed() and b, "form"
+        browser,
+        lambda b: b.find_element(By.ID, "transfer-form").is_displayed() and b,
+        "the transfer form",
+        why=lambda: f"the bed line: {bed_text.text!r}",
     ).find_element(By.ID, "transfer-form")
     assert [o.text for o in Select(form.find_element(By.TAG_NAME, "select")).options] == ["Bed 3"]
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
