@@ -63,18 +63,19 @@ class MllpClient:
 
     def exchange(self, message: bytes) -> bytes:
         """Send one message and return the reply's content (without its framing)."""
-        deadline = time.monotonic() + self.timeout
         try:
             if self.sock is None:
                 self.sock = socket.create_connection(self.target, timeout=self.timeout)
+        except OSError as exc:
+            self.close()
+            raise MllpError(f"cannot connect: {exc}") from exc
+        deadline = time.monotonic() + self.timeout
+        try:
             self.sock.settimeout(self.timeout)
             self.sock.sendall(VT + message + FS + CR)
             buffer = b""
             while (end := buffer.find(FS + CR)) < 0:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(f"no acknowledgement within {self.timeout:g} s")
-                self.sock.settimeout(remaining)
+                self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     raise ConnectionError("connection closed by the receiver")
@@ -82,6 +83,8 @@ class MllpClient:
         except OSError as exc:
             # A late answer must never be read as the next message's: start afresh.
             self.close()
+            if isinstance(exc, TimeoutError):
+                raise MllpError(f"no acknowledgement within {self.timeout:g} s") from exc
             raise MllpError(str(exc) or type(exc).__name__) from exc
         return buffer[buffer.find(VT) + 1 : end]
 
@@ -97,7 +100,9 @@ class MllpClient:
 class Ack:
     code: str  # MSA-1
     control_id: str  # MSA-2
-    text: str  # MSA-3, or the first ERR's diagnostic (ERR-8) or code (ERR-3)
+    text: (
+        str  # MSA-3, else the first ERR's user message (ERR-8), diagnostic (ERR-7) or code (ERR-3)
+    )
 
 
 def ack_parse(reply: bytes) -> Ack:
@@ -118,7 +123,7 @@ def ack_parse(reply: bytes) -> Ack:
         except KeyError:
             err = None
         if err is not None:
-            text = field(err, 8) or field(err, 3)
+            text = field(err, 8) or field(err, 7) or field(err, 3)
     return Ack(code=field(msa, 1), control_id=field(msa, 2), text=text)
 
 
@@ -169,6 +174,8 @@ class AlarmForwarder:
         )
         try:
             while not stop.is_set():
+                # A thread of its own: the database connection may have gone stale meanwhile.
+                close_old_connections()
                 self.step()
         finally:
             self.close()
@@ -216,7 +223,6 @@ class AlarmForwarder:
         self.attempts += 1
         started = time.monotonic()
         try:
-            close_old_connections()
             context = self.context_get(
                 patient_uuid=event["patient"]["uuid"], at=datetime.fromisoformat(event["at"])
             )
