@@ -146,13 +146,11 @@ class AlarmForwarder:
     ) -> None:
         self.target = target
         self.topic = topic or settings.KAFKA_ALARMS_TOPIC
-        # Its own group per receiver: each receiver gets every event; two forwarders to one
-        # receiver share the partitions.
-        self.group_id = group_id or f"{settings.KAFKA_GROUP_ID}.pcd04.{target[0]}:{target[1]}"
+        self.group_id = group_id or forwarder_group_id(target)
         self.consumer = consumer or consumer_create(
             group_id=self.group_id, **{"enable.auto.commit": False}
         )
-        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_revoke)
         self.client = MllpClient(target, timeout=ack_timeout)
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -306,6 +304,12 @@ class AlarmForwarder:
 
     def _target_text(self) -> str:
         return f"{self.target[0]}:{self.target[1]}"
+
+
+def forwarder_group_id(target: tuple[str, int]) -> str:
+    """The consumer group of the forwarder to `target`: one per receiver, so that each gets
+    every event, and two forwarders to one receiver share the partitions."""
+    return f"{settings.KAFKA_GROUP_ID}.pcd04.{target[0]}:{target[1]}"
 
 
 def target_parse(text: str) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from gateway.forwarder import (
     MllpClient,
     MllpError,
     ack_parse,
+    forwarder_group_id,
     target_parse,
 )
 from patients.tests.factories import PatientFactory
@@ -289,8 +290,10 @@ def test_run_stops_when_told(kafka, receiver):
     assert not thread.is_alive()
 
 
-def test_the_mllp_client_and_the_ack():
+def test_the_target_the_group_the_ack_and_a_refused_connection(settings):
     assert target_parse("alarms.local:2575") == ("alarms.local", 2575)
+    settings.KAFKA_GROUP_ID = "icu"
+    assert forwarder_group_id(("alarms.local", 2575)) == "icu.pcd04.alarms.local:2575"
     with pytest.raises(ValueError, match="is not HOST:PORT"):
         target_parse("alarms.local")
     assert ack_parse(b"MSH|^~\\&|AM|||||||ACK|1|P|2.6\rMSA|AE|ICU7\rERR||||E|||why") == Ack(
