@@ -29,6 +29,7 @@ COMMANDS = [
     "prune_vitals",
     "assign_role",
     "expire_exports",
+    "forward_alarms",
 ]
 
 
