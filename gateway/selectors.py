@@ -1,0 +1,27 @@
+"""Reads of the gateway: beds by their HL7 location, their current admission, devices."""
+
+from gateway.identity import Location
+from gateway.models import Device
+from units.models import Admission, Bed
+
+
+def bed_get_by_location(*, location: Location) -> Bed | None:
+    """The bed an HL7 location names (point of care = the unit's code, bed = its label)."""
+    return (
+        Bed.objects.select_related("unit")
+        .filter(unit__code=location.unit, label=location.bed)
+        .first()
+    )
+
+
+def admission_open_get_by_bed(*, bed_id: int) -> Admission | None:
+    """The admission open in this bed, if any (at most one: a constraint)."""
+    return (
+        Admission.objects.select_related("patient", "bed__unit")
+        .filter(bed_id=bed_id, discharged_at__isnull=True)
+        .first()
+    )
+
+
+def device_get(*, eui64: str) -> Device | None:
+    return Device.objects.filter(eui64=eui64).first()
