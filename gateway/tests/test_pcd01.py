@@ -7,12 +7,16 @@ Gateway the containment rows (MDS, VMD, channel with status X) and the device in
 Philips' IntelliVue Information Center several PID-3 repetitions, the time in OBR-7 with
 fractions of a second and no OBX-14."""
 
+import contextlib
 import json
+import socket
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import hl7
 import pytest
+from django.core.management import CommandError, call_command
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +29,7 @@ from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from units.models import Admission, Bed, Unit
 from vitals.contract import Reading, reading_parse, reading_to_message
+from vitals.emulation import Hl7Emitter
 from vitals.emulator import PatientEmulator, patient_uuid_for_name
 from vitals.pcd01 import reading_to_oru
 
@@ -468,3 +473,106 @@ def test_the_encoders_message_in_full() -> None:
         header(patient, "Anna | Smith", "2026-12-03T09:15:00.250+00:00")
         | {"pulse": 82, "bp": "120/80", "spo2": 97}
     ]
+
+
+# run_patient --via-hl7 against a tiny MLLP receiver (the real gateway: the lead's end to end).
+
+
+class FakeGateway:
+    """Accepts MLLP connections on 127.0.0.1, keeps each message, and acknowledges it: AA, or
+    what `answers` says for its control id."""
+
+    def __init__(self, port: int = 0, answers: dict[str, str] | None = None) -> None:
+        self.server = socket.create_server(("127.0.0.1", port))
+        self.port = self.server.getsockname()[1]
+        self.answers = answers or {}
+        self.messages: list[str] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
+
+    def _talk(self, connection: socket.socket) -> None:
+        data = b""
+        with connection, contextlib.suppress(OSError):
+            while chunk := connection.recv(65536):
+                data += chunk
+                while b"\x1c\r" in data:
+                    frame, data = data.split(b"\x1c\r", 1)
+                    text = frame.lstrip(b"\x0b").decode()
+                    self.messages.append(text)
+                    control_id = text.split("\r")[0].split("|")[9]
+                    code = self.answers.get(control_id, "AA")
+                    ack = (
+                        f"MSH|^~\\&|GW||||20261203||ACK^R01^ACK|A{control_id}|P|2.6\r"
+                        f"MSA|{code}|{control_id}\r"
+                    )
+                    if code != "AA":
+                        ack += "ERR||OBX^1^5|102^Data type error^HL70357|E\r"
+                    connection.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def gateway():
+    fake = FakeGateway(answers={"EMU2": "AE"})
+    yield fake
+    fake.close()
+
+
+def test_run_patient_via_hl7_sends_pcd01_and_counts_what_was_not_acknowledged(gateway) -> None:
+    with pytest.raises(CommandError, match=r"^1 reading\(s\) were not delivered to hl7://"):
+        call_command(
+            "run_patient",
+            "--name",
+            "bob",
+            "--count",
+            "3",
+            "--interval",
+            "0",
+            "--via-hl7",
+            f"127.0.0.1:{gateway.port}",
+        )
+
+    assert [m.split("\r")[0].split("|")[9] for m in gateway.messages] == ["EMU1", "EMU2", "EMU3"]
+    bob = patient_uuid_for_name("bob")
+    outcomes = [
+        oru_handle(hl7.parse(m), received_at=datetime.now(tz=UTC)) for m in gateway.messages
+    ]
+    assert [o.code for o in outcomes] == ["AA", "AA", "AA"]
+    assert {key for o in outcomes for key, _ in o.messages} == {str(bob).encode()}
+    assert [json.loads(o.messages[0][1])["patient_name"] for o in outcomes] == ["bob"] * 3
+
+
+def test_the_hl7_emitter_backs_off_while_the_gateway_is_down_then_reconnects() -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    emitter = Hl7Emitter(target=("127.0.0.1", port), log_each=False, timeout=1.0)
+    reading = _emulated(1, ventilated=False, artefacts=False)[0]
+
+    emitter.emit(reading)  # refused
+    emitter.emit(reading)  # within the backoff: not even tried
+
+    assert (emitter.failed, emitter.sent, emitter.backoff) == (2, 1, 0.5)
+    fake = FakeGateway(port=port)
+    try:
+        emitter.retry_at = 0.0  # the backoff is over
+        emitter.emit(reading)
+        emitter.emit(reading)
+    finally:
+        emitter.close()
+        fake.close()
+    assert (emitter.delivered, emitter.failed, emitter.backoff) == (2, 2, 0.0)
+    assert len(fake.messages) == 2
+
+
+def test_via_hl7_must_be_host_and_port() -> None:
+    with pytest.raises(CommandError, match=r"--via-hl7 must be HOST:PORT"):
+        call_command("run_patient", "--name", "bob", "--via-hl7", "localhost")
