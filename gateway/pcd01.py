@@ -40,7 +40,12 @@ from django.conf import settings
 
 from gateway.identity import location_parse, patient_uuid_for
 from gateway.outcome import Hl7Error, Outcome
-from gateway.selectors import admission_open_get_by_bed, bed_get_by_location, device_get
+from gateway.selectors import (
+    admission_open_get_by_bed,
+    bed_get_by_location,
+    device_get,
+    patient_get_by_mrn,
+)
 from gateway.services import device_learn
 from patients.services import patient_identify
 from vitals.contract import Reading, patient_name_parse, reading_parse, reading_to_message
@@ -152,9 +157,9 @@ _NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)", re.ASCII)
 _EUI64_RE = re.compile(r"[0-9A-Fa-f]{16}")
 _TIME_REASONS = frozenset({"invalid_timestamp", "timestamp_in_future", "timestamp_too_old"})
 
-# Patients already identified in this process: uuid -> their stored name (a steady stream of
-# readings does not write, nor read, per message). Bounded; cleared when full.
-_KNOWN_PATIENTS: dict[uuid.UUID, str] = {}
+# Patients already identified in this process: (authority, identifier) -> their uuid and
+# stored name (a steady stream of readings neither writes nor reads per message). Bounded.
+_KNOWN_PATIENTS: dict[tuple[str, str], "_Patient"] = {}
 _KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}  # EUI-64 -> (bed id, last written)
 KNOWN_MAX = 100_000
 DEVICE_SEEN_EVERY = timedelta(minutes=1)
@@ -377,25 +382,36 @@ def _patient_by_identifier(pid: _Fields) -> _Patient | None:
             break
     else:
         return None
+    identifier, authority = identifier[:64], authority[:64]
+    name = _name_from_pid5(pid)
+    known = _KNOWN_PATIENTS.get((authority, identifier))
+    if known is None:
+        known = _patient_identify(identifier, authority, name)
+        if len(_KNOWN_PATIENTS) >= KNOWN_MAX:
+            _KNOWN_PATIENTS.clear()
+        _KNOWN_PATIENTS[(authority, identifier)] = known
+    return _Patient(known.uuid, name or known.name)
+
+
+def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
+    """The patient of this identifier as stored (created if new, with this name or, without
+    one, "MRN <identifier>")."""
+    if existing := patient_get_by_mrn(mrn=identifier, authority=authority):
+        # Given this MRN before the gateway saw them (maybe under another uuid): theirs.
+        return _Patient(existing.uuid, existing.name)
     patient_uuid = None
     if authority == EMULATOR_AUTHORITY:
         with contextlib.suppress(ValueError):
             patient_uuid = uuid.UUID(identifier)
     if patient_uuid is None:
         patient_uuid = patient_uuid_for(authority=authority, identifier=identifier)
-    name = _name_from_pid5(pid)
-    stored = _KNOWN_PATIENTS.get(patient_uuid)
-    if stored is None:
-        patient = patient_identify(
-            patient_uuid=patient_uuid,
-            name=name or f"MRN {identifier}"[:200],
-            mrn=identifier[:64],
-            mrn_authority=authority[:64],
-        )
-        if len(_KNOWN_PATIENTS) >= KNOWN_MAX:
-            _KNOWN_PATIENTS.clear()
-        _KNOWN_PATIENTS[patient_uuid] = stored = patient.name
-    return _Patient(patient_uuid, name or stored)
+    patient = patient_identify(
+        patient_uuid=patient_uuid,
+        name=name or f"MRN {identifier}",
+        mrn=identifier,
+        mrn_authority=authority,
+    )
+    return _Patient(patient.uuid, patient.name)
 
 
 def _bed_of(message: hl7.Message, pv1: hl7.Segment | None) -> int | None:

@@ -2,6 +2,7 @@
 
 from gateway.identity import Location
 from gateway.models import Device
+from patients.models import Patient
 from units.models import Admission, Bed
 
 
@@ -25,3 +26,9 @@ def admission_open_get_by_bed(*, bed_id: int) -> Admission | None:
 
 def device_get(*, eui64: str) -> Device | None:
     return Device.objects.filter(eui64=eui64).first()
+
+
+def patient_get_by_mrn(*, mrn: str, authority: str) -> Patient | None:
+    """The patient who already has this hospital identifier (set by the ADT, the API or the
+    admin), whatever their uuid: one patient per MRN."""
+    return Patient.objects.filter(mrn=mrn, mrn_authority=authority).first() if mrn else None

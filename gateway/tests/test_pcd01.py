@@ -381,6 +381,15 @@ def test_a_known_patient_costs_no_query_and_a_missing_name_reads_as_stored(
     assert values(outcome) == [header() | {"pulse": 81}]
 
 
+def test_a_patient_who_had_the_mrn_already_gets_the_readings_whatever_their_uuid() -> None:
+    earlier = PatientFactory(name="Anna Smith-Early", mrn="MRN-1001", mrn_authority="CITYHOSP")
+
+    outcome = handle(*mindray(nm(1, HR, "80", BPM), pid="PID|||MRN-1001^^^CITYHOSP^MR"))
+
+    assert values(outcome) == [header(earlier.uuid, "Anna Smith-Early") | {"pulse": 80}]
+    assert Patient.objects.count() == 1
+
+
 def test_a_new_patient_without_a_name_is_named_by_their_mrn() -> None:
     outcome = handle(*mindray(nm(1, HR, "80", BPM), pid="PID|||4711^^^CITYHOSP^MR||"))
 
