@@ -28,6 +28,7 @@ import contextlib
 import logging
 import math
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -38,7 +39,7 @@ from zoneinfo import ZoneInfo
 import hl7
 from django.conf import settings
 
-from gateway.identity import location_parse, patient_uuid_for
+from gateway.identity import Location, location_parse, patient_uuid_for
 from gateway.outcome import Hl7Error, Outcome
 from gateway.selectors import (
     admission_open_get_by_bed,
@@ -161,14 +162,20 @@ _TIME_REASONS = frozenset({"invalid_timestamp", "timestamp_in_future", "timestam
 # stored name (a steady stream of readings neither writes nor reads per message). Bounded.
 _KNOWN_PATIENTS: dict[tuple[str, str], "_Patient"] = {}
 _KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}  # EUI-64 -> (bed id, last written)
+# Beds by location (PV1-3) -> (bed id or None, when looked up, monotonic): beds are seldom
+# added or renamed; a minute's delay for a new one is fine. Not the admissions: a transfer or
+# discharge takes effect at the next message.
+_KNOWN_BEDS: dict[Location, tuple[int | None, float]] = {}
 KNOWN_MAX = 100_000
 DEVICE_SEEN_EVERY = timedelta(minutes=1)
+BED_KNOWN_FOR_S = 60.0
 
 
 def known_clear() -> None:
     """Forget the patients and devices cached (tests; a database reset)."""
     _KNOWN_PATIENTS.clear()
     _KNOWN_DEVICES.clear()
+    _KNOWN_BEDS.clear()
 
 
 class _Fields:
@@ -420,8 +427,14 @@ def _bed_of(message: hl7.Message, pv1: hl7.Segment | None) -> int | None:
     location = location_parse(_Fields(message, pv1).components(3))
     if location is None:
         return None
-    bed = bed_get_by_location(location=location)
-    return bed.pk if bed else None
+    known = _KNOWN_BEDS.get(location)
+    now = time.monotonic()
+    if known is None or now - known[1] > BED_KNOWN_FOR_S:
+        bed = bed_get_by_location(location=location)
+        if len(_KNOWN_BEDS) >= KNOWN_MAX:
+            _KNOWN_BEDS.clear()
+        known = _KNOWN_BEDS[location] = (bed.pk if bed else None, now)
+    return known[0]
 
 
 def _patient_of_bed(bed_id: int) -> _Patient | None:
@@ -460,10 +473,11 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
 
     pids = message.segments("PID") if _has(message, "PID") else []
     pv1s = message.segments("PV1") if _has(message, "PV1") else []
-    bed_id = _bed_of(message, pv1s[0] if pv1s else None)
+    patient = _patient_by_identifier(_Fields(message, pids[0])) if pids else None
+    # The bed: to learn where the devices are, or to find the patient.
+    bed_id = _bed_of(message, pv1s[0]) if pv1s and (devices or patient is None) else None
     if bed_id is not None and devices:
         _devices_learn(devices, bed_id, received_at)
-    patient = _patient_by_identifier(_Fields(message, pids[0])) if pids else None
     if patient is None and bed_id is not None:
         patient = _patient_of_bed(bed_id)
     if patient is None and devices:

@@ -370,15 +370,20 @@ def test_no_pid_no_bed_no_known_device_is_ae_on_pid3(icu) -> None:
     assert (outcome.messages, outcome.counts) == ([], {"no_patient": 1})
 
 
-def test_a_known_patient_costs_no_query_and_a_missing_name_reads_as_stored(
-    django_assert_num_queries,
+def test_a_known_patient_bed_and_device_cost_no_query_a_missing_name_reads_as_stored(
+    icu, django_assert_num_queries
 ) -> None:
-    handle(*mindray(nm(1, HR, "80", BPM)))
+    first = mindray(nm(1, HR, "80", BPM))
+    first[2] = "PV1||I|icu-a^^A1"
+    handle(*first)
+    again = mindray(nm(1, HR, "81", BPM), pid="PID|||MRN-1001^^^CITYHOSP^MR")
+    again[2] = "PV1||I|icu-a^^A1"
 
     with django_assert_num_queries(0):
-        outcome = handle(*mindray(nm(1, HR, "81", BPM), pid="PID|||MRN-1001^^^CITYHOSP^MR"))
+        outcome = handle(*again)
 
     assert values(outcome) == [header() | {"pulse": 81}]
+    assert Device.objects.get().bed.label == "A1"
 
 
 def test_a_patient_who_had_the_mrn_already_gets_the_readings_whatever_their_uuid() -> None:
