@@ -184,7 +184,6 @@ class _Fields:
     def __init__(self, message: hl7.Message, segment: hl7.Segment) -> None:
         self.message = message
         self.segment = segment
-        self.name = str(segment[0])
         # MSH-1 is the field separator itself: MSH-n is segment[n], as for other segments.
         seps = message.separators
         self.rep, self.comp, self.sub = seps[2], seps[3], seps[4]
@@ -223,18 +222,43 @@ class _Message:
     devices: list[str] = field(default_factory=list)
 
 
+# HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]. The dot before the fraction may be
+# missing: Mindray's gateways send MSH-7 as YYYYMMDDHHMMSSsss.
+_DTM_RE = re.compile(
+    r"(\d{4})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:(\d{2})(?:\.?(\d{1,4}))?)?)?)?)?)?"
+    r"(?:([+-])(\d{2})(\d{2}))?",
+    re.ASCII,
+)
+
+
 def hl7_time_parse(text: str) -> datetime:
-    """An HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]) as an aware datetime; no
-    offset: HL7_DEFAULT_TIMEZONE. ValueError if it is not one."""
-    when = hl7.parse_datetime(text.strip())
-    if when is None:
-        raise ValueError("empty")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=ZoneInfo(settings.HL7_DEFAULT_TIMEZONE))
+    """An HL7 DTM as an aware datetime, to the millisecond (the contract's precision: two
+    times closer than that are one reading); no offset: HL7_DEFAULT_TIMEZONE. ValueError if
+    it is not one."""
+    match = _DTM_RE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not an HL7 time: {text[:40]!r}")
+    year, month, day, hour, minute, second, fraction, sign, off_h, off_m = match.groups()
+    if sign:
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError(f"not an HL7 time (offset): {text[:40]!r}")
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        zone = timezone(-offset if sign == "-" else offset)
     else:
-        when = when.replace(tzinfo=timezone(when.utcoffset()))
-    # The contract carries milliseconds: two times closer than that are one reading.
-    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+        zone = ZoneInfo(settings.HL7_DEFAULT_TIMEZONE)
+    try:
+        return datetime(
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            int((fraction or "0").ljust(3, "0")[:3]) * 1000,
+            tzinfo=zone,
+        )
+    except ValueError:  # month 13, day 32, ...
+        raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
 
 
 def eui64_of(components: list[str]) -> str:
@@ -280,7 +304,7 @@ def _observations_read(message: hl7.Message, *, msh_time: str) -> _Message:
     obr_time: tuple[str, tuple[str, int, int]] | None = None
     obr_seq = obx_seq = 0
     for segment in message:
-        name = str(segment[0])
+        name = _segment_name(segment)
         if name == "OBR":
             obr_seq += 1
             obr = _Fields(message, segment)
@@ -311,7 +335,7 @@ def _observations_read(message: hl7.Message, *, msh_time: str) -> _Message:
         if value_type == "SN":  # structured numeric: comparator ^ number
             parts = value_text.split(obx.comp)
             value_text = parts[1].strip() if len(parts) > 1 and not parts[0].strip() else ""
-        if not _NUMBER_RE.fullmatch(value_text):
+        if not _NUMBER_RE.fullmatch(value_text) or not math.isfinite(float(value_text)):
             gathered.errors.append(
                 Hl7Error("102", f"OBX-5 {value_text[:40]!r} is not a number", "OBX", obx_seq, 5)
             )
@@ -466,13 +490,12 @@ def _patient_of_devices(devices: list[str]) -> _Patient | None:
 def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     """The readings of one ORU^R01 as version 2 vitals messages (Outcome.messages), or why
     not (AE with ERR segments)."""
-    msh = _Fields(message, message.segment("MSH"))
+    msh = _Fields(message, _segments(message, "MSH")[0])
     gathered = _observations_read(message, msh_time=msh.text(7))
     counts, errors = gathered.counts, gathered.errors
     devices = [d for d in [eui64_of(msh.components(3))] if d] + gathered.devices
 
-    pids = message.segments("PID") if _has(message, "PID") else []
-    pv1s = message.segments("PV1") if _has(message, "PV1") else []
+    pids, pv1s = _segments(message, "PID"), _segments(message, "PV1")
     patient = _patient_by_identifier(_Fields(message, pids[0])) if pids else None
     # The bed: to learn where the devices are, or to find the patient.
     bed_id = _bed_of(message, pv1s[0]) if pv1s and (devices or patient is None) else None
@@ -520,8 +543,14 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     return Outcome("AE" if errors else "AA", errors=errors, messages=messages, counts=counts)
 
 
-def _has(message: hl7.Message, name: str) -> bool:
-    return any(str(segment[0]) == name for segment in message)
+def _segments(message: hl7.Message, name: str) -> list[hl7.Segment]:
+    """The message's segments of this name (python-hl7's Message.segments() raises
+    IndexError on an empty segment, as a CR CR makes)."""
+    return [segment for segment in message if _segment_name(segment) == name]
+
+
+def _segment_name(segment: hl7.Segment) -> str:
+    return str(segment[0]) if len(segment) else ""
 
 
 def _reading_build(

@@ -590,3 +590,66 @@ def test_the_hl7_emitter_backs_off_while_the_gateway_is_down_then_reconnects() -
 def test_via_hl7_must_be_host_and_port() -> None:
     with pytest.raises(CommandError, match=r"--via-hl7 must be HOST:PORT"):
         call_command("run_patient", "--name", "bob", "--via-hl7", "localhost")
+
+
+FUZZ_BASE = "\r".join(
+    mindray(
+        nm(1, HR, "82", BPM, time="20261203091500"),
+        "OBX|2|SN|150456^MDC_PULS_OXIM_SAT_O2^MDC||^96|%",
+        f"OBX|3|NM|{TEMP}|1.2.1|37.1|{DEGC}|||||F||||||||0012340000000001^EUI-64",
+    )
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.integers(20, len(FUZZ_BASE)),
+            st.text("|^~\\&0123456789.+-XWDF abc\r", max_size=4) | st.just("9" * 400),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_edit_of_a_message_gives_an_outcome_never_an_exception(edits) -> None:
+    """The gateway's own fuzzing (the lead's and A's cover the framing): whatever a field
+    holds, oru_handle answers AA or AE; each message it gives passes the contract."""
+    text = FUZZ_BASE
+    for position, inserted in edits:
+        text = text[:position] + inserted + text[position:]
+    pcd01.known_clear()
+
+    outcome = oru_handle(hl7.parse(text), received_at=RECEIVED)
+
+    assert outcome.code in ("AA", "AE")
+    for key, value in outcome.messages:
+        reading_parse(key=key, value=value, now=RECEIVED)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("20261203101500.1234+0130", "2026-12-03T08:45:00.123+00:00"),
+        ("20261203101500-0500", "2026-12-03T15:15:00.000+00:00"),
+        ("20261203101500250+0000", "2026-12-03T10:15:00.250+00:00"),  # Mindray: no dot
+        ("202612031015", "2026-12-03T09:15:00.000+00:00"),  # Europe/Berlin: UTC+1
+        ("2026120310", "2026-12-03T09:00:00.000+00:00"),
+    ],
+)
+def test_hl7_times_with_their_offsets_or_the_default_zone(text, expected, settings) -> None:
+    settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"
+
+    when = pcd01.hl7_time_parse(text)
+
+    assert when.astimezone(UTC).isoformat(timespec="milliseconds") == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "2026-12-03", "20261303101500", "20261203101500+2400", "20261203 101500"]
+)
+def test_what_is_not_an_hl7_time(text) -> None:
+    with pytest.raises(ValueError, match=r"^not an HL7 time"):
+        pcd01.hl7_time_parse(text)
