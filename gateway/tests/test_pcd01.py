@@ -17,6 +17,8 @@ from datetime import UTC, datetime, timedelta
 import hl7
 import pytest
 from django.core.management import CommandError, call_command
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.parser import parse_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -487,6 +489,23 @@ def test_the_encoders_message_in_full() -> None:
         header(patient, "Anna | Smith", "2026-12-03T09:15:00.250+00:00")
         | {"pulse": 82, "bp": "120/80", "spo2": 97}
     ]
+
+
+def test_the_encoders_message_is_a_valid_oru_r01_to_a_second_hl7_implementation() -> None:
+    """hl7apy, strict: the structure (groups, segment order, cardinalities) and the data types
+    of HL7 v2.6 ORU^R01."""
+    reading = _emulated(3, ventilated=True, artefacts=False)[0]
+
+    message = parse_message(
+        reading_to_oru(reading, control_id="7", location=("icu-a", "A1")),
+        validation_level=VALIDATION_LEVEL.STRICT,
+        find_groups=True,
+    )
+
+    assert message.validate()
+    assert message.msh.msh_21.value == PROFILE
+    result = message.oru_r01_patient_result
+    assert result.oru_r01_patient.pid.pid_3.value == f"{reading.patient_uuid}^^^ICU-EMULATOR^PI"
 
 
 # run_patient --via-hl7 against a tiny MLLP receiver (the real gateway: the lead's end to end).
