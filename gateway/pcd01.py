@@ -179,17 +179,24 @@ def known_clear() -> None:
 
 
 class _Fields:
-    """A segment's fields as text, split by the message's own separators."""
+    """A segment's fields as text, split by the message's own separators; each field turned to
+    text once, when asked for (python-hl7's containers rebuild their text at every str(), and
+    a whole segment's text costs tens of microseconds)."""
 
     def __init__(self, message: hl7.Message, segment: hl7.Segment) -> None:
         self.message = message
         self.segment = segment
-        # MSH-1 is the field separator itself: MSH-n is segment[n], as for other segments.
-        seps = message.separators
-        self.rep, self.comp, self.sub = seps[2], seps[3], seps[4]
+        separators = message.separators  # segment, field, repetition, component, sub
+        self.rep, self.comp, self.sub = separators[2], separators[3], separators[4]
+        self.name = str(segment[0]) if len(segment) else ""
+        self._texts: dict[int, str] = {}
 
     def text(self, n: int) -> str:
-        return str(self.segment[n]) if n < len(self.segment) else ""
+        """Field n (MSH-n too: python-hl7 keeps MSH-1, the field separator, at index 1)."""
+        text = self._texts.get(n)
+        if text is None:
+            text = self._texts[n] = str(self.segment[n]) if n < len(self.segment) else ""
+        return text
 
     def components(self, n: int, repetition: int = 0) -> list[str]:
         reps = self.text(n).split(self.rep)
@@ -299,21 +306,21 @@ def _unit_of(unit: list[str]) -> UnitKind | bool | None:
     return False
 
 
-def _observations_read(message: hl7.Message, *, msh_time: str) -> _Message:
+def _observations_read(rows: list[_Fields], *, msh_time: str) -> _Message:
     gathered = _Message()
     obr_time: tuple[str, tuple[str, int, int]] | None = None
     obr_seq = obx_seq = 0
-    for segment in message:
-        name = _segment_name(segment)
+    for row in rows:
+        name = row.name
         if name == "OBR":
             obr_seq += 1
-            obr = _Fields(message, segment)
+            obr = row
             obr_time = (obr.text(7), ("OBR", obr_seq, 7)) if obr.text(7).strip() else None
             continue
         if name != "OBX":
             continue
         obx_seq += 1
-        obx = _Fields(message, segment)
+        obx = row
         if eui := eui64_of(obx.components(18)):
             gathered.devices.append(eui)
         value_type = obx.text(2).strip().upper()
@@ -445,10 +452,8 @@ def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
     return _Patient(patient.uuid, patient.name)
 
 
-def _bed_of(message: hl7.Message, pv1: hl7.Segment | None) -> int | None:
-    if pv1 is None:
-        return None
-    location = location_parse(_Fields(message, pv1).components(3))
+def _bed_of(pv1: _Fields) -> int | None:
+    location = location_parse(pv1.components(3))
     if location is None:
         return None
     known = _KNOWN_BEDS.get(location)
@@ -490,15 +495,17 @@ def _patient_of_devices(devices: list[str]) -> _Patient | None:
 def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     """The readings of one ORU^R01 as version 2 vitals messages (Outcome.messages), or why
     not (AE with ERR segments)."""
-    msh = _Fields(message, _segments(message, "MSH")[0])
-    gathered = _observations_read(message, msh_time=msh.text(7))
+    rows = [_Fields(message, segment) for segment in message]
+    msh = next(row for row in rows if row.name == "MSH")
+    gathered = _observations_read(rows, msh_time=msh.text(7))
     counts, errors = gathered.counts, gathered.errors
     devices = [d for d in [eui64_of(msh.components(3))] if d] + gathered.devices
 
-    pids, pv1s = _segments(message, "PID"), _segments(message, "PV1")
-    patient = _patient_by_identifier(_Fields(message, pids[0])) if pids else None
+    pid = next((row for row in rows if row.name == "PID"), None)
+    pv1 = next((row for row in rows if row.name == "PV1"), None)
+    patient = _patient_by_identifier(pid) if pid else None
     # The bed: to learn where the devices are, or to find the patient.
-    bed_id = _bed_of(message, pv1s[0]) if pv1s and (devices or patient is None) else None
+    bed_id = _bed_of(pv1) if pv1 and (devices or patient is None) else None
     if bed_id is not None and devices:
         _devices_learn(devices, bed_id, received_at)
     if patient is None and bed_id is not None:
@@ -541,16 +548,6 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
         messages.append((key, value))
     counts["readings"] += len(messages)
     return Outcome("AE" if errors else "AA", errors=errors, messages=messages, counts=counts)
-
-
-def _segments(message: hl7.Message, name: str) -> list[hl7.Segment]:
-    """The message's segments of this name (python-hl7's Message.segments() raises
-    IndexError on an empty segment, as a CR CR makes)."""
-    return [segment for segment in message if _segment_name(segment) == name]
-
-
-def _segment_name(segment: hl7.Segment) -> str:
-    return str(segment[0]) if len(segment) else ""
 
 
 def _reading_build(
