@@ -214,6 +214,36 @@ def test_philips_shape_time_from_obr7_with_fraction_and_offset() -> None:
     ]
 
 
+def test_comen_shape_empty_set_ids_reference_ranges_unit_by_name_vendor_codes() -> None:
+    """Comen / Mindray spot-check shape: OBX-1 empty, OBX-7 reference ranges, the unit named in
+    OBX-6.2 only, a vendor's own code (99MNDRY), an SN value, +0800; a temperature probe that
+    reads 0.0 is out of the contract's range: AE naming it, the rest delivered."""
+    outcome = handle(
+        "MSH|^~\\&|COMEN_CMS^00A0370098006640^EUI-64||||20261203171500+0800||ORU^R01^ORU_R01|"
+        f"31|P|2.6|||AL|NE||UNICODE UTF-8|||{PROFILE}",
+        "PID|||2eefgghy^^^Hospital^PI||TEST^SR T3ST^^^^^L||19891023|M",
+        "PV1||I|INTER^^1^1",
+        "OBR||||2^MON_SPOT_DATA^99COMEN|||20261203171500+0800",
+        f"OBX||NM|{CUFF_SYS}|1.1.9.150301|120|{MMHG}|90^160||||F|||20261203171331+0800",
+        f"OBX||NM|{CUFF_MEAN}|1.1.9.150303|90|{MMHG}|60^110||||F|||20261203171331+0800",
+        f"OBX||NM|{CUFF_DIA}|1.1.9.150302|80|{MMHG}|50^90||||F|||20261203171331+0800",
+        f"OBX||SN|{SPO2}|1.3.1.150456|^98|{PCT}|90^100||||F|||20261203171331+0800",
+        "OBX||NM|153^MNDRY_PRESS_PULSE_VARIATION^99MNDRY||12|262688^MDC_DIM_PERCENT^MDC",
+        f"OBX||NM|{TEMP}|1.2.1.150344|0.0|^MDC_DIM_DEGC|36.0^39.0||||F|||20261203171331+0800",
+    )
+
+    patient = patient_uuid_for(authority="Hospital", identifier="2eefgghy")
+    assert outcome.code == "AE"
+    assert outcome.errors == [
+        Hl7Error("102", "out_of_range: 'temperature' 0.0 is outside 25.0-45.0", "OBX", 6, 5)
+    ]
+    assert values(outcome) == [
+        header(patient, "SR T3ST TEST", "2026-12-03T09:13:31.000+00:00")
+        | {"bp": "120/80", "map": 90, "spo2": 98}
+    ]
+    assert outcome.counts == {"observations_not_charted": 1, "signs_refused": 1, "readings": 1}
+
+
 def test_loinc_coded_ucum_units_msh7_without_offset_in_the_default_zone(settings) -> None:
     settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"  # UTC+1 in December
     outcome = handle(
@@ -672,3 +702,19 @@ def test_hl7_times_with_their_offsets_or_the_default_zone(text, expected, settin
 def test_what_is_not_an_hl7_time(text) -> None:
     with pytest.raises(ValueError, match=r"^not an HL7 time"):
         pcd01.hl7_time_parse(text)
+
+
+def test_a_device_is_registered_in_the_admin_by_its_eui64(admin_client, icu) -> None:
+    bed = icu.beds.get(label="A2")
+
+    refused = admin_client.post(
+        "/admin/gateway/device/add/", {"eui64": "00a037eb0c0f5cb8", "bed": bed.pk}
+    )
+    added = admin_client.post(
+        "/admin/gateway/device/add/", {"eui64": "00A037EB0C0F5CB8", "bed": bed.pk}
+    )
+
+    assert refused.status_code == 200  # the form again: lower case is not how it is stored
+    assert added.status_code == 302
+    assert list(Device.objects.values_list("eui64", "bed__label")) == [("00A037EB0C0F5CB8", "A2")]
+    assert "00A037EB0C0F5CB8" in admin_client.get("/admin/gateway/device/").content.decode()
