@@ -501,7 +501,17 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     counts, errors = gathered.counts, gathered.errors
     devices = [d for d in [eui64_of(msh.components(3))] if d] + gathered.devices
 
-    pid = next((row for row in rows if row.name == "PID"), None)
+    pids = [row for row in rows if row.name == "PID"]
+    if len(pids) > 1:
+        # ORU^R01 allows several patient groups; a monitor's PCD-01 has one. Rather than risk
+        # a reading under the wrong patient, none is taken.
+        counts["several_patients"] += 1
+        return Outcome(
+            "AE",
+            errors=[Hl7Error("100", "one patient per message: a second PID", "PID", 2)],
+            counts=counts,
+        )
+    pid = pids[0] if pids else None
     pv1 = next((row for row in rows if row.name == "PV1"), None)
     patient = _patient_by_identifier(pid) if pid else None
     # The bed: to learn where the devices are, or to find the patient.

@@ -90,6 +90,7 @@ def emulation_run(
         finally:
             hl7_emitter.close()
             hl7_emitter.log_summary("emulator stopped")
+        _metrics_linger(metrics_url, metrics_linger, stop)
         if hl7_emitter.failed:
             raise UndeliveredReadings(hl7_emitter.failed, hl7_emitter.topic)
         return
@@ -120,14 +121,18 @@ def emulation_run(
     finally:
         remaining = producer.flush(30)
         emitter.log_summary("emulator stopped", remaining=remaining)
+    _metrics_linger(metrics_url, metrics_linger, stop)
+    if remaining or emitter.failed:
+        raise UndeliveredReadings(remaining + emitter.failed, topic)
+
+
+def _metrics_linger(metrics_url: str | None, metrics_linger: float, stop: Event) -> None:
     # Only reached without a signal once `count` is done.
     if metrics_url and metrics_linger and not stop.is_set():
         logger.info(
             "serving the final metrics", extra={"url": metrics_url, "for_s": metrics_linger}
         )
         stop.wait(metrics_linger)
-    if remaining or emitter.failed:
-        raise UndeliveredReadings(remaining + emitter.failed, topic)
 
 
 def _emulation_log_start(emulators, interval: float, speed: float, topic: str) -> None:

@@ -402,6 +402,15 @@ def test_no_pid_no_bed_no_known_device_is_ae_on_pid3(icu) -> None:
     assert (outcome.messages, outcome.counts) == ([], {"no_patient": 1})
 
 
+def test_a_second_patient_in_one_message_is_ae_and_nothing_is_delivered() -> None:
+    segments = mindray(nm(1, HR, "80", BPM))
+    outcome = handle(*segments, "PID|||MRN-2^^^CITYHOSP^MR||Other^Olga", nm(2, HR, "90", BPM))
+
+    assert outcome.code == "AE"
+    assert outcome.errors == [Hl7Error("100", "one patient per message: a second PID", "PID", 2)]
+    assert (outcome.messages, outcome.counts["several_patients"]) == ([], 1)
+
+
 def test_a_known_patient_bed_and_device_cost_no_query_a_missing_name_reads_as_stored(
     icu, django_assert_num_queries
 ) -> None:
