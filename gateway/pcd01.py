@@ -161,7 +161,10 @@ _TIME_REASONS = frozenset({"invalid_timestamp", "timestamp_in_future", "timestam
 # Patients already identified in this process: (authority, identifier) -> their uuid and
 # stored name (a steady stream of readings neither writes nor reads per message). Bounded.
 _KNOWN_PATIENTS: dict[tuple[str, str], "_Patient"] = {}
-_KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}  # EUI-64 -> (bed id, last written)
+# EUI-64 -> (bed id or _SEVERAL_BEDS, last written): a device's last_seen_at is written once a
+# minute at most.
+_KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}
+_SEVERAL_BEDS = -1
 # Beds by location (PV1-3) -> (bed id or None, when looked up, monotonic): beds are seldom
 # added or renamed; a minute's delay for a new one is fine. Not the admissions: a transfer or
 # discharge takes effect at the next message.
@@ -476,12 +479,12 @@ def _patient_of_bed(bed_id: int) -> _Patient | None:
 def _devices_learn(devices: list[str], bed_id: int, at: datetime) -> None:
     for eui in dict.fromkeys(devices):
         known = _KNOWN_DEVICES.get(eui)
-        if known and known[0] == bed_id and at - known[1] < DEVICE_SEEN_EVERY:
+        if known and known[0] in (bed_id, _SEVERAL_BEDS) and at - known[1] < DEVICE_SEEN_EVERY:
             continue
-        device_learn(eui64=eui, bed_id=bed_id, seen_at=at)
+        device = device_learn(eui64=eui, bed_id=bed_id, seen_at=at)
         if len(_KNOWN_DEVICES) >= KNOWN_MAX:
             _KNOWN_DEVICES.clear()
-        _KNOWN_DEVICES[eui] = (bed_id, at)
+        _KNOWN_DEVICES[eui] = (_SEVERAL_BEDS if device.several_beds else bed_id, at)
 
 
 def _patient_of_devices(devices: list[str]) -> _Patient | None:

@@ -25,7 +25,8 @@ def admission_open_get_by_bed(*, bed_id: int) -> Admission | None:
 
 
 def device_get(*, eui64: str) -> Device | None:
-    return Device.objects.filter(eui64=eui64).first()
+    """The device with this EUI-64, unless it serves several beds (then it names none)."""
+    return Device.objects.filter(eui64=eui64, several_beds=False).first()
 
 
 def patient_get_by_mrn(*, mrn: str, authority: str) -> Patient | None:

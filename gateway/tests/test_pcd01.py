@@ -392,6 +392,24 @@ def test_no_pid_no_bed_a_known_device_goes_to_its_beds_admission(icu) -> None:
     assert values(outcome) == [header(patient.uuid, "Dev Ice") | {"pulse": 64}]
 
 
+def test_a_device_named_at_two_beds_within_minutes_serves_several_and_finds_no_one(icu) -> None:
+    """A central gateway's EUI-64 in MSH-3 (Mindray's eGateway puts its own there) is not a
+    bedside monitor's: named at A1 then A2, it is never used to find a patient."""
+    for bed in ("A1", "A2"):
+        segments = mindray(nm(1, HR, "80", BPM))
+        segments[2] = f"PV1||I|icu-a^^{bed}"
+        handle(*segments)
+    PatientFactory(name="Bea Bed").admissions.create(
+        bed=icu.beds.get(label="A2"), admitted_at=RECEIVED - timedelta(hours=1)
+    )
+
+    outcome = handle(*mindray(nm(1, HR, "80", BPM), pid="PID|||"))
+
+    device = Device.objects.get()
+    assert (device.eui64, device.bed, device.several_beds) == ("00A037EB0C0F5CB8", None, True)
+    assert [e.code for e in outcome.errors] == ["101"]
+
+
 def test_no_pid_no_bed_no_known_device_is_ae_on_pid3(icu) -> None:
     outcome = handle(*mindray(nm(1, HR, "80", BPM), pid="PID|||^^^^MR"))
 
