@@ -205,7 +205,11 @@ class _Fields:
         reps = self.text(n).split(self.rep)
         if repetition >= len(reps):
             return []
-        return [c.split(self.sub)[0] for c in reps[repetition].split(self.comp)]
+        # Each component's first subcomponent; HL7's explicit null "" is no value here.
+        return [
+            "" if (first := c.split(self.sub)[0]) == '""' else first
+            for c in reps[repetition].split(self.comp)
+        ]
 
     def component(self, n: int, c: int) -> str:
         comps = self.components(n)

@@ -192,11 +192,12 @@ def test_ge_shape_containment_rows_skipped_device_in_obx18_several_times() -> No
 
 
 def test_philips_shape_time_from_obr7_with_fraction_and_offset() -> None:
-    """Philips: PID-3 repeats (MR first), OBR-7 with milliseconds and -0400, no OBX-14."""
+    """Philips: PID-3 repeats (an HL7 null "" first, then MR), PID-5 with nulls, OBR-7 with
+    milliseconds and -0400, no OBX-14."""
     outcome = handle(
         "MSH|^~\\&|PIC iX^0009FBFFFF9B42B3^EUI-64|Philips|||20261203051500.496-0400||"
         f"ORU^R01^ORU_R01|HP1203|P|2.6|||AL|NE||8859/1|EN^English^ISO639||{PROFILE}",
-        'PID|1||12345^^^Philips^MR~6789^^^Philips^VN||LastName^FirstName^""^^^^L||19710108|U',
+        'PID|1||""~12345^^^Philips^MR~6789^^^Philips^VN||LastName^""^""^^^^L||19710108|U',
         "PV1|2|I|My Unit^^Bed1",
         "OBR|1||0009FBFFFF9B42B3^^^EUI-64|69965^MDC_DEV_MON_PHYSIO_MULTI_PARAM_MDS^MDC|||"
         "20261203051459.872-0400",
@@ -209,7 +210,7 @@ def test_philips_shape_time_from_obr7_with_fraction_and_offset() -> None:
     patient = patient_uuid_for(authority="Philips", identifier="12345")
     assert (outcome.code, outcome.errors) == ("AA", [])
     assert values(outcome) == [
-        header(patient, "FirstName LastName", "2026-12-03T09:14:59.872+00:00")
+        header(patient, "LastName", "2026-12-03T09:14:59.872+00:00")
         | {"pulse": 91, "resp_rate": 22, "spo2": 93}
     ]
 
