@@ -38,10 +38,11 @@ from django.db import transaction
 
 from gateway.identity import Location, location_parse, patient_uuid_for
 from gateway.outcome import Hl7Error, Outcome
+from gateway.selectors import bed_get_by_location, unit_get_by_point_of_care
 from patients.models import Patient
 from patients.services import patient_identify
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
-from units.models import Admission, Bed, Unit
+from units.models import Admission, Bed
 from units.services import admission_create, admission_discharge, admission_transfer
 from vitals.contract import patient_name_parse
 from vitals.errors import InvalidReading
@@ -120,8 +121,7 @@ def _bed(location: Location | None) -> Bed:
                 field=PV1_LOCATION,
             )
         )
-    units = {u.code: u for u in Unit.objects.filter(code__iexact=location.unit)}
-    unit = units.get(location.unit) or (next(iter(units.values())) if len(units) == 1 else None)
+    unit = unit_get_by_point_of_care(code=location.unit)
     if unit is None:
         raise _Rejected(
             Hl7Error(
@@ -132,11 +132,7 @@ def _bed(location: Location | None) -> Bed:
                 component=1,
             )
         )
-    beds = {
-        b.label: b
-        for b in Bed.objects.select_related("unit").filter(unit=unit, label__iexact=location.bed)
-    }
-    bed = beds.get(location.bed) or (next(iter(beds.values())) if len(beds) == 1 else None)
+    bed = bed_get_by_location(location=location)
     if bed is None:
         raise _Rejected(
             Hl7Error(

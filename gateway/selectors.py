@@ -1,13 +1,56 @@
-"""Reads of the gateway: what an outgoing message needs to know from the database."""
+"""Reads of the gateway: beds by their HL7 location, their current admission, devices, and
+what an outgoing message needs to know from the database."""
 
 from datetime import datetime
 
 from django.db.models import Q
 
 from gateway.identity import Location
+from gateway.models import Device
 from gateway.pcd04 import AlarmContext
 from patients.models import Patient
-from units.models import Admission
+from units.models import Admission, Bed, Unit
+
+
+def _unique(found: dict, name: str):
+    """The one named exactly `name`, else the only one (found case-insensitively), else None."""
+    return found.get(name) or (next(iter(found.values())) if len(found) == 1 else None)
+
+
+def unit_get_by_point_of_care(*, code: str) -> Unit | None:
+    """The unit an HL7 point of care (PL.1) names: its code, exactly, or else ignoring case if
+    that names only one (hospital systems often send codes in capitals)."""
+    return _unique({u.code: u for u in Unit.objects.filter(code__iexact=code)}, code)
+
+
+def bed_get_by_location(*, location: Location) -> Bed | None:
+    """The bed an HL7 location names (point of care = the unit's code, bed = its label), each
+    matched as unit_get_by_point_of_care says."""
+    unit = unit_get_by_point_of_care(code=location.unit)
+    if unit is None:
+        return None
+    beds = Bed.objects.select_related("unit").filter(unit=unit, label__iexact=location.bed)
+    return _unique({b.label: b for b in beds}, location.bed)
+
+
+def admission_open_get_by_bed(*, bed_id: int) -> Admission | None:
+    """The admission open in this bed, if any (at most one: a constraint)."""
+    return (
+        Admission.objects.select_related("patient", "bed__unit")
+        .filter(bed_id=bed_id, discharged_at__isnull=True)
+        .first()
+    )
+
+
+def device_get(*, eui64: str) -> Device | None:
+    """The device with this EUI-64, unless it serves several beds (then it names none)."""
+    return Device.objects.filter(eui64=eui64, several_beds=False).first()
+
+
+def patient_get_by_mrn(*, mrn: str, authority: str) -> Patient | None:
+    """The patient who already has this hospital identifier (set by the ADT, the API or the
+    admin), whatever their uuid: one patient per MRN."""
+    return Patient.objects.filter(mrn=mrn, mrn_authority=authority).first() if mrn else None
 
 
 def alarm_context_get(*, patient_uuid: str, at: datetime) -> AlarmContext:

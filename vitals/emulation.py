@@ -4,12 +4,15 @@
 vitals/consumer.py: `emulators_build` makes the patients (vitals/emulator.py: the physiology
 and what the monitor sends), `emulation_run` connects to the broker and runs `schedule_run`,
 which reads each patient on a fixed grid of deadlines and hands the readings to an `Emitter`
-(the producer, its delivery reports, logs and metrics).
+(the producer, its delivery reports, logs and metrics). With `via_hl7` the readings go as IHE
+PCD-01 messages over MLLP to a device gateway (`run_hl7_gateway`) instead: an `Hl7Emitter`
+sends each one and waits for its acknowledgement, as a bedside monitor's gateway would.
 """
 
 import heapq
 import logging
 import re
+import socket
 import time
 import uuid
 from collections import Counter
@@ -31,6 +34,7 @@ from vitals.emulator import (
     patient_uuid_for_name,
 )
 from vitals.errors import InvalidReading
+from vitals.pcd01 import reading_to_oru
 
 logger = logging.getLogger("vitals.emulator")
 
@@ -49,10 +53,8 @@ class UndeliveredReadings(Exception):
 
     def __init__(self, count: int, topic: str) -> None:
         self.count = count
-        super().__init__(
-            f"{count} reading(s) were not delivered to {topic} at "
-            f"{settings.KAFKA_BOOTSTRAP_SERVERS}."
-        )
+        where = topic if "://" in topic else f"{topic} at {settings.KAFKA_BOOTSTRAP_SERVERS}"
+        super().__init__(f"{count} reading(s) were not delivered to {where}.")
 
 
 def emulation_run(
@@ -67,12 +69,31 @@ def emulation_run(
     metrics_url: str | None = None,
     metrics_linger: float = 0.0,
     log_each: bool = False,
+    via_hl7: tuple[str, int] | None = None,
 ) -> None:
-    """Produce the patients' readings until `count` each (None: until `stop` is set).
+    """Produce the patients' readings until `count` each (None: until `stop` is set); with
+    `via_hl7` (host, port), send them as PCD-01 to that device gateway instead.
 
     Raises KafkaUnavailable when the broker does not answer at the start, UndeliveredReadings
     when readings were not delivered."""
     metrics = emulator_metrics()
+    if via_hl7 is not None:
+        _emulation_log_start(emulators, interval, speed, f"hl7://{via_hl7[0]}:{via_hl7[1]}")
+        metrics.patients.set(len(emulators))
+        hl7_emitter = Hl7Emitter(
+            target=via_hl7,
+            log_each=log_each or len(emulators) <= LOG_EACH_READING_UP_TO,
+            metrics=metrics,
+        )
+        try:
+            schedule_run(emulators, interval, count, hl7_emitter, stop.is_set, speed=speed)
+        finally:
+            hl7_emitter.close()
+            hl7_emitter.log_summary("emulator stopped")
+        _metrics_linger(metrics_url, metrics_linger, stop)
+        if hl7_emitter.failed:
+            raise UndeliveredReadings(hl7_emitter.failed, hl7_emitter.topic)
+        return
     # A broker lost while running is logged once, and again when deliveries resume; the
     # readings meanwhile wait in the producer's queue.
     outage = BrokerOutage(logger, "producer")
@@ -86,7 +107,35 @@ def emulation_run(
         }
     )
     broker_check(producer, timeout=broker_timeout, topics=(topic,))
+    _emulation_log_start(emulators, interval, speed, topic)
+    metrics.patients.set(len(emulators))
+    emitter = Emitter(
+        producer=producer,
+        topic=topic,
+        log_each=log_each or len(emulators) <= LOG_EACH_READING_UP_TO,
+        metrics=metrics,
+        outage=outage,
+    )
+    try:
+        schedule_run(emulators, interval, count, emitter, stop.is_set, speed=speed)
+    finally:
+        remaining = producer.flush(30)
+        emitter.log_summary("emulator stopped", remaining=remaining)
+    _metrics_linger(metrics_url, metrics_linger, stop)
+    if remaining or emitter.failed:
+        raise UndeliveredReadings(remaining + emitter.failed, topic)
 
+
+def _metrics_linger(metrics_url: str | None, metrics_linger: float, stop: Event) -> None:
+    # Only reached without a signal once `count` is done.
+    if metrics_url and metrics_linger and not stop.is_set():
+        logger.info(
+            "serving the final metrics", extra={"url": metrics_url, "for_s": metrics_linger}
+        )
+        stop.wait(metrics_linger)
+
+
+def _emulation_log_start(emulators, interval: float, speed: float, topic: str) -> None:
     first = emulators[0]
     logger.info(
         "emulating patients",
@@ -115,27 +164,6 @@ def emulation_run(
                 "develops_over_s": SCENARIOS[e.scenario].duration_s,
             },
         )
-    metrics.patients.set(len(emulators))
-    emitter = Emitter(
-        producer=producer,
-        topic=topic,
-        log_each=log_each or len(emulators) <= LOG_EACH_READING_UP_TO,
-        metrics=metrics,
-        outage=outage,
-    )
-    try:
-        schedule_run(emulators, interval, count, emitter, stop.is_set, speed=speed)
-    finally:
-        remaining = producer.flush(30)
-        emitter.log_summary("emulator stopped", remaining=remaining)
-    # Only reached without a signal once `count` is done.
-    if metrics_url and metrics_linger and not stop.is_set():
-        logger.info(
-            "serving the final metrics", extra={"url": metrics_url, "for_s": metrics_linger}
-        )
-        stop.wait(metrics_linger)
-    if remaining or emitter.failed:
-        raise UndeliveredReadings(remaining + emitter.failed, topic)
 
 
 def name_scenario_split(text: str) -> tuple[str, str | None]:
@@ -300,6 +328,130 @@ class Emitter:
                 "rate_per_s": round(self.produced / elapsed, 1),
             },
         )
+
+
+MLLP_START, MLLP_END = b"\x0b", b"\x1c\r"  # HL7 v2 MLLP framing: VT ... FS CR
+
+
+class Hl7Emitter(Emitter):
+    """Sends each reading as a PCD-01 ORU^R01 over MLLP to a device gateway and waits for its
+    acknowledgement (AA: delivered; AE or AR: logged, not delivered), one at a time, as a
+    monitor's gateway does. The gateway down: the reading is not delivered, and the next
+    attempt waits a backoff (0.5 s doubling to `backoff_max`), readings due meanwhile are
+    counted undelivered without trying: a connection or an acknowledgement waits `timeout`
+    seconds at most, so the schedule is never blocked for long."""
+
+    def __init__(
+        self,
+        *,
+        target: tuple[str, int],
+        log_each: bool,
+        metrics: EmulatorMetrics | None = None,
+        timeout: float = 5.0,
+        backoff_max: float = 30.0,
+        location: tuple[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            producer=self,
+            topic=f"hl7://{target[0]}:{target[1]}",
+            log_each=log_each,
+            metrics=metrics,
+        )
+        self.target = target
+        self.timeout = timeout
+        self.backoff_max = backoff_max
+        self.location = location
+        self.sock: socket.socket | None = None
+        self.backoff = 0.0
+        self.retry_at = 0.0
+        self.sent = 0
+        self.acks: Counter = Counter()
+
+    def poll(self, timeout: float) -> None:
+        """What `schedule_run` calls between readings: nothing to serve, only wait."""
+        time.sleep(timeout)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def emit(self, reading) -> None:
+        self.produced += 1
+        self.metrics.produced.inc()
+        if self.sock is None and time.monotonic() < self.retry_at:
+            self._undelivered("gateway_down")
+            return
+        self.sent += 1
+        control_id = f"EMU{self.sent}"
+        message = reading_to_oru(reading, control_id=control_id, location=self.location)
+        try:
+            if self.sock is None:
+                self.sock = socket.create_connection(self.target, timeout=self.timeout)
+                if self.backoff:
+                    logger.info("hl7 gateway reachable again", extra={"gateway": self.topic})
+                self.backoff = 0.0
+            self.sock.sendall(MLLP_START + message.encode() + MLLP_END)
+            ack = _ack_read(self.sock)
+        except OSError as exc:  # refused, reset, timed out
+            self.close()
+            if not self.backoff:
+                logger.warning(
+                    "hl7 gateway unreachable", extra={"gateway": self.topic, "error": str(exc)}
+                )
+            self.backoff = min(max(self.backoff * 2, 0.5), self.backoff_max)
+            self.retry_at = time.monotonic() + self.backoff
+            self._undelivered("gateway_unreachable")
+            return
+        code, acked_id, text = ack
+        self.acks[code] += 1
+        if code == "AA" and acked_id == control_id:
+            self.delivered += 1
+            self.metrics.delivered.inc()
+            if self.log_each:
+                logger.info(
+                    "reading",
+                    extra={
+                        "patient_uuid": str(reading.patient_uuid),
+                        "measured_at": reading.measured_at.isoformat(timespec="milliseconds"),
+                        "via": self.topic,
+                        "control_id": control_id,
+                    },
+                )
+        else:
+            logger.error(
+                "reading refused by the hl7 gateway",
+                extra={
+                    "ack": code,
+                    "control_id": control_id,
+                    "acknowledged_id": acked_id,
+                    "error": text,
+                    "patient_uuid": str(reading.patient_uuid),
+                },
+            )
+            self._undelivered(f"hl7_{code or 'unreadable'}")
+
+    def _undelivered(self, error: str) -> None:
+        self.failed += 1
+        self.metrics.failures.labels(error).inc()
+
+
+def _ack_read(sock: socket.socket) -> tuple[str, str, str]:
+    """(MSA-1, MSA-2, the ERR segment or MSA-3) of the next MLLP frame."""
+    data = b""
+    while MLLP_END not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the gateway closed the connection")
+        data += chunk
+    text = data[data.find(MLLP_START) + 1 : data.find(MLLP_END)].decode("utf-8", "replace")
+    segments: dict[str, list[str]] = {}
+    for segment in re.split(r"\r\n|\r|\n", text):
+        parts = segment.split("|")
+        segments.setdefault(parts[0], parts)
+    msa = [*segments.get("MSA", []), "", "", "", ""]
+    detail = "|".join(segments["ERR"]) if "ERR" in segments else msa[3]
+    return msa[1], msa[2], detail
 
 
 def schedule_run(

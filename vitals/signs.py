@@ -19,8 +19,15 @@ codes are those of the standards we speak:
   MDC_PRESS_BLD_NONINV_SYS/DIA/MEAN, 150364 MDC_TEMP_BODY, 150368 MDC_TEMP_CORE; 151708
   MDC_AWAY_CO2_ET as OpenICE's rosetta nomenclature names it. The first code of a sign is the
   one preferred when a message carries several (heart rate from the ECG before the oximeter's
-  pulse rate). The gateway (issue 19) checks the rest of its mapping against the published
-  nomenclature.
+  pulse rate). Added for the device gateway (issue 19), each checked: the cuff pressures
+  150301-150303 MDC_PRESS_CUFF_SYS/DIA/MEAN (OpenICE's ice nomenclature: term codes 19229,
+  19230, 19231 in partition 2, SCADA, whose codes start at 131072); the temperature sites from
+  the DK Core IEEE value set (150392 tympanic, 188420 rectal, 188424 oral, 188428 ear, 188452
+  axillary, 188456 gastro-intestinal) and IEEE 11073-10408's thermometer terms (MDC_TEMP_TYMP
+  19320, MDC_TEMP_RECT 57348, MDC_TEMP_ORAL 57352, MDC_TEMP_EAR 57356, MDC_TEMP_AXILLA 57380
+  in partition 2: the same codes); 150344 MDC_TEMP (term 19272), the generic temperature
+  that the Mindray, GE and Comen gateways' published PCD-01 examples send for a temperature
+  channel. The units' MDC_DIM codes are in gateway/pcd01.py.
 
 Pure data: no Django, no database. The settings read validity windows by sign through
 `VALIDITY_SETTING`; the model defaults, the alarm rules, the contract and its JSON Schema, the
@@ -163,7 +170,7 @@ SIGNS: tuple[Sign, ...] = (
         unit="mmHg",
         ucum="mm[Hg]",
         loinc=(_loinc("8480-6", "Systolic blood pressure"),),
-        mdc=(_mdc("150021", "MDC_PRESS_BLD_NONINV_SYS"),),
+        mdc=(_mdc("150021", "MDC_PRESS_BLD_NONINV_SYS"), _mdc("150301", "MDC_PRESS_CUFF_SYS")),
         plausible=(30, 300),
         limits=(
             LimitDefault("systolic_low", "Systolic BP low", 90, (60, 120), 5, 80),
@@ -181,7 +188,7 @@ SIGNS: tuple[Sign, ...] = (
         unit="mmHg",
         ucum="mm[Hg]",
         loinc=(_loinc("8462-4", "Diastolic blood pressure"),),
-        mdc=(_mdc("150022", "MDC_PRESS_BLD_NONINV_DIA"),),
+        mdc=(_mdc("150022", "MDC_PRESS_BLD_NONINV_DIA"), _mdc("150302", "MDC_PRESS_CUFF_DIA")),
         plausible=(10, 250),
         limits=(
             LimitDefault("diastolic_low", "Diastolic BP low", 50, (30, 80), 3, 40),
@@ -198,7 +205,10 @@ SIGNS: tuple[Sign, ...] = (
         unit="mmHg",
         ucum="mm[Hg]",
         loinc=(_loinc("8478-0", "Mean blood pressure"),),
-        mdc=(_mdc("150023", "MDC_PRESS_BLD_NONINV_MEAN"),),
+        mdc=(
+            _mdc("150023", "MDC_PRESS_BLD_NONINV_MEAN"),
+            _mdc("150303", "MDC_PRESS_CUFF_MEAN"),
+        ),
         plausible=(15, 280),
         # ICU target: a MAP of 65 mmHg or more (Surviving Sepsis Campaign).
         limits=(
@@ -237,7 +247,20 @@ SIGNS: tuple[Sign, ...] = (
         unit="°C",
         ucum="Cel",
         loinc=(_loinc("8310-5", "Body temperature"),),
-        mdc=(_mdc("150364", "MDC_TEMP_BODY"), _mdc("150368", "MDC_TEMP_CORE")),
+        # Body and core first, then the generic MDC_TEMP most monitors' temperature channels
+        # send, then the sites; not skin (150388) nor blood (150352) temperature, which are not
+        # the body temperature NEWS2 scores.
+        mdc=(
+            _mdc("150364", "MDC_TEMP_BODY"),
+            _mdc("150368", "MDC_TEMP_CORE"),
+            _mdc("150344", "MDC_TEMP"),
+            _mdc("188420", "MDC_TEMP_RECT"),
+            _mdc("188424", "MDC_TEMP_ORAL"),
+            _mdc("150392", "MDC_TEMP_TYMP"),
+            _mdc("188428", "MDC_TEMP_EAR"),
+            _mdc("188452", "MDC_TEMP_AXILLA"),
+            _mdc("188456", "MDC_TEMP_GIT"),
+        ),
         plausible=(25.0, 45.0),
         decimals=1,
         limits=(

@@ -48,6 +48,13 @@ temperature every --temperature-every (5 min); a probe off the finger sends no S
 while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
 so a restarted emulator continues the same patient. Ctrl-C or SIGTERM flushes what is in
 flight and exits; the exit status is non-zero if any reading was not delivered.
+--via-hl7 HOST:PORT sends the readings as a bedside monitor's gateway does instead: IHE PCD-01
+(HL7 v2 ORU^R01) over MLLP to a device gateway (run_hl7_gateway), one at a time, each waiting
+for its acknowledgement; an AE or AR is logged and the reading counted undelivered; a gateway
+down is retried with a backoff (0.5 s doubling to 30 s) and the readings due meanwhile are not
+delivered. The patient's PID-3 is its uuid, assigning authority ICU-EMULATOR: the same patient
+as without --via-hl7. PCD-01 carries the device's signs only: not on oxygen, consciousness, or
+an artefact flag.
 --metrics-port serves Prometheus metrics (readings produced, delivered, failed; patients);
 with --count, --metrics-linger keeps them served a while after the last reading.
 
@@ -65,6 +72,7 @@ examples:
   python manage.py run_patient --name bob --nibp-every 300   # blood pressure every 5 min
   python manage.py run_patient --patients 5 --schema-version 1   # full v1 readings
   python manage.py run_patient --patients 20 --metrics-port 9101   # http://127.0.0.1:9101/metrics
+  python manage.py run_patient --name bob --via-hl7 127.0.0.1:2575   # PCD-01 to the gateway
 """.format(
         scenarios="\n".join(
             [f"  {name:<20} {scenario.description}" for name, scenario in SCENARIOS.items()]
@@ -159,6 +167,13 @@ examples:
         parser.add_argument("--seed", type=int, default=None, help="Seed for reproducible values.")
         parser.add_argument("--topic", default=None, help="Topic (default: KAFKA_TOPIC).")
         parser.add_argument(
+            "--via-hl7",
+            default=None,
+            metavar="HOST:PORT",
+            help="Send the readings as IHE PCD-01 (HL7 v2 ORU^R01) over MLLP to this device "
+            "gateway (run_hl7_gateway, default port 2575) instead of producing them to Kafka.",
+        )
+        parser.add_argument(
             "--broker-timeout",
             type=float,
             default=5.0,
@@ -189,6 +204,7 @@ examples:
                 raise CommandError(f"--{name.replace('_', '-')} must be 0 or more.")
         if options["metrics_linger"] < 0:
             raise CommandError("--metrics-linger must be 0 or more.")
+        via_hl7 = _host_port(options["via_hl7"]) if options["via_hl7"] else None
         try:
             emulators = emulators_build(
                 names=options["name"],
@@ -221,6 +237,16 @@ examples:
                     metrics_url=metrics_url,
                     metrics_linger=options["metrics_linger"],
                     log_each=options["verbosity"] >= 2,
+                    via_hl7=via_hl7,
                 )
             except (KafkaUnavailable, UndeliveredReadings) as exc:
                 raise CommandError(getattr(exc, "message", str(exc))) from None
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets: [::1]:2575) or CommandError."""
+    host, _, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"--via-hl7 must be HOST:PORT, e.g. 127.0.0.1:2575, not {text!r}.")
+    return host, int(port)
