@@ -1,0 +1,136 @@
+import errno
+import logging
+import threading
+from contextlib import ExitStack
+
+from django.conf import settings
+from django.core.management.base import CommandError, CommandParser
+
+from core.cli import ExamplesCommand
+from core.exceptions import KafkaUnavailable
+from core.kafka import BrokerOutage, broker_check, producer_create
+from core.metrics import metrics_arguments, metrics_serve
+from core.ports import port_holder
+from core.process import stop_on_signals
+from gateway.server import Hl7Gateway
+
+logger = logging.getLogger("gateway.server")
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CommandError(f"--forward-alarms {text!r} is not HOST:PORT.")
+    return host.strip("[]"), int(port)
+
+
+class Command(ExamplesCommand):
+    help = """Receive HL7 v2 messages from bedside monitors' gateways and the hospital's ADT over
+MLLP (docs/connecting-monitors.md).
+
+ORU^R01 (IHE PCD-01) observations become readings on KAFKA_TOPIC (contract version 2);
+ADT^A01/A02/A03/A08 admit, transfer, discharge and update patients. Every message is answered
+with an HL7 ACK in original mode: AA only once its readings are acknowledged by the broker
+(acks=all), AE (understood but wrong; ERR says which field), AR (not processable, or not
+delivered: resend). Messages over HL7_MAX_MESSAGE_BYTES are answered AR and discarded.
+--forward-alarms sends the alarm changes of KAFKA_ALARMS_TOPIC to an alarm manager as IHE
+PCD-04 ORU^R40. Ctrl-C or SIGTERM stops accepting, answers the messages in progress and
+flushes the producer.
+
+examples:
+  python manage.py run_hl7_gateway                        # 127.0.0.1:2575
+  python manage.py run_hl7_gateway --host 0.0.0.0 --port 2575
+  python manage.py run_hl7_gateway --forward-alarms alarms.hospital.example:2575
+  python manage.py run_hl7_gateway --metrics-port 9102    # http://127.0.0.1:9102/metrics
+"""
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
+        )
+        parser.add_argument(
+            "--port", type=int, default=2575, help="Port to listen on (default 2575)."
+        )
+        parser.add_argument(
+            "--forward-alarms",
+            default=None,
+            metavar="HOST:PORT",
+            help="Also send alarm changes as IHE PCD-04 ORU^R40 to the alarm manager at "
+            "HOST:PORT over MLLP.",
+        )
+        parser.add_argument(
+            "--workers",
+            type=int,
+            default=4,
+            help="Threads handling messages (parsing, the database; default 4).",
+        )
+        parser.add_argument(
+            "--delivery-timeout",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="Longest wait for the broker to acknowledge a message's readings; past it the "
+            "message is answered AR (default 10).",
+        )
+        parser.add_argument(
+            "--broker-timeout",
+            type=float,
+            default=10.0,
+            help="Seconds to wait for the broker at start before giving up (default 10).",
+        )
+        metrics_arguments(parser)
+
+    def handle(self, *args: object, **options: object) -> None:
+        forward_to = _address(options["forward_alarms"]) if options["forward_alarms"] else None
+        with ExitStack() as stack:
+            metrics_serve(stack, options)
+            outage = BrokerOutage(logger, "hl7-gateway")
+            producer = producer_create(
+                **{
+                    "message.timeout.ms": round(options["delivery_timeout"] * 1000),
+                    "error_cb": outage.error_cb,
+                }
+            )
+            try:
+                broker_check(
+                    producer, timeout=options["broker_timeout"], topics=(settings.KAFKA_TOPIC,)
+                )
+            except KafkaUnavailable as exc:
+                raise CommandError(exc.message) from None
+            gateway = Hl7Gateway(
+                producer=producer,
+                topic=settings.KAFKA_TOPIC,
+                max_message_bytes=settings.HL7_MAX_MESSAGE_BYTES,
+                workers=options["workers"],
+            )
+            with stop_on_signals() as stop:
+                if forward_to is not None:
+                    stack.callback(self.forward_alarms(forward_to, stop).join, 15)
+                try:
+                    gateway.serve(host=options["host"], port=options["port"], stop=stop)
+                except OSError as exc:
+                    stop.set()
+                    where = f"{options['host']}:{options['port']}"
+                    if exc.errno == errno.EADDRINUSE:
+                        raise CommandError(
+                            f"{where} is in use by {port_holder(port=options['port'])}; give "
+                            "the gateway another --port."
+                        ) from None
+                    raise CommandError(
+                        f"Cannot listen on {where}: {exc.strerror or exc}."
+                    ) from None
+
+    def forward_alarms(self, target: tuple[str, int], stop: threading.Event) -> threading.Thread:
+        """Engineer D's forwarder, in a thread stopped with the gateway."""
+        try:
+            from gateway.forwarder import AlarmForwarder
+        except ImportError:
+            raise CommandError(
+                "--forward-alarms: this build has no alarm forwarder (gateway/forwarder.py)."
+            ) from None
+        forwarder = AlarmForwarder(target=target)
+        thread = threading.Thread(
+            target=forwarder.run, args=(stop,), name="alarm-forwarder", daemon=True
+        )
+        thread.start()
+        return thread
