@@ -61,7 +61,9 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
     elif route[0] in ("ORU", "ADT"):
         return Handled(
             header,
-            rejected("201", f"unsupported event {route[0]}^{route[1]}", **_msh(9, 2)),
+            rejected(
+                "201", f"unsupported event {route[1] or '(none)'} of {route[0]}", **_msh(9, 2)
+            ),
         )
     else:
         return Handled(

@@ -218,7 +218,7 @@ class Hl7Gateway:
                 "control_id": handled.header.control_id,
                 "type": handled.message_type,
                 "ack": outcome.code,
-                "errors": [f"{e.code} {e.segment}-{e.field}: {e.text}" for e in outcome.errors],
+                "errors": [_error_text(e) for e in outcome.errors],
                 "counts": dict(outcome.counts),
                 "bytes": frame.size,
             },
@@ -253,6 +253,12 @@ class Hl7Gateway:
 
 
 KNOWN_TYPES = frozenset({"ORU^R01", "ADT^A01", "ADT^A02", "ADT^A03", "ADT^A08"})
+
+
+def _error_text(error: Hl7Error) -> str:
+    """e.g. "204 PV1-3: no bed X", for the logs."""
+    where = f" {error.segment}-{error.field}" if error.segment and error.field else ""
+    return f"{error.code}{where}: {error.text}"
 
 
 def _future_set(future: asyncio.Future, error: KafkaError | None) -> None:

@@ -110,8 +110,8 @@ def test_routes_by_msh_9(handlers):
     ("msh_9", "error"),
     [
         ("ORM^O01", Hl7Error("200", "unsupported message type ORM", "MSH", 1, 9, 1)),
-        ("ORU^R40", Hl7Error("201", "unsupported event ORU^R40", "MSH", 1, 9, 2)),
-        ("ADT^A04", Hl7Error("201", "unsupported event ADT^A04", "MSH", 1, 9, 2)),
+        ("ORU^R40", Hl7Error("201", "unsupported event R40 of ORU", "MSH", 1, 9, 2)),
+        ("ADT^A04", Hl7Error("201", "unsupported event A04 of ADT", "MSH", 1, 9, 2)),
         ("", Hl7Error("101", "MSH-9 message type missing", "MSH", 1, 9, 1)),
     ],
 )

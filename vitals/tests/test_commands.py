@@ -29,6 +29,7 @@ COMMANDS = [
     "prune_vitals",
     "assign_role",
     "expire_exports",
+    "run_hl7_gateway",
 ]
 
 
@@ -48,7 +49,7 @@ def test_every_command_has_help_with_examples(command: str):
     assert f"\n  python manage.py {command}" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["run_patient", "consume_vitals"])
+@pytest.mark.parametrize("command", ["run_patient", "consume_vitals", "run_hl7_gateway"])
 def test_worker_help_shows_the_metrics_options_with_an_example(command: str):
     result = subprocess.run(
         [sys.executable, "manage.py", command, "--help"],

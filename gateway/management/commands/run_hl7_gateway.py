@@ -10,7 +10,7 @@ from core.cli import ExamplesCommand
 from core.exceptions import KafkaUnavailable
 from core.kafka import BrokerOutage, broker_check, producer_create
 from core.metrics import metrics_arguments, metrics_serve
-from core.ports import port_holder
+from core.ports import port_free, port_holder
 from core.process import stop_on_signals
 from gateway.server import Hl7Gateway
 
@@ -82,7 +82,10 @@ examples:
 
     def handle(self, *args: object, **options: object) -> None:
         forward_to = _address(options["forward_alarms"]) if options["forward_alarms"] else None
+        host, port = options["host"], options["port"]
         with ExitStack() as stack:
+            # First: a port in use is reported before the broker is waited for.
+            self.port_check(host, port)
             metrics_serve(stack, options)
             outage = BrokerOutage(logger, "hl7-gateway")
             producer = producer_create(
@@ -107,18 +110,24 @@ examples:
                 if forward_to is not None:
                     stack.callback(self.forward_alarms(forward_to, stop).join, 15)
                 try:
-                    gateway.serve(host=options["host"], port=options["port"], stop=stop)
-                except OSError as exc:
+                    gateway.serve(host=host, port=port, stop=stop)
+                except OSError as exc:  # taken since port_check, or refused
                     stop.set()
-                    where = f"{options['host']}:{options['port']}"
                     if exc.errno == errno.EADDRINUSE:
-                        raise CommandError(
-                            f"{where} is in use by {port_holder(port=options['port'])}; give "
-                            "the gateway another --port."
-                        ) from None
-                    raise CommandError(
-                        f"Cannot listen on {where}: {exc.strerror or exc}."
-                    ) from None
+                        self.port_check(host, port)
+                    raise CommandError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+
+    def port_check(self, host: str, port: int) -> None:
+        """One line, and exit status 1, when the port is taken or the host is not ours."""
+        try:
+            free = port_free(host=host, port=port)
+        except OSError as exc:
+            raise CommandError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}.") from None
+        if not free:
+            raise CommandError(
+                f"{host}:{port} is in use by {port_holder(port=port)}; nothing was started. "
+                "Give the gateway another --port."
+            )
 
     def forward_alarms(self, target: tuple[str, int], stop: threading.Event) -> threading.Thread:
         """Engineer D's forwarder, in a thread stopped with the gateway."""
