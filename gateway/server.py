@@ -208,22 +208,28 @@ class Hl7Gateway:
         kind = handled.message_type if handled.header.readable else "other"
         kind = kind if kind in KNOWN_TYPES else "other"
         self.totals[(kind, outcome.code)] += 1
-        self.metrics.messages.labels(kind, outcome.code).inc()
+        self._answered(kind, outcome.code).inc()
         self.metrics.ack_seconds.observe(time.perf_counter() - started)
-        logger.log(
-            logging.DEBUG if outcome.code == "AA" else logging.WARNING,
-            "HL7 message answered",
-            extra={
-                "peer": peer,
-                "control_id": handled.header.control_id,
-                "type": handled.message_type,
-                "ack": outcome.code,
-                "errors": [_error_text(e) for e in outcome.errors],
-                "counts": dict(outcome.counts),
-                "bytes": frame.size,
-            },
-        )
+        level = logging.DEBUG if outcome.code == "AA" else logging.WARNING
+        if logger.isEnabledFor(level):  # at thousands a second, not even the dict when off
+            logger.log(
+                level,
+                "HL7 message answered",
+                extra={
+                    "peer": peer,
+                    "control_id": handled.header.control_id,
+                    "type": handled.message_type,
+                    "ack": outcome.code,
+                    "errors": [_error_text(e) for e in outcome.errors],
+                    "counts": dict(outcome.counts),
+                    "bytes": frame.size,
+                },
+            )
         return frame_encode(ack)
+
+    @functools.cache  # noqa: B019 (one gateway per process; a handful of labels)
+    def _answered(self, kind: str, code: str):
+        return self.metrics.messages.labels(kind, code)
 
     async def deliver(self, messages: list[tuple[bytes, bytes]]) -> list[str]:
         """Produce the messages to the topic in order and wait for every delivery report;
