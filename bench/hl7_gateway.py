@@ -19,20 +19,23 @@ examples:
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 from bench.common import (
+    BASE_DIR,
     Figure,
     World,
     cpu_seconds,
-    manage,
+    django_setup,
     percentile,
     progress,
     stop,
     topic_create,
-    wait_for_log,
 )
 from testing.devservers import free_port
 
@@ -64,7 +67,9 @@ def oru(bed: int, n: int) -> bytes:
     return VT + "\r".join(segments).encode() + FS_CR
 
 
-def run(world: World, *, engines: list[str], connections: int, messages: int) -> list[Figure]:
+def run(
+    world: World, *, engines: list[str], connections: int, messages: int, processes: int
+) -> list[Figure]:
     figures = []
     for engine in engines:
         topic = f"bench-hl7-{uuid.uuid4().hex[:8]}"
@@ -77,21 +82,35 @@ def run(world: World, *, engines: list[str], connections: int, messages: int) ->
             KAFKA_DLQ_TOPIC=f"{topic}.dlq",
             KAFKA_ALARMS_TOPIC=f"{topic}.alarms",
         )
-        progress(f"hl7_gateway ({engine}): {connections} connections, {messages:,} messages")
-        process = manage(
-            "shell", "-c", f"import bench.hl7_gateway as b; b.serve({port})", log=log, env=env
+        progress(
+            f"hl7_gateway ({engine}): {connections} connections, {messages:,} messages, "
+            f"--processes {processes}"
         )
+        # As `run_hl7_gateway --processes N` runs: N processes on the port (SO_REUSEPORT).
+        gateways = []
+        with log.open("wb") as out:
+            for _ in range(processes):
+                gateways.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.hl7_gateway", str(port)],
+                        cwd=BASE_DIR,
+                        env=env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         try:
-            wait_for_log(log, "HL7 gateway listening", process, timeout=60)
-            cpu_before = cpu_seconds(process.pid)
+            for process in gateways:
+                _wait_for_count(log, "HL7 gateway listening", len(gateways), process)
+            cpu_before = sum(cpu_seconds(p.pid) for p in gateways)
             started = time.monotonic()
             latencies, codes = asyncio.run(_load(port, connections, messages))
             elapsed = time.monotonic() - started
-            cpu = cpu_seconds(process.pid) - cpu_before
+            cpu = sum(cpu_seconds(p.pid) for p in gateways) - cpu_before
         finally:
-            status = stop(process)
+            statuses = [stop(p) for p in gateways]
         handler = "stand-in" if "bench stand-in handler" in log.read_text() else "pcd01"
-        progress(f"hl7_gateway stopped (status {status}); {dict(codes)}")
+        progress(f"hl7_gateway stopped (status {statuses}); {dict(codes)}")
         if codes.get("AA", 0) != messages:
             raise RuntimeError(
                 f"not every message was AA: {dict(codes)}\n{log.read_text()[-2000:]}"
@@ -101,6 +120,7 @@ def run(world: World, *, engines: list[str], connections: int, messages: int) ->
             "messages": messages,
             "seconds": round(elapsed, 2),
             "handler": handler,
+            "processes": processes,
         }
         figures += [
             Figure("hl7_gateway", "messages acknowledged (AA after Kafka)", messages / elapsed,
@@ -113,6 +133,15 @@ def run(world: World, *, engines: list[str], connections: int, messages: int) ->
                    details=details),
         ]  # fmt: skip
     return figures
+
+
+def _wait_for_count(log: Path, text: str, count: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if log.read_text(errors="replace").count(text) >= count:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{text!r} not {count} times in {log}:\n{log.read_text()[-3000:]}")
 
 
 async def _load(port: int, connections: int, messages: int) -> tuple[list[float], dict]:
@@ -139,25 +168,39 @@ async def _load(port: int, connections: int, messages: int) -> tuple[list[float]
     return latencies, codes
 
 
-def serve(port: int) -> None:
-    """The gateway as `manage.py run_hl7_gateway`, in this (Django) process: with a stand-in
-    PCD-01 handler while gateway/pcd01.py has none."""
+def stand_in_install() -> bool:
+    """While gateway/pcd01.py has no handler: one that turns each ORU^R01 into one reading
+    keyed by its PID-3; whether it was needed."""
     import hl7
-    from django.core.management import call_command
 
     from gateway import pcd01
     from gateway.outcome import Outcome
 
-    sample = hl7.parse(oru(0, 0)[1:-2].decode())
     try:
-        pcd01.oru_handle(sample, received_at=datetime.now(UTC))
+        pcd01.oru_handle(hl7.parse(oru(0, 0)[1:-2].decode()), received_at=datetime.now(UTC))
+        return False
     except NotImplementedError:
+        pass
 
-        def stand_in(message: hl7.Message, *, received_at: datetime) -> Outcome:
-            key = str(message.segment("PID")[3][0][0]).encode()
-            value = {"patient": key.decode(), "control_id": str(message.segment("MSH")[10])}
-            return Outcome(code="AA", messages=[(key, json.dumps(value).encode())])
+    def stand_in(message: hl7.Message, *, received_at: datetime) -> Outcome:
+        key = str(message.segment("PID")[3][0][0]).encode()
+        value = {"patient": key.decode(), "control_id": str(message.segment("MSH")[10])}
+        return Outcome(code="AA", messages=[(key, json.dumps(value).encode())])
 
-        pcd01.oru_handle = stand_in
+    pcd01.oru_handle = stand_in
+    return True
+
+
+def serve(port: int) -> None:
+    """`manage.py run_hl7_gateway` in this process (one of those on the port), with the
+    stand-in handler if needed."""
+    from django.core.management import call_command
+
+    django_setup()
+    if stand_in_install():
         print("bench stand-in handler", flush=True)
-    call_command("run_hl7_gateway", "--port", str(port))
+    call_command("run_hl7_gateway", "--port", str(port), "--reuse-port")
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

@@ -80,17 +80,19 @@ class Hl7Gateway:
         port: int,
         stop: threading.Event,
         ready: Callable[[tuple[str, int]], None] | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """Listen on host:port (0: any free port) until `stop` is set; `ready` is called with
         the bound address once connections are accepted. OSError when the address cannot be
-        bound (e.g. EADDRINUSE), before `ready`."""
+        bound (e.g. EADDRINUSE), before `ready`. `reuse_port`: SO_REUSEPORT, for several
+        processes on one port (the kernel spreads the connections; each stays with one)."""
         polling = threading.Event()
         poller = threading.Thread(
             target=self._poll, args=(polling,), name="hl7-producer-poll", daemon=True
         )
         poller.start()
         try:
-            asyncio.run(self._serve(host, port, stop, ready))
+            asyncio.run(self._serve(host, port, stop, ready, reuse_port))
         finally:
             remaining = self.producer.flush(10)
             polling.set()
@@ -109,9 +111,12 @@ class Hl7Gateway:
         port: int,
         stop: threading.Event,
         ready: Callable[[tuple[str, int]], None] | None,
+        reuse_port: bool,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(self._connection, host, port, reuse_address=True)
+        server = await asyncio.start_server(
+            self._connection, host, port, reuse_address=True, reuse_port=reuse_port or None
+        )
         address = server.sockets[0].getsockname()[:2]
         logger.info(
             "HL7 gateway listening",

@@ -287,10 +287,16 @@ def test_a_port_in_use_is_one_line_before_the_broker(settings):
 
 @pytest.mark.e2e
 def test_the_command_answers_and_stops_cleanly_on_sigterm(kafka: KafkaTopics, tmp_path: Path):
+    """With --processes 2: a second process on the port (SO_REUSEPORT), stopped with the first."""
     port, log = free_port(), tmp_path / "gateway.log"
-    process = start_manage("run_hl7_gateway", "--port", str(port), log=log, **kafka.env())
+    process = start_manage(
+        "run_hl7_gateway", "--port", str(port), "--processes", "2", log=log, **kafka.env()
+    )
     try:
-        wait_for_log(log, "HL7 gateway listening", process, timeout=30)
+        deadline = time.monotonic() + 30
+        while log.read_text().count("HL7 gateway listening") < 2 and time.monotonic() < deadline:
+            wait_for_log(log, "HL7 gateway listening", process, timeout=30)
+            time.sleep(0.1)
         with MLLPClient("127.0.0.1", port) as client:
             ack = client.send_message("MSH|^~\\&|ADT|H|||20261203||ADT^A04|C1|P|2.5").decode()
         assert "\rMSA|AR|C1\r" in ack
@@ -301,5 +307,10 @@ def test_the_command_answers_and_stops_cleanly_on_sigterm(kafka: KafkaTopics, tm
     lines = json_lines(log.read_text())
     [answered] = [line for line in lines if line["message"] == "HL7 message answered"]
     assert (answered["control_id"], answered["type"], answered["ack"]) == ("C1", "ADT^A04", "AR")
-    [stopped] = [line for line in lines if line["message"] == "HL7 gateway stopped"]
-    assert (stopped["messages"], stopped["remaining"]) == ({"other AR": 1}, 0)
+    assert [line["port"] for line in lines if line["message"] == "HL7 gateway listening"] == [
+        port,
+        port,
+    ]
+    stopped = [line for line in lines if line["message"] == "HL7 gateway stopped"]
+    assert sorted(str(line["messages"]) for line in stopped) == ["{'other AR': 1}", "{}"]
+    assert [line["remaining"] for line in stopped] == [0, 0]

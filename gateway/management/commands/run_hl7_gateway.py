@@ -1,5 +1,8 @@
+import argparse
 import errno
 import logging
+import subprocess
+import sys
 import threading
 from contextlib import ExitStack
 
@@ -11,7 +14,7 @@ from core.exceptions import KafkaUnavailable
 from core.kafka import BrokerOutage, broker_check, producer_create
 from core.metrics import metrics_arguments, metrics_serve
 from core.ports import port_free, port_holder
-from core.process import stop_on_signals
+from core.process import die_with_parent, process_stop, stop_on_signals
 from gateway.server import Hl7Gateway
 
 logger = logging.getLogger("gateway.server")
@@ -40,6 +43,7 @@ flushes the producer.
 examples:
   python manage.py run_hl7_gateway                        # 127.0.0.1:2575
   python manage.py run_hl7_gateway --host 0.0.0.0 --port 2575
+  python manage.py run_hl7_gateway --processes 2          # two processes on the port
   python manage.py run_hl7_gateway --forward-alarms alarms.hospital.example:2575
   python manage.py run_hl7_gateway --metrics-port 9102    # http://127.0.0.1:9102/metrics
 """
@@ -65,6 +69,15 @@ examples:
             help="Threads handling messages (parsing, the database; default 4).",
         )
         parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="Gateway processes sharing the port (SO_REUSEPORT), for more than one core "
+            "(default 1). Parsing HL7 is CPU-bound Python: one process is one core. Metrics "
+            "count the first process only.",
+        )
+        parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+        parser.add_argument(
             "--delivery-timeout",
             type=float,
             default=10.0,
@@ -85,7 +98,8 @@ examples:
         host, port = options["host"], options["port"]
         with ExitStack() as stack:
             # First: a port in use is reported before the broker is waited for.
-            self.port_check(host, port)
+            if not options["reuse_port"]:  # a helper of a first process shares its port
+                self.port_check(host, port)
             metrics_serve(stack, options)
             outage = BrokerOutage(logger, "hl7-gateway")
             producer = producer_create(
@@ -109,13 +123,31 @@ examples:
             with stop_on_signals() as stop:
                 if forward_to is not None:
                     stack.callback(self.forward_alarms(forward_to, stop).join, 15)
+                helpers: list[subprocess.Popen] = []
+                stack.callback(lambda: [process_stop(p) for p in helpers])
+
+                def ready(_address: tuple[str, int]) -> None:
+                    helpers.extend(self.helpers_start(options))
+
+                reuse = options["reuse_port"] or options["processes"] > 1
                 try:
-                    gateway.serve(host=host, port=port, stop=stop)
+                    gateway.serve(host=host, port=port, stop=stop, ready=ready, reuse_port=reuse)
                 except OSError as exc:  # taken since port_check, or refused
                     stop.set()
                     if exc.errno == errno.EADDRINUSE:
                         self.port_check(host, port)
                     raise CommandError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
+
+    def helpers_start(self, options: dict) -> list[subprocess.Popen]:
+        """--processes N: N - 1 more gateways on the same port, started once this one listens,
+        stopped with it."""
+        argv = [sys.executable, str(settings.BASE_DIR / "manage.py"), "run_hl7_gateway"]
+        for name in ("host", "port", "workers", "delivery_timeout", "broker_timeout"):
+            argv += [f"--{name.replace('_', '-')}", str(options[name])]
+        return [
+            subprocess.Popen([*argv, "--reuse-port"], preexec_fn=die_with_parent)
+            for _ in range(options["processes"] - 1)
+        ]
 
     def port_check(self, host: str, port: int) -> None:
         """One line, and exit status 1, when the port is taken or the host is not ours."""
