@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from core.kafka import BrokerOutage
 from core.metrics import gateway_metrics
 from gateway.ack import Header, ack_build
 from gateway.dispatch import Handled, message_handle, rejected
@@ -60,11 +61,13 @@ class Hl7Gateway:
         max_message_bytes: int,
         workers: int = 4,
         drain_timeout: float = 30.0,
+        outage: BrokerOutage | None = None,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.max_message_bytes = max_message_bytes
         self.drain_timeout = drain_timeout
+        self.outage = outage  # told when deliveries succeed again after an outage
         self.metrics = gateway_metrics()
         self.totals: Counter = Counter()  # (type, ack) -> messages, since the last summary
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hl7-handler")
@@ -174,6 +177,8 @@ class Hl7Gateway:
                 connection.busy = False
         except (ConnectionError, asyncio.CancelledError):
             pass
+        except Exception:  # a bug: logged, this connection closed, the others unharmed
+            logger.exception("HL7 connection failed", extra={"peer": connection.peer})
         finally:
             del self._connections[task]
             self.metrics.connections.dec()
@@ -246,7 +251,8 @@ class Hl7Gateway:
             future = loop.create_future()
 
             def delivered(error: KafkaError | None, _message: object, future=future) -> None:
-                loop.call_soon_threadsafe(_future_set, future, error)
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_future_set, future, error)
 
             try:
                 self.producer.produce(self.topic, key=key, value=value, on_delivery=delivered)
@@ -257,6 +263,8 @@ class Hl7Gateway:
         for error in await asyncio.gather(*futures):
             if error is not None:
                 errors.append(error.name())
+        if futures and not errors and self.outage is not None:
+            self.outage.reachable()
         self.metrics.delivered.inc(len(futures) - len(errors))
         for name in errors:
             self.metrics.failures.labels(name).inc()

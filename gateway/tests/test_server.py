@@ -285,6 +285,12 @@ def test_a_port_in_use_is_one_line_before_the_broker(settings):
     assert str(error.value).endswith("; nothing was started. Give the gateway another --port.")
 
 
+@pytest.mark.parametrize("target", ["alarms.example", "host:port", ":2575", "h:0", "h:70000"])
+def test_forward_alarms_wants_host_and_port(target):
+    with pytest.raises(CommandError, match=f"--forward-alarms '{target}' is not HOST:PORT."):
+        call_command("run_hl7_gateway", "--forward-alarms", target)
+
+
 @pytest.mark.e2e
 def test_the_command_answers_and_stops_cleanly_on_sigterm(kafka: KafkaTopics, tmp_path: Path):
     """With --processes 2: a second process on the port (SO_REUSEPORT), stopped with the first."""

@@ -27,6 +27,17 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _forwarder_class() -> type:
+    """Engineer D's alarm forwarder (gateway/forwarder.py), run in a thread beside the server."""
+    try:
+        from gateway.forwarder import AlarmForwarder
+    except ImportError:
+        raise CommandError(
+            "--forward-alarms: this build has no alarm forwarder (gateway/forwarder.py)."
+        ) from None
+    return AlarmForwarder
+
+
 class Command(ExamplesCommand):
     help = """Receive HL7 v2 messages from bedside monitors' gateways and the hospital's ADT over
 MLLP (docs/connecting-monitors.md).
@@ -36,6 +47,7 @@ ADT^A01/A02/A03/A08 admit, transfer, discharge and update patients. Every messag
 with an HL7 ACK in original mode: AA only once its readings are acknowledged by the broker
 (acks=all), AE (understood but wrong; ERR says which field), AR (not processable, or not
 delivered: resend). Messages over HL7_MAX_MESSAGE_BYTES are answered AR and discarded.
+A message's text is read as UTF-8, else as ISO-8859-1; CR, LF or CRLF end its segments.
 --forward-alarms sends the alarm changes of KAFKA_ALARMS_TOPIC to an alarm manager as IHE
 PCD-04 ORU^R40. Ctrl-C or SIGTERM stops accepting, answers the messages in progress and
 flushes the producer.
@@ -95,6 +107,7 @@ examples:
 
     def handle(self, *args: object, **options: object) -> None:
         forward_to = _address(options["forward_alarms"]) if options["forward_alarms"] else None
+        forwarder_class = _forwarder_class() if forward_to else None
         host, port = options["host"], options["port"]
         with ExitStack() as stack:
             # First: a port in use is reported before the broker is waited for.
@@ -119,10 +132,16 @@ examples:
                 topic=settings.KAFKA_TOPIC,
                 max_message_bytes=settings.HL7_MAX_MESSAGE_BYTES,
                 workers=options["workers"],
+                outage=outage,
             )
             with stop_on_signals() as stop:
                 if forward_to is not None:
-                    stack.callback(self.forward_alarms(forward_to, stop).join, 15)
+                    forwarder = forwarder_class(target=forward_to)
+                    thread = threading.Thread(
+                        target=forwarder.run, args=(stop,), name="alarm-forwarder", daemon=True
+                    )
+                    thread.start()
+                    stack.callback(thread.join, 15)
                 helpers: list[subprocess.Popen] = []
                 stack.callback(lambda: [process_stop(p) for p in helpers])
 
@@ -160,18 +179,3 @@ examples:
                 f"{host}:{port} is in use by {port_holder(port=port)}; nothing was started. "
                 "Give the gateway another --port."
             )
-
-    def forward_alarms(self, target: tuple[str, int], stop: threading.Event) -> threading.Thread:
-        """Engineer D's forwarder, in a thread stopped with the gateway."""
-        try:
-            from gateway.forwarder import AlarmForwarder
-        except ImportError:
-            raise CommandError(
-                "--forward-alarms: this build has no alarm forwarder (gateway/forwarder.py)."
-            ) from None
-        forwarder = AlarmForwarder(target=target)
-        thread = threading.Thread(
-            target=forwarder.run, args=(stop,), name="alarm-forwarder", daemon=True
-        )
-        thread.start()
-        return thread
