@@ -76,8 +76,8 @@ BENCHMARKS = {
     ),
     "hl7_gateway": (
         hl7_gateway.run,
-        {"connections": 200, "messages": 60_000, "processes": 2},
-        {"connections": 50, "messages": 2_000, "processes": 2},
+        {"connections": 200, "messages": 60_000, "processes": 2, "paced_seconds": 20},
+        {"connections": 50, "messages": 2_000, "processes": 2, "paced_seconds": 3},
         ("sqlite",),
     ),
     "export": (
