@@ -17,6 +17,8 @@ import hl7
 import pytest
 from django.core.management import CommandError, call_command
 from hl7.client import MLLPClient
+from hl7apy.core import Message
+from hl7apy.parser import parse_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -182,6 +184,29 @@ def test_one_connection_is_answered_in_order_and_kept_through_bad_messages(stub_
         (b"12345", "M7"),
         (b"12345", "M7"),
     ]
+
+
+def test_a_message_written_by_hl7apy_is_answered_and_counted(stub_handlers):
+    """A second, independent HL7 implementation writes the message and reads the ACK."""
+    message = Message("ADT_A01", version="2.5")
+    message.msh.msh_3 = "ADT_SYS"
+    message.msh.msh_4 = "HOSP"
+    message.msh.msh_9 = "ADT^A01^ADT_A01"
+    message.msh.msh_10 = "HL7APY-1"
+    message.msh.msh_11 = "P"
+    message.pid.pid_3 = "555^^^HOSP^MR"
+    message.pv1.pv1_3 = "ICU^^X"
+    answered = gateway_metrics().messages.labels("ADT^A01", "AE")
+    before = answered._value.get()
+    with gateway_running(PolledProducer()) as port, MLLPClient("127.0.0.1", port) as client:
+        raw = client.send_message(message.to_er7()).decode().strip("\x0b\x1c\r")
+    ack = parse_message(raw)
+    assert ack.msh.msh_5.to_er7() == "ADT_SYS"
+    assert ack.msh.msh_9.to_er7() == "ACK^A01^ACK"
+    assert ack.msh.msh_12.to_er7() == "2.5"
+    assert ack.msa.to_er7() == "MSA|AE|HL7APY-1"
+    assert ack.err.to_er7() == "ERR||PV1^1^3^^3|204^no bed X^HL70357|E"
+    assert answered._value.get() - before == 1
 
 
 def test_200_connections_at_once_each_get_their_acks_in_order(stub_handlers):
