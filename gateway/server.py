@@ -167,12 +167,14 @@ class Hl7Gateway:
                         )
                     break
                 completed = frames.feed(data)
+                received = (datetime.now(UTC), time.perf_counter())
                 if frames.junk_bytes > junk:
                     self.metrics.junk.inc(frames.junk_bytes - junk)
                     junk = frames.junk_bytes
                 connection.busy = bool(completed)
                 for frame in completed:
-                    writer.write(await self.frame_answer(frame, peer=connection.peer))
+                    ack = await self.frame_answer(frame, peer=connection.peer, received=received)
+                    writer.write(ack)
                     await writer.drain()
                 connection.busy = False
         except (ConnectionError, asyncio.CancelledError):
@@ -187,10 +189,13 @@ class Hl7Gateway:
                 await writer.wait_closed()
 
     # --- one message: the single step --------------------------------------------------------
-    async def frame_answer(self, frame: Frame, *, peer: str = "") -> bytes:
-        """The MLLP-framed ACK of one frame, after its readings are delivered."""
-        started = time.perf_counter()
-        received_at = datetime.now(UTC)
+    async def frame_answer(
+        self, frame: Frame, *, peer: str = "", received: tuple[datetime, float] | None = None
+    ) -> bytes:
+        """The MLLP-framed ACK of one frame, after its readings are delivered. `received`: when
+        its last byte arrived (wall clock, perf_counter); now if not given. A pipelined
+        message waits for those before it: its time to ACK counts from its receipt."""
+        received_at, started = received or (datetime.now(UTC), time.perf_counter())
         text = segments_normalise(text_decode(frame.payload))
         if frame.oversized:
             handled = Handled(
