@@ -73,7 +73,6 @@ class Hl7Gateway:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hl7-handler")
         self._connections: dict[asyncio.Task, _Connection] = {}
         self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- running -----------------------------------------------------------------------------
     def serve(
@@ -116,7 +115,6 @@ class Hl7Gateway:
         ready: Callable[[tuple[str, int]], None] | None,
         reuse_port: bool,
     ) -> None:
-        self._loop = asyncio.get_running_loop()
         server = await asyncio.start_server(
             self._connection, host, port, reuse_address=True, reuse_port=reuse_port or None
         )
