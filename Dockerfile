@@ -25,7 +25,7 @@ RUN SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput \
     && chown -R icu /app/var
 USER icu
 
-EXPOSE 8000
+EXPOSE 8000 2575
 # Health checks are per service in docker-compose.yml: the consumer and the emulator run from
 # this image too, without a web server.
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"]

@@ -22,7 +22,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import alarm_report, api_scale, emulator, export_memory, freshness, ingest, memory
+from bench import (
+    alarm_report,
+    api_scale,
+    emulator,
+    export_memory,
+    freshness,
+    hl7_gateway,
+    ingest,
+    memory,
+)
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
 RESULTS = BASE_DIR / "bench" / "results"
@@ -64,6 +73,12 @@ BENCHMARKS = {
         {"alarms": 1_000_000, "repeat": 5},
         {"alarms": 20_000, "repeat": 3},
         ENGINES,
+    ),
+    "hl7_gateway": (
+        hl7_gateway.run,
+        {"connections": 200, "messages": 60_000, "processes": 2, "paced_seconds": 20},
+        {"connections": 50, "messages": 2_000, "processes": 2, "paced_seconds": 3},
+        ("sqlite",),
     ),
     "export": (
         export_memory.run,

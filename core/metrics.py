@@ -45,10 +45,21 @@ Emulator (`manage.py run_patient --metrics-port PORT`):
   code (e.g. `_MSG_TIMED_OUT`).
 - `icu_emulator_patients`: patients this process emulates.
 
-The consumer and the emulator also expose prometheus_client's `process_*` and `python_*`
-metrics. Several gunicorn workers: set PROMETHEUS_MULTIPROC_DIR (an empty directory, for the
-web server only) and `child_exit = core.metrics.child_exit` in gunicorn's config; `/metrics`
-then adds up every worker's counts.
+HL7 gateway (`manage.py run_hl7_gateway --metrics-port PORT`):
+- `icu_gateway_messages_total{type,ack}`: HL7 messages answered, by message type (`ORU^R01`,
+  `ADT^A01`, ..., `other` for any type the gateway does not handle) and acknowledgement code.
+- `icu_gateway_readings_delivered_total`: readings the vitals topic acknowledged (acks=all).
+- `icu_gateway_delivery_failures_total{error}`: readings not delivered (the message got an AR),
+  by librdkafka error code.
+- `icu_gateway_ack_seconds`: histogram of the time from a message's last byte received to its
+  acknowledgement written.
+- `icu_gateway_connections`: connections open now.
+- `icu_gateway_junk_bytes_total`: bytes received outside any MLLP frame, ignored.
+
+The consumer, the emulator and the gateway also expose prometheus_client's `process_*` and
+`python_*` metrics. Several gunicorn workers: set PROMETHEUS_MULTIPROC_DIR (an empty directory,
+for the web server only) and `child_exit = core.metrics.child_exit` in gunicorn's config;
+`/metrics` then adds up every worker's counts.
 """
 
 import argparse
@@ -334,6 +345,47 @@ class EmulatorMetrics:
 @functools.cache
 def emulator_metrics() -> EmulatorMetrics:
     return EmulatorMetrics()
+
+
+# --- HL7 gateway -----------------------------------------------------------------------------
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.messages = Counter(
+            "icu_gateway_messages",
+            "HL7 messages answered, by message type and acknowledgement code.",
+            ("type", "ack"),
+            registry=registry,
+        )
+        self.delivered = Counter(
+            "icu_gateway_readings_delivered",
+            "Readings the vitals topic acknowledged (acks=all).",
+            registry=registry,
+        )
+        self.failures = Counter(
+            "icu_gateway_delivery_failures",
+            "Readings not delivered (their message got an AR), by librdkafka error code.",
+            ("error",),
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "icu_gateway_ack_seconds",
+            "Time from a message's last byte received to its acknowledgement written.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.connections = Gauge(
+            "icu_gateway_connections", "HL7 connections open now.", registry=registry
+        )
+        self.junk = Counter(
+            "icu_gateway_junk_bytes",
+            "Bytes received outside any MLLP frame, ignored.",
+            registry=registry,
+        )
+
+
+@functools.cache
+def gateway_metrics() -> GatewayMetrics:
+    return GatewayMetrics()
 
 
 # --- serving a worker's metrics --------------------------------------------------------------

@@ -296,6 +296,9 @@ USE_TZ = True
 # The time zone of an HL7 v2 time stamp sent without an offset (OBX-14, OBR-7, MSH-7): the
 # monitors' gateway's local time, as most send it.
 HL7_DEFAULT_TIMEZONE = _time_zone("HL7_DEFAULT_TIMEZONE", default=TIME_ZONE)
+# The largest HL7 message the gateway (run_hl7_gateway) takes: a larger MLLP frame is answered
+# AR and discarded, the connection kept. A PCD-01 message of a full monitor is a few kB.
+HL7_MAX_MESSAGE_BYTES = _whole_number("HL7_MAX_MESSAGE_BYTES", 2**20, minimum=1, unit="bytes")
 
 STATIC_URL = "static/"
 STATIC_ROOT = _text(

@@ -40,6 +40,7 @@ def test_compose_services_and_their_start_order(compose: dict):
         "consumer",
         "worker",
         "emulator",
+        "gateway",
     }
     for name, service in services.items():
         for dependency in service.get("depends_on", {}):
@@ -71,6 +72,19 @@ def test_compose_services_and_their_start_order(compose: dict):
         "--metrics-address",
         "0.0.0.0",  # noqa: S104 (inside the container, for the Prometheus scraper)
     ]
+    # The HL7 gateway: listening on every interface of its container, its MLLP port published
+    # for the monitors' gateways, after the migration (ADT writes admissions) and the topics.
+    assert services["gateway"]["command"][:7] == [
+        "python",
+        "manage.py",
+        "run_hl7_gateway",
+        "--host",
+        "0.0.0.0",  # noqa: S104 (inside the container, for the monitors)
+        "--port",
+        "2575",
+    ]
+    assert services["gateway"]["ports"] == ["2575:2575"]
+    assert set(services["gateway"]["depends_on"]) == {"migrate", "kafka-init"}
 
 
 def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dict):
@@ -78,7 +92,7 @@ def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dic
     probes = {
         name: service["healthcheck"]["test"][-1]
         for name, service in services.items()
-        if name in ("web", "consumer", "emulator")
+        if name in ("web", "consumer", "emulator", "gateway")
     }
     assert probes == {
         "web": "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=4)",
@@ -86,6 +100,8 @@ def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dic
         "u.urlopen('http://127.0.0.1:9100/metrics', timeout=4)",
         "emulator": "import urllib.request as u; "
         "u.urlopen('http://127.0.0.1:9101/metrics', timeout=4)",
+        "gateway": "import urllib.request as u; "
+        "u.urlopen('http://127.0.0.1:9102/metrics', timeout=4)",
     }
     assert services["web"]["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"]
     assert services["web"]["depends_on"]["kafka-init"] == {

@@ -337,6 +337,10 @@ BAD_SETTINGS = [
     ("TIME_ZONE", "CEST", "an IANA time zone like UTC or Europe/Paris"),
     ("TIME_ZONE", "../etc/passwd", "an IANA time zone like UTC or Europe/Paris"),
     ("HL7_DEFAULT_TIMEZONE", "CEST", "an IANA time zone like UTC or Europe/Paris"),
+    *[
+        ("HL7_MAX_MESSAGE_BYTES", value, f"{WHOLE} of bytes, 1 or more")
+        for value in ("0", "1MiB", "")
+    ],
     ("STATIC_ROOT", "", "a directory"),
     ("MEDIA_ROOT", "", "a directory"),
     ("STATICFILES_BACKEND", "whitenoise", "a dotted path to a storage class"),

@@ -30,6 +30,7 @@ COMMANDS = [
     "assign_role",
     "expire_exports",
     "forward_alarms",
+    "run_hl7_gateway",
 ]
 
 
@@ -49,7 +50,7 @@ def test_every_command_has_help_with_examples(command: str):
     assert f"\n  python manage.py {command}" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["run_patient", "consume_vitals"])
+@pytest.mark.parametrize("command", ["run_patient", "consume_vitals", "run_hl7_gateway"])
 def test_worker_help_shows_the_metrics_options_with_an_example(command: str):
     result = subprocess.run(
         [sys.executable, "manage.py", command, "--help"],
@@ -198,8 +199,12 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         timeout=120,
     )
     log = tmp_path / "run_dev.log"
+    hl7_port = free_port()
     process = start_manage(
-        "run_dev", "--interval", "1", "--speed", "3000", "--port", str(port), log=log, **env
+        "run_dev",
+        *("--interval", "1", "--speed", "3000", "--port", str(port), "--hl7-port", str(hl7_port)),
+        log=log,
+        **env,
     )
     try:
         banner = wait_for_log(log, "Ctrl-C stops everything", process, timeout=30)
@@ -213,6 +218,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             "speed (carol ventilated); broker" in banner
         )
         assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
+        assert f"HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  (" in banner
         token = banner.split("Authorization: Token ")[1].split('"')[0]
 
         def get(path: str) -> dict:
@@ -308,7 +314,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
     assert "broker stopped" in output
     assert "Starting worker" in output
     # Nothing is left listening: the broker's and the web server's ports are free again.
-    for free in (broker_port, port):
+    for free in (broker_port, port, hl7_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", free)) != 0
 

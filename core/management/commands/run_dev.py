@@ -31,6 +31,9 @@ DEFAULT_PATIENTS = ["alice:stable", "bob:sepsis", "carol:respiratory_failure"]
 DEFAULT_VENTILATED = ["carol"]
 # Simulated seconds per second: 6 hours of sepsis unfold in 6 minutes.
 DEMO_SPEED = 60.0
+# The HL7 gateway's port (MLLP's registered port, 2575) and the patient whose monitor speaks HL7.
+HL7_PORT = 2575
+HL7_DEMO_PATIENT = "dave"
 
 
 @dataclass
@@ -46,7 +49,9 @@ class Command(ExamplesCommand):
 Starts, as child processes: the embedded broker (unless one already answers at
 KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, Django's
 development web server, whose central station (the ward, live) is at http://127.0.0.1:PORT/,
-and the worker that runs the exports in the background (db_worker).
+the worker that runs the exports in the background (db_worker), and the HL7 gateway
+(run_hl7_gateway, on --hl7-port) with one more patient, dave, whose monitor speaks HL7 to it
+(IHE PCD-01 over MLLP, run_patient --via-hl7), as a real bedside monitor would.
 Creates a demo superuser, a clinician (nurse) and a viewer (observer), and prints the URLs and
 the logins. Ctrl-C stops everything; if any part exits on its own, the rest is stopped too.
 
@@ -67,6 +72,7 @@ examples:
   python manage.py run_dev --name dave --name erin:cardiac_arrest --interval 1 --port 8001
   python manage.py run_dev --name dave --name erin:respiratory_failure --ventilated erin
   python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
+  python manage.py run_dev --hl7-port 2576     # the HL7 gateway on another port
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8001   # a second one
 """
 
@@ -102,6 +108,12 @@ examples:
         parser.add_argument(
             "--port", type=int, default=8000, help="Web server port (default 8000)."
         )
+        parser.add_argument(
+            "--hl7-port",
+            type=int,
+            default=HL7_PORT,
+            help=f"HL7 gateway (MLLP) port (default {HL7_PORT}).",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         if not settings.DEBUG:
@@ -114,6 +126,13 @@ examples:
             )
         # Before anything is started or written: a second `make run` touches nothing.
         broker_needed = ports_check(web_port=options["port"])
+        hl7_port = options["hl7_port"]
+        if not port_free(host="127.0.0.1", port=hl7_port):
+            raise CommandError(
+                f"127.0.0.1:{hl7_port} (the HL7 gateway's port) is in use by "
+                f"{port_holder(port=hl7_port)}; nothing was started. Give run_dev another "
+                f"--hl7-port, e.g. --hl7-port {port_free_next(host='127.0.0.1', after=hl7_port)}."
+            )
         token = demo_user_ensure()
         # The demo unit and its beds (units/; by command name: core imports no app above it).
         call_command("units_demo", stdout=StringIO())
@@ -153,7 +172,17 @@ examples:
             Child("web", [*manage, "runserver", address, "--noreload"]),
             # The exports' jobs (django-tasks); polls the database every half second.
             Child("worker", [*manage, "db_worker", "--no-reload", "--interval", "0.5"]),
+            Child(
+                "gateway",
+                [*manage, "run_hl7_gateway", "--port", str(hl7_port), "--broker-timeout", "30"],
+            ),
         ]
+        hl7_demo = _via_hl7_supported()
+        if hl7_demo:
+            speed = ["--speed", str(options["speed"]), *timing[4:]]  # no --broker-timeout
+            via = ["--via-hl7", f"127.0.0.1:{hl7_port}"]
+            demo = [*manage, "run_patient", "--name", HL7_DEMO_PATIENT, *via, *speed]
+            children.append(Child("hl7-demo", demo))
 
         env = {
             **os.environ,
@@ -175,7 +204,11 @@ examples:
                     threading.Thread(target=self._relay, args=(child,), daemon=True).start()
                     if child.name == "broker":
                         self._wait_for_broker(child, stop)
-                self._banner(address, token, names, ventilated, options["speed"])
+                    if child.name == "gateway":
+                        self._wait_for_port(child, hl7_port, stop)
+                self._banner(
+                    address, token, names, ventilated, options["speed"], hl7=(hl7_port, hl7_demo)
+                )
                 failed = self._supervise(children, stop)
             finally:
                 self._stop_all(children)
@@ -195,6 +228,14 @@ examples:
                 return
             time.sleep(0.2)
 
+    def _wait_for_port(self, child: Child, port: int, stop: threading.Event) -> None:
+        """Until the child listens on `port` (30 s at most), so that who connects finds it."""
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and child.process.poll() is None:
+            if not port_free(host="127.0.0.1", port=port) or time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+
     def _supervise(self, children: list[Child], stop: threading.Event) -> Child | None:
         while not stop.is_set():
             for child in children:
@@ -206,14 +247,36 @@ examples:
     def _stop_all(self, children: list[Child]) -> None:
         # Producers first, broker last: the consumer commits its offsets to a live broker. The
         # worker finishes the export it is running (up to process_stop's timeout).
-        order = ["emulator", "ventilated", "web", "worker", "consumer", "broker"]
+        order = [
+            "hl7-demo",
+            "emulator",
+            "ventilated",
+            "gateway",
+            "web",
+            "worker",
+            "consumer",
+            "broker",
+        ]
         for child in sorted(children, key=lambda c: order.index(c.name)):
             if child.process is not None:
                 process_stop(child.process)
 
     def _banner(
-        self, address: str, token: str, names: list[str], ventilated: list[str], speed: float
+        self,
+        address: str,
+        token: str,
+        names: list[str],
+        ventilated: list[str],
+        speed: float,
+        *,
+        hl7: tuple[int, bool],
     ) -> None:
+        hl7_port, hl7_demo = hl7
+        who = (
+            f"{HL7_DEMO_PATIENT}'s monitor speaks HL7 (PCD-01) to it"
+            if hl7_demo
+            else "no HL7 demo patient: this run_patient has no --via-hl7"
+        )
         api = f"http://{address}/{settings.API_PREFIX}"
         lines = [
             "",
@@ -233,9 +296,19 @@ examples:
             f"  emulated patients: {', '.join(names)} at {speed:g}x speed"
             + (f" ({', '.join(ventilated)} ventilated)" if ventilated else "")
             + f"; broker {settings.KAFKA_BOOTSTRAP_SERVERS} (in memory only)",
+            f"  HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  ({who})",
             "",
         ]
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
+
+
+def _via_hl7_supported() -> bool:
+    """Whether run_patient can speak HL7 (--via-hl7, issue 19's emulator): run_dev's HL7 demo
+    patient needs it."""
+    from django.core.management import load_command_class
+
+    parser = load_command_class("vitals", "run_patient").create_parser("manage.py", "run_patient")
+    return "--via-hl7" in parser._option_string_actions
 
 
 def demo_user_ensure() -> str:
