@@ -128,6 +128,16 @@ def test_run_dev_refuses_to_ventilate_a_patient_it_does_not_emulate(settings):
         call_command("run_dev", "--ventilated", "erin")
 
 
+def test_run_dev_refuses_to_emulate_its_hl7_patient_a_second_time(settings):
+    settings.DEBUG = True
+    with pytest.raises(
+        CommandError,
+        match=r"^--name dave: dave is the patient whose monitor speaks HL7 to the gateway "
+        r"\(run_dev starts them\); give another name\.$",
+    ):
+        call_command("run_dev", "--name", "erin", "--name", "dave:sepsis")
+
+
 def test_run_dev_refuses_to_run_without_debug(settings):
     settings.DEBUG = False
     with pytest.raises(CommandError, match="run_dev is for local use: set DEBUG=true"):
@@ -218,7 +228,10 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             "speed (carol ventilated); broker" in banner
         )
         assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
-        assert f"HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  (" in banner
+        assert (
+            f"HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  (dave's monitor speaks HL7 "
+            "(PCD-01) to it)" in banner
+        )
         token = banner.split("Authorization: Token ")[1].split('"')[0]
 
         def get(path: str) -> dict:
@@ -248,12 +261,14 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
                 first = patients()
             except OSError:
                 first = []
-            if len(first) == 3 and all(p["latest_metric"] for p in first):
+            if len(first) == 4 and all(p["latest_metric"] for p in first):
                 break
             time.sleep(0.5)
-        assert [p["name"] for p in first] == ["alice", "bob", "carol"]
+        # dave's monitor speaks HL7 (PCD-01) to the gateway, which puts his readings on the
+        # topic like the others'.
+        assert [p["name"] for p in first] == ["alice", "bob", "carol", "dave"]
         # carol is on a ventilator (her own emulator): end-tidal CO2 on her tile, no one else's.
-        assert ["etco2" in p["latest_signs"] for p in first] == [False, False, True]
+        assert ["etco2" in p["latest_signs"] for p in first] == [False, False, True, False]
         # The demo unit's eight beds, the three admitted by AUTO_ADMIT on their first reading
         # (in the order their first batches arrived), none left unassigned.
         icu = get("units/icu/")
@@ -263,8 +278,8 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             [],
         )
         in_beds = [b["patient"]["name"] for b in icu["beds"] if b["patient"]]
-        assert sorted(in_beds) == ["alice", "bob", "carol"]
-        assert [b["patient"] is not None for b in icu["beds"]] == [True] * 3 + [False] * 5
+        assert sorted(in_beds) == ["alice", "bob", "carol", "dave"]
+        assert [b["patient"] is not None for b in icu["beds"]] == [True] * 4 + [False] * 4
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"
@@ -286,7 +301,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             time.sleep(0.5)
         assert alarmed == {"bob", "carol"}
         by_acuity = [p["name"] for p in get("patients/?ordering=-news2")["results"]]
-        assert by_acuity[-1] == "alice"
+        assert set(by_acuity[-2:]) == {"alice", "dave"}  # both stable
 
         # The worker runs exports: alice's readings as CSV, from request to file.
         export = post(f"patients/{first[0]['uuid']}/exports/", {"format": "csv"})

@@ -69,8 +69,8 @@ Local use only: it requires DEBUG=true and prints a known password.
 
 examples:
   python manage.py run_dev
-  python manage.py run_dev --name dave --name erin:cardiac_arrest --interval 1 --port 8001
-  python manage.py run_dev --name dave --name erin:respiratory_failure --ventilated erin
+  python manage.py run_dev --name erin --name frank:cardiac_arrest --interval 1 --port 8001
+  python manage.py run_dev --name erin --name frank:respiratory_failure --ventilated frank
   python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
   python manage.py run_dev --hl7-port 2576     # the HL7 gateway on another port
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8001   # a second one
@@ -123,6 +123,11 @@ examples:
             raise CommandError(
                 f"--ventilated {', '.join(unknown)}: not an emulated patient "
                 f"({', '.join(sorted(known))}); name them with --name too."
+            )
+        if HL7_DEMO_PATIENT in known:
+            raise CommandError(
+                f"--name {HL7_DEMO_PATIENT}: {HL7_DEMO_PATIENT} is the patient whose monitor "
+                "speaks HL7 to the gateway (run_dev starts them); give another name."
             )
         # Before anything is started or written: a second `make run` touches nothing.
         broker_needed = ports_check(web_port=options["port"])
@@ -177,12 +182,12 @@ examples:
                 [*manage, "run_hl7_gateway", "--port", str(hl7_port), "--broker-timeout", "30"],
             ),
         ]
-        hl7_demo = _via_hl7_supported()
-        if hl7_demo:
-            speed = ["--speed", str(options["speed"]), *timing[4:]]  # no --broker-timeout
-            via = ["--via-hl7", f"127.0.0.1:{hl7_port}"]
-            demo = [*manage, "run_patient", "--name", HL7_DEMO_PATIENT, *via, *speed]
-            children.append(Child("hl7-demo", demo))
+        # dave's monitor speaks HL7 to the gateway (no broker for it: --broker-timeout is not
+        # its option).
+        speed = ["--speed", str(options["speed"]), *timing[4:]]
+        via = ["--via-hl7", f"127.0.0.1:{hl7_port}"]
+        demo = [*manage, "run_patient", "--name", HL7_DEMO_PATIENT, *via, *speed]
+        children.append(Child("hl7-demo", demo))
 
         env = {
             **os.environ,
@@ -206,9 +211,7 @@ examples:
                         self._wait_for_broker(child, stop)
                     if child.name == "gateway":
                         self._wait_for_port(child, hl7_port, stop)
-                self._banner(
-                    address, token, names, ventilated, options["speed"], hl7=(hl7_port, hl7_demo)
-                )
+                self._banner(address, token, names, ventilated, options["speed"], hl7_port=hl7_port)
                 failed = self._supervise(children, stop)
             finally:
                 self._stop_all(children)
@@ -269,14 +272,9 @@ examples:
         ventilated: list[str],
         speed: float,
         *,
-        hl7: tuple[int, bool],
+        hl7_port: int,
     ) -> None:
-        hl7_port, hl7_demo = hl7
-        who = (
-            f"{HL7_DEMO_PATIENT}'s monitor speaks HL7 (PCD-01) to it"
-            if hl7_demo
-            else "no HL7 demo patient: this run_patient has no --via-hl7"
-        )
+        who = f"{HL7_DEMO_PATIENT}'s monitor speaks HL7 (PCD-01) to it"
         api = f"http://{address}/{settings.API_PREFIX}"
         lines = [
             "",
@@ -300,15 +298,6 @@ examples:
             "",
         ]
         self.stdout.write(self.style.SUCCESS("\n".join(lines)))
-
-
-def _via_hl7_supported() -> bool:
-    """Whether run_patient can speak HL7 (--via-hl7, issue 19's emulator): run_dev's HL7 demo
-    patient needs it."""
-    from django.core.management import load_command_class
-
-    parser = load_command_class("vitals", "run_patient").create_parser("manage.py", "run_patient")
-    return "--via-hl7" in parser._option_string_actions
 
 
 def demo_user_ensure() -> str:
