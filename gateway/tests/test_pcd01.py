@@ -22,6 +22,7 @@ from hl7apy.parser import parse_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.mllp import FrameReader, frame_encode
 from gateway import pcd01
 from gateway.identity import patient_uuid_for
 from gateway.models import Device
@@ -588,13 +589,11 @@ class FakeGateway:
                 threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
 
     def _talk(self, connection: socket.socket) -> None:
-        data = b""
+        reader = FrameReader(max_bytes=2**20)
         with connection, contextlib.suppress(OSError):
             while chunk := connection.recv(65536):
-                data += chunk
-                while b"\x1c\r" in data:
-                    frame, data = data.split(b"\x1c\r", 1)
-                    text = frame.lstrip(b"\x0b").decode()
+                for frame in reader.feed(chunk):
+                    text = frame.payload.decode()
                     self.messages.append(text)
                     control_id = text.split("\r")[0].split("|")[9]
                     code = self.answers.get(control_id, "AA")
@@ -604,7 +603,7 @@ class FakeGateway:
                     )
                     if code != "AA":
                         ack += "ERR||OBX^1^5|102^Data type error^HL70357|E\r"
-                    connection.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
+                    connection.sendall(frame_encode(ack))
 
     def close(self) -> None:
         self.server.close()
