@@ -25,6 +25,7 @@ from core.mllp import (
     text_decode,
 )
 from testing.devservers import free_port
+from testing.mllp import MllpReceiver
 
 FRAMING = settings(
     derandomize=True,
@@ -130,37 +131,20 @@ def half_then_hang_up(conn: socket.socket, _payload: bytes) -> bool:
     return False
 
 
-class Receiver:
-    """A receiver on 127.0.0.1:`port`, a thread for each connection: the n-th message it gets
-    (over all connections) is answered by answers[n]."""
+class Receiver(MllpReceiver):
+    """The n-th message it gets (over all connections) is answered by answers[n]."""
 
     def __init__(self, *answers: Answer) -> None:
         self.answers = list(answers)
         self.received: list[bytes] = []
         self.lock = threading.Lock()
-        self.server = socket.create_server(("127.0.0.1", 0))
-        self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                conn, _ = self.server.accept()
-                threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
-
-    def _talk(self, conn: socket.socket) -> None:
-        reader = FrameReader(max_bytes=2**20)
-        with conn, contextlib.suppress(OSError):
-            while chunk := conn.recv(65536):
-                for message in reader.feed(chunk):
-                    with self.lock:
-                        self.received.append(message.payload)
-                        answer = self.answers.pop(0)
-                    if not answer(conn, message.payload):
-                        return
-
-    def close(self) -> None:
-        self.server.close()
+    def reply(self, conn: socket.socket, payload: bytes) -> bool:
+        with self.lock:
+            self.received.append(payload)
+            answer = self.answers.pop(0)
+        return answer(conn, payload)
 
 
 @pytest.fixture
@@ -173,7 +157,7 @@ def receiver():
 
     yield make
     for r in made:
-        r.close()
+        r.stop()
 
 
 ACK = b"MSH|^~\\&|GW||||20261203||ACK|A1|P|2.6\rMSA|AA|M1"

@@ -12,10 +12,11 @@ import hl7
 import pytest
 
 from core.kafka import consumer_create, producer_create
-from core.mllp import FrameReader, frame_encode
+from core.mllp import frame_encode
 from gateway.forwarder import AlarmForwarder, forwarder_group_id, target_parse
 from patients.tests.factories import PatientFactory
 from testing.devservers import free_port
+from testing.mllp import MllpReceiver
 from vitals.consumer import VitalsConsumer
 from vitals.models import AlarmEvent
 from vitals.services import alarm_event_record
@@ -24,60 +25,28 @@ from vitals.tests.factories import AlarmFactory
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db]
 
 
-class Receiver:
+class Receiver(MllpReceiver):
     """A hospital alarm manager on 127.0.0.1:`port`: keeps every message it gets and answers
     each with `answer(control_id, n)` -> an MSA-1 code, or None to stay silent."""
 
     def __init__(self, port: int = 0, answer: Callable[[str, int], str | None] | None = None):
         self.answer = answer or (lambda _control_id, _n: "AA")
         self.received: list[hl7.Message] = []
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.port = self.server.getsockname()[1]
-        self.closed = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(port=port)
 
-    def _serve(self) -> None:
-        self.server.settimeout(0.1)
-        while not self.closed.is_set():
-            try:
-                conn, _ = self.server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
-
-    def _connection(self, conn: socket.socket) -> None:
-        reader = FrameReader(max_bytes=2**20)
-        conn.settimeout(0.1)
-        with conn:
-            while not self.closed.is_set():
-                try:
-                    chunk = conn.recv(65536)
-                except TimeoutError:
-                    continue
-                except OSError:
-                    return
-                if not chunk:
-                    return
-                for frame in reader.feed(chunk):
-                    message = hl7.parse(frame.payload.decode())
-                    self.received.append(message)
-                    control_id = str(message.segment("MSH")[10])
-                    code = self.answer(control_id, len(self.received))
-                    if code is not None:
-                        n = len(self.received)
-                        ack = f"MSH|^~\\&|AM||ICU_MONITOR||||ACK^R40^ACK|A{n}|P|2.6\r"
-                        ack += f"MSA|{code}|{control_id}"
-                        if code != "AA":
-                            ack += "\rERR||||E|||no such bed"
-                        conn.sendall(frame_encode(ack))
-
-    def stop(self) -> None:
-        self.closed.set()
-        self.server.close()
-        self.thread.join(2)
+    def reply(self, conn: socket.socket, payload: bytes) -> bool:
+        message = hl7.parse(payload.decode())
+        self.received.append(message)
+        control_id = str(message.segment("MSH")[10])
+        code = self.answer(control_id, len(self.received))
+        if code is not None:
+            n = len(self.received)
+            ack = f"MSH|^~\\&|AM||ICU_MONITOR||||ACK^R40^ACK|A{n}|P|2.6\r"
+            ack += f"MSA|{code}|{control_id}"
+            if code != "AA":
+                ack += "\rERR||||E|||no such bed"
+            conn.sendall(frame_encode(ack))
+        return True
 
     def events(self) -> list[str]:
         """MSH-10 of each message received, in order."""
