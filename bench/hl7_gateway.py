@@ -37,9 +37,9 @@ from bench.common import (
     stop,
     topic_create,
 )
+from core.mllp import FrameReader, frame
 from testing.devservers import free_port
 
-VT, FS_CR = b"\x0b", b"\x1c\r"
 # A monitor's pace in the paced phase: a 200-bed unit at 10 messages a second per bed is the
 # issue's 2,000 messages/s.
 PER_BED_RATE = 10.0
@@ -67,7 +67,7 @@ def oru(bed: int, n: int) -> bytes:
         f"OBX|3|NM|151562^MDC_RESP_RATE^MDC|1.1.1.3|16|264928^MDC_DIM_RESP_PER_MIN^MDC|||||R"
         f"|||{now}",
     ]
-    return VT + "\r".join(segments).encode() + FS_CR
+    return frame("\r".join(segments).encode())
 
 
 def run(
@@ -167,6 +167,16 @@ def _wait_for_count(log: Path, text: str, count: int, process: subprocess.Popen)
     raise RuntimeError(f"{text!r} not {count} times in {log}:\n{log.read_text()[-3000:]}")
 
 
+async def _ack_code(reader: asyncio.StreamReader, frames: FrameReader) -> str:
+    """MSA-1 of the next acknowledgement on a connection (one message in flight at a time)."""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise ConnectionError("the gateway closed the connection")
+        if acks := frames.feed(chunk):
+            return acks[0].payload.split(b"MSA|", 1)[1][:2].decode()
+
+
 async def _paced(
     port: int, connections: int, rate: float, seconds: float
 ) -> tuple[list[float], dict]:
@@ -178,6 +188,7 @@ async def _paced(
 
     async def monitor(bed: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        frames = FrameReader(max_bytes=2**20)
         await asyncio.sleep(period * bed / connections)  # spread over the period
         start = time.monotonic()
         n = 0
@@ -186,9 +197,8 @@ async def _paced(
             writer.write(oru(bed, n))
             await writer.drain()
             sent = time.monotonic()
-            ack = await reader.readuntil(FS_CR)
+            code = await _ack_code(reader, frames)
             latencies.append(time.monotonic() - sent)
-            code = ack.split(b"MSA|", 1)[1][:2].decode()
             codes[code] = codes.get(code, 0) + 1
             n += 1
         writer.close()
@@ -207,13 +217,13 @@ async def _load(port: int, connections: int, messages: int) -> tuple[list[float]
 
     async def monitor(bed: int, count: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        frames = FrameReader(max_bytes=2**20)
         for n in range(count):
             writer.write(oru(bed, n))
             await writer.drain()
             sent = time.monotonic()
-            ack = await reader.readuntil(FS_CR)
+            code = await _ack_code(reader, frames)
             latencies.append(time.monotonic() - sent)
-            code = ack.split(b"MSA|", 1)[1][:2].decode()
             codes[code] = codes.get(code, 0) + 1
         writer.close()
         await writer.wait_closed()

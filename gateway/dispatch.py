@@ -43,7 +43,7 @@ def rejected(code: str, text: str, **location) -> Outcome:
 
 
 def message_handle(*, text: str, received_at: datetime) -> Handled:
-    """Handle one message (segments already separated by CR: gateway.mllp.segments_normalise)."""
+    """Handle one message (segments already separated by CR: core.mllp.segments_normalise)."""
     header = Header.read(text)
     if not header.readable:
         return Handled(header, rejected("100", "the message does not start with a readable MSH"))

@@ -25,106 +25,24 @@ Delivery:
 
 import json
 import logging
-import socket
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 
-import hl7
 from confluent_kafka import Consumer, KafkaException, Message
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from core.kafka import consumer_create
+from core.mllp import MllpClient, MllpError, ack_parse
 from gateway.pcd04 import AlarmContext, alarm_event_to_oru, control_id
 from gateway.selectors import alarm_context_get
 
 logger = logging.getLogger(__name__)
 
-VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 ACCEPTED = frozenset({"AA", "CA"})
-
-
-class MllpError(Exception):
-    """No acknowledgement: the connection failed, closed or timed out."""
-
-
-class MllpClient:
-    """One connection to the receiver, kept open between messages and opened again after a
-    failure. VT message FS CR framing (HL7 MLLP release 2)."""
-
-    def __init__(self, target: tuple[str, int], *, timeout: float) -> None:
-        self.target = target
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-
-    def exchange(self, message: bytes) -> bytes:
-        """Send one message and return the reply's content (without its framing)."""
-        try:
-            if self.sock is None:
-                self.sock = socket.create_connection(self.target, timeout=self.timeout)
-        except OSError as exc:
-            self.close()
-            raise MllpError(f"cannot connect: {exc}") from exc
-        deadline = time.monotonic() + self.timeout
-        try:
-            self.sock.settimeout(self.timeout)
-            self.sock.sendall(VT + message + FS + CR)
-            buffer = b""
-            while (end := buffer.find(FS + CR)) < 0:
-                self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    raise ConnectionError("connection closed by the receiver")
-                buffer += chunk
-        except OSError as exc:
-            # A late answer must never be read as the next message's: start afresh.
-            self.close()
-            if isinstance(exc, TimeoutError):
-                raise MllpError(f"no acknowledgement within {self.timeout:g} s") from exc
-            raise MllpError(str(exc) or type(exc).__name__) from exc
-        return buffer[buffer.find(VT) + 1 : end]
-
-    def close(self) -> None:
-        if self.sock is not None:
-            try:
-                self.sock.close()
-            finally:
-                self.sock = None
-
-
-@dataclass(frozen=True)
-class Ack:
-    code: str  # MSA-1
-    control_id: str  # MSA-2
-    text: (
-        str  # MSA-3, else the first ERR's user message (ERR-8), diagnostic (ERR-7) or code (ERR-3)
-    )
-
-
-def ack_parse(reply: bytes) -> Ack:
-    """MSA-1, MSA-2 and why, from an acknowledgement; ValueError if it is none."""
-    try:
-        message = hl7.parse(reply.decode("utf-8", errors="replace").replace("\n", "\r"))
-        msa = message.segment("MSA")
-    except (KeyError, IndexError, hl7.HL7Exception) as exc:
-        raise ValueError(f"not an acknowledgement: {reply[:80]!r}") from exc
-
-    def field(segment, index: int) -> str:
-        return str(segment[index]) if len(segment) > index else ""
-
-    text = field(msa, 3)
-    if not text:
-        try:
-            err = message.segment("ERR")
-        except KeyError:
-            err = None
-        if err is not None:
-            text = field(err, 8) or field(err, 7) or field(err, 3)
-    return Ack(code=field(msa, 1), control_id=field(msa, 2), text=text)
 
 
 class AlarmForwarder:

@@ -7,7 +7,7 @@ ACK is written only when every one of its readings has a successful delivery rep
 the broker has them all. A delivery that fails (or is not acknowledged within the producer's
 `message.timeout.ms`) turns the ACK into an AR (ERR 207 "not delivered to the broker; resend").
 
-Each connection reads frames (gateway.mllp.FrameReader) and handles them one after the other:
+Each connection reads frames (core.mllp.FrameReader) and handles them one after the other:
 the ACKs of pipelined messages come back in their order, and a monitor's readings reach the
 topic in its order. A bad message never closes the connection; a client that leaves in the
 middle of a message leaves nothing behind (its unfinished frame is dropped, nothing was
@@ -32,9 +32,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from core.kafka import BrokerOutage
 from core.metrics import gateway_metrics
+from core.mllp import Frame, FrameReader, frame_encode, segments_normalise, text_decode
 from gateway.ack import Header, ack_build
 from gateway.dispatch import Handled, message_handle, rejected
-from gateway.mllp import Frame, FrameReader, frame_encode, segments_normalise, text_decode
 from gateway.outcome import Hl7Error, Outcome
 
 logger = logging.getLogger("gateway.server")

@@ -12,7 +12,6 @@ sends each one and waits for its acknowledgement, as a bedside monitor's gateway
 import heapq
 import logging
 import re
-import socket
 import time
 import uuid
 from collections import Counter
@@ -24,6 +23,7 @@ from django.conf import settings
 
 from core.kafka import BrokerOutage, broker_check, producer_create
 from core.metrics import EmulatorMetrics, emulator_metrics
+from core.mllp import Ack, MllpClient, MllpError, ack_parse
 from vitals.contract import patient_name_parse, reading_to_message
 from vitals.emulator import (
     NIBP_EVERY_S,
@@ -330,9 +330,6 @@ class Emitter:
         )
 
 
-MLLP_START, MLLP_END = b"\x0b", b"\x1c\r"  # HL7 v2 MLLP framing: VT ... FS CR
-
-
 class Hl7Emitter(Emitter):
     """Sends each reading as a PCD-01 ORU^R01 over MLLP to a device gateway and waits for its
     acknowledgement (AA: delivered; AE or AR: logged, not delivered), one at a time, as a
@@ -361,7 +358,7 @@ class Hl7Emitter(Emitter):
         self.timeout = timeout
         self.backoff_max = backoff_max
         self.location = location
-        self.sock: socket.socket | None = None
+        self.client = MllpClient(target, timeout=timeout)
         self.backoff = 0.0
         self.retry_at = 0.0
         self.sent = 0
@@ -372,29 +369,25 @@ class Hl7Emitter(Emitter):
         time.sleep(timeout)
 
     def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
+        self.client.close()
 
     def emit(self, reading) -> None:
         self.produced += 1
         self.metrics.produced.inc()
-        if self.sock is None and time.monotonic() < self.retry_at:
+        if self.client.sock is None and time.monotonic() < self.retry_at:
             self._undelivered("gateway_down")
             return
         self.sent += 1
         control_id = f"EMU{self.sent}"
         message = reading_to_oru(reading, control_id=control_id, location=self.location)
         try:
-            if self.sock is None:
-                self.sock = socket.create_connection(self.target, timeout=self.timeout)
+            if self.client.sock is None:
+                self.client.connect()
                 if self.backoff:
                     logger.info("hl7 gateway reachable again", extra={"gateway": self.topic})
                 self.backoff = 0.0
-            self.sock.sendall(MLLP_START + message.encode() + MLLP_END)
-            ack = _ack_read(self.sock)
-        except OSError as exc:  # refused, reset, timed out
-            self.close()
+            reply = self.client.exchange(message.encode())
+        except MllpError as exc:  # refused, reset, timed out (the client closed the connection)
             if not self.backoff:
                 logger.warning(
                     "hl7 gateway unreachable", extra={"gateway": self.topic, "error": str(exc)}
@@ -403,7 +396,11 @@ class Hl7Emitter(Emitter):
             self.retry_at = time.monotonic() + self.backoff
             self._undelivered("gateway_unreachable")
             return
-        code, acked_id, text = ack
+        try:
+            ack = ack_parse(reply)
+        except ValueError:
+            ack = Ack(code="", control_id="", text="")
+        code, acked_id = ack.code, ack.control_id
         self.acks[code] += 1
         if code == "AA" and acked_id == control_id:
             self.delivered += 1
@@ -425,7 +422,7 @@ class Hl7Emitter(Emitter):
                     "ack": code,
                     "control_id": control_id,
                     "acknowledged_id": acked_id,
-                    "error": text,
+                    "error": ack.err or ack.text,
                     "patient_uuid": str(reading.patient_uuid),
                 },
             )
@@ -434,24 +431,6 @@ class Hl7Emitter(Emitter):
     def _undelivered(self, error: str) -> None:
         self.failed += 1
         self.metrics.failures.labels(error).inc()
-
-
-def _ack_read(sock: socket.socket) -> tuple[str, str, str]:
-    """(MSA-1, MSA-2, the ERR segment or MSA-3) of the next MLLP frame."""
-    data = b""
-    while MLLP_END not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionResetError("the gateway closed the connection")
-        data += chunk
-    text = data[data.find(MLLP_START) + 1 : data.find(MLLP_END)].decode("utf-8", "replace")
-    segments: dict[str, list[str]] = {}
-    for segment in re.split(r"\r\n|\r|\n", text):
-        parts = segment.split("|")
-        segments.setdefault(parts[0], parts)
-    msa = [*segments.get("MSA", []), "", "", "", ""]
-    detail = "|".join(segments["ERR"]) if "ERR" in segments else msa[3]
-    return msa[1], msa[2], detail
 
 
 def schedule_run(

@@ -7,10 +7,8 @@ Gateway the containment rows (MDS, VMD, channel with status X) and the device in
 Philips' IntelliVue Information Center several PID-3 repetitions, the time in OBR-7 with
 fractions of a second and no OBX-14."""
 
-import contextlib
 import json
 import socket
-import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -22,6 +20,7 @@ from hl7apy.parser import parse_message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.mllp import frame_encode
 from gateway import pcd01
 from gateway.identity import patient_uuid_for
 from gateway.models import Device
@@ -29,6 +28,7 @@ from gateway.outcome import Hl7Error
 from gateway.pcd01 import oru_handle
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from testing.mllp import MllpReceiver
 from units.models import Admission, Bed, Unit
 from vitals.contract import Reading, reading_parse, reading_to_message
 from vitals.emulation import Hl7Emitter
@@ -569,52 +569,34 @@ def test_the_encoders_message_is_a_valid_oru_r01_to_a_second_hl7_implementation(
 # run_patient --via-hl7 against a tiny MLLP receiver (the real gateway: the lead's end to end).
 
 
-class FakeGateway:
+class FakeGateway(MllpReceiver):
     """Accepts MLLP connections on 127.0.0.1, keeps each message, and acknowledges it: AA, or
     what `answers` says for its control id."""
 
     def __init__(self, port: int = 0, answers: dict[str, str] | None = None) -> None:
-        self.server = socket.create_server(("127.0.0.1", port))
-        self.port = self.server.getsockname()[1]
         self.answers = answers or {}
         self.messages: list[str] = []
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        super().__init__(port=port)
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                connection, _ = self.server.accept()
-                threading.Thread(target=self._talk, args=(connection,), daemon=True).start()
-
-    def _talk(self, connection: socket.socket) -> None:
-        data = b""
-        with connection, contextlib.suppress(OSError):
-            while chunk := connection.recv(65536):
-                data += chunk
-                while b"\x1c\r" in data:
-                    frame, data = data.split(b"\x1c\r", 1)
-                    text = frame.lstrip(b"\x0b").decode()
-                    self.messages.append(text)
-                    control_id = text.split("\r")[0].split("|")[9]
-                    code = self.answers.get(control_id, "AA")
-                    ack = (
-                        f"MSH|^~\\&|GW||||20261203||ACK^R01^ACK|A{control_id}|P|2.6\r"
-                        f"MSA|{code}|{control_id}\r"
-                    )
-                    if code != "AA":
-                        ack += "ERR||OBX^1^5|102^Data type error^HL70357|E\r"
-                    connection.sendall(b"\x0b" + ack.encode() + b"\x1c\r")
-
-    def close(self) -> None:
-        self.server.close()
+    def reply(self, conn: socket.socket, payload: bytes) -> bool:
+        text = payload.decode()
+        self.messages.append(text)
+        control_id = text.split("\r")[0].split("|")[9]
+        code = self.answers.get(control_id, "AA")
+        ack = (
+            f"MSH|^~\\&|GW||||20261203||ACK^R01^ACK|A{control_id}|P|2.6\rMSA|{code}|{control_id}\r"
+        )
+        if code != "AA":
+            ack += "ERR||OBX^1^5|102^Data type error^HL70357|E\r"
+        conn.sendall(frame_encode(ack))
+        return True
 
 
 @pytest.fixture
 def gateway():
     fake = FakeGateway(answers={"EMU2": "AE"})
     yield fake
-    fake.close()
+    fake.stop()
 
 
 def test_run_patient_via_hl7_sends_pcd01_and_counts_what_was_not_acknowledged(gateway) -> None:
@@ -659,7 +641,7 @@ def test_the_hl7_emitter_backs_off_while_the_gateway_is_down_then_reconnects() -
         emitter.emit(reading)
     finally:
         emitter.close()
-        fake.close()
+        fake.stop()
     assert (emitter.delivered, emitter.failed, emitter.backoff) == (2, 2, 0.0)
     assert len(fake.messages) == 2
 

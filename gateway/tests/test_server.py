@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from core.kafka import producer_create
 from core.metrics import gateway_metrics
-from gateway.mllp import FrameReader, frame_encode
+from core.mllp import FrameReader, frame_encode
 from gateway.outcome import Hl7Error, Outcome
 from gateway.server import Hl7Gateway
 from testing.broker import KafkaTopics
