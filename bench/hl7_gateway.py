@@ -8,9 +8,9 @@ monitor does. Figures: messages acknowledged AA per second (target: 2,000/s, a 2
 arrival (p50, p99: the gateway's receipt-to-ACK plus loopback), and the gateway's CPU. Every
 ACK must be an AA, and the topic must hold every reading: an AA is a delivery.
 
-Until the PCD-01 handler (gateway/pcd01.py) is written, the gateway runs with a stand-in that
-turns each message into one reading (`details.handler` says which one ran), so that the
-listener, the ACK and the Kafka path are measured all the same.
+The gateway's PCD-01 handler (gateway/pcd01.py) is the real one: each message is parsed,
+its patient identified (known after the first message: cached), its signs mapped and checked
+by the contract's parser, and its reading produced.
 
 examples:
   python -m bench hl7_gateway
@@ -18,7 +18,6 @@ examples:
 """
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -31,7 +30,6 @@ from bench.common import (
     Figure,
     World,
     cpu_seconds,
-    django_setup,
     percentile,
     progress,
     stop,
@@ -101,7 +99,14 @@ def run(
             for _ in range(processes):
                 gateways.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "bench.hl7_gateway", str(port)],
+                        [
+                            sys.executable,
+                            "manage.py",
+                            "run_hl7_gateway",
+                            "--port",
+                            str(port),
+                            "--reuse-port",
+                        ],
                         cwd=BASE_DIR,
                         env=env,
                         stdout=out,
@@ -119,7 +124,6 @@ def run(
             paced, paced_codes = asyncio.run(_paced(port, connections, PER_BED_RATE, paced_seconds))
         finally:
             statuses = [stop(p) for p in gateways]
-        handler = "stand-in" if "bench stand-in handler" in log.read_text() else "pcd01"
         progress(f"hl7_gateway stopped (status {statuses}); {dict(codes)}")
         if codes.get("AA", 0) != messages or set(paced_codes) != {"AA"}:
             raise RuntimeError(
@@ -129,7 +133,6 @@ def run(
             "connections": connections,
             "messages": messages,
             "seconds": round(elapsed, 2),
-            "handler": handler,
             "processes": processes,
         }
         paced_details = {
@@ -137,7 +140,6 @@ def run(
             "rate_per_connection": PER_BED_RATE,
             "messages": len(paced),
             "seconds": paced_seconds,
-            "handler": handler,
             "processes": processes,
         }
         figures += [
@@ -230,41 +232,3 @@ async def _load(port: int, connections: int, messages: int) -> tuple[list[float]
 
     await asyncio.gather(*(monitor(bed, count) for bed, count in enumerate(per_connection)))
     return latencies, codes
-
-
-def stand_in_install() -> bool:
-    """While gateway/pcd01.py has no handler: one that turns each ORU^R01 into one reading
-    keyed by its PID-3; whether it was needed."""
-    import hl7
-
-    from gateway import pcd01
-    from gateway.outcome import Outcome
-
-    try:
-        pcd01.oru_handle(hl7.parse(oru(0, 0)[1:-2].decode()), received_at=datetime.now(UTC))
-        return False
-    except NotImplementedError:
-        pass
-
-    def stand_in(message: hl7.Message, *, received_at: datetime) -> Outcome:
-        key = str(message.segment("PID")[3][0][0]).encode()
-        value = {"patient": key.decode(), "control_id": str(message.segment("MSH")[10])}
-        return Outcome(code="AA", messages=[(key, json.dumps(value).encode())])
-
-    pcd01.oru_handle = stand_in
-    return True
-
-
-def serve(port: int) -> None:
-    """`manage.py run_hl7_gateway` in this process (one of those on the port), with the
-    stand-in handler if needed."""
-    from django.core.management import call_command
-
-    django_setup()
-    if stand_in_install():
-        print("bench stand-in handler", flush=True)
-    call_command("run_hl7_gateway", "--port", str(port), "--reuse-port")
-
-
-if __name__ == "__main__":
-    serve(int(sys.argv[1]))

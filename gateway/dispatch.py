@@ -17,6 +17,7 @@ from django.db import close_old_connections
 
 from gateway import adt, pcd01
 from gateway.ack import Header
+from gateway.er7 import message_parse
 from gateway.outcome import Hl7Error, Outcome
 
 logger = logging.getLogger("gateway.dispatch")
@@ -48,7 +49,7 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
     if not header.readable:
         return Handled(header, rejected("100", "the message does not start with a readable MSH"))
     try:
-        message = hl7.parse(text)
+        message = message_parse(text)
     except Exception as exc:  # python-hl7 raises ParseException, IndexError, ...
         return Handled(header, rejected("102", f"not parseable as HL7 v2: {exc}"))
     route = (header.message_type.upper(), header.trigger.upper())

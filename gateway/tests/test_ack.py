@@ -78,7 +78,9 @@ def handled(text, received_at=NOW):
 
 
 @pytest.fixture
-def handlers(monkeypatch):
+def handlers(monkeypatch, db):
+    """Stand-ins for the handlers. `db`: the dispatcher closes old connections around each
+    handler, which touches the database connection a previous test may have left open."""
     seen = []
 
     def oru(message, *, received_at):
@@ -129,7 +131,7 @@ def test_not_hl7_is_rejected(text, code):
     assert handled(text).outcome.errors[0].code == code
 
 
-def test_a_handler_that_raises_is_an_ar_207_logged(monkeypatch, caplog):
+def test_a_handler_that_raises_is_an_ar_207_logged(monkeypatch, caplog, db):
     def broken(message, *, received_at):
         raise ZeroDivisionError("oops")
 

@@ -6,6 +6,7 @@ import pytest
 from hl7apy.core import Message
 
 from gateway.adt import adt_handle
+from gateway.er7 import message_parse
 from gateway.identity import patient_uuid_for
 from gateway.outcome import Hl7Error
 from patients.models import Patient
@@ -45,7 +46,7 @@ def adt(
         f"PID|1||{pid3}||{name}||19500101|F",
         f"PV1|1|I|{pv1_3}|||{pv1_6}",
     ]
-    return hl7.parse("\r".join(segments) + "\r")
+    return message_parse("\r".join(segments) + "\r")
 
 
 def open_beds() -> dict[str, str]:
@@ -97,7 +98,7 @@ def test_a01_written_by_hl7apy_with_a_unit_code_in_capitals(unit) -> None:
     message.pv1.pv1_2 = "I"
     message.pv1.pv1_3 = "ICU-A^12^A2"
 
-    outcome = adt_handle(hl7.parse(message.to_er7()))
+    outcome = adt_handle(message_parse(message.to_er7()))
 
     assert (outcome.code, outcome.errors) == ("AA", [])
     assert open_beds() == {"Ann Smith": "A2"}

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from core.mllp import frame_encode
 from gateway import pcd01
+from gateway.er7 import message_parse
 from gateway.identity import patient_uuid_for
 from gateway.models import Device
 from gateway.outcome import Hl7Error
@@ -57,7 +58,7 @@ def icu() -> Unit:
 
 
 def parse(*segments: str) -> hl7.Message:
-    return hl7.parse("\r".join(segments))
+    return message_parse("\r".join(segments))
 
 
 def handle(*segments: str):
@@ -494,7 +495,7 @@ def _without_what_pcd01_does_not_carry(value: bytes) -> dict:
 def test_the_emulators_readings_read_back_the_same_through_pcd01(seed, ventilated, artefacts):
     for n, reading in enumerate(_emulated(seed, ventilated=ventilated, artefacts=artefacts)):
         text = reading_to_oru(reading, control_id=f"c{n}", location=("icu-z", "9"))
-        outcome = oru_handle(hl7.parse(text), received_at=reading.measured_at)
+        outcome = oru_handle(message_parse(text), received_at=reading.measured_at)
         key, value = reading_to_message(reading)
 
         assert (outcome.code, outcome.errors) == ("AA", [])
@@ -542,7 +543,7 @@ def test_the_encoders_message_in_full() -> None:
         f"OBX|8|NM|{SPO2}|1.3.1.150456|97|{PCT}|||||R|||{stamp}||||{device}",
         "",
     ]
-    outcome = oru_handle(hl7.parse(text), received_at=RECEIVED)
+    outcome = oru_handle(message_parse(text), received_at=RECEIVED)
     assert values(outcome) == [
         header(patient, "Anna | Smith", "2026-12-03T09:15:00.250+00:00")
         | {"pulse": 82, "bp": "120/80", "spo2": 97}
@@ -616,7 +617,7 @@ def test_run_patient_via_hl7_sends_pcd01_and_counts_what_was_not_acknowledged(ga
     assert [m.split("\r")[0].split("|")[9] for m in gateway.messages] == ["EMU1", "EMU2", "EMU3"]
     bob = patient_uuid_for_name("bob")
     outcomes = [
-        oru_handle(hl7.parse(m), received_at=datetime.now(tz=UTC)) for m in gateway.messages
+        oru_handle(message_parse(m), received_at=datetime.now(tz=UTC)) for m in gateway.messages
     ]
     assert [o.code for o in outcomes] == ["AA", "AA", "AA"]
     assert {key for o in outcomes for key, _ in o.messages} == {str(bob).encode()}
@@ -681,7 +682,7 @@ def test_any_edit_of_a_message_gives_an_outcome_never_an_exception(edits) -> Non
         text = text[:position] + inserted + text[position:]
     pcd01.known_clear()
 
-    outcome = oru_handle(hl7.parse(text), received_at=RECEIVED)
+    outcome = oru_handle(message_parse(text), received_at=RECEIVED)
 
     assert outcome.code in ("AA", "AE")
     for key, value in outcome.messages:

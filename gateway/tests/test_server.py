@@ -70,7 +70,7 @@ def stub_handlers(monkeypatch):
     keyed by its patient, whose values name its control id; an ADT an AE."""
 
     def oru_handle(message, *, received_at):
-        key = str(message.segment("PID")[3][0][0]).encode()
+        key = str(message.segment("PID")[3]).split("^")[0].encode()
         control_id = str(message.segment("MSH")[10])
         values = [json.dumps({"control_id": control_id, "n": n}).encode() for n in (1, 2)]
         return Outcome(code="AA", messages=[(key, v) for v in values])
