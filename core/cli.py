@@ -15,3 +15,13 @@ class ExamplesCommand(BaseCommand):
     def create_parser(self, prog_name: str, subcommand: str, **kwargs) -> CommandParser:
         kwargs.setdefault("formatter_class", ExamplesHelpFormatter)
         return super().create_parser(prog_name, subcommand, **kwargs)
+
+
+def broker_timeout_argument(parser: CommandParser, *, default: float = 10.0) -> None:
+    """--broker-timeout, the same for every command that needs the broker at start."""
+    parser.add_argument(
+        "--broker-timeout",
+        type=float,
+        default=default,
+        help=f"Seconds to wait for the broker at start before giving up (default {default:g}).",
+    )

@@ -3,7 +3,7 @@ import logging
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from core.cli import ExamplesCommand
+from core.cli import ExamplesCommand, broker_timeout_argument
 from core.exceptions import KafkaUnavailable
 from core.kafka import BrokerOutage, broker_check, consumer_create
 from core.process import stop_on_signals
@@ -51,12 +51,7 @@ examples:
             help="Longest wait in seconds between two attempts at one event (default 30; "
             "the first retry comes after 0.5 s).",
         )
-        parser.add_argument(
-            "--broker-timeout",
-            type=float,
-            default=10.0,
-            help="Seconds to wait for the broker at start before giving up (default 10).",
-        )
+        broker_timeout_argument(parser)
 
     def handle(self, *args: object, **options: object) -> None:
         try:

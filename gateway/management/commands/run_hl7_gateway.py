@@ -9,7 +9,7 @@ from contextlib import ExitStack
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from core.cli import ExamplesCommand
+from core.cli import ExamplesCommand, broker_timeout_argument
 from core.exceptions import KafkaUnavailable
 from core.kafka import BrokerOutage, broker_check, producer_create
 from core.metrics import metrics_arguments, metrics_serve
@@ -97,12 +97,7 @@ examples:
             help="Longest wait for the broker to acknowledge a message's readings; past it the "
             "message is answered AR (default 10).",
         )
-        parser.add_argument(
-            "--broker-timeout",
-            type=float,
-            default=10.0,
-            help="Seconds to wait for the broker at start before giving up (default 10).",
-        )
+        broker_timeout_argument(parser)
         metrics_arguments(parser)
 
     def handle(self, *args: object, **options: object) -> None:

@@ -10,7 +10,7 @@ from django.core.management.base import (
 )
 from django.db import close_old_connections
 
-from core.cli import ExamplesCommand
+from core.cli import ExamplesCommand, broker_timeout_argument
 from core.exceptions import KafkaUnavailable
 from core.kafka import (
     BrokerOutage,
@@ -72,12 +72,7 @@ examples:
             metavar="SECONDS",
             help="Stop once partitions are assigned and no message came for SECONDS.",
         )
-        parser.add_argument(
-            "--broker-timeout",
-            type=float,
-            default=10.0,
-            help="Seconds to wait for the broker at start before giving up (default 10).",
-        )
+        broker_timeout_argument(parser)
         metrics_arguments(parser)
 
     def handle(self, *args: object, **options: object) -> None:

@@ -6,7 +6,7 @@ from contextlib import ExitStack
 from django.conf import settings
 from django.core.management.base import CommandError, CommandParser
 
-from core.cli import ExamplesCommand
+from core.cli import ExamplesCommand, broker_timeout_argument
 from core.exceptions import KafkaUnavailable
 from core.metrics import metrics_arguments, metrics_serve
 from core.process import stop_on_signals
@@ -173,12 +173,7 @@ examples:
             help="Send the readings as IHE PCD-01 (HL7 v2 ORU^R01) over MLLP to this device "
             "gateway (run_hl7_gateway, default port 2575) instead of producing them to Kafka.",
         )
-        parser.add_argument(
-            "--broker-timeout",
-            type=float,
-            default=5.0,
-            help="Seconds to wait for the broker at start before giving up (default 5).",
-        )
+        broker_timeout_argument(parser, default=5.0)
         metrics_arguments(parser)
         parser.add_argument(
             "--metrics-linger",
