@@ -107,6 +107,11 @@ def trend_bucket_seconds(*, since: datetime, until: datetime, points: int) -> in
     return math.ceil(needed / 3600) * 3600  # beyond the list: whole hours
 
 
+# The readings whose values are the patient's: vitals.news2.artefact_voids as a filter (held
+# equal to it by vitals/tests/test_trend.py::test_the_trend_filter_is_artefact_voids).
+NOT_VOIDED = Q(artefact="") | Q(artefact="spo2_probe_off", spo2__isnull=True)
+
+
 def reading_trend(
     *, patient: Patient, since: datetime, until: datetime, points: int = 300
 ) -> ReadingTrend:
@@ -126,7 +131,7 @@ def reading_trend(
         }
     rows = (
         PatientMetric.objects.filter(
-            Q(artefact="") | Q(artefact="spo2_probe_off", spo2__isnull=True),
+            NOT_VOIDED,
             patient=patient,
             measured_at__gte=since,
             measured_at__lte=until,

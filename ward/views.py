@@ -2,7 +2,6 @@
 the browser then polls from the API (ward/static/ward/js), with the user's own session."""
 
 import uuid
-from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -20,7 +19,7 @@ from units.models import Admission
 from vitals.alarms import LIMIT_RULES
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
-from vitals.signs import OBSERVATION_VALIDITY, SIGNS, VALIDITY_SETTING, Sign
+from vitals.signs import OBSERVATION_VALIDITY, SIGNS
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
@@ -57,25 +56,16 @@ OTHER_SIGN_ALARMS = {"asystole": "pulse"}
 OBSERVATION_LABELS = {"consciousness": "Consciousness (ACVPU)", "on_oxygen": "Air or oxygen"}
 
 
-def _validity_overrides() -> Mapping:
-    """SIGN_VALIDITY, parsed by the settings into {key: timedelta} for every sign and
-    observation (the registry's windows where the environment sets none)."""
-    found = getattr(settings, VALIDITY_SETTING, None)
-    return found if isinstance(found, Mapping) else {}
-
-
-def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
-
-
-def _valid_seconds(sign: Sign, overrides: Mapping) -> float:
-    return _seconds(overrides.get(sign.key, sign.valid_for))
+def _valid_seconds(key: str, default: timedelta) -> float:
+    """How long a sign or observation's value stays valid: settings.SIGN_VALIDITY, which the
+    settings parse into {key: timedelta} (the registry's windows where the environment sets
+    none)."""
+    return settings.SIGN_VALIDITY.get(key, default).total_seconds()
 
 
 def _signs() -> list[dict]:
     """The signs as the pages show them, in the registry's order: the tiles' cells, the header,
     the charts and their limit lines are all built from this list."""
-    overrides = _validity_overrides()
     return [
         {
             "key": sign.key,
@@ -83,7 +73,7 @@ def _signs() -> list[dict]:
             "short": sign.short,
             "unit": sign.unit,
             "decimals": sign.decimals,
-            "validSeconds": _valid_seconds(sign, overrides),
+            "validSeconds": _valid_seconds(sign.key, sign.valid_for),
             "optional": sign.optional,
             "onTile": sign.on_tile,
             "charted": sign.charted,
@@ -97,14 +87,13 @@ def _signs() -> list[dict]:
 
 
 def _signs_config() -> dict:
-    overrides = _validity_overrides()
     labels = {sign.news2: sign.label for sign in SIGNS if sign.news2} | OBSERVATION_LABELS
     return {
         "signs": _signs(),
         "wireLabels": WIRE_LABELS,
         # consciousness and on_oxygen: how long each stays valid (the tile's ACVPU cell).
         "observationValidSeconds": {
-            key: _seconds(overrides.get(key, valid)) for key, valid in OBSERVATION_VALIDITY.items()
+            key: _valid_seconds(key, valid) for key, valid in OBSERVATION_VALIDITY.items()
         },
         # The cell an alarm is about, by kind: its limits', and the others'.
         "alarmSigns": {limit.kind: sign.wire or sign.key for sign in SIGNS for limit in sign.limits}

@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from patients.tests.factories import PatientFactory
 from vitals.models import PatientMetric
-from vitals.selectors import TREND_BUCKET_SECONDS, reading_trend, trend_bucket_seconds
+from vitals.news2 import artefact_voids
+from vitals.selectors import (
+    NOT_VOIDED,
+    TREND_BUCKET_SECONDS,
+    reading_trend,
+    trend_bucket_seconds,
+)
 from vitals.tests.factories import PatientMetricFactory
 
 # A whole minute: buckets are aligned on the epoch, so T0's minute is a bucket of its own.
@@ -284,3 +290,21 @@ def test_the_trend_of_an_unknown_or_malformed_patient(viewer_client) -> None:
 
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "patient_not_found")
     assert (malformed.status_code, malformed.json()["error"]["code"]) == (400, "invalid_parameter")
+
+
+@pytest.mark.django_db
+def test_the_trend_filter_is_artefact_voids() -> None:
+    """The trend's SQL filter and NEWS2's rule agree on every kind of reading."""
+    patient = PatientFactory()
+    start = timezone.now() - timedelta(hours=1)
+    cases = [
+        (artefact, spo2) for artefact in ("", "spo2_probe_off", "motion") for spo2 in (None, 95)
+    ]
+    for n, (artefact, spo2) in enumerate(cases):
+        PatientMetricFactory(
+            patient=patient, measured_at=start + timedelta(minutes=n), artefact=artefact, spo2=spo2
+        )
+    rows = PatientMetric.objects.filter(patient=patient)
+    kept = {(r.artefact, r.spo2) for r in rows.filter(NOT_VOIDED)}
+    assert kept == {(r.artefact, r.spo2) for r in rows if not artefact_voids(r)}
+    assert kept == {("", None), ("", 95), ("spo2_probe_off", None)}
