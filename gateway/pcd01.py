@@ -261,7 +261,7 @@ def hl7_time_parse(text: str) -> datetime:
     else:
         zone = ZoneInfo(settings.HL7_DEFAULT_TIMEZONE)
     try:
-        return datetime(
+        moment = datetime(
             int(year),
             int(month or 1),
             int(day or 1),
@@ -271,8 +271,11 @@ def hl7_time_parse(text: str) -> datetime:
             int((fraction or "0").ljust(3, "0")[:3]) * 1000,
             tzinfo=zone,
         )
-    except ValueError:  # month 13, day 32, ...
+        # In UTC (as the reading carries it) 9999-12-31T23:59-12:00 is in the year 10000.
+        moment.astimezone(timezone.utc)
+    except (ValueError, OverflowError):  # month 13, day 32, a year beyond the calendar
         raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
+    return moment
 
 
 def eui64_of(components: list[str]) -> str:
