@@ -36,9 +36,13 @@ from collections import Counter
 import hl7
 from django.db import transaction
 
-from gateway.identity import Location, location_parse, patient_uuid_for
+from gateway.identity import IdentifierRefused, Location, identifier_check, location_parse
 from gateway.outcome import Hl7Error, Outcome
-from gateway.selectors import bed_get_by_location, unit_get_by_point_of_care
+from gateway.selectors import (
+    bed_get_by_location,
+    patient_get_by_identifier,
+    unit_get_by_point_of_care,
+)
 from patients.models import Patient
 from patients.services import patient_identify
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
@@ -205,18 +209,27 @@ def _occupied(detail: str = "") -> Hl7Error:
 
 def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> list[Hl7Error]:
     authority, identifier = _patient_key(message)
-    patient_uuid = patient_uuid_for(authority=authority, identifier=identifier)
+    try:
+        identifier_check(authority=authority, identifier=identifier)
+        # As for their monitors' readings: the patient with this MRN, else its uuid's.
+        patient_uuid, patient = patient_get_by_identifier(
+            identifier=identifier, authority=authority
+        )
+    except IdentifierRefused as refused:
+        raise _Rejected(
+            Hl7Error(refused.code, refused.text, segment="PID", field=PID_IDENTIFIER)
+        ) from None
     name = _name(message)
     if event in ("A03", "A08"):
-        patient = Patient.objects.filter(uuid=patient_uuid).first()
         if event == "A03":
             return _discharge(patient, actor=actor, counts=counts)
         return _update(message, patient, name=name, actor=actor, counts=counts)
     if not name:
         name = f"{authority} {identifier}".strip()  # no usable PID-5: the MRN names them
-    patient = patient_identify(
-        patient_uuid=patient_uuid, name=name, mrn=identifier, mrn_authority=authority
-    )
+    if patient is None or not patient.mrn:
+        patient = patient_identify(
+            patient_uuid=patient_uuid, name=name, mrn=identifier, mrn_authority=authority
+        )
     return _place(message, patient, event=event, actor=actor, counts=counts)
 
 

@@ -24,7 +24,6 @@ an ERR (AE); the message's other readings are still delivered. Re-sending the me
 harmless: the consumer skips a reading it already stored (same patient and time, same values).
 """
 
-import contextlib
 import logging
 import math
 import re
@@ -33,28 +32,24 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import hl7
 from django.conf import settings
 
-from gateway.identity import Location, location_parse, patient_uuid_for
+from gateway.identity import IdentifierRefused, Location, identifier_check, location_parse
 from gateway.outcome import Hl7Error, Outcome
 from gateway.selectors import (
     admission_open_get_by_bed,
     bed_get_by_location,
     device_get,
-    patient_get_by_mrn,
+    patient_get_by_identifier,
 )
 from gateway.services import device_learn
 from patients.services import patient_identify
 from vitals.contract import Reading, patient_name_parse, reading_parse, reading_to_message
 from vitals.errors import InvalidReading
-
-# The assigning authority (PID-3.4) of the emulator's patients (`run_patient --via-hl7`):
-# their identifier is the patient's uuid itself, taken as it is.
-from vitals.pcd01 import EMULATOR_AUTHORITY
 from vitals.signs import SIGNS
 
 logger = logging.getLogger("gateway.pcd01")
@@ -272,7 +267,7 @@ def hl7_time_parse(text: str) -> datetime:
             tzinfo=zone,
         )
         # In UTC (as the reading carries it) 9999-12-31T23:59-12:00 is in the year 10000.
-        moment.astimezone(timezone.utc)
+        moment.astimezone(UTC)
     except (ValueError, OverflowError):  # month 13, day 32, a year beyond the calendar
         raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
     return moment
@@ -425,12 +420,13 @@ def _patient_by_identifier(pid: _Fields) -> _Patient | None:
     reps = pid.text(3).split(pid.rep)
     for repetition in range(len(reps)):
         comps = [c.strip() for c in pid.components(3, repetition)] + [""] * 4
-        identifier, authority = pid.message.unescape(comps[0]), comps[3]
+        # Both unescaped, as the ADT handler reads them (an authority "ST\T\MARY" is ST&MARY).
+        identifier, authority = pid.message.unescape(comps[0]), pid.message.unescape(comps[3])
         if identifier:
             break
     else:
         return None
-    identifier, authority = identifier[:64], authority[:64]
+    identifier_check(authority=authority, identifier=identifier)
     name = _name_from_pid5(pid)
     known = _KNOWN_PATIENTS.get((authority, identifier))
     if known is None:
@@ -443,16 +439,11 @@ def _patient_by_identifier(pid: _Fields) -> _Patient | None:
 
 def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
     """The patient of this identifier as stored (created if new, with this name or, without
-    one, "MRN <identifier>")."""
-    if existing := patient_get_by_mrn(mrn=identifier, authority=authority):
+    one, "MRN <identifier>"). IdentifierRefused: see patient_get_by_identifier."""
+    patient_uuid, existing = patient_get_by_identifier(identifier=identifier, authority=authority)
+    if existing is not None and existing.mrn:
         # Given this MRN before the gateway saw them (maybe under another uuid): theirs.
         return _Patient(existing.uuid, existing.name)
-    patient_uuid = None
-    if authority == EMULATOR_AUTHORITY:
-        with contextlib.suppress(ValueError):
-            patient_uuid = uuid.UUID(identifier)
-    if patient_uuid is None:
-        patient_uuid = patient_uuid_for(authority=authority, identifier=identifier)
     patient = patient_identify(
         patient_uuid=patient_uuid,
         name=name or f"MRN {identifier}",
@@ -523,7 +514,13 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
         )
     pid = pids[0] if pids else None
     pv1 = next((row for row in rows if row.name == "PV1"), None)
-    patient = _patient_by_identifier(pid) if pid else None
+    try:
+        patient = _patient_by_identifier(pid) if pid else None
+    except IdentifierRefused as refused:
+        counts["patient_refused"] += 1
+        return Outcome(
+            "AE", errors=[Hl7Error(refused.code, refused.text, "PID", 1, 3)], counts=counts
+        )
     # The bed: to learn where the devices are, or to find the patient.
     bed_id = _bed_of(pv1) if pv1 and (devices or patient is None) else None
     if bed_id is not None and devices:
