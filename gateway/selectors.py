@@ -66,7 +66,12 @@ def patient_get_by_identifier(
         return patient.uuid, patient
     patient_uuid = patient_uuid_of(authority=authority, identifier=identifier)
     patient = Patient.objects.filter(uuid=patient_uuid).first()
-    if patient is not None and patient.mrn and authority == EMULATOR_AUTHORITY:
+    if (
+        authority == EMULATOR_AUTHORITY
+        and patient is not None
+        and patient.mrn
+        and patient.mrn_authority != EMULATOR_AUTHORITY  # the same uuid spelt otherwise
+    ):
         raise IdentifierRefused(
             "204",
             f"PID-3: an {EMULATOR_AUTHORITY} identifier names a patient known by their "

@@ -112,6 +112,10 @@ def test_an_adt_for_an_emulated_patient_acts_on_the_emulators_uuid(unit) -> None
     pid3 = f"{dave.uuid}^^^ICU-EMULATOR^PI"
 
     assert values(oru(pid3=pid3))[0]["patient_uuid"] == str(dave.uuid)
+    pcd01.known_clear()
+    # The same uuid spelt otherwise (upper case): still Dave, not "a hospital patient".
+    upper = f"{str(dave.uuid).upper()}^^^ICU-EMULATOR^PI"
+    assert values(oru(pid3=upper))[0]["patient_uuid"] == str(dave.uuid)
     assert adt("A01", "C1", pid3=pid3).code == "AA"
 
     assert list(Admission.objects.values_list("patient", flat=True)) == [dave.pk]
