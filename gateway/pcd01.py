@@ -344,12 +344,17 @@ def _observations_read(rows: list[_Fields], *, msh_time: str) -> _Message:
         if obx.text(11).strip().upper() in NOT_A_RESULT_STATUSES:
             gathered.counts["signs_skipped_status"] += 1
             continue
-        if value_type == "SN":  # structured numeric: comparator ^ number
-            parts = value_text.split(obx.comp)
-            value_text = parts[1].strip() if len(parts) > 1 and not parts[0].strip() else ""
+        shown = value_text
+        if value_type == "SN":
+            # Structured numeric (HL7 v2 2.A.72; build.fhir.org/ig/HL7/v2ig SN): comparator
+            # ^ num1 ^ separator/suffix ^ num2. One value only when the comparator is empty or
+            # "=" (its default) and nothing follows num1: "<^5" or a range "^72^-^80" is not.
+            parts = [p.strip() for p in value_text.split(obx.comp)] + ["", ""]
+            one = parts[0] in ("", "=") and not any(parts[2:])
+            value_text = parts[1] if one else ""
         if not _NUMBER_RE.fullmatch(value_text) or not math.isfinite(float(value_text)):
             gathered.errors.append(
-                Hl7Error("102", f"OBX-5 {value_text[:40]!r} is not a number", "OBX", obx_seq, 5)
+                Hl7Error("102", f"OBX-5 {shown[:40]!r} is not a number", "OBX", obx_seq, 5)
             )
             gathered.counts["signs_skipped_not_numeric"] += 1
             continue
