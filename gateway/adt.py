@@ -224,12 +224,20 @@ def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> 
         if event == "A03":
             return _discharge(patient, actor=actor, counts=counts)
         return _update(message, patient, name=name, actor=actor, counts=counts)
-    if not name:
-        name = f"{authority} {identifier}".strip()  # no usable PID-5: the MRN names them
+    # Without a usable PID-5 the MRN names them, as the ORU handler does without one.
+    placeholders = {f"{authority} {identifier}".strip(), f"MRN {identifier}"}
     if patient is None or not patient.mrn:
         patient = patient_identify(
-            patient_uuid=patient_uuid, name=name, mrn=identifier, mrn_authority=authority
+            patient_uuid=patient_uuid,
+            name=name or f"{authority} {identifier}".strip(),
+            mrn=identifier,
+            mrn_authority=authority,
         )
+    if name and patient.name in placeholders and patient.name != name:
+        # Named by their MRN (their monitor's readings came first, without PID-5): the
+        # admission's name is the first real one; an A08 would rename them too.
+        patient = patient_rename(patient=patient, user=None, name=name, actor=actor)
+        counts["rename"] += 1
     return _place(message, patient, event=event, actor=actor, counts=counts)
 
 

@@ -157,3 +157,32 @@ def test_readings_and_adt_of_one_new_patient_meet_on_one_row(
     )
     assert adt("A01", "C1", pid3=pid3).code == "AA"
     assert list(Patient.objects.values_list("mrn", "mrn_authority")) == [(identifier, authority)]
+
+
+def test_a_structured_numeric_equal_to_a_number_is_that_number() -> None:
+    # SN comparator "=" (HL7 v2 2.A.72: ">" "<" ">=" "<=" "=" "<>") is the value itself; the
+    # others are not one value and stay refused.
+    # A range "^72^-^80" was read as 72.
+    outcome = oru(
+        f"OBX|1|SN|{HR}|1|=^72|bpm|||||F",
+        f"OBX|2|SN|{HR}|2|>^300|bpm|||||F|||20261203101600+0100",
+        f"OBX|3|SN|{HR}|3|^72^-^80|bpm|||||F|||20261203101700+0100",
+    )
+
+    assert [v["pulse"] for v in values(outcome)] == [72]
+    assert outcome.errors == [
+        Hl7Error("102", "OBX-5 '>^300' is not a number", "OBX", 2, 5),
+        Hl7Error("102", "OBX-5 '^72^-^80' is not a number", "OBX", 3, 5),
+    ]
+
+
+def test_an_admission_names_a_patient_the_gateway_had_named_by_their_mrn(unit) -> None:
+    # Monitors often send PID-3 alone: their readings, before the ADT, made "MRN MRN1". The
+    # A01's PID-5 is the first real name: taken (audited), not left to an A08 that may never come.
+    assert values(oru(name=""))[0]["patient_name"] == "MRN MRN1"
+
+    assert adt("A01", "C1").code == "AA"
+
+    assert list(Patient.objects.values_list("name", flat=True)) == ["Ann Smith"]
+    pcd01.known_clear()
+    assert values(oru(name=""))[0]["patient_name"] == "Ann Smith"
