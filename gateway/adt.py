@@ -36,6 +36,7 @@ from collections import Counter
 import hl7
 from django.db import transaction
 
+from gateway import pcd01
 from gateway.identity import IdentifierRefused, Location, identifier_check, location_parse
 from gateway.outcome import Hl7Error, Outcome
 from gateway.selectors import (
@@ -195,6 +196,10 @@ def adt_handle(message: hl7.Message) -> Outcome:
         counts[f"{event.lower()}_rejected"] += 1
         error = Hl7Error("206", f"changed meanwhile, retry: {race}", segment="PID", field=3)
         return Outcome("AE", errors=[error], counts=counts)
+    if counts["rename"]:
+        # Committed: this process's ORU handler reads their new name at its next reading.
+        authority, identifier = _patient_key(message)
+        pcd01.known_patient_forget(authority=authority, identifier=identifier)
     return Outcome("AA", errors=warnings, counts=counts)
 
 

@@ -154,8 +154,13 @@ _EUI64_RE = re.compile(r"[0-9A-Fa-f]{16}")
 _TIME_REASONS = frozenset({"invalid_timestamp", "timestamp_in_future", "timestamp_too_old"})
 
 # Patients already identified in this process: (authority, identifier) -> their uuid and
-# stored name (a steady stream of readings neither writes nor reads per message). Bounded.
-_KNOWN_PATIENTS: dict[tuple[str, str], "_Patient"] = {}
+# stored name, and when looked up (monotonic): a steady stream of readings neither writes nor
+# reads per message. Bounded. The name is read again after PATIENT_KNOWN_FOR_S (a rename in
+# the web or in another gateway process), at once after this process's ADT renamed them
+# (known_patient_forget): a reading without PID-5 carries it, and a stale one would be
+# recorded by the consumer as a name conflict.
+_KNOWN_PATIENTS: dict[tuple[str, str], tuple["_Patient", float]] = {}
+PATIENT_KNOWN_FOR_S = 60.0
 # EUI-64 -> (bed id or _SEVERAL_BEDS, last written): a device's last_seen_at is written once a
 # minute at most.
 _KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}
@@ -167,6 +172,11 @@ _KNOWN_BEDS: dict[Location, tuple[int | None, float]] = {}
 KNOWN_MAX = 100_000
 DEVICE_SEEN_EVERY = timedelta(minutes=1)
 BED_KNOWN_FOR_S = 60.0
+
+
+def known_patient_forget(*, authority: str, identifier: str) -> None:
+    """Read this patient again at their next message (the ADT renamed them)."""
+    _KNOWN_PATIENTS.pop((authority, identifier), None)
 
 
 def known_clear() -> None:
@@ -433,12 +443,16 @@ def _patient_by_identifier(pid: _Fields) -> _Patient | None:
         return None
     identifier_check(authority=authority, identifier=identifier)
     name = _name_from_pid5(pid)
-    known = _KNOWN_PATIENTS.get((authority, identifier))
-    if known is None:
-        known = _patient_identify(identifier, authority, name)
+    cached = _KNOWN_PATIENTS.get((authority, identifier))
+    now = time.monotonic()
+    if cached is None or now - cached[1] > PATIENT_KNOWN_FOR_S:
         if len(_KNOWN_PATIENTS) >= KNOWN_MAX:
             _KNOWN_PATIENTS.clear()
-        _KNOWN_PATIENTS[(authority, identifier)] = known
+        cached = _KNOWN_PATIENTS[(authority, identifier)] = (
+            _patient_identify(identifier, authority, name),
+            now,
+        )
+    known = cached[0]
     return _Patient(known.uuid, name or known.name)
 
 

@@ -2,7 +2,9 @@
 207 (our crash), never a wrong patient, never a reading lost or stored wrong."""
 
 import json
+import time
 from datetime import UTC, datetime
+from types import SimpleNamespace
 
 import pytest
 
@@ -186,3 +188,20 @@ def test_an_admission_names_a_patient_the_gateway_had_named_by_their_mrn(unit) -
     assert list(Patient.objects.values_list("name", flat=True)) == ["Ann Smith"]
     pcd01.known_clear()
     assert values(oru(name=""))[0]["patient_name"] == "Ann Smith"
+
+
+def test_a_renamed_patients_nameless_readings_carry_the_new_name(unit, monkeypatch) -> None:
+    # The gateway kept the name of a patient it had seen for ever: after an A08 (or a
+    # clinician's rename), each reading without PID-5 carried the old name, and the consumer
+    # recorded a name conflict the clinicians had just resolved.
+    assert values(oru())[0]["patient_name"] == "Ann Smith"
+    assert adt("A01", "C1").code == "AA"
+    assert adt("A08", "C2", name="Smith^Anne").code == "AA"
+
+    assert values(oru(name=""))[0]["patient_name"] == "Anne Smith"  # the same process
+
+    Patient.objects.update(name="Anna Smith")  # elsewhere: the web's rename
+    assert values(oru(name=""))[0]["patient_name"] == "Anne Smith"  # up to a minute
+    later = time.monotonic() + pcd01.PATIENT_KNOWN_FOR_S + 1
+    monkeypatch.setattr(pcd01, "time", SimpleNamespace(monotonic=lambda: later))
+    assert values(oru(name=""))[0]["patient_name"] == "Anna Smith"
