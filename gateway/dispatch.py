@@ -23,6 +23,9 @@ from gateway.outcome import Hl7Error, Outcome
 logger = logging.getLogger("gateway.dispatch")
 
 ADT_EVENTS = frozenset({"A01", "A02", "A03", "A08"})
+# ERR segments an acknowledgement lists (and its log line): a 1 MiB message of bad OBX would
+# otherwise be answered by a larger ACK and logged whole. The others are counted.
+ERRORS_LISTED = 100
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
         outcome = rejected("207", "application internal error")
     finally:
         close_old_connections()
+    if len(outcome.errors) > ERRORS_LISTED:
+        outcome.counts["errors_not_listed"] += len(outcome.errors) - ERRORS_LISTED
+        del outcome.errors[ERRORS_LISTED:]
     return Handled(header, outcome)
 
 

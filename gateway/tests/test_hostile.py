@@ -205,3 +205,26 @@ def test_a_renamed_patients_nameless_readings_carry_the_new_name(unit, monkeypat
     later = time.monotonic() + pcd01.PATIENT_KNOWN_FOR_S + 1
     monkeypatch.setattr(pcd01, "time", SimpleNamespace(monotonic=lambda: later))
     assert values(oru(name=""))[0]["patient_name"] == "Anna Smith"
+
+
+def test_errors_listed_are_bounded_the_rest_counted(monkeypatch) -> None:
+    # 15,000 bad OBX in a 1 MiB message made a 1.5 MB ACK of 15,000 ERR segments, and as
+    # long a WARNING log line: the first ERRORS_LISTED are listed, the others counted.
+    from gateway import dispatch
+
+    monkeypatch.setattr(dispatch, "close_old_connections", lambda: None)
+    obx = [f"OBX|{n}|NM|{HR}|1|abc|bpm|||||F" for n in range(1, 1002)]
+    text = "\r".join(
+        [
+            "MSH|^~\\&|MON||||20261203101500+0100||ORU^R01^ORU_R01|M1|P|2.6",
+            "PID|||MRN1^^^HOSP^MR||Smith^Ann",
+            *obx,
+        ]
+    )
+
+    outcome = dispatch.message_handle(text=text, received_at=RECEIVED).outcome
+
+    assert outcome.code == "AE"
+    assert outcome.errors[-1] == Hl7Error("102", "OBX-5 'abc' is not a number", "OBX", 100, 5)
+    assert len(outcome.errors) == dispatch.ERRORS_LISTED == 100
+    assert outcome.counts["errors_not_listed"] == 901
