@@ -228,3 +228,27 @@ def test_errors_listed_are_bounded_the_rest_counted(monkeypatch) -> None:
     assert outcome.errors[-1] == Hl7Error("102", "OBX-5 'abc' is not a number", "OBX", 100, 5)
     assert len(outcome.errors) == dispatch.ERRORS_LISTED == 100
     assert outcome.counts["errors_not_listed"] == 901
+
+
+def test_two_messages_in_one_frame_are_refused_not_merged(monkeypatch) -> None:
+    # A frame holding two ORU^R01 (an engine's batch without BHS, a sender's bug): the second
+    # one's observations, found by their bed or device, went to the first one's patient.
+    from gateway import dispatch
+
+    monkeypatch.setattr(dispatch, "close_old_connections", lambda: None)
+    msh = "MSH|^~\\&|MON||||20261203101500+0100||ORU^R01^ORU_R01|{}|P|2.6"
+    text = "\r".join(
+        [
+            msh.format("M1"),
+            "PID|||MRN1^^^HOSP^MR||Smith^Ann",
+            f"OBX|1|NM|{HR}|1|80|bpm|||||F",
+            msh.format("M2"),
+            "PV1||I|icu-a^^A2",
+            f"OBX|1|NM|{HR}|1|140|bpm|||||F",
+        ]
+    )
+
+    outcome = dispatch.message_handle(text=text, received_at=RECEIVED).outcome
+
+    assert (outcome.code, outcome.messages) == ("AR", [])
+    assert outcome.errors == [Hl7Error("100", "one message per MLLP frame: a second MSH", "MSH", 2)]
