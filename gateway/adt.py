@@ -102,14 +102,17 @@ def _patient_key(message: hl7.Message) -> tuple[str, str]:
     return _component(cx, 4), identifier
 
 
-def _name(message: hl7.Message) -> str:
-    """PID-5 as "Given Family"; "" when absent or not a name."""
+def _name(message: hl7.Message) -> tuple[str, str]:
+    """PID-5 as "Given Family", and "" ; or "" and why it is not a name (the contract's rule:
+    vitals.contract.patient_name_parse); ("", "") when absent."""
     xpn = _field(message, "PID", PID_NAME)
     raw = " ".join(part for part in (_component(xpn, 2), _component(xpn, 1)) if part)
+    if not raw:
+        return "", ""
     try:
-        return patient_name_parse(raw=raw)
-    except InvalidReading:
-        return ""
+        return patient_name_parse(raw=raw), ""
+    except InvalidReading as refused:
+        return "", refused.message
 
 
 def _location(message: hl7.Message, field: int = PV1_LOCATION) -> Location | None:
@@ -224,11 +227,17 @@ def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> 
         raise _Rejected(
             Hl7Error(refused.code, refused.text, segment="PID", field=PID_IDENTIFIER)
         ) from None
-    name = _name(message)
+    name, not_a_name = _name(message)
     if event in ("A03", "A08"):
         if event == "A03":
             return _discharge(patient, actor=actor, counts=counts)
-        return _update(message, patient, name=name, actor=actor, counts=counts)
+        warnings = _update(message, patient, name=name, actor=actor, counts=counts)
+        if not_a_name and patient is not None:
+            # An AA alone would let the sender believe the patient renamed.
+            warnings.insert(
+                0, _warning("102", f"PID-5: not renamed: {not_a_name}", "PID", PID_NAME)
+            )
+        return warnings
     # Without a usable PID-5 the MRN names them, as the ORU handler does without one.
     placeholders = {f"{authority} {identifier}".strip(), f"MRN {identifier}"}
     if patient is None or not patient.mrn:

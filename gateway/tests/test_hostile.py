@@ -252,3 +252,27 @@ def test_two_messages_in_one_frame_are_refused_not_merged(monkeypatch) -> None:
 
     assert (outcome.code, outcome.messages) == ("AR", [])
     assert outcome.errors == [Hl7Error("100", "one message per MLLP frame: a second MSH", "MSH", 2)]
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (
+            "\u200b^\u200b",
+            "'patient_name' has zero-width character U+200B: no zero-width characters",
+        ),
+        ("Smith\u202e^Ann", "'patient_name' has bidi control U+202E: no bidi controls"),
+        ("S" * 150 + "^" + "A" * 60, "'patient_name' must be 1-200 characters, got 211"),
+    ],
+)
+def test_an_a08_with_a_name_that_is_not_one_says_so(unit, name, why) -> None:
+    # An AA changing nothing left the interface engineer believing the rename was done.
+    assert adt("A01", "C1").code == "AA"
+
+    outcome = adt("A08", "C2", name=name)
+
+    assert (outcome.code, outcome.errors) == (
+        "AA",
+        [Hl7Error("102", f"PID-5: not renamed: {why}", "PID", 1, 5, severity="W")],
+    )
+    assert Patient.objects.get().name == "Ann Smith"
