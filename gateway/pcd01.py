@@ -170,6 +170,10 @@ _SEVERAL_BEDS = -1
 # discharge takes effect at the next message.
 _KNOWN_BEDS: dict[Location, tuple[int | None, float]] = {}
 KNOWN_MAX = 100_000
+# The devices (EUI-64s in MSH-3 and OBX-18) one message may teach or be found by: a bedside set
+# (monitor, pumps, ventilator) is a handful; the others are counted (`devices_ignored`), not
+# each a Device row and a transaction.
+DEVICES_MAX = 16
 DEVICE_SEEN_EVERY = timedelta(minutes=1)
 BED_KNOWN_FOR_S = 60.0
 
@@ -519,7 +523,12 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     msh = next(row for row in rows if row.name == "MSH")
     gathered = _observations_read(rows, msh_time=msh.text(7))
     counts, errors = gathered.counts, gathered.errors
-    devices = [d for d in [eui64_of(msh.components(3))] if d] + gathered.devices
+    devices = list(
+        dict.fromkeys([d for d in [eui64_of(msh.components(3))] if d] + gathered.devices)
+    )
+    if len(devices) > DEVICES_MAX:
+        counts["devices_ignored"] += len(devices) - DEVICES_MAX
+        del devices[DEVICES_MAX:]
 
     pids = [row for row in rows if row.name == "PID"]
     if len(pids) > 1:

@@ -12,6 +12,7 @@ from gateway import pcd01
 from gateway.adt import adt_handle
 from gateway.er7 import message_parse
 from gateway.identity import patient_uuid_for
+from gateway.models import Device
 from gateway.outcome import Hl7Error
 from gateway.pcd01 import oru_handle
 from patients.models import Patient
@@ -276,3 +277,25 @@ def test_an_a08_with_a_name_that_is_not_one_says_so(unit, name, why) -> None:
         [Hl7Error("102", f"PID-5: not renamed: {why}", "PID", 1, 5, severity="W")],
     )
     assert Patient.objects.get().name == "Ann Smith"
+
+
+def test_the_devices_one_message_names_are_bounded(unit) -> None:
+    # OBX-18 is the device of each observation: a bedside set is a handful. 5,000 distinct
+    # EUI-64s in one 440 KB message were 5,000 Device rows, one transaction each (2 s of a
+    # worker on SQLite), all "at" the bed; a message without PID or bed, one query each.
+    obx = [f"OBX|{n}|NM|{HR}|1|80|bpm|||||F|||||||{n:016X}^^^EUI-64" for n in range(1, 41)]
+    text = "\r".join(
+        [
+            "MSH|^~\\&|MON||||20261203101500+0100||ORU^R01^ORU_R01|M1|P|2.6",
+            "PID|||MRN1^^^HOSP^MR||Smith^Ann",
+            "PV1||I|icu-a^^A1",
+            *obx,
+        ]
+    )
+
+    outcome = oru_handle(message_parse(text), received_at=RECEIVED)
+
+    assert (outcome.code, outcome.counts["devices_ignored"]) == ("AA", 40 - pcd01.DEVICES_MAX)
+    assert list(Device.objects.values_list("eui64", flat=True)) == [
+        f"{n:016X}" for n in range(1, pcd01.DEVICES_MAX + 1)
+    ]
