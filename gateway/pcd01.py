@@ -30,7 +30,7 @@ import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -210,14 +210,21 @@ class _Fields:
             text = self._texts[n] = str(self.segment[n]) if n < len(self.segment) else ""
         return text
 
-    def components(self, n: int, repetition: int = 0) -> list[str]:
-        reps = self.text(n).split(self.rep)
-        if repetition >= len(reps):
-            return []
+    def components(self, n: int) -> list[str]:
+        """The first repetition's components."""
+        return self._components_of(self.text(n).split(self.rep, 1)[0])
+
+    def repetitions(self, n: int) -> Iterator[list[str]]:
+        """Each repetition's components, the field split once (a field of 100,000 repetitions
+        read with components(n, i) was split 100,000 times)."""
+        for repetition in self.text(n).split(self.rep):
+            yield self._components_of(repetition)
+
+    def _components_of(self, repetition: str) -> list[str]:
         # Each component's first subcomponent; HL7's explicit null "" is no value here.
         return [
             "" if (first := c.split(self.sub)[0]) == '""' else first
-            for c in reps[repetition].split(self.comp)
+            for c in repetition.split(self.comp)
         ]
 
     def component(self, n: int, c: int) -> str:
@@ -436,9 +443,8 @@ def _name_from_pid5(pid: _Fields) -> str:
 
 
 def _patient_by_identifier(pid: _Fields) -> _Patient | None:
-    reps = pid.text(3).split(pid.rep)
-    for repetition in range(len(reps)):
-        comps = [c.strip() for c in pid.components(3, repetition)] + [""] * 4
+    for repetition in pid.repetitions(3):
+        comps = [c.strip() for c in repetition] + [""] * 4
         # Both unescaped, as the ADT handler reads them (an authority "ST\T\MARY" is ST&MARY).
         identifier, authority = pid.message.unescape(comps[0]), pid.message.unescape(comps[3])
         if identifier:

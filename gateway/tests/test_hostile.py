@@ -299,3 +299,16 @@ def test_the_devices_one_message_names_are_bounded(unit) -> None:
     assert list(Device.objects.values_list("eui64", flat=True)) == [
         f"{n:016X}" for n in range(1, pcd01.DEVICES_MAX + 1)
     ]
+
+
+def test_many_pid3_repetitions_are_read_once() -> None:
+    # Each repetition of PID-3 split the whole field again: 100,000 empty ones (200 KB) were
+    # minutes of a worker, a 1 MiB message most of an hour.
+    started = time.monotonic()
+
+    outcome = oru(pid3="~" * 100_000 + "MRN1^^^HOSP^MR")
+
+    assert time.monotonic() - started < 5  # ~10 ms read once
+    assert values(outcome)[0]["patient_uuid"] == str(
+        patient_uuid_for(authority="HOSP", identifier="MRN1")
+    )
