@@ -56,7 +56,7 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
         message = message_parse(text)
     except Exception as exc:  # python-hl7 raises ParseException, IndexError, ...
         return Handled(header, rejected("102", f"not parseable as HL7 v2: {exc}"))
-    if f"\rMSH{header.field_separator}" in text.strip():
+    if f"\rMSH{header.field_separator}" in text:  # text starts with the MSH (readable)
         # Two messages in one frame (a batch without BHS, a sender's bug): handled as one, the
         # second one's observations would go to the first one's patient.
         return Handled(
