@@ -36,9 +36,14 @@ from collections import Counter
 import hl7
 from django.db import transaction
 
-from gateway.identity import Location, location_parse, patient_uuid_for
+from gateway import pcd01
+from gateway.identity import IdentifierRefused, Location, identifier_check, location_parse
 from gateway.outcome import Hl7Error, Outcome
-from gateway.selectors import bed_get_by_location, unit_get_by_point_of_care
+from gateway.selectors import (
+    bed_get_by_location,
+    patient_get_by_identifier,
+    unit_get_by_point_of_care,
+)
 from patients.models import Patient
 from patients.services import patient_identify
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
@@ -97,14 +102,17 @@ def _patient_key(message: hl7.Message) -> tuple[str, str]:
     return _component(cx, 4), identifier
 
 
-def _name(message: hl7.Message) -> str:
-    """PID-5 as "Given Family"; "" when absent or not a name."""
+def _name(message: hl7.Message) -> tuple[str, str]:
+    """PID-5 as "Given Family", and "" ; or "" and why it is not a name (the contract's rule:
+    vitals.contract.patient_name_parse); ("", "") when absent."""
     xpn = _field(message, "PID", PID_NAME)
     raw = " ".join(part for part in (_component(xpn, 2), _component(xpn, 1)) if part)
+    if not raw:
+        return "", ""
     try:
-        return patient_name_parse(raw=raw)
-    except InvalidReading:
-        return ""
+        return patient_name_parse(raw=raw), ""
+    except InvalidReading as refused:
+        return "", refused.message
 
 
 def _location(message: hl7.Message, field: int = PV1_LOCATION) -> Location | None:
@@ -191,6 +199,10 @@ def adt_handle(message: hl7.Message) -> Outcome:
         counts[f"{event.lower()}_rejected"] += 1
         error = Hl7Error("206", f"changed meanwhile, retry: {race}", segment="PID", field=3)
         return Outcome("AE", errors=[error], counts=counts)
+    if counts["rename"]:
+        # Committed: this process's ORU handler reads their new name at its next reading.
+        authority, identifier = _patient_key(message)
+        pcd01.known_patient_forget(authority=authority, identifier=identifier)
     return Outcome("AA", errors=warnings, counts=counts)
 
 
@@ -205,18 +217,41 @@ def _occupied(detail: str = "") -> Hl7Error:
 
 def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> list[Hl7Error]:
     authority, identifier = _patient_key(message)
-    patient_uuid = patient_uuid_for(authority=authority, identifier=identifier)
-    name = _name(message)
+    try:
+        identifier_check(authority=authority, identifier=identifier)
+        # As for their monitors' readings: the patient with this MRN, else its uuid's.
+        patient_uuid, patient = patient_get_by_identifier(
+            identifier=identifier, authority=authority
+        )
+    except IdentifierRefused as refused:
+        raise _Rejected(
+            Hl7Error(refused.code, refused.text, segment="PID", field=PID_IDENTIFIER)
+        ) from None
+    name, not_a_name = _name(message)
     if event in ("A03", "A08"):
-        patient = Patient.objects.filter(uuid=patient_uuid).first()
         if event == "A03":
             return _discharge(patient, actor=actor, counts=counts)
-        return _update(message, patient, name=name, actor=actor, counts=counts)
-    if not name:
-        name = f"{authority} {identifier}".strip()  # no usable PID-5: the MRN names them
-    patient = patient_identify(
-        patient_uuid=patient_uuid, name=name, mrn=identifier, mrn_authority=authority
-    )
+        warnings = _update(message, patient, name=name, actor=actor, counts=counts)
+        if not_a_name and patient is not None:
+            # An AA alone would let the sender believe the patient renamed.
+            warnings.insert(
+                0, _warning("102", f"PID-5: not renamed: {not_a_name}", "PID", PID_NAME)
+            )
+        return warnings
+    # Without a usable PID-5 the MRN names them, as the ORU handler does without one.
+    placeholders = {f"{authority} {identifier}".strip(), f"MRN {identifier}"}
+    if patient is None or not patient.mrn:
+        patient = patient_identify(
+            patient_uuid=patient_uuid,
+            name=name or f"{authority} {identifier}".strip(),
+            mrn=identifier,
+            mrn_authority=authority,
+        )
+    if name and patient.name in placeholders and patient.name != name:
+        # Named by their MRN (their monitor's readings came first, without PID-5): the
+        # admission's name is the first real one; an A08 would rename them too.
+        patient = patient_rename(patient=patient, user=None, name=name, actor=actor)
+        counts["rename"] += 1
     return _place(message, patient, event=event, actor=actor, counts=counts)
 
 

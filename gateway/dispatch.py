@@ -2,8 +2,9 @@
 
 ORU^R01 goes to gateway.pcd01.oru_handle (IHE PCD-01 observations), ADT^A01/A02/A03/A08 to
 gateway.adt.adt_handle; any other type is an AR (ERR 200 unsupported message type, or 201
-unsupported event code). A text that is no HL7 message is an AR (ERR 100 without an MSH first,
-102 when python-hl7 cannot parse it). A handler that raises is an AR (ERR 207), logged with its
+unsupported event code). Two messages in one frame (a second MSH) are an AR (ERR 100). A text
+that is no HL7 message is an AR (ERR 100 without an MSH first, 102 when python-hl7 cannot
+parse it). A handler that raises is an AR (ERR 207), logged with its
 traceback: never a dropped connection. Runs in a worker thread: the database connection is
 checked before and after each message, as a request would have it.
 """
@@ -23,6 +24,9 @@ from gateway.outcome import Hl7Error, Outcome
 logger = logging.getLogger("gateway.dispatch")
 
 ADT_EVENTS = frozenset({"A01", "A02", "A03", "A08"})
+# ERR segments an acknowledgement lists (and its log line): a 1 MiB message of bad OBX would
+# otherwise be answered by a larger ACK and logged whole. The others are counted.
+ERRORS_LISTED = 100
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,13 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
         message = message_parse(text)
     except Exception as exc:  # python-hl7 raises ParseException, IndexError, ...
         return Handled(header, rejected("102", f"not parseable as HL7 v2: {exc}"))
+    if f"\rMSH{header.field_separator}" in text:  # text starts with the MSH (readable)
+        # Two messages in one frame (a batch without BHS, a sender's bug): handled as one, the
+        # second one's observations would go to the first one's patient.
+        return Handled(
+            header,
+            rejected("100", "one message per MLLP frame: a second MSH", segment="MSH", sequence=2),
+        )
     route = (header.message_type.upper(), header.trigger.upper())
     if not route[0]:
         return Handled(header, rejected("101", "MSH-9 message type missing", **_msh(9, 1)))
@@ -81,6 +92,9 @@ def message_handle(*, text: str, received_at: datetime) -> Handled:
         outcome = rejected("207", "application internal error")
     finally:
         close_old_connections()
+    if len(outcome.errors) > ERRORS_LISTED:
+        outcome.counts["errors_not_listed"] += len(outcome.errors) - ERRORS_LISTED
+        del outcome.errors[ERRORS_LISTED:]
     return Handled(header, outcome)
 
 

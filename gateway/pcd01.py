@@ -24,37 +24,32 @@ an ERR (AE); the message's other readings are still delivered. Re-sending the me
 harmless: the consumer skips a reading it already stored (same patient and time, same values).
 """
 
-import contextlib
 import logging
 import math
 import re
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import hl7
 from django.conf import settings
 
-from gateway.identity import Location, location_parse, patient_uuid_for
+from gateway.identity import IdentifierRefused, Location, identifier_check, location_parse
 from gateway.outcome import Hl7Error, Outcome
 from gateway.selectors import (
     admission_open_get_by_bed,
     bed_get_by_location,
     device_get,
-    patient_get_by_mrn,
+    patient_get_by_identifier,
 )
 from gateway.services import device_learn
 from patients.services import patient_identify
 from vitals.contract import Reading, patient_name_parse, reading_parse, reading_to_message
 from vitals.errors import InvalidReading
-
-# The assigning authority (PID-3.4) of the emulator's patients (`run_patient --via-hl7`):
-# their identifier is the patient's uuid itself, taken as it is.
-from vitals.pcd01 import EMULATOR_AUTHORITY
 from vitals.signs import SIGNS
 
 logger = logging.getLogger("gateway.pcd01")
@@ -159,8 +154,13 @@ _EUI64_RE = re.compile(r"[0-9A-Fa-f]{16}")
 _TIME_REASONS = frozenset({"invalid_timestamp", "timestamp_in_future", "timestamp_too_old"})
 
 # Patients already identified in this process: (authority, identifier) -> their uuid and
-# stored name (a steady stream of readings neither writes nor reads per message). Bounded.
-_KNOWN_PATIENTS: dict[tuple[str, str], "_Patient"] = {}
+# stored name, and when looked up (monotonic): a steady stream of readings neither writes nor
+# reads per message. Bounded. The name is read again after PATIENT_KNOWN_FOR_S (a rename in
+# the web or in another gateway process), at once after this process's ADT renamed them
+# (known_patient_forget): a reading without PID-5 carries it, and a stale one would be
+# recorded by the consumer as a name conflict.
+_KNOWN_PATIENTS: dict[tuple[str, str], tuple["_Patient", float]] = {}
+PATIENT_KNOWN_FOR_S = 60.0
 # EUI-64 -> (bed id or _SEVERAL_BEDS, last written): a device's last_seen_at is written once a
 # minute at most.
 _KNOWN_DEVICES: dict[str, tuple[int, datetime]] = {}
@@ -170,8 +170,17 @@ _SEVERAL_BEDS = -1
 # discharge takes effect at the next message.
 _KNOWN_BEDS: dict[Location, tuple[int | None, float]] = {}
 KNOWN_MAX = 100_000
+# The devices (EUI-64s in MSH-3 and OBX-18) one message may teach or be found by: a bedside set
+# (monitor, pumps, ventilator) is a handful; the others are counted (`devices_ignored`), not
+# each a Device row and a transaction.
+DEVICES_MAX = 16
 DEVICE_SEEN_EVERY = timedelta(minutes=1)
 BED_KNOWN_FOR_S = 60.0
+
+
+def known_patient_forget(*, authority: str, identifier: str) -> None:
+    """Read this patient again at their next message (the ADT renamed them)."""
+    _KNOWN_PATIENTS.pop((authority, identifier), None)
 
 
 def known_clear() -> None:
@@ -201,14 +210,21 @@ class _Fields:
             text = self._texts[n] = str(self.segment[n]) if n < len(self.segment) else ""
         return text
 
-    def components(self, n: int, repetition: int = 0) -> list[str]:
-        reps = self.text(n).split(self.rep)
-        if repetition >= len(reps):
-            return []
+    def components(self, n: int) -> list[str]:
+        """The first repetition's components."""
+        return self._components_of(self.text(n).split(self.rep, 1)[0])
+
+    def repetitions(self, n: int) -> Iterator[list[str]]:
+        """Each repetition's components, the field split once (a field of 100,000 repetitions
+        read with components(n, i) was split 100,000 times)."""
+        for repetition in self.text(n).split(self.rep):
+            yield self._components_of(repetition)
+
+    def _components_of(self, repetition: str) -> list[str]:
         # Each component's first subcomponent; HL7's explicit null "" is no value here.
         return [
             "" if (first := c.split(self.sub)[0]) == '""' else first
-            for c in reps[repetition].split(self.comp)
+            for c in repetition.split(self.comp)
         ]
 
     def component(self, n: int, c: int) -> str:
@@ -261,7 +277,7 @@ def hl7_time_parse(text: str) -> datetime:
     else:
         zone = ZoneInfo(settings.HL7_DEFAULT_TIMEZONE)
     try:
-        return datetime(
+        moment = datetime(
             int(year),
             int(month or 1),
             int(day or 1),
@@ -271,8 +287,11 @@ def hl7_time_parse(text: str) -> datetime:
             int((fraction or "0").ljust(3, "0")[:3]) * 1000,
             tzinfo=zone,
         )
-    except ValueError:  # month 13, day 32, ...
+        # In UTC (as the reading carries it) 9999-12-31T23:59-12:00 is in the year 10000.
+        moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # month 13, day 32, a year beyond the calendar
         raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
+    return moment
 
 
 def eui64_of(components: list[str]) -> str:
@@ -346,12 +365,17 @@ def _observations_read(rows: list[_Fields], *, msh_time: str) -> _Message:
         if obx.text(11).strip().upper() in NOT_A_RESULT_STATUSES:
             gathered.counts["signs_skipped_status"] += 1
             continue
-        if value_type == "SN":  # structured numeric: comparator ^ number
-            parts = value_text.split(obx.comp)
-            value_text = parts[1].strip() if len(parts) > 1 and not parts[0].strip() else ""
+        shown = value_text
+        if value_type == "SN":
+            # Structured numeric (HL7 v2 2.A.72; build.fhir.org/ig/HL7/v2ig SN): comparator
+            # ^ num1 ^ separator/suffix ^ num2. One value only when the comparator is empty or
+            # "=" (its default) and nothing follows num1: "<^5" or a range "^72^-^80" is not.
+            parts = [p.strip() for p in value_text.split(obx.comp)] + ["", ""]
+            one = parts[0] in ("", "=") and not any(parts[2:])
+            value_text = parts[1] if one else ""
         if not _NUMBER_RE.fullmatch(value_text) or not math.isfinite(float(value_text)):
             gathered.errors.append(
-                Hl7Error("102", f"OBX-5 {value_text[:40]!r} is not a number", "OBX", obx_seq, 5)
+                Hl7Error("102", f"OBX-5 {shown[:40]!r} is not a number", "OBX", obx_seq, 5)
             )
             gathered.counts["signs_skipped_not_numeric"] += 1
             continue
@@ -419,37 +443,36 @@ def _name_from_pid5(pid: _Fields) -> str:
 
 
 def _patient_by_identifier(pid: _Fields) -> _Patient | None:
-    reps = pid.text(3).split(pid.rep)
-    for repetition in range(len(reps)):
-        comps = [c.strip() for c in pid.components(3, repetition)] + [""] * 4
-        identifier, authority = pid.message.unescape(comps[0]), comps[3]
+    for repetition in pid.repetitions(3):
+        comps = [c.strip() for c in repetition] + [""] * 4
+        # Both unescaped, as the ADT handler reads them (an authority "ST\T\MARY" is ST&MARY).
+        identifier, authority = pid.message.unescape(comps[0]), pid.message.unescape(comps[3])
         if identifier:
             break
     else:
         return None
-    identifier, authority = identifier[:64], authority[:64]
+    identifier_check(authority=authority, identifier=identifier)
     name = _name_from_pid5(pid)
-    known = _KNOWN_PATIENTS.get((authority, identifier))
-    if known is None:
-        known = _patient_identify(identifier, authority, name)
+    cached = _KNOWN_PATIENTS.get((authority, identifier))
+    now = time.monotonic()
+    if cached is None or now - cached[1] > PATIENT_KNOWN_FOR_S:
         if len(_KNOWN_PATIENTS) >= KNOWN_MAX:
             _KNOWN_PATIENTS.clear()
-        _KNOWN_PATIENTS[(authority, identifier)] = known
+        cached = _KNOWN_PATIENTS[(authority, identifier)] = (
+            _patient_identify(identifier, authority, name),
+            now,
+        )
+    known = cached[0]
     return _Patient(known.uuid, name or known.name)
 
 
 def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
     """The patient of this identifier as stored (created if new, with this name or, without
-    one, "MRN <identifier>")."""
-    if existing := patient_get_by_mrn(mrn=identifier, authority=authority):
+    one, "MRN <identifier>"). IdentifierRefused: see patient_get_by_identifier."""
+    patient_uuid, existing = patient_get_by_identifier(identifier=identifier, authority=authority)
+    if existing is not None and existing.mrn:
         # Given this MRN before the gateway saw them (maybe under another uuid): theirs.
         return _Patient(existing.uuid, existing.name)
-    patient_uuid = None
-    if authority == EMULATOR_AUTHORITY:
-        with contextlib.suppress(ValueError):
-            patient_uuid = uuid.UUID(identifier)
-    if patient_uuid is None:
-        patient_uuid = patient_uuid_for(authority=authority, identifier=identifier)
     patient = patient_identify(
         patient_uuid=patient_uuid,
         name=name or f"MRN {identifier}",
@@ -506,7 +529,12 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     msh = next(row for row in rows if row.name == "MSH")
     gathered = _observations_read(rows, msh_time=msh.text(7))
     counts, errors = gathered.counts, gathered.errors
-    devices = [d for d in [eui64_of(msh.components(3))] if d] + gathered.devices
+    devices = list(
+        dict.fromkeys([d for d in [eui64_of(msh.components(3))] if d] + gathered.devices)
+    )
+    if len(devices) > DEVICES_MAX:
+        counts["devices_ignored"] += len(devices) - DEVICES_MAX
+        del devices[DEVICES_MAX:]
 
     pids = [row for row in rows if row.name == "PID"]
     if len(pids) > 1:
@@ -520,7 +548,13 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
         )
     pid = pids[0] if pids else None
     pv1 = next((row for row in rows if row.name == "PV1"), None)
-    patient = _patient_by_identifier(pid) if pid else None
+    try:
+        patient = _patient_by_identifier(pid) if pid else None
+    except IdentifierRefused as refused:
+        counts["patient_refused"] += 1
+        return Outcome(
+            "AE", errors=[Hl7Error(refused.code, refused.text, "PID", 1, 3)], counts=counts
+        )
     # The bed: to learn where the devices are, or to find the patient.
     bed_id = _bed_of(pv1) if pv1 and (devices or patient is None) else None
     if bed_id is not None and devices:

@@ -1,11 +1,12 @@
 """Reads of the gateway: beds by their HL7 location, their current admission, devices, and
 what an outgoing message needs to know from the database."""
 
+import uuid
 from datetime import datetime
 
 from django.db.models import Q
 
-from gateway.identity import Location
+from gateway.identity import EMULATOR_AUTHORITY, IdentifierRefused, Location, patient_uuid_of
 from gateway.models import Device
 from gateway.pcd04 import AlarmContext
 from patients.models import Patient
@@ -51,6 +52,32 @@ def patient_get_by_mrn(*, mrn: str, authority: str) -> Patient | None:
     """The patient who already has this hospital identifier (set by the ADT, the API or the
     admin), whatever their uuid: one patient per MRN."""
     return Patient.objects.filter(mrn=mrn, mrn_authority=authority).first() if mrn else None
+
+
+def patient_get_by_identifier(
+    *, identifier: str, authority: str
+) -> tuple[uuid.UUID, Patient | None]:
+    """Whom PID-3 names, for the ORU and the ADT alike: the patient with this MRN (whatever
+    their uuid), else the uuid the identifier gives (identity.patient_uuid_of) and the patient
+    who has it, if any. IdentifierRefused (204) when an ICU-EMULATOR identifier (a uuid,
+    which the API and every PCD-04 message show) names a patient known by a hospital MRN:
+    the emulator's authority reaches only patients the hospital does not identify."""
+    if patient := patient_get_by_mrn(mrn=identifier, authority=authority):
+        return patient.uuid, patient
+    patient_uuid = patient_uuid_of(authority=authority, identifier=identifier)
+    patient = Patient.objects.filter(uuid=patient_uuid).first()
+    if (
+        authority == EMULATOR_AUTHORITY
+        and patient is not None
+        and patient.mrn
+        and patient.mrn_authority != EMULATOR_AUTHORITY  # the same uuid spelt otherwise
+    ):
+        raise IdentifierRefused(
+            "204",
+            f"PID-3: an {EMULATOR_AUTHORITY} identifier names a patient known by their "
+            "hospital identifier: send that one",
+        )
+    return patient_uuid, patient
 
 
 def alarm_context_get(*, patient_uuid: str, at: datetime) -> AlarmContext:

@@ -41,6 +41,11 @@ logger = logging.getLogger("gateway.server")
 
 READ_BYTES = 65536
 SUMMARY_EVERY_S = 30.0
+# A message must arrive whole within this time of its first byte (a monitor sends one in
+# milliseconds), else its connection is closed: each connection may buffer a message of up to
+# HL7_MAX_MESSAGE_BYTES, and many connections each keeping one unfinished, a byte now and
+# then, would hold that much memory each for ever. Idle connections (between messages) stay.
+FRAME_TIMEOUT_S = 60.0
 NOT_DELIVERED = Hl7Error(code="207", text="not delivered to the broker; resend")
 
 
@@ -62,11 +67,13 @@ class Hl7Gateway:
         workers: int = 4,
         drain_timeout: float = 30.0,
         outage: BrokerOutage | None = None,
+        frame_timeout: float = FRAME_TIMEOUT_S,
     ) -> None:
         self.producer = producer
         self.topic = topic
         self.max_message_bytes = max_message_bytes
         self.drain_timeout = drain_timeout
+        self.frame_timeout = frame_timeout
         self.outage = outage  # told when deliveries succeed again after an outage
         self.metrics = gateway_metrics()
         self.totals: Counter = Counter()  # (type, ack) -> messages, since the last summary
@@ -154,9 +161,21 @@ class Hl7Gateway:
         self.metrics.connections.inc()
         frames = FrameReader(max_bytes=self.max_message_bytes)
         junk = 0
+        frame_started: float | None = None
         try:
             while not self._stopping:
-                data = await reader.read(READ_BYTES)
+                deadline = None
+                if frames.partial:
+                    frame_started = frame_started or time.monotonic()
+                    deadline = frame_started + self.frame_timeout - time.monotonic()
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_BYTES), deadline)
+                except TimeoutError:
+                    logger.warning(
+                        "HL7 message not finished in time; connection closed",
+                        extra={"peer": connection.peer, "seconds": self.frame_timeout},
+                    )
+                    break
                 if not data:
                     if frames.partial:
                         logger.info(
@@ -165,6 +184,8 @@ class Hl7Gateway:
                         )
                     break
                 completed = frames.feed(data)
+                if completed or not frames.partial:
+                    frame_started = None  # the unfinished frame, if any, began in `data`
                 received = (datetime.now(UTC), time.perf_counter())
                 if frames.junk_bytes > junk:
                     self.metrics.junk.inc(frames.junk_bytes - junk)

@@ -2,6 +2,7 @@
 readings, AR for what cannot be handled or delivered, never a dropped or hung connection."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -345,3 +346,26 @@ def test_the_command_answers_and_stops_cleanly_on_sigterm(kafka: KafkaTopics, tm
     stopped = [line for line in lines if line["message"] == "HL7 gateway stopped"]
     assert sorted(str(line["messages"]) for line in stopped) == ["{'other AR': 1}", "{}"]
     assert [line["remaining"] for line in stopped] == [0, 0]
+
+
+def test_a_message_not_finished_in_time_closes_its_connection_idle_ones_stay(stub_handlers):
+    # Each connection may hold an unfinished frame of up to HL7_MAX_MESSAGE_BYTES: thousands
+    # of connections each sending 1 MiB - 1 and a byte a minute held gigabytes for ever.
+    producer = PolledProducer()
+    with gateway_running(producer, frame_timeout=0.5) as port:
+        stalled = socket.create_connection(("127.0.0.1", port))
+        idle = socket.create_connection(("127.0.0.1", port))
+        with stalled, idle:
+            idle.sendall(frame_encode(oru("FIRST")))
+            assert msa(acks_read(idle, 1)[0]) == "MSA|AA|FIRST"
+            stalled.sendall(frame_encode(oru("HALF"))[:-30])
+            started = time.monotonic()
+            for _ in range(3):  # a byte now and then does not keep it open
+                time.sleep(0.2)
+                with contextlib.suppress(OSError):
+                    stalled.sendall(b"X")
+            stalled.settimeout(5)
+            assert stalled.recv(100) == b""
+            assert time.monotonic() - started < 2
+            idle.sendall(frame_encode(oru("LATER")))
+            assert msa(acks_read(idle, 1)[0]) == "MSA|AA|LATER"
