@@ -132,6 +132,9 @@ def test_each_event_arrives_once_in_order_and_is_committed_after_its_ack(kafka, 
     assert committed(kafka) == 3
 
 
+# The forwarding and its retries do not depend on the engine (the first test above runs
+# on both).
+@pytest.mark.engine_neutral
 def test_an_event_published_twice_is_sent_once_and_a_record_not_an_event_is_skipped(
     kafka, receiver
 ):
@@ -159,6 +162,7 @@ def test_an_event_published_twice_is_sent_once_and_a_record_not_an_event_is_skip
     assert committed(kafka) == 5
 
 
+@pytest.mark.engine_neutral
 @pytest.mark.parametrize(
     ("first_answer", "reason"),
     [
@@ -201,6 +205,7 @@ def test_an_event_not_taken_is_sent_again_and_committed_only_then(
     ]
 
 
+@pytest.mark.engine_neutral
 def test_a_receiver_down_then_up_loses_nothing(kafka, receiver):
     ids = changes(3)
     publish(kafka)
@@ -220,6 +225,7 @@ def test_a_receiver_down_then_up_loses_nothing(kafka, receiver):
     assert committed(kafka) == 3
 
 
+@pytest.mark.engine_neutral
 def test_a_restarted_forwarder_resumes_from_the_committed_offset(kafka, receiver):
     ids = changes(3)
     publish(kafka)
@@ -241,6 +247,7 @@ def test_a_restarted_forwarder_resumes_from_the_committed_offset(kafka, receiver
     assert committed(kafka) == 3
 
 
+@pytest.mark.engine_neutral
 def test_run_stops_when_told(kafka, receiver):
     ids = changes(1)
     publish(kafka)
