@@ -15,7 +15,11 @@ from pathlib import Path
 import pytest
 from django.conf import LazySettings
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -88,7 +92,14 @@ def wait_until(
     """The condition's first truthy value, polled every 50 ms, or a failure saying `what` (and
     `why()`, what the page shows that may explain it)."""
     try:
-        return WebDriverWait(browser, WAIT_SECONDS, poll_frequency=0.05).until(condition, what)
+        # The pages redraw as they poll: an element read a moment ago may be gone (stale);
+        # the condition is then tried again, as when it is not found yet.
+        return WebDriverWait(
+            browser,
+            WAIT_SECONDS,
+            poll_frequency=0.05,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(condition, what)
     except TimeoutException:
         if why is None:
             raise

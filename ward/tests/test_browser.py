@@ -361,7 +361,10 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     unit_beds(2, code="icu-b", name="ICU B")
 
     def switcher_options() -> list[str]:
-        return [o.text for o in Select(browser.find_element(By.ID, "unit")).options]
+        # Read in one script: the page redraws the switcher as it polls.
+        return browser.execute_script(
+            "return [...document.getElementById('unit').options].map((o) => o.text)"
+        )
 
     wait_until(
         browser,
