@@ -7,10 +7,15 @@ examples:
   python -m bench --quick                 # every benchmark at a small scale (a smoke run)
   python -m bench ingest --engine sqlite  # one engine only
   python -m bench api_scale --engine sqlite --engine postgresql   # both
+  python -m bench --quick --output /tmp/me.json   # plots in /tmp/me-plots/, docs/bench untouched
 
 Each benchmark runs on its own default engines unless --engine is given: ingest and freshness
 on both, the 10-million-reading api_scale on PostgreSQL (the production engine; filling a
 second database would take 4 more minutes), memory on SQLite (the consumer's own memory).
+
+At the end each benchmark of the run is drawn beside its references (bench/plots.py): into
+docs/bench/ when the results go to bench/results/latest.json (what the README shows), else
+beside the results file (<output>-plots/), unless --plots says where.
 """
 
 import argparse
@@ -31,10 +36,12 @@ from bench import (
     hl7_gateway,
     ingest,
     memory,
+    plots,
 )
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
 RESULTS = BASE_DIR / "bench" / "results"
+PLOTS = BASE_DIR / "docs" / "bench"
 
 # name -> (function, full-size arguments, --quick arguments, engines it runs on unless --engine)
 BENCHMARKS = {
@@ -131,6 +138,14 @@ def table(figures: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def plots_directory(*, output: Path) -> Path:
+    """Where a run's plots go: the README's images come from the committed results file only;
+    a run written elsewhere (a developer's --output) draws beside its own file."""
+    if output.resolve() == (RESULTS / "latest.json").resolve():
+        return PLOTS
+    return output.with_name(f"{output.stem}-plots")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -156,6 +171,12 @@ def main() -> int:
         help="Small sizes: checks the benchmarks run, measures little.",
     )
     parser.add_argument("--output", type=Path, default=RESULTS / "latest.json")
+    parser.add_argument(
+        "--plots",
+        type=Path,
+        help="Where to draw the plots (default: docs/bench/ for the default --output, else "
+        "<output>-plots/ beside it).",
+    )
     args = parser.parse_args()
     names = args.benchmarks or list(BENCHMARKS)
     engines = args.engine or sorted({e for n in names for e in BENCHMARKS[n][3]})
@@ -189,7 +210,12 @@ def main() -> int:
         )
         + "\n"
     )
-    progress(f"wrote {args.output} ({time.monotonic() - started:.0f} s in all)")
+    directory = args.plots or plots_directory(output=args.output)
+    drawn = plots.plots_draw(results=json.loads(args.output.read_text()), directory=directory)
+    progress(
+        f"wrote {args.output} and {len(drawn)} plots in {directory} "
+        f"({time.monotonic() - started:.0f} s in all)"
+    )
     return 0 if all(f.met is not False for f in figures) else 1
 
 

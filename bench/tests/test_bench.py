@@ -78,3 +78,5 @@ def test_the_memory_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path):
     assert figure["met"] is (figure["ratio"] <= 1.1)
     assert figure["details"]["readings"] == 20_000
     assert "consumer RSS after 20,000" in result.stdout
+    # Drawn beside the results file (not into docs/bench/, which the committed run's are).
+    assert [p.name for p in (tmp_path / "latest-plots").iterdir()] == ["memory.png"]
