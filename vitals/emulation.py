@@ -4,9 +4,12 @@
 vitals/consumer.py: `emulators_build` makes the patients (vitals/emulator.py: the physiology
 and what the monitor sends), `emulation_run` connects to the broker and runs `schedule_run`,
 which reads each patient on a fixed grid of deadlines and hands the readings to an `Emitter`
-(the producer, its delivery reports, logs and metrics). With `via_hl7` the readings go as IHE
-PCD-01 messages over MLLP to a device gateway (`run_hl7_gateway`) instead: an `Hl7Emitter`
-sends each one and waits for its acknowledgement, as a bedside monitor's gateway would.
+(the producer, its delivery reports, logs and metrics). Beyond `LOG_EACH_READING_UP_TO`
+patients, `ward_schedule_run` steps them as arrays instead (vitals/emulator_ward.py: the same
+physiology, slots of patients at once, the messages encoded directly). With `via_hl7` the
+readings go as IHE PCD-01 messages over MLLP to a device gateway (`run_hl7_gateway`) instead:
+an `Hl7Emitter` sends each one and waits for its acknowledgement, as a bedside monitor's
+gateway would.
 """
 
 import heapq
