@@ -533,7 +533,10 @@ def ward_schedule_run(
         due, g = queue[0]
         wait = due - time.monotonic()
         if wait > 0:
-            emitter.producer.poll(min(wait, 0.1))
+            # Sleep, then serve every delivery report at once: poll(timeout) returns at the
+            # first report, some 20,000 wake-ups a second at 10,000 patients.
+            time.sleep(min(wait, 0.1))
+            emitter.producer.poll(0)
             continue
         heapq.heappop(queue)
         first, stop = bounds[g], bounds[g + 1]
