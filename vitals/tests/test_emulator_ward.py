@@ -212,6 +212,8 @@ def test_emulation_run_steps_a_ward_as_arrays_beyond_5_patients(monkeypatch):
         raise AssertionError("per-patient schedule used")
 
     monkeypatch.setattr(emulation, "schedule_run", per_patient)
+    frozen: list[bool] = []  # not the test process's objects: only that it is asked for
+    monkeypatch.setattr(emulation.gc, "freeze", lambda: frozen.append(True))
 
     emulation.emulation_run(
         build(patients=6, ventilated=True),
@@ -227,3 +229,4 @@ def test_emulation_run_steps_a_ward_as_arrays_beyond_5_patients(monkeypatch):
     assert len(values) == 12
     assert [v["patient_name"] for v in values[:6]] == [f"bed-{i:03d}" for i in range(1, 7)]
     assert all(v["schema_version"] == 2 and "etco2" in v for v in values)
+    assert frozen == [True]
