@@ -48,6 +48,9 @@ temperature every --temperature-every (5 min); a probe off the finger sends no S
 while timestamps stay wall-clock. The uuid is derived from the name (without any :SCENARIO),
 so a restarted emulator continues the same patient. Ctrl-C or SIGTERM flushes what is in
 flight and exits; the exit status is non-zero if any reading was not delivered.
+Beyond 5 patients the ward is stepped as arrays (numpy): the same physiology and patients, a
+noise sequence of the ward's own (--seed still reproduces it); 10,000 patients at 1 Hz fit in
+a fraction of a core.
 --via-hl7 HOST:PORT sends the readings as a bedside monitor's gateway does instead: IHE PCD-01
 (HL7 v2 ORU^R01) over MLLP to a device gateway (run_hl7_gateway), one at a time, each waiting
 for its acknowledgement; an AE or AR is logged and the reading counted undelivered; a gateway
@@ -66,6 +69,7 @@ examples:
   python manage.py run_patient --name bob:sepsis --speed 60   # 6 h of sepsis in 6 minutes
   python manage.py run_patient --name alice --name bob:cardiac_arrest --interval 1
   python manage.py run_patient --patients 20 --scenario random --seed 7   # a mixed ward
+  python manage.py run_patient --patients 10000 --interval 1 --scenario random  # a hospital
   python manage.py run_patient --patients 100 --interval 1 --artefacts
   python manage.py run_patient --name bob --count 10 --interval 0   # ten readings, at once
   python manage.py run_patient --name dora:respiratory_failure --ventilated --speed 60  # EtCO2
