@@ -9,8 +9,10 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from patients.models import Patient
@@ -880,3 +882,45 @@ def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it(
         walk = serializers.ModelSerializer.to_representation(ReadingSerializer(), metric)
         assert fast == walk
         assert list(fast) == list(walk)
+
+
+def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
+    api_client: APIClient,
+) -> None:
+    """The metrics endpoint reads plain rows (reading_values), builds each reading with
+    reading_data and encodes the page with FastJSONRenderer: the same bytes as
+    ReadingSerializer and DRF's JSONRenderer make of the same readings, for every kind of
+    reading, in UTC and in another zone."""
+    ann = uuid.uuid4()
+    absent = dict.fromkeys(("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature"))
+    sent = [
+        reading(ann, "ann", 0, sent_at=T0 + timedelta(seconds=1.5)),  # the clock 1.5 s behind
+        reading(ann, "ann", 1, artefact="spo2_probe_off", spo2=60),
+        reading(ann, "ann", 2, on_oxygen=True, consciousness="V", temperature=39.4, map=93),
+        # Version 2, partial: scored with the earlier values still valid.
+        reading(ann, "ann", 3, **{**absent, "pulse": 131, "map": 62, "etco2": 48}),
+        # Hours later, SpO2 alone: the other values out of their windows, NEWS2 incomplete.
+        reading(ann, "ann", 300, **{**absent, "spo2": 91}, sent_at=T0 + timedelta(hours=4)),
+    ]
+    store(*sent)
+    patient = Patient.objects.get(uuid=ann)
+    # A row stored before partial readings: no sub-scores, scored from its own values.
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(hours=6), systolic=85)
+    metrics = list(PatientMetric.objects.filter(patient=patient).order_by("-measured_at"))
+    assert len(metrics) == 6
+    # Not stored for the old row nor for the artefact (not scored).
+    assert [m.news2_subscores is None for m in metrics] == [True, False, False, False, True, False]
+    assert [None if m.news2 is None else m.news2.complete for m in metrics] == [
+        True, False, True, True, None, True
+    ]  # fmt: skip
+
+    for zone in ("UTC", "America/St_Johns"):  # UTC-3:30 in November
+        with timezone.override(zone):
+            response = api_client.get(metrics_url(patient))
+            page = {"next": None, "previous": None}
+            page["results"] = ReadingSerializer(metrics, many=True).data
+            expected = JSONRenderer().render(page)
+        assert response.status_code == 200
+        assert response.content == expected
+    assert b'"clock_offset_s":-1.5' in response.content
+    assert b"-03:30" in response.content
