@@ -84,8 +84,8 @@ def generate(*, readings: int, patients: int) -> None:
             spo2, temp = min(100, round(v[3])), round(v[4], 1)
             news2, risk, subscores, missing = score(resp, spo2, sbp, pulse, temp)
             # Mean arterial pressure from the cuff's two halves; no capnograph (etco2 null).
-            out.append((pid, at_db, pulse, resp, sbp, sbp - 40, sbp - 27, spo2, temp, None,
-                        False, "A", "", news2, risk, 1, subscores, missing, at_db, at_db))  # fmt: skip
+            out.append((pid, at_db, pulse, resp, sbp, sbp - 40, sbp - 27, spo2, temp, None, False,
+                        "A", "", news2, risk, 1, subscores, missing, at_db, at_db))  # fmt: skip
         last[:] = out
         return out
 

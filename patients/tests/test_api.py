@@ -15,13 +15,15 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from core.renderers import FastJSONRenderer
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
-from vitals.serializers import ReadingSerializer
-from vitals.services import alarm_switch_off, reading_bulk_store
+from vitals.patient_serializers import PatientSerializer
+from vitals.serializers import OpenAlarmSerializer, ReadingSerializer
+from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
 from vitals.tests.factories import T0, AlarmFactory, PatientMetricFactory
 
@@ -924,3 +926,54 @@ def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
         assert response.content == expected
     assert b'"clock_offset_s":-1.5' in response.content
     assert b"-03:30" in response.content
+
+
+def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
+    api_client: APIClient, user, monkeypatch
+) -> None:
+    """PatientSerializer and OpenAlarmSerializer build their dicts directly and the list is
+    encoded by FastJSONRenderer: the same bytes as DRF's walk over the declared fields and its
+    JSONRenderer, for patients in every state a tile shows, in UTC and in another zone."""
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    absent = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
+    store(
+        reading(ann, "Ann", 0, sent_at=T0 + timedelta(seconds=2)),
+        reading(ann, "Ann Smith", 1),  # another name: a name conflict
+        reading(bob, "Bob", 0),
+        reading(bob, "Bob", 1, **absent, map=70, etco2=41),  # partial
+    )
+    patient_ann, patient_bob = Patient.objects.get(uuid=ann), Patient.objects.get(uuid=bob)
+    PatientFactory(name="Cy", mrn="MRN7", mrn_authority="HOSP")  # no reading yet
+    AlarmFactory(patient=patient_ann, activated_at=T0, escalated_at=T0 + timedelta(minutes=2))
+    AlarmFactory(patient=patient_ann, kind="pulse_high", priority="high", state="acknowledged")
+    AlarmFactory(patient=patient_bob, state="resolved")  # not open: not listed
+    alarm_switch_off(patient=patient_bob, kind="spo2_low", reason="probe", user=user)
+    alarm_switch_off(patient=patient_bob, kind="etco2_high", reason="weaning", user=None)
+    patient_monitoring_end(patient=patient_bob, user=user)
+
+    def both(params: dict) -> tuple[bytes, bytes]:
+        fast = api_client.get("/api/patients/", params)
+        with monkeypatch.context() as walk:
+            walk.setattr(
+                PatientSerializer, "to_representation", serializers.Serializer.to_representation
+            )
+            walk.setattr(
+                OpenAlarmSerializer, "to_representation", serializers.Serializer.to_representation
+            )
+            walk.setattr(FastJSONRenderer, "render", JSONRenderer.render)
+            slow = api_client.get("/api/patients/", params)
+        assert fast.status_code == slow.status_code == 200
+        return fast.content, slow.content
+
+    for zone in ("UTC", "America/St_Johns"):
+        with timezone.override(zone):
+            for params in ({}, {"ordering": "-news2"}, {"page_size": 2, "page": 2}):
+                fast, slow = both(params)
+                assert fast == slow
+    body = api_client.get("/api/patients/").json()["results"]
+    assert [p["name"] for p in body] == ["Ann", "Bob", "Cy"]
+    assert [len(p["name_conflicts"]) for p in body] == [1, 0, 0]
+    assert [len(p["active_alarms"]) for p in body] == [2, 0, 0]
+    assert [len(p["alarms_off"]) for p in body] == [0, 2, 0]
+    assert [p["monitoring_ended_by"] for p in body] == [None, user.username, None]
+    assert [p["latest_metric"] is None for p in body] == [False, False, True]
