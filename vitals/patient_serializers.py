@@ -37,6 +37,12 @@ class PatientLinkField(serializers.HyperlinkedIdentityField):
             self._template = (request, url)
         return self._template[1].replace(self.PLACEHOLDER, str(obj.uuid))
 
+    def url_of(self, patient: Patient) -> str:
+        """to_representation's URL as a plain str (not a Hyperlink, its str subclass), without
+        its per-call checks: PatientSerializer.to_representation's."""
+        return self.get_url(patient, self.view_name, self.context.get("request"),
+                            self.context.get("format"))  # fmt: skip
+
 
 class NameConflictSerializer(serializers.Serializer):
     name = serializers.CharField(help_text="The name a monitor sent (NFC).")
@@ -189,13 +195,13 @@ class PatientSerializer(serializers.ModelSerializer):
                 }
                 for conflict in patient.open_name_conflicts
             ],
-            "url": fields["url"].to_representation(patient),
-            "metrics_url": fields["metrics_url"].to_representation(patient),
-            "alarm_limits_url": fields["alarm_limits_url"].to_representation(patient),
+            "url": fields["url"].url_of(patient),
+            "metrics_url": fields["metrics_url"].url_of(patient),
+            "alarm_limits_url": fields["alarm_limits_url"].url_of(patient),
             "hypercapnic_respiratory_failure": patient.hypercapnic_respiratory_failure,
             "monitoring_ended_at": None if ended_at is None else api_datetime(ended_at, tz),
             "monitoring_ended_by": None if ended_by is None else ended_by.username,
-            "monitoring_end_url": fields["monitoring_end_url"].to_representation(patient),
+            "monitoring_end_url": fields["monitoring_end_url"].url_of(patient),
             "created_at": api_datetime(patient.created_at, tz),
             "updated_at": api_datetime(patient.updated_at, tz),
             "news2": None if reading is None else reading["news2"],
