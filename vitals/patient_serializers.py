@@ -173,7 +173,7 @@ class PatientSerializer(serializers.ModelSerializer):
 
     def to_representation(self, patient: Patient) -> dict:
         """Built directly, not by DRF's walk over the fields (which still document the schema):
-        the ward list is 50 to 500 of these a poll, and the walk was half of its time
+        the ward list is 50 to 500 of these a poll, and the walk was a third of its time
         (bench/api_scale.py). Tested equal to the walk, field by field and in order
         (patients/tests/test_api.py)."""
         tz = timezone.get_current_timezone()
