@@ -15,6 +15,7 @@ place; NEWS2 scored by the project's own function; 10% of the patients with an o
 """
 
 import argparse
+import json
 import random
 import time
 import uuid
@@ -50,17 +51,20 @@ def generate(*, readings: int, patients: int) -> None:
     def score(resp: int, spo2: int, systolic: int, pulse: int, temp: float):
         s = news2_score(resp_rate=resp, spo2=spo2, on_oxygen=False, systolic=systolic,
                         pulse=pulse, consciousness="A", temperature=temp)  # fmt: skip
-        return s.score, s.risk
+        # As the consumer stores them: the sub-scores and the missing parameters (none).
+        return s.score, s.risk, json.dumps(s.subscores), "[]"
 
     columns = ["patient_id", "measured_at", "pulse", "resp_rate", "systolic", "diastolic",
-               "spo2", "temperature", "on_oxygen", "consciousness", "artefact", "news2_score",
-               "news2_risk", "spo2_scale", "received_at", "sent_at"]  # fmt: skip
+               "map", "spo2", "temperature", "etco2", "on_oxygen", "consciousness", "artefact",
+               "news2_score", "news2_risk", "spo2_scale", "news2_subscores", "news2_missing",
+               "received_at", "sent_at"]  # fmt: skip
     assert set(columns) == {f.column for f in PatientMetric._meta.concrete_fields} - {"id"}
     sqlite = connection.vendor == "sqlite"
 
     # Normal noise drawn once: 50 million gauss() calls would take longer than the writes.
     noise = [rng.gauss(0, 1) for _ in range(100_003)]
     cursor_at = 0
+    last: list[tuple] = []  # the newest step's rows: each patient's latest_signs
 
     def rows(step: int):
         nonlocal cursor_at
@@ -78,9 +82,11 @@ def generate(*, readings: int, patients: int) -> None:
             v[4] += noise[n + 4] * 0.02 + (37 - v[4]) * 0.01
             pulse, resp, sbp = round(v[0]), max(4, round(v[1])), round(v[2])
             spo2, temp = min(100, round(v[3])), round(v[4], 1)
-            news2, risk = score(resp, spo2, sbp, pulse, temp)
-            out.append((pid, at_db, pulse, resp, sbp, sbp - 40, spo2, temp, False, "A", "",
-                        news2, risk, 1, at_db, at_db))  # fmt: skip
+            news2, risk, subscores, missing = score(resp, spo2, sbp, pulse, temp)
+            # Mean arterial pressure from the cuff's two halves; no capnograph (etco2 null).
+            out.append((pid, at_db, pulse, resp, sbp, sbp - 40, sbp - 27, spo2, temp, None, False,
+                        "A", "", news2, risk, 1, subscores, missing, at_db, at_db))  # fmt: skip
+        last[:] = out
         return out
 
     table = PatientMetric._meta.db_table
@@ -118,6 +124,13 @@ def generate(*, readings: int, patients: int) -> None:
     # Each patient's latest reading: the last one written (readings were written in order).
     newest = PatientMetric.objects.filter(patient_id=OuterRef("pk")).order_by("-pk").values("pk")
     Patient.objects.filter(pk__in=ids).update(latest_metric=Subquery(newest[:1]))
+    # Each patient's newest values, as the consumer keeps them (Patient.latest_signs).
+    keys = {"pulse": 2, "resp_rate": 3, "systolic": 4, "diastolic": 5, "map": 6, "spo2": 7,
+            "temperature": 8, "on_oxygen": 10, "consciousness": 11}  # fmt: skip
+    measured = end.isoformat()
+    for row in last:
+        signs = {key: {"value": row[i], "measured_at": measured} for key, i in keys.items()}
+        Patient.objects.filter(pk=row[0]).update(latest_signs=signs)
     Alarm.objects.bulk_create(
         Alarm(patient_id=pid, kind="pulse_high", priority="medium", value=125, threshold=120,
               message="Pulse high: 125 /min (> 120)", raised_at=end)

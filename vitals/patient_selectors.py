@@ -142,10 +142,12 @@ def patient_list(
     )
 
 
-def patient_get(*, patient_uuid: str | uuid.UUID) -> Patient:
-    """One patient with their latest reading; 400 for a malformed uuid, 404 for an unknown one."""
+def patient_get(*, patient_uuid: str | uuid.UUID, plain: bool = False) -> Patient:
+    """One patient with their latest reading; 400 for a malformed uuid, 404 for an unknown one.
+    `plain`: the patient's own row only (no latest reading, alarms or name conflicts), for the
+    endpoints that read below a patient (its readings, its trend): one small query."""
     parsed = uuid_parse(patient_uuid, name="patient uuid")
     try:
-        return patient_list().get(uuid=parsed)
+        return (Patient.objects if plain else patient_list()).get(uuid=parsed)
     except Patient.DoesNotExist:
         raise PatientNotFound(f"No patient with uuid {parsed}.") from None

@@ -122,7 +122,7 @@ class ReadingSerializer(serializers.ModelSerializer):
         (bench/api_scale.py). The fields above still document it, and a test holds this equal
         to what DRF's walk makes of every field."""
         tz = timezone.get_current_timezone()
-        data = {"measured_at": _iso(metric.measured_at, tz)}
+        data = {"measured_at": api_datetime(metric.measured_at, tz)}
         for name in READING_SIGN_FIELDS:
             data[name] = reading_bp(metric) if name == "bp" else getattr(metric, name)
         data |= {
@@ -130,14 +130,55 @@ class ReadingSerializer(serializers.ModelSerializer):
             "consciousness": metric.consciousness,
             "artefact": metric.artefact,
             "news2": self.get_news2(metric),
-            "received_at": _iso(metric.received_at, tz),
-            "sent_at": None if metric.sent_at is None else _iso(metric.sent_at, tz),
+            "received_at": api_datetime(metric.received_at, tz),
+            "sent_at": None if metric.sent_at is None else api_datetime(metric.sent_at, tz),
             "clock_offset_s": self.get_clock_offset_s(metric),
         }
         return data
 
 
-def _iso(value: datetime, tz: tzinfo) -> str:
+def reading_data(row: dict, *, tz: tzinfo) -> dict:
+    """ReadingSerializer's representation of a reading read as a plain row (a dict of
+    vitals.selectors.READING_VALUE_FIELDS, `reading_values`): no model instance, no field walk;
+    a page of readings is the API's biggest answer. Tested equal to ReadingSerializer's."""
+    data = {"measured_at": api_datetime(row["measured_at"], tz)}
+    systolic, diastolic = row["systolic"], row["diastolic"]
+    bp = None if systolic is None or diastolic is None else f"{systolic}/{diastolic}"
+    for name in READING_SIGN_FIELDS:
+        data[name] = bp if name == "bp" else row[name]
+    sent_at = row["sent_at"]
+    data |= {
+        "on_oxygen": row["on_oxygen"],
+        "consciousness": row["consciousness"],
+        "artefact": row["artefact"],
+        "news2": _row_news2_data(row),
+        "received_at": api_datetime(row["received_at"], tz),
+        "sent_at": None if sent_at is None else api_datetime(sent_at, tz),
+        "clock_offset_s": None
+        if sent_at is None
+        else round((row["measured_at"] - sent_at).total_seconds(), 3),
+    }
+    return data
+
+
+def _row_news2_data(row: dict) -> dict | None:
+    """news2_data(PatientMetric.news2) of a plain row: the stored score as it is; a row stored
+    before partial readings (no sub-scores) through the model's own rule."""
+    subscores = row["news2_subscores"]
+    if subscores is None:
+        return news2_data(PatientMetric(**row).news2)
+    missing = list(row["news2_missing"])
+    return {
+        "score": row["news2_score"],
+        "risk": row["news2_risk"],
+        # in SUBSCORE_KEYS order: PostgreSQL's jsonb keeps its own
+        "subscores": {key: subscores.get(key) for key in SUBSCORE_KEYS},
+        "complete": not missing,
+        "missing": missing,
+    }
+
+
+def api_datetime(value: datetime, tz: tzinfo) -> str:
     """A time as DRF's DateTimeField writes it: ISO 8601 in the current zone, UTC as `Z`."""
     text = value.astimezone(tz).isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
@@ -316,6 +357,26 @@ class OpenAlarmSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def to_representation(self, alarm: Alarm) -> dict:
+        """Built directly: a ward list has an open alarm on many of its tiles. Tested equal to
+        DRF's walk over the fields (patients/tests/test_api.py)."""
+        return open_alarm_data(alarm, tz=timezone.get_current_timezone())
+
+
+def open_alarm_data(alarm: Alarm, *, tz: tzinfo) -> dict:
+    """OpenAlarmSerializer's representation of an alarm."""
+    activated, escalated = alarm.activated_at, alarm.escalated_at
+    return {
+        "id": alarm.id,
+        "kind": alarm.kind,
+        "priority": alarm.priority,
+        "state": alarm.state,
+        "message": alarm.message,
+        "raised_at": api_datetime(alarm.raised_at, tz),
+        "activated_at": None if activated is None else api_datetime(activated, tz),
+        "escalated_at": None if escalated is None else api_datetime(escalated, tz),
+    }
+
 
 class AlarmFilterSerializer(serializers.Serializer):
     patient = serializers.UUIDField(required=False, help_text="Only this patient's alarms.")
@@ -402,6 +463,12 @@ class AlarmOffSerializer(serializers.Serializer):
     reason = serializers.CharField(max_length=200, help_text="Why it is off (required).")
     by = serializers.CharField(source="by_username", read_only=True, help_text="Who (username).")
     at = serializers.DateTimeField(read_only=True, help_text="When it was switched off.")
+
+
+def alarm_off_data(item: dict, *, tz: tzinfo) -> dict:
+    """AlarmOffSerializer's representation of an item of vitals.selectors.alarm_off_items."""
+    return {"kind": item["kind"], "reason": item["reason"], "by": item["by_username"],
+            "at": api_datetime(item["at"], tz)}  # fmt: skip
 
 
 # The limits of a sign that has both, low and high: the low one must stay below the high one.

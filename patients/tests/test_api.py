@@ -9,17 +9,21 @@ import pytest
 import yaml
 from django.core.management import call_command
 from django.urls import reverse
+from django.utils import timezone
 from rest_framework import serializers
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from core.renderers import FastJSONRenderer
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
-from vitals.serializers import ReadingSerializer
-from vitals.services import alarm_switch_off, reading_bulk_store
+from vitals.patient_serializers import PatientSerializer
+from vitals.serializers import OpenAlarmSerializer, ReadingSerializer
+from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
 from vitals.tests.factories import T0, AlarmFactory, PatientMetricFactory
 
@@ -880,3 +884,96 @@ def test_a_reading_is_written_as_drfs_own_walk_over_the_fields_would_write_it(
         walk = serializers.ModelSerializer.to_representation(ReadingSerializer(), metric)
         assert fast == walk
         assert list(fast) == list(walk)
+
+
+def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
+    api_client: APIClient,
+) -> None:
+    """The metrics endpoint reads plain rows (reading_values), builds each reading with
+    reading_data and encodes the page with FastJSONRenderer: the same bytes as
+    ReadingSerializer and DRF's JSONRenderer make of the same readings, for every kind of
+    reading, in UTC and in another zone."""
+    ann = uuid.uuid4()
+    absent = dict.fromkeys(("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature"))
+    sent = [
+        reading(ann, "ann", 0, sent_at=T0 + timedelta(seconds=1.5)),  # the clock 1.5 s behind
+        reading(ann, "ann", 1, artefact="spo2_probe_off", spo2=60),
+        reading(ann, "ann", 2, on_oxygen=True, consciousness="V", temperature=39.4, map=93),
+        # Version 2, partial: scored with the earlier values still valid.
+        reading(ann, "ann", 3, **{**absent, "pulse": 131, "map": 62, "etco2": 48}),
+        # Hours later, SpO2 alone: the other values out of their windows, NEWS2 incomplete.
+        reading(ann, "ann", 300, **{**absent, "spo2": 91}, sent_at=T0 + timedelta(hours=4)),
+    ]
+    store(*sent)
+    patient = Patient.objects.get(uuid=ann)
+    # A row stored before partial readings: no sub-scores, scored from its own values.
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(hours=6), systolic=85)
+    metrics = list(PatientMetric.objects.filter(patient=patient).order_by("-measured_at"))
+    assert len(metrics) == 6
+    # Not stored for the old row nor for the artefact (not scored).
+    assert [m.news2_subscores is None for m in metrics] == [True, False, False, False, True, False]
+    assert [None if m.news2 is None else m.news2.complete for m in metrics] == [
+        True, False, True, True, None, True
+    ]  # fmt: skip
+
+    for zone in ("UTC", "America/St_Johns"):  # UTC-3:30 in November
+        with timezone.override(zone):
+            response = api_client.get(metrics_url(patient))
+            page = {"next": None, "previous": None}
+            page["results"] = ReadingSerializer(metrics, many=True).data
+            expected = JSONRenderer().render(page)
+        assert response.status_code == 200
+        assert response.content == expected
+    assert b'"clock_offset_s":-1.5' in response.content
+    assert b"-03:30" in response.content
+
+
+def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
+    api_client: APIClient, user, monkeypatch
+) -> None:
+    """PatientSerializer and OpenAlarmSerializer build their dicts directly and the list is
+    encoded by FastJSONRenderer: the same bytes as DRF's walk over the declared fields and its
+    JSONRenderer, for patients in every state a tile shows, in UTC and in another zone."""
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    absent = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
+    store(
+        reading(ann, "Ann", 0, sent_at=T0 + timedelta(seconds=2)),
+        reading(ann, "Ann Smith", 1),  # another name: a name conflict
+        reading(bob, "Bob", 0),
+        reading(bob, "Bob", 1, **absent, map=70, etco2=41),  # partial
+    )
+    patient_ann, patient_bob = Patient.objects.get(uuid=ann), Patient.objects.get(uuid=bob)
+    PatientFactory(name="Cy", mrn="MRN7", mrn_authority="HOSP")  # no reading yet
+    AlarmFactory(patient=patient_ann, activated_at=T0, escalated_at=T0 + timedelta(minutes=2))
+    AlarmFactory(patient=patient_ann, kind="pulse_high", priority="high", state="acknowledged")
+    AlarmFactory(patient=patient_bob, state="resolved")  # not open: not listed
+    alarm_switch_off(patient=patient_bob, kind="spo2_low", reason="probe", user=user)
+    alarm_switch_off(patient=patient_bob, kind="etco2_high", reason="weaning", user=None)
+    patient_monitoring_end(patient=patient_bob, user=user)
+
+    def both(params: dict) -> tuple[bytes, bytes]:
+        fast = api_client.get("/api/patients/", params)
+        with monkeypatch.context() as walk:
+            walk.setattr(
+                PatientSerializer, "to_representation", serializers.Serializer.to_representation
+            )
+            walk.setattr(
+                OpenAlarmSerializer, "to_representation", serializers.Serializer.to_representation
+            )
+            walk.setattr(FastJSONRenderer, "render", JSONRenderer.render)
+            slow = api_client.get("/api/patients/", params)
+        assert fast.status_code == slow.status_code == 200
+        return fast.content, slow.content
+
+    for zone in ("UTC", "America/St_Johns"):
+        with timezone.override(zone):
+            for params in ({}, {"ordering": "-news2"}, {"page_size": 2, "page": 2}):
+                fast, slow = both(params)
+                assert fast == slow
+    body = api_client.get("/api/patients/").json()["results"]
+    assert [p["name"] for p in body] == ["Ann", "Bob", "Cy"]
+    assert [len(p["name_conflicts"]) for p in body] == [1, 0, 0]
+    assert [len(p["active_alarms"]) for p in body] == [2, 0, 0]
+    assert [len(p["alarms_off"]) for p in body] == [0, 2, 0]
+    assert [p["monitoring_ended_by"] for p in body] == [None, user.username, None]
+    assert [p["latest_metric"] is None for p in body] == [False, False, True]
