@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import TopicPartition
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from patients.models import Patient
@@ -642,3 +643,75 @@ def test_an_incomplete_news2_that_triggers_raises_the_escalation_alarm():
     news2 = PatientMetric.objects.filter(patient=patient).first().news2
     assert (news2.score, news2.complete) == (3, False)
     assert news2.missing == ("resp_rate", "spo2", "pulse", "temperature")
+
+
+# --- statements per batch ----------------------------------------------------------------------
+
+
+def _churn_batches(patients: list[Patient], engine: AlarmEngine) -> list[list[tuple]]:
+    """Two batches of alarm churn for each patient: raised (batch 1); resolved, raised again
+    and made high priority (batch 2). Returns [the second batch's statements, its events]."""
+    judge(
+        engine, [r for p in patients for r in (reading(p, 0, pulse=130), reading(p, 5, pulse=130))]
+    )
+    second = [
+        r
+        for p in patients
+        for r in (
+            reading(p, 10),
+            reading(p, 15),
+            reading(p, 20, pulse=130),
+            reading(p, 25, pulse=130),
+            reading(p, 30, pulse=155),
+        )
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        written = judge(engine, second)
+    return [len(queries.captured_queries), written]
+
+
+def test_a_batch_of_alarm_changes_takes_the_same_statements_for_one_patient_as_for_many():
+    one = PatientFactory(name="one")
+    many = PatientFactory.create_batch(6)
+    engine = AlarmEngine()
+
+    [statements_one, written_one] = _churn_batches([one], engine)
+    [statements_many, written_many] = _churn_batches(many, engine)
+
+    # The readings' (savepoints, patients, the INSERT, latest_metric), the limits and
+    # switched-off alarms, the no_data resolution (an UPDATE and a SELECT), then the alarms':
+    # one SELECT of the open ones, one UPDATE, one INSERT of alarms, one of events; whatever
+    # the number of patients and of their changes (one by one: 19 for one patient, 59 for 6).
+    assert statements_many == statements_one == 15
+    change = [
+        ("resolved", "pulse_high"),
+        ("raised", "pulse_high"),
+        ("priority_changed", "pulse_high"),
+    ]
+    assert written_one == change
+    assert written_many == change * 6
+    # The stored alarm was resolved before its successor was inserted (one open alarm of a
+    # kind at a time), and each event carries its alarm as it then was, with its id.
+    for patient in [one, *many]:
+        assert alarms(patient) == [
+            ("pulse_high", "medium", "resolved", 130, 120, at(5), at(15)),
+            ("pulse_high", "high", "active", 155, 120, at(25), None),
+        ]
+        first, second = Alarm.objects.filter(patient=patient).order_by("id")
+        rows = AlarmEvent.objects.filter(alarm__patient=patient).order_by("id")
+        assert [
+            (
+                e.alarm_id,
+                e.type,
+                e.payload["alarm"]["id"],
+                e.payload["alarm"]["state"],
+                e.payload["alarm"]["priority"],
+                e.payload["alarm"]["value"],
+            )
+            for e in rows
+        ] == [
+            (first.pk, "raised", first.pk, "active", "medium", 130),
+            (first.pk, "resolved", first.pk, "resolved", "medium", 130),
+            (second.pk, "raised", second.pk, "active", "medium", 130),
+            (second.pk, "priority_changed", second.pk, "active", "high", 155),
+        ]
