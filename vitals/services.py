@@ -3,6 +3,7 @@
 import json
 import logging
 import sqlite3
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,8 +71,78 @@ def _reading_values(reading: Reading) -> tuple:
     return (*values[:-1], values[-1] or "")  # no artefact is "" in the database
 
 
+class PatientCache:
+    """A consumer's memory of its patients across batches: each patient (id, uuid, name, NEWS2
+    scale) and their newest values (`Patient.latest_signs` as `news2_track` keeps them), so
+    that a batch neither builds its patients anew nor decodes their `latest_signs` again.
+
+    How it stays correct:
+    - what clinicians change (the name, the SpO2 scale: `hypercapnic_respiratory_failure`)
+      is read again every batch, in the one SELECT of the batch's patients (four plain
+      columns, no model built, no JSON decoded), and set on the cached patient: a change made
+      between two batches counts from the next one;
+    - `latest_signs` is written only by the consumer that stores the patient's readings, and
+      a patient's readings come from one partition, which one consumer holds at a time; so the
+      copy in memory is the one in the database, kept only for the patients whose
+      `latest_signs` the batch wrote (the others of the batch are dropped: their values were
+      not written). The consumer forgets everything when its partitions are revoked and when
+      a batch's transaction fails (`forget`), as the alarm engine does;
+    - a patient gone from the database, or another row with the uuid, is looked up anew.
+    """
+
+    def __init__(self) -> None:
+        self.patients: dict[uuid.UUID, Patient] = {}
+        self.latest: dict[uuid.UUID, dict[str, tuple[object, datetime]]] = {}
+
+    def forget(self) -> None:
+        self.patients.clear()
+        self.latest.clear()
+
+    def get_or_create(
+        self, *, names_by_uuid: dict[uuid.UUID, str]
+    ) -> tuple[dict[uuid.UUID, Patient], dict[uuid.UUID, dict]]:
+        """The batch's patients (created when missing) and their newest values."""
+        patients: dict[uuid.UUID, Patient] = {}
+        latest: dict[uuid.UUID, dict] = {}
+        cached = [u for u in names_by_uuid if u in self.patients]
+        if cached:
+            rows = (
+                Patient.objects.filter(uuid__in=cached)
+                .order_by()
+                .values_list("uuid", "id", "name", "hypercapnic_respiratory_failure")
+            )
+            for patient_uuid, pk, name, hypercapnic in rows:
+                patient = self.patients[patient_uuid]
+                if patient.pk == pk:
+                    patient.name, patient.hypercapnic_respiratory_failure = name, hypercapnic
+                    patients[patient_uuid] = patient
+                    latest[patient_uuid] = self.latest[patient_uuid]
+        missing = {u: n for u, n in names_by_uuid.items() if u not in patients}
+        if missing:
+            found = patient_bulk_get_or_create(names_by_uuid=missing)
+            patients.update(found)
+            latest.update((u, _latest_signs_load(p.latest_signs)) for u, p in found.items())
+        return patients, latest
+
+    def keep(
+        self, *, patients: dict[uuid.UUID, Patient], latest: dict[uuid.UUID, dict], written: set
+    ) -> None:
+        """After a batch: remember the patients whose `latest_signs` it wrote (by uuid in
+        `written`), forget the batch's others."""
+        for patient_uuid, patient in patients.items():
+            if patient_uuid in written:
+                self.patients[patient_uuid] = patient
+                self.latest[patient_uuid] = latest[patient_uuid]
+            else:
+                self.patients.pop(patient_uuid, None)
+                self.latest.pop(patient_uuid, None)
+
+
 def reading_bulk_store(
-    *, readings: Sequence[Reading], received_at: datetime | None = None
+    *,
+    readings: Sequence[Reading],
+    received_at: datetime | None = None,
+    cache: PatientCache | None = None,
 ) -> StoreResult:
     """Store a batch of readings in one transaction: exactly once, whatever is re-delivered.
 
@@ -88,7 +159,8 @@ def reading_bulk_store(
     (settings.SIGN_VALIDITY), from it or from earlier readings: each patient's newest values
     (`Patient.latest_signs`) are loaded with the patient, brought up to date reading by reading
     in the order received (`news2_track`), and written with `latest_metric`: no query per
-    reading.
+    reading. `cache`: the consumer's memory of its patients across batches (PatientCache);
+    the caller forgets it when the transaction fails.
     """
     unique: dict[tuple, Reading] = {}
     conflicting: list[Reading] = []
@@ -103,8 +175,11 @@ def reading_bulk_store(
     with transaction.atomic():
         # A new patient takes the batch's first name for them (the others are conflicts).
         names = {r.patient_uuid: r.patient_name for r in reversed(unique.values())}
-        patients = patient_bulk_get_or_create(names_by_uuid=names)
-        latest = {uuid: _latest_signs_load(p.latest_signs) for uuid, p in patients.items()}
+        if cache is None:
+            patients = patient_bulk_get_or_create(names_by_uuid=names)
+            latest = {u: _latest_signs_load(p.latest_signs) for u, p in patients.items()}
+        else:
+            patients, latest = cache.get_or_create(names_by_uuid=names)
         validity = settings.SIGN_VALIDITY
         candidates = [
             _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
@@ -132,14 +207,17 @@ def reading_bulk_store(
         mismatches = patient_name_conflicts_record(
             patients=patients, names_seen=seen, seen_at=received_at
         )
+        by_id = {p.pk: u for u, p in patients.items()}
         if new:
-            by_id = {p.pk: uuid for uuid, p in patients.items()}
             patient_latest_reading_refresh(
                 new=new,
                 latest_signs={
                     m.patient_id: _latest_signs_dump(latest[by_id[m.patient_id]]) for m in new
                 },
             )
+        if cache is not None:
+            written = {by_id[m.patient_id] for m in new}
+            cache.keep(patients=patients, latest=latest, written=written)
     if new:
         patient_ids = list(dict.fromkeys(m.patient_id for m in new))
         for hook in _PATIENTS_STORED_HOOKS:

@@ -447,8 +447,10 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
         fail_next[:] = [True] if fail else []
         assert worker.process_batch() == len(changes)
         if fail:
-            # Nothing of the batch is left: no reading, no memory; the consumer seeks back.
+            # Nothing of the batch is left: no reading, no memory (of alarms, of patients);
+            # the consumer seeks back.
             assert engine.states == {}
+            assert worker.patient_cache.patients == worker.patient_cache.latest == {}
             assert consumer.next == len(consumer.log) - len(changes)
             assert worker.process_batch() == len(changes)
         assert consumer.next == len(consumer.log)
@@ -456,6 +458,7 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
     low = {"spo2": 88}
     batch((0, low))  # the first breaching reading: remembered
     assert set(engine.states) == {patient.pk}
+    assert set(worker.patient_cache.patients) == {patient.uuid}
     batch((5, low), fail=True)  # the second: its transaction fails, then the retry goes through
     assert alarms() == [
         ("spo2_low", "medium", "active", 88, 90, at(5, RECENT), None),
@@ -498,10 +501,12 @@ def test_revoked_partitions_take_the_alarm_memory_with_them():
     consumer.add_readings([reading(patient, 0, RECENT, spo2=88)])
     worker.process_batch()
     assert set(worker.alarm_engine.states) == {patient.pk}
+    assert set(worker.patient_cache.patients) == {patient.uuid}
 
     worker.on_revoke(consumer, [TopicPartition("vitals", 0)])
 
     assert worker.alarm_engine.states == {}
+    assert worker.patient_cache.patients == worker.patient_cache.latest == {}
     consumer.add_readings([reading(patient, 5, RECENT, spo2=88)])
     worker.process_batch()
     assert events() == [("raised", "spo2_low"), ("raised", "news2")]
