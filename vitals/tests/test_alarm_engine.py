@@ -183,6 +183,26 @@ def test_replay_uses_readings_stored_without_the_engine():
     assert alarms(patient) == [("pulse_high", "medium", "active", 130, 120, at(5), None)]
 
 
+def test_a_new_engine_replays_every_new_patient_of_a_batch_in_one_statement():
+    # Ann's last stored reading breaches; Bob's breaching one is older than 20 normal ones
+    # (out of the replay); Cid has a reading of the batch only.
+    ann, bob, cid = PatientFactory(name="ann"), PatientFactory(name="bob"), PatientFactory()
+    PatientMetricFactory(patient=ann, measured_at=at(0), pulse=130)
+    PatientMetricFactory(patient=bob, measured_at=at(0), pulse=130)
+    for n in range(1, 21):
+        PatientMetricFactory(patient=bob, measured_at=at(n), pulse=72)
+    engine = AlarmEngine()
+    with transaction.atomic():
+        new = reading_bulk_store(readings=[reading(p, 30, pulse=130) for p in (ann, bob, cid)]).new
+        with CaptureQueriesContext(connection) as queries:
+            written = [(e.type, e.alarm.patient.name) for e in engine.process(new)]
+
+    assert written == [("raised", "ann")]
+    warm_up = [q["sql"] for q in queries.captured_queries if "vitals_patientmetric" in q["sql"]]
+    assert len(warm_up) == 1
+    assert warm_up[0].count("UNION ALL") == 2
+
+
 @pytest.mark.parametrize("state", ["active", "acknowledged"])
 def test_an_open_alarm_is_not_raised_again_by_a_new_engine_and_resolves_with_hysteresis(state):
     patient = PatientFactory(name="cid")
