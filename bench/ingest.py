@@ -177,8 +177,15 @@ def measure_floor(data: Path, engine: str) -> list[Figure]:
         label = "raw sqlite3 executemany"
     else:
         import psycopg
+        from django.db.models import JSONField
+        from psycopg.types.json import Jsonb
 
+        # COPY takes a JSON column's value as Jsonb (a dict it cannot adapt by itself).
+        json_columns = [i for i, f in enumerate(columns) if isinstance(f, JSONField)]
         values = [[getattr(m, f.attname) for f in columns] for m in rows]
+        for row in values:
+            for i in json_columns:
+                row[i] = None if row[i] is None else Jsonb(row[i])
         connection.close()
         with psycopg.connect(
             host=settings["HOST"],
