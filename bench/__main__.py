@@ -47,8 +47,20 @@ PLOTS = BASE_DIR / "docs" / "bench"
 BENCHMARKS = {
     "ingest": (
         ingest.run,
-        {"patients": 1000, "per_patient": 200, "sample": 2000},
-        {"patients": 50, "per_patient": 40, "sample": 200},
+        {
+            "patients": 1000,
+            "per_patient": 200,
+            "sample": 2000,
+            "churn_patients": 500,
+            "churn_per_patient": 120,
+        },
+        {
+            "patients": 50,
+            "per_patient": 40,
+            "sample": 200,
+            "churn_patients": 50,
+            "churn_per_patient": 40,
+        },
         ENGINES,
     ),
     "emulator": (

@@ -1,7 +1,12 @@
 """Ingest throughput: `consume_vitals` against what a database insert costs on its own.
 
-The same readings (the emulator's physiology, a mixed ward, so that alarms are raised as in a
-real ward) go through:
+Two workloads, each measured the same way:
+- steady: the emulator's physiology, a mixed ward, so that alarms are raised as in a real ward;
+- churn: every sign drawn independently per reading, across the NEWS2 bands and the alarm
+  limits (pulse 55-110, resp 12-22, systolic 95-150 with diastolic 30-50 below, SpO2 92-100,
+  temperature 36.0-38.4; issue 20): alarms raised, re-prioritized and resolved all the time,
+  as with artefacts, movement, a patient hovering at a limit.
+The same readings go through:
 - the real pipeline: produced to a new topic of the real broker, then `manage.py
   consume_vitals` (a child process) until every one is stored; timed from the partitions'
   assignment (not the process start and group join, reported apart) to the last row;
@@ -40,7 +45,48 @@ from bench.common import (
 BATCH = 1000
 
 
-def generate(*, out: Path, patients: int, per_patient: int, seed: int) -> None:
+WORKLOADS = ("steady", "churn")
+
+
+def generate(*, out: Path, patients: int, per_patient: int, seed: int, workload: str) -> None:
+    if workload == "churn":
+        generate_churn(out=out, patients=patients, per_patient=per_patient, seed=seed)
+    else:
+        generate_steady(out=out, patients=patients, per_patient=per_patient, seed=seed)
+
+
+def generate_churn(*, out: Path, patients: int, per_patient: int, seed: int) -> None:
+    """The alarm-churn messages (contract version 2): `per_patient` readings of each patient
+    one second apart, ending now, each sign drawn independently of the last reading."""
+    import random
+
+    from vitals.contract import Reading, reading_to_message
+
+    rng = random.Random(seed)
+    ward = [(uuid.UUID(int=rng.getrandbits(128), version=4), f"Churn {i}") for i in range(patients)]
+    start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(seconds=per_patient)
+    messages = []
+    for step in range(per_patient):
+        measured_at = start + timedelta(seconds=step)
+        for patient_uuid, name in ward:
+            systolic = rng.randint(95, 150)
+            reading = Reading(
+                patient_uuid=patient_uuid,
+                patient_name=name,
+                measured_at=measured_at,
+                pulse=rng.randint(55, 110),
+                resp_rate=rng.randint(12, 22),
+                systolic=systolic,
+                diastolic=systolic - rng.randint(30, 50),
+                spo2=rng.randint(92, 100),
+                temperature=round(rng.uniform(36.0, 38.4), 1),
+                schema_version=2,
+            )
+            messages.append(reading_to_message(reading))
+    out.write_bytes(pickle.dumps(messages))
+
+
+def generate_steady(*, out: Path, patients: int, per_patient: int, seed: int) -> None:
     """The messages, as the emulator makes them: `per_patient` readings of each patient one
     second apart, ending now, the physiology advancing 30 s per reading (so that the
     deteriorating patients of the mixed ward deteriorate within the run)."""
@@ -131,8 +177,15 @@ def measure_floor(data: Path, engine: str) -> list[Figure]:
         label = "raw sqlite3 executemany"
     else:
         import psycopg
+        from django.db.models import JSONField
+        from psycopg.types.json import Jsonb
 
+        # COPY takes a JSON column's value as Jsonb (a dict it cannot adapt by itself).
+        json_columns = [i for i, f in enumerate(columns) if isinstance(f, JSONField)]
         values = [[getattr(m, f.attname) for f in columns] for m in rows]
+        for row in values:
+            for i in json_columns:
+                row[i] = None if row[i] is None else Jsonb(row[i])
         connection.close()
         with psycopg.connect(
             host=settings["HOST"],
@@ -278,59 +331,100 @@ def _rate(name: str, label: str, rows: int, seconds: float, engine: str) -> Figu
 
 
 def run(
-    world: World, *, engines: list[str], patients: int, per_patient: int, sample: int
+    world: World,
+    *,
+    engines: list[str],
+    patients: int,
+    per_patient: int,
+    sample: int,
+    churn_patients: int,
+    churn_per_patient: int,
 ) -> list[Figure]:
-    data = world.workdir / "ingest-messages.pickle"
-    env = world.env(world.database("sqlite", "ingest-generate"))
-    progress(f"ingest: generating {patients * per_patient:,} readings for {patients:,} patients")
-    run_child(
-        "bench.ingest",
-        "generate",
-        "--data",
-        str(data),
-        "--patients",
-        str(patients),
-        "--per-patient",
-        str(per_patient),
-        env=env,
-    )
+    sizes = {"steady": (patients, per_patient), "churn": (churn_patients, churn_per_patient)}
+    data = {}
+    for workload, (n, per) in sizes.items():
+        data[workload] = world.workdir / f"ingest-{workload}.pickle"
+        env = world.env(world.database("sqlite", f"ingest-generate-{workload}"))
+        progress(f"ingest: generating {n * per:,} {workload} readings for {n:,} patients")
+        run_child(
+            "bench.ingest",
+            "generate",
+            "--workload",
+            workload,
+            "--data",
+            str(data[workload]),
+            "--patients",
+            str(n),
+            "--per-patient",
+            str(per),
+            env=env,
+        )
     figures = []
     for engine in engines:
-        measured = {}
-        for name in ("floor", "bulk_create", "naive", "consumer"):
-            progress(f"ingest on {engine}: {name}")
-            url = world.database(engine, f"ingest_{name}")
-            (fig,) = run_child(
-                "bench.ingest",
-                name,
-                "--data",
-                str(data),
-                "--engine",
-                engine,
-                "--sample",
-                str(sample),
-                "--workdir",
-                str(world.workdir),
-                env=world.env(url),
-            )
-            measured[name] = fig
-            progress(f"  {fig.figure}: {fig.value:,.0f} rows/s")
-        consumer = measured["consumer"]
-        for ref, target in (("bulk_create", ">= 0.75"), ("naive", ">= 20"), ("floor", "")):
-            r = measured[ref]
-            figures.append(
-                Figure(
-                    benchmark="ingest",
-                    figure="consume_vitals",
-                    value=consumer.value,
-                    unit="rows/s",
-                    reference=r.figure,
-                    reference_value=r.value,
-                    target=target,
-                    engine=engine,
-                    details={"consumer": consumer.details, "reference": r.details},
+        consumers = {}
+        for workload in WORKLOADS:
+            # The naive consumer is measured once, on the steady workload (a sample).
+            names = ("floor", "bulk_create", "naive", "consumer")
+            if workload == "churn":
+                names = ("floor", "bulk_create", "consumer")
+            measured = {}
+            for name in names:
+                progress(f"ingest {workload} on {engine}: {name}")
+                url = world.database(engine, f"ingest_{workload}_{name}")
+                (fig,) = run_child(
+                    "bench.ingest",
+                    name,
+                    "--data",
+                    str(data[workload]),
+                    "--engine",
+                    engine,
+                    "--sample",
+                    str(sample),
+                    "--workdir",
+                    str(world.workdir),
+                    env=world.env(url),
                 )
+                measured[name] = fig
+                progress(f"  {fig.figure}: {fig.value:,.0f} rows/s")
+            consumer = consumers[workload] = measured["consumer"]
+            label = "consume_vitals" + (" (alarm churn)" if workload == "churn" else "")
+            targets = (("bulk_create", ">= 1.0"), ("naive", ">= 20"), ("floor", ""))
+            for ref, target in targets:
+                if ref not in measured:
+                    continue
+                r = measured[ref]
+                figures.append(
+                    Figure(
+                        benchmark="ingest",
+                        figure=label,
+                        value=consumer.value,
+                        unit="rows/s",
+                        reference=r.figure,
+                        reference_value=r.value,
+                        target=target,
+                        engine=engine,
+                        details={
+                            "workload": workload,
+                            "consumer": consumer.details,
+                            "reference": r.details,
+                        },
+                    )
+                )
+        # Alarm churn must not cost the consumer much more than steady values (issue 20: the
+        # churn workload stored 0.36x the steady one's rate before).
+        figures.append(
+            Figure(
+                benchmark="ingest",
+                figure="consume_vitals (alarm churn)",
+                value=consumers["churn"].value,
+                unit="rows/s",
+                reference="consume_vitals (steady)",
+                reference_value=consumers["steady"].value,
+                target=">= 0.8",
+                engine=engine,
+                details={"workload": "churn"},
             )
+        )
     return figures
 
 
@@ -340,6 +434,7 @@ def main() -> None:
     )
     parser.add_argument("what", choices=["generate", "floor", "bulk_create", "naive", "consumer"])
     parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--workload", choices=WORKLOADS, default="steady")
     parser.add_argument("--engine", default="sqlite")
     parser.add_argument("--patients", type=int, default=1000)
     parser.add_argument("--per-patient", type=int, default=200)
@@ -348,7 +443,13 @@ def main() -> None:
     args = parser.parse_args()
     django_setup()
     if args.what == "generate":
-        generate(out=args.data, patients=args.patients, per_patient=args.per_patient, seed=1)
+        generate(
+            out=args.data,
+            patients=args.patients,
+            per_patient=args.per_patient,
+            seed=1,
+            workload=args.workload,
+        )
         emit([])
     elif args.what == "floor":
         emit(measure_floor(args.data, args.engine))

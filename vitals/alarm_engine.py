@@ -19,8 +19,8 @@ from datetime import datetime
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
-from vitals.selectors import alarm_limits_for
-from vitals.services import alarm_decisions_apply, alarm_no_data_resolve
+from vitals.selectors import alarm_limits_for, patient_metrics_newest
+from vitals.services import alarm_decisions_bulk_apply, alarm_no_data_resolve
 
 # Readings replayed to rebuild a patient's counters: the longest delay allowed (10), twice over,
 # so that artefact readings in the window (which count neither way) do not cut the replay short.
@@ -53,6 +53,7 @@ class AlarmEngine:
         events: list[AlarmEvent] = alarm_no_data_resolve(
             patient_ids=list(by_patient), received_at=min(m.received_at for m in metrics_seen)
         )
+        decided = []
         for patient_id, patient_metrics in by_patient.items():
             state = self.states[patient_id]
             decisions = []
@@ -62,7 +63,9 @@ class AlarmEngine:
                     metric, metric.news2, limits[patient_id], at=at, clock_offset=offset
                 )
             if decisions:
-                events += alarm_decisions_apply(patient=patients[patient_id], decisions=decisions)
+                decided.append((patients[patient_id], decisions))
+        # The whole batch's decisions in a few statements (not a few per decision).
+        events += alarm_decisions_bulk_apply(decisions=decided)
         return events
 
     def timing(self, metric: PatientMetric) -> tuple[datetime, float | None]:
@@ -93,14 +96,15 @@ class AlarmEngine:
         by_patient: dict[int, list[PatientMetric]],
         limits: dict[int, Limits],
     ) -> None:
+        # The last readings received before this batch (ids follow arrival), replayed in the
+        # order they came, as the running engine judged them: every new patient's at once.
+        newest = patient_metrics_newest(
+            counts={pid: WARM_UP_READINGS + len(by_patient[pid]) for pid in patient_ids}
+        )
         for patient_id in patient_ids:
             state = PatientAlarms(clock_skew_warn=self.clock_skew_warn)
-            # The last readings received before this batch (ids follow arrival), replayed in
-            # the order they came, as the running engine judged them.
             batch = {m.pk for m in by_patient[patient_id]}
-            stored = PatientMetric.objects.filter(patient_id=patient_id).order_by("-pk")
-            newest = stored[: WARM_UP_READINGS + len(batch)]
-            recent = [m for m in newest if m.pk not in batch][:WARM_UP_READINGS]
+            recent = [m for m in newest[patient_id] if m.pk not in batch][:WARM_UP_READINGS]
             for metric in reversed(recent):
                 at, offset = self.timing(metric)
                 state.evaluate(

@@ -54,6 +54,7 @@ from vitals.contract import REASONS, Reading, reading_parse
 from vitals.errors import InvalidReading
 from vitals.selectors import alarm_events_unpublished
 from vitals.services import (
+    PatientCache,
     StoreResult,
     alarm_escalation_sweep,
     alarm_events_mark_published,
@@ -202,6 +203,8 @@ class VitalsConsumer:
         self._stall_unknown: set[tuple[str, int]] = set()
         self.alarms_topic = alarms_topic
         self.alarm_engine = AlarmEngine(clock_skew_warn=clock_skew_warn)
+        # Its patients across batches; forgotten with the alarm memory (see PatientCache).
+        self.patient_cache = PatientCache()
         # Every alarm_sweep_interval seconds, busy or idle: raise `no_data` for monitors silent
         # for no_data_after seconds, escalate high alarms unanswered for escalate_after (None:
         # not this consumer's job), publish the outbox.
@@ -241,6 +244,7 @@ class VitalsConsumer:
         self._stall_unknown -= {(p.topic, p.partition) for p in partitions}
         self.metrics.dlq_blocked.set(len(self.stalled))
         self.alarm_engine.forget()
+        self.patient_cache.forget()
         # Their lag is the new owner's to report now.
         for p in partitions:
             self.metrics.lag.remove(p.topic, str(p.partition))
@@ -382,11 +386,12 @@ class VitalsConsumer:
         """Readings and the alarm changes they cause, in one transaction."""
         try:
             with transaction.atomic():
-                result = reading_bulk_store(readings=readings)
+                result = reading_bulk_store(readings=readings, cache=self.patient_cache)
                 events = self.alarm_engine.process(result.new)
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.
             self.alarm_engine.forget()
+            self.patient_cache.forget()
             raise
         return result, len(events)
 

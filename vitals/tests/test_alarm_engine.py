@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import TopicPartition
-from django.db import OperationalError, transaction
+from django.db import OperationalError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from patients.models import Patient
@@ -180,6 +181,26 @@ def test_replay_uses_readings_stored_without_the_engine():
 
     assert judge(AlarmEngine(), [reading(patient, 5, pulse=130)]) == [("raised", "pulse_high")]
     assert alarms(patient) == [("pulse_high", "medium", "active", 130, 120, at(5), None)]
+
+
+def test_a_new_engine_replays_every_new_patient_of_a_batch_in_one_statement():
+    # Ann's last stored reading breaches; Bob's breaching one is older than 20 normal ones
+    # (out of the replay); Cid has a reading of the batch only.
+    ann, bob, cid = PatientFactory(name="ann"), PatientFactory(name="bob"), PatientFactory()
+    PatientMetricFactory(patient=ann, measured_at=at(0), pulse=130)
+    PatientMetricFactory(patient=bob, measured_at=at(0), pulse=130)
+    for n in range(1, 21):
+        PatientMetricFactory(patient=bob, measured_at=at(n), pulse=72)
+    engine = AlarmEngine()
+    with transaction.atomic():
+        new = reading_bulk_store(readings=[reading(p, 30, pulse=130) for p in (ann, bob, cid)]).new
+        with CaptureQueriesContext(connection) as queries:
+            written = [(e.type, e.alarm.patient.name) for e in engine.process(new)]
+
+    assert written == [("raised", "ann")]
+    warm_up = [q["sql"] for q in queries.captured_queries if "vitals_patientmetric" in q["sql"]]
+    assert len(warm_up) == 1
+    assert warm_up[0].count("UNION ALL") == 2
 
 
 @pytest.mark.parametrize("state", ["active", "acknowledged"])
@@ -446,8 +467,10 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
         fail_next[:] = [True] if fail else []
         assert worker.process_batch() == len(changes)
         if fail:
-            # Nothing of the batch is left: no reading, no memory; the consumer seeks back.
+            # Nothing of the batch is left: no reading, no memory (of alarms, of patients);
+            # the consumer seeks back.
             assert engine.states == {}
+            assert worker.patient_cache.patients == worker.patient_cache.latest == {}
             assert consumer.next == len(consumer.log) - len(changes)
             assert worker.process_batch() == len(changes)
         assert consumer.next == len(consumer.log)
@@ -455,6 +478,7 @@ def test_a_failed_transaction_makes_the_engine_forget_and_the_retry_rederives_fr
     low = {"spo2": 88}
     batch((0, low))  # the first breaching reading: remembered
     assert set(engine.states) == {patient.pk}
+    assert set(worker.patient_cache.patients) == {patient.uuid}
     batch((5, low), fail=True)  # the second: its transaction fails, then the retry goes through
     assert alarms() == [
         ("spo2_low", "medium", "active", 88, 90, at(5, RECENT), None),
@@ -497,10 +521,12 @@ def test_revoked_partitions_take_the_alarm_memory_with_them():
     consumer.add_readings([reading(patient, 0, RECENT, spo2=88)])
     worker.process_batch()
     assert set(worker.alarm_engine.states) == {patient.pk}
+    assert set(worker.patient_cache.patients) == {patient.uuid}
 
     worker.on_revoke(consumer, [TopicPartition("vitals", 0)])
 
     assert worker.alarm_engine.states == {}
+    assert worker.patient_cache.patients == worker.patient_cache.latest == {}
     consumer.add_readings([reading(patient, 5, RECENT, spo2=88)])
     worker.process_batch()
     assert events() == [("raised", "spo2_low"), ("raised", "news2")]
@@ -642,3 +668,75 @@ def test_an_incomplete_news2_that_triggers_raises_the_escalation_alarm():
     news2 = PatientMetric.objects.filter(patient=patient).first().news2
     assert (news2.score, news2.complete) == (3, False)
     assert news2.missing == ("resp_rate", "spo2", "pulse", "temperature")
+
+
+# --- statements per batch ----------------------------------------------------------------------
+
+
+def _churn_batches(patients: list[Patient], engine: AlarmEngine) -> list[list[tuple]]:
+    """Two batches of alarm churn for each patient: raised (batch 1); resolved, raised again
+    and made high priority (batch 2). Returns [the second batch's statements, its events]."""
+    judge(
+        engine, [r for p in patients for r in (reading(p, 0, pulse=130), reading(p, 5, pulse=130))]
+    )
+    second = [
+        r
+        for p in patients
+        for r in (
+            reading(p, 10),
+            reading(p, 15),
+            reading(p, 20, pulse=130),
+            reading(p, 25, pulse=130),
+            reading(p, 30, pulse=155),
+        )
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        written = judge(engine, second)
+    return [len(queries.captured_queries), written]
+
+
+def test_a_batch_of_alarm_changes_takes_the_same_statements_for_one_patient_as_for_many():
+    one = PatientFactory(name="one")
+    many = PatientFactory.create_batch(6)
+    engine = AlarmEngine()
+
+    [statements_one, written_one] = _churn_batches([one], engine)
+    [statements_many, written_many] = _churn_batches(many, engine)
+
+    # The readings' (savepoints, patients, the INSERT, latest_metric), the limits and
+    # switched-off alarms, the no_data resolution (an UPDATE and a SELECT), then the alarms':
+    # one SELECT of the open ones, one UPDATE, one INSERT of alarms, one of events; whatever
+    # the number of patients and of their changes (one by one: 19 for one patient, 59 for 6).
+    assert statements_many == statements_one == 15
+    change = [
+        ("resolved", "pulse_high"),
+        ("raised", "pulse_high"),
+        ("priority_changed", "pulse_high"),
+    ]
+    assert written_one == change
+    assert written_many == change * 6
+    # The stored alarm was resolved before its successor was inserted (one open alarm of a
+    # kind at a time), and each event carries its alarm as it then was, with its id.
+    for patient in [one, *many]:
+        assert alarms(patient) == [
+            ("pulse_high", "medium", "resolved", 130, 120, at(5), at(15)),
+            ("pulse_high", "high", "active", 155, 120, at(25), None),
+        ]
+        first, second = Alarm.objects.filter(patient=patient).order_by("id")
+        rows = AlarmEvent.objects.filter(alarm__patient=patient).order_by("id")
+        assert [
+            (
+                e.alarm_id,
+                e.type,
+                e.payload["alarm"]["id"],
+                e.payload["alarm"]["state"],
+                e.payload["alarm"]["priority"],
+                e.payload["alarm"]["value"],
+            )
+            for e in rows
+        ] == [
+            (first.pk, "raised", first.pk, "active", "medium", 130),
+            (first.pk, "resolved", first.pk, "resolved", "medium", 130),
+            (second.pk, "raised", second.pk, "active", "medium", 130),
+            (second.pk, "priority_changed", second.pk, "active", "high", 155),
+        ]

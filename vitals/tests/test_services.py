@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from patients.models import Patient
 from patients.services import patient_bulk_get_or_create
@@ -14,7 +15,7 @@ from patients.tests.factories import PatientFactory
 from vitals import services
 from vitals.contract import Reading
 from vitals.models import PatientMetric
-from vitals.services import reading_bulk_store
+from vitals.services import PatientCache, reading_bulk_store
 
 pytestmark = pytest.mark.django_db
 
@@ -437,3 +438,62 @@ def test_rows_stored_before_partial_readings_are_scored_from_their_own_values():
 
     news2 = PatientMetric.objects.get().news2
     assert (news2.score, news2.complete, news2.subscores["pulse"]) == (3, True, 3)
+
+
+# --- the consumer's patient cache across batches ------------------------------------------------
+
+
+def test_the_patient_cache_reads_the_scale_and_name_again_and_keeps_the_newest_values():
+    cache = PatientCache()
+    reading_bulk_store(readings=[reading(BOB, 0, spo2=90)], received_at=T0, cache=cache)
+    assert PatientMetric.objects.get().spo2_scale == 1
+    # A clinician changes the SpO2 scale and the name between two batches.
+    patient = Patient.objects.get(uuid=BOB)
+    patient.hypercapnic_respiratory_failure, patient.name = True, "robert"
+    patient.save()
+
+    # SpO2 only: the other parameters of its NEWS2 are the first reading's, from memory.
+    signs = {"resp_rate": None, "systolic": None, "diastolic": None, "temperature": None}
+    second = reading(BOB, 5, pulse=None, spo2=90, **signs)
+    with CaptureQueriesContext(connection) as queries:
+        result = reading_bulk_store(readings=[second], received_at=T0, cache=cache)
+
+    metric = PatientMetric.objects.get(measured_at=T0 + timedelta(seconds=5))
+    # Scale 2: SpO2 90 on air scores 0 (scale 1: 2); pulse 72, resp 14, BP 120, 36.8 score 0.
+    assert (metric.spo2_scale, metric.news2_score, metric.news2_missing) == (2, 0, [])
+    assert [(m.patient_name, m.name_seen) for m in result.name_mismatches] == [("robert", "bob")]
+    # The look-up read four plain columns, not the patient's stored newest values...
+    [look_up] = [q["sql"] for q in queries.captured_queries if "patients_patient" in q["sql"]][:1]
+    assert look_up.startswith('SELECT "patients_patient"."uuid" AS "uuid", "patients_patient"."id"')
+    assert "latest_signs" not in look_up
+    assert "ORDER BY" not in look_up
+    # ...and the values written are those a look-up from the database gives.
+    signs = Patient.objects.get(uuid=BOB).latest_signs
+    assert {key: signs[key]["measured_at"] for key in ("pulse", "spo2")} == {
+        "pulse": T0.isoformat(),
+        "spo2": (T0 + timedelta(seconds=5)).isoformat(),
+    }
+    assert cache.latest[BOB] == services._latest_signs_load(signs)
+
+
+def test_the_patient_cache_drops_a_patient_whose_values_the_batch_did_not_write():
+    cache = PatientCache()
+    reading_bulk_store(readings=[reading(BOB, 0), reading(ANN, 0)], received_at=T0, cache=cache)
+    assert set(cache.patients) == set(cache.latest) == {BOB, ANN}
+
+    # Bob's reading again (a duplicate, not stored), Ann's next one.
+    reading_bulk_store(readings=[reading(BOB, 0), reading(ANN, 5)], received_at=T0, cache=cache)
+
+    assert set(cache.patients) == set(cache.latest) == {ANN}
+
+
+def test_the_patient_cache_looks_up_a_patient_deleted_and_created_again():
+    cache = PatientCache()
+    reading_bulk_store(readings=[reading(BOB, 0)], received_at=T0, cache=cache)
+    Patient.objects.filter(uuid=BOB).delete()
+    again = PatientFactory(uuid=BOB, name="bob")
+
+    reading_bulk_store(readings=[reading(BOB, 5)], received_at=T0, cache=cache)
+
+    assert cache.patients[BOB].pk == again.pk
+    assert list(PatientMetric.objects.values_list("patient_id", flat=True)) == [again.pk]
