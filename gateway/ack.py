@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from core.hl7_text import hl7_escape, hl7_timestamp
 from gateway.outcome import AckCode, Hl7Error
 
 STANDARD_SEPARATORS = "|^~\\&"
@@ -86,28 +87,17 @@ def control_id_new() -> str:
     return uuid.uuid4().hex[:20]
 
 
-def hl7_timestamp(moment: datetime) -> str:
-    """An HL7 DTM with milliseconds and the offset, e.g. 20261203135004.123+0000."""
-    return (
-        moment.strftime("%Y%m%d%H%M%S.")
-        + f"{moment.microsecond // 1000:03d}"
-        + (moment.strftime("%z") or "+0000")
-    )
-
-
 def text_escape(text: str, header: Header) -> str:
-    """A text for an ST/TX component, with the message's separators escaped (\\F\\, \\S\\,
-    \\T\\, \\R\\, \\E\\) and line breaks as spaces."""
+    """A text for an ST/TX component, escaped with the message's own separators."""
     component, repetition, escape, subcomponent = header.encoding
-    text = text.replace(escape, f"{escape}E{escape}")
-    for char, code in (
-        (header.field_separator, "F"),
-        (component, "S"),
-        (subcomponent, "T"),
-        (repetition, "R"),
-    ):
-        text = text.replace(char, f"{escape}{code}{escape}")
-    return " ".join(text.splitlines())
+    return hl7_escape(
+        text,
+        field=header.field_separator,
+        component=component,
+        repetition=repetition,
+        escape=escape,
+        subcomponent=subcomponent,
+    )
 
 
 def ack_build(

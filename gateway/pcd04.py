@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from core.hl7_text import hl7_escape, hl7_timestamp
 from gateway.identity import Location
 from vitals.signs import LIMIT_BY_KIND, SIGN_BY_KEY, SIGN_OF_LIMIT, Code
 
@@ -157,30 +158,10 @@ class AlarmContext:
     location: Location | None = None
 
 
-def hl7_escape(text: str) -> str:
-    """Text for an HL7 field with the default delimiters (|^~\\&): each delimiter escaped
-    (HL7 v2.6 section 2.7.4), line breaks as spaces (one segment per line)."""
-    escaped = (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("&", "\\T\\")
-        .replace("~", "\\R\\")
-    )
-    return " ".join(escaped.splitlines())
-
-
 def hl7_time(value: str | None) -> str:
     """An ISO 8601 time stamp -> HL7 DTM with its offset, to the millisecond:
     YYYYMMDDHHMMSS.SSS+ZZZZ ("" for None)."""
-    if not value:
-        return ""
-    moment = datetime.fromisoformat(value)
-    return (
-        moment.strftime("%Y%m%d%H%M%S.")
-        + f"{moment.microsecond // 1000:03d}"
-        + (moment.strftime("%z") or "+0000")
-    )
+    return hl7_timestamp(datetime.fromisoformat(value)) if value else ""
 
 
 def _number(value: float | None) -> str:

@@ -18,6 +18,7 @@ device observations) and the artefact flag (a SpO2 with the probe off is simply 
 import uuid
 from datetime import UTC, datetime
 
+from core.hl7_text import hl7_escape, hl7_timestamp
 from vitals.contract import Reading
 from vitals.signs import SIGN_BY_KEY
 
@@ -61,21 +62,9 @@ CONTAINERS = {
 }
 
 
-def hl7_escape(text: str) -> str:
-    """Text with HL7's delimiters escaped (the default encoding characters |^~\\&)."""
-    return (
-        text.replace("\\", "\\E\\")
-        .replace("|", "\\F\\")
-        .replace("^", "\\S\\")
-        .replace("~", "\\R\\")
-        .replace("&", "\\T\\")
-    )
-
-
 def hl7_time(when: datetime) -> str:
     """YYYYMMDDHHMMSS.SSS+0000: UTC, milliseconds."""
-    when = when.astimezone(UTC)
-    return when.strftime("%Y%m%d%H%M%S") + f".{when.microsecond // 1000:03d}+0000"
+    return hl7_timestamp(when.astimezone(UTC))
 
 
 def device_eui64_for(patient_uuid: uuid.UUID) -> str:
