@@ -179,6 +179,24 @@ async def _ack_code(reader: asyncio.StreamReader, frames: FrameReader) -> str:
             return acks[0].payload.split(b"MSA|", 1)[1][:2].decode()
 
 
+async def _exchange(
+    reader,
+    writer,
+    frames: FrameReader,
+    message: bytes,
+    latencies: list[float],
+    codes: dict[str, int],
+) -> None:
+    """Send one message, wait for its ACK; record the time from the message's last byte sent
+    to the ACK, and the ACK's code."""
+    writer.write(message)
+    await writer.drain()
+    sent = time.monotonic()
+    code = await _ack_code(reader, frames)
+    latencies.append(time.monotonic() - sent)
+    codes[code] = codes.get(code, 0) + 1
+
+
 async def _paced(
     port: int, connections: int, rate: float, seconds: float
 ) -> tuple[list[float], dict]:
@@ -196,12 +214,7 @@ async def _paced(
         n = 0
         while (due := start + n * period) < start + seconds:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            writer.write(oru(bed, n))
-            await writer.drain()
-            sent = time.monotonic()
-            code = await _ack_code(reader, frames)
-            latencies.append(time.monotonic() - sent)
-            codes[code] = codes.get(code, 0) + 1
+            await _exchange(reader, writer, frames, oru(bed, n), latencies, codes)
             n += 1
         writer.close()
         await writer.wait_closed()
@@ -221,12 +234,7 @@ async def _load(port: int, connections: int, messages: int) -> tuple[list[float]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         frames = FrameReader(max_bytes=2**20)
         for n in range(count):
-            writer.write(oru(bed, n))
-            await writer.drain()
-            sent = time.monotonic()
-            code = await _ack_code(reader, frames)
-            latencies.append(time.monotonic() - sent)
-            codes[code] = codes.get(code, 0) + 1
+            await _exchange(reader, writer, frames, oru(bed, n), latencies, codes)
         writer.close()
         await writer.wait_closed()
 
