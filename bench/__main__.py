@@ -37,6 +37,7 @@ from bench import (
     ingest,
     memory,
     plots,
+    scale_out,
 )
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
@@ -61,6 +62,12 @@ BENCHMARKS = {
             "churn_patients": 50,
             "churn_per_patient": 40,
         },
+        ENGINES,
+    ),
+    "scale_out": (
+        scale_out.run,
+        {"patients": 500, "per_patient": 80},
+        {"patients": 100, "per_patient": 20},
         ENGINES,
     ),
     "emulator": (

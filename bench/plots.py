@@ -54,6 +54,8 @@ SPAN = 0.62  # of an axis's width, the longest bar or mark: the rest holds the t
 TITLES = {
     "ingest": "Ingest: readings stored per second by consume_vitals, beside the same rows "
     "written by the ORM's bulk_create, raw SQL and a naive consumer",
+    "scale_out": "Scale-out: two consume_vitals processes in one group beside one, and where "
+    "the cores go",
     "emulator": "Emulator: readings produced on schedule, interval jitter and CPU",
     "freshness": "Freshness: from a reading's timestamp to the API serving it",
     "api_scale": "API at scale: response time of the ward list and a patient's last hour, "
