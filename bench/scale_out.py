@@ -313,6 +313,27 @@ def consume(
         next(line for line in reversed(log_lines) if line.get("message") == "consumer stopped")
         for log_lines in lines
     ]
+
+    def at(log_lines: list[dict], message: str, *, nonempty: bool = False) -> float | None:
+        """When a consumer first logged `message` (with partitions, if `nonempty`)."""
+        for line in log_lines:
+            if line.get("message") == message and (line.get("partitions") or not nonempty):
+                return datetime.fromisoformat(line["timestamp"]).timestamp()
+        return None
+
+    # From subscribing to holding partitions; and, when a second consumer joined the first's
+    # work, how long the partitions moved to it had no owner (revoked, not yet assigned).
+    joins = [
+        round(got - subscribed, 2) if (subscribed := at(log_lines, "consuming")) and got else None
+        for log_lines in lines
+        for got in [at(log_lines, "partitions assigned", nonempty=True)]
+    ]
+    handover = None
+    if stagger and len(lines) == 2:
+        given_up = at(lines[0], "partitions revoked")
+        taken = at(lines[1], "partitions assigned", nonempty=True)
+        if given_up and taken and given_up < done_wall:
+            handover = round(taken - given_up, 2)
     revoked = [
         line
         for log_lines in lines
@@ -343,6 +364,13 @@ def consume(
     }
     ours = sum(cpu["consumers"]) + cpu["broker"] + cpu["database server"] + cpu["this poller"]
     cpu["other processes"] = round(max(0.0, cpu["machine"] - ours), 3)
+    # What a reading costs in CPU, whoever had the cores: the consumers alone, and with the
+    # broker and the database server (what a machine of their own would have to give).
+    pipeline = sum(cpu["consumers"]) + cpu["broker"] + cpu["database server"]
+    cpu_us = {
+        "consumers": round(sum(cpu["consumers"]) * seconds / total * 1e6, 1),
+        "pipeline": round(pipeline * seconds / total * 1e6, 1),
+    }
     return Figure(
         benchmark="scale_out",
         figure=run,
@@ -353,12 +381,15 @@ def consume(
             "rows": total,
             "seconds": round(seconds, 3),
             "cores": cpu,
+            "cpu_us_per_reading": cpu_us,
             "batch_write_seconds": [round(w.get("sum", 0.0), 3) for w in writes],
             "batches": [int(w.get("count", 0)) for w in writes],
             "stored": [s["stored"] for s in stopped],
             "retries": [s["retries"] for s in stopped],
             "alarm_events": [s["alarm_events"] for s in stopped],
             "partitions_revoked": len(revoked),
+            "join_seconds": joins,
+            "partitions_unowned_seconds": handover,
             "alarms": len(alarms),
             "load_average": os.getloadavg(),
         },
@@ -375,8 +406,15 @@ def _cpu_line(fig: Figure) -> str:
         f"{fig.figure}: {fig.value:,.0f} rows/s in {fig.details['seconds']:.1f} s; cores: "
         f"consumers {consumers}, broker {c['broker']:.2f}, database server "
         f"{c['database server']:.2f}, poller {c['this poller']:.2f}, other processes "
-        f"{c['other processes']:.2f}, machine {c['machine']:.2f}; in batch transactions "
-        f"{fig.details['batch_write_seconds']} s; retries {fig.details['retries']}"
+        f"{c['other processes']:.2f}, machine {c['machine']:.2f}; CPU a reading "
+        f"{fig.details['cpu_us_per_reading']} us; in batch transactions "
+        f"{fig.details['batch_write_seconds']} s; retries {fig.details['retries']}; stored "
+        f"{fig.details['stored']}; subscribe to assignment {fig.details['join_seconds']} s"
+        + (
+            f"; partitions without an owner {fig.details['partitions_unowned_seconds']} s"
+            if fig.details["partitions_unowned_seconds"] is not None
+            else ""
+        )
     )
 
 
