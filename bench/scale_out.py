@@ -418,6 +418,25 @@ def _cpu_line(fig: Figure) -> str:
     )
 
 
+def _bounds(*, one: Figure, two: Figure, engine: str) -> dict:
+    """What the one-consumer run says two could reach at best, on this machine with nothing
+    else running: on SQLite, Amdahl's law over its one writer (the share of a consumer's time
+    inside its batch transactions cannot overlap); on both, the cores (one consumer keeps at
+    most one core busy; two at most the machine's, with the broker and the database server)."""
+    serial = one.details["batch_write_seconds"][0] / one.details["seconds"]
+    cpus = os.cpu_count() or 1
+    consumer_us = one.details["cpu_us_per_reading"]["consumers"]
+    pipeline_us = two.details["cpu_us_per_reading"]["pipeline"]
+    bounds = {
+        "one_consumer_share_in_transactions": round(serial, 3),
+        # One consumer at one full core, against two sharing the machine with the rest.
+        "cores_bound_x": round(min(2.0, cpus * consumer_us / pipeline_us), 2),
+    }
+    if engine == "sqlite":
+        bounds["one_writer_bound_x"] = round(1 / (serial + (1 - serial) / 2), 2)
+    return bounds
+
+
 def run(world: World, *, engines: list[str], patients: int, per_patient: int) -> list[Figure]:
     data = world.workdir / "scale-out.pickle"
     progress(f"scale_out: generating {patients * per_patient:,} churn readings of {patients:,}")
@@ -472,6 +491,8 @@ def run(world: World, *, engines: list[str], patients: int, per_patient: int) ->
                 f"({len(alarms[name])} against {len(alarms['one'])})"
             )
         one = measured["one"]
+        bounds = _bounds(one=one, two=measured["two"], engine=engine)
+        progress(f"  bounds: {bounds}")
         for name, label, target in (
             ("two", "two consume_vitals in one group", ">= 1.6"),
             ("rebalance", "two, the second joining at a quarter", ""),
@@ -487,7 +508,7 @@ def run(world: World, *, engines: list[str], patients: int, per_patient: int) ->
                     reference_value=one.value,
                     target=target,
                     engine=engine,
-                    details={"run": fig.details, "reference": one.details},
+                    details={"run": fig.details, "reference": one.details, "bounds": bounds},
                 )
             )
         for name in ("one", "two"):

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from bench.__main__ import table
-from bench.common import BASE_DIR, Figure, percentile
+from bench.common import BASE_DIR, CLOCK_TICKS, Figure, percentile
+from bench.scale_out import _bounds, tree_cpu_seconds
 
 
 def test_percentile_is_a_measured_value_by_nearest_rank():
@@ -52,6 +53,35 @@ def test_the_table_shows_value_reference_ratio_target_and_verdict():
     assert [c.strip() for c in rows[3].split("|")[1:-1]] == [
         "emulator", "-", "CPU used", "0.84 cores", "-", "-", "-", "<= 1.0", "yes"
     ]  # fmt: skip
+
+
+def test_a_process_trees_cpu_counts_it_and_its_descendants_once_and_nothing_else():
+    # pid -> (parent, ticks of its own and of its reaped children): 2 and its child 3 (and
+    # 3's child 6) are one tree; 4 is 2's sibling; 5 is someone else's.
+    table = {1: (0, 100), 2: (1, 50), 3: (2, 25), 4: (1, 10), 5: (99, 1000), 6: (3, 5)}
+    assert tree_cpu_seconds(2, table) == 80 / CLOCK_TICKS
+    assert tree_cpu_seconds(1, table) == 190 / CLOCK_TICKS
+    assert tree_cpu_seconds(7, table) == 0  # gone
+
+
+def test_scale_out_bounds_are_amdahls_over_sqlites_one_writer_and_the_cores(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    one = Figure("scale_out", "one", 5000, "rows/s", details={
+        "seconds": 8.0, "batch_write_seconds": [6.0],
+        "cpu_us_per_reading": {"consumers": 150.0, "pipeline": 160.0}})  # fmt: skip
+    two = Figure("scale_out", "two", 5500, "rows/s", details={
+        "cpu_us_per_reading": {"consumers": 160.0, "pipeline": 240.0}})  # fmt: skip
+    # 3/4 of the work serial: 1 / (3/4 + 1/8); 2 cores for 240 us a reading against one
+    # core for 150.
+    assert _bounds(one=one, two=two, engine="sqlite") == {
+        "one_consumer_share_in_transactions": 0.75,
+        "cores_bound_x": 1.25,
+        "one_writer_bound_x": 1.14,
+    }
+    assert _bounds(one=one, two=two, engine="postgresql") == {
+        "one_consumer_share_in_transactions": 0.75,
+        "cores_bound_x": 1.25,
+    }
 
 
 @pytest.mark.e2e
