@@ -71,6 +71,7 @@ UNITS = {
     "readings/s": "readings per second",
     "messages/s": "messages per second",
     "ms": "milliseconds",
+    "us": "microseconds",
     "cores": "CPU cores",
     "MiB": "resident memory, MiB",
     "MB": "resident memory, MB",

@@ -511,6 +511,19 @@ def run(world: World, *, engines: list[str], patients: int, per_patient: int) ->
                     details={"run": fig.details, "reference": one.details, "bounds": bounds},
                 )
             )
+        # A machine's load moves the rates (two processes get twice one's share of a busy
+        # machine); what a reading costs in CPU does not: scaling out must not add to it.
+        figures.append(
+            Figure(
+                benchmark="scale_out",
+                figure="CPU a reading, two consumers (with broker and database server)",
+                value=measured["two"].details["cpu_us_per_reading"]["pipeline"],
+                unit="us",
+                reference="one consumer",
+                reference_value=one.details["cpu_us_per_reading"]["pipeline"],
+                engine=engine,
+            )
+        )
         for name in ("one", "two"):
             cores = measured[name].details["cores"]
             who = "one consumer" if name == "one" else "two consumers"
