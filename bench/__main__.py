@@ -9,9 +9,10 @@ examples:
   python -m bench api_scale --engine sqlite --engine postgresql   # both
   python -m bench --quick --output /tmp/me.json   # plots in /tmp/me-plots/, docs/bench untouched
 
-Each benchmark runs on its own default engines unless --engine is given: ingest and freshness
-on both, the 10-million-reading api_scale on PostgreSQL (the production engine; filling a
-second database would take 4 more minutes), memory on SQLite (the consumer's own memory).
+Each benchmark runs on its own default engines unless --engine is given: ingest, scale_out
+and freshness on both, the 10-million-reading api_scale on PostgreSQL (the production engine;
+filling a second database would take 4 more minutes), memory on SQLite (the consumer's own
+memory).
 
 At the end each benchmark of the run is drawn beside its references (bench/plots.py): into
 docs/bench/ when the results go to bench/results/latest.json (what the README shows), else
