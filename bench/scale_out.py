@@ -485,6 +485,8 @@ def run(world: World, *, engines: list[str], patients: int, per_patient: int) ->
             name: json.loads((world.workdir / f"scale-out-alarms-{engine}-{name}.json").read_text())
             for name in RUNS
         }
+        if not measured["rebalance"].details["stored"][-1]:
+            progress("  the second consumer joined too late to store anything: no handover seen")
         for name in ("two", "rebalance"):
             assert alarms[name] == alarms["one"], (
                 f"{engine}: the alarms of the {name} run differ from one consumer's "
