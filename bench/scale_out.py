@@ -309,8 +309,14 @@ def consume(
         if line.get("message") == "partitions assigned"
     )
     seconds = done_wall - assigned
+    # Each consumer's totals as it stopped; none from one stopped before it got going (a
+    # --quick run's late joiner, still starting up): it did nothing, which the sums check.
+    nothing = dict.fromkeys(("stored", "duplicates", "invalid", "retries", "alarm_events"), 0)
     stopped = [
-        next(line for line in reversed(log_lines) if line.get("message") == "consumer stopped")
+        next(
+            (line for line in reversed(log_lines) if line.get("message") == "consumer stopped"),
+            nothing,
+        )
         for log_lines in lines
     ]
 
