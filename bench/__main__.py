@@ -37,6 +37,7 @@ from bench import (
     ingest,
     memory,
     plots,
+    screen_latency,
 )
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
@@ -97,6 +98,12 @@ BENCHMARKS = {
         hl7_gateway.run,
         {"connections": 200, "messages": 60_000, "processes": 2, "paced_seconds": 20},
         {"connections": 50, "messages": 2_000, "processes": 2, "paced_seconds": 3},
+        ("sqlite",),
+    ),
+    "screen_latency": (
+        screen_latency.run,
+        {"beds": 64, "warm_up": 10, "window": 30},
+        {"beds": 64, "warm_up": 5, "window": 10},
         ("sqlite",),
     ),
     "export": (

@@ -122,6 +122,8 @@ function alarmLevel(alarms) {
 function updateTile(tile, patient) {
   tile.patient = patient;
   tile.li.dataset.name = patient.name;
+  // The reading shown (what bench/screen_latency.py times the screen by).
+  tile.li.dataset.measuredAt = patient.latest_metric?.measured_at ?? "";
   tile.name.textContent = patient.name;
   tile.name.title = patient.name; // the whole name, where the tile cuts it short
   renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true, parameters: config.news2Parameters });
