@@ -12,6 +12,7 @@ from pathlib import Path
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 # Sync workers: the API is short database reads. 2-4 per core is gunicorn's advice.
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 # Request limits, gunicorn's own, checked before Django sees anything (README, "Security"). The

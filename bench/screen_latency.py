@@ -61,7 +61,7 @@ def web_server(*, mode: str, port: int, log: Path, env: dict) -> subprocess.Pope
     ASGI server the event stream needs (gunicorn.conf.py with GUNICORN_ASGI)."""
     env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
     if mode == "push":
-        env["GUNICORN_ASGI"] = "true"
+        env["GUNICORN_WORKER_CLASS"] = "asgi"
     target = "icu.asgi" if mode == "push" else "icu.wsgi"
     with log.open("wb") as out:
         return subprocess.Popen(

@@ -6,7 +6,9 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.views.decorators.http import require_safe
@@ -20,6 +22,7 @@ from vitals.alarms import LIMIT_RULES
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
 from vitals.signs import OBSERVATION_VALIDITY, SIGNS
+from ward.events import TooManyClients, change_watcher, stream_async, stream_sync
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
@@ -112,6 +115,9 @@ def _refused(request: HttpRequest, routes: tuple[str, ...]) -> HttpResponse | No
 def _polling() -> dict:
     return {
         "pollSeconds": settings.WARD_POLL_SECONDS,
+        # The stream of changes (events below), and how often the page polls while it is up.
+        "eventsUrl": reverse("ward:events"),
+        "pushPollSeconds": settings.WARD_PUSH_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": resolve_url(settings.LOGIN_URL),
@@ -155,6 +161,7 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
     kwargs = {"patient_uuid": found.uuid}
     config = {
         **_polling(),
+        "eventsUrl": f"{reverse('ward:events')}?patient={found.uuid}",
         "patientUrl": reverse("api:patient-detail", kwargs=kwargs),
         "trendUrl": reverse("api:patient-trend", kwargs=kwargs),
         "limitsUrl": reverse("api:patient-alarm-limits", kwargs=kwargs),
@@ -202,3 +209,39 @@ def _admission(patient) -> dict | None:
         "bed": {"id": bed.pk, "label": bed.label, "unit": bed.unit.code},
         "unitName": bed.unit.name,
     }
+
+
+@require_safe
+def events(request: HttpRequest) -> HttpResponse:
+    """The pages' stream of changes (ward/events.py), `?patient=<uuid>` for one patient's only:
+    server-sent events under an ASGI server (production, `make run`) or a threaded WSGI one
+    (`runserver`); 204 (the page polls, as EventSource stops on it) under a WSGI server whose
+    workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0. Readable by whoever may read
+    what the page shows; 503 when the process has its maximum of streams."""
+    patient = request.GET.get("patient")
+    if patient is not None:
+        try:
+            patient = str(uuid.UUID(patient))
+        except ValueError:
+            return HttpResponse("patient: not a uuid\n", status=400, content_type="text/plain")
+    if not request.user.is_authenticated:
+        return HttpResponse(status=403)
+    if _refused(request, PATIENT_READS if patient else WARD_READS):
+        return HttpResponse(status=403)
+    asgi = isinstance(request, ASGIRequest)
+    if settings.WARD_PUSH_MAX_CLIENTS == 0 or not (asgi or request.META.get("wsgi.multithread")):
+        return HttpResponse(status=204)
+    watcher = change_watcher()
+    try:
+        subscription = watcher.subscribe(patient=patient)
+    except TooManyClients:
+        return HttpResponse(status=503, headers={"Retry-After": "30"})
+    stream = (stream_async if asgi else stream_sync)(watcher=watcher, subscription=subscription)
+    if not connection.in_atomic_block:
+        connection.close()  # a stream holds no database connection
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front passes each event on at once
+    # Also when the stream never started (the client gone before its first byte).
+    response._resource_closers.append(lambda: watcher.unsubscribe(subscription))
+    return response

@@ -9,6 +9,7 @@ import {
   monitoringEndedText,
   PRIORITY_RANK,
   priorityBadge,
+  pushed,
   readConfig,
   renderAge,
   renderNews2,
@@ -474,3 +475,4 @@ orderNote.textContent = ORDER_NOTES[select.value];
 // Ages count up between polls, and a tile turns stale even while the connection is lost.
 setInterval(() => tiles.forEach(updateAge), 1000);
 poller.start();
+pushed(poller, config);
