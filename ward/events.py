@@ -147,8 +147,10 @@ class ChangeWatcher:
                 logger.warning("ward change watcher: the database failed", exc_info=True)
                 self.marks = None
                 connection.close()
-            finally:
-                close_old_connections()
+            if self.subscriptions:
+                close_old_connections()  # CONN_MAX_AGE's: one connection, kept
+            else:
+                connection.close()  # nobody listens: none held
 
     def ensure_running(self) -> None:
         with self.lock:
