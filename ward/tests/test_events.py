@@ -3,7 +3,6 @@ clock, and the endpoint (who may read it, its format, a change pushed with the p
 heartbeats, the process's limit of streams). The browser test of a reading pushed to the ward
 is in test_browser.py."""
 
-
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from django.core.signals import request_finished
