@@ -26,6 +26,7 @@ from bench.common import (
     BASE_DIR,
     Figure,
     World,
+    cpu_seconds,
     django_setup,
     emit,
     manage,
@@ -45,6 +46,7 @@ MODES = ("poll", "push")
 # Runs in the page before its own scripts: each tile's reading change, timed.
 OBSERVER = """
 window.__shown = [];
+performance.setResourceTimingBufferSize(100000);
 new MutationObserver((records) => {
   const at = performance.timeOrigin + performance.now();
   for (const r of records) {
@@ -71,6 +73,12 @@ def web_server(*, mode: str, port: int, log: Path, env: dict) -> subprocess.Pope
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def worker_pids(pid: int) -> list[int]:
+    """gunicorn's workers: the master's children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
 
 
 def browser_start():
@@ -136,10 +144,17 @@ def measure(
         browser.get(f"{base}/?unit={UNIT}")
         progress(f"screen_latency ({mode}): warming up {warm_up:g} s, then {window:g} s")
         time.sleep(warm_up)
-        browser.execute_script("window.__shown.length = 0")
+        browser.execute_script("window.__shown.length = 0; window.__t0 = performance.now()")
         started = time.time()
+        workers = [web.pid, *worker_pids(web.pid)]
+        cpu_before = sum(cpu_seconds(pid) for pid in workers)
         time.sleep(window)
         shown = browser.execute_script("return window.__shown")
+        web_cores = (sum(cpu_seconds(pid) for pid in workers) - cpu_before) / window
+        requests = browser.execute_script(
+            "return performance.getEntriesByType('resource')"
+            ".filter((e) => e.name.includes('/api/') && e.startTime >= window.__t0).length"
+        )
         connection = browser.execute_script("return document.body.dataset.connection")
     finally:
         if browser is not None:
@@ -159,6 +174,10 @@ def measure(
         "readings_shown": len(delays),
         "connection": connection,
         "started": started,
+        # What the page cost the server during the window: its API requests a second and the
+        # web server's CPU.
+        "api_requests_per_s": round(requests / window, 2),
+        "web_cpu_cores": round(web_cores, 3),
     }
     label = {"poll": "polling every 2 s", "push": "pushed"}[mode]
     return [
@@ -168,6 +187,8 @@ def measure(
                target="<= 1000" if mode == "push" else "", details=details),
         Figure("screen_latency", f"readings shown of produced, {label}", len(delays) / produced,
                "", details=details),
+        Figure("screen_latency", f"web server CPU, one ward page, {label}", web_cores, "cores",
+               details=details),
     ]  # fmt: skip
 
 

@@ -241,10 +241,23 @@ export function monitoringEndedText(patient) {
 // one rendering path. While the stream is up the poller polls only every pushPollSeconds (the
 // fallback should a change not be pushed); when it goes down or comes back, the page refreshes
 // at once (what was missed meanwhile; and the banner says at once whether the API answers).
+// Pushed refreshes are PUSHED_GAP_MS apart at least: a ward of 64 beds at 1 Hz changes with
+// every batch the consumer stores, and each refresh reads the whole unit.
+const PUSHED_GAP_MS = 400;
+
 export function pushed(poller, { eventsUrl, pollSeconds, pushPollSeconds }) {
+  let last = 0;
+  let timer = null;
   new EventStream({
     url: eventsUrl,
-    onChange: () => poller.refresh(),
+    onChange: () => {
+      if (timer) return; // one is due already
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        poller.refresh();
+      }, Math.max(0, last + PUSHED_GAP_MS - Date.now()));
+    },
     onUp: (up) => {
       poller.setInterval(up ? pushPollSeconds : pollSeconds);
       poller.refresh();

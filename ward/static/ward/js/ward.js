@@ -443,11 +443,15 @@ function layout() {
 }
 addEventListener("resize", layout);
 
+let unitsDueAt = 0;
 const poller = new Poller({
   intervalSeconds: config.pollSeconds,
   task: async () => {
-    const units = await apiFetch(config.unitsUrl);
-    renderUnits(units);
+    // The units change seldom: read every pollSeconds at most (pushed refreshes come faster).
+    if (!unitCode || Date.now() >= unitsDueAt) {
+      renderUnits(await apiFetch(config.unitsUrl));
+      unitsDueAt = Date.now() + config.pollSeconds * 1000;
+    }
     if (!unitCode) {
       renderNoUnit();
       return;
