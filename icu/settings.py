@@ -606,7 +606,7 @@ WARD_POLL_SECONDS = _seconds("WARD_POLL_SECONDS", 2.0)
 # per web server process (0: none, the pages poll); while a page's stream is up it polls only
 # every WARD_PUSH_POLL_SECONDS, the fallback should a change not be pushed.
 WARD_PUSH_MAX_CLIENTS = _whole_number("WARD_PUSH_MAX_CLIENTS", 200, minimum=0)
-WARD_PUSH_POLL_SECONDS = _seconds("WARD_PUSH_POLL_SECONDS", 30.0)
+WARD_PUSH_POLL_SECONDS = _seconds("WARD_PUSH_POLL_SECONDS", 10.0)
 # A tile whose latest reading is older than this is shown as stale. Three reading intervals: one
 # late reading is jitter (a batch, a retry), three missing in a row mean that the monitor, the
 # network or the consumer is not delivering, and a nurse must not take such numbers for current.

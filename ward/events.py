@@ -2,7 +2,7 @@
 
 One ChangeWatcher per server process, not per client: a thread that every WATCH_SECONDS reads
 what changed since its marks (ward/selectors.py: three primary-key range scans) and fans the
-patients' uuids out to the connected streams; every HEARTBEAT_SECONDS after a read that
+patients' uuids out to the connected streams; every HEARTBEAT_SECONDS (5 s) after a read that
 succeeded it sends them a heartbeat too. A stream holds no database connection: it waits on
 its subscription (an asyncio event under ASGI, a threading one under a threaded WSGI server),
 and is told only "these patients changed"; the page then refreshes what it shows through the
@@ -27,17 +27,20 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
-from django.db import DatabaseError, close_old_connections, connection
+from django.db import close_old_connections, connection
 
 from ward.selectors import ChangeMarks, change_marks_now, changes_after
 
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.2
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = 5.0
 STREAM_SECONDS = 300.0
 # How long the browser waits before it reconnects after the stream ended (the field "retry").
 RETRY_MS = 2000
+# Written when the watcher said nothing for HEARTBEAT_SECONDS (its reads failing): a comment,
+# which the page does not take for a sign of life, but which finds out a client gone.
+KEEPALIVE = ": keep-alive\n\n"
 
 
 class TooManyClients(Exception):
@@ -140,13 +143,20 @@ class ChangeWatcher:
     def run(self) -> None:
         """Steps every WATCH_SECONDS until stopped. A failed read sends nothing, heartbeats
         neither: the streams' pages see the silence and fall back to polling."""
+        failing = False
         while not self.stopping.wait(WATCH_SECONDS):
             try:
                 self.step()
-            except DatabaseError:
-                logger.warning("ward change watcher: the database failed", exc_info=True)
+            except Exception:  # the database down, mostly: the thread must live on
+                if not failing:  # once a failure, not five times a second
+                    logger.warning("ward change watcher: the read failed", exc_info=True)
+                failing = True
                 self.marks = None
                 connection.close()
+            else:
+                if failing:
+                    logger.info("ward change watcher: reading again")
+                failing = False
             if self.subscriptions:
                 close_old_connections()  # CONN_MAX_AGE's: one connection, kept
             else:
@@ -187,9 +197,10 @@ async def stream_async(*, watcher: ChangeWatcher, subscription: Subscription) ->
         end = time.monotonic() + STREAM_SECONDS
         while (left := end - time.monotonic()) > 0:
             try:
-                await asyncio.wait_for(woken.wait(), timeout=left)
+                await asyncio.wait_for(woken.wait(), timeout=min(left, HEARTBEAT_SECONDS))
             except TimeoutError:
-                return
+                yield KEEPALIVE
+                continue
             woken.clear()
             if text := watcher.take(subscription):
                 yield text
@@ -206,8 +217,9 @@ def stream_sync(*, watcher: ChangeWatcher, subscription: Subscription) -> Iterat
         yield f"retry: {RETRY_MS}\n\n"
         end = time.monotonic() + STREAM_SECONDS
         while (left := end - time.monotonic()) > 0:
-            if not woken.wait(timeout=left):
-                return
+            if not woken.wait(timeout=min(left, HEARTBEAT_SECONDS)):
+                yield KEEPALIVE  # a client gone is found out by this write
+                continue
             woken.clear()
             if text := watcher.take(subscription):
                 yield text

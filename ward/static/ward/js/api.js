@@ -138,12 +138,12 @@ export class Poller {
 
 // The server's stream of changes (server-sent events, ward/events.py): `onChange(uuids)` for
 // each "changed" event, the patients whose data changed. The stream is up while the server
-// is heard from (a change, or a heartbeat every 10 s: silent for `silenceMs`, it is taken for
+// is heard from (a change, or a heartbeat every 5 s: silent for `silenceMs`, it is taken for
 // down); `onUp(up)` tells each change of that, so that the page polls slowly while it is up and
 // at its usual pace, as the fallback, while not. It reconnects with backoff (1 s, doubling up
 // to 30 s). The connection banner stays the poller's: the API answering or not.
 export class EventStream {
-  constructor({ url, onChange, onUp, silenceMs = 25000 }) {
+  constructor({ url, onChange, onUp, silenceMs = 12000 }) {
     this.url = url;
     this.onChange = onChange;
     this.onUp = onUp;
@@ -195,6 +195,7 @@ export class EventStream {
   setUp(up) {
     if (up === this.up) return;
     this.up = up;
+    document.body.dataset.push = up ? "up" : "down";
     this.onUp(up);
   }
 }
