@@ -3,14 +3,17 @@ the browser then polls from the API (ward/static/ward/js), with the user's own s
 
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.request import split_domain_port, validate_host
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_safe
 
 from access.models import PatientAccess
@@ -112,11 +115,22 @@ def _refused(request: HttpRequest, routes: tuple[str, ...]) -> HttpResponse | No
     return render(request, "ward/no_access.html", status=403)
 
 
+def _events_allowed(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The push process on another port of this host (WARD_EVENTS_PORT): the page may connect
+    to it (its Content-Security-Policy's connect-src, as django-csp's @csp_update would)."""
+    if settings.WARD_EVENTS_PORT:
+        scheme = "https" if request.is_secure() else "http"
+        host, _ = split_domain_port(request.get_host())
+        response._csp_update = {"connect-src": [f"{scheme}://{host}:{settings.WARD_EVENTS_PORT}"]}
+    return response
+
+
 def _polling() -> dict:
     return {
         "pollSeconds": settings.WARD_POLL_SECONDS,
         # The stream of changes (events below), and how often the page polls while it is up.
         "eventsUrl": reverse("ward:events"),
+        "eventsPort": settings.WARD_EVENTS_PORT,
         "pushPollSeconds": settings.WARD_PUSH_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
@@ -144,7 +158,7 @@ def ward(request: HttpRequest) -> HttpResponse:
         "canAdmit": route_permits(user=request.user, route=UNIT_ROUTES["admit"], method="POST"),
         "alarmOffLabels": ALARM_OFF_LABELS,
     }
-    return render(request, "ward/ward.html", {"config": config})
+    return _events_allowed(request, render(request, "ward/ward.html", {"config": config}))
 
 
 @login_required
@@ -192,7 +206,23 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "dischargeUrl": reverse(UNIT_ROUTES["discharge"], kwargs=kwargs),
         "canMove": route_permits(user=request.user, route=UNIT_ROUTES["transfer"], method="POST"),
     }
-    return render(request, "ward/patient.html", {"patient": found, "config": config})
+    page = render(request, "ward/patient.html", {"patient": found, "config": config})
+    return _events_allowed(request, page)
+
+
+def _cross_origin_allow(request: HttpRequest, response: HttpResponse) -> None:
+    """The stream from the push process (WARD_EVENTS_PORT) is read by pages of the web server
+    on another port: a page of one of ALLOWED_HOSTS may read it with its session's cookie
+    (cookies are per host, not per port). Any other origin gets no such header: the browser
+    hides the stream from it."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return
+    host = urlsplit(origin).hostname or ""
+    if validate_host(host, settings.ALLOWED_HOSTS):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+    patch_vary_headers(response, ["Origin"])
 
 
 def _admission(patient) -> dict | None:
@@ -242,6 +272,7 @@ def events(request: HttpRequest) -> HttpResponse:
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # a proxy in front passes each event on at once
+    _cross_origin_allow(request, response)
     # Also when the stream never started (the client gone before its first byte).
     response._resource_closers.append(lambda: watcher.unsubscribe(subscription))
     return response

@@ -161,3 +161,28 @@ def test_a_change_is_pushed_to_the_streams_with_the_patients_uuids(viewer, watch
     assert bobs_changed == [f'event: changed\ndata: {{"patients":["{bob.uuid}"]}}\n\n'.encode()] * 2
     assert again == 200
     assert watcher.subscriptions == set()
+
+
+def test_pages_of_the_allowed_hosts_read_the_push_process_on_another_port(
+    client: Client, viewer, watcher, settings
+):
+    settings.WARD_EVENTS_PORT = 8001
+    settings.ALLOWED_HOSTS = ["icu.example.org"]
+    client.force_login(viewer)
+
+    page = client.get("/", HTTP_HOST="icu.example.org:8000")
+    assert "connect-src 'self' http://icu.example.org:8001;" in page["Content-Security-Policy"]
+    assert '"eventsPort": 8001' in page.content.decode()
+
+    # A threaded WSGI server (runserver): the stream a thread.
+    threaded = {"wsgi.multithread": True, "HTTP_HOST": "icu.example.org:8001"}
+    stream = client.get("/events/", HTTP_ORIGIN="http://icu.example.org:8000", **threaded)
+    assert stream["Access-Control-Allow-Origin"] == "http://icu.example.org:8000"
+    assert stream["Access-Control-Allow-Credentials"] == "true"
+    assert stream["Vary"] == "Origin, Cookie"
+    assert next(iter(stream.streaming_content)) == b"retry: 2000\n\n"
+    other = client.get("/events/", HTTP_ORIGIN="http://elsewhere.example", **threaded)
+    assert "Access-Control-Allow-Origin" not in other
+    for response in (stream, other):
+        closed(response)
+    assert watcher.subscriptions == set()

@@ -99,6 +99,7 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
     assert without_signs(config(response, "ward-config")) == {
         "pollSeconds": 1.5,
         "eventsUrl": "/events/",
+        "eventsPort": 0,
         "pushPollSeconds": 20,
         "staleSeconds": 42,
         "clockSkewSeconds": 12,
@@ -283,6 +284,7 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
         "pollSeconds": settings.WARD_POLL_SECONDS,
         # This patient's changes only.
         "eventsUrl": f"/events/?patient={patient.uuid}",
+        "eventsPort": 0,
         "pushPollSeconds": settings.WARD_PUSH_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,

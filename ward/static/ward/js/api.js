@@ -161,7 +161,8 @@ export class EventStream {
   }
 
   connect() {
-    const source = new EventSource(this.url); // same origin: the session's cookie goes along
+    // With the session's cookie also when the stream is on another port of this host.
+    const source = new EventSource(this.url, { withCredentials: true });
     this.source = source;
     source.addEventListener("open", () => {
       this.failures = 0;

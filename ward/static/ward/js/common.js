@@ -245,11 +245,12 @@ export function monitoringEndedText(patient) {
 // every batch the consumer stores, and each refresh reads the whole unit.
 const PUSHED_GAP_MS = 400;
 
-export function pushed(poller, { eventsUrl, pollSeconds, pushPollSeconds }) {
+export function pushed(poller, { eventsUrl, eventsPort, pollSeconds, pushPollSeconds }) {
   let last = 0;
   let timer = null;
   new EventStream({
-    url: eventsUrl,
+    // The push process on another port of this host (WARD_EVENTS_PORT), or this server.
+    url: eventsPort ? `${location.protocol}//${location.hostname}:${eventsPort}${eventsUrl}` : eventsUrl,
     onChange: () => {
       if (timer) return; // one is due already
       timer = setTimeout(() => {
