@@ -9,10 +9,12 @@ sets in the same synchronous render that writes the tile's values. The delay is 
 between the two. With polling, readings that arrive faster than the page polls are never shown
 (a newer one replaces them): the figures count the readings shown and how many were produced.
 
-Each mode runs in its own child process on a new database: `poll`, the page polling the API
-every WARD_POLL_SECONDS (2 s, today's default) from gunicorn (the production WSGI server), and
-`push`, the page told of each change by the server's event stream (ward/events.py) on the
-production ASGI server, polling only as the fallback.
+Each mode runs in its own child process on a new database, with the servers docker-compose.yml
+runs: `poll`, the page polling the API every WARD_POLL_SECONDS (2 s, the default) from gunicorn's
+sync workers, as before issue 20's push; `push`, the page told of each change by its stream
+(ward/events.py) from the push process (gunicorn's asgi worker, WARD_EVENTS_PORT) beside them,
+polling the same API only as the fallback. Both report what the page cost the servers: its
+API requests a second and their CPU.
 """
 
 import argparse
@@ -58,18 +60,12 @@ new MutationObserver((records) => {
 """
 
 
-def web_server(*, mode: str, port: int, log: Path, env: dict) -> subprocess.Popen:
-    """The web server as production runs it: gunicorn (WSGI) for the API; for `push`, the
-    ASGI server the event stream needs (gunicorn.conf.py with GUNICORN_ASGI)."""
-    env = {**env, "GUNICORN_BIND": f"127.0.0.1:{port}"}
-    if mode == "push":
-        env["GUNICORN_WORKER_CLASS"] = "asgi"
-    target = "icu.asgi" if mode == "push" else "icu.wsgi"
+def gunicorn(*arguments: str, port: int, log: Path, env: dict) -> subprocess.Popen:
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", target],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *arguments],
             cwd=BASE_DIR,
-            env=env,
+            env={**env, "GUNICORN_BIND": f"127.0.0.1:{port}"},
             stdout=out,
             stderr=subprocess.STDOUT,
         )
@@ -121,9 +117,20 @@ def measure(
         [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
         cwd=BASE_DIR, env=web_env, check=True,
     )  # fmt: skip
-    logs = {name: workdir / f"screen-{mode}-{name}.log" for name in ("consumer", "web", "emu")}
+    names = ("consumer", "web", "push", "emu")
+    logs = {name: workdir / f"screen-{mode}-{name}.log" for name in names}
     consumer = manage("consume_vitals", log=logs["consumer"], env=env)
-    web = web_server(mode=mode, port=port, log=logs["web"], env=web_env)
+    # As docker-compose.yml runs them: the API on gunicorn's sync workers, and for `push` the
+    # stream from gunicorn's asgi worker beside it, on the port the pages are told of.
+    push = None
+    if mode == "push":
+        push_env = {**web_env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-push")}
+        push = gunicorn(
+            "--worker-class", "asgi", "--workers", "1", "icu.asgi",
+            port=port + 1, log=logs["push"], env=push_env,
+        )  # fmt: skip
+        web_env["WARD_EVENTS_PORT"] = str(port + 1)
+    web = gunicorn("icu.wsgi", port=port, log=logs["web"], env=web_env)
     emulator = None
     browser = None
     try:
@@ -133,6 +140,8 @@ def measure(
             "--seed", "3", log=logs["emu"], env=env,
         )  # fmt: skip
         wait_for_log(logs["web"], "Booting worker", web, 60)
+        if push is not None:
+            wait_for_log(logs["push"], "Booting worker", push, 60)
         browser = browser_start()
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": OBSERVER})
         base = f"http://127.0.0.1:{port}"
@@ -146,7 +155,8 @@ def measure(
         time.sleep(warm_up)
         browser.execute_script("window.__shown.length = 0; window.__t0 = performance.now()")
         started = time.time()
-        workers = [web.pid, *worker_pids(web.pid)]
+        servers = [server for server in (web, push) if server is not None]
+        workers = [pid for s in servers for pid in (s.pid, *worker_pids(s.pid))]
         cpu_before = sum(cpu_seconds(pid) for pid in workers)
         time.sleep(window)
         shown = browser.execute_script("return window.__shown")
@@ -159,7 +169,7 @@ def measure(
     finally:
         if browser is not None:
             browser.quit()
-        for process in (emulator, web, consumer):
+        for process in (emulator, push, web, consumer):
             if process is not None:
                 stop(process)
     delays = [at - datetime.fromisoformat(measured).timestamp() * 1000 for _, measured, at in shown]
@@ -186,7 +196,7 @@ def measure(
         Figure("screen_latency", f"reading to screen p99, {label}", percentile(delays, 99), "ms",
                target="<= 1000" if mode == "push" else "", details=details),
         Figure("screen_latency", f"readings shown of produced, {label}", len(delays) / produced,
-               "", details=details),
+               "fraction", details=details),
         Figure("screen_latency", f"web server CPU, one ward page, {label}", web_cores, "cores",
                details=details),
     ]  # fmt: skip
@@ -208,12 +218,26 @@ def run(
             for figure in run_child(
                 "bench.screen_latency", "--mode", mode, "--beds", str(beds),
                 "--warm-up", str(warm_up), "--window", str(window), "--topic", topic,
-                "--workdir", str(world.workdir), "--port", str(free_port()),
+                "--workdir", str(world.workdir), "--port", str(port_pair(free_port)),
                 env=world.env(url),
             ):  # fmt: skip
                 figure.engine = engine
                 figures.append(figure)
     return figures
+
+
+def port_pair(free_port) -> int:
+    """A free port whose next one is free too (the web server's and the push process's)."""
+    import socket
+
+    while True:
+        port = free_port()
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
 
 
 def main() -> None:
