@@ -256,7 +256,8 @@ def events(request: HttpRequest) -> HttpResponse:
             return HttpResponse("patient: not a uuid\n", status=400, content_type="text/plain")
     if not request.user.is_authenticated:
         return HttpResponse(status=403)
-    if _refused(request, PATIENT_READS if patient else WARD_READS):
+    routes = PATIENT_READS if patient else WARD_READS
+    if not all(route_permits(user=request.user, route=route) for route in routes):
         return HttpResponse(status=403)
     asgi = isinstance(request, ASGIRequest)
     if settings.WARD_PUSH_MAX_CLIENTS == 0 or not (asgi or request.META.get("wsgi.multithread")):
