@@ -64,7 +64,10 @@ class Subscription:
             return
         self.changed |= mine
         self.heartbeat |= heartbeat
-        self.wake()
+        try:
+            self.wake()
+        except RuntimeError:  # its event loop closed: the stream is gone, the others are not
+            pass
 
 
 def event_text(event: str, data: dict) -> str:
