@@ -21,6 +21,7 @@ A stream ends after STREAM_SECONDS (the browser reconnects, and the session is c
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -64,10 +65,9 @@ class Subscription:
             return
         self.changed |= mine
         self.heartbeat |= heartbeat
-        try:
+        # Its event loop closed (RuntimeError): the stream is gone, the others are not.
+        with contextlib.suppress(RuntimeError):
             self.wake()
-        except RuntimeError:  # its event loop closed: the stream is gone, the others are not
-            pass
 
 
 def event_text(event: str, data: dict) -> str:
