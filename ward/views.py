@@ -1,5 +1,6 @@
 """The central station: the ward and the patient pages. Thin: each renders a page whose data
-the browser then polls from the API (ward/static/ward/js), with the user's own session."""
+the browser then polls from the API (ward/static/ward/js), with the user's own session, and
+refreshes at once when the stream of changes (`events`, ward/events.py) says so."""
 
 import uuid
 from datetime import timedelta
@@ -244,8 +245,8 @@ def _admission(patient) -> dict | None:
 @require_safe
 def events(request: HttpRequest) -> HttpResponse:
     """The pages' stream of changes (ward/events.py), `?patient=<uuid>` for one patient's only:
-    server-sent events under an ASGI server (production, `make run`) or a threaded WSGI one
-    (`runserver`); 204 (the page polls, as EventSource stops on it) under a WSGI server whose
+    server-sent events under an ASGI server (production's push process) or a threaded WSGI one
+    (`runserver`, so `make run`); 204 (the page polls, as EventSource stops on it) under a WSGI server whose
     workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0. Readable by whoever may read
     what the page shows; 503 when the process has its maximum of streams."""
     patient = request.GET.get("patient")
