@@ -67,7 +67,7 @@ TITLES = {
     "export": "Export: the worker's memory and speed exporting a patient's readings",
 }
 UNITS = {
-    "fraction": "fraction of the readings produced",
+    "of produced": "fraction of the readings produced",
     "rows/s": "readings stored per second",
     "readings/s": "readings per second",
     "messages/s": "messages per second",

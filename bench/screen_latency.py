@@ -196,7 +196,7 @@ def measure(
         Figure("screen_latency", f"reading to screen p99, {label}", percentile(delays, 99), "ms",
                target="<= 1000" if mode == "push" else "", details=details),
         Figure("screen_latency", f"readings shown of produced, {label}", len(delays) / produced,
-               "fraction", details=details),
+               "of produced", details=details),
         Figure("screen_latency", f"web server CPU, one ward page, {label}", web_cores, "cores",
                details=details),
     ]  # fmt: skip

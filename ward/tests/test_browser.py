@@ -283,6 +283,14 @@ def test_a_reading_stored_is_pushed_to_the_ward_without_waiting_for_a_poll(
     wait_until(browser, lambda b: names(b) == ["ann", "ben"], "pushed: ben's tile")
     assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
 
+    # The patient page: its patient's changes only.
+    browser.get(f"{browser.current_url.split('?')[0]}patients/{patient('ann').uuid}/")
+    wait_until(browser, lambda b: push(b) == "up", "the patient page's stream up")
+    pulse = """return document.querySelector('#patient-vitals [data-sign="pulse"] .value')
+               .textContent"""
+    store(reading("ann", ago=0, pulse=99))
+    wait_until(browser, lambda b: b.execute_script(pulse) == "99", "pushed: ann's pulse 99")
+
 
 def empty_beds(browser: WebDriver) -> list[str]:
     return browser.execute_script(
