@@ -1,6 +1,7 @@
-"""gunicorn settings for the `web` service (the Docker image's command).
+"""gunicorn settings for the `web` service (the Docker image's command) and the `push` one.
 
     gunicorn -c gunicorn.conf.py icu.wsgi
+    gunicorn -c gunicorn.conf.py --worker-class asgi --workers 1 --bind 0.0.0.0:8001 icu.asgi
 
 Each setting can be changed through the environment without rebuilding the image.
 """
@@ -10,7 +11,9 @@ import shutil
 from pathlib import Path
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
-# Sync workers: the API is short database reads. 2-4 per core is gunicorn's advice.
+# Sync workers: the API is short database reads. 2-4 per core is gunicorn's advice. The pages'
+# stream of changes runs in a process of its own with `--worker-class asgi --workers 1
+# icu.asgi` (docker-compose.yml's `push`), the same settings otherwise.
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20

@@ -12,7 +12,7 @@ examples:
 Each benchmark runs on its own default engines unless --engine is given: ingest, scale_out
 and freshness on both, the 10-million-reading api_scale on PostgreSQL (the production engine;
 filling a second database would take 4 more minutes), memory on SQLite (the consumer's own
-memory).
+memory), screen_latency on SQLite (what it measures is the page's push, not the engine).
 
 At the end each benchmark of the run is drawn beside its references (bench/plots.py): into
 docs/bench/ when the results go to bench/results/latest.json (what the README shows), else
@@ -39,6 +39,7 @@ from bench import (
     memory,
     plots,
     scale_out,
+    screen_latency,
 )
 from bench.common import BASE_DIR, ENGINES, Figure, progress, world
 
@@ -105,6 +106,12 @@ BENCHMARKS = {
         hl7_gateway.run,
         {"connections": 200, "messages": 60_000, "processes": 2, "paced_seconds": 20},
         {"connections": 50, "messages": 2_000, "processes": 2, "paced_seconds": 3},
+        ("sqlite",),
+    ),
+    "screen_latency": (
+        screen_latency.run,
+        {"beds": 64, "warm_up": 10, "window": 30},
+        {"beds": 64, "warm_up": 5, "window": 10},
         ("sqlite",),
     ),
     "export": (

@@ -58,6 +58,8 @@ TITLES = {
     "the cores go",
     "emulator": "Emulator: readings produced on schedule, interval jitter and CPU",
     "freshness": "Freshness: from a reading's timestamp to the API serving it",
+    "screen_latency": "Reading to screen: from a reading's production to the ward page in "
+    "Chromium showing it, polled and pushed",
     "api_scale": "API at scale: response time of the ward list and a patient's last hour, "
     "beside raw SQL of the same answer",
     "memory": "Memory: the consumer's resident memory as readings pass through it",
@@ -67,6 +69,7 @@ TITLES = {
     "export": "Export: the worker's memory and speed exporting a patient's readings",
 }
 UNITS = {
+    "of produced": "fraction of the readings produced",
     "rows/s": "readings stored per second",
     "readings/s": "readings per second",
     "messages/s": "messages per second",

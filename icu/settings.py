@@ -602,6 +602,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY_BYTES
 # --- Central station (ward/) -------------------------------------------------------------------
 # How often the ward and patient pages poll the API, in seconds.
 WARD_POLL_SECONDS = _seconds("WARD_POLL_SECONDS", 2.0)
+# Updates pushed to the pages (ward/events.py, server-sent events): at most this many streams
+# per web server process (0: none, the pages poll); while a page's stream is up it polls only
+# every WARD_PUSH_POLL_SECONDS, the fallback should a change not be pushed.
+WARD_PUSH_MAX_CLIENTS = _whole_number("WARD_PUSH_MAX_CLIENTS", 200, minimum=0)
+WARD_PUSH_POLL_SECONDS = _seconds("WARD_PUSH_POLL_SECONDS", 10.0)
+# Where the pages find the stream: 0, on the server that served them (GET /events/: `make
+# run`, or a reverse proxy routing /events/ to the push process); else the port of the push
+# process (an ASGI server beside the API's WSGI one: docker-compose.yml) on the pages' host.
+WARD_EVENTS_PORT = _whole_number("WARD_EVENTS_PORT", 0, minimum=0)
+if WARD_EVENTS_PORT > 65535:
+    raise _refuse("WARD_EVENTS_PORT", str(WARD_EVENTS_PORT), "a port number, 0 to 65535")
 # A tile whose latest reading is older than this is shown as stale. Three reading intervals: one
 # late reading is jitter (a batch, a retry), three missing in a row mean that the monitor, the
 # network or the consumer is not delivering, and a nurse must not take such numbers for current.

@@ -11,6 +11,7 @@ app_name = "ward"
 urlpatterns = [
     path("", views.ward, name="ward"),
     path("patients/<uuid:patient_uuid>/", views.patient, name="patient"),
+    path("events/", views.events, name="events"),
     path("units/<slug:code>/report/", report_views.unit_report, name="unit-report"),
     path(
         "login/",

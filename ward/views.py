@@ -1,14 +1,20 @@
 """The central station: the ward and the patient pages. Thin: each renders a page whose data
-the browser then polls from the API (ward/static/ward/js), with the user's own session."""
+the browser then polls from the API (ward/static/ward/js), with the user's own session, and
+refreshes at once when the stream of changes (`events`, ward/events.py) says so."""
 
 import uuid
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http.request import split_domain_port, validate_host
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_safe
 
 from access.models import PatientAccess
@@ -20,6 +26,7 @@ from vitals.alarms import LIMIT_RULES
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
 from vitals.signs import OBSERVATION_VALIDITY, SIGNS
+from ward.events import TooManyClients, change_watcher, stream_async, stream_sync
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
@@ -109,9 +116,23 @@ def _refused(request: HttpRequest, routes: tuple[str, ...]) -> HttpResponse | No
     return render(request, "ward/no_access.html", status=403)
 
 
+def _events_allowed(request: HttpRequest, response: HttpResponse) -> HttpResponse:
+    """The push process on another port of this host (WARD_EVENTS_PORT): the page may connect
+    to it (its Content-Security-Policy's connect-src, as django-csp's @csp_update would)."""
+    if settings.WARD_EVENTS_PORT:
+        scheme = "https" if request.is_secure() else "http"
+        host, _ = split_domain_port(request.get_host())
+        response._csp_update = {"connect-src": [f"{scheme}://{host}:{settings.WARD_EVENTS_PORT}"]}
+    return response
+
+
 def _polling() -> dict:
     return {
         "pollSeconds": settings.WARD_POLL_SECONDS,
+        # The stream of changes (events below), and how often the page polls while it is up.
+        "eventsUrl": reverse("ward:events"),
+        "eventsPort": settings.WARD_EVENTS_PORT,
+        "pushPollSeconds": settings.WARD_PUSH_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": resolve_url(settings.LOGIN_URL),
@@ -138,7 +159,7 @@ def ward(request: HttpRequest) -> HttpResponse:
         "canAdmit": route_permits(user=request.user, route=UNIT_ROUTES["admit"], method="POST"),
         "alarmOffLabels": ALARM_OFF_LABELS,
     }
-    return render(request, "ward/ward.html", {"config": config})
+    return _events_allowed(request, render(request, "ward/ward.html", {"config": config}))
 
 
 @login_required
@@ -155,6 +176,7 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
     kwargs = {"patient_uuid": found.uuid}
     config = {
         **_polling(),
+        "eventsUrl": f"{reverse('ward:events')}?patient={found.uuid}",
         "patientUrl": reverse("api:patient-detail", kwargs=kwargs),
         "trendUrl": reverse("api:patient-trend", kwargs=kwargs),
         "limitsUrl": reverse("api:patient-alarm-limits", kwargs=kwargs),
@@ -185,7 +207,23 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
         "dischargeUrl": reverse(UNIT_ROUTES["discharge"], kwargs=kwargs),
         "canMove": route_permits(user=request.user, route=UNIT_ROUTES["transfer"], method="POST"),
     }
-    return render(request, "ward/patient.html", {"patient": found, "config": config})
+    page = render(request, "ward/patient.html", {"patient": found, "config": config})
+    return _events_allowed(request, page)
+
+
+def _cross_origin_allow(request: HttpRequest, response: HttpResponse) -> None:
+    """The stream from the push process (WARD_EVENTS_PORT) is read by pages of the web server
+    on another port: a page of one of ALLOWED_HOSTS may read it with its session's cookie
+    (cookies are per host, not per port). Any other origin gets no such header: the browser
+    hides the stream from it."""
+    origin = request.headers.get("Origin")
+    if not origin:
+        return
+    host = urlsplit(origin).hostname or ""
+    if validate_host(host, settings.ALLOWED_HOSTS):
+        response["Access-Control-Allow-Origin"] = origin
+        response["Access-Control-Allow-Credentials"] = "true"
+    patch_vary_headers(response, ["Origin"])
 
 
 def _admission(patient) -> dict | None:
@@ -202,3 +240,41 @@ def _admission(patient) -> dict | None:
         "bed": {"id": bed.pk, "label": bed.label, "unit": bed.unit.code},
         "unitName": bed.unit.name,
     }
+
+
+@require_safe
+def events(request: HttpRequest) -> HttpResponse:
+    """The pages' stream of changes (ward/events.py), `?patient=<uuid>` for one patient's only:
+    server-sent events under an ASGI server (production's push process) or a threaded WSGI one
+    (`runserver`, so `make run`); 204 (the page polls, as EventSource stops on it) under a WSGI
+    server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0. Readable by
+    whoever may read what the page shows; 503 when the process has its maximum of streams."""
+    patient = request.GET.get("patient")
+    if patient is not None:
+        try:
+            patient = str(uuid.UUID(patient))
+        except ValueError:
+            return HttpResponse("patient: not a uuid\n", status=400, content_type="text/plain")
+    if not request.user.is_authenticated:
+        return HttpResponse(status=403)
+    routes = PATIENT_READS if patient else WARD_READS
+    if not all(route_permits(user=request.user, route=route) for route in routes):
+        return HttpResponse(status=403)
+    asgi = isinstance(request, ASGIRequest)
+    if settings.WARD_PUSH_MAX_CLIENTS == 0 or not (asgi or request.META.get("wsgi.multithread")):
+        return HttpResponse(status=204)
+    watcher = change_watcher()
+    try:
+        subscription = watcher.subscribe(patient=patient)
+    except TooManyClients:
+        return HttpResponse(status=503, headers={"Retry-After": "30"})
+    stream = (stream_async if asgi else stream_sync)(watcher=watcher, subscription=subscription)
+    if not connection.in_atomic_block:
+        connection.close()  # a stream holds no database connection
+    response = StreamingHttpResponse(stream, content_type="text/event-stream")
+    response["Cache-Control"] = "no-store"
+    response["X-Accel-Buffering"] = "no"  # a proxy in front passes each event on at once
+    _cross_origin_allow(request, response)
+    # Also when the stream never started (the client gone before its first byte).
+    response._resource_closers.append(lambda: watcher.unsubscribe(subscription))
+    return response

@@ -37,6 +37,7 @@ def test_compose_services_and_their_start_order(compose: dict):
         "postgres",
         "migrate",
         "web",
+        "push",
         "consumer",
         "worker",
         "emulator",
@@ -92,10 +93,11 @@ def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dic
     probes = {
         name: service["healthcheck"]["test"][-1]
         for name, service in services.items()
-        if name in ("web", "consumer", "emulator", "gateway")
+        if name in ("web", "push", "consumer", "emulator", "gateway")
     }
     assert probes == {
         "web": "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=4)",
+        "push": "import urllib.request as u; u.urlopen('http://127.0.0.1:8001/healthz', timeout=4)",
         "consumer": "import urllib.request as u; "
         "u.urlopen('http://127.0.0.1:9100/metrics', timeout=4)",
         "emulator": "import urllib.request as u; "
@@ -104,6 +106,14 @@ def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dic
         "u.urlopen('http://127.0.0.1:9102/metrics', timeout=4)",
     }
     assert services["web"]["command"] == ["gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"]
+    # The pushed updates: gunicorn's asgi worker beside the API's sync ones, on the port the
+    # pages are told of (one process: one change watcher).
+    assert services["push"]["command"] == [
+        "gunicorn", "-c", "gunicorn.conf.py", "--worker-class", "asgi", "--workers", "1",
+        "--bind", "0.0.0.0:8001", "icu.asgi",
+    ]  # fmt: skip
+    assert services["push"]["ports"] == ["8001:8001"]
+    assert services["push"]["environment"]["WARD_EVENTS_PORT"] == "${WARD_EVENTS_PORT:-8001}"
     assert services["web"]["depends_on"]["kafka-init"] == {
         "condition": "service_completed_successfully"
     }

@@ -15,9 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+from django.test import override_settings
 
 from core.process import process_stop
 from testing.database import database_url
@@ -101,12 +106,13 @@ def get(url: str, data: bytes | None = None, **headers: str) -> tuple[int, dict[
         return error.code, dict(error.headers), error.read()
 
 
-@pytest.fixture
-def gunicorn(
-    tmp_path: Path, kafka_broker: str, transactional_db
+@contextmanager
+def gunicorn_serving(
+    tmp_path: Path, kafka_broker: str, *arguments: str
 ) -> Iterator[tuple[str, Path, Path]]:
-    """gunicorn with the production settings and collected static files; yields its URL, the
-    static root and its log file."""
+    """gunicorn (gunicorn.conf.py and `arguments`: options, then the application) with the
+    production settings and collected static files, until /healthz answers; its URL, the static
+    root and its log file."""
     static_root = tmp_path / "static"
     collected = manage("collectstatic", "--noinput", STATIC_ROOT=str(static_root))
     assert collected.returncode == 0, collected.stderr
@@ -123,7 +129,7 @@ def gunicorn(
     )
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "icu.wsgi"],
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", *arguments],
             cwd=BASE_DIR,
             env=env,
             stdout=out,
@@ -144,6 +150,16 @@ def gunicorn(
         yield url, static_root, log
     finally:
         process_stop(process)
+
+
+@pytest.fixture
+def gunicorn(
+    tmp_path: Path, kafka_broker: str, transactional_db
+) -> Iterator[tuple[str, Path, Path]]:
+    """gunicorn as the Docker image's `web` runs it; yields its URL, the static root and its
+    log file."""
+    with gunicorn_serving(tmp_path, kafka_broker, "icu.wsgi") as (url, static_root, log):
+        yield url, static_root, log
     # gunicorn's own lines come out in the project's JSON format.
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(line["message"].startswith("Booting worker") for line in lines)
@@ -322,4 +338,44 @@ def test_gunicorn_refuses_oversized_requests_unread_and_without_a_traceback(
 
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert [line for line in lines if line["level"] in ("ERROR", "CRITICAL")] == []
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.e2e
+def test_the_push_process_streams_to_a_session_within_gunicorns_limits(
+    tmp_path: Path, kafka_broker: str, transactional_db, viewer
+):
+    """docker-compose.yml's `push`: gunicorn's asgi worker serving the pages' stream of changes
+    (ward/events.py) beside the API's sync workers."""
+    with override_settings(SECRET_KEY=PRODUCTION_ENV["SECRET_KEY"]):  # the server's
+        session = SessionStore()
+        session.update(
+            {
+                SESSION_KEY: str(viewer.pk),
+                BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+                HASH_SESSION_KEY: viewer.get_session_auth_hash(),
+            }
+        )
+        session.create()
+    arguments = ("--worker-class", "asgi", "--workers", "1", "icu.asgi")
+    with gunicorn_serving(tmp_path, kafka_broker, *arguments) as (url, _, log):
+        head = "GET /events/ HTTP/1.1\nHost: 127.0.0.1\nX-Forwarded-Proto: https\n"
+        assert raw_request(url, f"{head}Connection: close\n")[0] == 403  # no session
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            cookie = f"Cookie: {settings.SESSION_COOKIE_NAME}={session.session_key}\n"
+            sock.sendall(f"{head}{cookie}\n".replace("\n", "\r\n").encode())
+            received = b""
+            while b"event: heartbeat" not in received:  # the watcher's first read
+                chunk = sock.recv(65536)
+                assert chunk, (received, log.read_text()[-3000:])
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200 ")
+        assert b"content-type: text/event-stream" in received.lower()
+        assert b"retry: 2000\n\n" in received
+        # gunicorn's own limits hold in its asgi worker too.
+        long_line = "GET /healthz?q={} HTTP/1.1\nHost: 127.0.0.1\nConnection: close\n"
+        assert raw_request(url, long_line.format("x" * 4100))[0] == 414
+        headers = "".join(f"X-Header-{n}: {n}\n" for n in range(49))
+        assert raw_request(url, long_line.format("") + headers)[0] == 431
     assert "Traceback" not in log.read_text()

@@ -416,6 +416,10 @@ BAD_SETTINGS = [
         for value in ("systolic=20m", "bp=20", "bp=0m", "bp", "bp=20m,temp=2h", "=5m")
     ],
     ("WARD_POLL_SECONDS", "0", SECONDS),
+    *[("WARD_PUSH_MAX_CLIENTS", value, f"{WHOLE}, 0 or more") for value in ("-1", "many", "1.5")],
+    ("WARD_PUSH_POLL_SECONDS", "0", SECONDS),
+    *[("WARD_EVENTS_PORT", value, f"{WHOLE}, 0 or more") for value in ("-1", "http", "80.5")],
+    ("WARD_EVENTS_PORT", "65536", "a port number, 0 to 65535"),
     ("WARD_STALE_SECONDS", "-1", SECONDS),
     ("LOG_LEVEL", "LOUD", LEVELS),
     ("LOG_FORMAT", "xml", "one of json, text"),

@@ -265,6 +265,33 @@ def test_the_ward_shows_every_bed_and_updates_live(browser, login, user, screens
     wait_until(browser, lambda b: [t["bed"] for t in tiles(b)] == ["1", "2", "3"], "by bed")
 
 
+def test_a_reading_stored_is_pushed_to_the_ward_without_waiting_for_a_poll(
+    browser, login, user, settings
+):
+    # Polls a minute apart: a reading shown within seconds was pushed (ward/events.py; the
+    # live server is a threaded WSGI server: a stream a thread).
+    settings.WARD_POLL_SECONDS = settings.WARD_PUSH_POLL_SECONDS = 60
+    store(reading("ann"))
+    login(*NURSE)
+    wait_until(browser, lambda b: len(tiles(b)) == 1, "ann's tile")
+    push = lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-push")  # noqa: E731
+    wait_until(browser, lambda b: push(b) == "up", "the stream up")
+
+    store(reading("ann", ago=0, pulse=131))
+    wait_until(browser, lambda b: tiles(b)[0]["signs"]["pulse"] == "131", "pushed: pulse 131")
+    store(reading("ben", ago=0))  # a new patient, admitted: a new tile
+    wait_until(browser, lambda b: names(b) == ["ann", "ben"], "pushed: ben's tile")
+    assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+
+    # The patient page: its patient's changes only.
+    browser.get(f"{browser.current_url.split('?')[0]}patients/{patient('ann').uuid}/")
+    wait_until(browser, lambda b: push(b) == "up", "the patient page's stream up")
+    pulse = """return document.querySelector('#patient-vitals [data-sign="pulse"] .value')
+               .textContent"""
+    store(reading("ann", ago=0, pulse=99))
+    wait_until(browser, lambda b: b.execute_script(pulse) == "99", "pushed: ann's pulse 99")
+
+
 def empty_beds(browser: WebDriver) -> list[str]:
     return browser.execute_script(
         "return [...document.querySelectorAll('#tiles > li.tile--empty')]"

@@ -88,6 +88,7 @@ def test_logging_out_ends_the_session_and_shows_the_login(client: Client, user) 
 @pytest.mark.django_db
 def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, settings) -> None:
     settings.WARD_POLL_SECONDS = 1.5
+    settings.WARD_PUSH_POLL_SECONDS = 20
     settings.WARD_STALE_SECONDS = 42
     settings.ALARM_CLOCK_SKEW_WARN = 12
     client.force_login(viewer)
@@ -97,6 +98,9 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
     assert response.status_code == 200
     assert without_signs(config(response, "ward-config")) == {
         "pollSeconds": 1.5,
+        "eventsUrl": "/events/",
+        "eventsPort": 0,
+        "pushPollSeconds": 20,
         "staleSeconds": 42,
         "clockSkewSeconds": 12,
         "loginUrl": "/login/",
@@ -278,6 +282,10 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
     assert '<h1 id="patient-name">ann</h1>' in response.content.decode()
     assert without_signs(config(response, "patient-config")) == {
         "pollSeconds": settings.WARD_POLL_SECONDS,
+        # This patient's changes only.
+        "eventsUrl": f"/events/?patient={patient.uuid}",
+        "eventsPort": 0,
+        "pushPollSeconds": settings.WARD_PUSH_POLL_SECONDS,
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": "/login/",

@@ -101,6 +101,11 @@ export class Poller {
     this.runSoon(0);
   }
 
+  // Polls every `seconds` from the next run on (the pushed stream up: slowly; down: as before).
+  setInterval(seconds) {
+    this.intervalMs = seconds * 1000;
+  }
+
   // Runs now (e.g. after the user changed what to show), or as soon as the current run ends.
   refresh() {
     if (this.running) {
@@ -128,5 +133,70 @@ export class Poller {
       this.running = false;
       this.runSoon(this.again ? 0 : this.intervalMs);
     }
+  }
+}
+
+// The server's stream of changes (server-sent events, ward/events.py): `onChange(uuids)` for
+// each "changed" event, the patients whose data changed. The stream is up while the server
+// is heard from (a change, or a heartbeat every 5 s: silent for `silenceMs`, it is taken for
+// down); `onUp(up)` tells each change of that, so that the page polls slowly while it is up and
+// at its usual pace, as the fallback, while not. It reconnects with backoff (1 s, doubling up
+// to 30 s). The connection banner stays the poller's: the API answering or not.
+export class EventStream {
+  constructor({ url, onChange, onUp, silenceMs = 12000 }) {
+    this.url = url;
+    this.onChange = onChange;
+    this.onUp = onUp;
+    this.silenceMs = silenceMs;
+    this.source = null;
+    this.up = false;
+    this.failures = 0;
+    this.silence = null;
+    this.retry = null;
+  }
+
+  start() {
+    if (typeof EventSource === "undefined") return; // polling only
+    this.connect();
+  }
+
+  connect() {
+    // With the session's cookie also when the stream is on another port of this host.
+    const source = new EventSource(this.url, { withCredentials: true });
+    this.source = source;
+    source.addEventListener("open", () => {
+      this.failures = 0;
+      this.heard();
+    });
+    source.addEventListener("heartbeat", () => this.heard());
+    source.addEventListener("changed", (event) => {
+      this.heard();
+      this.onChange(JSON.parse(event.data).patients);
+    });
+    source.addEventListener("error", () => this.down());
+  }
+
+  heard() {
+    clearTimeout(this.silence);
+    this.silence = setTimeout(() => this.down(), this.silenceMs);
+    this.setUp(true);
+  }
+
+  down() {
+    clearTimeout(this.silence);
+    this.source?.close();
+    this.source = null;
+    this.setUp(false);
+    clearTimeout(this.retry);
+    const delayMs = Math.min(30000, 1000 * 2 ** this.failures);
+    this.failures += 1;
+    this.retry = setTimeout(() => this.connect(), delayMs);
+  }
+
+  setUp(up) {
+    if (up === this.up) return;
+    this.up = up;
+    document.body.dataset.push = up ? "up" : "down";
+    this.onUp(up);
   }
 }

@@ -1,7 +1,7 @@
 // What the ward and the patient page share: building the DOM, showing readings, NEWS2 badges,
 // alarm priorities, ages and the connection's state.
 
-import { serverNow } from "ward/api";
+import { EventStream, serverNow } from "ward/api";
 
 export function readConfig(id) {
   return JSON.parse(document.getElementById(id).textContent);
@@ -235,6 +235,35 @@ export function unansweredText(alarm) {
 export function monitoringEndedText(patient) {
   if (!patient?.monitoring_ended_at) return "";
   return `Monitoring ended ${timeText(patient.monitoring_ended_at)}${patient.monitoring_ended_by ? ` by ${patient.monitoring_ended_by}` : ""}`;
+}
+
+// Each change the server pushes (EventStream) refreshes the page through its poller at once:
+// one rendering path. While the stream is up the poller polls only every pushPollSeconds (the
+// fallback should a change not be pushed); when it goes down or comes back, the page refreshes
+// at once (what was missed meanwhile; and the banner says at once whether the API answers).
+// Pushed refreshes are PUSHED_GAP_MS apart at least: a ward of 64 beds at 1 Hz changes with
+// every batch the consumer stores, and each refresh reads the whole unit.
+const PUSHED_GAP_MS = 400;
+
+export function pushed(poller, { eventsUrl, eventsPort, pollSeconds, pushPollSeconds }) {
+  let last = 0;
+  let timer = null;
+  new EventStream({
+    // The push process on another port of this host (WARD_EVENTS_PORT), or this server.
+    url: eventsPort ? `${location.protocol}//${location.hostname}:${eventsPort}${eventsUrl}` : eventsUrl,
+    onChange: () => {
+      if (timer) return; // one is due already
+      timer = setTimeout(() => {
+        timer = null;
+        last = Date.now();
+        poller.refresh();
+      }, Math.max(0, last + PUSHED_GAP_MS - Date.now()));
+    },
+    onUp: (up) => {
+      poller.setInterval(up ? pushPollSeconds : pollSeconds);
+      poller.refresh();
+    },
+  }).start();
 }
 
 // The header's connection indicator and the banner under it.

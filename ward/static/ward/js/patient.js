@@ -13,6 +13,7 @@ import {
   monitoringEndedText,
   newestSign,
   priorityBadge,
+  pushed,
   readConfig,
   renderAge,
   renderNews2,
@@ -762,3 +763,4 @@ setInterval(() => {
   }
 }, 1000);
 poller.start();
+pushed(poller, config);

@@ -9,6 +9,7 @@ import {
   monitoringEndedText,
   PRIORITY_RANK,
   priorityBadge,
+  pushed,
   readConfig,
   renderAge,
   renderNews2,
@@ -122,6 +123,8 @@ function alarmLevel(alarms) {
 function updateTile(tile, patient) {
   tile.patient = patient;
   tile.li.dataset.name = patient.name;
+  // The reading shown (what bench/screen_latency.py times the screen by).
+  tile.li.dataset.measuredAt = patient.latest_metric?.measured_at ?? "";
   tile.name.textContent = patient.name;
   tile.name.title = patient.name; // the whole name, where the tile cuts it short
   renderNews2(tile.news2, patient.news2, patient.latest_metric, { compact: true, parameters: config.news2Parameters });
@@ -440,11 +443,15 @@ function layout() {
 }
 addEventListener("resize", layout);
 
+let unitsDueAt = 0;
 const poller = new Poller({
   intervalSeconds: config.pollSeconds,
   task: async () => {
-    const units = await apiFetch(config.unitsUrl);
-    renderUnits(units);
+    // The units change seldom: read every pollSeconds at most (pushed refreshes come faster).
+    if (!unitCode || Date.now() >= unitsDueAt) {
+      renderUnits(await apiFetch(config.unitsUrl));
+      unitsDueAt = Date.now() + config.pollSeconds * 1000;
+    }
     if (!unitCode) {
       renderNoUnit();
       return;
@@ -472,3 +479,4 @@ orderNote.textContent = ORDER_NOTES[select.value];
 // Ages count up between polls, and a tile turns stale even while the connection is lost.
 setInterval(() => tiles.forEach(updateAge), 1000);
 poller.start();
+pushed(poller, config);
