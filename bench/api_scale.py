@@ -34,6 +34,7 @@ def generate(*, readings: int, patients: int) -> None:
     from patients.models import Patient
     from vitals.models import Alarm, PatientMetric
     from vitals.news2 import news2_score
+    from vitals.tile_services import patient_tiles_rebuild
 
     per_patient = readings // patients
     end = datetime.now(tz=UTC).replace(microsecond=0)
@@ -136,6 +137,8 @@ def generate(*, readings: int, patients: int) -> None:
               message="Pulse high: 125 /min (> 120)", raised_at=end)
         for pid in ids[::10]
     )  # fmt: skip
+    # The ward's snapshot, as the consumer keeps it (one tile a patient, vitals/tile_services).
+    patient_tiles_rebuild()
     if not sqlite:
         cursor = connection.cursor()
         cursor.execute(f"ANALYZE {table}")
