@@ -1,6 +1,6 @@
 """Patient endpoints. Thin: parsing and rendering here, the queries in the selectors."""
 
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import msgspec
 from django.utils import timezone
@@ -11,6 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from access.models import PatientAccess
 from access.services import patient_access_record
@@ -139,9 +140,19 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             mrn=params.get("mrn"),
             mrn_authority=params.get("mrn_authority"),
         )
-        return self.get_paginated_response(
-            _ward_entries(self.get_serializer(), self.paginate_queryset(rows))
-        )
+        page = self.paginate_queryset(rows)
+        # Each link's URL for this request, reversed once (as PatientLinkField does), as a JSON
+        # string split where a patient's uuid goes.
+        links = []
+        for name in PATIENT_LINKS:
+            url = reverse(
+                PatientSerializer._declared_fields[name].view_name,
+                kwargs={"patient_uuid": PatientLinkField.PLACEHOLDER},
+                request=request,
+                format=self.format_kwarg,
+            )
+            links.append(json_encode(url).decode().split(PatientLinkField.PLACEHOLDER))
+        return self.get_paginated_response(_ward_entries(page, links, self.get_serializer))
 
     def get_renderers(self) -> list:
         # The ward list (the central station's poll) in msgspec's C encoder: the same bytes.
@@ -318,16 +329,11 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-def _ward_entries(serializer: PatientSerializer, rows: list[tuple]) -> list:
+def _ward_entries(rows: list[tuple], links: list[list[str]], serializer: Callable) -> list:
     """The entries of the ward list's page `rows` (patient_tile_rows): each patient's tile
-    with this request's links, as msgspec.Raw (encoded already); a patient without a tile of
-    the current key (no tile yet, another time zone or layout) built as before. The same
-    bytes either way (tested)."""
-    links = []  # each link's JSON string, split where the patient's uuid goes
-    for name in PATIENT_LINKS:
-        field: PatientLinkField = serializer.fields[name]
-        url = field.url_of(SimpleNamespace(uuid=PatientLinkField.PLACEHOLDER))
-        links.append(json_encode(url).decode().split(PatientLinkField.PLACEHOLDER))
+    with the request's `links`, as msgspec.Raw (encoded already); a patient without a tile of
+    the current key (no tile yet, another time zone or layout) built as before, by
+    `serializer()`. The same bytes either way (tested)."""
     (url, url_end), (metrics, metrics_end), (limits, limits_end), (end, end_end) = links
     key = tile_key()
     entries: list = []
@@ -353,8 +359,9 @@ def _ward_entries(serializer: PatientSerializer, rows: list[tuple]) -> list:
             )
         )  # fmt: skip
     if missing:
+        build = serializer()
         for patient in patient_list().filter(pk__in=missing):
-            entries[missing[patient.pk]] = serializer.to_representation(patient)
+            entries[missing[patient.pk]] = build.to_representation(patient)
     return entries
 
 

@@ -46,14 +46,16 @@ def uuid_parse(value: str | uuid.UUID, *, name: str = "uuid") -> uuid.UUID:
 
 
 def open_alarms_prefetch() -> Prefetch:
-    """Each patient's open alarms as `patient.open_alarms`, most urgent first (one query)."""
+    """Each patient's open alarms as `patient.open_alarms`, most urgent first, then the newest
+    (raised at the same time: the last stored first, so that every read gives one order, the
+    ward's snapshot and the list's own) (one query)."""
     rank = Case(
         When(priority="high", then=Value(0)),
         When(priority="medium", then=Value(1)),
         default=Value(2),
         output_field=IntegerField(),
     )
-    alarms = Alarm.objects.filter(state__in=OPEN_ALARM_STATES).order_by(rank, "-raised_at")
+    alarms = Alarm.objects.filter(state__in=OPEN_ALARM_STATES).order_by(rank, "-raised_at", "-id")
     return Prefetch("alarms", queryset=alarms, to_attr="open_alarms")
 
 

@@ -40,10 +40,8 @@ def tiles_stale() -> list[str]:
     stale = []
     for patient in patient_list().order_by("pk"):
         tile = tiles.get(patient.pk)
-        if tile is None or (tile.key, tile.head, tile.middle, tile.tail) != (
-            key,
-            *patient_tile_pieces(patient),
-        ):
+        pieces = (key, *patient_tile_pieces(patient))
+        if tile is None or (tile.key, tile.head, tile.middle, tile.tail) != pieces:
             stale.append(patient.name)
     return stale
 
@@ -52,7 +50,8 @@ def ward_current(client: APIClient, monkeypatch, params: dict | None = None) -> 
     """The ward list's patients, after checking that every tile is current (so the answer
     came from the snapshot) and that the answer is the slow path's, byte for byte, in every
     ordering."""
-    assert tiles_stale() == []
+    stale = tiles_stale()
+    assert stale == [], f"stale tiles: {stale}"
     assert Patient.objects.count() == PatientTile.objects.count()
     for ordering in ("name", "-news2"):
         fast, slow = ward_fast_and_slow(
