@@ -8,6 +8,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -15,6 +16,7 @@ from rest_framework.reverse import reverse
 
 from access.models import PatientAccess
 from access.services import patient_access_record
+from core.exceptions import IcuError
 from core.pagination import SignedCursorPagination
 from core.renderers import BrowsableAPIRenderer, FastJSONRenderer, json_encode
 from patients.models import Patient
@@ -23,6 +25,7 @@ from vitals.patient_selectors import (
     patient_get,
     patient_list,
     patient_tile_rows,
+    uuid_parse,
 )
 from vitals.patient_serializers import (
     PATIENT_LINKS,
@@ -183,15 +186,33 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         renderer_classes=[FastJSONRenderer, BrowsableAPIRenderer],
     )
     def metrics(self, request: Request, patient_uuid: str) -> Response:
-        patient = self.get_object(plain=True)
-        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
+        # The patient is found in the page's own query (by uuid): two queries, the token's and
+        # the page's, as a client's raw SQL would. Read on its own only for an empty page (an
+        # unknown patient: 404) and for a request that fails (the answers as before: 404 for
+        # an unknown patient before 400 for its parameters).
+        parsed = uuid_parse(patient_uuid, name="patient uuid")
         filters = ReadingFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        # Plain rows and reading_data, not models and the serializer (the same answer, tested):
-        # a page is up to 1,000 readings.
-        page = self.paginate_queryset(reading_values(patient=patient, **filters.validated_data))
+        try:
+            filters.is_valid(raise_exception=True)
+            # Plain rows and reading_data, not models and the serializer (the same answer,
+            # tested): a page is up to 1,000 readings.
+            readings = reading_values(patient_uuid=parsed, **filters.validated_data)
+            page = self.paginate_queryset(readings)
+        except (APIException, IcuError):  # a 400: a 404 first for an unknown patient
+            self._metrics_read(request, self.get_object(plain=True))
+            raise
+        if page:
+            patient = Patient(pk=page[0]["patient_id"], uuid=parsed)
+            self.check_object_permissions(request, patient)
+        else:
+            patient = self.get_object(plain=True)
+        self._metrics_read(request, patient)
         tz = timezone.get_current_timezone()
         return self.get_paginated_response([reading_data(row, tz=tz) for row in page])
+
+    @staticmethod
+    def _metrics_read(request: Request, patient: Patient) -> None:
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
 
     @extend_schema(
         parameters=[TrendFilterSerializer],

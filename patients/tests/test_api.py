@@ -686,6 +686,39 @@ def test_metrics_invalid_cursor(api_client: APIClient, patient: Patient) -> None
     assert response.json()["error"]["code"] == "invalid_cursor"
 
 
+def test_a_patients_readings_are_read_with_the_patient_in_one_query(
+    api_client: APIClient, patient: Patient, django_assert_num_queries
+) -> None:
+    """The page's query finds the patient by uuid (a subquery): the token's query, the user's
+    permissions (2) and the page's, no query of the patient. It is read on its own only when
+    the page is empty or the request fails, so that an unknown patient is a 404 before a 400
+    for its parameters, as before."""
+    api_client.get(metrics_url(patient))  # the access log's row of this window written
+    with django_assert_num_queries(4):
+        response = api_client.get(metrics_url(patient))
+    assert [m["pulse"] for m in response.json()["results"]] == [64, 63, 62, 61, 60]
+
+    # After the page: the empty page of a patient with none in the window, 200.
+    empty = {"since": iso(T0 + timedelta(hours=1))}
+    with django_assert_num_queries(5):
+        response = api_client.get(metrics_url(patient), empty)
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+    for params in ({}, {"cursor": "garbage"}, {"since": "yesterday"}, empty):
+        response = api_client.get(f"/api/patients/{MISSING_UUID}/metrics/", params)
+        assert response.status_code == 404, params
+        assert response.json()["error"]["code"] == "patient_not_found"
+    for params, code in (({"cursor": "garbage"}, "invalid_cursor"), ({"since": "x"}, "invalid")):
+        response = api_client.get(metrics_url(patient), params)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == code
+    assert api_client.get("/api/patients/not-a-uuid/metrics/").json()["error"] == {
+        "status": 400,
+        "code": "invalid_parameter",
+        "message": "'not-a-uuid' is not a valid patient uuid.",
+    }
+
+
 def test_metrics_of_a_patient_without_readings(api_client: APIClient) -> None:
     patient = PatientFactory()
 
