@@ -162,6 +162,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
+    from core.startup import worker_ready
     from patients.models import Patient
     from vitals.models import PatientMetric
 
@@ -248,6 +249,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
 
     readings = PatientMetric.objects.count()
     figures = []
+    worker_ready()  # as a web worker once it has loaded the application (gunicorn.conf.py)
     for i in range(repeat):  # every patient polled once: their rows of this window written
         poll(i)
     on_ms, off_ms, first_ms = [], [], []
