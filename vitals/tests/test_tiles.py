@@ -12,6 +12,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from gateway.adt import adt_handle
+from gateway.identity import patient_uuid_for
+from gateway.tests.test_adt import adt
 from patients.models import Patient, PatientTile
 from patients.tests.test_api import reading
 from patients.tests.ward import tiles_stale, ward_current, ward_fast_and_slow
@@ -193,6 +196,18 @@ def test_admission_transfer_and_discharge_show_at_once(api_client, monkeypatch, 
     ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
     assert ann["active_alarms"] == []
     assert ann["monitoring_ended_by"] == user.username
+
+
+def test_an_hl7_admission_giving_the_mrn_shows_at_once(api_client, monkeypatch, ward) -> None:
+    icu = Unit.objects.create(code="icu-a", name="ICU A")
+    Bed.objects.create(unit=icu, label="A1", position=1)
+    # Known by their monitor first (the uuid the gateway derives from the MRN), without it.
+    ward.batch(reading(patient_uuid_for(authority="HOSP", identifier="MRN1"), "Cy", 0))
+    assert by_name(ward_current(api_client, monkeypatch))["Cy"]["mrn"] == ""
+
+    assert adt_handle(adt("A01", "MSG1")).code == "AA"
+    cy = by_name(ward_current(api_client, monkeypatch, {"unit": "icu-a"}))["Cy"]
+    assert (cy["mrn"], cy["mrn_authority"]) == ("MRN1", "HOSP")
 
 
 def test_readings_pruned_show_at_once(api_client, monkeypatch, ward) -> None:
