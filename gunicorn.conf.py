@@ -67,6 +67,14 @@ def on_starting(server) -> None:
     Path(directory).mkdir(parents=True)
 
 
+def post_worker_init(worker) -> None:
+    """The worker has loaded the application: its long-lived objects out of the garbage
+    collector's full collections (core/startup.py)."""
+    from core.startup import worker_ready
+
+    worker_ready()
+
+
 def child_exit(server, worker) -> None:
     """A worker is gone: keep its counters, drop its live gauges."""
     from core.metrics import child_exit as metrics_child_exit

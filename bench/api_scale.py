@@ -34,6 +34,7 @@ def generate(*, readings: int, patients: int) -> None:
     from patients.models import Patient
     from vitals.models import Alarm, PatientMetric
     from vitals.news2 import news2_score
+    from vitals.tile_services import patient_tiles_rebuild
 
     per_patient = readings // patients
     end = datetime.now(tz=UTC).replace(microsecond=0)
@@ -136,6 +137,8 @@ def generate(*, readings: int, patients: int) -> None:
               message="Pulse high: 125 /min (> 120)", raised_at=end)
         for pid in ids[::10]
     )  # fmt: skip
+    # The ward's snapshot, as the consumer keeps it (one tile a patient, vitals/tile_services).
+    patient_tiles_rebuild()
     if not sqlite:
         cursor = connection.cursor()
         cursor.execute(f"ANALYZE {table}")
@@ -159,6 +162,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
+    from core.startup import worker_ready
     from patients.models import Patient
     from vitals.models import PatientMetric
 
@@ -245,6 +249,7 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
 
     readings = PatientMetric.objects.count()
     figures = []
+    worker_ready()  # as a web worker once it has loaded the application (gunicorn.conf.py)
     for i in range(repeat):  # every patient polled once: their rows of this window written
         poll(i)
     on_ms, off_ms, first_ms = [], [], []

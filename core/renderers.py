@@ -46,3 +46,10 @@ def _plain(value: object) -> object:
 
 _DRF_ENCODER = encoders.JSONEncoder()
 _ENCODER = msgspec.json.Encoder(enc_hook=_plain)
+
+
+def json_encode(data: object) -> bytes:
+    """`data` as FastJSONRenderer's encoder writes it, U+2028 and U+2029 left as they are (the
+    renderer escapes them in the whole answer): for pieces of an answer encoded ahead of it,
+    embedded with msgspec.Raw (the ward's snapshot, vitals/tile_services.py)."""
+    return _ENCODER.encode(data)

@@ -52,6 +52,7 @@ from units.services import admission_create, admission_discharge, admission_tran
 from vitals.contract import patient_name_parse
 from vitals.errors import InvalidReading
 from vitals.services import patient_rename
+from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +248,7 @@ def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> 
             mrn=identifier,
             mrn_authority=authority,
         )
+        patient_tiles_refresh(patient_ids=[patient.pk])  # the MRN, on the ward's snapshot
     if name and patient.name in placeholders and patient.name != name:
         # Named by their MRN (their monitor's readings came first, without PID-5): the
         # admission's name is the first real one; an A08 would rename them too.

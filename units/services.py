@@ -23,6 +23,7 @@ from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
 from units.models import Admission, Bed, Unit
 from vitals.models import AuditEvent
 from vitals.services import audit_event_record, patient_alarms_resolve, patient_monitoring_end
+from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def _admission_open(
             monitoring_ended_at=None, monitoring_ended_by=None
         )
         patient.monitoring_ended_at = patient.monitoring_ended_by = None
+        patient_tiles_refresh(patient_ids=[patient.pk])
     return admission
 
 

@@ -63,6 +63,7 @@ from vitals.services import (
     consumer_stall_record,
     reading_bulk_store,
 )
+from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -388,6 +389,8 @@ class VitalsConsumer:
             with transaction.atomic():
                 result = reading_bulk_store(readings=readings, cache=self.patient_cache)
                 events = self.alarm_engine.process(result.new)
+                # The ward's snapshot of the patients the batch changed, with the batch.
+                patient_tiles_refresh(patient_ids=[metric.patient_id for metric in result.new])
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.
             self.alarm_engine.forget()

@@ -12,6 +12,7 @@ from vitals.services import (
     patient_monitoring_end,
 )
 from vitals.signs import SIGNS
+from vitals.tile_services import patient_tiles_refresh
 
 LATEST_READINGS_SHOWN = 20
 
@@ -127,6 +128,11 @@ class PatientAdmin(admin.ModelAdmin):
     ]
     actions = ["end_monitoring"]
     inlines = [NameConflictsInline, AlarmLimitsInline, LatestReadingsInline]
+
+    def save_model(self, request: HttpRequest, obj: Patient, form, change: bool) -> None:
+        # The name and the NEWS2 scale are on the ward's snapshot.
+        super().save_model(request, obj, form, change)
+        patient_tiles_refresh(patient_ids=[obj.pk])
 
     def save_formset(self, request: HttpRequest, form, formset, change: bool) -> None:
         # Nothing saved here: save(commit=False) only sorts the forms into new, changed and

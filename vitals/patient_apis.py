@@ -1,21 +1,38 @@
 """Patient endpoints. Thin: parsing and rendering here, the queries in the selectors."""
 
+from collections.abc import Callable
+
+import msgspec
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import APIException
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.reverse import reverse
 
 from access.models import PatientAccess
 from access.services import patient_access_record
+from core.exceptions import IcuError
 from core.pagination import SignedCursorPagination
-from core.renderers import BrowsableAPIRenderer, FastJSONRenderer
+from core.renderers import BrowsableAPIRenderer, FastJSONRenderer, json_encode
 from patients.models import Patient
-from vitals.patient_selectors import PATIENT_ORDERINGS, patient_get, patient_list
-from vitals.patient_serializers import PatientRenameSerializer, PatientSerializer
+from vitals.patient_selectors import (
+    PATIENT_ORDERINGS,
+    patient_get,
+    patient_list,
+    patient_tile_rows,
+    uuid_parse,
+)
+from vitals.patient_serializers import (
+    PATIENT_LINKS,
+    PatientLinkField,
+    PatientRenameSerializer,
+    PatientSerializer,
+)
 from vitals.selectors import alarm_limits_get, reading_trend, reading_values
 from vitals.serializers import (
     AlarmLimitsSerializer,
@@ -34,6 +51,7 @@ from vitals.services import (
     patient_name_confirm,
     patient_rename,
 )
+from vitals.tile_services import tile_key
 
 
 class PatientPagination(PageNumberPagination):
@@ -105,9 +123,39 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             mrn_authority=params.get("mrn_authority"),
         )
 
+    # The ward list from the snapshot (patients.models.PatientTile); False: built as before,
+    # for each patient (what the snapshot is tested equal to).
+    snapshot = True
+
     @extend_schema(parameters=[_ORDERING, _UNIT, _MRN, _MRN_AUTHORITY])
     def list(self, request: Request, *args, **kwargs) -> Response:
-        return super().list(request, *args, **kwargs)
+        renderer = request.accepted_renderer
+        if not (
+            self.snapshot
+            and isinstance(renderer, FastJSONRenderer)
+            and renderer.get_indent(request.accepted_media_type, {}) is None
+        ):
+            return super().list(request, *args, **kwargs)
+        params = request.query_params
+        rows = patient_tile_rows(
+            ordering=params.get("ordering", "name"),
+            unit=params.get("unit"),
+            mrn=params.get("mrn"),
+            mrn_authority=params.get("mrn_authority"),
+        )
+        page = self.paginate_queryset(rows)
+        # Each link's URL for this request, reversed once (as PatientLinkField does), as a JSON
+        # string split where a patient's uuid goes.
+        links = []
+        for name in PATIENT_LINKS:
+            url = reverse(
+                PatientSerializer._declared_fields[name].view_name,
+                kwargs={"patient_uuid": PatientLinkField.PLACEHOLDER},
+                request=request,
+                format=self.format_kwarg,
+            )
+            links.append(json_encode(url).decode().split(PatientLinkField.PLACEHOLDER))
+        return self.get_paginated_response(_ward_entries(page, links, self.get_serializer))
 
     def get_renderers(self) -> list:
         # The ward list (the central station's poll) in msgspec's C encoder: the same bytes.
@@ -138,15 +186,33 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         renderer_classes=[FastJSONRenderer, BrowsableAPIRenderer],
     )
     def metrics(self, request: Request, patient_uuid: str) -> Response:
-        patient = self.get_object(plain=True)
-        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
+        # The patient is found in the page's own query (by uuid): two queries, the token's and
+        # the page's, as a client's raw SQL would. Read on its own only for an empty page (an
+        # unknown patient: 404) and for a request that fails (the answers as before: 404 for
+        # an unknown patient before 400 for its parameters).
+        parsed = uuid_parse(patient_uuid, name="patient uuid")
         filters = ReadingFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        # Plain rows and reading_data, not models and the serializer (the same answer, tested):
-        # a page is up to 1,000 readings.
-        page = self.paginate_queryset(reading_values(patient=patient, **filters.validated_data))
+        try:
+            filters.is_valid(raise_exception=True)
+            # Plain rows and reading_data, not models and the serializer (the same answer,
+            # tested): a page is up to 1,000 readings.
+            readings = reading_values(patient_uuid=parsed, **filters.validated_data)
+            page = self.paginate_queryset(readings)
+        except (APIException, IcuError):  # a 400: a 404 first for an unknown patient
+            self._metrics_read(request, self.get_object(plain=True))
+            raise
+        if page:
+            patient = Patient(pk=page[0]["patient_id"], uuid=parsed)
+            self.check_object_permissions(request, patient)
+        else:
+            patient = self.get_object(plain=True)
+        self._metrics_read(request, patient)
         tz = timezone.get_current_timezone()
         return self.get_paginated_response([reading_data(row, tz=tz) for row in page])
+
+    @staticmethod
+    def _metrics_read(request: Request, patient: Patient) -> None:
+        patient_access_record(user=request.user, patient=patient, kind=PatientAccess.Kind.METRICS)
 
     @extend_schema(
         parameters=[TrendFilterSerializer],
@@ -282,6 +348,42 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     def alarm_on(self, request: Request, patient_uuid: str, kind: str) -> Response:
         alarm_switch_on(patient=self.get_object(), kind=kind, user=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _ward_entries(rows: list[tuple], links: list[list[str]], serializer: Callable) -> list:
+    """The entries of the ward list's page `rows` (patient_tile_rows): each patient's tile
+    with the request's `links`, as msgspec.Raw (encoded already); a patient without a tile of
+    the current key (no tile yet, another time zone or layout) built as before, by
+    `serializer()`. The same bytes either way (tested)."""
+    (url, url_end), (metrics, metrics_end), (limits, limits_end), (end, end_end) = links
+    key = tile_key()
+    entries: list = []
+    missing: dict[int, int] = {}  # patient id -> index in entries
+    for pk, patient_uuid, tile_key_, head, middle, tail, ended_by in rows:
+        if tile_key_ != key:
+            missing[pk] = len(entries)
+            entries.append(None)
+            continue
+        u = str(patient_uuid)
+        entries.append(
+            msgspec.Raw(
+                "".join(
+                    (
+                        head, url, u, url_end,
+                        ',"metrics_url":', metrics, u, metrics_end,
+                        ',"alarm_limits_url":', limits, u, limits_end,
+                        middle, "null" if ended_by is None else json_encode(ended_by).decode(),
+                        ',"monitoring_end_url":', end, u, end_end,
+                        tail,
+                    )
+                ).encode()
+            )
+        )  # fmt: skip
+    if missing:
+        build = serializer()
+        for patient in patient_list().filter(pk__in=missing):
+            entries[missing[patient.pk]] = build.to_representation(patient)
+    return entries
 
 
 class BriefPatientViewSet(PatientViewSet):

@@ -46,14 +46,16 @@ def uuid_parse(value: str | uuid.UUID, *, name: str = "uuid") -> uuid.UUID:
 
 
 def open_alarms_prefetch() -> Prefetch:
-    """Each patient's open alarms as `patient.open_alarms`, most urgent first (one query)."""
+    """Each patient's open alarms as `patient.open_alarms`, most urgent first, then the newest
+    (raised at the same time: the last stored first, so that every read gives one order, the
+    ward's snapshot and the list's own) (one query)."""
     rank = Case(
         When(priority="high", then=Value(0)),
         When(priority="medium", then=Value(1)),
         default=Value(2),
         output_field=IntegerField(),
     )
-    alarms = Alarm.objects.filter(state__in=OPEN_ALARM_STATES).order_by(rank, "-raised_at")
+    alarms = Alarm.objects.filter(state__in=OPEN_ALARM_STATES).order_by(rank, "-raised_at", "-id")
     return Prefetch("alarms", queryset=alarms, to_attr="open_alarms")
 
 
@@ -119,6 +121,20 @@ def patient_list(
     queries whatever the number of patients (no N+1). `unit`: only the patients in a bed of
     the unit with this code (an open admission; units/). `mrn`, `mrn_authority`: only the
     patients with this hospital identifier, this assigning authority (each exact, if given)."""
+    patients = _patients(ordering=ordering, unit=unit, mrn=mrn, mrn_authority=mrn_authority)
+    return (
+        patients.select_related("latest_metric", "monitoring_ended_by")
+        .annotate(open_name_conflicts=open_name_conflicts_annotation())
+        .prefetch_related(open_alarms_prefetch())
+        .annotate(alarms_off_items=alarms_off_annotation())
+        .order_by(*PATIENT_ORDERINGS[ordering])
+    )
+
+
+def _patients(
+    *, ordering: str, unit: str | None, mrn: str | None, mrn_authority: str | None
+) -> QuerySet[Patient]:
+    """The patients of patient_list's filters (no ordering yet)."""
     if ordering not in PATIENT_ORDERINGS:
         raise InvalidParameter(
             f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
@@ -133,13 +149,33 @@ def patient_list(
         patients = patients.filter(
             admissions__bed__unit__code=unit, admissions__discharged_at__isnull=True
         )
-    return (
-        patients.select_related("latest_metric", "monitoring_ended_by")
-        .annotate(open_name_conflicts=open_name_conflicts_annotation())
-        .prefetch_related(open_alarms_prefetch())
-        .annotate(alarms_off_items=alarms_off_annotation())
-        .order_by(*PATIENT_ORDERINGS[ordering])
-    )
+    return patients
+
+
+# A row of patient_tile_rows.
+TILE_ROW_FIELDS = (
+    "pk",
+    "uuid",
+    "tile__key",
+    "tile__head",
+    "tile__middle",
+    "tile__tail",
+    "monitoring_ended_by__username",
+)
+
+
+def patient_tile_rows(
+    *,
+    ordering: str = "name",
+    unit: str | None = None,
+    mrn: str | None = None,
+    mrn_authority: str | None = None,
+) -> QuerySet:
+    """patient_list's patients, filtered and ordered as it does, as rows of TILE_ROW_FIELDS:
+    each patient's entry kept encoded (patients.models.PatientTile: null for a patient without
+    one) and the username of whoever ended their monitoring. One query."""
+    patients = _patients(ordering=ordering, unit=unit, mrn=mrn, mrn_authority=mrn_authority)
+    return patients.order_by(*PATIENT_ORDERINGS[ordering]).values_list(*TILE_ROW_FIELDS)
 
 
 def patient_get(*, patient_uuid: str | uuid.UUID, plain: bool = False) -> Patient:

@@ -1,3 +1,5 @@
+from datetime import tzinfo
+
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -176,42 +178,15 @@ class PatientSerializer(serializers.ModelSerializer):
         the ward list is 50 to 500 of these a poll, and the walk was a third of its time
         (bench/api_scale.py). Tested equal to the walk, field by field and in order
         (patients/tests/test_api.py)."""
-        tz = timezone.get_current_timezone()
         fields = self.fields
-        latest = patient.latest_metric
-        reading = None if latest is None else fields["latest_metric"].to_representation(latest)
-        ended_at, ended_by = patient.monitoring_ended_at, patient.monitoring_ended_by
-        return {
-            "uuid": str(patient.uuid),
-            "name": patient.name,
-            "mrn": patient.mrn,
-            "mrn_authority": patient.mrn_authority,
-            "name_conflicts": [
-                {
-                    "name": conflict["name"],
-                    "first_seen_at": api_datetime(conflict["first_seen_at"], tz),
-                    "last_seen_at": api_datetime(conflict["last_seen_at"], tz),
-                    "count": conflict["count"],
-                }
-                for conflict in patient.open_name_conflicts
-            ],
-            "url": fields["url"].url_of(patient),
-            "metrics_url": fields["metrics_url"].url_of(patient),
-            "alarm_limits_url": fields["alarm_limits_url"].url_of(patient),
-            "hypercapnic_respiratory_failure": patient.hypercapnic_respiratory_failure,
-            "monitoring_ended_at": None if ended_at is None else api_datetime(ended_at, tz),
-            "monitoring_ended_by": None if ended_by is None else ended_by.username,
-            "monitoring_end_url": fields["monitoring_end_url"].url_of(patient),
-            "created_at": api_datetime(patient.created_at, tz),
-            "updated_at": api_datetime(patient.updated_at, tz),
-            "news2": None if reading is None else reading["news2"],
-            "active_alarms": [open_alarm_data(alarm, tz=tz) for alarm in patient.open_alarms],
-            "alarms_off": [
-                alarm_off_data(item, tz=tz) for item in alarm_off_items(patient.alarms_off_items)
-            ],
-            "latest_metric": reading,
-            "latest_signs": patient.latest_signs,
-        }
+        urls = {name: fields[name].url_of(patient) for name in PATIENT_LINKS}
+        ended_by = patient.monitoring_ended_by
+        return patient_data(
+            patient,
+            tz=timezone.get_current_timezone(),
+            urls=urls,
+            ended_by=None if ended_by is None else ended_by.username,
+        )
 
     @extend_schema_field(AlarmOffSerializer(many=True))
     def get_alarms_off(self, patient: Patient) -> list[dict]:
@@ -226,3 +201,52 @@ class PatientSerializer(serializers.ModelSerializer):
     def get_news2(self, patient: Patient) -> dict | None:
         latest = patient.latest_metric
         return news2_data(latest.news2) if latest else None
+
+
+_READING = ReadingSerializer()
+
+# The links of a patient's entry, in the order of its fields.
+PATIENT_LINKS = ("url", "metrics_url", "alarm_limits_url", "monitoring_end_url")
+
+
+def patient_data(
+    patient: Patient, *, tz: tzinfo, urls: dict[str, object], ended_by: str | None
+) -> dict:
+    """PatientSerializer's representation of a patient as patient_list reads them, with the
+    links (`urls`) and the username of whoever ended the monitoring given: what depends on the
+    request, and on the user's row. Also what the ward's snapshot encodes
+    (vitals.tile_services)."""
+    latest = patient.latest_metric
+    reading = None if latest is None else _READING.to_representation(latest)
+    ended_at = patient.monitoring_ended_at
+    return {
+        "uuid": str(patient.uuid),
+        "name": patient.name,
+        "mrn": patient.mrn,
+        "mrn_authority": patient.mrn_authority,
+        "name_conflicts": [
+            {
+                "name": conflict["name"],
+                "first_seen_at": api_datetime(conflict["first_seen_at"], tz),
+                "last_seen_at": api_datetime(conflict["last_seen_at"], tz),
+                "count": conflict["count"],
+            }
+            for conflict in patient.open_name_conflicts
+        ],
+        "url": urls["url"],
+        "metrics_url": urls["metrics_url"],
+        "alarm_limits_url": urls["alarm_limits_url"],
+        "hypercapnic_respiratory_failure": patient.hypercapnic_respiratory_failure,
+        "monitoring_ended_at": None if ended_at is None else api_datetime(ended_at, tz),
+        "monitoring_ended_by": ended_by,
+        "monitoring_end_url": urls["monitoring_end_url"],
+        "created_at": api_datetime(patient.created_at, tz),
+        "updated_at": api_datetime(patient.updated_at, tz),
+        "news2": None if reading is None else reading["news2"],
+        "active_alarms": [open_alarm_data(alarm, tz=tz) for alarm in patient.open_alarms],
+        "alarms_off": [
+            alarm_off_data(item, tz=tz) for item in alarm_off_items(patient.alarms_off_items)
+        ],
+        "latest_metric": reading,
+        "latest_signs": patient.latest_signs,
+    }

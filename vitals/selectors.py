@@ -44,13 +44,23 @@ from vitals.signs import SIGNS
 
 
 def reading_list(
-    *, patient: Patient, since: datetime | None = None, until: datetime | None = None
+    *,
+    patient: Patient | None = None,
+    patient_uuid: UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> QuerySet[PatientMetric]:
-    """A patient's readings, newest first, with since <= measured_at <= until.
+    """A patient's readings, newest first, with since <= measured_at <= until. The patient, or
+    only their uuid (`patient_uuid`): then the patient is found in the readings' own query (a
+    subquery by the uuid's index: one round trip fewer than reading the patient first).
 
     Served by the (patient, measured_at) unique index.
     """
-    metrics = PatientMetric.objects.filter(patient=patient)
+    if patient_uuid is not None:
+        by_uuid = Patient.objects.filter(uuid=patient_uuid).values("pk")[:1]
+        metrics = PatientMetric.objects.filter(patient_id=Subquery(by_uuid))
+    else:
+        metrics = PatientMetric.objects.filter(patient=patient)
     if since is not None:
         metrics = metrics.filter(measured_at__gte=since)
     if until is not None:
@@ -66,11 +76,17 @@ READING_VALUE_FIELDS = tuple(
 
 
 def reading_values(
-    *, patient: Patient, since: datetime | None = None, until: datetime | None = None
+    *,
+    patient: Patient | None = None,
+    patient_uuid: UUID | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> QuerySet:
-    """`reading_list` as plain rows (dicts of READING_VALUE_FIELDS), no model instances: the
-    API's fast path for a patient's readings (a page is hundreds of them)."""
-    return reading_list(patient=patient, since=since, until=until).values(*READING_VALUE_FIELDS)
+    """`reading_list` as plain rows (dicts of READING_VALUE_FIELDS, and `patient_id`), no
+    model instances: the API's fast path for a patient's readings (a page is hundreds of
+    them)."""
+    readings = reading_list(patient=patient, patient_uuid=patient_uuid, since=since, until=until)
+    return readings.values("patient_id", *READING_VALUE_FIELDS)
 
 
 # The columns a trend summarises, by the name the trend gives them: every charted sign, and

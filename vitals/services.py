@@ -38,6 +38,7 @@ from vitals.models import (
 )
 from vitals.news2 import LATEST_KEYS, news2_track
 from vitals.signs import SIGN_KEYS
+from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
 
@@ -548,12 +549,15 @@ def alarm_resolve(*, alarm: Alarm, at: datetime, reason: str = "") -> AlarmEvent
 def patient_alarms_resolve(*, patient: Patient, at: datetime, reason: str) -> list[AlarmEvent]:
     """Resolve every open alarm of the patient at `at`, saying why (a discharge: nobody is
     there to answer them). Call inside the transaction that decides it."""
-    return [
+    events = [
         alarm_resolve(alarm=alarm, at=max(at, alarm.raised_at), reason=reason)
         for alarm in Alarm.objects.select_related("patient", "acknowledged_by").filter(
             patient=patient, state__in=OPEN_ALARM_STATES
         )
     ]
+    if events:
+        patient_tiles_refresh(patient_ids=[patient.pk])
+    return events
 
 
 # Called after each batch of readings is committed with the ids of the patients who have new
@@ -712,6 +716,7 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
                     "message": alarm.message,
                 },
             )
+            patient_tiles_refresh(patient_ids=[alarm.patient_id])
     return alarm
 
 
@@ -734,7 +739,9 @@ def _technical_alarm_raise(
                 raised_at=now,
                 activated_at=now,
             )
-            return alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RAISED)
+            event = alarm_event_record(alarm=alarm, type=AlarmEvent.Type.RAISED)
+            patient_tiles_refresh(patient_ids=[patient.pk])
+            return event
     except IntegrityError:
         return None
 
@@ -825,6 +832,7 @@ def alarm_escalation_sweep(
             if won:
                 alarm.escalated_at = now
                 events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+                patient_tiles_refresh(patient_ids=[alarm.patient_id])
     return events
 
 
@@ -854,6 +862,7 @@ def patient_monitoring_end(
             after={"monitoring_ended_at": now.isoformat()},
             actor=actor,
         )
+        patient_tiles_refresh(patient_ids=[patient.pk])
     return patient
 
 
@@ -984,6 +993,7 @@ def _patient_name_conflicts_close(
         after={"name": patient.name},
         actor=actor,
     )
+    patient_tiles_refresh(patient_ids=[patient.pk])
 
 
 def _alarm_off_kind_check(kind: str) -> None:
@@ -1037,6 +1047,7 @@ def alarm_switch_off(
             before=before,
             after=after,
         )
+        patient_tiles_refresh(patient_ids=[patient.pk])
     return off
 
 
@@ -1057,6 +1068,7 @@ def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | Non
             after=_alarm_off_values(None, kind),
         )
         off.delete()
+        patient_tiles_refresh(patient_ids=[patient.pk])
 
 
 _OBJECT_TYPES = {
@@ -1119,8 +1131,14 @@ def reading_prune_batch(*, older_than: datetime, batch_size: int) -> int:
         ids = list(old.values_list("pk", flat=True)[:batch_size])
         if not ids:
             return 0
-        Patient.objects.filter(latest_metric_id__in=ids).update(latest_metric=None)
-        return PatientMetric.objects.filter(pk__in=ids)._raw_delete(PatientMetric.objects.db)
+        emptied = list(
+            Patient.objects.filter(latest_metric_id__in=ids).values_list("pk", flat=True)
+        )
+        if emptied:
+            Patient.objects.filter(pk__in=emptied).update(latest_metric=None)
+        deleted = PatientMetric.objects.filter(pk__in=ids)._raw_delete(PatientMetric.objects.db)
+        patient_tiles_refresh(patient_ids=emptied)
+        return deleted
 
 
 def alarm_events_prune(*, older_than: datetime) -> int:

@@ -1,5 +1,6 @@
 """The patient and metrics API: authentication, shapes, filters, pagination, errors, schema."""
 
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
@@ -15,14 +16,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from core.renderers import FastJSONRenderer
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
+from patients.tests.ward import tiles_stale, ward_fast_and_slow
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
-from vitals.patient_serializers import PatientSerializer
-from vitals.serializers import OpenAlarmSerializer, ReadingSerializer
+from vitals.serializers import ReadingSerializer
 from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
 from vitals.tests.factories import T0, AlarmFactory, PatientMetricFactory
@@ -398,11 +398,11 @@ def test_patient_list_query_count_is_constant(
         alarm_switch_off(patient=patient, kind="pulse_high", reason="paced", user=None)
 
     # Token look-up, the user's permissions (its own, its groups': core/permissions.py),
-    # COUNT(*), one SELECT of patients joined to their latest reading (and, in a subquery, their
-    # alarms switched off), one of their open alarms.
-    with django_assert_num_queries(6):
+    # COUNT(*), one SELECT of patients joined to their tiles (the ward's snapshot, which
+    # alarm_switch_off wrote).
+    with django_assert_num_queries(5):
         response = api_client.get("/api/patients/")
-    with django_assert_num_queries(6):  # the MRN filter too
+    with django_assert_num_queries(5):  # the MRN filter too
         by_mrn = api_client.get("/api/patients/", {"mrn": "MRN9", "mrn_authority": "HOSP"})
     assert [p["name"] for p in by_mrn.json()["results"]] == ["zz-no-readings"]
 
@@ -686,6 +686,39 @@ def test_metrics_invalid_cursor(api_client: APIClient, patient: Patient) -> None
     assert response.json()["error"]["code"] == "invalid_cursor"
 
 
+def test_a_patients_readings_are_read_with_the_patient_in_one_query(
+    api_client: APIClient, patient: Patient, django_assert_num_queries
+) -> None:
+    """The page's query finds the patient by uuid (a subquery): the token's query, the user's
+    permissions (2) and the page's, no query of the patient. It is read on its own only when
+    the page is empty or the request fails, so that an unknown patient is a 404 before a 400
+    for its parameters, as before."""
+    api_client.get(metrics_url(patient))  # the access log's row of this window written
+    with django_assert_num_queries(4):
+        response = api_client.get(metrics_url(patient))
+    assert [m["pulse"] for m in response.json()["results"]] == [64, 63, 62, 61, 60]
+
+    # After the page: the empty page of a patient with none in the window, 200.
+    empty = {"since": iso(T0 + timedelta(hours=1))}
+    with django_assert_num_queries(5):
+        response = api_client.get(metrics_url(patient), empty)
+    assert response.json() == {"next": None, "previous": None, "results": []}
+
+    for params in ({}, {"cursor": "garbage"}, {"since": "yesterday"}, empty):
+        response = api_client.get(f"/api/patients/{MISSING_UUID}/metrics/", params)
+        assert response.status_code == 404, params
+        assert response.json()["error"]["code"] == "patient_not_found"
+    for params, code in (({"cursor": "garbage"}, "invalid_cursor"), ({"since": "x"}, "invalid")):
+        response = api_client.get(metrics_url(patient), params)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == code
+    assert api_client.get("/api/patients/not-a-uuid/metrics/").json()["error"] == {
+        "status": 400,
+        "code": "invalid_parameter",
+        "message": "'not-a-uuid' is not a valid patient uuid.",
+    }
+
+
 def test_metrics_of_a_patient_without_readings(api_client: APIClient) -> None:
     patient = PatientFactory()
 
@@ -829,12 +862,14 @@ def test_swagger_docs_for_a_logged_in_user(client, user) -> None:
 def test_the_ward_by_acuity_takes_the_same_queries_whatever_its_size(
     api_client: APIClient, django_assert_max_num_queries, ward: int
 ) -> None:
-    """The central station's read (bench/api_scale.py times it over 1,000 patients): six
+    """The central station's read (bench/api_scale.py times it over 1,000 patients): five
     queries for 1 bed or 400, every patient with a reading, a score and an open alarm."""
     store(*(reading(uuid.uuid4(), f"bed-{n:03d}", n, pulse=60 + n % 90) for n in range(ward)))
     AlarmFactory.create_batch(ward, patient=factory.Iterator(Patient.objects.all()))
+    call_command("rebuild_patient_tiles", stdout=io.StringIO())  # as the consumer keeps them
 
-    with django_assert_max_num_queries(6):
+    # Token, permissions (2), COUNT(*), the page of tiles.
+    with django_assert_max_num_queries(5):
         response = api_client.get("/api/patients/", {"ordering": "-news2", "page_size": 500})
 
     results = response.json()["results"]
@@ -931,9 +966,10 @@ def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
 def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
     api_client: APIClient, user, monkeypatch
 ) -> None:
-    """PatientSerializer and OpenAlarmSerializer build their dicts directly and the list is
-    encoded by FastJSONRenderer: the same bytes as DRF's walk over the declared fields and its
-    JSONRenderer, for patients in every state a tile shows, in UTC and in another zone."""
+    """PatientSerializer and OpenAlarmSerializer build their dicts directly, the list is
+    encoded by FastJSONRenderer, and served from the snapshot (patients.models.PatientTile):
+    the same bytes as DRF's walk over the declared fields and its JSONRenderer, for patients
+    in every state a tile shows, in UTC and in another zone, with and without tiles."""
     ann, bob = uuid.uuid4(), uuid.uuid4()
     absent = dict.fromkeys(("resp_rate", "systolic", "diastolic", "temperature"))
     store(
@@ -951,25 +987,16 @@ def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
     alarm_switch_off(patient=patient_bob, kind="etco2_high", reason="weaning", user=None)
     patient_monitoring_end(patient=patient_bob, user=user)
 
-    def both(params: dict) -> tuple[bytes, bytes]:
-        fast = api_client.get("/api/patients/", params)
-        with monkeypatch.context() as walk:
-            walk.setattr(
-                PatientSerializer, "to_representation", serializers.Serializer.to_representation
-            )
-            walk.setattr(
-                OpenAlarmSerializer, "to_representation", serializers.Serializer.to_representation
-            )
-            walk.setattr(FastJSONRenderer, "render", JSONRenderer.render)
-            slow = api_client.get("/api/patients/", params)
-        assert fast.status_code == slow.status_code == 200
-        return fast.content, slow.content
-
     for zone in ("UTC", "America/St_Johns"):
         with timezone.override(zone):
-            for params in ({}, {"ordering": "-news2"}, {"page_size": 2, "page": 2}):
-                fast, slow = both(params)
-                assert fast == slow
+            # Built for each patient (no tile of the zone), then served from the snapshot.
+            for tiles in (False, True):
+                if tiles:
+                    call_command("rebuild_patient_tiles", stdout=io.StringIO())
+                    assert tiles_stale() == []
+                for params in ({}, {"ordering": "-news2"}, {"page_size": 2, "page": 2}):
+                    fast, slow = ward_fast_and_slow(api_client, monkeypatch, params)
+                    assert fast == slow
     body = api_client.get("/api/patients/").json()["results"]
     assert [p["name"] for p in body] == ["Ann", "Bob", "Cy"]
     assert [len(p["name_conflicts"]) for p in body] == [1, 0, 0]

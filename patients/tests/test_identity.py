@@ -3,10 +3,12 @@ PatientNameConflict), shown by the API until a clinician confirms the name or re
 patient; both audited. The consumer's side is vitals/tests/test_services.py and, end to end,
 vitals/tests/test_pipeline_e2e.py."""
 
+import io
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.core.management import call_command
 
 from patients.models import Patient, PatientNameConflict
 from patients.tests.test_api import iso, reading
@@ -146,9 +148,15 @@ def test_the_list_reads_the_names_seen_in_its_own_queries(api_client, django_ass
         reading_bulk_store(readings=[reading(patient_uuid, f"p-{n:02d}", 0)])
         reading_bulk_store(readings=[reading(patient_uuid, f"other-{n:02d}", 1)])
 
-    # Token, permissions (user's, groups'), COUNT(*), patients (with their names seen), alarms.
-    with django_assert_num_queries(6):
+    # Token, permissions (user's, groups'), COUNT(*), the page's tiles (none: reading_bulk_store
+    # alone does not write them, the consumer does), then patients (with their names seen) and
+    # their alarms, built as before.
+    with django_assert_num_queries(7):
+        built = api_client.get("/api/patients/").json()["results"]
+    call_command("rebuild_patient_tiles", stdout=io.StringIO())
+    with django_assert_num_queries(5):  # the names seen on each tile
         results = api_client.get("/api/patients/").json()["results"]
+    assert results == built
 
     assert [[c["name"] for c in p["name_conflicts"]] for p in results] == [
         [f"other-{n:02d}"] for n in range(20)

@@ -1,0 +1,253 @@
+"""The ward's snapshot (patients.models.PatientTile, vitals/tile_services.py): written by the
+consumer's batch and by every other change that alters a patient's entry, so that the ward
+list shows the change at once, byte for byte what it builds without the snapshot."""
+
+import uuid
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from gateway.adt import adt_handle
+from gateway.identity import patient_uuid_for
+from gateway.tests.test_adt import adt
+from patients.models import Patient, PatientTile
+from patients.tests.test_api import reading
+from patients.tests.ward import tiles_stale, ward_current, ward_fast_and_slow
+from units.models import Bed, Unit
+from units.services import admission_create, admission_discharge, admission_transfer
+from vitals.models import Alarm
+from vitals.services import (
+    alarm_acknowledge,
+    alarm_escalation_sweep,
+    alarm_limits_update,
+    alarm_no_data_sweep,
+    alarm_switch_off,
+    alarm_switch_on,
+    patient_monitoring_end,
+    patient_name_confirm,
+    patient_rename,
+    reading_prune_batch,
+)
+from vitals.tests.factories import T0, AlarmFactory
+from vitals.tests.fakes import worker_create
+from vitals.tests.test_audit import change_form_data
+from vitals.tile_services import patient_tiles_refresh
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def ward() -> SimpleNamespace:
+    """Ann (SpO2 85: an alarm) and Bob (normal), stored by the consumer, which wrote their
+    tiles; `batch(*readings)` stores more the same way."""
+    worker, consumer, _ = worker_create()
+
+    def batch(*readings) -> None:
+        consumer.add_readings(list(readings))
+        assert worker.process_batch() == len(readings)
+
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    batch(*(reading(ann, "Ann", m, spo2=85) for m in range(3)), reading(bob, "Bob", 0))
+    return SimpleNamespace(
+        batch=batch, ann=Patient.objects.get(uuid=ann), bob=Patient.objects.get(uuid=bob)
+    )
+
+
+def by_name(patients: list[dict]) -> dict[str, dict]:
+    return {p["name"]: p for p in patients}
+
+
+def test_the_consumer_writes_the_tiles_of_the_patients_of_its_batch(
+    api_client, monkeypatch, ward
+) -> None:
+    before = by_name(ward_current(api_client, monkeypatch))
+    assert sorted(a["kind"] for a in before["Ann"]["active_alarms"]) == ["news2", "spo2_low"]
+    assert before["Ann"]["latest_metric"]["pulse"] == 72
+
+    ward.batch(reading(ward.ann.uuid, "Ann", 3, pulse=131, spo2=97))
+    after = by_name(ward_current(api_client, monkeypatch))
+    assert after["Ann"]["latest_metric"]["pulse"] == 131
+    assert after["Ann"]["latest_signs"]["pulse"]["value"] == 131
+    assert after["Ann"]["news2"] != before["Ann"]["news2"]
+    assert after["Bob"] == before["Bob"]
+
+
+def test_a_tile_refresh_takes_the_same_statements_for_one_patient_as_for_many(ward) -> None:
+    def statements(ids: list[int]) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert patient_tiles_refresh(patient_ids=ids) == len(ids)
+        return len(queries)
+
+    many = [ward.ann.pk, ward.bob.pk] + [Patient.objects.create(name=f"p{n}").pk for n in range(20)]
+    # The patients, their open alarms, one upsert; PostgreSQL locks the patients' rows first.
+    expected = 4 if connection.features.has_select_for_update else 3
+    assert statements([ward.ann.pk]) == statements(many) == expected
+    assert patient_tiles_refresh(patient_ids=[]) == 0
+
+
+def test_an_acknowledgement_shows_at_once(api_client, monkeypatch, ward, user) -> None:
+    alarm_acknowledge(alarm=Alarm.objects.get(patient=ward.ann, kind="spo2_low"), user=user)
+    ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
+    states = {a["kind"]: a["state"] for a in ann["active_alarms"]}
+    assert states == {"spo2_low": "acknowledged", "news2": "active"}
+
+
+def test_a_silence_the_sweep_finds_shows_its_alarm(api_client, monkeypatch, ward) -> None:
+    later = timezone.now() + timedelta(minutes=5)
+    assert len(alarm_no_data_sweep(silent_for=timedelta(minutes=1), now=later)) == 2
+    patients = by_name(ward_current(api_client, monkeypatch))
+    assert [a["kind"] for a in patients["Bob"]["active_alarms"]] == ["no_data"]
+
+
+def test_an_escalation_shows_at_once(api_client, monkeypatch, ward) -> None:
+    alarm = AlarmFactory(patient=ward.bob, kind="pulse_high", priority="high", activated_at=T0)
+    patient_tiles_refresh(patient_ids=[ward.bob.pk])  # as the consumer raising it would
+    alarm_escalation_sweep(unanswered_for=timedelta(minutes=1))
+    bob = by_name(ward_current(api_client, monkeypatch))["Bob"]
+    alarm.refresh_from_db()
+    assert alarm.escalated_at is not None
+    assert bob["active_alarms"][0]["escalated_at"] is not None
+
+
+def test_the_monitoring_ended_and_its_user_renamed_show_at_once(
+    api_client, monkeypatch, ward, user
+) -> None:
+    patient_monitoring_end(patient=ward.bob, user=user)
+    bob = by_name(ward_current(api_client, monkeypatch))["Bob"]
+    assert bob["monitoring_ended_at"] is not None
+    assert bob["monitoring_ended_by"] == user.username
+    # The username is read with the tile, not kept in it.
+    user.username = "nurse-renamed"
+    user.save()
+    bob = by_name(ward_current(api_client, monkeypatch))["Bob"]
+    assert bob["monitoring_ended_by"] == "nurse-renamed"
+    # A reading starts the monitoring again (the consumer's batch).
+    ward.batch(reading(ward.bob.uuid, "Bob", 9))
+    assert by_name(ward_current(api_client, monkeypatch))["Bob"]["monitoring_ended_at"] is None
+
+
+def test_names_seen_confirmed_and_a_rename_show_at_once(
+    api_client, monkeypatch, ward, user
+) -> None:
+    ward.batch(reading(ward.ann.uuid, "Ann Smith", 5, spo2=85))
+    ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
+    assert [c["name"] for c in ann["name_conflicts"]] == ["Ann Smith"]
+
+    patient_name_confirm(patient=ward.ann, user=user)
+    assert by_name(ward_current(api_client, monkeypatch))["Ann"]["name_conflicts"] == []
+
+    patient_rename(patient=ward.ann, user=user, name="Ann Jones")
+    patients = by_name(ward_current(api_client, monkeypatch))
+    assert patients["Ann Jones"]["uuid"] == str(ward.ann.uuid)
+
+
+def test_alarms_switched_off_and_on_show_at_once(api_client, monkeypatch, ward, user) -> None:
+    alarm_switch_off(patient=ward.ann, kind="spo2_low", reason="probe", user=user)
+    ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
+    assert [a["kind"] for a in ann["alarms_off"]] == ["spo2_low"]
+    assert [a["kind"] for a in ann["active_alarms"]] == ["news2"]  # spo2_low resolved
+
+    alarm_switch_on(patient=ward.ann, kind="spo2_low", user=user)
+    assert by_name(ward_current(api_client, monkeypatch))["Ann"]["alarms_off"] == []
+
+
+def test_limits_changed_leave_the_ward_as_it_was(api_client, monkeypatch, ward, user) -> None:
+    before = ward_current(api_client, monkeypatch)
+    alarm_limits_update(patient=ward.ann, user=user, pulse_high=100)
+    assert ward_current(api_client, monkeypatch) == before  # limits are not on a tile
+
+
+def test_the_scale_changed_in_the_admin_shows_at_once(
+    api_client, monkeypatch, ward, admin_client
+) -> None:
+    url = f"/admin/patients/patient/{ward.ann.pk}/change/"
+    data = change_form_data(admin_client.get(url))
+    data["hypercapnic_respiratory_failure"] = "on"
+    assert admin_client.post(url, data).status_code == 302
+    ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
+    assert ann["hypercapnic_respiratory_failure"] is True
+
+
+def test_admission_transfer_and_discharge_show_at_once(api_client, monkeypatch, ward, user) -> None:
+    icu = Unit.objects.create(code="icu-a", name="ICU A")
+    hdu = Unit.objects.create(code="hdu", name="HDU")
+    a1 = Bed.objects.create(unit=icu, label="A1", position=1)
+    h1 = Bed.objects.create(unit=hdu, label="H1", position=1)
+    patient_monitoring_end(patient=ward.ann, user=user)
+    ward.ann.refresh_from_db()
+
+    def names(unit: str) -> list[str]:
+        return [p["name"] for p in ward_current(api_client, monkeypatch, {"unit": unit})]
+
+    admission_create(patient=ward.ann, bed=a1, by=user)
+    assert names("icu-a") == ["Ann"]
+    assert by_name(ward_current(api_client, monkeypatch))["Ann"]["monitoring_ended_at"] is None
+
+    admission_transfer(patient=ward.ann, bed=h1, by=user)
+    assert (names("icu-a"), names("hdu")) == ([], ["Ann"])
+
+    admission_discharge(patient=ward.ann, by=user)
+    assert names("hdu") == []
+    ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
+    assert ann["active_alarms"] == []
+    assert ann["monitoring_ended_by"] == user.username
+
+
+def test_an_hl7_admission_giving_the_mrn_shows_at_once(api_client, monkeypatch, ward) -> None:
+    icu = Unit.objects.create(code="icu-a", name="ICU A")
+    Bed.objects.create(unit=icu, label="A1", position=1)
+    # Known by their monitor first (the uuid the gateway derives from the MRN), without it.
+    ward.batch(reading(patient_uuid_for(authority="HOSP", identifier="MRN1"), "Cy", 0))
+    assert by_name(ward_current(api_client, monkeypatch))["Cy"]["mrn"] == ""
+
+    assert adt_handle(adt("A01", "MSG1")).code == "AA"
+    cy = by_name(ward_current(api_client, monkeypatch, {"unit": "icu-a"}))["Cy"]
+    assert (cy["mrn"], cy["mrn_authority"]) == ("MRN1", "HOSP")
+
+
+def test_readings_pruned_show_at_once(api_client, monkeypatch, ward) -> None:
+    assert reading_prune_batch(older_than=timezone.now() + timedelta(days=1), batch_size=100) == 4
+    patients = by_name(ward_current(api_client, monkeypatch))
+    assert [patients[name]["latest_metric"] for name in ("Ann", "Bob")] == [None, None]
+
+
+def test_a_patient_deleted_leaves_the_ward_with_their_tile(api_client, monkeypatch, ward) -> None:
+    ward.bob.delete()
+    assert list(by_name(ward_current(api_client, monkeypatch))) == ["Ann"]
+    assert PatientTile.objects.count() == 1
+
+
+def test_a_patient_without_a_tile_of_this_zone_is_built_as_before(
+    api_client, monkeypatch, ward
+) -> None:
+    """Tiles are encoded in one time zone: in another (TIME_ZONE changed), or without a tile
+    (a patient no writer has touched yet), the list builds the patient itself, the same
+    answer; `rebuild_patient_tiles` writes them again."""
+    Patient.objects.create(name="Cy")  # no tile
+    assert tiles_stale() == ["Cy"]
+    fast, slow = ward_fast_and_slow(api_client, monkeypatch)
+    assert fast == slow
+    with timezone.override("America/St_Johns"):
+        assert sorted(tiles_stale()) == ["Ann", "Bob", "Cy"]
+        fast, slow = ward_fast_and_slow(api_client, monkeypatch)
+        assert fast == slow
+        assert b"-03:30" in fast
+    call_command("rebuild_patient_tiles", stdout=(out := __import__("io").StringIO()))
+    assert out.getvalue() == "3 patient tile(s) written.\n"
+    assert ward_current(api_client, monkeypatch)
+
+
+def test_rebuild_patient_tiles_writes_every_tile_in_batches(ward, capsys) -> None:
+    PatientTile.objects.all().delete()
+    for n in range(3):
+        Patient.objects.create(name=f"p{n}")
+    call_command("rebuild_patient_tiles", "--batch-size", "2")
+    assert capsys.readouterr().out == "5 patient tile(s) written.\n"
+    assert tiles_stale() == []
+    with pytest.raises(CommandError, match="between 1 and 6000"):
+        call_command("rebuild_patient_tiles", "--batch-size", "0")
