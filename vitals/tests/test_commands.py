@@ -1,5 +1,6 @@
 """The commands as a user meets them: --help, argument errors, and `run_dev` (`make run`)."""
 
+import http.cookiejar
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -209,10 +211,11 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         timeout=120,
     )
     log = tmp_path / "run_dev.log"
-    hl7_port = free_port()
+    hl7_port, push_port = free_port(), free_port()
     process = start_manage(
         "run_dev",
         *("--interval", "1", "--speed", "3000", "--port", str(port), "--hl7-port", str(hl7_port)),
+        *("--push-port", str(push_port)),
         log=log,
         **env,
     )
@@ -228,6 +231,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             "speed (carol ventilated); broker" in banner
         )
         assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
+        assert f"pushed updates (SSE):     http://127.0.0.1:{push_port}/events/\n" in banner
         assert (
             f"HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  (dave's monitor speaks HL7 "
             "(PCD-01) to it)" in banner
@@ -280,6 +284,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         in_beds = [b["patient"]["name"] for b in icu["beds"] if b["patient"]]
         assert sorted(in_beds) == ["alice", "bob", "carol", "dave"]
         assert [b["patient"] is not None for b in icu["beds"]] == [True] * 4 + [False] * 4
+        pushed_updates_check(web_port=port, push_port=push_port, patients=first)
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"
@@ -328,10 +333,56 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
     assert "consumer stopped" in output
     assert "broker stopped" in output
     assert "Starting worker" in output
-    # Nothing is left listening: the broker's and the web server's ports are free again.
-    for free in (broker_port, port, hl7_port):
+    # Nothing is left listening: the broker's, the web server's, the HL7 gateway's and the push
+    # process's ports are free again.
+    for free in (broker_port, port, hl7_port, push_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", free)) != 0
+
+
+def pushed_updates_check(*, web_port: int, push_port: int, patients: list[dict]) -> None:
+    """The pages' stream comes from run_dev's push process (gunicorn's asgi worker, as in
+    production), not from runserver: the ward page served by runserver names its port and lets
+    the page connect there (CSP connect-src), and the push process streams the changes to a
+    page of runserver's origin with the demo user's session cookie (CORS with credentials)."""
+    web, push = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{push_port}"
+    with urllib.request.urlopen(f"{push}/healthz", timeout=5) as response:  # noqa: S310
+        assert (response.status, response.headers["Server"]) == (200, "gunicorn/asgi")
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{web}/login/", timeout=5) as response:
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())
+    login = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": csrf[1], "username": "nurse", "password": "icu-demo-password"}
+    )
+    request = urllib.request.Request(  # noqa: S310 (our own server)
+        f"{web}/login/?next=/", data=login.encode(), headers={"Referer": f"{web}/login/"}
+    )
+    with browser.open(request, timeout=5) as ward:
+        assert ward.url == f"{web}/"
+        page = ward.read().decode()
+        csp = ward.headers["Content-Security-Policy"]
+    assert f'"eventsPort": {push_port},' in page
+    assert f"connect-src 'self' {push};" in csp
+    stream = urllib.request.Request(f"{push}/events/", headers={"Origin": web})  # noqa: S310
+    with browser.open(stream, timeout=5) as response:
+        headers = response.headers
+        assert (headers["Content-Type"], headers["Server"]) == (
+            "text/event-stream",
+            "gunicorn/asgi",
+        )
+        assert headers["Access-Control-Allow-Origin"] == web
+        assert headers["Access-Control-Allow-Credentials"] == "true"
+        assert response.readline() == b"retry: 2000\n"
+        # Readings every second: a change within a few seconds (a heartbeat first, maybe).
+        deadline = time.monotonic() + 10
+        line = b""
+        while line != b"event: changed\n" and time.monotonic() < deadline:
+            line = response.readline()
+        assert line == b"event: changed\n"
+        changed = json.loads(response.readline().removeprefix(b"data: "))["patients"]
+    assert changed
+    assert set(changed) <= {p["uuid"] for p in patients}
 
 
 SECOND_INSTANCE = re.compile(
@@ -386,9 +437,10 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
     broker_port, web_port = map(int, SECOND_INSTANCE.search(line).groups())
     assert web_port != port
     assert broker_port != int(kafka.bootstrap.rpartition(":")[2])
-    for suggested in (broker_port, web_port):
+    # Free: the suggestion works, its push process (--push-port's default) included.
+    for suggested in (broker_port, web_port, web_port + 1):
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", suggested))  # free: the suggestion works
+            sock.bind(("127.0.0.1", suggested))
     assert kafka.read(idle=1.0) == []  # no reading from its emulator
     # No consumer joined: run_dev relays every child's output to its stdout, empty above (the
     # embedded broker does not list consumer groups, so that is where it shows).
@@ -412,3 +464,26 @@ def test_run_dev_refuses_a_broker_port_held_by_something_that_is_not_a_broker(se
     ), message
     assert "), which does not answer as a Kafka broker; nothing was started. " in message
     assert SECOND_INSTANCE.search(message)
+
+
+def test_run_dev_refuses_a_push_port_in_use_before_starting_anything(settings):
+    """The push process's port (--push-port, by default --port + 1) is checked with the others,
+    before anything starts (and before the database: no django_db here): one line naming it,
+    what holds it and a free port to give instead."""
+    settings.DEBUG = True
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        push_port = held.getsockname()[1]
+        with pytest.raises(CommandError) as raised:
+            call_command("run_dev", "--port", str(push_port - 1))  # its default push port
+    message = str(raised.value)
+    assert message.startswith(
+        f"127.0.0.1:{push_port} (the push process's port, the pages' stream) is in use by "
+        f"pid {os.getpid()} ("
+    ), message
+    suggested = int(re.fullmatch(r".*; nothing was started\. Give run_dev another --push-port, "
+                                 r"e\.g\. --push-port (\d+)\.", message)[1])  # fmt: skip
+    assert suggested > push_port
+    with pytest.raises(CommandError, match=r"^--push-port 8000: the web server's port too"):
+        call_command("run_dev", "--port", "8000", "--push-port", "8000")
