@@ -387,7 +387,8 @@ def pushed_updates_check(*, web_port: int, push_port: int, patients: list[dict])
 
 SECOND_INSTANCE = re.compile(
     r"To run a second instance, give it its own ports \(and so its own broker and topics\): "
-    r"KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:(\d+) \.venv/bin/python manage\.py run_dev --port (\d+)$"
+    r"KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:(\d+) \.venv/bin/python manage\.py run_dev --port (\d+)"
+    r"(?: --hl7-port (\d+))?$"  # when the HL7 gateway's port is taken too
 )
 
 
@@ -399,7 +400,8 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
     """`make run` twice: the second checks every port before it starts anything, and exits with
     one line naming the port, what holds it and how to run a second instance: no banner, no
     reading produced, no child started. Its broker (the session's) answers, so it would
-    be shared; the web port is held here by the test itself."""
+    be shared; the web and HL7 gateway's ports are held here by the test itself, as a first
+    instance would."""
     env = {
         **kafka.env(),
         "DEBUG": "true",
@@ -415,12 +417,16 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
         capture_output=True,
         timeout=120,
     )
-    with socket.socket() as first:
-        first.bind(("127.0.0.1", 0))
-        first.listen()
-        port = first.getsockname()[1]
+    with socket.socket() as first, socket.socket() as first_hl7:
+        for held in (first, first_hl7):
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+        port, hl7_port = first.getsockname()[1], first_hl7.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "manage.py", "run_dev", "--port", str(port), "--interval", "0.1"],
+            [
+                *(sys.executable, "manage.py", "run_dev", "--port", str(port)),
+                *("--hl7-port", str(hl7_port), "--interval", "0.1"),
+            ],
             cwd=BASE_DIR,
             env=subprocess_env(**env),
             capture_output=True,
@@ -434,11 +440,12 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
         f"CommandError: 127.0.0.1:{port} (the web server's port) is in use by pid {os.getpid()} ("
     ), line
     assert "; nothing was started. " in line
-    broker_port, web_port = map(int, SECOND_INSTANCE.search(line).groups())
+    broker_port, web_port, hl7 = map(int, SECOND_INSTANCE.search(line).groups())
     assert web_port != port
     assert broker_port != int(kafka.bootstrap.rpartition(":")[2])
+    assert hl7 != hl7_port
     # Free: the suggestion works, its push process (--push-port's default) included.
-    for suggested in (broker_port, web_port, web_port + 1):
+    for suggested in (broker_port, web_port, web_port + 1, hl7):
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", suggested))
     assert kafka.read(idle=1.0) == []  # no reading from its emulator

@@ -150,8 +150,10 @@ examples:
             raise CommandError(
                 f"--push-port {push_port}: the web server's port too (--port); give another."
             )
-        broker_needed = ports_check(web_port=options["port"], push_port=push_port)
         hl7_port = options["hl7_port"]
+        broker_needed = ports_check(
+            web_port=options["port"], push_port=push_port, hl7_port=hl7_port
+        )
         if not port_free(host="127.0.0.1", port=hl7_port):
             raise CommandError(
                 f"127.0.0.1:{hl7_port} (the HL7 gateway's port) is in use by "
@@ -377,7 +379,7 @@ def demo_user_ensure() -> str:
     return token.key
 
 
-def ports_check(*, web_port: int, push_port: int) -> bool:
+def ports_check(*, web_port: int, push_port: int, hl7_port: int) -> bool:
     """Check every port run_dev would listen on, before it starts anything; return whether it
     must start the broker (False: one answers at KAFKA_BOOTSTRAP_SERVERS, e.g. docker compose's
     Kafka, and is used). A port in use raises a one-line CommandError: the port, what holds it
@@ -386,7 +388,7 @@ def ports_check(*, web_port: int, push_port: int) -> bool:
         host, broker_port = bootstrap_address()
     except KafkaUnavailable as exc:
         raise CommandError(exc.message) from None
-    ports = {"web": web_port, "broker": broker_port}
+    ports = {"web": web_port, "broker": broker_port, "hl7": hl7_port}
     if not port_free(host="127.0.0.1", port=web_port):
         where = f"127.0.0.1:{web_port} (the web server's port)"
         raise _port_in_use(where, port_holder(port=web_port), ports)
@@ -419,11 +421,16 @@ def _port_in_use(where: str, holder: str, ports: dict[str, int]) -> CommandError
     while not port_free(host="127.0.0.1", port=web + 1):
         web = port_free_next(host="127.0.0.1", after=web + 1)
     broker = port_free_next(host="127.0.0.1", after=ports["broker"], avoid={web, web + 1})
+    # The HL7 gateway's too, when the first instance holds it.
+    hl7 = ""
+    if not port_free(host="127.0.0.1", port=ports["hl7"]):
+        avoid = {web, web + 1, broker}
+        hl7 = f" --hl7-port {port_free_next(host='127.0.0.1', after=ports['hl7'], avoid=avoid)}"
     return CommandError(
         f"{where} is in use by {holder}; nothing was started. To run a second instance, give it "
         "its own ports (and so its own broker and topics): "
         f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker} .venv/bin/python manage.py run_dev "
-        f"--port {web}"
+        f"--port {web}{hl7}"
     )
 
 
