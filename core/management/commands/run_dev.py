@@ -393,10 +393,13 @@ def ports_check(*, web_port: int, push_port: int, hl7_port: int) -> bool:
         where = f"127.0.0.1:{web_port} (the web server's port)"
         raise _port_in_use(where, port_holder(port=web_port), ports)
     if not port_free(host="127.0.0.1", port=push_port):
+        where = f"127.0.0.1:{push_port} (the push process's port, the pages' stream)"
+        holder = port_holder(port=push_port)
+        if holder.startswith("run_dev "):  # another instance: its broker is in the way too
+            raise _port_in_use(where, holder, ports)
         free = port_free_next(host="127.0.0.1", after=push_port, avoid={web_port, broker_port})
         raise CommandError(
-            f"127.0.0.1:{push_port} (the push process's port, the pages' stream) is in use by "
-            f"{port_holder(port=push_port)}; nothing was started. Give run_dev another "
+            f"{where} is in use by {holder}; nothing was started. Give run_dev another "
             f"--push-port, e.g. --push-port {free}."
         )
     try:
