@@ -1,5 +1,6 @@
 """The commands as a user meets them: --help, argument errors, and `run_dev` (`make run`)."""
 
+import http.client
 import http.cookiejar
 import json
 import os
@@ -19,6 +20,7 @@ from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from core.ports import port_free
 from testing.broker import KafkaTopics
 from testing.devservers import free_port
 from testing.processes import BASE_DIR, start_manage, subprocess_env, wait_for_log
@@ -284,7 +286,8 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         in_beds = [b["patient"]["name"] for b in icu["beds"] if b["patient"]]
         assert sorted(in_beds) == ["alice", "bob", "carol", "dave"]
         assert [b["patient"] is not None for b in icu["beds"]] == [True] * 4 + [False] * 4
-        pushed_updates_check(web_port=port, push_port=push_port, patients=first)
+        # A page's stream, left open over Ctrl-C as a browser would.
+        stream = pushed_updates_check(web_port=port, push_port=push_port, patients=first)
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"
@@ -326,10 +329,13 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
+        stream.close()
     finally:
         if process.poll() is None:
             process.kill()
     output = log.read_text()
+    # gunicorn's quick shutdown: on SIGTERM it would wait for the open stream (20 s).
+    assert '"message": "Handling signal: int"' in output
     assert "consumer stopped" in output
     assert "broker stopped" in output
     assert "Starting worker" in output
@@ -340,11 +346,14 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             assert sock.connect_ex(("127.0.0.1", free)) != 0
 
 
-def pushed_updates_check(*, web_port: int, push_port: int, patients: list[dict]) -> None:
+def pushed_updates_check(
+    *, web_port: int, push_port: int, patients: list[dict]
+) -> http.client.HTTPResponse:
     """The pages' stream comes from run_dev's push process (gunicorn's asgi worker, as in
     production), not from runserver: the ward page served by runserver names its port and lets
     the page connect there (CSP connect-src), and the push process streams the changes to a
-    page of runserver's origin with the demo user's session cookie (CORS with credentials)."""
+    page of runserver's origin with the demo user's session cookie (CORS with credentials).
+    Returns the stream, still open."""
     web, push = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{push_port}"
     with urllib.request.urlopen(f"{push}/healthz", timeout=5) as response:  # noqa: S310
         assert (response.status, response.headers["Server"]) == (200, "gunicorn/asgi")
@@ -365,24 +374,25 @@ def pushed_updates_check(*, web_port: int, push_port: int, patients: list[dict])
     assert f'"eventsPort": {push_port},' in page
     assert f"connect-src 'self' {push};" in csp
     stream = urllib.request.Request(f"{push}/events/", headers={"Origin": web})  # noqa: S310
-    with browser.open(stream, timeout=5) as response:
-        headers = response.headers
-        assert (headers["Content-Type"], headers["Server"]) == (
-            "text/event-stream",
-            "gunicorn/asgi",
-        )
-        assert headers["Access-Control-Allow-Origin"] == web
-        assert headers["Access-Control-Allow-Credentials"] == "true"
-        assert response.readline() == b"retry: 2000\n"
-        # Readings every second: a change within a few seconds (a heartbeat first, maybe).
-        deadline = time.monotonic() + 10
-        line = b""
-        while line != b"event: changed\n" and time.monotonic() < deadline:
-            line = response.readline()
-        assert line == b"event: changed\n"
-        changed = json.loads(response.readline().removeprefix(b"data: "))["patients"]
+    response = browser.open(stream, timeout=5)
+    headers = response.headers
+    assert (headers["Content-Type"], headers["Server"]) == (
+        "text/event-stream",
+        "gunicorn/asgi",
+    )
+    assert headers["Access-Control-Allow-Origin"] == web
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert response.readline() == b"retry: 2000\n"
+    # Readings every second: a change within a few seconds (a heartbeat first, maybe).
+    deadline = time.monotonic() + 10
+    line = b""
+    while line != b"event: changed\n" and time.monotonic() < deadline:
+        line = response.readline()
+    assert line == b"event: changed\n"
+    changed = json.loads(response.readline().removeprefix(b"data: "))["patients"]
     assert changed
     assert set(changed) <= {p["uuid"] for p in patients}
+    return response
 
 
 SECOND_INSTANCE = re.compile(
@@ -482,6 +492,8 @@ def test_run_dev_refuses_a_push_port_in_use_before_starting_anything(settings):
         held.bind(("127.0.0.1", 0))
         held.listen()
         push_port = held.getsockname()[1]
+        if not port_free(host="127.0.0.1", port=push_port - 1):
+            pytest.skip("the port below the one held is taken")  # rare: a busy machine
         with pytest.raises(CommandError) as raised:
             call_command("run_dev", "--port", str(push_port - 1))  # its default push port
     message = str(raised.value)
