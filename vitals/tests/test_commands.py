@@ -335,7 +335,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             process.kill()
     output = log.read_text()
     # gunicorn's quick shutdown: on SIGTERM it would wait for the open stream (20 s).
-    assert '"message": "Handling signal: int"' in output
+    assert "gunicorn.error: Handling signal: int" in output
     assert "consumer stopped" in output
     assert "broker stopped" in output
     assert "Starting worker" in output
