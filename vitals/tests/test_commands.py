@@ -504,5 +504,7 @@ def test_run_dev_refuses_a_push_port_in_use_before_starting_anything(settings):
     suggested = int(re.fullmatch(r".*; nothing was started\. Give run_dev another --push-port, "
                                  r"e\.g\. --push-port (\d+)\.", message)[1])  # fmt: skip
     assert suggested > push_port
-    with pytest.raises(CommandError, match=r"^--push-port 8000: the web server's port too"):
+    with pytest.raises(CommandError, match=r"^--push-port 8000: --port's too; give another\.$"):
         call_command("run_dev", "--port", "8000", "--push-port", "8000")
+    with pytest.raises(CommandError, match=r"^--push-port 2575: --hl7-port's too; give another\.$"):
+        call_command("run_dev", "--push-port", "2575")

@@ -146,11 +146,10 @@ examples:
             )
         # Before anything is started or written: a second `make run` touches nothing.
         push_port = options["push_port"] or options["port"] + 1
-        if push_port == options["port"]:
-            raise CommandError(
-                f"--push-port {push_port}: the web server's port too (--port); give another."
-            )
         hl7_port = options["hl7_port"]
+        for option, other in (("--port", options["port"]), ("--hl7-port", hl7_port)):
+            if push_port == other:
+                raise CommandError(f"--push-port {push_port}: {option}'s too; give another.")
         broker_needed = ports_check(
             web_port=options["port"], push_port=push_port, hl7_port=hl7_port
         )
