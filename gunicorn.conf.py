@@ -29,12 +29,17 @@ limit_request_field_size = 8190
 # each request in another format.
 accesslog = None
 errorlog = "-"
-# Gunicorn's own lines (worker boots and timeouts) in the project's JSON format.
+# Gunicorn's own lines (worker boots and timeouts) in the project's format: LOG_FORMAT, JSON
+# unless text (as `make run` sets it, whose push process is a gunicorn).
+_log_format = "text" if os.environ.get("LOG_FORMAT") == "text" else "json"
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "core.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
+    "formatters": {
+        "json": {"()": "core.logging.JsonFormatter"},
+        "text": {"()": "core.logging.TextFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": _log_format}},
     "loggers": {"gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
 

@@ -44,11 +44,14 @@ def die_with_parent() -> None:
         pass
 
 
-def process_stop(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """SIGTERM a child and wait for it to finish what it is doing; SIGKILL it after `timeout`."""
+def process_stop(
+    process: subprocess.Popen, timeout: float = 15.0, *, signum: int = signal.SIGTERM
+) -> None:
+    """SIGTERM a child (or `signum`) and wait for it to finish what it is doing; SIGKILL it
+    after `timeout`."""
     if process.poll() is not None:
         return
-    process.terminate()
+    process.send_signal(signum)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -245,10 +245,11 @@ def _admission(patient) -> dict | None:
 @require_safe
 def events(request: HttpRequest) -> HttpResponse:
     """The pages' stream of changes (ward/events.py), `?patient=<uuid>` for one patient's only:
-    server-sent events under an ASGI server (production's push process) or a threaded WSGI one
-    (`runserver`, so `make run`); 204 (the page polls, as EventSource stops on it) under a WSGI
-    server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0. Readable by
-    whoever may read what the page shows; 503 when the process has its maximum of streams."""
+    server-sent events under an ASGI server (the push process of production and `make run`) or
+    a threaded WSGI one (`runserver` alone); 204 (the page polls, as EventSource stops on it)
+    under a WSGI server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0.
+    Readable by whoever may read what the page shows; 503 when the process has its maximum of
+    streams."""
     patient = request.GET.get("patient")
     if patient is not None:
         try:

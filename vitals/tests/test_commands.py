@@ -1,5 +1,7 @@
 """The commands as a user meets them: --help, argument errors, and `run_dev` (`make run`)."""
 
+import http.client
+import http.cookiejar
 import json
 import os
 import re
@@ -8,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from datetime import UTC, datetime
@@ -17,6 +20,7 @@ from confluent_kafka import Producer
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from core.ports import port_free
 from testing.broker import KafkaTopics
 from testing.devservers import free_port
 from testing.processes import BASE_DIR, start_manage, subprocess_env, wait_for_log
@@ -209,10 +213,11 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         timeout=120,
     )
     log = tmp_path / "run_dev.log"
-    hl7_port = free_port()
+    hl7_port, push_port = free_port(), free_port()
     process = start_manage(
         "run_dev",
         *("--interval", "1", "--speed", "3000", "--port", str(port), "--hl7-port", str(hl7_port)),
+        *("--push-port", str(push_port)),
         log=log,
         **env,
     )
@@ -228,6 +233,7 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
             "speed (carol ventilated); broker" in banner
         )
         assert f"central station (ward):   http://127.0.0.1:{port}/\n" in banner
+        assert f"pushed updates (SSE):     http://127.0.0.1:{push_port}/events/\n" in banner
         assert (
             f"HL7 gateway (MLLP):       127.0.0.1:{hl7_port}  (dave's monitor speaks HL7 "
             "(PCD-01) to it)" in banner
@@ -280,6 +286,8 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
         in_beds = [b["patient"]["name"] for b in icu["beds"] if b["patient"]]
         assert sorted(in_beds) == ["alice", "bob", "carol", "dave"]
         assert [b["patient"] is not None for b in icu["beds"]] == [True] * 4 + [False] * 4
+        # A page's stream, left open over Ctrl-C as a browser would.
+        stream = pushed_updates_check(web_port=port, push_port=push_port, patients=first)
         # The ward at `/` asks for a login first (the browser tests, ward/tests, go further).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
             assert response.url == f"http://127.0.0.1:{port}/login/?next=/"
@@ -321,22 +329,76 @@ def test_run_dev_starts_the_whole_pipeline_and_stops_it_on_ctrl_c(tmp_path, empt
 
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
+        stream.close()
     finally:
         if process.poll() is None:
             process.kill()
     output = log.read_text()
+    # gunicorn's quick shutdown: on SIGTERM it would wait for the open stream (20 s).
+    assert "gunicorn.error: Handling signal: int" in output
     assert "consumer stopped" in output
     assert "broker stopped" in output
     assert "Starting worker" in output
-    # Nothing is left listening: the broker's and the web server's ports are free again.
-    for free in (broker_port, port, hl7_port):
+    # Nothing is left listening: the broker's, the web server's, the HL7 gateway's and the push
+    # process's ports are free again.
+    for free in (broker_port, port, hl7_port, push_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", free)) != 0
 
 
+def pushed_updates_check(
+    *, web_port: int, push_port: int, patients: list[dict]
+) -> http.client.HTTPResponse:
+    """The pages' stream comes from run_dev's push process (gunicorn's asgi worker, as in
+    production), not from runserver: the ward page served by runserver names its port and lets
+    the page connect there (CSP connect-src), and the push process streams the changes to a
+    page of runserver's origin with the demo user's session cookie (CORS with credentials).
+    Returns the stream, still open."""
+    web, push = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{push_port}"
+    with urllib.request.urlopen(f"{push}/healthz", timeout=5) as response:  # noqa: S310
+        assert (response.status, response.headers["Server"]) == (200, "gunicorn/asgi")
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{web}/login/", timeout=5) as response:
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', response.read().decode())
+    login = urllib.parse.urlencode(
+        {"csrfmiddlewaretoken": csrf[1], "username": "nurse", "password": "icu-demo-password"}
+    )
+    request = urllib.request.Request(  # noqa: S310 (our own server)
+        f"{web}/login/?next=/", data=login.encode(), headers={"Referer": f"{web}/login/"}
+    )
+    with browser.open(request, timeout=5) as ward:
+        assert ward.url == f"{web}/"
+        page = ward.read().decode()
+        csp = ward.headers["Content-Security-Policy"]
+    assert f'"eventsPort": {push_port},' in page
+    assert f"connect-src 'self' {push};" in csp
+    stream = urllib.request.Request(f"{push}/events/", headers={"Origin": web})  # noqa: S310
+    response = browser.open(stream, timeout=5)
+    headers = response.headers
+    assert (headers["Content-Type"], headers["Server"]) == (
+        "text/event-stream",
+        "gunicorn/asgi",
+    )
+    assert headers["Access-Control-Allow-Origin"] == web
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    assert response.readline() == b"retry: 2000\n"
+    # Readings every second: a change within a few seconds (a heartbeat first, maybe).
+    deadline = time.monotonic() + 10
+    line = b""
+    while line != b"event: changed\n" and time.monotonic() < deadline:
+        line = response.readline()
+    assert line == b"event: changed\n"
+    changed = json.loads(response.readline().removeprefix(b"data: "))["patients"]
+    assert changed
+    assert set(changed) <= {p["uuid"] for p in patients}
+    return response
+
+
 SECOND_INSTANCE = re.compile(
     r"To run a second instance, give it its own ports \(and so its own broker and topics\): "
-    r"KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:(\d+) \.venv/bin/python manage\.py run_dev --port (\d+)$"
+    r"KAFKA_BOOTSTRAP_SERVERS=127\.0\.0\.1:(\d+) \.venv/bin/python manage\.py run_dev --port (\d+)"
+    r"(?: --hl7-port (\d+))?$"  # when the HL7 gateway's port is taken too
 )
 
 
@@ -348,7 +410,8 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
     """`make run` twice: the second checks every port before it starts anything, and exits with
     one line naming the port, what holds it and how to run a second instance: no banner, no
     reading produced, no child started. Its broker (the session's) answers, so it would
-    be shared; the web port is held here by the test itself."""
+    be shared; the web and HL7 gateway's ports are held here by the test itself, as a first
+    instance would."""
     env = {
         **kafka.env(),
         "DEBUG": "true",
@@ -364,12 +427,16 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
         capture_output=True,
         timeout=120,
     )
-    with socket.socket() as first:
-        first.bind(("127.0.0.1", 0))
-        first.listen()
-        port = first.getsockname()[1]
+    with socket.socket() as first, socket.socket() as first_hl7:
+        for held in (first, first_hl7):
+            held.bind(("127.0.0.1", 0))
+            held.listen()
+        port, hl7_port = first.getsockname()[1], first_hl7.getsockname()[1]
         result = subprocess.run(
-            [sys.executable, "manage.py", "run_dev", "--port", str(port), "--interval", "0.1"],
+            [
+                *(sys.executable, "manage.py", "run_dev", "--port", str(port)),
+                *("--hl7-port", str(hl7_port), "--interval", "0.1"),
+            ],
             cwd=BASE_DIR,
             env=subprocess_env(**env),
             capture_output=True,
@@ -383,12 +450,14 @@ def test_a_second_run_dev_names_the_port_in_use_and_touches_nothing(
         f"CommandError: 127.0.0.1:{port} (the web server's port) is in use by pid {os.getpid()} ("
     ), line
     assert "; nothing was started. " in line
-    broker_port, web_port = map(int, SECOND_INSTANCE.search(line).groups())
+    broker_port, web_port, hl7 = map(int, SECOND_INSTANCE.search(line).groups())
     assert web_port != port
     assert broker_port != int(kafka.bootstrap.rpartition(":")[2])
-    for suggested in (broker_port, web_port):
+    assert hl7 != hl7_port
+    # Free: the suggestion works, its push process (--push-port's default) included.
+    for suggested in (broker_port, web_port, web_port + 1, hl7):
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", suggested))  # free: the suggestion works
+            sock.bind(("127.0.0.1", suggested))
     assert kafka.read(idle=1.0) == []  # no reading from its emulator
     # No consumer joined: run_dev relays every child's output to its stdout, empty above (the
     # embedded broker does not list consumer groups, so that is where it shows).
@@ -412,3 +481,30 @@ def test_run_dev_refuses_a_broker_port_held_by_something_that_is_not_a_broker(se
     ), message
     assert "), which does not answer as a Kafka broker; nothing was started. " in message
     assert SECOND_INSTANCE.search(message)
+
+
+def test_run_dev_refuses_a_push_port_in_use_before_starting_anything(settings):
+    """The push process's port (--push-port, by default --port + 1) is checked with the others,
+    before anything starts (and before the database: no django_db here): one line naming it,
+    what holds it and a free port to give instead."""
+    settings.DEBUG = True
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        push_port = held.getsockname()[1]
+        if not port_free(host="127.0.0.1", port=push_port - 1):
+            pytest.skip("the port below the one held is taken")  # rare: a busy machine
+        with pytest.raises(CommandError) as raised:
+            call_command("run_dev", "--port", str(push_port - 1))  # its default push port
+    message = str(raised.value)
+    assert message.startswith(
+        f"127.0.0.1:{push_port} (the push process's port, the pages' stream) is in use by "
+        f"pid {os.getpid()} ("
+    ), message
+    suggested = int(re.fullmatch(r".*; nothing was started\. Give run_dev another --push-port, "
+                                 r"e\.g\. --push-port (\d+)\.", message)[1])  # fmt: skip
+    assert suggested > push_port
+    with pytest.raises(CommandError, match=r"^--push-port 8000: --port's too; give another\.$"):
+        call_command("run_dev", "--port", "8000", "--push-port", "8000")
+    with pytest.raises(CommandError, match=r"^--push-port 2575: --hl7-port's too; give another\.$"):
+        call_command("run_dev", "--push-port", "2575")

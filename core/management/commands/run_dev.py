@@ -1,4 +1,5 @@
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,6 +42,8 @@ class Child:
     name: str
     argv: list[str]
     process: subprocess.Popen | None = None
+    # How it is asked to stop (process_stop).
+    stop_signal: int = signal.SIGTERM
 
 
 class Command(ExamplesCommand):
@@ -49,9 +52,12 @@ class Command(ExamplesCommand):
 Starts, as child processes: the embedded broker (unless one already answers at
 KAFKA_BOOTSTRAP_SERVERS), the consumer, one emulator with a few patients, Django's
 development web server, whose central station (the ward, live) is at http://127.0.0.1:PORT/,
-the worker that runs the exports in the background (db_worker), and the HL7 gateway
-(run_hl7_gateway, on --hl7-port) with one more patient, dave, whose monitor speaks HL7 to it
-(IHE PCD-01 over MLLP, run_patient --via-hl7), as a real bedside monitor would.
+the push process that streams the pages' updates (server-sent events, /events/: gunicorn's asgi
+worker on --push-port, as docker-compose.yml's `push` service; the pages are told its port
+through WARD_EVENTS_PORT), the worker that runs the exports in the background (db_worker),
+and the HL7 gateway (run_hl7_gateway, on --hl7-port) with one more patient, dave, whose
+monitor speaks HL7 to it (IHE PCD-01 over MLLP, run_patient --via-hl7), as a real bedside
+monitor would.
 Creates a demo superuser, a clinician (nurse) and a viewer (observer), and prints the URLs and
 the logins. Ctrl-C stops everything; if any part exits on its own, the rest is stopped too.
 
@@ -61,8 +67,9 @@ carol's NEWS2 rise and their alarms appear; carol is ventilated (end-tidal CO2 i
 readings). NAME:SCENARIO works as in run_patient; --ventilated NAME puts one of them on a
 ventilator (its own emulator process, run_patient --ventilated).
 
-Every port is checked before anything starts: when the web server's port (--port) or the
-broker's (KAFKA_BOOTSTRAP_SERVERS) is taken (say, by a first `make run`), it says by what and
+Every port is checked before anything starts: when the web server's port (--port), the push
+process's (--push-port), the HL7 gateway's (--hl7-port) or the broker's
+(KAFKA_BOOTSTRAP_SERVERS) is taken (say, by a first `make run`), it says by what and
 how to run a second instance, and exits having started nothing.
 
 Local use only: it requires DEBUG=true and prints a known password.
@@ -73,7 +80,9 @@ examples:
   python manage.py run_dev --name erin --name frank:respiratory_failure --ventilated frank
   python manage.py run_dev --speed 1   # real time: sepsis takes 6 hours
   python manage.py run_dev --hl7-port 2576     # the HL7 gateway on another port
-  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8001   # a second one
+  python manage.py run_dev --push-port 8011    # the pages' stream on another port
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9093 python manage.py run_dev --port 8002 --hl7-port 2576
+                                               # a second one (its stream on 8003)
 """
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -109,6 +118,12 @@ examples:
             "--port", type=int, default=8000, help="Web server port (default 8000)."
         )
         parser.add_argument(
+            "--push-port",
+            type=int,
+            default=None,
+            help="Port of the push process, the pages' stream of updates (default: --port + 1).",
+        )
+        parser.add_argument(
             "--hl7-port",
             type=int,
             default=HL7_PORT,
@@ -130,8 +145,14 @@ examples:
                 "speaks HL7 to the gateway (run_dev starts them); give another name."
             )
         # Before anything is started or written: a second `make run` touches nothing.
-        broker_needed = ports_check(web_port=options["port"])
+        push_port = options["push_port"] or options["port"] + 1
         hl7_port = options["hl7_port"]
+        for option, other in (("--port", options["port"]), ("--hl7-port", hl7_port)):
+            if push_port == other:
+                raise CommandError(f"--push-port {push_port}: {option}'s too; give another.")
+        broker_needed = ports_check(
+            web_port=options["port"], push_port=push_port, hl7_port=hl7_port
+        )
         if not port_free(host="127.0.0.1", port=hl7_port):
             raise CommandError(
                 f"127.0.0.1:{hl7_port} (the HL7 gateway's port) is in use by "
@@ -175,6 +196,23 @@ examples:
                 if group
             ),
             Child("web", [*manage, "runserver", address, "--noreload"]),
+            # The pages' stream of changes, served as in production (docker-compose.yml's
+            # `push`): gunicorn's asgi worker, one process (one change watcher), an asyncio task
+            # per page instead of runserver's thread.
+            Child(
+                "push",
+                [
+                    *(sys.executable, "-m", "gunicorn", "--chdir", str(settings.BASE_DIR)),
+                    *("-c", str(settings.BASE_DIR / "gunicorn.conf.py")),
+                    *("--worker-class", "asgi", "--workers", "1", "icu.asgi"),
+                    # No control socket: its default path, in $HOME, is one for every gunicorn
+                    # of the user (a second run_dev, the benchmarks).
+                    "--no-control-socket",
+                ],
+                # gunicorn's quick shutdown: on SIGTERM it would wait graceful_timeout (20 s)
+                # for the pages' streams, which last minutes, to end.
+                stop_signal=signal.SIGINT,
+            ),
             # The exports' jobs (django-tasks); polls the database every half second.
             Child("worker", [*manage, "db_worker", "--no-reload", "--interval", "0.5"]),
             Child(
@@ -194,12 +232,18 @@ examples:
             "LOG_FORMAT": os.environ.get("LOG_FORMAT", "text"),
             "PYTHONUNBUFFERED": "1",  # lines reach the terminal as they are written
         }
+        # The web server tells the pages where their stream is; the push process listens there
+        # (gunicorn.conf.py's bind, which also names its Prometheus directory).
+        child_env = {
+            "web": {**env, "WARD_EVENTS_PORT": str(push_port)},
+            "push": {**env, "GUNICORN_BIND": f"127.0.0.1:{push_port}"},
+        }
         with stop_on_signals() as stop:
             try:
                 for child in children:
                     child.process = subprocess.Popen(
                         child.argv,
-                        env=env,
+                        env=child_env.get(child.name, env),
                         stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT,
                         preexec_fn=die_with_parent,
@@ -211,7 +255,17 @@ examples:
                         self._wait_for_broker(child, stop)
                     if child.name == "gateway":
                         self._wait_for_port(child, hl7_port, stop)
-                self._banner(address, token, names, ventilated, options["speed"], hl7_port=hl7_port)
+                    if child.name == "push":
+                        self._wait_for_port(child, push_port, stop)
+                self._banner(
+                    address,
+                    token,
+                    names,
+                    ventilated,
+                    options["speed"],
+                    hl7_port=hl7_port,
+                    push_port=push_port,
+                )
                 failed = self._supervise(children, stop)
             finally:
                 self._stop_all(children)
@@ -256,13 +310,14 @@ examples:
             "ventilated",
             "gateway",
             "web",
+            "push",
             "worker",
             "consumer",
             "broker",
         ]
         for child in sorted(children, key=lambda c: order.index(c.name)):
             if child.process is not None:
-                process_stop(child.process)
+                process_stop(child.process, signum=child.stop_signal)
 
     def _banner(
         self,
@@ -273,6 +328,7 @@ examples:
         speed: float,
         *,
         hl7_port: int,
+        push_port: int,
     ) -> None:
         who = f"{HL7_DEMO_PATIENT}'s monitor speaks HL7 (PCD-01) to it"
         api = f"http://{address}/{settings.API_PREFIX}"
@@ -280,6 +336,7 @@ examples:
             "",
             "ICU Monitor is running. Ctrl-C stops everything.",
             f"  central station (ward):   http://{address}/",
+            f"  pushed updates (SSE):     http://127.0.0.1:{push_port}/events/",
             f"  patients (browsable API): {api}patients/",
             f"  API docs (Swagger UI):    {api}docs/",
             f"  admin:                    http://{address}/admin/",
@@ -321,7 +378,7 @@ def demo_user_ensure() -> str:
     return token.key
 
 
-def ports_check(*, web_port: int) -> bool:
+def ports_check(*, web_port: int, push_port: int, hl7_port: int) -> bool:
     """Check every port run_dev would listen on, before it starts anything; return whether it
     must start the broker (False: one answers at KAFKA_BOOTSTRAP_SERVERS, e.g. docker compose's
     Kafka, and is used). A port in use raises a one-line CommandError: the port, what holds it
@@ -330,10 +387,20 @@ def ports_check(*, web_port: int) -> bool:
         host, broker_port = bootstrap_address()
     except KafkaUnavailable as exc:
         raise CommandError(exc.message) from None
-    ports = {"web": web_port, "broker": broker_port}
+    ports = {"web": web_port, "broker": broker_port, "hl7": hl7_port}
     if not port_free(host="127.0.0.1", port=web_port):
         where = f"127.0.0.1:{web_port} (the web server's port)"
         raise _port_in_use(where, port_holder(port=web_port), ports)
+    if not port_free(host="127.0.0.1", port=push_port):
+        where = f"127.0.0.1:{push_port} (the push process's port, the pages' stream)"
+        holder = port_holder(port=push_port)
+        if holder.startswith("run_dev "):  # another instance: its broker is in the way too
+            raise _port_in_use(where, holder, ports)
+        free = port_free_next(host="127.0.0.1", after=push_port, avoid={web_port, broker_port})
+        raise CommandError(
+            f"{where} is in use by {holder}; nothing was started. Give run_dev another "
+            f"--push-port, e.g. --push-port {free}."
+        )
     try:
         broker_free = port_free(host=host, port=broker_port)
     except OSError:  # not this machine: a broker elsewhere, used if it answers
@@ -350,13 +417,22 @@ def ports_check(*, web_port: int) -> bool:
 
 
 def _port_in_use(where: str, holder: str, ports: dict[str, int]) -> CommandError:
+    # A web port whose next is free too: the second instance's push process (--push-port's
+    # default) listens there.
     web = port_free_next(host="127.0.0.1", after=ports["web"])
-    broker = port_free_next(host="127.0.0.1", after=ports["broker"], avoid={web})
+    while not port_free(host="127.0.0.1", port=web + 1):
+        web = port_free_next(host="127.0.0.1", after=web + 1)
+    broker = port_free_next(host="127.0.0.1", after=ports["broker"], avoid={web, web + 1})
+    # The HL7 gateway's too, when the first instance holds it.
+    hl7 = ""
+    if not port_free(host="127.0.0.1", port=ports["hl7"]):
+        avoid = {web, web + 1, broker}
+        hl7 = f" --hl7-port {port_free_next(host='127.0.0.1', after=ports['hl7'], avoid=avoid)}"
     return CommandError(
         f"{where} is in use by {holder}; nothing was started. To run a second instance, give it "
         "its own ports (and so its own broker and topics): "
         f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{broker} .venv/bin/python manage.py run_dev "
-        f"--port {web}"
+        f"--port {web}{hl7}"
     )
 
 
