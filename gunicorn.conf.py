@@ -17,6 +17,9 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
+# gunicorn's control socket (gunicornc) is not used; its default path (~/.gunicorn/gunicorn.ctl)
+# would be shared by every gunicorn of the user: the web workers, the push process, the tests'.
+control_socket_disable = True
 # Request limits, gunicorn's own, checked before Django sees anything (README, "Security"). The
 # longest legitimate request line (a FHIR search with dates, codes and a cursor) is a few hundred
 # bytes: 4094 (gunicorn's default, at most 8190) answers a longer one 414. A browser sends ~20

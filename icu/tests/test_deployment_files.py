@@ -113,6 +113,7 @@ def test_compose_health_checks_use_the_health_and_metrics_endpoints(compose: dic
         "--bind", "0.0.0.0:8001", "icu.asgi",
     ]  # fmt: skip
     assert services["push"]["ports"] == ["8001:8001"]
+    assert services["push"]["stop_signal"] == "SIGINT"  # quick shutdown: streams last minutes
     assert services["push"]["environment"]["WARD_EVENTS_PORT"] == "${WARD_EVENTS_PORT:-8001}"
     assert services["web"]["depends_on"]["kafka-init"] == {
         "condition": "service_completed_successfully"
@@ -181,3 +182,15 @@ def test_make_writes_a_development_env_with_text_logs_for_a_terminal(tmp_path: P
     assert lines[1].startswith("SECRET_KEY=")
     assert len(lines[1]) > len("SECRET_KEY=") + 60
     assert lines[3] == "LOG_FORMAT=text"
+
+
+def test_gunicorn_makes_no_control_socket_for_any_of_its_processes():
+    """gunicorn 27's control socket defaults to one path in $HOME for every gunicorn of the user
+    (the web workers, the push process, run_dev's, the tests'): nothing here uses it."""
+    import runpy
+
+    from gunicorn.config import Config
+
+    conf = runpy.run_path(str(Path(__file__).resolve().parents[2] / "gunicorn.conf.py"))
+    assert conf["control_socket_disable"] is True
+    assert Config().settings["control_socket_disable"].default is False  # a name gunicorn reads

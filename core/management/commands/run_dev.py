@@ -205,9 +205,6 @@ examples:
                     *(sys.executable, "-m", "gunicorn", "--chdir", str(settings.BASE_DIR)),
                     *("-c", str(settings.BASE_DIR / "gunicorn.conf.py")),
                     *("--worker-class", "asgi", "--workers", "1", "icu.asgi"),
-                    # No control socket: its default path, in $HOME, is one for every gunicorn
-                    # of the user (a second run_dev, the benchmarks).
-                    "--no-control-socket",
                 ],
                 # gunicorn's quick shutdown: on SIGTERM it would wait graceful_timeout (20 s)
                 # for the pages' streams, which last minutes, to end.
