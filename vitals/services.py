@@ -213,8 +213,10 @@ def reading_bulk_store(
         if new:
             patient_latest_reading_refresh(
                 new=new,
+                # Once a patient, not once a reading.
                 latest_signs={
-                    m.patient_id: _latest_signs_dump(latest[by_id[m.patient_id]]) for m in new
+                    pid: _latest_signs_dump(latest[by_id[pid]])
+                    for pid in dict.fromkeys(m.patient_id for m in new)
                 },
             )
         if cache is not None:
@@ -366,6 +368,67 @@ def _copy_stage(
     with cursor.cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy:
         copy.write(text)
     return stage
+
+
+def _objects_insert(*, model: type[models.Model], objs: Sequence[models.Model]) -> list:
+    """INSERT new instances of `model` (no conflict expected) and set their ids, in order:
+    what `bulk_create` does for them (each field's pre_save, so auto_now_add; ids from
+    RETURNING), in fewer statements and less Python.
+
+    `bulk_create` split SQLite inserts at the 999 parameters Django assumes (66 alarms, 199
+    events a statement) and prepared every value through its field and the SQL compiler,
+    some 190 us an alarm event: a tenth of a batch under alarm churn. Here values are
+    prepared as `_reading_db_values` does (datetimes adapted by the backend, JSON as its
+    text, floats as float; a test holds them equal to get_db_prep_save()), and go in
+    - SQLite: INSERT ... VALUES (...), (...) RETURNING id, as many rows a statement as its
+      real limit on parameters allows;
+    - PostgreSQL: COPY into a temporary table (`_copy_stage`), then INSERT ... SELECT ...
+      ORDER BY its physical order (the order written) RETURNING id.
+    Only the model's own table and column names go into the SQL text (quoted)."""
+    if not objs:
+        return []
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    rows = [_db_values(fields, [f.pre_save(obj, True) for f in fields]) for obj in objs]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(f.column) for f in fields)
+    head = f"INSERT INTO {quote(model._meta.db_table)} ({names}) "
+    returning = f" RETURNING {quote(model._meta.pk.column)}"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            stage = _copy_stage(cursor, model=model, fields=fields, rows=rows)
+            cursor.execute(f"{head}SELECT {names} FROM {stage} ORDER BY ctid{returning}")  # noqa: S608
+            ids = [row[0] for row in cursor.fetchall()]
+        else:
+            per_statement = _max_query_params() // len(fields)
+            group = f"({', '.join(['%s'] * len(fields))})"
+            for i in range(0, len(rows), per_statement):
+                chunk = rows[i : i + per_statement]
+                params = [v for row in chunk for v in row]
+                cursor.execute(f"{head}VALUES {', '.join([group] * len(chunk))}{returning}", params)
+                ids += [row[0] for row in cursor.fetchall()]
+    for obj, pk in zip(objs, ids, strict=True):
+        obj.pk = pk
+        obj._state.adding, obj._state.db = False, connection.alias
+    return list(objs)
+
+
+def _db_values(fields: Sequence[models.Field], values: list) -> list:
+    """`values` of `fields` as the database takes them, as Field.get_db_prep_save() would
+    give them for what the write paths hold (plain Python values of the column's type):
+    datetimes through the backend's adaptation, JSON as its text, floats as float."""
+    adapt = connection.ops.adapt_datetimefield_value
+    for i, f in enumerate(fields):
+        value = values[i]
+        if value is None:
+            continue
+        if isinstance(f, models.DateTimeField):
+            values[i] = adapt(value)
+        elif isinstance(f, models.JSONField):
+            values[i] = json.dumps(value)
+        elif isinstance(f, models.FloatField):
+            values[i] = float(value)
+    return values
 
 
 def _max_query_params() -> int:
@@ -757,14 +820,13 @@ def alarm_decisions_bulk_apply(
                 for pk, alarm in updated.items()
             ],
         )
-    if created:
-        Alarm.objects.bulk_create(created)
+    _objects_insert(model=Alarm, objs=created)
     outbox = []
     for alarm, type, payload in events:
         payload["alarm"]["id"] = alarm.pk
         _alarm_event_log(payload)
         outbox.append(AlarmEvent(alarm=alarm, type=type, payload=payload))
-    return AlarmEvent.objects.bulk_create(outbox)
+    return _objects_insert(model=AlarmEvent, objs=outbox)
 
 
 def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:

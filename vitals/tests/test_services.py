@@ -356,6 +356,74 @@ def test_a_batch_after_one_rolled_back_is_stored_whole():
     ) == [T0 + timedelta(seconds=s) for s in range(2, 6)]
 
 
+def test_alarms_and_events_inserted_in_bulk_are_the_rows_django_would_write_with_their_ids():
+    """`_objects_insert` (the alarm writes) prepares values without get_db_prep_save() and
+    sets ids from RETURNING: for every column of an alarm and an event the value sent is
+    Django's, the rows stored are the instances, in order, each with its own id, across
+    SQLite's split of a statement (a limit of 3 rows' worth) and PostgreSQL's COPY."""
+    from django.contrib.auth import get_user_model
+
+    from vitals.models import Alarm, AlarmEvent
+
+    patient = PatientFactory()
+    nurse = get_user_model().objects.create_user("nurse")
+    alarms = [
+        Alarm(
+            patient=patient,
+            kind=f"kind_{n}",
+            priority="high",
+            state="acknowledged",
+            message=f"Pulse high: {130 + n} /min (> 120)\tnote",
+            value=130 + n,  # an int, as a reading's value is: stored as a float
+            threshold=None if n % 2 else 120.5,
+            raised_at=T0 + timedelta(seconds=n),
+            activated_at=T0,
+            acknowledged_at=T0 + timedelta(seconds=30),
+            acknowledged_by=nurse,
+            acknowledged_priority="medium",
+            resolved_at=None,
+        )
+        for n in range(7)
+    ]
+    fields = [f for f in Alarm._meta.concrete_fields if not f.primary_key]
+    for alarm in alarms[:1]:
+        expected = [f.get_db_prep_save(f.pre_save(alarm, True), connection) for f in fields]
+        sent = services._db_values(fields, [f.pre_save(alarm, True) for f in fields])
+        created = fields.index(Alarm._meta.get_field("created_at"))
+        expected[created] = sent[created] = None  # auto_now_add: each call its own now
+        assert sent == expected
+
+    limit = 3 * len(fields) + 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_max_query_params", lambda: limit)
+        inserted = services._objects_insert(model=Alarm, objs=alarms)
+    events = services._objects_insert(
+        model=AlarmEvent,
+        objs=[
+            AlarmEvent(alarm=a, type="raised", payload={"alarm": {"id": a.pk}, "m": a.message})
+            for a in alarms
+        ],
+    )
+
+    assert inserted == alarms
+    assert len({a.pk for a in alarms}) == 7
+    stored = {a.pk: a for a in Alarm.objects.all()}
+    for alarm in alarms:
+        row = stored[alarm.pk]
+        assert (row.kind, row.message, row.value, row.threshold, row.raised_at) == (
+            alarm.kind,
+            alarm.message,
+            float(alarm.value),
+            alarm.threshold,
+            alarm.raised_at,
+        )
+        assert (row.acknowledged_by_id, row.created_at) == (nurse.pk, alarm.created_at)
+        assert not alarm._state.adding
+    assert list(AlarmEvent.objects.order_by("pk").values_list("pk", "alarm_id", "payload")) == [
+        (e.pk, e.alarm_id, {"alarm": {"id": e.alarm_id}, "m": e.alarm.message}) for e in events
+    ]
+
+
 # --- Patient identity: a name that differs from the patient's -----------------------------------
 
 
