@@ -258,6 +258,10 @@ def test_the_row_written_is_what_django_would_write_for_every_column():
             for f in services._INSERT_FIELDS
         ]
         written = services._reading_db_values(metric)
+        # The batch's remembered adaptation (equal instants in other offsets too) is the same.
+        adapt = services._datetime_adapter()
+        adapt(metric.measured_at.astimezone(timezone(timedelta(hours=-3, minutes=-30))))
+        assert services._reading_db_values(metric, adapt) == written
         # JSON: the same document (PostgreSQL's adapter holds it as `obj`, cast from the text
         # the write path sends).
         for i in services._JSON_COLUMNS:
