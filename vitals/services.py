@@ -17,6 +17,7 @@ from django.db.models import Exists, OuterRef
 from django.db.models.base import ModelState
 from django.utils import timezone
 
+from core.sql import values_in
 from patients.models import Patient, PatientNameConflict
 from patients.services import (
     NameMismatch,
@@ -109,7 +110,7 @@ class PatientCache:
         cached = [u for u in names_by_uuid if u in self.patients]
         if cached:
             rows = (
-                Patient.objects.filter(uuid__in=cached)
+                Patient.objects.filter(uuid__in=values_in(cached))
                 .order_by()
                 .values_list("uuid", "id", "name", "hypercapnic_respiratory_failure")
             )
@@ -780,7 +781,7 @@ def alarm_decisions_bulk_apply(
     open_alarms: dict[tuple[int, str], Alarm] = {}
     if changing:
         for alarm in Alarm.objects.select_related("patient", "acknowledged_by").filter(
-            patient_id__in=changing, state__in=OPEN_ALARM_STATES
+            patient_id__in=values_in(changing), state__in=OPEN_ALARM_STATES
         ):
             open_alarms[(alarm.patient_id, alarm.kind)] = alarm
     created: list[Alarm] = []
@@ -961,14 +962,16 @@ def _duration(seconds: float) -> str:
 def alarm_no_data_resolve(*, patient_ids: Sequence[int], received_at: datetime) -> list[AlarmEvent]:
     """The patients were heard from again: resolve their open `no_data` alarms, and start the
     monitoring again of those whose monitoring a clinician had ended (a monitor sends)."""
-    restarted = Patient.objects.filter(pk__in=patient_ids, monitoring_ended_at__isnull=False)
+    restarted = Patient.objects.filter(
+        pk__in=values_in(patient_ids), monitoring_ended_at__isnull=False
+    )
     if restarted.update(monitoring_ended_at=None, monitoring_ended_by=None):
         logger.warning(
             "monitoring started again by a reading", extra={"patient_ids": list(patient_ids)}
         )
     events = []
     silences = Alarm.objects.select_related("patient").filter(
-        patient_id__in=patient_ids, kind=NO_DATA, state__in=OPEN_ALARM_STATES
+        patient_id__in=values_in(patient_ids), kind=NO_DATA, state__in=OPEN_ALARM_STATES
     )
     for alarm in silences:
         events.append(alarm_resolve(alarm=alarm, at=max(received_at, alarm.raised_at)))
