@@ -365,7 +365,12 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 def _copy_text(value: object) -> str:
     """One value in COPY's text format: what PostgreSQL's input function of its column reads
-    (datetimes as ISO 8601 with their offset, booleans t/f, JSON as its text)."""
+    (datetimes as ISO 8601 with their offset, booleans t/f, JSON as its text). By the value's
+    exact type first (half a million values a minute under churn), then by kind (a str
+    subclass: a model's choices)."""
+    convert = _COPY_BY_TYPE.get(type(value))
+    if convert is not None:
+        return convert(value)
     if value is None:
         return "\\N"
     if isinstance(value, str):
@@ -375,6 +380,16 @@ def _copy_text(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)
+
+
+_COPY_BY_TYPE: dict[type, Callable[[object], str]] = {
+    type(None): lambda _: "\\N",
+    str: lambda value: value.translate(_COPY_ESCAPES),
+    bool: lambda value: "t" if value else "f",
+    int: str,
+    float: str,
+    datetime: datetime.isoformat,
+}
 
 
 def _copy_stage(

@@ -339,6 +339,34 @@ def test_rows_written_in_bulk_keep_every_character_and_value_on_both_engines():
     ) == [(tricky, signs, T0), ("\\N", {}, None)]
 
 
+def test_copy_text_writes_each_kind_of_value_as_postgresql_reads_it():
+    from vitals.models import AlarmState
+
+    offset = timezone(timedelta(hours=-3, minutes=-30))
+    assert [
+        services._copy_text(value)
+        for value in (
+            None,
+            "a\tb\nc\rd\\e",
+            True,
+            False,
+            72,
+            36.8,
+            T0.astimezone(offset),
+            AlarmState.RESOLVED,  # a str subclass: its value
+        )
+    ] == [
+        "\\N",
+        "a\\tb\\nc\\rd\\\\e",
+        "t",
+        "f",
+        "72",
+        "36.8",
+        "2026-11-23T06:30:00-03:30",
+        "resolved",
+    ]
+
+
 def test_a_batch_after_one_rolled_back_is_stored_whole():
     """The rows of a batch whose transaction failed are gone with it, and so is what it
     staged on PostgreSQL (the temporary table, when that batch created it): the next batch
