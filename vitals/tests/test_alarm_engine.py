@@ -707,7 +707,11 @@ def test_a_batch_of_alarm_changes_takes_the_same_statements_for_one_patient_as_f
     # switched-off alarms, the no_data resolution (an UPDATE and a SELECT), then the alarms':
     # one SELECT of the open ones, one UPDATE, one INSERT of alarms, one of events; whatever
     # the number of patients and of their changes (one by one: 19 for one patient, 59 for 6).
-    assert statements_many == statements_one == 15
+    # PostgreSQL: five of them (the readings, latest_metric, the alarms' UPDATE and INSERT, the
+    # events' INSERT) COPY their rows into a temporary table first: one statement more each
+    # (the COPY itself goes around Django's cursor, uncounted).
+    staged = 5 if connection.vendor == "postgresql" else 0
+    assert statements_many == statements_one == 15 + staged
     change = [
         ("resolved", "pulse_high"),
         ("raised", "pulse_high"),
