@@ -97,6 +97,9 @@ def test_the_memory_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(output.read_text())
     assert results["quick"] is True
+    assert list(results["benchmark_seconds"]) == ["memory"]  # what the run's time went on
+    assert 0 < results["benchmark_seconds"]["memory"] <= results["seconds"]
+    assert f"== memory: {results['benchmark_seconds']['memory']} s" in result.stderr
     figure, second_half = results["figures"]
     assert second_half["reference"] == "RSS after 10,000"
     assert second_half["value"] == figure["value"]
