@@ -85,8 +85,8 @@ def consumer_create(*, group_id: str, **overrides: Any) -> Consumer:
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
                 "auto.offset.reset": "earliest",
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 1000,
+                "session.timeout.ms": settings.KAFKA_SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": settings.KAFKA_SESSION_TIMEOUT_MS // 6,
                 "partition.assignment.strategy": "cooperative-sticky",
                 # How long the broker may hold a fetch that has too little data: librdkafka's
                 # 500 ms default is a floor on freshness with a broker that waits it out (Tansu

@@ -538,6 +538,13 @@ KAFKA_GROUP_ID = _text(
     "KAFKA_GROUP_ID", default="icu-vitals-consumer", pattern=r"\S+", form="a consumer group name"
 )
 KAFKA_TOPIC_PARTITIONS = _whole_number("KAFKA_TOPIC_PARTITIONS", 6, minimum=1)
+# How long a consumer of a group may go unheard before the broker gives its partitions to the
+# others (librdkafka's session.timeout.ms; heartbeats every sixth of it). Apache Kafka refuses
+# less than its group.min.session.timeout.ms (6 s by default). The development broker (Tansu)
+# also waits half of it for more members before it answers a consumer joining a group.
+KAFKA_SESSION_TIMEOUT_MS = _whole_number(
+    "KAFKA_SESSION_TIMEOUT_MS", 6000, minimum=1000, unit="milliseconds"
+)
 # Idempotent producers (no duplicates, no reordering on retry). Off only for a broker that
 # forgets producer ids when it restarts, such as the in-memory development broker (core/kafka.py).
 KAFKA_IDEMPOTENT_PRODUCER = _flag("KAFKA_IDEMPOTENT_PRODUCER", default=True)

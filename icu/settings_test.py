@@ -27,6 +27,11 @@ os.environ.setdefault("LOG_LEVEL", "WARNING")
 # (vitals/tests/test_access_control.py lowers them to see a 429).
 os.environ.setdefault("THROTTLE_ANON", "100000/min")
 os.environ.setdefault("THROTTLE_USER", "100000/min")
+# Every consumer joining a group waits half the session timeout on the development broker
+# (Tansu holds the join for more members): 1 s instead of 3 s, some 50 joins in a run. Also how
+# soon a killed consumer's partitions move (vitals/tests/test_faults.py). Heartbeats come from
+# librdkafka's own threads, every 333 ms: a busy Python process does not miss them.
+os.environ.setdefault("KAFKA_SESSION_TIMEOUT_MS", "2000")
 # The test client and the e2e tests speak plain HTTP (production redirects to HTTPS; see
 # icu/tests/test_health.py and test_production_server.py).
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")

@@ -387,6 +387,8 @@ BAD_SETTINGS = [
     ("KAFKA_GROUP_ID", "", "a consumer group name"),
     ("KAFKA_TOPIC_PARTITIONS", "abc", f"{WHOLE}, 1 or more"),
     ("KAFKA_TOPIC_PARTITIONS", "0", f"{WHOLE}, 1 or more"),
+    ("KAFKA_SESSION_TIMEOUT_MS", "6s", f"{WHOLE} of milliseconds, 1000 or more"),
+    ("KAFKA_SESSION_TIMEOUT_MS", "999", f"{WHOLE} of milliseconds, 1000 or more"),
     (
         "KAFKA_EXTRA_CONFIG",
         "security.protocol",

@@ -279,7 +279,8 @@ def test_consumer_killed_mid_batch_loses_nothing_and_stores_nothing_twice(
 def test_survivor_takes_over_the_partitions_of_a_consumer_that_dies(
     kafka: KafkaTopics, tmp_path: Path, children, sig: int
 ):
-    """SIGKILL: the group notices after session.timeout.ms (6 s), the survivor resumes from
+    """SIGKILL: the group notices after session.timeout.ms (KAFKA_SESSION_TIMEOUT_MS, 2 s in
+    the tests), the survivor resumes from
     the dead one's last commit and absorbs its uncommitted tail as duplicates. SIGTERM: the
     dying consumer finishes its batch, commits and leaves at once: no duplicate."""
     logs = {name: tmp_path / f"{name}.log" for name in ("survivor", "victim")}
