@@ -102,6 +102,9 @@ LOGIN = {
 }
 # The central station's pages (ward/): a redirect to its login for anonymous users, GET only.
 WARD = {"ward:ward", "ward:patient", "ward:unit-report"}
+# The pages' stream of changes (ward/events.py): no login redirect (EventSource cannot follow
+# one to a form), a bare 403 for anyone not signed in; GET only.
+STREAM = {"ward:events"}
 # What a FHIR server says it does (/fhir/metadata): open to anyone, GET only.
 OPEN = {"fhir:metadata"}
 # The catch-alls under the API and FHIR prefixes: a 404 in their JSON shape, whatever the method.
@@ -187,6 +190,7 @@ def category(route: Route) -> str | None:
         ("api", API),
         ("login", LOGIN),
         ("ward", WARD),
+        ("stream", STREAM),
         ("open", OPEN),
         ("unknown", UNKNOWN),
     ):
@@ -301,6 +305,8 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
         elif kind == "ward":
             assert response.status_code == 302, where
             assert response["Location"] == f"/login/?next={quote(url)}", where
+        elif kind == "stream":
+            assert (response.status_code, response.content) == (403, b""), where
         else:  # a login form, or 405 where GET is no way to log in (token, logout)
             assert kind == "login", where
             assert response.status_code == (405 if url.endswith(("token/", "logout/")) else 200)
@@ -317,14 +323,16 @@ def test_anonymous_users_are_refused_everywhere_but_the_health_checks_and_the_lo
             elif kind == "ward":  # the login comes first, whatever the method
                 assert response.status_code == 302, where
                 assert response["Location"] == f"/login/?next={quote(url)}", where
-            elif kind in ("health", "metrics", "open"):
+            elif kind in ("health", "metrics", "open", "stream"):
                 assert response.status_code == 405, where
             elif kind == "unknown":
                 assert response.status_code == 404, where
             # login: an empty form or credentials are refused (400/200 with errors), logout
             # of nobody redirects; whatever the answer, nothing changes.
             assert snapshot() == before, where
-    assert set(seen) == {"health", "metrics", "api", "login", "ward", "admin", "open", "unknown"}
+    assert set(seen) == {
+        "health", "metrics", "api", "login", "ward", "stream", "admin", "open", "unknown"
+    }  # fmt: skip
 
 
 def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
@@ -354,7 +362,7 @@ def test_a_viewer_changes_nothing_anywhere(ward, viewer, viewer_client):
             elif kind == "admin":
                 assert response.status_code == 302, where
                 assert response["Location"] == admin_refusal(route, url), where
-            elif kind in ("health", "metrics", "ward", "open"):
+            elif kind in ("health", "metrics", "ward", "open", "stream"):
                 assert response.status_code == 405, where
             elif kind == "unknown":
                 assert response.status_code == 404, where
