@@ -229,6 +229,8 @@ MIDDLEWARE = [
     "core.metrics.PrometheusMiddleware",
     # A body over MAX_REQUEST_BODY_BYTES is a 413 before anything reads it (and counted above).
     "core.request_limits.RequestBodyLimitMiddleware",
+    # A NUL character in the path or the query is a 400 (PostgreSQL's text cannot hold one).
+    "core.request_limits.RequestAddressCheckMiddleware",
     # Static files (admin, browsable API, Swagger UI) from the app itself, compressed and with
     # far-future cache headers on the hashed names: no separate web server needed.
     "whitenoise.middleware.WhiteNoiseMiddleware",
