@@ -7,7 +7,9 @@ vitals/signs.py: `python -m vitals.contract` writes them). Version 1 carries the
 all of them; version 2 any non-empty subset of the registry's signs (absent or null: not
 measured this time). `reading_parse` accepts exactly what the schema of the message's version
 accepts plus the checks JSON Schema cannot express (systolic > diastolic, the clock, duplicate
-fields, no lone surrogate in the name); tests hold the two together.
+fields, no lone surrogate in the name); tests hold the two together. The consumer parses with
+`reading_parse_fast`: the same outcome for any input (tested), a msgspec Struct for a version 2
+message written as `reading_to_message` writes it, `reading_parse` for anything else.
 
 Every rejection is an `InvalidReading` whose `reason` is one of `REASONS`: the code the consumer
 writes into the DLQ header.
