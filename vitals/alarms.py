@@ -284,10 +284,11 @@ class PatientAlarms:
         if artefact_voids(reading):
             return decisions  # not physiological: neither for nor against any condition
 
+        off = limits.off
         for rule in LIMIT_RULES:
             value = getattr(reading, rule.sign)
             limit = getattr(limits, rule.kind)
-            if rule.kind in limits.off:
+            if off and rule.kind in off:
                 # ALARM OFF: not judged, nothing remembered; one it believed open resolves.
                 forgotten = self.conditions.pop(rule.kind, None)
                 if forgotten is not None and forgotten.open_priority:
@@ -351,7 +352,10 @@ class PatientAlarms:
     ) -> tuple[str, str] | None:
         """Count one reading for one condition; return the (action, priority) it brings, if
         any. `priority` is the breach's (None when not breached)."""
-        condition = self._condition(kind)
+        # `_condition` written out: some 19 calls a reading.
+        condition = self.conditions.get(kind)
+        if condition is None:
+            condition = self.conditions[kind] = _Condition()
         condition.breaches = condition.breaches + 1 if breached else 0
         condition.clears = condition.clears + 1 if cleared else 0
 

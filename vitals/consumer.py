@@ -50,7 +50,7 @@ from core.health import database_write_check
 from core.kafka import MESSAGE_MAX_BYTES_DEFAULT
 from core.metrics import ConsumerMetrics, consumer_metrics
 from vitals.alarm_engine import AlarmEngine
-from vitals.contract import REASONS, Reading, reading_parse
+from vitals.contract import REASONS, Reading, reading_parse_fast
 from vitals.errors import InvalidReading
 from vitals.selectors import alarm_events_unpublished
 from vitals.services import (
@@ -346,7 +346,7 @@ class VitalsConsumer:
         rejected: list[tuple[Message, InvalidReading]] = []
         for message in records:
             try:
-                reading = reading_parse(
+                reading = reading_parse_fast(
                     key=message.key(),
                     value=message.value(),
                     now=now,

@@ -7,7 +7,9 @@ vitals/signs.py: `python -m vitals.contract` writes them). Version 1 carries the
 all of them; version 2 any non-empty subset of the registry's signs (absent or null: not
 measured this time). `reading_parse` accepts exactly what the schema of the message's version
 accepts plus the checks JSON Schema cannot express (systolic > diastolic, the clock, duplicate
-fields, no lone surrogate in the name); tests hold the two together.
+fields, no lone surrogate in the name); tests hold the two together. The consumer parses with
+`reading_parse_fast`: the same outcome for any input (tested), a msgspec Struct for a version 2
+message written as `reading_to_message` writes it, `reading_parse` for anything else.
 
 Every rejection is an `InvalidReading` whose `reason` is one of `REASONS`: the code the consumer
 writes into the DLQ header.
@@ -20,7 +22,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from vitals.errors import InvalidReading
 from vitals.signs import SIGN_BY_KEY, SIGN_KEYS, SIGNS, map_from_bp
@@ -450,6 +454,155 @@ def reading_parse(
         map=map_,
         etco2=ints.get("etco2"),
         schema_version=version,
+    )
+
+
+# --- The fast path: a well-formed version 2 message decoded and checked in C (msgspec) ------
+
+
+def _fast_sign_type(name: str) -> Any:
+    if name == "bp":
+        return str | None
+    low, high = SIGN_BY_KEY[name].plausible
+    kind = int if SIGN_BY_KEY[name].is_integer else float
+    return Annotated[kind, msgspec.Meta(ge=low, le=high)] | None
+
+
+# A version 2 message as monitors send it: every type, range, choice and unknown field checked
+# by msgspec in C. Encoded again, it gives back the same bytes for a message written as
+# `reading_to_message` writes one (compact, the fields in this order, a sign not measured left
+# out, on_oxygen and consciousness given): only then is the fast path taken. That also proves
+# no field was given twice (msgspec keeps the last of them, where the contract says
+# duplicate_field). Anything else is `reading_parse`'s, whose reasons and messages stand.
+_FastV2 = msgspec.defstruct(
+    "_FastV2",
+    [
+        ("schema_version", Literal[2]),
+        ("patient_uuid", str),
+        ("patient_name", str),
+        ("timestamp", str),
+        *((name, _fast_sign_type(name), None) for name in SIGN_FIELDS),
+        ("on_oxygen", bool | msgspec.UnsetType, msgspec.UNSET),
+        (
+            "consciousness",
+            Literal[CONSCIOUSNESS_LEVELS] | msgspec.UnsetType,
+            msgspec.UNSET,
+        ),
+        ("artefact", Literal[ARTEFACTS] | None, None),
+    ],
+    forbid_unknown_fields=True,
+    omit_defaults=True,
+)
+_FAST_DECODER = msgspec.json.Decoder(_FastV2)
+_FAST_ENCODER = msgspec.json.Encoder()
+# What the fast path found valid before: the same text passes the same checks again. Bounded:
+# emptied when full (a ward has a few hundred patients; a blood pressure a few thousand values).
+_FAST_CACHE_MAX = 50_000
+_uuids: dict[str, uuid.UUID] = {}
+_names: dict[str, str] = {}
+_pressures: dict[str, tuple[int, int]] = {}
+
+
+def _remembered(cache: dict[str, Any], text: str, value: Any) -> Any:
+    if len(cache) >= _FAST_CACHE_MAX:
+        cache.clear()
+    cache[text] = value
+    return value
+
+
+def reading_parse_fast(
+    *,
+    key: bytes | None,
+    value: bytes | None,
+    now: datetime | None = None,
+    max_future: timedelta = timedelta(minutes=5),
+    sent_at: datetime | None = None,
+) -> Reading:
+    """`reading_parse`, some 5x faster for a well-formed version 2 message: the same Reading for
+    any input, or the same InvalidReading (reason and message). Anything unusual (an error of
+    any kind, version 1, an escape in a string, a field name seen twice, a key other than the
+    body's uuid) is parsed by `reading_parse` itself."""
+    reading = _reading_fast(key, value, now or datetime.now(tz=UTC), max_future, sent_at)
+    if reading is None:
+        return reading_parse(key=key, value=value, now=now, max_future=max_future, sent_at=sent_at)
+    return reading
+
+
+def _reading_fast(
+    key: bytes | None,
+    value: bytes | None,
+    now: datetime,
+    max_future: timedelta,
+    sent_at: datetime | None,
+) -> Reading | None:
+    """The reading, or None when `reading_parse` must say (it may still accept it)."""
+    if not key or not value or len(value) > MAX_VALUE_BYTES:
+        return None
+    try:
+        message = _FAST_DECODER.decode(value)
+    except (msgspec.DecodeError, ValueError):  # ValueError: not UTF-8
+        return None
+    on_oxygen, consciousness = message.on_oxygen, message.consciousness
+    text = message.patient_uuid
+    if (
+        on_oxygen is msgspec.UNSET
+        or consciousness is msgspec.UNSET
+        or key != text.encode()
+        or _FAST_ENCODER.encode(message) != value
+    ):
+        return None
+    try:
+        patient_uuid = _uuids.get(text) or _remembered(
+            _uuids, text, _parse_uuid(text, what="'patient_uuid'")
+        )
+        raw_name = message.patient_name
+        name = _names.get(raw_name) or _remembered(
+            _names, raw_name, patient_name_parse(raw=raw_name)
+        )
+        measured_at = _parse_timestamp(message.timestamp, now, max_future)
+        systolic = diastolic = None
+        if (bp := message.bp) is not None:
+            systolic, diastolic = _pressures.get(bp) or _remembered(
+                _pressures, bp, _as_bp({"bp": bp})
+            )
+    except InvalidReading:
+        return None
+    temperature = message.temperature
+    if temperature is not None:
+        temperature = round(temperature, 1)
+    spo2 = None if message.artefact == "spo2_probe_off" else message.spo2
+    map_, pulse, resp_rate, etco2 = message.map, message.pulse, message.resp_rate, message.etco2
+    if systolic is not None:
+        if map_ is None:
+            map_ = map_from_bp(systolic, diastolic)
+        elif not diastolic <= map_ <= systolic:
+            return None
+    elif (
+        temperature is None
+        and spo2 is None
+        and map_ is None
+        and pulse is None
+        and resp_rate is None
+        and etco2 is None
+    ):
+        return None
+    return Reading(
+        patient_uuid=patient_uuid,
+        patient_name=name,
+        measured_at=measured_at,
+        pulse=pulse,
+        resp_rate=resp_rate,
+        systolic=systolic,
+        diastolic=diastolic,
+        spo2=spo2,
+        temperature=temperature,
+        on_oxygen=on_oxygen,
+        consciousness=consciousness,
+        artefact=message.artefact,
+        sent_at=sent_at,
+        map=map_,
+        etco2=etco2,
+        schema_version=2,
     )
 
 

@@ -552,11 +552,20 @@ def _latest_signs_load(stored: dict) -> dict[str, tuple[object, datetime]]:
 
 
 def _latest_signs_dump(latest: dict[str, tuple[object, datetime]]) -> dict:
-    return {
-        key: {"value": latest[key][0], "measured_at": latest[key][1].isoformat()}
-        for key in LATEST_KEYS
-        if key in latest
-    }
+    """`latest` as `Patient.latest_signs` stores it. The signs of one reading share its time:
+    each time is written once (by identity, not equality: the same instant at another offset
+    is another text)."""
+    texts: dict[int, str] = {}
+    dumped = {}
+    for key in LATEST_KEYS:
+        newest = latest.get(key)
+        if newest is not None:
+            value, at = newest
+            text = texts.get(id(at))
+            if text is None:
+                text = texts[id(at)] = at.isoformat()
+            dumped[key] = {"value": value, "measured_at": text}
+    return dumped
 
 
 def patient_latest_reading_refresh(

@@ -4,7 +4,9 @@ Whatever the bytes, `reading_parse` returns a Reading that keeps every promise o
 (types, ranges, the key, the clock; and the JSON Schema of its version, 1 or 2, accepts the
 message), or raises
 InvalidReading with one of REASONS and a short detail: never any other exception. A valid
-Reading survives reading_to_message -> reading_parse unchanged.
+Reading survives reading_to_message -> reading_parse unchanged. `reading_parse_fast`, the
+consumer's, gives the same outcome as `reading_parse` for every input here: the same Reading or
+the same reason and message.
 
 Deterministic and bounded for CI: the `contract` settings profile below derandomizes (no
 random seed, no example database: the same examples on every run of the same code) and runs
@@ -41,12 +43,15 @@ from vitals.contract import (
     SCHEMA_VERSIONS,
     TEMPERATURE_RANGE,
     Reading,
+    _reading_fast,
     reading_parse,
+    reading_parse_fast,
     reading_schema,
     reading_to_message,
 )
 from vitals.errors import InvalidReading
 from vitals.signs import SIGN_KEYS, map_from_bp
+from vitals.tests.hostile_corpus import CORPUS, CORPUS_NOW
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAX_FUTURE = timedelta(minutes=5)
@@ -89,21 +94,31 @@ CONTRACT = settings(settings.get_profile("contract"))
 def outcome(key: bytes | None, value: bytes | None, now: datetime = NOW) -> str:
     """Parse; check whichever way it went; return "accepted" or the reason.
 
-    Any exception but InvalidReading propagates and fails the property."""
-    try:
-        reading = reading_parse(key=key, value=value, now=now, max_future=MAX_FUTURE)
-    except InvalidReading as exc:
-        rejection = exc
-    else:
+    Any exception but InvalidReading propagates and fails the property; so does the fast path
+    (`reading_parse_fast`) saying anything else than `reading_parse`."""
+    result = parsed(reading_parse, key, value, now)
+    assert parsed(reading_parse_fast, key, value, now) == result
+    if isinstance(result, Reading):
+        reading = result
         assert_keeps_the_contract(reading, key, now)
         validator = VALIDATORS[reading.schema_version]
         assert list(validator.iter_errors(json.loads(value))) == [], value
         return "accepted"
-    reason, detail = rejection.reason, rejection.message
+    reason, detail = result
     assert reason in PARSER_REASONS, reason
     assert detail, reason
     assert len(detail) <= DETAIL_MAX, (reason, len(detail), detail[:80])
     return reason
+
+
+def parsed(
+    parse: Any, key: bytes | None, value: bytes | None, now: datetime
+) -> Reading | tuple[str, str]:
+    """What `parse` says: the reading, or the reason and message."""
+    try:
+        return parse(key=key, value=value, now=now, max_future=MAX_FUTURE)
+    except InvalidReading as exc:
+        return exc.reason, exc.message
 
 
 def assert_keeps_the_contract(reading: Reading, key: bytes | None, now: datetime) -> None:
@@ -543,3 +558,69 @@ def test_a_valid_reading_round_trips_unchanged(reading: Reading):
     assert parsed == reading
     assert parsed.measured_at.utcoffset() == timedelta(0)  # the same instant, in UTC
     assert outcome(key, value) == "accepted"
+
+
+@CONTRACT
+@given(reading=valid_v2_readings, sent_at=st.none() | measured_ats)
+def test_the_fast_path_takes_every_valid_version_2_message_as_produced(
+    reading: Reading, sent_at: datetime | None
+):
+    key, value = reading_to_message(reading)
+
+    fast = _reading_fast(key, value, NOW, MAX_FUTURE, sent_at)
+
+    assert fast == replace(reading, sent_at=sent_at)
+    assert fast == reading_parse(key=key, value=value, now=NOW, sent_at=sent_at)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        # msgspec alone keeps the last of a field given twice.
+        (lambda v: v[:-1] + b',"pulse":80}', "duplicate_field"),
+        (lambda v: v[:-1] + b',"puls\\u0065":80}', "duplicate_field"),
+        (lambda v: v.replace(b'"pulse":72', b'"pulse":72.0'), None),  # JSON Schema's integer
+        (lambda v: v.replace(b'"pulse":72', b'"pulse":true'), "wrong_type"),
+        (lambda v: v.replace(b'"pulse":72', b'"pulse":1' + b"0" * 5000), "invalid_json"),
+        (lambda v: v.replace(b'"temperature":36.8', b'"temperature":NaN'), "invalid_json"),
+        (lambda v: v.replace(b'"temperature":36.8', b'"temperature":1e999'), "out_of_range"),
+        (lambda v: v.replace(b'"temperature":36.8', b'"temperature":37'), None),
+        (lambda v: v.replace(b'"spo2":98', b'"spo2":null'), None),
+        (
+            lambda v: v.replace(b'"schema_version":2', b'"schema_version":1'),
+            "unknown_field",
+        ),  # map: v2 only
+        (lambda v: v.replace(b'"bob"', b'"b\\u006fb"'), None),
+        (lambda v: v.replace(b'"bob"', b'"bob\\u202e"'), "invalid_name"),
+        (lambda v: v.replace(b'"consciousness":"A"', b'"consciousness":null'), "wrong_type"),
+        (lambda v: v.replace(b',"on_oxygen":false', b""), None),
+        (lambda v: b" " + v, None),
+        (lambda v: v.replace(b"120/80", b"80/120"), "implausible"),
+    ],
+)
+def test_the_fast_path_leaves_anything_unusual_to_reading_parse(change, reason: str | None):
+    reading = Reading(
+        patient_uuid=uuid.UUID(PATIENT),
+        patient_name="bob",
+        measured_at=NOW,
+        pulse=72,
+        resp_rate=14,
+        systolic=120,
+        diastolic=80,
+        spo2=98,
+        temperature=36.8,
+        map=93,
+        schema_version=2,
+    )
+    key, value = reading_to_message(reading)
+    value = change(value)
+
+    assert _reading_fast(key, value, NOW, MAX_FUTURE, None) is None
+    assert outcome(key, value) == (reason or "accepted")
+
+
+@pytest.mark.parametrize("case", CORPUS.values(), ids=CORPUS.keys())
+def test_the_fast_path_parses_the_hostile_corpus_as_reading_parse_does(case):
+    fast = parsed(reading_parse_fast, case.key, case.value, CORPUS_NOW)
+
+    assert fast == parsed(reading_parse, case.key, case.value, CORPUS_NOW)

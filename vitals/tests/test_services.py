@@ -610,6 +610,26 @@ def test_partial_readings_are_scored_with_each_parameters_newest_value_within_it
     assert len(news2_rows()) == 5
 
 
+def test_latest_signs_keep_each_time_as_its_reading_gave_it():
+    at = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+    # The same instant as another reading sent it (equal, and hashed alike): its own text.
+    same_instant = at.astimezone(timezone(timedelta(hours=1)))
+    later = at + timedelta(seconds=1, microseconds=250_000)
+    latest = {
+        "pulse": (72, at),
+        "spo2": (97, at),
+        "temperature": (36.8, same_instant),
+        "on_oxygen": (False, later),
+    }
+
+    assert services._latest_signs_dump(latest) == {
+        "pulse": {"value": 72, "measured_at": "2026-11-23T10:00:00+00:00"},
+        "spo2": {"value": 97, "measured_at": "2026-11-23T10:00:00+00:00"},
+        "temperature": {"value": 36.8, "measured_at": "2026-11-23T11:00:00+01:00"},
+        "on_oxygen": {"value": False, "measured_at": "2026-11-23T10:00:01.250000+00:00"},
+    }
+
+
 def test_a_reading_without_a_sign_conflicts_with_a_stored_one_with_it():
     reading_bulk_store(readings=[reading(BOB, 0, etco2=38)])
 
