@@ -11,13 +11,15 @@ the same code as the list's own answer (`patient_list` and `patient_data`), so a
 list's answer for that patient at the time of its transaction; the request adds its links.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from datetime import tzinfo
 
 from django.db import connection, transaction
 from django.utils import timezone
 
 from core.renderers import json_encode
 from patients.models import Patient, PatientTile
+from vitals.models import PatientMetric
 from vitals.patient_selectors import patient_list
 from vitals.patient_serializers import PATIENT_LINKS, patient_data
 
@@ -50,11 +52,12 @@ def _members(data: dict, keys: tuple[str, ...]) -> str:
     return json_encode({key: data[key] for key in keys})[1:-1].decode()
 
 
-def patient_tile_pieces(patient: Patient) -> tuple[str, str, str]:
-    """(head, middle, tail) of a patient read by patient_list, in the current time zone."""
+def patient_tile_pieces(patient: Patient, *, tz: tzinfo | None = None) -> tuple[str, str, str]:
+    """(head, middle, tail) of a patient read by patient_list, in the time zone `tz` (the
+    current one if not given: a refresh looks it up once, not once a patient)."""
     data = patient_data(
         patient,
-        tz=timezone.get_current_timezone(),
+        tz=tz or timezone.get_current_timezone(),
         urls=dict.fromkeys(PATIENT_LINKS),
         ended_by=None,
     )
@@ -65,7 +68,9 @@ def patient_tile_pieces(patient: Patient) -> tuple[str, str, str]:
     )
 
 
-def patient_tiles_refresh(*, patient_ids: Iterable[int]) -> int:
+def patient_tiles_refresh(
+    *, patient_ids: Iterable[int], latest: Mapping[int, PatientMetric] | None = None
+) -> int:
     """Write the tiles of these patients as the database now has them; return how many.
 
     Call it inside the transaction of the change, after the change: the tile commits with it.
@@ -73,20 +78,48 @@ def patient_tiles_refresh(*, patient_ids: Iterable[int]) -> int:
     PostgreSQL: the patients' rows locked first (in id order), so that two transactions
     changing one patient at once (the consumer's batch and an acknowledgement) write its tile
     one after the other, the second seeing the first's change. A patient no longer there
-    (deleted: its tile went with it) is skipped."""
+    (deleted: its tile went with it) is skipped.
+
+    `latest`: readings the caller holds in memory, by patient id (the consumer's batch, which
+    has just pointed each patient's `latest_metric` at them): a patient whose `latest_metric`
+    is the one given is built from it instead of reading it back (joining the readings and
+    building a model instance of each was a third of the refresh); any other latest reading
+    is read in one more statement. The tile is the same either way (tested)."""
     ids = sorted(set(patient_ids))
     if not ids:
         return 0
     key = tile_key()
+    tz = timezone.get_current_timezone()
     with transaction.atomic(savepoint=False):
         if connection.features.has_select_for_update:
             list(Patient.objects.select_for_update().filter(pk__in=ids).values_list("pk"))
-        rows = [
-            (patient.pk, key, *patient_tile_pieces(patient))
-            for patient in patient_list().filter(pk__in=ids).order_by()
-        ]
+        patients = patient_list().filter(pk__in=ids).order_by()
+        if latest is not None:
+            patients = _latest_metrics_attach(list(patients.select_related(None)), latest)
+        rows = [(patient.pk, key, *patient_tile_pieces(patient, tz=tz)) for patient in patients]
         _tiles_upsert(rows)
     return len(rows)
+
+
+def _latest_metrics_attach(
+    patients: list[Patient], latest: Mapping[int, PatientMetric]
+) -> list[Patient]:
+    """Set each patient's `latest_metric` (read without it) from `latest` when it is the one
+    the row points at, the others read in one statement (none in the consumer's batch)."""
+    missing = []
+    for patient in patients:
+        metric = latest.get(patient.pk)
+        if patient.latest_metric_id is None:
+            patient.latest_metric = None
+        elif metric is not None and metric.pk == patient.latest_metric_id:
+            patient.latest_metric = metric
+        else:
+            missing.append(patient)
+    if missing:
+        metrics = PatientMetric.objects.in_bulk([p.latest_metric_id for p in missing])
+        for patient in missing:
+            patient.latest_metric = metrics[patient.latest_metric_id]
+    return patients
 
 
 def _tiles_upsert(rows: list[tuple]) -> None:
