@@ -123,7 +123,12 @@ def test_a_batch_of_alarm_churn_writes_the_tiles_a_rebuild_would(
     assert Alarm.objects.filter(state="resolved").exists()
     ann = Patient.objects.get(pk=ward.ann.pk)
     assert ann.latest_metric.measured_at == old.measured_at
-    assert by_name(ward_current(api_client, monkeypatch))["Ann"]["latest_metric"]["pulse"] == 50
+    patients = by_name(ward_current(api_client, monkeypatch))
+    assert patients["Ann"]["latest_metric"]["pulse"] == 50
+    # What the batch left last covers what a tile may show: an artefact, no score, a score.
+    latest = [p["latest_metric"] for name, p in patients.items() if name.startswith("Churn")]
+    assert {m["artefact"] for m in latest} == {"", "motion", "spo2_probe_off"}
+    assert {m["news2"] is None for m in latest} == {True, False}
 
 
 def test_the_consumers_refresh_takes_the_same_statements_for_one_patient_as_for_many(
