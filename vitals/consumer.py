@@ -390,7 +390,9 @@ class VitalsConsumer:
                 result = reading_bulk_store(readings=readings, cache=self.patient_cache)
                 events = self.alarm_engine.process(result.new)
                 # The ward's snapshot of the patients the batch changed, with the batch.
-                patient_tiles_refresh(patient_ids=[metric.patient_id for metric in result.new])
+                # Each patient's last new reading is their latest_metric now: not read back.
+                latest = {metric.patient_id: metric for metric in result.new}
+                patient_tiles_refresh(patient_ids=latest, latest=latest)
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.
             self.alarm_engine.forget()

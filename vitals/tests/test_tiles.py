@@ -90,6 +90,81 @@ def test_a_tile_refresh_takes_the_same_statements_for_one_patient_as_for_many(wa
     assert patient_tiles_refresh(patient_ids=[]) == 0
 
 
+def test_a_batch_of_alarm_churn_writes_the_tiles_a_rebuild_would(
+    api_client, monkeypatch, ward
+) -> None:
+    """The consumer builds its batch's tiles from the readings it holds (not read back): the
+    same bytes as the list's own read, whatever the batch holds: values jumping across the
+    NEWS2 bands and limits (alarms raised and resolved within it), partial readings, oxygen,
+    confusion, artefacts, send times, a reading re-delivered, one older than the last."""
+    rng = __import__("random").Random(20)
+    sent = T0 + timedelta(minutes=9, seconds=58)
+    patients = [(uuid.uuid4(), f"Churn {n}") for n in range(6)] + [(ward.ann.uuid, "Ann")]
+    readings = [
+        reading(
+            patient,
+            name,
+            10 + step,
+            pulse=rng.choice([None, 40, 72, 135]),
+            resp_rate=rng.randint(6, 30),
+            spo2=rng.choice([84, 93, 99]),
+            temperature=rng.choice([None, 35.2, 36.8, 39.4]),
+            on_oxygen=rng.random() < 0.3,
+            consciousness=rng.choice("AAAC"),
+            artefact=rng.choice([None, None, "motion", "spo2_probe_off"]),
+            sent_at=rng.choice([None, sent]),
+            schema_version=2,
+        )
+        for step in range(4)
+        for patient, name in patients
+    ]
+    old = reading(ward.ann.uuid, "Ann", 5, pulse=50)  # before her last: still stored last
+    ward.batch(*readings, readings[0], old)
+    assert Alarm.objects.filter(state="resolved").exists()
+    ann = Patient.objects.get(pk=ward.ann.pk)
+    assert ann.latest_metric.measured_at == old.measured_at
+    patients = by_name(ward_current(api_client, monkeypatch))
+    assert patients["Ann"]["latest_metric"]["pulse"] == 50
+    # What the batch left last covers what a tile may show: an artefact, no score, a score.
+    latest = [p["latest_metric"] for name, p in patients.items() if name.startswith("Churn")]
+    assert {m["artefact"] for m in latest} == {"", "motion", "spo2_probe_off"}
+    assert {m["news2"] is None for m in latest} == {True, False}
+
+
+def test_the_consumers_refresh_takes_the_same_statements_for_one_patient_as_for_many(
+    monkeypatch, ward
+) -> None:
+    counts = []
+
+    def counted(**kwargs) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            written = patient_tiles_refresh(**kwargs)
+        counts.append((written, len(queries)))
+        return written
+
+    monkeypatch.setattr("vitals.consumer.patient_tiles_refresh", counted)
+    ward.batch(reading(ward.bob.uuid, "Bob", 1))
+    ward.batch(*(reading(uuid.uuid4(), f"p{n}", 0, spo2=85 + n % 10) for n in range(30)))
+    # The patients, their open alarms, one upsert; PostgreSQL locks the patients' rows first.
+    expected = 4 if connection.features.has_select_for_update else 3
+    assert counts == [(1, expected), (30, expected)]
+
+
+def test_a_latest_reading_not_given_is_read_back(ward) -> None:
+    """`latest` is what the caller holds: a patient whose latest reading is another (or not
+    given) has it read, all such patients in one more statement."""
+    older = ward.ann.metrics.order_by("measured_at").first()
+    assert older.pk != ward.ann.latest_metric_id
+    cy = Patient.objects.create(name="Cy")  # no reading at all
+    with CaptureQueriesContext(connection) as queries:
+        patient_tiles_refresh(
+            patient_ids=[ward.ann.pk, ward.bob.pk, cy.pk], latest={ward.ann.pk: older}
+        )
+    expected = 4 if connection.features.has_select_for_update else 3
+    assert len(queries) == expected + 1
+    assert tiles_stale() == []
+
+
 def test_an_acknowledgement_shows_at_once(api_client, monkeypatch, ward, user) -> None:
     alarm_acknowledge(alarm=Alarm.objects.get(patient=ward.ann, kind="spo2_low"), user=user)
     ann = by_name(ward_current(api_client, monkeypatch))["Ann"]
