@@ -1,10 +1,11 @@
-"""The API's token authentication: DRF's, with the user's permissions read in the token's
-query (core.selectors.token_get)."""
+"""The API's authentication: DRF's token and session ones, with the user's permissions read in one
+query (core.selectors: token_get, user_permissions_load)."""
 
+import drf_spectacular.authentication
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 
-from core.selectors import token_get
+from core.selectors import token_get, user_permissions_load
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -18,3 +19,21 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
         return (token.user, token)
+
+
+class SessionAuthentication(authentication.SessionAuthentication):
+    """DRF's SessionAuthentication (the central station's pages, the browsable API), the
+    signed-in user's permissions read in one query instead of two (user_permissions_load)."""
+
+    def authenticate(self, request):
+        authenticated = super().authenticate(request)
+        if authenticated is not None:
+            user_permissions_load(user=authenticated[0])
+        return authenticated
+
+
+class SessionScheme(drf_spectacular.authentication.SessionScheme):
+    """The schema's account of SessionAuthentication above: drf-spectacular's cookie scheme
+    (its own matches DRF's class only, where the token's matches subclasses too)."""
+
+    target_class = "core.authentication.SessionAuthentication"

@@ -15,17 +15,17 @@ _SEPARATOR = ","
 
 
 @cache
-def _permission_names_sql(vendor: str) -> tuple[str, str]:
-    """The two scalar subqueries of `token_get`, as ModelBackend reads them (a user's own
-    permissions; those of the user's groups), each the `app_label.codename` names joined by
-    _SEPARATOR (NULL for none), for the token's user. Plain SQL built once: Django compiling
-    two subqueries per request cost as much as the two queries they replace."""
+def _permission_names_sql(vendor: str, owner: str) -> tuple[str, str]:
+    """Two scalar subqueries as ModelBackend reads them (a user's own permissions; those of
+    the user's groups), each the `app_label.codename` names joined by _SEPARATOR (NULL for
+    none), of the user whose id is the SQL `owner` (a column of the outer query, or a
+    parameter). Plain SQL built once: Django compiling two subqueries per request cost as much
+    as the two queries they replace."""
     joined = "GROUP_CONCAT" if vendor == "sqlite" else "STRING_AGG"
     q = connection.ops.quote_name
     user_permissions = get_user_model()._meta.get_field("user_permissions")
     groups = get_user_model()._meta.get_field("groups")
     group_permissions = Group._meta.get_field("permissions")
-    owner = f"{q(Token._meta.db_table)}.{q(Token._meta.get_field('user').column)}"
     names = (
         f"SELECT {joined}(ct.{q('app_label')} || '.' || p.{q('codename')}, '{_SEPARATOR}') "  # noqa: S608 (names only)
         f"FROM {q(Permission._meta.db_table)} p "
@@ -56,7 +56,9 @@ def token_get(*, key: str) -> Token | None:
     and a superuser (every permission: `has_perm` does not ask) they are not set. None for an
     unknown key. Read anew for every request: a revoked token, a user removed from a role or
     made inactive is refused on the very next request."""
-    own, of_groups = _permission_names_sql(connection.vendor)  # names only, no parameter
+    q = connection.ops.quote_name
+    owner = f"{q(Token._meta.db_table)}.{q(Token._meta.get_field('user').column)}"
+    own, of_groups = _permission_names_sql(connection.vendor, owner)  # names, no parameter
     token = (
         Token.objects.select_related("user")
         .annotate(
@@ -68,13 +70,29 @@ def token_get(*, key: str) -> Token | None:
     )
     if token is None:
         return None
-    user = token.user
+    _permissions_cache(token.user, token.user_permission_names, token.group_permission_names)
+    return token
+
+
+def user_permissions_load(*, user) -> None:
+    """A signed-in user's permissions (a session's), their own and their groups', in one query
+    instead of ModelBackend's two, set as its caches (as `token_get` does); nothing for an
+    inactive user or a superuser, nor for one whose permissions are already read."""
+    if not user.is_active or user.is_superuser or hasattr(user, "_perm_cache"):
+        return
+    own, of_groups = _permission_names_sql(connection.vendor, "%s")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT ({own}), ({of_groups})", [user.pk, user.pk])
+        _permissions_cache(user, *cursor.fetchone())
+
+
+def _permissions_cache(user, own: str | None, of_groups: str | None) -> None:
+    """Set the names as ModelBackend's per-user-object caches, for an active user who is not a
+    superuser (an inactive one has none, a superuser every one: ModelBackend's rules)."""
     if user.is_active and not user.is_superuser:
-        own_names = _names(token.user_permission_names)
-        group_names = _names(token.group_permission_names)
+        own_names, group_names = _names(own), _names(of_groups)
         user._user_perm_cache, user._group_perm_cache = own_names, group_names
         user._perm_cache = own_names | group_names
-    return token
 
 
 def _names(joined: str | None) -> set[str]:

@@ -428,7 +428,7 @@ REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes anonymous requests a 401, not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "core.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "core.authentication.SessionAuthentication",
     ],
     # Roles (Django groups and model permissions) and what each route needs: core/permissions.py.
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.ApiPermission"],

@@ -100,3 +100,28 @@ def test_a_superuser_holds_every_permission_and_sessions_still_work(
     session.force_login(viewer)
     assert session.get(PATIENTS).status_code == 200
     assert session.get("/api/audit/").status_code == 403
+
+
+def test_a_session_reads_the_permissions_in_one_query_and_sees_changes_at_once(
+    viewer, roles, django_assert_num_queries
+) -> None:
+    session = APIClient()
+    session.force_login(viewer)
+    session.get(PATIENTS)
+    # The session, its user, the user's permissions (one query, not two), COUNT(*) (no patient:
+    # no page to read).
+    with django_assert_num_queries(4) as queries:
+        assert session.get(PATIENTS).status_code == 200
+    assert (
+        "GROUP_CONCAT" in queries.captured_queries[2]["sql"]
+        or "STRING_AGG" in (queries.captured_queries[2]["sql"])
+    )
+
+    viewer.groups.remove(roles[VIEWER])
+    assert session.get(PATIENTS).json() == {"error": REFUSED}
+    viewer.groups.add(roles[VIEWER])
+    assert session.get(PATIENTS).status_code == 200
+    viewer.is_active = False
+    viewer.save()
+    response = session.get(PATIENTS)  # signed out (Django's get_user): anonymous, as before
+    assert (response.status_code, response.json()["error"]["code"]) == (401, "not_authenticated")
