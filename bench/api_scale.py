@@ -162,11 +162,15 @@ def measure(*, repeat: int, engine: str) -> list[Figure]:
     from django.test import Client
     from rest_framework.authtoken.models import Token
 
+    from core.permissions import VIEWER, user_role_assign
     from core.startup import worker_ready
     from patients.models import Patient
     from vitals.models import PatientMetric
 
-    user = get_user_model().objects.create_superuser("bench-api", password=None)
+    # A viewer, as a central station signs in (core/permissions.py): a superuser's permission
+    # checks would skip the role's permissions that every real request reads.
+    user = get_user_model().objects.create_user("bench-api", password=None)
+    user_role_assign(user=user, role=VIEWER)
     client = Client(
         HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}"
     )

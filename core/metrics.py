@@ -159,8 +159,9 @@ def _metrics_refusal(request: HttpRequest) -> HttpResponse | None:
     or a session). Otherwise the answer, in the API's error shape: 401 without valid
     credentials, 403 for a user who is not staff."""
     # Imported here: the workers' metrics (and gunicorn's master) need no DRF.
-    from rest_framework.authentication import TokenAuthentication
     from rest_framework.exceptions import AuthenticationFailed
+
+    from core.authentication import TokenAuthentication
 
     keyword, _, credentials = request.headers.get("Authorization", "").partition(" ")
     if keyword.lower() == "bearer":

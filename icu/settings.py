@@ -429,8 +429,8 @@ def _throttle_rate(name: str, default: str) -> str:
 REST_FRAMEWORK = {
     # Token first: its WWW-Authenticate header makes anonymous requests a 401, not a 403.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "core.authentication.TokenAuthentication",
+        "core.authentication.SessionAuthentication",
     ],
     # Roles (Django groups and model permissions) and what each route needs: core/permissions.py.
     "DEFAULT_PERMISSION_CLASSES": ["core.permissions.ApiPermission"],

@@ -162,15 +162,15 @@ def test_a_poll_costs_no_query_after_the_first_of_its_window(
     viewer_client, patient, clock, django_assert_num_queries
 ):
     url = f"/api/patients/{patient.uuid}/"
-    # The token (with its user), the user's permissions (2), the patient, its open alarms; and
+    # The token (with its user and their permissions), the patient, its open alarms; and
     # after the response the window's row: one INSERT (in a savepoint here, inside the test's
     # transaction).
-    with django_assert_num_queries(5 + 3) as first:
+    with django_assert_num_queries(3 + 3) as first:
         viewer_client.get(url)
     assert first.captured_queries[-2]["sql"].startswith('INSERT INTO "access_patientaccess"')
     for n in range(1, 5):
         clock[0] = T0 + timedelta(seconds=2 * n)
-        with django_assert_num_queries(5) as later:
+        with django_assert_num_queries(3) as later:
             viewer_client.get(url)
         assert not any("access" in q["sql"] for q in later.captured_queries)
 

@@ -397,12 +397,11 @@ def test_patient_list_query_count_is_constant(
         AlarmFactory(patient=patient)
         alarm_switch_off(patient=patient, kind="pulse_high", reason="paced", user=None)
 
-    # Token look-up, the user's permissions (its own, its groups': core/permissions.py),
-    # COUNT(*), one SELECT of patients joined to their tiles (the ward's snapshot, which
-    # alarm_switch_off wrote).
-    with django_assert_num_queries(5):
+    # The token with its user's permissions (core.selectors.token_get), COUNT(*), one SELECT of
+    # patients joined to their tiles (the ward's snapshot, which alarm_switch_off wrote).
+    with django_assert_num_queries(3):
         response = api_client.get("/api/patients/")
-    with django_assert_num_queries(5):  # the MRN filter too
+    with django_assert_num_queries(3):  # the MRN filter too
         by_mrn = api_client.get("/api/patients/", {"mrn": "MRN9", "mrn_authority": "HOSP"})
     assert [p["name"] for p in by_mrn.json()["results"]] == ["zz-no-readings"]
 
@@ -689,18 +688,19 @@ def test_metrics_invalid_cursor(api_client: APIClient, patient: Patient) -> None
 def test_a_patients_readings_are_read_with_the_patient_in_one_query(
     api_client: APIClient, patient: Patient, django_assert_num_queries
 ) -> None:
-    """The page's query finds the patient by uuid (a subquery): the token's query, the user's
-    permissions (2) and the page's, no query of the patient. It is read on its own only when
-    the page is empty or the request fails, so that an unknown patient is a 404 before a 400
-    for its parameters, as before."""
+    """The page's query finds the patient by uuid (a subquery): two queries, the token's (with
+    its user and their permissions, core.selectors.token_get) and the page's, as a client's
+    raw SQL would; no query of the patient. It is read on its own only when the page is empty
+    or the request fails, so that an unknown patient is a 404 before a 400 for its
+    parameters, as before."""
     api_client.get(metrics_url(patient))  # the access log's row of this window written
-    with django_assert_num_queries(4):
+    with django_assert_num_queries(2):
         response = api_client.get(metrics_url(patient))
     assert [m["pulse"] for m in response.json()["results"]] == [64, 63, 62, 61, 60]
 
     # After the page: the empty page of a patient with none in the window, 200.
     empty = {"since": iso(T0 + timedelta(hours=1))}
-    with django_assert_num_queries(5):
+    with django_assert_num_queries(3):
         response = api_client.get(metrics_url(patient), empty)
     assert response.json() == {"next": None, "previous": None, "results": []}
 
@@ -862,14 +862,14 @@ def test_swagger_docs_for_a_logged_in_user(client, user) -> None:
 def test_the_ward_by_acuity_takes_the_same_queries_whatever_its_size(
     api_client: APIClient, django_assert_max_num_queries, ward: int
 ) -> None:
-    """The central station's read (bench/api_scale.py times it over 1,000 patients): five
+    """The central station's read (bench/api_scale.py times it over 1,000 patients): three
     queries for 1 bed or 400, every patient with a reading, a score and an open alarm."""
     store(*(reading(uuid.uuid4(), f"bed-{n:03d}", n, pulse=60 + n % 90) for n in range(ward)))
     AlarmFactory.create_batch(ward, patient=factory.Iterator(Patient.objects.all()))
     call_command("rebuild_patient_tiles", stdout=io.StringIO())  # as the consumer keeps them
 
-    # Token, permissions (2), COUNT(*), the page of tiles.
-    with django_assert_max_num_queries(5):
+    # The token with the user's permissions, COUNT(*), the page of tiles.
+    with django_assert_max_num_queries(3):
         response = api_client.get("/api/patients/", {"ordering": "-news2", "page_size": 500})
 
     results = response.json()["results"]

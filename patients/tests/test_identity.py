@@ -148,13 +148,13 @@ def test_the_list_reads_the_names_seen_in_its_own_queries(api_client, django_ass
         reading_bulk_store(readings=[reading(patient_uuid, f"p-{n:02d}", 0)])
         reading_bulk_store(readings=[reading(patient_uuid, f"other-{n:02d}", 1)])
 
-    # Token, permissions (user's, groups'), COUNT(*), the page's tiles (none: reading_bulk_store
+    # The token with its user's permissions, COUNT(*), the page's tiles (none: reading_bulk_store
     # alone does not write them, the consumer does), then patients (with their names seen) and
     # their alarms, built as before.
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(5):
         built = api_client.get("/api/patients/").json()["results"]
     call_command("rebuild_patient_tiles", stdout=io.StringIO())
-    with django_assert_num_queries(5):  # the names seen on each tile
+    with django_assert_num_queries(3):  # the names seen on each tile
         results = api_client.get("/api/patients/").json()["results"]
     assert results == built
 

@@ -113,9 +113,9 @@ def test_a_unit_is_read_in_the_same_number_of_queries_whatever_its_beds(
         )
     recent_reading(PatientFactory(name="unassigned"))
 
-    # Token, user's permissions (2), the unit, its beds, their open admissions, the patients
+    # The token with the user's permissions, the unit, its beds, their open admissions, the patients
     # and their open alarms, the unassigned and their open alarms.
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(8):
         response = viewer_client.get("/api/units/big/")
 
     body = response.json()

@@ -215,11 +215,11 @@ def test_the_trend_endpoint(viewer_client, patient, django_assert_num_queries) -
     url = f"/api/patients/{patient.uuid}/trend/"
     query = {"since": "2026-11-23T08:00:00Z", "until": "2026-11-23T08:02:00Z", "points": 6}
 
-    # The token (with its user), the user's permissions (2), the patient (its row alone, not
+    # The token (with its user and their permissions), the patient (its row alone, not
     # its open alarms: patient_get(plain=True)), and the trend: one query, however many
     # readings. After the response, the access log's row of the window (access/): an INSERT in
     # a savepoint of the test's transaction.
-    with django_assert_num_queries(5 + 3):
+    with django_assert_num_queries(3 + 3):
         response = viewer_client.get(url, query)
 
     assert response.status_code == 200
