@@ -476,10 +476,12 @@ def thirty_two_beds() -> None:
     store(*readings)
     for bed in (2, 10, 18):
         p = patient(readings[bed].patient_name)
+        # Raised at one moment: the list orders them by priority, then newest first (by id,
+        # the tie-break on PostgreSQL as on SQLite): the escalated one is made last, to lead.
         for kind, priority, message, escalated in (
-            ("diastolic_low", "high", "Diastolic BP low: 39 mmHg (< 50)", True),
-            ("news2", "high", "NEWS2 13 (high risk)", False),
             ("pulse_high", "medium", "Pulse high: 134 /min (> 120)", False),
+            ("news2", "high", "NEWS2 13 (high risk)", False),
+            ("diastolic_low", "high", "Diastolic BP low: 39 mmHg (< 50)", True),
         ):
             AlarmFactory(
                 patient=p,
