@@ -72,12 +72,14 @@ def readings_insert(patient_id: int, count: int) -> float:
                 None if score is None else ("low" if score < 5 else "medium"),
                 1,
                 adapt(measured + timedelta(milliseconds=300)),
+                "[]" if score is not None else '["spo2"]',
             )
 
     sql = (
         "INSERT INTO vitals_patientmetric (patient_id, measured_at, pulse, resp_rate, systolic, "
         "diastolic, spo2, temperature, on_oxygen, consciousness, artefact, news2_score, "
-        "news2_risk, spo2_scale, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        "news2_risk, spo2_scale, received_at, news2_missing) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     )
     with transaction.atomic(), connection.cursor() as cursor:
         raw = cursor.cursor  # the sqlite3 cursor: no per-row wrapping
