@@ -113,3 +113,58 @@ def test_the_memory_benchmark_runs_end_to_end_and_writes_its_figures(tmp_path):
     assert "consumer RSS after 20,000" in result.stdout
     # Drawn beside the results file (not into docs/bench/, which the committed run's are).
     assert [p.name for p in (tmp_path / "latest-plots").iterdir()] == ["memory.png"]
+
+
+def test_a_failing_benchmark_is_named_and_the_others_figures_are_kept(tmp_path, monkeypatch):
+    """One benchmark raising (as export did for weeks: its generator missed a column) does not
+    lose the run: the others' figures are written, the failure is named, the exit status is 1."""
+    import contextlib
+
+    import bench.__main__ as runner
+
+    def good(world, *, engines, size):
+        return [Figure("good", f"{size} things", float(size), "things/s", target=">= 1",
+                       reference="none", reference_value=1.0)]  # fmt: skip
+
+    def broken(world, *, engines, size):
+        raise RuntimeError("NOT NULL constraint failed: vitals_patientmetric.news2_missing")
+
+    monkeypatch.setattr(runner, "world", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(runner, "BENCHMARKS", {
+        "broken": (broken, {"size": 5}, {"size": 1}, ("sqlite",)),
+        "good": (good, {"size": 5}, {"size": 1}, ("sqlite",)),
+    })  # fmt: skip
+    output = tmp_path / "r.json"
+    monkeypatch.setattr(sys, "argv", ["bench", "--quick", "--output", str(output)])
+
+    assert runner.main() == 1
+
+    results = json.loads(output.read_text())
+    assert [f["figure"] for f in results["figures"]] == ["1 things"]
+    assert results["failed"] == {
+        "broken": "RuntimeError: NOT NULL constraint failed: vitals_patientmetric.news2_missing"
+    }
+    assert set(results["benchmark_seconds"]) == {"broken", "good"}
+    assert [p.name for p in (tmp_path / "r-plots").iterdir()] == ["good.png"]
+
+
+@pytest.mark.e2e
+def test_the_export_benchmark_runs_end_to_end(tmp_path):
+    """`python -m bench export --quick`: its generator writes the readings table as the
+    migrations define it today (it broke silently when a NOT NULL column was added)."""
+    output = tmp_path / "latest.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "export", "--quick", "--output", str(output)],
+        cwd=BASE_DIR, capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(output.read_text())["figures"]
+    assert [f["figure"] for f in figures] == [
+        "csv export of 20,000: worker RSS peak",
+        "csv export of 20,000: speed",
+        "fhir export of 20,000: worker RSS peak",
+        "fhir export of 20,000: speed",
+    ]
+    rss = [f for f in figures if f["figure"].endswith("RSS peak")]
+    assert [f["reference"] for f in rss] == ["RSS at its start", "RSS at its start"]
+    assert [f["met"] for f in rss] == [f["ratio"] <= 1.1 for f in rss]
