@@ -3,21 +3,35 @@
 One ChangeWatcher per server process, not per client: a thread that every WATCH_SECONDS reads
 what changed since its marks (ward/selectors.py: three primary-key range scans) and fans the
 patients' uuids out to the connected streams; every HEARTBEAT_SECONDS (5 s) after a read that
-succeeded it sends them a heartbeat too. A stream holds no database connection: it waits on
-its subscription (an asyncio event under ASGI, a threading one under a threaded WSGI server),
-and is told only "these patients changed"; the page then refreshes what it shows through the
-API (its poller's refresh(): one rendering path), polling on as the fallback.
+succeeded it sends them a heartbeat too, and a new stream gets one after the first read that
+succeeded once it subscribed: a heartbeat says the watcher reads the database, which the page
+takes for the stream being up (not the stream's opening, which says only that the session
+was accepted). A stream holds no database connection: it waits on its subscription (an
+asyncio event under ASGI, a threading one under a threaded WSGI server), and is told only
+"these patients changed"; the page then refreshes what it shows through the API (its
+poller's refresh(): one rendering path), polling on as the fallback.
+
+A row committed after a higher id was seen (two consumers' batches; an API write during a
+consumer's batch on PostgreSQL: an id is given out at the INSERT, the row seen at the COMMIT)
+is reported when it commits, if within LATE_SECONDS (ChangeTrail). A failed read keeps the
+marks: what was committed meanwhile is reported by the next read that succeeds. A watcher
+whose step has not returned for STUCK_SECONDS (a read hung on a dead connection) is replaced
+by a new thread when a stream connects (ensure_running); on PostgreSQL its reads end after
+READ_TIMEOUT_MS.
 
 The wire format (text/event-stream):
 
-    retry: 2000                                      (first, as the stream opens)
+    : connected                                      (first: the headers go out at once)
+
     event: changed
     data: {"patients": ["<uuid>", ...]}
 
     event: heartbeat
     data: {}
 
-A stream ends after STREAM_SECONDS (the browser reconnects, and the session is checked again).
+No `retry:` field: the page closes the stream on an error or a silence and reconnects on its
+own schedule (backoff), never through the browser's own reconnection.
+A stream ends after STREAM_SECONDS (the page reconnects, and the session is checked again).
 """
 
 import asyncio
@@ -30,18 +44,28 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 from django.db import close_old_connections, connection
 
-from ward.selectors import ChangeMarks, change_marks_now, changes_after
+from ward.selectors import ChangeMarks, ChangeRows, change_marks_now, change_rows_after
 
 logger = logging.getLogger(__name__)
 
 WATCH_SECONDS = 0.2
 HEARTBEAT_SECONDS = 5.0
 STREAM_SECONDS = 300.0
-# How long the browser waits before it reconnects after the stream ended (the field "retry").
-RETRY_MS = 2000
+# A row whose id was seen missing (below the highest seen) is reported if it commits within
+# this, and within LATE_IDS ids of the highest: each read starts at the lowest id missing.
+LATE_SECONDS = 2.0
+LATE_IDS = 10_000
+# A watcher whose step has not returned for this long is taken for hung, and replaced.
+STUCK_SECONDS = 5.0
+# PostgreSQL: the watcher's reads (primary-key range scans, milliseconds) end after this.
+READ_TIMEOUT_MS = 2000
+# The stream's first bytes: a comment, which sends the response's headers at once (a WSGI
+# server sends them with the first bytes).
+CONNECTED = ": connected\n\n"
 # Written when the watcher said nothing for HEARTBEAT_SECONDS (its reads failing): a comment,
 # which the page does not take for a sign of life, but which finds out a client gone.
 KEEPALIVE = ": keep-alive\n\n"
+TABLES = ("reading", "alarm_event", "audit_event")
 
 
 class TooManyClients(Exception):
@@ -50,19 +74,23 @@ class TooManyClients(Exception):
 
 class Subscription:
     """One stream's share of the watcher's news: the patients changed and whether a heartbeat
-    is due since it last took them. `patient`: only that patient's changes (the patient page)."""
+    is due since it last took them. `patient`: only that patient's changes (the patient page).
+    `greeted`: it had its first heartbeat (after the first read that succeeded once it came)."""
 
     def __init__(self, *, patient: str | None) -> None:
         self.patient = patient
         self.wake: Callable[[], None] = lambda: None
         self.changed: set[str] = set()
         self.heartbeat = False
+        self.greeted = False
 
     def offer(self, *, changed: set[str], heartbeat: bool) -> None:
         """From the watcher (under its lock)."""
         mine = changed if self.patient is None else changed & {self.patient}
+        heartbeat = heartbeat or not self.greeted
         if not mine and not heartbeat:
             return
+        self.greeted = True
         self.changed |= mine
         self.heartbeat |= heartbeat
         # Its event loop closed (RuntimeError): the stream is gone, the others are not.
@@ -74,6 +102,45 @@ def event_text(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
 
 
+class ChangeTrail:
+    """One table's rows reported: `mark`, the highest id seen, and `missing`, the ids below it
+    not seen yet (given out to a transaction not committed when read, or rolled back), with
+    when each was found missing: reported if it commits within LATE_SECONDS, forgotten after."""
+
+    def __init__(self, *, mark: int) -> None:
+        self.mark = mark
+        self.missing: dict[int, float] = {}
+
+    def floor(self) -> int:
+        """The next read is of the ids above this: the new ones and those still missing."""
+        return min(self.missing, default=self.mark + 1) - 1
+
+    def take(self, *, rows: list[tuple[int, str | None]], now: float) -> set[str]:
+        """The patients of the rows not reported yet (new, or missing until now), from a read
+        above floor(); the trail moves past them."""
+        changed: set[str] = set()
+        new: set[int] = set()
+        for pk, patient in rows:
+            if pk > self.mark:
+                new.add(pk)
+            elif self.missing.pop(pk, None) is None:
+                continue  # reported already
+            if patient is not None:
+                changed.add(patient)
+        top = max(new, default=self.mark)
+        for pk in range(max(self.mark, top - LATE_IDS) + 1, top):
+            if pk not in new:
+                self.missing[pk] = now
+        self.mark = top
+        if self.missing:
+            self.missing = {
+                pk: since
+                for pk, since in self.missing.items()
+                if now - since < LATE_SECONDS and pk > top - LATE_IDS
+            }
+        return changed
+
+
 class ChangeWatcher:
     def __init__(
         self,
@@ -81,16 +148,23 @@ class ChangeWatcher:
         max_clients: int,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        read: Callable[..., ChangeRows] = change_rows_after,
     ) -> None:
         self.max_clients = max_clients
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
+        self.read = read
         self.lock = threading.Lock()
         self.subscriptions: set[Subscription] = set()
-        self.marks: ChangeMarks | None = None
+        self.trails: dict[str, ChangeTrail] | None = None
         self.last_heartbeat: float | None = None
         self.stopping = threading.Event()
         self.thread: threading.Thread | None = None
+        # The thread's: a replaced thread (hung) stops, and what its step read is dropped.
+        self.generation = 0
+        self.stepped_at: float | None = None  # when a step last returned (or the thread began)
+        self.failing = False
+        self.local = threading.local()  # the connection whose reads time out (PostgreSQL)
 
     def subscribe(self, *, patient: str | None) -> Subscription:
         """A new stream's subscription, or TooManyClients at max_clients."""
@@ -121,57 +195,107 @@ class ChangeWatcher:
             return event_text("changed", {"patients": sorted(changed)})
         return event_text("heartbeat", {}) if heartbeat else ""
 
-    def step(self) -> set[str]:
+    def step(self, *, generation: int | None = None) -> set[str]:
         """One read of the changes and their fan-out; the patients changed. With nobody
-        listening, no read (and the marks are read anew for the next listener)."""
+        listening, no read (and the marks are read anew for the next listener). A read that
+        fails raises and changes nothing. `generation`: the thread's; a replaced thread's read
+        is dropped."""
         if not self.subscriptions:
-            self.marks = None
+            self.trails = None
             return set()
-        if self.marks is None:
-            self.marks, changed = change_marks_now(), set()
+        trails = self.trails
+        if trails is None:
+            marks = change_marks_now()
+            rows = None
         else:
-            self.marks, changed = changes_after(marks=self.marks)
-        now = self.clock()
-        heartbeat = self.last_heartbeat is None or now - self.last_heartbeat >= (
-            self.heartbeat_seconds
-        )
-        if heartbeat:
-            self.last_heartbeat = now
-        if changed or heartbeat:
-            with self.lock:
-                for subscription in self.subscriptions:
-                    subscription.offer(changed=changed, heartbeat=heartbeat)
+            floors = ChangeMarks(**{name: trail.floor() for name, trail in trails.items()})
+            rows = self.read(floors=floors)
+        with self.lock:
+            if generation is not None and generation != self.generation:
+                return set()
+            now = self.clock()
+            changed: set[str] = set()
+            if rows is None:
+                self.trails = {name: ChangeTrail(mark=getattr(marks, name)) for name in TABLES}
+            else:
+                for name, trail in trails.items():
+                    changed |= trail.take(rows=rows[name], now=now)
+            heartbeat = self.last_heartbeat is None or now - self.last_heartbeat >= (
+                self.heartbeat_seconds
+            )
+            if heartbeat:
+                self.last_heartbeat = now
+            for subscription in self.subscriptions:
+                subscription.offer(changed=changed, heartbeat=heartbeat)
         return changed
 
-    def run(self) -> None:
-        """Steps every WATCH_SECONDS until stopped. A failed read sends nothing, heartbeats
-        neither: the streams' pages see the silence and fall back to polling."""
-        failing = False
-        while not self.stopping.wait(WATCH_SECONDS):
-            try:
-                self.step()
-            except Exception:  # the database down, mostly: the thread must live on
-                if not failing:  # once a failure, not five times a second
-                    logger.warning("ward change watcher: the read failed", exc_info=True)
-                failing = True
-                self.marks = None
-                connection.close()
-            else:
-                if failing:
-                    logger.info("ward change watcher: reading again")
-                failing = False
-            if self.subscriptions:
-                close_old_connections()  # CONN_MAX_AGE's: one connection, kept
-            else:
-                connection.close()  # nobody listens: none held
+    def tick(self, *, generation: int | None = None) -> None:
+        """The thread's single step: a step, whose failure (the database down, mostly) is
+        logged once and leaves the marks as they were, the next step reading on from them;
+        then the connection kept (CONN_MAX_AGE's) while anyone listens, closed otherwise."""
+        try:
+            self.reads_time_out()
+            self.step(generation=generation)
+        except Exception:  # the thread must live on
+            if not self.failing:  # once a failure, not five times a second
+                logger.warning("ward change watcher: the read failed", exc_info=True)
+            self.failing = True
+            connection.close()
+        else:
+            if self.failing:
+                logger.info("ward change watcher: reading again")
+            self.failing = False
+        with self.lock:
+            if generation is None or generation == self.generation:
+                self.stepped_at = self.clock()
+        if self.subscriptions:
+            close_old_connections()
+        else:
+            connection.close()  # nobody listens: none held
+
+    def reads_time_out(self) -> None:
+        """PostgreSQL: the reads of this thread's connection end after READ_TIMEOUT_MS (set
+        once a connection)."""
+        if connection.vendor != "postgresql":
+            return
+        connection.ensure_connection()
+        if getattr(self.local, "timed", None) is not connection.connection:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SET statement_timeout = {int(READ_TIMEOUT_MS)}")
+            self.local.timed = connection.connection
+
+    def run(self, *, generation: int) -> None:
+        """Ticks every WATCH_SECONDS until stopped or replaced. A failed read sends nothing,
+        heartbeats neither: the streams' pages see the silence and fall back to polling."""
+        try:
+            while not self.stopping.wait(WATCH_SECONDS) and generation == self.generation:
+                self.tick(generation=generation)
+        finally:
+            connection.close()
 
     def ensure_running(self) -> None:
+        """A thread running: a new one if there is none, or if its step has not returned for
+        STUCK_SECONDS (hung: it stops should its read ever return)."""
         with self.lock:
-            if self.thread is None or not self.thread.is_alive():
-                self.thread = threading.Thread(
-                    target=self.run, name="ward-change-watcher", daemon=True
+            alive = self.thread is not None and self.thread.is_alive()
+            now = self.clock()
+            stuck = alive and now - self.stepped_at > STUCK_SECONDS
+            if alive and not stuck:
+                return
+            if stuck:
+                logger.warning(
+                    "ward change watcher: no step for %.0f s, a new thread replaces it",
+                    now - self.stepped_at,
                 )
-                self.thread.start()
+            self.generation += 1
+            self.stepped_at = now
+            self.thread = threading.Thread(
+                target=self.run,
+                kwargs={"generation": self.generation},
+                name="ward-change-watcher",
+                daemon=True,
+            )
+            self.thread.start()
 
 
 _watcher: ChangeWatcher | None = None
@@ -196,7 +320,7 @@ async def stream_async(*, watcher: ChangeWatcher, subscription: Subscription) ->
     woken = asyncio.Event()
     watcher.wake_with(subscription, lambda: loop.call_soon_threadsafe(woken.set))
     try:
-        yield f"retry: {RETRY_MS}\n\n"
+        yield CONNECTED
         end = time.monotonic() + STREAM_SECONDS
         while (left := end - time.monotonic()) > 0:
             try:
@@ -217,7 +341,7 @@ def stream_sync(*, watcher: ChangeWatcher, subscription: Subscription) -> Iterat
     woken = threading.Event()
     watcher.wake_with(subscription, woken.set)
     try:
-        yield f"retry: {RETRY_MS}\n\n"
+        yield CONNECTED
         end = time.monotonic() + STREAM_SECONDS
         while (left := end - time.monotonic()) > 0:
             if not woken.wait(timeout=min(left, HEARTBEAT_SECONDS)):

@@ -31,6 +31,8 @@ from vitals.emulator import patient_uuid_for_name
 from vitals.models import Alarm, AlarmOff, AuditEvent, PatientMetric
 from vitals.services import alarm_limits_update, alarm_switch_off, reading_bulk_store
 from vitals.tests.factories import AlarmFactory
+from ward import events
+from ward.events import ChangeWatcher
 from ward.tests.conftest import STATION, viewport, wait_until
 
 pytestmark = [
@@ -290,6 +292,45 @@ def test_a_reading_stored_is_pushed_to_the_ward_without_waiting_for_a_poll(
                .textContent"""
     store(reading("ann", ago=0, pulse=99))
     wait_until(browser, lambda b: b.execute_script(pulse) == "99", "pushed: ann's pulse 99")
+
+
+# Counts the page's streams opened (EventSource's "open"), from before any of its own scripts.
+COUNT_OPENS = """
+window.__opened = 0;
+window.EventSource = class extends EventSource {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("open", () => (window.__opened += 1));
+  }
+};
+"""
+
+
+def test_a_stream_open_but_silent_is_not_taken_for_up_and_the_page_polls_on(
+    browser, login, user, settings, monkeypatch
+):
+    # A watcher hung on a dead connection: the stream opens (the session was accepted) but no
+    # heartbeat comes. Taken for up, the page would poll once a minute.
+    silent = ChangeWatcher(max_clients=10)
+    monkeypatch.setattr(silent, "ensure_running", lambda: None)
+    monkeypatch.setattr(events, "_watcher", silent)
+    settings.WARD_PUSH_POLL_SECONDS = 60
+    script = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": COUNT_OPENS}
+    )
+    try:
+        store(reading("ann"))
+        login(*NURSE)
+        wait_until(browser, lambda b: b.execute_script("return window.__opened"), "stream open")
+        wait_until(browser, lambda b: len(tiles(b)) == 1, "ann's tile")
+        for pulse in ("131", "132"):  # polled: the refresh as the stream opened showed one at most
+            store(reading("ann", ago=0, pulse=int(pulse)))
+            wait_until(browser, lambda b, p=pulse: tiles(b)[0]["signs"]["pulse"] == p, pulse)
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-push") is None
+    finally:
+        browser.execute_cdp_cmd(
+            "Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]}
+        )
 
 
 def empty_beds(browser: WebDriver) -> list[str]:

@@ -137,11 +137,15 @@ export class Poller {
 }
 
 // The server's stream of changes (server-sent events, ward/events.py): `onChange(uuids)` for
-// each "changed" event, the patients whose data changed. The stream is up while the server
-// is heard from (a change, or a heartbeat every 5 s: silent for `silenceMs`, it is taken for
-// down); `onUp(up)` tells each change of that, so that the page polls slowly while it is up and
-// at its usual pace, as the fallback, while not. It reconnects with backoff (1 s, doubling up
-// to 30 s). The connection banner stays the poller's: the API answering or not.
+// each "changed" event, the patients whose data changed. The stream is up while the server's
+// watcher is heard from: a change, or a heartbeat (the first right after its first read, then
+// every 5 s). Its opening is not heard from: it says only that the session was accepted, not
+// that the watcher reads the database. Silent for `silenceMs` from its opening or from what
+// was last heard, or failing, it is down: closed, and opened again with backoff (1 s, doubling
+// up to 30 s; back to 1 s once heard from). `onUp(up)` tells each change of that, so that the
+// page polls slowly while it is up and at its usual pace, as the fallback, while not (also
+// while a stream is open but not yet heard from). The connection banner stays the poller's:
+// the API answering or not.
 export class EventStream {
   constructor({ url, onChange, onUp, silenceMs = 12000 }) {
     this.url = url;
@@ -164,10 +168,7 @@ export class EventStream {
     // With the session's cookie also when the stream is on another port of this host.
     const source = new EventSource(this.url, { withCredentials: true });
     this.source = source;
-    source.addEventListener("open", () => {
-      this.failures = 0;
-      this.heard();
-    });
+    this.listen();
     source.addEventListener("heartbeat", () => this.heard());
     source.addEventListener("changed", (event) => {
       this.heard();
@@ -176,9 +177,15 @@ export class EventStream {
     source.addEventListener("error", () => this.down());
   }
 
-  heard() {
+  // Down unless heard from within silenceMs.
+  listen() {
     clearTimeout(this.silence);
     this.silence = setTimeout(() => this.down(), this.silenceMs);
+  }
+
+  heard() {
+    this.failures = 0;
+    this.listen();
     this.setUp(true);
   }
 
