@@ -51,20 +51,6 @@ def patients_lock(*, patient_ids: Iterable[int]) -> None:
         )
 
 
-def patient_identify(
-    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
-) -> Patient:
-    """The patient with this uuid, created with this name if new; their MRN and its authority
-    set when they had none (a hospital identifier, from HL7 PID-3). The name of a known
-    patient is left as it is (as for a reading: see patient_bulk_get_or_create); an ADT update
-    renames explicitly. Safe against a concurrent creation of the same patient."""
-    patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
-    if mrn and not patient.mrn:
-        Patient.objects.filter(pk=patient.pk, mrn="").update(mrn=mrn, mrn_authority=mrn_authority)
-        patient.mrn, patient.mrn_authority = mrn, mrn_authority
-    return patient
-
-
 @dataclass(frozen=True)
 class NameMismatch:
     """Readings of a batch whose name is not their patient's: what the consumer logs."""

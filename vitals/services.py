@@ -1133,9 +1133,29 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
 
 
 # --- Patient identity --------------------------------------------------------------------------
-# Here rather than in patients/services.py: they write the audit trail, which is vitals', and
-# vitals.services already imports patients.services (the consumer's write path), so the other
-# way round would be an import cycle.
+# Here rather than in patients/services.py: they write the audit trail and the ward's snapshot
+# (vitals/tile_services.py), which are vitals', and vitals.services already imports
+# patients.services (the consumer's write path), so the other way round would be an import cycle.
+
+
+def patient_identify(
+    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
+) -> Patient:
+    """The patient with this uuid, created with this name if new; their MRN and its authority
+    set when they had none (a hospital identifier, from HL7 PID-3: the ADT and PCD-01
+    handlers). The name of a known patient is left as it is (as for a reading: see
+    patient_bulk_get_or_create); an ADT update renames explicitly. Safe against a concurrent
+    creation of the same patient. The MRN set (a new patient's too), their tile is written in
+    the same transaction: the ward shows it at once, whichever handler identified them."""
+    with transaction.atomic():
+        patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
+        if mrn and not patient.mrn:
+            Patient.objects.filter(pk=patient.pk, mrn="").update(
+                mrn=mrn, mrn_authority=mrn_authority
+            )
+            patient.mrn, patient.mrn_authority = mrn, mrn_authority
+            patient_tiles_refresh(patient_ids=[patient.pk])
+    return patient
 
 
 def patient_name_confirm(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:

@@ -13,9 +13,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from gateway import pcd01
 from gateway.adt import adt_handle
 from gateway.identity import patient_uuid_for
 from gateway.tests.test_adt import adt
+from gateway.tests.test_pcd01 import BPM, HR, handle, mindray, nm
 from patients.models import Patient, PatientTile
 from patients.tests.test_api import reading
 from patients.tests.ward import tiles_stale, ward_current, ward_fast_and_slow
@@ -329,6 +331,24 @@ def test_an_hl7_admission_giving_the_mrn_shows_at_once(api_client, monkeypatch, 
     assert adt_handle(adt("A01", "MSG1")).code == "AA"
     cy = by_name(ward_current(api_client, monkeypatch, {"unit": "icu-a"}))["Cy"]
     assert (cy["mrn"], cy["mrn_authority"]) == ("MRN1", "HOSP")
+
+
+def test_a_pcd01_identification_giving_the_mrn_shows_at_once(api_client, monkeypatch, ward) -> None:
+    """A monitor's ORU (IHE PCD-01) names a patient known without an MRN (their readings came
+    first, under the uuid the gateway derives): patient_identify gives them the MRN, and
+    their tile shows it, as the list's own build does."""
+    anna = patient_uuid_for(authority="CITYHOSP", identifier="MRN-1001")
+    ward.batch(reading(anna, "Anna Smith", 0))
+    assert by_name(ward_current(api_client, monkeypatch))["Anna Smith"]["mrn"] == ""
+
+    pcd01.known_clear()
+    try:
+        outcome = handle(*mindray(nm(1, HR, "80", BPM)))
+    finally:
+        pcd01.known_clear()
+    assert [json.loads(value)["patient_uuid"] for _, value in outcome.messages] == [str(anna)]
+    patient = by_name(ward_current(api_client, monkeypatch))["Anna Smith"]
+    assert (patient["mrn"], patient["mrn_authority"]) == ("MRN-1001", "CITYHOSP")
 
 
 def test_readings_pruned_show_at_once(api_client, monkeypatch, ward) -> None:
