@@ -1196,6 +1196,31 @@ def patient_rename(
     return patient
 
 
+def patient_news2_scale_set(
+    *, patient: Patient, user: AbstractBaseUser | None, hypercapnic_respiratory_failure: bool
+) -> Patient:
+    """Set whether the patient has a known hypercapnic respiratory failure: NEWS2 scores their
+    SpO2 on scale 2 if so, from their next reading. Audited (before and after); the value they
+    have already changes nothing."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        before = patient.hypercapnic_respiratory_failure
+        if before == hypercapnic_respiratory_failure:
+            return patient
+        patient.hypercapnic_respiratory_failure = hypercapnic_respiratory_failure
+        patient.save(update_fields=["hypercapnic_respiratory_failure", "updated_at"])
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.PATIENT_NEWS2_SCALE,
+            obj=patient,
+            patient=patient,
+            before={"hypercapnic_respiratory_failure": before},
+            after={"hypercapnic_respiratory_failure": hypercapnic_respiratory_failure},
+        )
+        patient_tiles_refresh(patient_ids=[patient.pk])
+    return patient
+
+
 def _patient_name_conflicts_close(
     *,
     patient: Patient,
