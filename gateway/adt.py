@@ -45,14 +45,12 @@ from gateway.selectors import (
     unit_get_by_point_of_care,
 )
 from patients.models import Patient
-from patients.services import patient_identify
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
 from units.models import Admission, Bed
 from units.services import admission_create, admission_discharge, admission_transfer
 from vitals.contract import patient_name_parse
 from vitals.errors import InvalidReading
-from vitals.services import patient_rename
-from vitals.tile_services import patient_tiles_refresh
+from vitals.services import patient_identify, patient_rename
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +246,6 @@ def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> 
             mrn=identifier,
             mrn_authority=authority,
         )
-        patient_tiles_refresh(patient_ids=[patient.pk])  # the MRN, on the ward's snapshot
     if name and patient.name in placeholders and patient.name != name:
         # Named by their MRN (their monitor's readings came first, without PID-5): the
         # admission's name is the first real one; an A08 would rename them too.

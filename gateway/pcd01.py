@@ -47,9 +47,9 @@ from gateway.selectors import (
     patient_get_by_identifier,
 )
 from gateway.services import device_learn
-from patients.services import patient_identify
 from vitals.contract import Reading, patient_name_parse, reading_parse, reading_to_message
 from vitals.errors import InvalidReading
+from vitals.services import patient_identify
 from vitals.signs import SIGNS
 
 logger = logging.getLogger("gateway.pcd01")

@@ -31,18 +31,24 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
     return found
 
 
-def patient_identify(
-    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
-) -> Patient:
-    """The patient with this uuid, created with this name if new; their MRN and its authority
-    set when they had none (a hospital identifier, from HL7 PID-3). The name of a known
-    patient is left as it is (as for a reading: see patient_bulk_get_or_create); an ADT update
-    renames explicitly. Safe against a concurrent creation of the same patient."""
-    patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
-    if mrn and not patient.mrn:
-        Patient.objects.filter(pk=patient.pk, mrn="").update(mrn=mrn, mrn_authority=mrn_authority)
-        patient.mrn, patient.mrn_authority = mrn, mrn_authority
-    return patient
+def patients_lock(*, patient_ids: Iterable[int]) -> None:
+    """Lock these patients' rows until the transaction ends (FOR UPDATE, in id order), on
+    PostgreSQL; nothing on SQLite, whose writers take turns. Call it inside a transaction.
+
+    The lock order of every writer: the patients first, then their alarms, then their tiles
+    (vitals/tile_services.py). The consumer's batch takes its patients' rows first (it updates
+    `latest_metric`), then their alarms; a writer taking an alarm first (a clinician's ALARM OFF,
+    an acknowledgement, a sweep, a discharge) and then the patient (for the tile) would deadlock
+    with a batch, one of them aborted after `deadlock_timeout`. Its row locked first, a patient
+    is changed by one writer at a time, the others waiting their turn."""
+    ids = sorted(set(patient_ids))
+    if ids and connection.features.has_select_for_update:
+        list(
+            Patient.objects.select_for_update()
+            .filter(pk__in=ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
 
 
 @dataclass(frozen=True)

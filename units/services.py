@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from patients.models import Patient
+from patients.services import patients_lock
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
 from units.models import Admission, Bed, Unit
 from vitals.models import AuditEvent
@@ -96,6 +97,7 @@ def admission_create(
     """Admit a patient to a free bed (audited). 409 `already_admitted` if they are in a bed
     (transfer them), `bed_occupied` if someone else is in this one."""
     with transaction.atomic():
+        patients_lock(patient_ids=[patient.pk])  # the patient first (the writers' lock order)
         _admission_check(patient=patient, bed=bed)
         admission = _admission_open(
             patient=patient, bed=bed, by=by, reason=reason, at=timezone.now()
@@ -118,7 +120,7 @@ def admission_create(
 
 def _open_admission_lock(patient: Patient) -> Admission:
     admission = (
-        Admission.objects.select_for_update()
+        Admission.objects.select_for_update(of=("self",))  # not its bed's and unit's rows
         .select_related("bed__unit")
         .filter(patient=patient, discharged_at__isnull=True)
         .first()
@@ -151,6 +153,7 @@ def admission_transfer(
     ("transfer") and the new one begins at the same moment (audited). 409 `not_admitted`,
     `bed_occupied` (their own bed included)."""
     with transaction.atomic():
+        patients_lock(patient_ids=[patient.pk])  # the patient first (the writers' lock order)
         current = _open_admission_lock(patient)
         if current.bed_id == bed.pk:
             raise BedOccupied(f"Patient {patient.uuid} is in bed {bed.label} already.")
@@ -188,6 +191,9 @@ def admission_discharge(
     is resolved with the reason "discharged", and their monitoring ends (no `no_data` for the
     monitor taken off). Their readings, alarms and exports stay. 409 `not_admitted`."""
     with transaction.atomic():
+        # The patient first, then their alarms, as the consumer's batch takes them: the other
+        # way round, a discharge and a batch would deadlock (patients_lock).
+        patients_lock(patient_ids=[patient.pk])
         admission = _open_admission_lock(patient)
         now = timezone.now()
         _admission_close(

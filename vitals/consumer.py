@@ -63,7 +63,7 @@ from vitals.services import (
     consumer_stall_record,
     reading_bulk_store,
 )
-from vitals.tile_services import patient_tiles_refresh
+from vitals.tile_services import patient_tiles_refresh_or_drop
 
 logger = logging.getLogger(__name__)
 
@@ -392,7 +392,8 @@ class VitalsConsumer:
                 # The ward's snapshot of the patients the batch changed, with the batch.
                 # Each patient's last new reading is their latest_metric now: not read back.
                 latest = {metric.patient_id: metric for metric in result.new}
-                patient_tiles_refresh(patient_ids=latest, latest=latest)
+                # In a savepoint: a tile that cannot be built is dropped (logged), the batch kept.
+                patient_tiles_refresh_or_drop(patient_ids=latest, latest=latest)
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.
             self.alarm_engine.forget()

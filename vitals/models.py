@@ -413,6 +413,7 @@ class AuditEvent(models.Model):
         MONITORING_END = "patient.monitoring_end"
         PATIENT_CONFIRM_NAME = "patient.confirm_name"
         PATIENT_RENAME = "patient.rename"
+        PATIENT_NEWS2_SCALE = "patient.news2_scale"
         ALARM_OFF = "alarm.off"
         ALARM_ON = "alarm.on"
         # units/: a patient admitted to a bed, moved to another, discharged.

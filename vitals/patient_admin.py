@@ -10,6 +10,8 @@ from vitals.services import (
     alarm_limits_reset,
     alarm_limits_update,
     patient_monitoring_end,
+    patient_news2_scale_set,
+    patient_rename,
 )
 from vitals.signs import SIGNS
 from vitals.tile_services import patient_tiles_refresh
@@ -130,7 +132,18 @@ class PatientAdmin(admin.ModelAdmin):
     inlines = [NameConflictsInline, AlarmLimitsInline, LatestReadingsInline]
 
     def save_model(self, request: HttpRequest, obj: Patient, form, change: bool) -> None:
-        # The name and the NEWS2 scale are on the ward's snapshot.
+        # A name or NEWS2 scale changed goes through the API's services, audited as every
+        # other change made here (a rename closes the open name conflicts, as in the API);
+        # then the form's other fields are saved as the admin does, and the ward's snapshot
+        # written (the name and the scale are on it). All in the admin's one transaction.
+        if change and "name" in form.changed_data:
+            patient_rename(patient=obj, user=request.user, name=obj.name)
+        if change and "hypercapnic_respiratory_failure" in form.changed_data:
+            patient_news2_scale_set(
+                patient=obj,
+                user=request.user,
+                hypercapnic_respiratory_failure=obj.hypercapnic_respiratory_failure,
+            )
         super().save_model(request, obj, form, change)
         patient_tiles_refresh(patient_ids=[obj.pk])
 

@@ -23,6 +23,7 @@ from patients.services import (
     NameMismatch,
     patient_bulk_get_or_create,
     patient_name_conflicts_record,
+    patients_lock,
 )
 from vitals.alarms import ALARM_OFF_KINDS, NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
@@ -884,7 +885,11 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
     priority and message then). Acknowledging twice changes nothing; a resolved alarm cannot be
     acknowledged."""
     with transaction.atomic():
-        alarm = Alarm.objects.select_for_update().select_related("patient").get(pk=alarm.pk)
+        # The patient first, then the alarm (patients_lock: the writers' lock order).
+        patients_lock(patient_ids=[alarm.patient_id])
+        alarm = (
+            Alarm.objects.select_for_update(of=("self",)).select_related("patient").get(pk=alarm.pk)
+        )
         if alarm.state == AlarmState.RESOLVED:
             raise AlarmNotOpen(f"Alarm {alarm.pk} is already resolved.")
         if alarm.state == AlarmState.ACTIVE:
@@ -926,6 +931,7 @@ def _technical_alarm_raise(
     now = timezone.now()
     try:
         with transaction.atomic():
+            patients_lock(patient_ids=[patient.pk])  # before the alarm (the lock order)
             alarm = Alarm.objects.create(
                 patient=patient,
                 kind=kind,
@@ -1025,6 +1031,9 @@ def alarm_escalation_sweep(
     events = []
     for alarm in due:
         with transaction.atomic():
+            # The patient first, then the alarm, as the consumer's batch takes them: the other
+            # way round, a sweep and a batch would deadlock (patients_lock).
+            patients_lock(patient_ids=[alarm.patient_id])
             won = Alarm.objects.filter(
                 pk=alarm.pk, state=AlarmState.ACTIVE, escalated_at__isnull=True
             ).update(escalated_at=now)
@@ -1124,9 +1133,29 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
 
 
 # --- Patient identity --------------------------------------------------------------------------
-# Here rather than in patients/services.py: they write the audit trail, which is vitals', and
-# vitals.services already imports patients.services (the consumer's write path), so the other
-# way round would be an import cycle.
+# Here rather than in patients/services.py: they write the audit trail and the ward's snapshot
+# (vitals/tile_services.py), which are vitals', and vitals.services already imports
+# patients.services (the consumer's write path), so the other way round would be an import cycle.
+
+
+def patient_identify(
+    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
+) -> Patient:
+    """The patient with this uuid, created with this name if new; their MRN and its authority
+    set when they had none (a hospital identifier, from HL7 PID-3: the ADT and PCD-01
+    handlers). The name of a known patient is left as it is (as for a reading: see
+    patient_bulk_get_or_create); an ADT update renames explicitly. Safe against a concurrent
+    creation of the same patient. The MRN set (a new patient's too), their tile is written in
+    the same transaction: the ward shows it at once, whichever handler identified them."""
+    with transaction.atomic():
+        patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
+        if mrn and not patient.mrn:
+            Patient.objects.filter(pk=patient.pk, mrn="").update(
+                mrn=mrn, mrn_authority=mrn_authority
+            )
+            patient.mrn, patient.mrn_authority = mrn, mrn_authority
+            patient_tiles_refresh(patient_ids=[patient.pk])
+    return patient
 
 
 def patient_name_confirm(*, patient: Patient, user: AbstractBaseUser | None) -> Patient:
@@ -1164,6 +1193,31 @@ def patient_rename(
             always=True,
             actor=actor,
         )
+    return patient
+
+
+def patient_news2_scale_set(
+    *, patient: Patient, user: AbstractBaseUser | None, hypercapnic_respiratory_failure: bool
+) -> Patient:
+    """Set whether the patient has a known hypercapnic respiratory failure: NEWS2 scores their
+    SpO2 on scale 2 if so, from their next reading. Audited (before and after); the value they
+    have already changes nothing."""
+    with transaction.atomic():
+        patient = Patient.objects.select_for_update().get(pk=patient.pk)
+        before = patient.hypercapnic_respiratory_failure
+        if before == hypercapnic_respiratory_failure:
+            return patient
+        patient.hypercapnic_respiratory_failure = hypercapnic_respiratory_failure
+        patient.save(update_fields=["hypercapnic_respiratory_failure", "updated_at"])
+        audit_event_record(
+            user=user,
+            action=AuditEvent.Action.PATIENT_NEWS2_SCALE,
+            obj=patient,
+            patient=patient,
+            before={"hypercapnic_respiratory_failure": before},
+            after={"hypercapnic_respiratory_failure": hypercapnic_respiratory_failure},
+        )
+        patient_tiles_refresh(patient_ids=[patient.pk])
     return patient
 
 
@@ -1219,6 +1273,9 @@ def alarm_switch_off(
     is off records the new reason."""
     _alarm_off_kind_check(kind)
     with transaction.atomic():
+        # The patient first, then the alarm, as the consumer's batch takes them: the other way
+        # round, a clinician's ALARM OFF and a batch would deadlock (patients_lock).
+        patients_lock(patient_ids=[patient.pk])
         off = AlarmOff.objects.select_for_update().filter(patient=patient, kind=kind).first()
         before = _alarm_off_values(off, kind)
         off = off or AlarmOff(patient=patient, kind=kind)
@@ -1255,6 +1312,7 @@ def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | Non
     next reading. An alarm that is on stays on, and nothing is recorded."""
     _alarm_off_kind_check(kind)
     with transaction.atomic():
+        patients_lock(patient_ids=[patient.pk])  # the patient first (the lock order)
         off = AlarmOff.objects.select_for_update().filter(patient=patient, kind=kind).first()
         if off is None:
             return
@@ -1334,6 +1392,7 @@ def reading_prune_batch(*, older_than: datetime, batch_size: int) -> int:
             Patient.objects.filter(latest_metric_id__in=ids).values_list("pk", flat=True)
         )
         if emptied:
+            patients_lock(patient_ids=emptied)  # in id order, before any other lock
             Patient.objects.filter(pk__in=emptied).update(latest_metric=None)
         deleted = PatientMetric.objects.filter(pk__in=ids)._raw_delete(PatientMetric.objects.db)
         patient_tiles_refresh(patient_ids=emptied)

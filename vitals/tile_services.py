@@ -6,19 +6,24 @@ One function writes it, `patient_tiles_refresh`, called in the transaction of ev
 alters an entry: the consumer's batch (readings, alarms, name conflicts, monitoring started
 again), an alarm acknowledged, escalated, raised by a sweep or resolved by a clinician's action,
 alarms switched off and on, a rename or a name confirmed, the monitoring ended, an admission
-that restarts it, a discharge, the NEWS2 scale changed, readings pruned. The entry is built by
+that restarts it, a discharge, the NEWS2 scale changed, readings pruned, an MRN given
+(patient_identify: ADT and PCD-01). Every writer locks the patient's row first, then alarms,
+then the tile (patients.services.patients_lock). The entry is built by
 the same code as the list's own answer (`patient_list` and `patient_data`), so a tile is the
 list's answer for that patient at the time of its transaction; the request adds its links.
 """
 
+import logging
 from collections.abc import Iterable, Mapping
 from datetime import tzinfo
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from core.renderers import json_encode
+from core.sql import values_in
 from patients.models import Patient, PatientTile
+from patients.services import patients_lock
 from vitals.models import PatientMetric
 from vitals.patient_selectors import patient_list
 from vitals.patient_serializers import PATIENT_LINKS, patient_data
@@ -26,6 +31,8 @@ from vitals.patient_serializers import PATIENT_LINKS, patient_data
 # Bumped whenever what a tile holds changes: tiles of another version are not served (the
 # list builds those patients itself) until rewritten (`manage.py rebuild_patient_tiles`).
 TILE_VERSION = 1
+
+logger = logging.getLogger(__name__)
 
 # How the pieces of a tile join: head, url, metrics_url, alarm_limits_url, middle,
 # monitoring_ended_by, monitoring_end_url, tail.
@@ -91,14 +98,39 @@ def patient_tiles_refresh(
     key = tile_key()
     tz = timezone.get_current_timezone()
     with transaction.atomic(savepoint=False):
-        if connection.features.has_select_for_update:
-            list(Patient.objects.select_for_update().filter(pk__in=ids).values_list("pk"))
+        patients_lock(patient_ids=ids)
         patients = patient_list().filter(pk__in=ids).order_by()
         if latest is not None:
             patients = _latest_metrics_attach(list(patients.select_related(None)), latest)
         rows = [(patient.pk, key, *patient_tile_pieces(patient, tz=tz)) for patient in patients]
         _tiles_upsert(rows)
     return len(rows)
+
+
+def patient_tiles_refresh_or_drop(
+    *, patient_ids: Iterable[int], latest: Mapping[int, PatientMetric] | None = None
+) -> int:
+    """`patient_tiles_refresh` in a savepoint, for a caller whose own change must commit
+    whatever happens to the tiles (the consumer's batch: a tile that cannot be built must not
+    stop the ingest, which would meet the same batch again at every restart). Should building
+    a tile fail (anything but a database error, which is the caller's), these patients' tiles
+    are deleted instead (the list builds those patients itself, the slow path, until their
+    next change writes them), the error logged with the exception; return the tiles written,
+    0 then. A database error goes up as from patient_tiles_refresh."""
+    ids = sorted(set(patient_ids))
+    try:
+        with transaction.atomic():  # a savepoint
+            return patient_tiles_refresh(patient_ids=ids, latest=latest)
+    except DatabaseError:
+        raise
+    except Exception as exc:
+        PatientTile.objects.filter(patient_id__in=values_in(ids)).delete()
+        logger.error(
+            "patient tiles not built: dropped, the ward list builds these patients itself",
+            exc_info=exc,
+            extra={"patients": len(ids), "error": f"{type(exc).__name__}: {exc}"},
+        )
+        return 0
 
 
 def _latest_metrics_attach(

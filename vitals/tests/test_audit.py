@@ -9,11 +9,11 @@ import pytest
 from django.db import DatabaseError
 from django.test import Client
 
-from patients.models import Patient
+from patients.models import Patient, PatientNameConflict
 from patients.tests.factories import PatientFactory
 from vitals.models import Alarm, AlarmEvent, AlarmLimits, AuditEvent
 from vitals.services import alarm_acknowledge, alarm_limits_update
-from vitals.tests.factories import AlarmFactory
+from vitals.tests.factories import T0, AlarmFactory
 from vitals.tests.test_alarm_api import DEFAULTS
 
 pytestmark = pytest.mark.django_db
@@ -224,6 +224,50 @@ def test_the_admins_alarm_limits_inline_is_audited_set_changed_and_reset(admin_c
         {**common, "action": "alarm_limits.reset", "before": changed, "after": DEFAULTS},
     ]
     assert not AlarmLimits.objects.exists()
+
+
+def test_the_admins_name_and_news2_scale_changes_are_audited(admin_client, admin_user):
+    """A rename in the admin is the API's (patient_rename: audited, the names monitors sent
+    dismissed as renamed); the NEWS2 scale changed is audited too; saved unchanged, nothing."""
+    patient = PatientFactory(name="cyd")
+    PatientNameConflict.objects.create(
+        patient=patient, name="Cyd Jones", first_seen_at=T0, last_seen_at=T0, count=3
+    )
+    url = f"/admin/patients/patient/{patient.pk}/change/"
+    common = {
+        "user": admin_user.pk,
+        "username": "admin",
+        "object_type": "patient",
+        "object_id": str(patient.pk),
+        "patient": patient.pk,
+        "patient_uuid": patient.uuid,
+    }
+
+    data = change_form_data(admin_client.get(url))
+    data["name"] = "Cyd Jones"
+    assert admin_client.post(url, data).status_code == 302
+    data = change_form_data(admin_client.get(url))
+    data["hypercapnic_respiratory_failure"] = "on"
+    assert admin_client.post(url, data).status_code == 302
+    assert admin_client.post(url, change_form_data(admin_client.get(url))).status_code == 302
+
+    assert rows() == [
+        {
+            **common,
+            "action": "patient.rename",
+            "before": {"name": "cyd", "names_seen": ["Cyd Jones"]},
+            "after": {"name": "Cyd Jones"},
+        },
+        {
+            **common,
+            "action": "patient.news2_scale",
+            "before": {"hypercapnic_respiratory_failure": False},
+            "after": {"hypercapnic_respiratory_failure": True},
+        },
+    ]
+    patient.refresh_from_db()
+    assert (patient.name, patient.hypercapnic_respiratory_failure) == ("Cyd Jones", True)
+    assert PatientNameConflict.objects.get().resolution == "renamed"
 
 
 def test_the_admin_shows_the_trail_and_never_changes_it(admin_client, user):

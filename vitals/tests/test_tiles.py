@@ -2,6 +2,7 @@
 consumer's batch and by every other change that alters a patient's entry, so that the ward
 list shows the change at once, byte for byte what it builds without the snapshot."""
 
+import json
 import uuid
 from datetime import timedelta
 from types import SimpleNamespace
@@ -12,9 +13,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from gateway import pcd01
 from gateway.adt import adt_handle
 from gateway.identity import patient_uuid_for
 from gateway.tests.test_adt import adt
+from gateway.tests.test_pcd01 import BPM, HR, handle, mindray, nm
 from patients.models import Patient, PatientTile
 from patients.tests.test_api import reading
 from patients.tests.ward import tiles_stale, ward_current, ward_fast_and_slow
@@ -142,12 +145,57 @@ def test_the_consumers_refresh_takes_the_same_statements_for_one_patient_as_for_
         counts.append((written, len(queries)))
         return written
 
-    monkeypatch.setattr("vitals.consumer.patient_tiles_refresh", counted)
+    monkeypatch.setattr("vitals.tile_services.patient_tiles_refresh", counted)
     ward.batch(reading(ward.bob.uuid, "Bob", 1))
     ward.batch(*(reading(uuid.uuid4(), f"p{n}", 0, spo2=85 + n % 10) for n in range(30)))
     # The patients, their open alarms, one upsert; PostgreSQL locks the patients' rows first.
     expected = 4 if connection.features.has_select_for_update else 3
     assert counts == [(1, expected), (30, expected)]
+
+
+def test_a_tile_that_cannot_be_built_costs_the_batch_nothing(
+    api_client, monkeypatch, ward, caplog
+) -> None:
+    """A bug building a tile escaped the batch's transaction: the consumer crashed, and met
+    the same batch again at every restart. Now the readings and alarms are stored, the
+    batch's patients' tiles dropped (the list builds them itself: the same answer), the error
+    logged; their next batch writes them again."""
+    before = by_name(ward_current(api_client, monkeypatch))
+
+    def broken(patient, **kwargs):
+        raise ValueError("no tile today")
+
+    cy = uuid.uuid4()
+    with monkeypatch.context() as bug:
+        bug.setattr("vitals.tile_services.patient_tile_pieces", broken)
+        ward.batch(
+            reading(ward.ann.uuid, "Ann", 3, pulse=131),
+            *(reading(cy, "Cy", m, spo2=85) for m in range(3)),
+        )
+
+    assert Patient.objects.get(uuid=cy).metrics.count() == 3
+    assert ward.ann.metrics.count() == 4
+    assert sorted(Alarm.objects.filter(patient__uuid=cy).values_list("kind", flat=True)) == [
+        "news2",
+        "spo2_low",
+    ]
+    assert list(PatientTile.objects.values_list("patient__name", flat=True)) == ["Bob"]
+    assert sorted(tiles_stale()) == ["Ann", "Cy"]
+    fast, slow = ward_fast_and_slow(api_client, monkeypatch)
+    assert fast == slow
+    patients = by_name(json.loads(fast)["results"])
+    assert patients["Ann"]["latest_metric"]["pulse"] == 131
+    assert patients["Bob"] == before["Bob"]
+    [record] = [r for r in caplog.records if r.name == "vitals.tile_services"]
+    assert (record.levelname, record.getMessage()) == (
+        "ERROR",
+        "patient tiles not built: dropped, the ward list builds these patients itself",
+    )
+    assert (record.patients, record.error) == (2, "ValueError: no tile today")
+    assert record.exc_info[0] is ValueError
+
+    ward.batch(reading(ward.ann.uuid, "Ann", 4), reading(cy, "Cy", 3))
+    assert by_name(ward_current(api_client, monkeypatch))["Cy"]["latest_metric"]["pulse"] == 72
 
 
 def test_a_latest_reading_not_given_is_read_back(ward) -> None:
@@ -283,6 +331,24 @@ def test_an_hl7_admission_giving_the_mrn_shows_at_once(api_client, monkeypatch, 
     assert adt_handle(adt("A01", "MSG1")).code == "AA"
     cy = by_name(ward_current(api_client, monkeypatch, {"unit": "icu-a"}))["Cy"]
     assert (cy["mrn"], cy["mrn_authority"]) == ("MRN1", "HOSP")
+
+
+def test_a_pcd01_identification_giving_the_mrn_shows_at_once(api_client, monkeypatch, ward) -> None:
+    """A monitor's ORU (IHE PCD-01) names a patient known without an MRN (their readings came
+    first, under the uuid the gateway derives): patient_identify gives them the MRN, and
+    their tile shows it, as the list's own build does."""
+    anna = patient_uuid_for(authority="CITYHOSP", identifier="MRN-1001")
+    ward.batch(reading(anna, "Anna Smith", 0))
+    assert by_name(ward_current(api_client, monkeypatch))["Anna Smith"]["mrn"] == ""
+
+    pcd01.known_clear()
+    try:
+        outcome = handle(*mindray(nm(1, HR, "80", BPM)))
+    finally:
+        pcd01.known_clear()
+    assert [json.loads(value)["patient_uuid"] for _, value in outcome.messages] == [str(anna)]
+    patient = by_name(ward_current(api_client, monkeypatch))["Anna Smith"]
+    assert (patient["mrn"], patient["mrn_authority"]) == ("MRN-1001", "CITYHOSP")
 
 
 def test_readings_pruned_show_at_once(api_client, monkeypatch, ward) -> None:
