@@ -382,7 +382,7 @@ def pushed_updates_check(
     )
     assert headers["Access-Control-Allow-Origin"] == web
     assert headers["Access-Control-Allow-Credentials"] == "true"
-    assert response.readline() == b"retry: 2000\n"
+    assert response.readline() == b": connected\n"
     # Readings every second: a change within a few seconds (a heartbeat first, maybe).
     deadline = time.monotonic() + 10
     line = b""
