@@ -5,7 +5,9 @@ import drf_spectacular.authentication
 from django.utils.translation import gettext_lazy as _
 from rest_framework import authentication, exceptions
 
-from core.selectors import token_get, user_permissions_load
+# core.selectors (models) is imported where it is used: DRF imports this module with its
+# settings, which `rest_framework.views` reads at import, before Django's apps are loaded (a
+# script importing core.exceptions without django.setup(): the emulator's, a benchmark's).
 
 
 class TokenAuthentication(authentication.TokenAuthentication):
@@ -13,6 +15,8 @@ class TokenAuthentication(authentication.TokenAuthentication):
     three for a user of a role: the token, its user and the user's permissions together."""
 
     def authenticate_credentials(self, key: str):
+        from core.selectors import token_get
+
         token = token_get(key=key)
         if token is None:
             raise exceptions.AuthenticationFailed(_("Invalid token."))
@@ -26,6 +30,8 @@ class SessionAuthentication(authentication.SessionAuthentication):
     signed-in user's permissions read in one query instead of two (user_permissions_load)."""
 
     def authenticate(self, request):
+        from core.selectors import user_permissions_load
+
         authenticated = super().authenticate(request)
         if authenticated is not None:
             user_permissions_load(user=authenticated[0])
