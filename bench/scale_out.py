@@ -263,15 +263,20 @@ def consume(
     processes = [start(0)] + [start(i) for i in range(1, count) if not stagger]
     try:
         wait_for_log(logs[0], "partitions assigned", processes[0], timeout=60)
-        me = os.getpid()
-        table = _processes()
-        cpu_start = {
-            "consumers": [tree_cpu_seconds(p.pid, table) for p in processes],
-            "broker": tree_cpu_seconds(broker, table),
-            "database server": tree_cpu_seconds(postgres, table) if postgres else 0.0,
-            "this poller": cpu_seconds(me),
-            "machine": machine_busy_seconds(),
-        }
+
+        def cpu_now() -> dict:
+            """CPU seconds so far of each consumer, the broker, the database server, this
+            poller and the whole machine (read at the start and at the end of the run)."""
+            table = _processes()
+            return {
+                "consumers": [tree_cpu_seconds(p.pid, table) for p in processes],
+                "broker": tree_cpu_seconds(broker, table),
+                "database server": tree_cpu_seconds(postgres, table) if postgres else 0.0,
+                "this poller": cpu_seconds(os.getpid()),
+                "machine": machine_busy_seconds(),
+            }
+
+        cpu_start = cpu_now()
         stored, last_report = 0, time.monotonic()
         deadline = time.monotonic() + 600
         while stored < total and time.monotonic() < deadline:
@@ -286,14 +291,7 @@ def consume(
                 progress(f"  {run}: stored {stored:,} of {total:,}")
                 last_report = time.monotonic()
         done_wall = time.time()
-        table = _processes()
-        cpu_end = {
-            "consumers": [tree_cpu_seconds(p.pid, table) for p in processes],
-            "broker": tree_cpu_seconds(broker, table),
-            "database server": tree_cpu_seconds(postgres, table) if postgres else 0.0,
-            "this poller": cpu_seconds(me),
-            "machine": machine_busy_seconds(),
-        }
+        cpu_end = cpu_now()
         writes = [_scrape(port) for port in ports[: len(processes)]]
         time.sleep(1)  # the last offsets stored and committed before SIGTERM
     finally:
