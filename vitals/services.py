@@ -1393,7 +1393,11 @@ def reading_prune_batch(*, older_than: datetime, batch_size: int) -> int:
         )
         if emptied:
             patients_lock(patient_ids=emptied)  # in id order, before any other lock
-            Patient.objects.filter(pk__in=emptied).update(latest_metric=None)
+            # Checked again under the lock: a batch that held it may have committed a newer
+            # latest reading meanwhile, which stays.
+            Patient.objects.filter(pk__in=emptied, latest_metric_id__in=ids).update(
+                latest_metric=None
+            )
         deleted = PatientMetric.objects.filter(pk__in=ids)._raw_delete(PatientMetric.objects.db)
         patient_tiles_refresh(patient_ids=emptied)
         return deleted
