@@ -1379,7 +1379,8 @@ def reading_prune_batch(*, older_than: datetime, batch_size: int) -> int:
     Oldest rows first by primary key, which follows insertion order: each batch finds its rows
     at the start of the table instead of searching it, with no index on measured_at to keep up
     on every insert. A patient whose latest reading goes loses `latest_metric` (null: no
-    reading left in the retention window), in the same transaction. Then a plain DELETE of the
+    reading left in the retention window), in the same transaction, checked again once the
+    patients are locked (a newer reading committed meanwhile stays). Then a plain DELETE of the
     ids (`_raw_delete`, what Django's own deletion collector runs): QuerySet.delete() would load
     every row to handle that relation itself.
     """
