@@ -185,6 +185,10 @@ def reading_bulk_store(
             latest = {u: _latest_signs_load(p.latest_signs) for u, p in patients.items()}
         else:
             patients, latest = cache.get_or_create(names_by_uuid=names)
+        # Every writer's lock order: the patients first, in id order. Before the readings'
+        # INSERT, whose foreign key checks lock each patient's row (KEY SHARE), and the
+        # latest_metric UPDATE, both in whatever order their plan visits the rows.
+        patients_lock(patient_ids=[patient.pk for patient in patients.values()])
         validity = settings.SIGN_VALIDITY
         candidates = [
             _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
