@@ -25,7 +25,7 @@ from core.sql import values_in
 from patients.models import Patient, PatientTile
 from patients.services import patients_lock
 from vitals.models import PatientMetric
-from vitals.patient_selectors import patient_list
+from vitals.patient_selectors import open_alarms_prefetch, patient_list
 from vitals.patient_serializers import PATIENT_LINKS, patient_data
 
 # Bumped whenever what a tile holds changes: tiles of another version are not served (the
@@ -99,9 +99,14 @@ def patient_tiles_refresh(
     tz = timezone.get_current_timezone()
     with transaction.atomic(savepoint=False):
         patients_lock(patient_ids=ids)
-        patients = patient_list().filter(pk__in=ids).order_by()
-        if latest is not None:
-            patients = _latest_metrics_attach(list(patients.select_related(None)), latest)
+        # The ids as one parameter (values_in), here and for the open alarms: Django's IN list
+        # of a placeholder each, parsed by psycopg in Python, cost some 10 ms a batch of 1,000.
+        queryset = patient_list().filter(pk__in=values_in(ids)).order_by().prefetch_related(None)
+        if latest is None:
+            patients = list(queryset)
+        else:
+            patients = _latest_metrics_attach(list(queryset.select_related(None)), latest)
+        _open_alarms_attach(patients, ids)
         rows = [(patient.pk, key, *patient_tile_pieces(patient, tz=tz)) for patient in patients]
         _tiles_upsert(rows)
     return len(rows)
@@ -131,6 +136,17 @@ def patient_tiles_refresh_or_drop(
             extra={"patients": len(ids), "error": f"{type(exc).__name__}: {exc}"},
         )
         return 0
+
+
+def _open_alarms_attach(patients: list[Patient], ids: list[int]) -> None:
+    """Set each patient's `open_alarms` as patient_list's prefetch gives them (its queryset,
+    so its order), the ids one parameter."""
+    by_patient: dict[int, list] = {patient.pk: [] for patient in patients}
+    alarms = open_alarms_prefetch().queryset.filter(patient_id__in=values_in(ids))
+    for alarm in alarms:
+        by_patient[alarm.patient_id].append(alarm)
+    for patient in patients:
+        patient.open_alarms = by_patient[patient.pk]
 
 
 def _latest_metrics_attach(
