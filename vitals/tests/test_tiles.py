@@ -392,3 +392,25 @@ def test_rebuild_patient_tiles_writes_every_tile_in_batches(ward, capsys) -> Non
     assert tiles_stale() == []
     with pytest.raises(CommandError, match="between 1 and 6000"):
         call_command("rebuild_patient_tiles", "--batch-size", "0")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="fill factor: PostgreSQL's")
+def test_the_consumers_updates_of_tiles_stay_in_their_page(ward) -> None:
+    """The tables the consumer rewrites every batch leave room in each page (migration
+    patients/0009): a tile's update is a HOT update (no index entry, pruned in place), a
+    patient's stays in its page. Counted in this transaction's own statistics."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+            "('patients_patient', 'patients_patienttile') ORDER BY relname"
+        )
+        assert cursor.fetchall() == [
+            ("patients_patient", ["fillfactor=50"]),
+            ("patients_patienttile", ["fillfactor=40"]),
+        ]
+        ward.batch(reading(ward.ann.uuid, "Ann", 10, spo2=85), reading(ward.bob.uuid, "Bob", 10))
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'patients_patienttile'"
+        )
+        assert cursor.fetchone() == (2, 2)
