@@ -171,11 +171,12 @@ def _latest_metrics_attach(
 
 
 def _tiles_upsert(rows: list[tuple]) -> None:
-    """INSERT ... ON CONFLICT DO UPDATE. On PostgreSQL one statement of one parameter: the rows
-    as one JSON array, encoded in C and split by the server (json_array_elements). Not a VALUES
-    list (psycopg parses a query of 5,000 placeholders in Python), nor unnest of text arrays
-    (psycopg escapes every quote of every tile in Python: slower still). On SQLite, whose
-    driver binds parameters natively, a VALUES list a chunk."""
+    """INSERT ... ON CONFLICT DO UPDATE. On PostgreSQL the rows go through COPY into a
+    temporary table (vitals.services._copy_stage, as the batch's other writes), then one
+    INSERT ... SELECT: the server reads each tile as it is. A JSON array of the rows, split by
+    json_array_elements, made the server parse every 1.6 kB tile once for each of its five
+    ->> (a third of the batch's server time, 30 us a tile). On SQLite, whose driver binds
+    parameters natively, a VALUES list a chunk."""
     if not rows:
         return
     quote = connection.ops.quote_name
@@ -188,15 +189,10 @@ def _tiles_upsert(rows: list[tuple]) -> None:
     tail = f" ON CONFLICT ({quote(fields[0].column)}) DO UPDATE SET {updates}"
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            # Each row [patient_id, key, head, middle, tail]; ->> gives each string back as it was.
-            types = [
-                (f.target_field if f.is_relation else f).cast_db_type(connection) for f in fields
-            ]
-            columns = ", ".join(f"(r->>{i})::{t}" for i, t in enumerate(types))
-            cursor.execute(
-                f"{head}SELECT {columns} FROM json_array_elements(%s::json) AS r{tail}",  # noqa: S608
-                [json_encode(rows).decode()],
-            )
+            from vitals.services import _copy_stage  # here: vitals.services imports this module
+
+            stage = _copy_stage(cursor, model=PatientTile, fields=fields, rows=rows)
+            cursor.execute(f"{head}SELECT {names} FROM {stage}{tail}")  # noqa: S608 (names only)
             return
         per_chunk = 6000  # 30,000 parameters: within SQLite's 32,766
         for start in range(0, len(rows), per_chunk):
