@@ -21,7 +21,7 @@ from core.kafka import (
 )
 from core.metrics import metrics_arguments, metrics_serve
 from core.process import stop_on_signals
-from vitals.consumer import ConsumerHealth, VitalsConsumer
+from vitals.consumer import ConsumerHealth, VitalsConsumer, consumer_gc_tune
 
 logger = logging.getLogger("vitals.consume")
 
@@ -141,6 +141,7 @@ examples:
                     "bootstrap_servers": settings.KAFKA_BOOTSTRAP_SERVERS,
                 },
             )
+            consumer_gc_tune()
             last_message = last_summary = time.monotonic()
             try:
                 while not stop.is_set():
