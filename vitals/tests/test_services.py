@@ -342,32 +342,30 @@ def test_rows_written_in_bulk_keep_every_character_and_value_on_both_engines():
     ) == [(tricky, signs, T0), ("\\N", {}, None)]
 
 
-def test_copy_text_writes_each_kind_of_value_as_postgresql_reads_it():
-    from vitals.models import AlarmState
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY: PostgreSQL's")
+def test_copy_stage_writes_each_kind_of_value_as_postgresql_reads_it():
+    """The staged rows are read back as they were given: NULL, text with COPY's special
+    characters, a model's choice (a str subclass: its value), floats, a time at another
+    offset (the same instant), booleans, integers, JSON as its text."""
+    from vitals.models import Alarm, AlarmState
+
+    def staged(model, names: tuple[str, ...], rows: list[list]) -> list[list]:
+        fields = [model._meta.get_field(name) for name in names]
+        with connection.cursor() as cursor:
+            stage = services._copy_stage(cursor, model=model, fields=fields, rows=rows)
+            cursor.execute(f"SELECT * FROM {stage}")  # noqa: S608 (a name _copy_stage made)
+            return [list(row) for row in cursor.fetchall()]
 
     offset = timezone(timedelta(hours=-3, minutes=-30))
-    assert [
-        services._copy_text(value)
-        for value in (
-            None,
-            "a\tb\nc\rd\\e",
-            True,
-            False,
-            72,
-            36.8,
-            T0.astimezone(offset),
-            AlarmState.RESOLVED,  # a str subclass: its value
-        )
-    ] == [
-        "\\N",
-        "a\\tb\\nc\\rd\\\\e",
-        "t",
-        "f",
-        "72",
-        "36.8",
-        "2026-11-23T06:30:00-03:30",
-        "resolved",
-    ]
+    text = "a\tb\nc\rd\\e \\N"
+    alarms = ("message", "state", "value", "threshold", "raised_at", "activated_at")
+    assert staged(
+        Alarm, alarms, [[text, AlarmState.RESOLVED, 36.8, None, T0.astimezone(offset), None]]
+    ) == [[text, "resolved", 36.8, None, T0, None]]
+    metrics = ("on_oxygen", "pulse", "temperature", "news2_subscores")
+    assert staged(
+        PatientMetric, metrics, [[True, 72, -0.5, '{"a": "\\t"}'], [False, 0, None, None]]
+    ) == [[True, 72, -0.5, '{"a": "\\t"}'], [False, 0, None, None]]  # jsonb, read as its text
 
 
 def test_a_batch_after_one_rolled_back_is_stored_whole():
