@@ -33,6 +33,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -168,17 +170,23 @@ class ConsumerHealth:
 GC_YOUNG_THRESHOLD = 20_000
 
 
-def consumer_gc_tune() -> None:
-    """Before the consumer's loop: what is alive now (Django, the apps, the clients) moved to
-    the permanent generation (a full collection walks only what batches leave behind), and
-    young collections every GC_YOUNG_THRESHOLD allocations instead of 700. Measured on the
+@contextmanager
+def consumer_gc_tuned() -> Iterator[None]:
+    """Around the consumer's loop: what is alive at its start (Django, the apps, the clients)
+    moved to the permanent generation (a full collection walks only what batches leave
+    behind), and young collections every GC_YOUNG_THRESHOLD allocations instead of 700; both
+    undone when the loop ends (a test runs the command in its own process). Measured on the
     consumer's loop (1,000 patients x 20 readings, SQLite): the collector's time 1.0 -> 0.2 s,
-    the consumer's CPU 149 -> 131 us a reading. Nothing frozen is freed: the process keeps it
-    anyway."""
+    the consumer's CPU 149 -> 131 us a reading."""
+    threshold = gc.get_threshold()
     gc.collect()
     gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 class VitalsConsumer:
