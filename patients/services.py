@@ -9,6 +9,7 @@ from datetime import datetime
 
 from django.db import connection
 
+from core.sql import values_in
 from patients.models import Patient, PatientNameConflict
 
 
@@ -43,9 +44,11 @@ def patients_lock(*, patient_ids: Iterable[int]) -> None:
     is changed by one writer at a time, the others waiting their turn."""
     ids = sorted(set(patient_ids))
     if ids and connection.features.has_select_for_update:
+        # The ids as one parameter (values_in): a placeholder each was parsed by psycopg in
+        # Python, some 8 ms for a consumer's batch of 1,000 patients.
         list(
             Patient.objects.select_for_update()
-            .filter(pk__in=ids)
+            .filter(pk__in=values_in(ids))
             .order_by("pk")
             .values_list("pk", flat=True)
         )

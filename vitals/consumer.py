@@ -25,6 +25,7 @@ the consumer lag is refreshed every `lag_interval` seconds from librdkafka's cac
 watermarks, without a broker round trip.
 """
 
+import gc
 import json
 import logging
 import math
@@ -32,6 +33,8 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -157,6 +160,33 @@ class ConsumerHealth:
                 "attempts": self._attempts,
             }
         return False, {"status": "not_ready", "checks": {"database_write": check}}
+
+
+# Container allocations between two young collections of a consumer (Python's default: 700).
+# A batch of 1,000 readings allocates some hundred thousand objects that live until the batch
+# ends: at 700, the collector walked them again and again (1,100 young, 100 middle and 9 full
+# collections in 19 batches, a fifth of the consumer's time, issue 20). Cycles are still
+# collected, a batch later at most.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+@contextmanager
+def consumer_gc_tuned() -> Iterator[None]:
+    """Around the consumer's loop: what is alive at its start (Django, the apps, the clients)
+    moved to the permanent generation (a full collection walks only what batches leave
+    behind), and young collections every GC_YOUNG_THRESHOLD allocations instead of 700; both
+    undone when the loop ends (a test runs the command in its own process). Measured on the
+    consumer's loop (1,000 patients x 20 readings, SQLite): the collector's time 1.0 -> 0.2 s,
+    the consumer's CPU 149 -> 131 us a reading."""
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 class VitalsConsumer:

@@ -9,6 +9,7 @@ import pytest
 
 from bench.__main__ import table
 from bench.common import BASE_DIR, CLOCK_TICKS, Figure, percentile
+from bench.ingest import readings_stored
 from bench.scale_out import _bounds, tree_cpu_seconds
 
 
@@ -168,3 +169,16 @@ def test_the_export_benchmark_runs_end_to_end(tmp_path):
     rss = [f for f in figures if f["figure"].endswith("RSS peak")]
     assert [f["reference"] for f in rss] == ["RSS at its start", "RSS at its start"]
     assert [f["met"] for f in rss] == [f["ratio"] <= 1.1 for f in rss]
+
+
+@pytest.mark.django_db
+def test_the_ingest_poller_reads_the_highest_id_until_the_table_may_be_full_then_counts():
+    from vitals.tests.factories import PatientMetricFactory
+
+    metrics = PatientMetricFactory.create_batch(3)
+    top = max(m.pk for m in metrics)
+    # Below `total`: the highest id, an upper bound of the rows (ids start where the
+    # database's sequence is, 1 in the benchmark's new table).
+    assert readings_stored(top + 1) == top
+    # At `total` or above: the exact count, which ends the wait only when it is exact.
+    assert readings_stored(top) == readings_stored(3) == 3

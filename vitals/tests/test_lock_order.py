@@ -4,6 +4,7 @@ first and the patient after (for the tile) deadlocked with a batch on PostgreSQL
 aborted after deadlock_timeout, a 500 for the clinician. SQLite's writers take turns: nothing
 to try there."""
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from patients.models import Patient
@@ -19,6 +21,7 @@ from patients.tests.ward import tiles_stale
 from units.models import Admission, Bed, Unit
 from units.services import admission_create, admission_discharge
 from vitals.alarms import Decision
+from vitals.contract import Reading
 from vitals.models import Alarm, AlarmOff
 from vitals.services import (
     alarm_acknowledge,
@@ -26,6 +29,7 @@ from vitals.services import (
     alarm_escalation_sweep,
     alarm_switch_off,
     patient_latest_reading_refresh,
+    reading_bulk_store,
 )
 from vitals.tests.factories import AlarmFactory, PatientMetricFactory
 from vitals.tile_services import patient_tiles_refresh
@@ -162,3 +166,45 @@ def test_a_writer_and_a_batch_changing_one_patients_alarm_take_turns(ann, user, 
     }
     assert expected[writer]()
     assert tiles_stale() == []
+
+
+def test_a_batch_locks_its_patients_in_id_order_before_writing_any_of_them() -> None:
+    """The batch's first lock on its patients' rows is one SELECT ... FOR UPDATE of all of
+    them, in id order (patients_lock), before the UPDATE of their latest_metric (which locks
+    rows in whatever order its plan visits them, here the order received): so a batch and
+    another writer locking several patients in id order (a prune, a refresh of their tiles)
+    wait for each other instead of deadlocking."""
+    first, second, third = PatientFactory.create_batch(3)
+    # Received newest patient first: the UPDATE's own order would be third, second, first.
+    readings = [
+        Reading(
+            patient_uuid=patient.uuid,
+            patient_name=patient.name,
+            measured_at=timezone.now() - timedelta(seconds=10),
+            pulse=72,
+            resp_rate=14,
+            systolic=120,
+            diastolic=80,
+            spo2=98,
+            temperature=36.8,
+        )
+        for patient in (third, second, first)
+    ]
+
+    with CaptureQueriesContext(connection) as queries:
+        result = reading_bulk_store(readings=readings)
+
+    assert result.stored == 3
+    locking = [
+        q["sql"]
+        for q in queries.captured_queries
+        if re.search(r'FOR UPDATE|^UPDATE "patients_patient"', q["sql"])
+    ]
+    assert len(locking) == 2, locking
+    lock, update = locking
+    # Ordered by the first column selected: the id.
+    assert lock.startswith('SELECT "patients_patient"."id" AS "pk" FROM "patients_patient" ')
+    assert lock.endswith(" ORDER BY 1 ASC FOR UPDATE")
+    # All of them, in one statement (the ids one parameter: core.sql.values_in).
+    assert f"unnest('{{{first.pk},{second.pk},{third.pk}}}'" in lock
+    assert update.startswith('UPDATE "patients_patient" SET "latest_metric_id"')

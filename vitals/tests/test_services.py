@@ -24,6 +24,9 @@ pytestmark = pytest.mark.django_db
 # table first, which takes one statement more (its CREATE IF NOT EXISTS; TRUNCATE; the COPY
 # goes around Django's cursor wrapper, uncounted).
 STAGED = 1 if connection.vendor == "postgresql" else 0
+# PostgreSQL: a batch locks its patients' rows first, in id order (patients_lock): one SELECT
+# ... FOR UPDATE; SQLite's writers take turns, nothing to lock.
+LOCKED = 1 if connection.vendor == "postgresql" else 0
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 BOB = uuid.UUID("6f1c2a9e-8d4b-4c3e-9f0a-1b2c3d4e5f60")
 ANN = uuid.UUID("0a9b8c7d-6e5f-4a3b-8c1d-2e3f4a5b6c7d")
@@ -98,7 +101,7 @@ def test_a_reading_conflicting_with_a_stored_one_is_returned_in_one_query(
     ]
 
     # As a batch without conflicts (7) plus ONE select of the stored rows it did not insert.
-    with django_assert_num_queries(8 + 2 * STAGED):
+    with django_assert_num_queries(8 + 2 * STAGED + LOCKED):
         result = reading_bulk_store(readings=batch)
 
     assert (result.stored, result.duplicates) == (1, 2)
@@ -169,7 +172,7 @@ def test_query_count_does_not_grow_with_the_batch(django_assert_num_queries):
     batch = [reading(p, seconds=s) for p in patients for s in range(4)]
     # SAVEPOINT, patients select, patients insert, re-select, ONE insert of the 200 readings,
     # latest_metric update, RELEASE.
-    with django_assert_num_queries(7 + 2 * STAGED):
+    with django_assert_num_queries(7 + 2 * STAGED + LOCKED):
         result = reading_bulk_store(readings=batch)
     assert (result.stored, result.patients) == (200, 50)
     assert (
@@ -197,7 +200,7 @@ def test_a_batch_is_one_insert_that_knows_which_rows_went_in(django_assert_num_q
 
     # SAVEPOINT, patients select, insert, re-select, ONE insert of 200 rows, ONE select of the
     # 10 it skipped (to tell exact copies from conflicting ones), update, RELEASE.
-    with django_assert_num_queries(8 + 2 * STAGED) as captured:
+    with django_assert_num_queries(8 + 2 * STAGED + LOCKED) as captured:
         result = reading_bulk_store(readings=batch)
 
     inserts = [q["sql"] for q in captured if q["sql"].startswith('INSERT INTO "vitals_')]
@@ -339,32 +342,30 @@ def test_rows_written_in_bulk_keep_every_character_and_value_on_both_engines():
     ) == [(tricky, signs, T0), ("\\N", {}, None)]
 
 
-def test_copy_text_writes_each_kind_of_value_as_postgresql_reads_it():
-    from vitals.models import AlarmState
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY: PostgreSQL's")
+def test_copy_stage_writes_each_kind_of_value_as_postgresql_reads_it():
+    """The staged rows are read back as they were given: NULL, text with COPY's special
+    characters, a model's choice (a str subclass: its value), floats, a time at another
+    offset (the same instant), booleans, integers, JSON as its text."""
+    from vitals.models import Alarm, AlarmState
+
+    def staged(model, names: tuple[str, ...], rows: list[list]) -> list[list]:
+        fields = [model._meta.get_field(name) for name in names]
+        with connection.cursor() as cursor:
+            stage = services._copy_stage(cursor, model=model, fields=fields, rows=rows)
+            cursor.execute(f"SELECT * FROM {stage}")  # noqa: S608 (a name _copy_stage made)
+            return [list(row) for row in cursor.fetchall()]
 
     offset = timezone(timedelta(hours=-3, minutes=-30))
-    assert [
-        services._copy_text(value)
-        for value in (
-            None,
-            "a\tb\nc\rd\\e",
-            True,
-            False,
-            72,
-            36.8,
-            T0.astimezone(offset),
-            AlarmState.RESOLVED,  # a str subclass: its value
-        )
-    ] == [
-        "\\N",
-        "a\\tb\\nc\\rd\\\\e",
-        "t",
-        "f",
-        "72",
-        "36.8",
-        "2026-11-23T06:30:00-03:30",
-        "resolved",
-    ]
+    text = "a\tb\nc\rd\\e \\N"
+    alarms = ("message", "state", "value", "threshold", "raised_at", "activated_at")
+    assert staged(
+        Alarm, alarms, [[text, AlarmState.RESOLVED, 36.8, None, T0.astimezone(offset), None]]
+    ) == [[text, "resolved", 36.8, None, T0, None]]
+    metrics = ("on_oxygen", "pulse", "temperature", "news2_subscores")
+    assert staged(
+        PatientMetric, metrics, [[True, 72, -0.5, '{"a": "\\t"}'], [False, 0, None, None]]
+    ) == [[True, 72, -0.5, '{"a": "\\t"}'], [False, 0, None, None]]  # jsonb, read as its text
 
 
 def test_a_batch_after_one_rolled_back_is_stored_whole():
@@ -475,7 +476,7 @@ def test_a_reading_with_another_name_is_stored_under_its_uuid_and_recorded_once_
 
     # SAVEPOINT, patients select, insert ann, re-select, readings insert, ONE upsert of the
     # names seen, latest_metric update, RELEASE.
-    with django_assert_num_queries(8 + 2 * STAGED):
+    with django_assert_num_queries(8 + 2 * STAGED + LOCKED):
         result = reading_bulk_store(readings=batch, received_at=first)
     again = reading_bulk_store(
         readings=[reading(BOB, 4, patient_name="Mallory Impostor"), *batch],  # batch: replayed

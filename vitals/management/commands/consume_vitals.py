@@ -21,7 +21,7 @@ from core.kafka import (
 )
 from core.metrics import metrics_arguments, metrics_serve
 from core.process import stop_on_signals
-from vitals.consumer import ConsumerHealth, VitalsConsumer
+from vitals.consumer import ConsumerHealth, VitalsConsumer, consumer_gc_tuned
 
 logger = logging.getLogger("vitals.consume")
 
@@ -143,22 +143,23 @@ examples:
             )
             last_message = last_summary = time.monotonic()
             try:
-                while not stop.is_set():
-                    # Outside any transaction: drop connections that died or grew too old,
-                    # as a request would (a worker never goes through the request cycle).
-                    close_old_connections()
-                    count = worker.process_batch()
-                    if count:
-                        outage.reachable()
-                    now = time.monotonic()
-                    if count or not worker.assigned:
-                        last_message = now
-                    elif exit_on_idle is not None and now - last_message >= exit_on_idle:
-                        logger.info("idle, exiting", extra={"idle_s": exit_on_idle})
-                        break
-                    if now - last_summary >= SUMMARY_EVERY_S:
-                        worker.log_totals()
-                        last_summary = now
+                with consumer_gc_tuned():
+                    while not stop.is_set():
+                        # Outside any transaction: drop connections that died or grew too old,
+                        # as a request would (a worker never goes through the request cycle).
+                        close_old_connections()
+                        count = worker.process_batch()
+                        if count:
+                            outage.reachable()
+                        now = time.monotonic()
+                        if count or not worker.assigned:
+                            last_message = now
+                        elif exit_on_idle is not None and now - last_message >= exit_on_idle:
+                            logger.info("idle, exiting", extra={"idle_s": exit_on_idle})
+                            break
+                        if now - last_summary >= SUMMARY_EVERY_S:
+                            worker.log_totals()
+                            last_summary = now
             finally:
                 worker.close()
                 close_old_connections()
