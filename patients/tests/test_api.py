@@ -22,6 +22,7 @@ from patients.tests.ward import tiles_stale, ward_fast_and_slow
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
+from vitals.patient_selectors import ReadingPage, _reading_page_sql
 from vitals.serializers import ReadingSerializer
 from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
@@ -961,6 +962,46 @@ def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
         assert response.content == expected
     assert b'"clock_offset_s":-1.5' in response.content
     assert b"-03:30" in response.content
+
+
+def test_a_reading_page_reads_the_rows_of_its_queryset_for_every_shape_of_query() -> None:
+    """ReadingPage (the metrics endpoint's rows) binds new values to SQL compiled once for each
+    shape and loads it its own way on PostgreSQL: the SQL and the values Django compiles for
+    the same query, and the same rows (every value, times to the microsecond, JSON columns),
+    for each filter, direction, cursor position and slice a cursor page makes."""
+    ann = uuid.uuid4()
+    store(
+        reading(ann, "ann", 0, sent_at=T0 + timedelta(seconds=1.5)),
+        reading(ann, "ann", 1, artefact="spo2_probe_off", spo2=60),
+        reading(ann, "ann", 2, on_oxygen=True, temperature=39.4),
+        reading(ann, "ann", 3, **dict.fromkeys(("pulse", "resp_rate", "temperature"))),
+    )
+    patient = Patient.objects.get(uuid=ann)
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(minutes=4, microseconds=7))
+    middle = str(T0 + timedelta(minutes=2))  # a cursor's position: str() of a time
+    checked = 0
+    one, three, hour = (T0 + timedelta(minutes=m) for m in (1, 3, 60))
+    for since, until in ((None, None), (one, None), (None, three), (T0, hour)):
+        for ordering in ("-measured_at", "measured_at"):
+            for position in (None, ("lt", middle), ("gt", middle)):
+                query = ReadingPage(patient_uuid=ann, since=since, until=until).order_by(ordering)
+                if position:
+                    query = query.filter(**{f"measured_at__{position[0]}": position[1]})
+                for page in (slice(0, 3), slice(1, 4), slice(0, 101)):
+                    expected = list(query.queryset()[page])
+                    assert query[page] == expected
+                    assert [list(row) for row in query[page]] == [list(r) for r in expected]
+                    sql, params = query.queryset()[page].query.sql_with_params()
+                    assert (_reading_page_sql(query._shape(page)), query.params()) == (
+                        sql,
+                        list(params),
+                    )
+                    checked += bool(expected)
+    assert checked == 68  # the queries with rows: not every filter and position leaves some
+    rows = ReadingPage(patient_uuid=ann)[0:101]
+    assert rows[0]["measured_at"] == T0 + timedelta(minutes=4, microseconds=7)
+    assert rows[-1]["sent_at"] == T0 + timedelta(seconds=1.5)
+    assert ReadingPage(patient_uuid=uuid.uuid4())[0:101] == []
 
 
 def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
