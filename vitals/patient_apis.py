@@ -23,9 +23,9 @@ from patients.models import Patient
 from vitals.patient_selectors import (
     PATIENT_ORDERINGS,
     ReadingPage,
+    TilePage,
     patient_get,
     patient_list,
-    patient_tile_rows,
     uuid_parse,
 )
 from vitals.patient_serializers import (
@@ -138,7 +138,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         ):
             return super().list(request, *args, **kwargs)
         params = request.query_params
-        rows = patient_tile_rows(
+        rows = TilePage(
             ordering=params.get("ordering", "name"),
             unit=params.get("unit"),
             mrn=params.get("mrn"),

@@ -8,6 +8,7 @@ from functools import cache
 
 import msgspec
 import psycopg
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import (
     Aggregate,
@@ -140,10 +141,7 @@ def _patients(
     *, ordering: str, unit: str | None, mrn: str | None, mrn_authority: str | None
 ) -> QuerySet[Patient]:
     """The patients of patient_list's filters (no ordering yet)."""
-    if ordering not in PATIENT_ORDERINGS:
-        raise InvalidParameter(
-            f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
-        )
+    _ordering_check(ordering)
     patients = Patient.objects.all()
     if mrn is not None:
         patients = patients.filter(mrn=mrn)
@@ -155,6 +153,13 @@ def _patients(
             admissions__bed__unit__code=unit, admissions__discharged_at__isnull=True
         )
     return patients
+
+
+def _ordering_check(ordering: str) -> None:
+    if ordering not in PATIENT_ORDERINGS:
+        raise InvalidParameter(
+            f"'{ordering}' is not an ordering; use one of {', '.join(PATIENT_ORDERINGS)}."
+        )
 
 
 # A row of patient_tile_rows.
@@ -245,6 +250,8 @@ class ReadingPage:
         if connection.vendor != "postgresql":
             return list(self.queryset()[page])
         sql = _reading_page_sql(self._shape(page))
+        if sql is None:
+            return []
         with connection.cursor() as cursor:
             cursor.cursor.adapters.register_loader("timestamptz", _TIMESTAMPTZ_LOADER)
             cursor.execute(sql, self.params())
@@ -290,12 +297,90 @@ class _ReadingPageShape:
 
 
 @cache
-def _reading_page_sql(shape: _ReadingPageShape) -> str:
+def _reading_page_sql(shape: _ReadingPageShape) -> str | None:
     """The SQL Django compiles for a ReadingPage of this shape (its values aside)."""
-    sql, params = shape.query.queryset()[slice(*shape.page)].query.sql_with_params()
-    if list(params) != shape.query.params():  # the values bound in another order: not cached
-        raise AssertionError(f"ReadingPage's values are not bound as Django binds them: {sql}")
+    return _sql_of(shape.query.queryset()[slice(*shape.page)], shape.query.params())
+
+
+def _sql_of(queryset: QuerySet, params: list) -> str | None:
+    """The SQL Django compiles for `queryset`, checked to bind `params` (its values, in their
+    order) as Django binds them: a query whose SQL is kept binds them itself. None for a query
+    Django knows to be empty without asking (an empty slice)."""
+    try:
+        sql, bound = queryset.query.sql_with_params()
+    except EmptyResultSet:
+        return None
+    if list(bound) != params:
+        raise AssertionError(f"the values are not bound as Django binds them: {sql}")
     return sql
+
+
+@dataclass(frozen=True)
+class TilePage:
+    """`patient_tile_rows(...)` as DRF's PageNumberPagination (Django's Paginator) reads a
+    queryset: `count()` and one slice. The same count and rows (tested), from SQL compiled
+    once for each shape (the ordering, which filters are given, the slice) on PostgreSQL:
+    Django compiled the ward's two queries on every poll. On SQLite: the queryset itself."""
+
+    ordering: str = "name"
+    unit: str | None = None
+    mrn: str | None = None
+    mrn_authority: str | None = None
+    ordered = True  # for Django's Paginator: an ordered list
+
+    def queryset(self) -> QuerySet:
+        return patient_tile_rows(ordering=self.ordering, unit=self.unit, mrn=self.mrn,
+                                 mrn_authority=self.mrn_authority)  # fmt: skip
+
+    def count(self) -> int:
+        if connection.vendor != "postgresql":
+            return self.queryset().count()
+        rows = self._fetch(_tile_count_sql(self._shape()))
+        return rows[0][0] if rows else 0
+
+    def __getitem__(self, page: slice) -> list[tuple]:
+        if connection.vendor != "postgresql":
+            return list(self.queryset()[page])
+        return self._fetch(_tile_page_sql(self._shape(), (page.start, page.stop)))
+
+    def params(self) -> list:
+        """The values bound to the SQL, in its order, as Django prepares them (the filters of
+        `_patients`, in its order)."""
+        values = []
+        for field, value in (("mrn", self.mrn), ("mrn_authority", self.mrn_authority)):
+            if value is not None:
+                values.append(Patient._meta.get_field(field).get_db_prep_value(value, connection))
+        if self.unit is not None:
+            values.append(self.unit)
+        return values
+
+    def __post_init__(self) -> None:
+        _ordering_check(self.ordering)
+
+    def _shape(self) -> "TilePage":
+        """This query with its values replaced by placeholders (the key of its SQL)."""
+        return TilePage(ordering=self.ordering, unit=self.unit and "?", mrn=self.mrn and "?",
+                        mrn_authority=self.mrn_authority and "?")  # fmt: skip
+
+    def _fetch(self, sql: str | None) -> list[tuple]:
+        if sql is None:
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(sql, self.params())
+            return cursor.fetchall()
+
+
+@cache
+def _tile_count_sql(shape: TilePage) -> str | None:
+    """The count of a TilePage of this shape: its rows' query, unordered, counted (what
+    `queryset().count()` answers; Django compiles a count only as it runs it)."""
+    rows = _sql_of(shape.queryset().order_by(), shape.params())
+    return None if rows is None else f"SELECT COUNT(*) FROM ({rows}) rows"  # noqa: S608 (Django's SQL)
+
+
+@cache
+def _tile_page_sql(shape: TilePage, page: tuple[int | None, int | None]) -> str | None:
+    return _sql_of(shape.queryset()[slice(*page)], shape.params())
 
 
 _UUID_FIELD = Patient._meta.get_field("uuid")

@@ -16,13 +16,22 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from core.exceptions import InvalidParameter
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from patients.tests.ward import tiles_stale, ward_fast_and_slow
+from units.models import Bed, Unit
+from units.services import admission_create
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
-from vitals.patient_selectors import ReadingPage, _reading_page_sql
+from vitals.patient_selectors import (
+    PATIENT_ORDERINGS,
+    ReadingPage,
+    TilePage,
+    _reading_page_sql,
+    _tile_page_sql,
+)
 from vitals.serializers import ReadingSerializer
 from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
@@ -1002,6 +1011,43 @@ def test_a_reading_page_reads_the_rows_of_its_queryset_for_every_shape_of_query(
     assert rows[0]["measured_at"] == T0 + timedelta(minutes=4, microseconds=7)
     assert rows[-1]["sent_at"] == T0 + timedelta(seconds=1.5)
     assert ReadingPage(patient_uuid=uuid.uuid4())[0:101] == []
+
+
+def test_a_tile_page_counts_and_reads_what_its_queryset_would_for_every_shape() -> None:
+    """TilePage (the ward list's rows) binds new values to SQL compiled once for each shape
+    on PostgreSQL: the same count and rows as patient_tile_rows' queryset, and the SQL Django
+    compiles, for each ordering, each filter and slice; an unknown ordering still a 400."""
+    icu = Unit.objects.create(code="icu-a", name="ICU A")
+    beds = [Bed.objects.create(unit=icu, label=f"A{i}", position=i) for i in (1, 2)]
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    store(reading(ann, "Ann", 0), reading(bob, "Bob", 0, resp_rate=25))
+    patients = [Patient.objects.get(uuid=ann), PatientFactory(name="Cy", mrn="M7",
+                                                              mrn_authority="HOSP")]  # fmt: skip
+    for patient, bed in zip(patients, beds, strict=True):
+        admission_create(patient=patient, bed=bed, by=None)
+    PatientFactory(name="Dee", mrn="M7")
+    hosp = {"mrn": "M7", "mrn_authority": "HOSP"}
+    filters = ({}, {"unit": "icu-a"}, {"mrn": "M7"}, hosp, {"unit": "icu-a", **hosp}, {"unit": "x"})
+    counts = []
+    for ordering in PATIENT_ORDERINGS:
+        for given in filters:
+            page = TilePage(ordering=ordering, **given)
+            counts.append(page.count())
+            assert counts[-1] == page.queryset().count()
+            for rows in (slice(0, 50), slice(1, 3), slice(0, 0)):
+                assert page[rows] == list(page.queryset()[rows])
+                if rows.stop == 0:  # Django runs no query: nor does TilePage
+                    assert _tile_page_sql(page._shape(), (0, 0)) is None
+                    continue
+                sql, params = page.queryset()[rows].query.sql_with_params()
+                assert (_tile_page_sql(page._shape(), (rows.start, rows.stop)), page.params()) == (
+                    sql,
+                    list(params),
+                )
+    assert counts[:6] == [4, 2, 2, 1, 1, 0]
+    assert [row[1] for row in TilePage(ordering="-news2")[0:2]] == [bob, ann]  # the acutest first
+    with pytest.raises(InvalidParameter, match="'acuity' is not an ordering"):
+        TilePage(ordering="acuity")
 
 
 def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
