@@ -4,7 +4,7 @@ import json
 import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import cache
+from functools import lru_cache
 
 import msgspec
 import psycopg
@@ -302,7 +302,9 @@ class _ReadingPageShape:
     query: ReadingPage
 
 
-@cache
+# The SQL kept of each shape: the most recent 256 (a shape includes its slice, which a client
+# chooses: page sizes and cursor offsets must not grow the cache without bound).
+@lru_cache(maxsize=256)
 def _reading_page_sql(shape: _ReadingPageShape) -> str | None:
     """The SQL Django compiles for a ReadingPage of this shape (its values aside)."""
     return _sql_of(shape.query.queryset()[slice(*shape.page)], shape.query.params())
@@ -376,7 +378,7 @@ class TilePage:
             return cursor.fetchall()
 
 
-@cache
+@lru_cache(maxsize=256)
 def _tile_count_sql(shape: TilePage) -> str | None:
     """The count of a TilePage of this shape: its rows' query, unordered, counted (what
     `queryset().count()` answers; Django compiles a count only as it runs it)."""
@@ -384,7 +386,7 @@ def _tile_count_sql(shape: TilePage) -> str | None:
     return None if rows is None else f"SELECT COUNT(*) FROM ({rows}) rows"  # noqa: S608 (Django's SQL)
 
 
-@cache
+@lru_cache(maxsize=256)
 def _tile_page_sql(shape: TilePage, page: tuple[int | None, int | None]) -> str | None:
     return _sql_of(shape.queryset()[slice(*page)], shape.params())
 

@@ -1011,6 +1011,8 @@ def test_a_reading_page_reads_the_rows_of_its_queryset_for_every_shape_of_query(
     assert rows[0]["measured_at"] == T0 + timedelta(minutes=4, microseconds=7)
     assert rows[-1]["sent_at"] == T0 + timedelta(seconds=1.5)
     assert ReadingPage(patient_uuid=uuid.uuid4())[0:101] == []
+    # A client chooses the slice (page size, cursor offset): the SQL kept is bounded.
+    assert _reading_page_sql.cache_info().maxsize == 256
 
 
 def test_a_tile_page_counts_and_reads_what_its_queryset_would_for_every_shape() -> None:
@@ -1048,6 +1050,7 @@ def test_a_tile_page_counts_and_reads_what_its_queryset_would_for_every_shape() 
     assert [row[1] for row in TilePage(ordering="-news2")[0:2]] == [bob, ann]  # the acutest first
     with pytest.raises(InvalidParameter, match="'acuity' is not an ordering"):
         TilePage(ordering="acuity")
+    assert _tile_page_sql.cache_info().maxsize == 256  # page sizes and numbers: bounded
 
 
 def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
