@@ -174,7 +174,7 @@ def test_the_export_benchmark_runs_end_to_end(tmp_path):
 def test_the_api_benchmarks_client_answers_as_the_test_client_and_leaves_nothing_behind(viewer):
     """bench/api_scale.py's Wsgi calls the WSGI application as gunicorn does: the same answer
     as Django's test client, and no weakref.finalize left behind a request (the test client
-    leaves three, never freed, which the API's p99 paid in full collections)."""
+    leaves some behind every request, which the API's p99 paid in full collections)."""
     import weakref
 
     from bench.api_scale import Wsgi
@@ -195,4 +195,4 @@ def test_the_api_benchmarks_client_answers_as_the_test_client_and_leaves_nothing
     assert len(weakref.finalize._registry) == left
     for _ in range(5):
         client.get("/api/patients/")
-    assert len(weakref.finalize._registry) == left + 15
+    assert len(weakref.finalize._registry) > left  # the test client's, for contrast
