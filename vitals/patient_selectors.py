@@ -280,7 +280,7 @@ class ReadingPage:
                 values.append(_MEASURED_AT.get_db_prep_value(value, connection))
         return values
 
-    def _shape(self, page: slice) -> "ReadingPage":
+    def _shape(self, page: slice) -> "_ReadingPageShape":
         """This query with the values replaced by placeholders of the same kind: the key of
         its SQL, and the queryset compiled for it."""
         placeholder = datetime(2000, 1, 1, tzinfo=UTC)
