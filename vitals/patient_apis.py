@@ -22,9 +22,10 @@ from core.renderers import BrowsableAPIRenderer, FastJSONRenderer, json_encode
 from patients.models import Patient
 from vitals.patient_selectors import (
     PATIENT_ORDERINGS,
+    ReadingPage,
+    TilePage,
     patient_get,
     patient_list,
-    patient_tile_rows,
     uuid_parse,
 )
 from vitals.patient_serializers import (
@@ -33,7 +34,7 @@ from vitals.patient_serializers import (
     PatientRenameSerializer,
     PatientSerializer,
 )
-from vitals.selectors import alarm_limits_get, reading_trend, reading_values
+from vitals.selectors import alarm_limits_get, reading_trend
 from vitals.serializers import (
     AlarmLimitsSerializer,
     AlarmOffSerializer,
@@ -137,7 +138,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         ):
             return super().list(request, *args, **kwargs)
         params = request.query_params
-        rows = patient_tile_rows(
+        rows = TilePage(
             ordering=params.get("ordering", "name"),
             unit=params.get("unit"),
             mrn=params.get("mrn"),
@@ -194,10 +195,12 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
         filters = ReadingFilterSerializer(data=request.query_params)
         try:
             filters.is_valid(raise_exception=True)
-            # Plain rows and reading_data, not models and the serializer (the same answer,
-            # tested): a page is up to 1,000 readings.
-            readings = reading_values(patient_uuid=parsed, **filters.validated_data)
-            page = self.paginate_queryset(readings)
+            # Plain rows (reading_values' rows, read by ReadingPage) and reading_data, not
+            # models and the serializer (the same answer, tested): a page is up to 1,000
+            # readings.
+            page = self.paginate_queryset(
+                ReadingPage(patient_uuid=parsed, **filters.validated_data)
+            )
         except (APIException, IcuError):  # a 400: a 404 first for an unknown patient
             self._metrics_read(request, self.get_object(plain=True))
             raise

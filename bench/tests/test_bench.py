@@ -182,3 +182,31 @@ def test_the_ingest_poller_reads_the_highest_id_until_the_table_may_be_full_then
     assert readings_stored(top + 1) == top
     # At `total` or above: the exact count, which ends the wait only when it is exact.
     assert readings_stored(top) == readings_stored(3) == 3
+
+
+@pytest.mark.django_db(transaction=True)  # its requests end as a server's: connections closed
+def test_the_api_benchmarks_client_answers_as_the_test_client_and_leaves_nothing_behind(viewer):
+    """bench/api_scale.py's Wsgi calls the WSGI application as gunicorn does: the same answer
+    as Django's test client, and no weakref.finalize left behind a request (the test client
+    leaves some behind every request, which the API's p99 paid in full collections)."""
+    import weakref
+
+    from bench.api_scale import Wsgi
+    from patients.tests.factories import PatientFactory
+    from testing.clients import token_client
+
+    PatientFactory.create_batch(2)
+    client = token_client(viewer)
+    wsgi = Wsgi(token=client._credentials["HTTP_AUTHORIZATION"].split()[1])
+    expected = client.get("/api/patients/", {"ordering": "-news2"}, HTTP_HOST="localhost")
+    status, body = wsgi.get("/api/patients/", {"ordering": "-news2"})
+    assert (status, body) == (200, expected.content)
+    assert len(json.loads(body)["results"]) == 2
+    assert wsgi.get("/api/patients/not-a-uuid/")[0] == 400
+    left = len(weakref.finalize._registry)
+    for _ in range(5):
+        wsgi.get("/api/patients/")
+    assert len(weakref.finalize._registry) == left
+    for _ in range(5):
+        client.get("/api/patients/")
+    assert len(weakref.finalize._registry) > left  # the test client's, for contrast

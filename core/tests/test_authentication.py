@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from core.permissions import ROLES, VIEWER
@@ -125,3 +126,27 @@ def test_a_session_reads_the_permissions_in_one_query_and_sees_changes_at_once(
     viewer.save()
     response = session.get(PATIENTS)  # signed out (Django's get_user): anonymous, as before
     assert (response.status_code, response.json()["error"]["code"]) == (401, "not_authenticated")
+
+
+def test_token_get_builds_the_token_and_user_the_orm_reads(viewer, django_user_model) -> None:
+    """token_get writes its SQL once and builds the models from the row itself: the same
+    token and user, every field, as `select_related("user")` reads them, and the user's
+    permissions as ModelBackend reads them."""
+    superuser = django_user_model.objects.create_superuser(username="root", password="x")
+    for user in (viewer, superuser):
+        key = token_client(user)._credentials["HTTP_AUTHORIZATION"].split()[1]
+        token = token_get(key=key)
+        # ModelBackend's caches set for a user of a role; a superuser's left to it.
+        assert hasattr(token.user, "_perm_cache") is not user.is_superuser
+        expected = Token.objects.select_related("user").get(key=key)
+        fields = [f.attname for f in Token._meta.concrete_fields]
+        assert [getattr(token, f) for f in fields] == [getattr(expected, f) for f in fields]
+        user_fields = [f.attname for f in django_user_model._meta.concrete_fields]
+        assert [getattr(token.user, f) for f in user_fields] == [
+            getattr(expected.user, f) for f in user_fields
+        ]
+        assert not token._state.adding
+        assert token._state.db == expected._state.db
+        assert not token.user._state.adding
+        fresh = django_user_model.objects.get(pk=user.pk)
+        assert token.user.get_all_permissions() == fresh.get_all_permissions()

@@ -16,12 +16,22 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
+from core.exceptions import InvalidParameter
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from patients.tests.ward import tiles_stale, ward_fast_and_slow
+from units.models import Bed, Unit
+from units.services import admission_create
 from vitals.contract import Reading
 from vitals.models import PatientMetric
 from vitals.news2 import news2_score
+from vitals.patient_selectors import (
+    PATIENT_ORDERINGS,
+    ReadingPage,
+    TilePage,
+    _reading_page_sql,
+    _tile_page_sql,
+)
 from vitals.serializers import ReadingSerializer
 from vitals.services import alarm_switch_off, patient_monitoring_end, reading_bulk_store
 from vitals.signs import SIGN_KEYS
@@ -961,6 +971,86 @@ def test_the_readings_fast_path_answers_byte_for_byte_what_the_serializer_would(
         assert response.content == expected
     assert b'"clock_offset_s":-1.5' in response.content
     assert b"-03:30" in response.content
+
+
+def test_a_reading_page_reads_the_rows_of_its_queryset_for_every_shape_of_query() -> None:
+    """ReadingPage (the metrics endpoint's rows) binds new values to SQL compiled once for each
+    shape and loads it its own way on PostgreSQL: the SQL and the values Django compiles for
+    the same query, and the same rows (every value, times to the microsecond, JSON columns),
+    for each filter, direction, cursor position and slice a cursor page makes."""
+    ann = uuid.uuid4()
+    store(
+        reading(ann, "ann", 0, sent_at=T0 + timedelta(seconds=1.5)),
+        reading(ann, "ann", 1, artefact="spo2_probe_off", spo2=60),
+        reading(ann, "ann", 2, on_oxygen=True, temperature=39.4),
+        reading(ann, "ann", 3, **dict.fromkeys(("pulse", "resp_rate", "temperature"))),
+    )
+    patient = Patient.objects.get(uuid=ann)
+    PatientMetricFactory(patient=patient, measured_at=T0 + timedelta(minutes=4, microseconds=7))
+    middle = str(T0 + timedelta(minutes=2))  # a cursor's position: str() of a time
+    checked = 0
+    one, three, hour = (T0 + timedelta(minutes=m) for m in (1, 3, 60))
+    for since, until in ((None, None), (one, None), (None, three), (T0, hour)):
+        for ordering in ("-measured_at", "measured_at"):
+            for position in (None, ("lt", middle), ("gt", middle)):
+                query = ReadingPage(patient_uuid=ann, since=since, until=until).order_by(ordering)
+                if position:
+                    query = query.filter(**{f"measured_at__{position[0]}": position[1]})
+                for page in (slice(0, 3), slice(1, 4), slice(0, 101)):
+                    expected = list(query.queryset()[page])
+                    assert query[page] == expected
+                    assert [list(row) for row in query[page]] == [list(r) for r in expected]
+                    sql, params = query.queryset()[page].query.sql_with_params()
+                    assert (_reading_page_sql(query._shape(page)), query.params()) == (
+                        sql,
+                        list(params),
+                    )
+                    checked += bool(expected)
+    assert checked == 68  # the queries with rows: not every filter and position leaves some
+    rows = ReadingPage(patient_uuid=ann)[0:101]
+    assert rows[0]["measured_at"] == T0 + timedelta(minutes=4, microseconds=7)
+    assert rows[-1]["sent_at"] == T0 + timedelta(seconds=1.5)
+    assert ReadingPage(patient_uuid=uuid.uuid4())[0:101] == []
+    # A client chooses the slice (page size, cursor offset): the SQL kept is bounded.
+    assert _reading_page_sql.cache_info().maxsize == 256
+
+
+def test_a_tile_page_counts_and_reads_what_its_queryset_would_for_every_shape() -> None:
+    """TilePage (the ward list's rows) binds new values to SQL compiled once for each shape
+    on PostgreSQL: the same count and rows as patient_tile_rows' queryset, and the SQL Django
+    compiles, for each ordering, each filter and slice; an unknown ordering still a 400."""
+    icu = Unit.objects.create(code="icu-a", name="ICU A")
+    beds = [Bed.objects.create(unit=icu, label=f"A{i}", position=i) for i in (1, 2)]
+    ann, bob = uuid.uuid4(), uuid.uuid4()
+    store(reading(ann, "Ann", 0), reading(bob, "Bob", 0, resp_rate=25))
+    patients = [Patient.objects.get(uuid=ann), PatientFactory(name="Cy", mrn="M7",
+                                                              mrn_authority="HOSP")]  # fmt: skip
+    for patient, bed in zip(patients, beds, strict=True):
+        admission_create(patient=patient, bed=bed, by=None)
+    PatientFactory(name="Dee", mrn="M7")
+    hosp = {"mrn": "M7", "mrn_authority": "HOSP"}
+    filters = ({}, {"unit": "icu-a"}, {"mrn": "M7"}, hosp, {"unit": "icu-a", **hosp}, {"unit": "x"})
+    counts = []
+    for ordering in PATIENT_ORDERINGS:
+        for given in filters:
+            page = TilePage(ordering=ordering, **given)
+            counts.append(page.count())
+            assert counts[-1] == page.queryset().count()
+            for rows in (slice(0, 50), slice(1, 3), slice(0, 0)):
+                assert page[rows] == list(page.queryset()[rows])
+                if rows.stop == 0:  # Django runs no query: nor does TilePage
+                    assert _tile_page_sql(page._shape(), (0, 0)) is None
+                    continue
+                sql, params = page.queryset()[rows].query.sql_with_params()
+                assert (_tile_page_sql(page._shape(), (rows.start, rows.stop)), page.params()) == (
+                    sql,
+                    list(params),
+                )
+    assert counts[:6] == [4, 2, 2, 1, 1, 0]
+    assert [row[1] for row in TilePage(ordering="-news2")[0:2]] == [bob, ann]  # the acutest first
+    with pytest.raises(InvalidParameter, match="'acuity' is not an ordering"):
+        TilePage(ordering="acuity")
+    assert _tile_page_sql.cache_info().maxsize == 256  # page sizes and numbers: bounded
 
 
 def test_the_ward_list_answers_byte_for_byte_what_drfs_walk_and_renderer_would(
