@@ -14,6 +14,9 @@ unit; and every tile of the current key is what a rebuild would write now (a sta
 deteriorating patient hidden). Time moves on a clock of the test's (django.utils.timezone.now),
 so that what a tile could freeze ("stale", "unanswered for") would differ from a live build.
 
+Two patients are never given one name here: two of one name and score have no defined order
+under `?ordering=-news2` (a defect of its own, test below), so the list's two paths may differ.
+
 Deterministic and bounded (derandomized, no example database): a few seconds on SQLite.
 """
 
@@ -44,7 +47,7 @@ from units.models import Bed, Unit
 from units.services import admission_create, admission_discharge, admission_transfer
 from vitals.alarms import ALARM_OFF_KINDS
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmState
-from vitals.patient_selectors import patient_list
+from vitals.patient_selectors import PATIENT_ORDERINGS, patient_list
 from vitals.services import (
     alarm_acknowledge,
     alarm_escalation_sweep,
@@ -180,7 +183,7 @@ class WardTiles(RuleBasedStateMachine):
         if confirm:
             patient_name_confirm(patient=patient, user=self.nurse)
         else:
-            patient_rename(patient=patient, user=self.nurse, name=f"{name} Other")
+            patient_rename(patient=patient, user=self.nurse, name=f"{name} {index}")
 
     @precondition(patients)
     @rule(index=st.integers(0, 2), hypercapnic=st.booleans())
@@ -218,7 +221,7 @@ class WardTiles(RuleBasedStateMachine):
             return
         url = f"/admin/patients/patient/{patient.pk}/change/"
         data = change_form_data(self.admin_client.get(url))
-        data["name"] = name
+        data["name"] = f"{name} {index}"
         if scale:
             data["hypercapnic_respiratory_failure"] = "on"
         else:
@@ -308,3 +311,31 @@ def test_the_ward_list_from_tiles_is_the_live_list_after_any_sequence_of_changes
             phases=[Phase.explicit, Phase.generate],
         ),
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="PATIENT_ORDERINGS (vitals/patient_selectors.py): news2 and -news2 break ties by name "
+    "only, not by uuid as name and -name do: patients of one name and score come in whatever "
+    "order the database gives, which differs between the snapshot's query and the live one, "
+    "and between two pages (OFFSET): a patient can be on two pages, or on none",
+)
+@pytest.mark.parametrize("ordering", ["news2", "-news2"])
+def test_patients_of_one_name_and_score_come_in_one_order_on_every_page(
+    viewer_client, ordering
+) -> None:
+    """Three patients called "Ann Smith", none with a reading yet (no score): page by page, one
+    a page, each comes once, in the order of their uuids (as `?ordering=name` breaks ties).
+    Which order the database gives ties is luck (PostgreSQL gave the uuids' for `news2` here):
+    the ordering must end with a unique key for it to be the same on every read."""
+    assert PATIENT_ORDERINGS[ordering][-1].expression.name in ("uuid", "pk", "id")
+    uuids = [uuid.UUID(f"00000000-0000-4000-8000-00000000000{n}") for n in (3, 2, 1)]
+    for patient_uuid in uuids:  # stored in the other order than the uuids'
+        Patient.objects.create(uuid=patient_uuid, name="Ann Smith")
+    pages = [
+        viewer_client.get(
+            "/api/patients/", {"ordering": ordering, "page_size": 1, "page": page}
+        ).json()["results"]
+        for page in (1, 2, 3)
+    ]
+    assert [p["uuid"] for [p] in pages] == sorted(str(u) for u in uuids)
