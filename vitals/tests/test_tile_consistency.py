@@ -45,6 +45,7 @@ from testing.clients import token_client
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
 from units.models import Bed, Unit
 from units.services import admission_create, admission_discharge, admission_transfer
+from vitals import services as vitals_services
 from vitals.alarms import ALARM_OFF_KINDS
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmState
 from vitals.patient_selectors import PATIENT_ORDERINGS, patient_list
@@ -339,3 +340,40 @@ def test_patients_of_one_name_and_score_come_in_one_order_on_every_page(
         for page in (1, 2, 3)
     ]
     assert [p["uuid"] for [p] in pages] == sorted(str(u) for u in uuids)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="reading_prune_batch (vitals/services.py) reads which patients' latest reading it "
+    "deletes, then locks them and clears their latest_metric without checking it again: a "
+    "batch committed in between (a reading of that patient) is lost from the ward, and a "
+    "patient without latest_metric never raises no_data",
+)
+def test_a_reading_stored_while_a_prune_runs_stays_the_patients_latest(
+    viewer_client, monkeypatch
+) -> None:
+    """Ann's only reading is old enough to prune. A prune reads that it is her latest; before it
+    locks her row, the consumer commits her new reading (as the batch's transaction can, on
+    PostgreSQL, between the prune's two statements): the new one must stay her latest, on the
+    ward and for the silence sweep."""
+    worker, consumer, _ = worker_create()
+    ann = uuid.uuid4()
+    consumer.add_readings([reading(ann, "Ann", 0)])
+    worker.process_batch()
+    real_lock = vitals_services.patients_lock
+
+    def batch_commits_first(*, patient_ids) -> None:
+        consumer.add_readings([reading(ann, "Ann", 5, pulse=131)])
+        assert worker.process_batch() == 1
+        real_lock(patient_ids=patient_ids)
+
+    monkeypatch.setattr(vitals_services, "patients_lock", batch_commits_first)
+    assert reading_prune_batch(older_than=T0 + timedelta(minutes=1), batch_size=100) == 1
+
+    patient = Patient.objects.get(uuid=ann)
+    assert patient.latest_metric is not None
+    assert patient.latest_metric.measured_at == T0 + timedelta(minutes=5)
+    [listed] = viewer_client.get("/api/patients/").json()["results"]
+    assert listed["latest_metric"]["pulse"] == 131
+    later = patient.latest_metric.received_at + timedelta(minutes=5)
+    assert len(alarm_no_data_sweep(silent_for=timedelta(minutes=1), now=later)) == 1
