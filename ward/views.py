@@ -211,18 +211,26 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
     return _events_allowed(request, page)
 
 
+def _origin_allowed(request: HttpRequest) -> bool:
+    """A request without an Origin (a same-origin EventSource), or from a page of one of
+    ALLOWED_HOSTS. Any other (another application of the hospital's domain: same-site, so the
+    nurse's session cookie goes with it; "null") is refused before it takes a stream: the
+    browser would hide the answer from that page, but the stream would hold one of
+    WARD_PUSH_MAX_CLIENTS for STREAM_SECONDS, and a few of its tabs would send every station
+    back to polling."""
+    origin = request.headers.get("Origin")
+    return not origin or validate_host(urlsplit(origin).hostname or "", settings.ALLOWED_HOSTS)
+
+
 def _cross_origin_allow(request: HttpRequest, response: HttpResponse) -> None:
     """The stream from the push process (WARD_EVENTS_PORT) is read by pages of the web server
-    on another port: a page of one of ALLOWED_HOSTS may read it with its session's cookie
-    (cookies are per host, not per port). Any other origin gets no such header: the browser
-    hides the stream from it."""
+    on another port: a page of one of ALLOWED_HOSTS (_origin_allowed) may read it with its
+    session's cookie (cookies are per host, not per port)."""
     origin = request.headers.get("Origin")
     if not origin:
         return
-    host = urlsplit(origin).hostname or ""
-    if validate_host(host, settings.ALLOWED_HOSTS):
-        response["Access-Control-Allow-Origin"] = origin
-        response["Access-Control-Allow-Credentials"] = "true"
+    response["Access-Control-Allow-Origin"] = origin
+    response["Access-Control-Allow-Credentials"] = "true"
     patch_vary_headers(response, ["Origin"])
 
 
@@ -248,15 +256,15 @@ def events(request: HttpRequest) -> HttpResponse:
     server-sent events under an ASGI server (the push process of production and `make run`) or
     a threaded WSGI one (`runserver` alone); 204 (the page polls, as EventSource stops on it)
     under a WSGI server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0.
-    Readable by whoever may read what the page shows; 503 when the process has its maximum of
-    streams."""
+    Readable by whoever may read what the page shows, from a page of ALLOWED_HOSTS (403
+    otherwise); 503 when the process has its maximum of streams."""
     patient = request.GET.get("patient")
     if patient is not None:
         try:
             patient = str(uuid.UUID(patient))
         except ValueError:
             return HttpResponse("patient: not a uuid\n", status=400, content_type="text/plain")
-    if not request.user.is_authenticated:
+    if not request.user.is_authenticated or not _origin_allowed(request):
         return HttpResponse(status=403)
     routes = PATIENT_READS if patient else WARD_READS
     if not all(route_permits(user=request.user, route=route) for route in routes):
