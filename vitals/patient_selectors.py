@@ -32,12 +32,22 @@ from vitals.models import OPEN_ALARM_STATES, Alarm, PatientMetric
 from vitals.selectors import READING_VALUE_FIELDS, alarms_off_annotation, reading_values
 
 # ?ordering= values of the patient list. Acuity (NEWS2 of the latest reading) puts patients
-# without a score last either way, and breaks ties by name.
+# without a score last either way, and breaks ties by name, then uuid: every ordering ends with
+# a unique key, so that ties come in one order on every read and every page (the snapshot's
+# query and the live one, two pages by OFFSET).
 PATIENT_ORDERINGS = {
     "name": [F("name").asc(), F("uuid").asc()],
     "-name": [F("name").desc(), F("uuid").asc()],
-    "news2": [F("latest_metric__news2_score").asc(nulls_last=True), F("name").asc()],
-    "-news2": [F("latest_metric__news2_score").desc(nulls_last=True), F("name").asc()],
+    "news2": [
+        F("latest_metric__news2_score").asc(nulls_last=True),
+        F("name").asc(),
+        F("uuid").asc(),
+    ],
+    "-news2": [
+        F("latest_metric__news2_score").desc(nulls_last=True),
+        F("name").asc(),
+        F("uuid").asc(),
+    ],
 }
 
 

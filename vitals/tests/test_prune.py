@@ -135,33 +135,3 @@ def test_dry_run_counts_and_deletes_nothing(now, capsys):
 
     assert capsys.readouterr().out.startswith("2 reading(s) measured before ")
     assert PatientMetric.objects.count() == 3
-
-
-def test_a_reading_stored_while_pruning_waits_for_the_lock_stays_its_patients_latest(
-    now, monkeypatch
-):
-    """The prune finds the patients whose latest reading it deletes, then waits for their row
-    locks. A batch holding them commits a newer reading meanwhile: that reading must stay the
-    patient's latest (the ward shows it), not be cleared with the old one."""
-    import vitals.services
-
-    ann = PatientFactory(name="ann")
-    old = reading(ann, now, 40)
-    ann.latest_metric = old
-    ann.save()
-    fresh = []
-    real_lock = vitals.services.patients_lock
-
-    def lock_after_a_batch_committed(*, patient_ids):
-        # What the batch that held the lock committed before the prune got it.
-        fresh.append(reading(ann, now, 0))
-        Patient.objects.filter(pk=ann.pk).update(latest_metric=fresh[0])
-        real_lock(patient_ids=patient_ids)
-
-    monkeypatch.setattr(vitals.services, "patients_lock", lock_after_a_batch_committed)
-
-    assert reading_prune_batch(older_than=now - timedelta(days=30), batch_size=100) == 1
-
-    ann.refresh_from_db()
-    assert ann.latest_metric_id == fresh[0].pk
-    assert list(PatientMetric.objects.values_list("pk", flat=True)) == [fresh[0].pk]
