@@ -3,8 +3,11 @@ events) out, in the same transaction as the readings.
 
 The detector's memory (consecutive counts, which alarms are open) is kept per patient in the
 process, and rebuilt from the database the first time a patient is seen: open alarms from the
-alarms table, counts by replaying the patient's last readings. A consumer that restarts, or
-takes over a partition in a rebalance, therefore continues where the previous one stopped.
+alarms table, counts by replaying the patient's last readings. Every batch checks the memory's
+open alarms against the table's (one statement) and rebuilds a patient whose differ: an alarm
+closed by a clinician or a discharge is raised again while its condition lasts. A consumer
+that restarts, or takes over a partition in a rebalance, therefore continues where the previous
+one stopped.
 
 A patient's readings are judged in the order they were received, which is the order their
 monitor sent them (one key, one partition): a monitor clock that is wrong, or jumps, changes
@@ -16,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
+from core.sql import values_in
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
@@ -45,6 +49,9 @@ class AlarmEngine:
         if not by_patient:
             return []
         limits = alarm_limits_for(patient_ids=by_patient.keys())
+        known = [pid for pid in by_patient if pid in self.states]
+        if known:
+            self._reconcile(known)
         unknown = [pid for pid in by_patient if pid not in self.states]
         if unknown:
             self._load(unknown, by_patient, limits)
@@ -89,6 +96,21 @@ class AlarmEngine:
         else:
             for patient_id in patient_ids:
                 self.states.pop(patient_id, None)
+
+    def _reconcile(self, patient_ids: list[int]) -> None:
+        """Forget the patients whose open alarms are not what the memory says (one statement):
+        an alarm closed by someone else than this engine (ALARM OFF switched on again at once,
+        a discharge and a new admission, an admin) would otherwise stay open in memory, and its
+        condition, still beyond the limit, never be raised again while it lasts. Forgotten,
+        they are loaded again as a restarted consumer would load them."""
+        open_now: dict[int, dict[str, str]] = defaultdict(dict)
+        for patient_id, kind, priority in Alarm.objects.filter(
+            patient_id__in=values_in(patient_ids), state__in=OPEN_ALARM_STATES
+        ).values_list("patient_id", "kind", "priority"):
+            open_now[patient_id][kind] = priority
+        for patient_id in patient_ids:
+            if self.states[patient_id].open_alarms() != open_now.get(patient_id, {}):
+                del self.states[patient_id]
 
     def _load(
         self,

@@ -37,24 +37,11 @@ def discharged_and_admitted_again(patient: Patient, user) -> None:
     admission_create(patient=patient, bed=bed, by=user)
 
 
-MEMORY_DEFECT = (
-    "AlarmEngine (vitals/alarm_engine.py) reads a patient's open alarms from the database only "
-    "when it first sees them: an alarm resolved since by a service (ALARM OFF, discharge) stays "
-    "open in its memory, so the same condition is never raised again while it lasts. Fix: each "
-    "batch, read the open alarms (patient, kind) of its patients (one statement) and forget "
-    "(re-load through _load) a patient whose memory differs"
-)
-
-
 @pytest.mark.parametrize("action", [switched_off_and_on, discharged_and_admitted_again])
 @pytest.mark.parametrize(
     "restarted",
     [
-        pytest.param(
-            False,
-            id="running",
-            marks=pytest.mark.xfail(strict=True, reason=MEMORY_DEFECT),
-        ),
+        pytest.param(False, id="running"),
         pytest.param(True, id="restarted"),
     ],
 )
