@@ -34,6 +34,7 @@ from units.models import Admission, Bed, Unit
 from vitals.contract import Reading, reading_parse, reading_to_message
 from vitals.emulation import Hl7Emitter
 from vitals.emulator import PatientEmulator, patient_uuid_for_name
+from vitals.models import AuditEvent
 from vitals.pcd01 import reading_to_oru
 
 pytestmark = pytest.mark.django_db
@@ -460,6 +461,31 @@ def test_a_new_patient_without_a_name_is_named_by_their_mrn() -> None:
     outcome = handle(*mindray(nm(1, HR, "80", BPM), pid="PID|||4711^^^CITYHOSP^MR||"))
 
     assert values(outcome)[0]["patient_name"] == "MRN 4711"
+
+
+def test_the_mrn_a_monitors_message_gives_is_audited_with_the_message_and_its_device() -> None:
+    """PID-3 gives the patient their MRN: who gave it (the message, its sending device) and
+    what it was before is on the audit trail, which the ward's push reads; once only."""
+    handle(*mindray(nm(1, HR, "80", BPM)))
+    pcd01.known_clear()
+    handle(*mindray(nm(1, HR, "81", BPM)))
+
+    patient = Patient.objects.get()
+    assert list(
+        AuditEvent.objects.values_list(
+            "action", "username", "user", "object_id", "patient_uuid", "before", "after"
+        )
+    ) == [
+        (
+            "patient.identify",
+            "HL7 ORU R01 1203 from 00A037EB0C0F5CB8",
+            None,
+            str(patient.pk),
+            patient.uuid,
+            {"mrn": "", "mrn_authority": ""},
+            {"mrn": "MRN-1001", "mrn_authority": "CITYHOSP"},
+        )
+    ]
 
 
 # The encoder: the emulator's readings through PCD-01 and back.

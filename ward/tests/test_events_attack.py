@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 
 from patients.tests.factories import PatientFactory
+from vitals.models import AuditEvent
 from vitals.services import patient_identify
 from vitals.tests.factories import PatientMetricFactory
 from ward import events
@@ -83,10 +84,42 @@ def test_a_stream_not_read_holds_one_set_of_changes_not_a_queue(viewer, watcher)
 )
 def test_an_mrn_given_by_a_monitors_message_is_pushed(viewer, watcher) -> None:
     """A PCD-01 message names a patient known by their monitor's uuid only: the MRN shows on
-    the pages at once (the tile is written), so the pages must be told."""
+    the pages at once (the tile is written), so the pages must be told; and who gave it, from
+    what, is on the audit trail (the row the watcher reads)."""
     ann = PatientFactory(name="Ann", uuid=uuid.uuid4())
     watcher.subscribe(patient=str(ann.uuid))
     watcher.step()  # the marks
-    patient_identify(patient_uuid=ann.uuid, name="Ann", mrn="MRN-7", mrn_authority="HOSP")
+    patient_identify(
+        patient_uuid=ann.uuid,
+        name="Ann",
+        mrn="MRN-7",
+        mrn_authority="HOSP",
+        actor="HL7 ORU R01 1203 from 00A037EB0C0F5CB8",
+    )
     watcher.clock.now += 0.2
     assert watcher.step() == {str(ann.uuid)}
+    assert list(
+        AuditEvent.objects.values_list(
+            "action", "username", "user", "object_type", "object_id", "patient_uuid"
+        )
+    ) == [
+        (
+            "patient.identify",
+            "HL7 ORU R01 1203 from 00A037EB0C0F5CB8",
+            None,
+            "patient",
+            str(ann.pk),
+            ann.uuid,
+        )
+    ]
+    assert list(AuditEvent.objects.values_list("before", "after")) == [
+        ({"mrn": "", "mrn_authority": ""}, {"mrn": "MRN-7", "mrn_authority": "HOSP"})
+    ]
+
+    # Known by that MRN already: nothing changes, nothing is recorded or pushed.
+    patient_identify(
+        patient_uuid=ann.uuid, name="Ann", mrn="MRN-8", mrn_authority="HOSP", actor="HL7 ORU R01 1"
+    )
+    watcher.clock.now += 0.2
+    assert watcher.step() == set()
+    assert AuditEvent.objects.count() == 1
