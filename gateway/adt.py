@@ -245,6 +245,7 @@ def _apply(message: hl7.Message, *, event: str, actor: str, counts: Counter) -> 
             name=name or f"{authority} {identifier}".strip(),
             mrn=identifier,
             mrn_authority=authority,
+            actor=actor,
         )
     if name and patient.name in placeholders and patient.name != name:
         # Named by their MRN (their monitor's readings came first, without PID-5): the

@@ -442,7 +442,7 @@ def _name_from_pid5(pid: _Fields) -> str:
         return ""
 
 
-def _patient_by_identifier(pid: _Fields) -> _Patient | None:
+def _patient_by_identifier(pid: _Fields, *, actor: str) -> _Patient | None:
     for repetition in pid.repetitions(3):
         comps = [c.strip() for c in repetition] + [""] * 4
         # Both unescaped, as the ADT handler reads them (an authority "ST\T\MARY" is ST&MARY).
@@ -459,16 +459,17 @@ def _patient_by_identifier(pid: _Fields) -> _Patient | None:
         if len(_KNOWN_PATIENTS) >= KNOWN_MAX:
             _KNOWN_PATIENTS.clear()
         cached = _KNOWN_PATIENTS[(authority, identifier)] = (
-            _patient_identify(identifier, authority, name),
+            _patient_identify(identifier, authority, name, actor=actor),
             now,
         )
     known = cached[0]
     return _Patient(known.uuid, name or known.name)
 
 
-def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
+def _patient_identify(identifier: str, authority: str, name: str, *, actor: str) -> _Patient:
     """The patient of this identifier as stored (created if new, with this name or, without
-    one, "MRN <identifier>"). IdentifierRefused: see patient_get_by_identifier."""
+    one, "MRN <identifier>"; the MRN given audited with `actor`, the message). IdentifierRefused:
+    see patient_get_by_identifier."""
     patient_uuid, existing = patient_get_by_identifier(identifier=identifier, authority=authority)
     if existing is not None and existing.mrn:
         # Given this MRN before the gateway saw them (maybe under another uuid): theirs.
@@ -478,6 +479,7 @@ def _patient_identify(identifier: str, authority: str, name: str) -> _Patient:
         name=name or f"MRN {identifier}",
         mrn=identifier,
         mrn_authority=authority,
+        actor=actor,
     )
     return _Patient(patient.uuid, patient.name)
 
@@ -522,6 +524,15 @@ def _patient_of_devices(devices: list[str]) -> _Patient | None:
     return None
 
 
+def _actor(msh: _Fields) -> str:
+    """Who an MRN given by this message is audited as (the audit's username, 150 characters):
+    the message (MSH-10) and its sending device (MSH-3's EUI-64), e.g.
+    "HL7 ORU R01 1203 from 00A037EB0C0F5CB8"."""
+    actor = f"HL7 ORU R01 {msh.components(10)[0][:100]}"
+    device = eui64_of(msh.components(3))
+    return f"{actor} from {device}" if device else actor
+
+
 def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     """The readings of one ORU^R01 as version 2 vitals messages (Outcome.messages), or why
     not (AE with ERR segments)."""
@@ -549,7 +560,7 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     pid = pids[0] if pids else None
     pv1 = next((row for row in rows if row.name == "PV1"), None)
     try:
-        patient = _patient_by_identifier(pid) if pid else None
+        patient = _patient_by_identifier(pid, actor=_actor(msh)) if pid else None
     except IdentifierRefused as refused:
         counts["patient_refused"] += 1
         return Outcome(

@@ -399,7 +399,7 @@ class AlarmEvent(models.Model):
 class AuditEvent(models.Model):
     """Who changed what a clinician may change: one row per acknowledgement, change of alarm
     limits, alarm switched off or on, patient name confirmed or changed (identity conflicts),
-    or patient's monitoring ended, written by vitals/services.py in the transaction that makes
+    MRN given (by an HL7 message), or patient's monitoring ended, written by vitals/services.py in the transaction that makes
     the change. Never edited: the admin and the API only show it.
 
     The user and the patient are kept by name and uuid too, so that a row still says who and
@@ -413,6 +413,8 @@ class AuditEvent(models.Model):
         MONITORING_END = "patient.monitoring_end"
         PATIENT_CONFIRM_NAME = "patient.confirm_name"
         PATIENT_RENAME = "patient.rename"
+        # An MRN given by the hospital's system (HL7 ADT) or a monitor's message (PCD-01).
+        PATIENT_IDENTIFY = "patient.identify"
         PATIENT_NEWS2_SCALE = "patient.news2_scale"
         ALARM_OFF = "alarm.off"
         ALARM_ON = "alarm.on"

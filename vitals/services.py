@@ -1113,21 +1113,37 @@ def alarm_limits_reset(*, patient: Patient, user: AbstractBaseUser | None) -> No
 
 
 def patient_identify(
-    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str
+    *, patient_uuid: uuid.UUID, name: str, mrn: str, mrn_authority: str, actor: str = ""
 ) -> Patient:
     """The patient with this uuid, created with this name if new; their MRN and its authority
     set when they had none (a hospital identifier, from HL7 PID-3: the ADT and PCD-01
     handlers). The name of a known patient is left as it is (as for a reading: see
     patient_bulk_get_or_create); an ADT update renames explicitly. Safe against a concurrent
-    creation of the same patient. The MRN set (a new patient's too), their tile is written in
-    the same transaction: the ward shows it at once, whichever handler identified them."""
+    creation of the same patient. The MRN set (a new patient's too), their tile is written and
+    the MRN given audited (patient.identify, before and after; `actor`: the message that gave
+    it, see audit_event_record) in the same transaction: the ward shows it at once, whichever
+    handler identified them, and its push is told by the audit row."""
     with transaction.atomic():
         patient = patient_bulk_get_or_create(names_by_uuid={patient_uuid: name})[patient_uuid]
         if mrn and not patient.mrn:
-            Patient.objects.filter(pk=patient.pk, mrn="").update(
+            # Read before the UPDATE (not loaded by patient_bulk_get_or_create: deferred).
+            before = {"mrn": patient.mrn, "mrn_authority": patient.mrn_authority}
+            given = Patient.objects.filter(pk=patient.pk, mrn="").update(
                 mrn=mrn, mrn_authority=mrn_authority
             )
+            if not given:  # another handler gave them one meanwhile: theirs stands
+                patient.refresh_from_db(fields=["mrn", "mrn_authority"])
+                return patient
             patient.mrn, patient.mrn_authority = mrn, mrn_authority
+            audit_event_record(
+                user=None,
+                action=AuditEvent.Action.PATIENT_IDENTIFY,
+                obj=patient,
+                patient=patient,
+                before=before,
+                after={"mrn": mrn, "mrn_authority": mrn_authority},
+                actor=actor,
+            )
             patient_tiles_refresh(patient_ids=[patient.pk])
     return patient
 

@@ -81,8 +81,18 @@ def test_a01_admits_the_patient_of_pid3_to_the_bed_of_pv1_3(unit) -> None:
         None,
         "HL7 ADT A01 MSG1",
     )
-    assert audit() == [("patient.admit", "HL7 ADT A01 MSG1")]
-    assert AuditEvent.objects.get().user is None
+    # The MRN given (patient.identify, as a monitor's PCD-01 message would), then the bed.
+    assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
+        ("patient.admit", "HL7 ADT A01 MSG1"),
+    ]
+    identify, admit = AuditEvent.objects.order_by("id")
+    assert (identify.user, identify.before, identify.after) == (
+        None,
+        {"mrn": "", "mrn_authority": ""},
+        {"mrn": "MRN1", "mrn_authority": "HOSP"},
+    )
+    assert admit.user is None
 
 
 def test_a01_written_by_hl7apy_with_a_unit_code_in_capitals(unit) -> None:
@@ -102,7 +112,10 @@ def test_a01_written_by_hl7apy_with_a_unit_code_in_capitals(unit) -> None:
 
     assert (outcome.code, outcome.errors) == ("AA", [])
     assert open_beds() == {"Ann Smith": "A2"}
-    assert audit() == [("patient.admit", "HL7 ADT A01 CTRL-42")]
+    assert audit() == [
+        ("patient.identify", "HL7 ADT A01 CTRL-42"),
+        ("patient.admit", "HL7 ADT A01 CTRL-42"),
+    ]
 
 
 def test_a01_sent_again_changes_nothing(unit) -> None:
@@ -114,7 +127,10 @@ def test_a01_sent_again_changes_nothing(unit) -> None:
     assert (again.code, again.errors, again.counts) == ("AA", [], {"duplicate": 1})
     assert (same_bed.code, same_bed.errors, same_bed.counts) == ("AA", [], {"a01_unchanged": 1})
     assert Admission.objects.count() == 1
-    assert audit() == [("patient.admit", "HL7 ADT A01 MSG1")]
+    assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
+        ("patient.admit", "HL7 ADT A01 MSG1"),
+    ]
 
 
 def test_a01_resent_after_the_discharge_does_not_admit_again(unit) -> None:
@@ -148,6 +164,7 @@ def test_a01_for_a_patient_in_another_bed_transfers_them_with_a_warning(unit) ->
     assert (first.end_reason, first.discharge_reason) == ("transfer", "HL7 ADT A01 MSG2")
     assert (second.bed.label, second.reason) == ("A3", "HL7 ADT A01 MSG2")
     assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
         ("patient.admit", "HL7 ADT A01 MSG1"),
         ("patient.transfer", "HL7 ADT A01 MSG2"),
     ]
@@ -241,6 +258,7 @@ def test_a02_transfers_and_checks_the_prior_location(unit) -> None:
     ]
     assert open_beds() == {"Ann Smith": "A3"}
     assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
         ("patient.admit", "HL7 ADT A01 MSG1"),
         ("patient.transfer", "HL7 ADT A02 MSG2"),
         ("patient.transfer", "HL7 ADT A02 MSG3"),
@@ -261,7 +279,10 @@ def test_a02_for_a_patient_in_no_bed_admits_them_with_a_warning(unit) -> None:
         )
     ]
     assert open_beds() == {"Ann Smith": "A2"}
-    assert audit() == [("patient.admit", "HL7 ADT A02 MSG1")]
+    assert audit() == [
+        ("patient.identify", "HL7 ADT A02 MSG1"),
+        ("patient.admit", "HL7 ADT A02 MSG1"),
+    ]
 
 
 def test_a03_discharges_resolving_alarms_and_ending_monitoring(unit) -> None:
@@ -282,6 +303,7 @@ def test_a03_discharges_resolving_alarms_and_ending_monitoring(unit) -> None:
     patient.refresh_from_db()
     assert patient.monitoring_ended_at is not None
     assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
         ("patient.admit", "HL7 ADT A01 MSG1"),
         ("patient.discharge", "HL7 ADT A03 MSG2"),
         ("patient.monitoring_end", "HL7 ADT A03 MSG2"),
@@ -361,7 +383,10 @@ def test_a08_with_another_bed_is_not_a_transfer(unit) -> None:
         )
     ]
     assert open_beds() == {"Ann Smith": "A1"}
-    assert audit() == [("patient.admit", "HL7 ADT A01 MSG1")]
+    assert audit() == [
+        ("patient.identify", "HL7 ADT A01 MSG1"),
+        ("patient.admit", "HL7 ADT A01 MSG1"),
+    ]
 
 
 def test_a08_of_an_unknown_patient_creates_nobody(unit) -> None:

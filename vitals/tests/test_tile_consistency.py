@@ -253,8 +253,6 @@ class WardTiles(RuleBasedStateMachine):
         patient_identify(
             patient_uuid=UUIDS[index], name=NAMES[index], mrn=f"M{index}", mrn_authority="LAB"
         )
-        # Not pushed: no row of the watcher's tables (ward/tests/test_events_attack.py, xfail).
-        self.not_pushed = True
 
     # --- time -----------------------------------------------------------------------------
 

@@ -75,18 +75,11 @@ def test_a_stream_not_read_holds_one_set_of_changes_not_a_queue(viewer, watcher)
     assert watcher.take(subscription) == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="patient_identify (vitals/services.py) sets the MRN with an UPDATE and writes the "
-    "tile, but no row of the watcher's tables (readings, alarm events, audit events): the "
-    "pages are not told; nor is the MRN given audited. Fix: record an audit event there "
-    "(a new action, e.g. patient.identify, with before/after MRN and the handler as actor)",
-)
 def test_an_mrn_given_by_a_monitors_message_is_pushed(viewer, watcher) -> None:
     """A PCD-01 message names a patient known by their monitor's uuid only: the MRN shows on
     the pages at once (the tile is written), so the pages must be told; and who gave it, from
     what, is on the audit trail (the row the watcher reads)."""
-    ann = PatientFactory(name="Ann", uuid=uuid.uuid4())
+    ann = PatientFactory(name="Ann", uuid=uuid.uuid4(), mrn="", mrn_authority="")
     watcher.subscribe(patient=str(ann.uuid))
     watcher.step()  # the marks
     patient_identify(
