@@ -399,8 +399,8 @@ class AlarmEvent(models.Model):
 class AuditEvent(models.Model):
     """Who changed what a clinician may change: one row per acknowledgement, change of alarm
     limits, alarm switched off or on, patient name confirmed or changed (identity conflicts),
-    MRN given (by an HL7 message), or patient's monitoring ended, written by vitals/services.py in the transaction that makes
-    the change. Never edited: the admin and the API only show it.
+    MRN given (by an HL7 message), or patient's monitoring ended, written by vitals/services.py
+    in the transaction that makes the change. Never edited: the admin and the API only show it.
 
     The user and the patient are kept by name and uuid too, so that a row still says who and
     whom after either is deleted.
