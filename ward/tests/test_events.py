@@ -291,6 +291,7 @@ def test_pages_of_the_allowed_hosts_read_the_push_process_on_another_port(
 ):
     settings.WARD_EVENTS_PORT = 8001
     settings.ALLOWED_HOSTS = ["icu.example.org"]
+    settings.CSRF_TRUSTED_ORIGINS = ["http://icu.example.org:8000"]  # the pages' web server
     client.force_login(viewer)
 
     page = client.get("/", HTTP_HOST="icu.example.org:8000")

@@ -40,6 +40,7 @@ def test_a_page_of_another_origin_takes_no_stream(client: Client, viewer, watche
     back to polling. An origin not of ALLOWED_HOSTS is now refused before any stream."""
     settings.WARD_EVENTS_PORT = 8001
     settings.ALLOWED_HOSTS = ["icu.example.org"]
+    settings.CSRF_TRUSTED_ORIGINS = ["http://icu.example.org:8000"]  # the pages' web server
     client.force_login(viewer)
     for origin in ("https://apps.example.org", "null"):
         refused = client.get("/events/", HTTP_ORIGIN=origin, **THREADED)
@@ -116,3 +117,60 @@ def test_an_mrn_given_by_a_monitors_message_is_pushed(viewer, watcher) -> None:
     watcher.clock.now += 0.2
     assert watcher.step() == set()
     assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://icu.example.org:8001",  # the push process's host and port, another scheme
+        "http://icu.example.org:9000",  # another port of the host: another application
+        "http://icu.example.org",  # port 80: another server of the host
+        "https://icu.example.org:8000",  # the pages' port, but not their scheme
+    ],
+)
+def test_another_scheme_or_port_of_an_allowed_host_takes_no_stream(
+    client: Client, viewer, watcher, settings, origin
+):
+    """An origin is a scheme, a host and a port: another port of the station's host is another
+    application (a printer's page, a vendor's console), as another scheme is. Only the stream's
+    own origin and CSRF_TRUSTED_ORIGINS (the pages' web server, on another port of the host:
+    WARD_EVENTS_PORT) are let in, exactly, as Django's CSRF check takes an Origin: 403 before
+    any stream."""
+    settings.WARD_EVENTS_PORT = 8001
+    settings.ALLOWED_HOSTS = ["icu.example.org"]
+    settings.CSRF_TRUSTED_ORIGINS = ["http://icu.example.org:8000"]
+    client.force_login(viewer)
+
+    refused = client.get("/events/", HTTP_ORIGIN=origin, **THREADED)
+
+    assert (refused.status_code, refused.get("Access-Control-Allow-Origin")) == (403, None)
+    assert watcher.subscriptions == set()
+    allowed = [
+        client.get("/events/", HTTP_ORIGIN=good, **THREADED)
+        for good in ("http://icu.example.org:8000", "http://icu.example.org:8001")
+    ]
+    assert [(r.status_code, r["Access-Control-Allow-Origin"]) for r in allowed] == [
+        (200, "http://icu.example.org:8000"),
+        (200, "http://icu.example.org:8001"),
+    ]
+    for response in allowed:
+        closed(response)
+
+
+def test_behind_a_proxy_that_ends_tls_the_pages_https_origin_is_the_streams_own(
+    client: Client, viewer, watcher, settings
+):
+    """TLS ended at the reverse proxy (TRUST_X_FORWARDED_PROTO): the request is https as
+    Django builds it, so the pages' https origin is the stream's own, and http is refused."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.ALLOWED_HOSTS = ["icu.example.org"]
+    client.force_login(viewer)
+    proxied = {"wsgi.multithread": True, "HTTP_HOST": "icu.example.org"}
+    proxied["HTTP_X_FORWARDED_PROTO"] = "https"
+
+    http = client.get("/events/", HTTP_ORIGIN="http://icu.example.org", **proxied)
+    https = client.get("/events/", HTTP_ORIGIN="https://icu.example.org", **proxied)
+
+    assert [http.status_code, https.status_code] == [403, 200]
+    closed(https)
+    assert watcher.subscriptions == set()
