@@ -124,7 +124,12 @@ def measure(
     # stream from gunicorn's asgi worker beside it, on the port the pages are told of.
     push = None
     if mode == "push":
-        push_env = {**web_env, "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-push")}
+        push_env = {
+            **web_env,
+            "PROMETHEUS_MULTIPROC_DIR": str(workdir / "prometheus-push"),
+            # The pages' origin (the web server's), which the stream lets in exactly.
+            "CSRF_TRUSTED_ORIGINS": f"http://127.0.0.1:{port}",
+        }
         push = gunicorn(
             "--worker-class", "asgi", "--workers", "1", "icu.asgi",
             port=port + 1, log=logs["push"], env=push_env,

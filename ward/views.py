@@ -8,13 +8,15 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from django.http.request import split_domain_port, validate_host
+from django.http.request import split_domain_port
 from django.shortcuts import render, resolve_url
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import is_same_domain
 from django.views.decorators.http import require_safe
 
 from access.models import PatientAccess
@@ -212,20 +214,44 @@ def patient(request: HttpRequest, patient_uuid: uuid.UUID) -> HttpResponse:
 
 
 def _origin_allowed(request: HttpRequest) -> bool:
-    """A request without an Origin (a same-origin EventSource), or from a page of one of
-    ALLOWED_HOSTS. Any other (another application of the hospital's domain: same-site, so the
-    nurse's session cookie goes with it; "null") is refused before it takes a stream: the
-    browser would hide the answer from that page, but the stream would hold one of
-    WARD_PUSH_MAX_CLIENTS for STREAM_SECONDS, and a few of its tabs would send every station
-    back to polling."""
+    """A request without an Origin (a same-origin EventSource), or from the stream's own origin
+    or one of CSRF_TRUSTED_ORIGINS, matched exactly as Django's CSRF check matches an Origin
+    (CsrfViewMiddleware._origin_verified): scheme, host and port, the request's scheme as
+    Django builds it (https behind a TLS-ending proxy with TRUST_X_FORWARDED_PROTO). The pages
+    of the web server on another port of the host (WARD_EVENTS_PORT) are let in by its origin
+    in CSRF_TRUSTED_ORIGINS. Any other (another application of the hospital's domain, or
+    another port or scheme of this host: same-site, so the nurse's session cookie goes with
+    it; "null") is refused before it takes a stream: the browser would hide the answer from
+    that page, but the stream would hold one of WARD_PUSH_MAX_CLIENTS for STREAM_SECONDS, and
+    a few of its tabs would send every station back to polling."""
     origin = request.headers.get("Origin")
-    return not origin or validate_host(urlsplit(origin).hostname or "", settings.ALLOWED_HOSTS)
+    if not origin:
+        return True
+    try:
+        own = f"{request.scheme}://{request.get_host()}"
+    except DisallowedHost:
+        own = None
+    if origin == own:
+        return True
+    trusted = settings.CSRF_TRUSTED_ORIGINS
+    if origin in [o for o in trusted if "*" not in o]:
+        return True
+    try:
+        parsed = urlsplit(origin)
+    except ValueError:
+        return False
+    wildcards = [urlsplit(o) for o in trusted if "*" in o]  # https://*.example.org
+    return any(
+        is_same_domain(parsed.netloc, w.netloc.lstrip("*"))
+        for w in wildcards
+        if w.scheme == parsed.scheme
+    )
 
 
 def _cross_origin_allow(request: HttpRequest, response: HttpResponse) -> None:
     """The stream from the push process (WARD_EVENTS_PORT) is read by pages of the web server
-    on another port: a page of one of ALLOWED_HOSTS (_origin_allowed) may read it with its
-    session's cookie (cookies are per host, not per port)."""
+    on another port: a page of an origin _origin_allowed lets in (checked first) may read it
+    with its session's cookie (cookies are per host, not per port)."""
     origin = request.headers.get("Origin")
     if not origin:
         return
@@ -256,8 +282,8 @@ def events(request: HttpRequest) -> HttpResponse:
     server-sent events under an ASGI server (the push process of production and `make run`) or
     a threaded WSGI one (`runserver` alone); 204 (the page polls, as EventSource stops on it)
     under a WSGI server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0.
-    Readable by whoever may read what the page shows, from a page of ALLOWED_HOSTS (403
-    otherwise); 503 when the process has its maximum of streams."""
+    Readable by whoever may read what the page shows, from a page of its own origin or of
+    CSRF_TRUSTED_ORIGINS (403 otherwise); 503 when the process has its maximum of streams."""
     patient = request.GET.get("patient")
     if patient is not None:
         try:

@@ -233,7 +233,18 @@ examples:
         # (gunicorn.conf.py's bind, which also names its Prometheus directory).
         child_env = {
             "web": {**env, "WARD_EVENTS_PORT": str(push_port)},
-            "push": {**env, "GUNICORN_BIND": f"127.0.0.1:{push_port}"},
+            "push": {
+                **env,
+                "GUNICORN_BIND": f"127.0.0.1:{push_port}",
+                # The pages' origin, let in exactly (ward/views.py, _origin_allowed).
+                "CSRF_TRUSTED_ORIGINS": ",".join(
+                    [
+                        *filter(None, [env.get("CSRF_TRUSTED_ORIGINS", "")]),
+                        f"http://127.0.0.1:{options['port']}",
+                        f"http://localhost:{options['port']}",
+                    ]
+                ),
+            },
         }
         with stop_on_signals() as stop:
             try:
