@@ -241,6 +241,31 @@ def test_the_alarm_timings_default_from_the_reading_interval_and_are_read_from_t
     assert json.loads(given.stdout) == [45.0, 60.5, 10.0]
 
 
+PUSH_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps([settings.WARD_PUSH_MAX_CLIENTS, settings.WARD_PUSH_MAX_CLIENTS_PER_USER,
+                  settings.WARD_PUSH_RECHECK_SECONDS]))
+"""
+
+
+def test_a_user_holds_a_quarter_of_the_push_streams_by_default_and_is_checked_every_10_s() -> None:
+    """Shared station logins keep room: a quarter of the process's streams, one at least."""
+    for environ, expected in [
+        ({}, [200, 50, 10.0]),
+        ({"WARD_PUSH_MAX_CLIENTS": "6"}, [6, 1, 10.0]),
+        ({"WARD_PUSH_MAX_CLIENTS": "0"}, [0, 1, 10.0]),
+        (
+            {"WARD_PUSH_MAX_CLIENTS_PER_USER": "120", "WARD_PUSH_RECHECK_SECONDS": "2.5"},
+            [200, 120, 2.5],
+        ),
+    ]:
+        run = run_settings(PUSH_SETTINGS, SECRET_KEY="s", **environ)
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout) == expected, environ
+
+
 LOGIN_SETTINGS = """
 import json, django
 django.setup()
@@ -420,6 +445,11 @@ BAD_SETTINGS = [
     ("WARD_POLL_SECONDS", "0", SECONDS),
     *[("WARD_PUSH_MAX_CLIENTS", value, f"{WHOLE}, 0 or more") for value in ("-1", "many", "1.5")],
     ("WARD_PUSH_POLL_SECONDS", "0", SECONDS),
+    *[
+        ("WARD_PUSH_MAX_CLIENTS_PER_USER", value, f"{WHOLE}, 1 or more")
+        for value in ("0", "-1", "many", "2.5")
+    ],
+    *[("WARD_PUSH_RECHECK_SECONDS", value, SECONDS) for value in ("0", "-5", "soon")],
     *[("WARD_EVENTS_PORT", value, f"{WHOLE}, 0 or more") for value in ("-1", "http", "80.5")],
     ("WARD_EVENTS_PORT", "65536", "a port number, 0 to 65535"),
     ("WARD_STALE_SECONDS", "-1", SECONDS),

@@ -4,6 +4,7 @@ a page showing an old entry under "Live" until its fallback poll (WARD_PUSH_POLL
 stream slot taken by someone else sends a station back to polling. The stateful test of every
 change being pushed is vitals/tests/test_tile_consistency.py (every_change_is_pushed)."""
 
+import time
 import uuid
 
 import pytest
@@ -174,3 +175,112 @@ def test_behind_a_proxy_that_ends_tls_the_pages_https_origin_is_the_streams_own(
     assert [http.status_code, https.status_code] == [403, 200]
     closed(https)
     assert watcher.subscriptions == set()
+
+
+def test_one_user_holds_at_most_their_share_of_the_streams_and_the_others_keep_theirs(
+    viewer, user, watcher
+):
+    """One login (a script with a nurse's cookie, a station login left open on many screens)
+    opened streams until the process had none left, and every other station polled. A user
+    holds at most WARD_PUSH_MAX_CLIENTS_PER_USER (a quarter of the process's by default:
+    shared station logins keep room); past it their new page is refused with 429 and a body
+    saying why, and polls (EventSource stops on any status but 200). Another user still gets a
+    stream, and the first gets one again once one of theirs closes."""
+    watcher.max_clients, watcher.max_per_user = 4, 2
+    observer, nurse = Client(), Client()
+    observer.force_login(viewer)
+    nurse.force_login(user)
+    stream = {"wsgi.multithread": True}
+
+    held = [observer.get("/events/", **stream) for _ in range(2)]
+    refused = observer.get("/events/", **stream)
+    others = [nurse.get("/events/", **stream) for _ in range(2)]
+
+    assert [r.status_code for r in held] == [200, 200]
+    assert (refused.status_code, refused["Retry-After"], refused["Content-Type"]) == (
+        429,
+        "30",
+        "text/plain",
+    )
+    assert refused.content == (
+        b"this user has 2 streams of changes open, the most one user may hold "
+        b"(WARD_PUSH_MAX_CLIENTS_PER_USER): this page polls instead\n"
+    )
+    assert [r.status_code for r in others] == [200, 200]
+    closed(held[0])
+    again = observer.get("/events/", **stream)
+    assert again.status_code == 200
+    for response in (held[1], again, *others):
+        closed(response)
+    assert watcher.subscriptions == set()
+
+
+def revoke_deactivated(client: Client, user) -> None:
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+
+def revoke_password_changed(client: Client, user) -> None:
+    user.set_password("another-horse-10")
+    user.save(update_fields=["password"])
+
+
+def revoke_logged_out(client: Client, user) -> None:
+    client.logout()  # in another tab: the session is gone from the store
+
+
+def revoke_role_removed(client: Client, user) -> None:
+    user.groups.clear()
+
+
+@pytest.mark.parametrize(
+    "revoke",
+    [revoke_deactivated, revoke_password_changed, revoke_logged_out, revoke_role_removed],
+)
+def test_a_stream_ends_within_the_recheck_once_its_user_may_no_longer_read(
+    client: Client, user, watcher, settings, revoke
+):
+    """A stream lasts STREAM_SECONDS (5 minutes): it went on telling which patients changed
+    for that long after its user was deactivated, their password changed, their session ended
+    or their role removed. It checks the user's right again every WARD_PUSH_RECHECK_SECONDS
+    (and before any change it sends once that is due), and ends when it is gone: the page
+    then polls, the API refuses it, and it shows what it shows for a lost session."""
+    settings.WARD_PUSH_RECHECK_SECONDS = 0.3
+    ann = PatientFactory(name="Ann")
+    client.force_login(user)
+    response = client.get("/events/", **{"wsgi.multithread": True})
+    stream = iter(response.streaming_content)
+    assert next(stream) == b": connected\n\n"
+    watcher.step()  # the marks, a heartbeat
+    assert next(stream) == b"event: heartbeat\ndata: {}\n\n"
+    PatientMetricFactory(patient=ann)
+    watcher.clock.now += 0.2
+    watcher.step()
+    assert next(stream) == f'event: changed\ndata: {{"patients":["{ann.uuid}"]}}\n\n'.encode()
+
+    revoke(client, user)
+    PatientMetricFactory(patient=ann)
+    watcher.clock.now += 0.2
+    watcher.step()  # a change of ann's waits for the stream
+    started = time.monotonic()
+    rest = list(stream)  # it ends by itself
+
+    assert time.monotonic() - started < settings.WARD_PUSH_RECHECK_SECONDS + 0.5
+    assert rest == []  # nothing of ann's after the revocation
+    closed(response)
+    assert watcher.subscriptions == set()
+
+
+def test_a_stream_whose_user_keeps_the_right_lives_on_checked_at_each_interval(
+    client: Client, user, watcher, settings, django_assert_max_num_queries
+):
+    settings.WARD_PUSH_RECHECK_SECONDS = 0.1
+    client.force_login(user)
+    response = client.get("/events/", **{"wsgi.multithread": True})
+    stream = iter(response.streaming_content)
+    assert next(stream) == b": connected\n\n"
+    time.sleep(0.15)
+    watcher.step()
+    with django_assert_max_num_queries(6):  # the session, the user, their permissions
+        assert next(stream) == b"event: heartbeat\ndata: {}\n\n"
+    closed(response)
