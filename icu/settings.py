@@ -616,6 +616,16 @@ WARD_POLL_SECONDS = _seconds("WARD_POLL_SECONDS", 2.0)
 # every WARD_PUSH_POLL_SECONDS, the fallback should a change not be pushed.
 WARD_PUSH_MAX_CLIENTS = _whole_number("WARD_PUSH_MAX_CLIENTS", 200, minimum=0)
 WARD_PUSH_POLL_SECONDS = _seconds("WARD_PUSH_POLL_SECONDS", 10.0)
+# The streams one user may hold in a process (429 beyond: that page polls): a quarter of the
+# process's by default, so that one login (a script with a nurse's cookie, a station login on
+# many screens) cannot send every other station back to polling, and shared station logins
+# keep room.
+WARD_PUSH_MAX_CLIENTS_PER_USER = _whole_number(
+    "WARD_PUSH_MAX_CLIENTS_PER_USER", max(1, WARD_PUSH_MAX_CLIENTS // 4), minimum=1
+)
+# A stream checks its user's right to read what it tells this often (deactivated, password
+# changed, logged out, role removed: it ends, and the page shows the session lost).
+WARD_PUSH_RECHECK_SECONDS = _seconds("WARD_PUSH_RECHECK_SECONDS", 10.0)
 # Where the pages find the stream: 0, on the server that served them (GET /events/: `make
 # run`, or a reverse proxy routing /events/ to the push process); else the port of the push
 # process (an ASGI server beside the API's WSGI one: docker-compose.yml) on the pages' host.

@@ -32,6 +32,11 @@ The wire format (text/event-stream):
 No `retry:` field: the page closes the stream on an error or a silence and reconnects on its
 own schedule (backoff), never through the browser's own reconnection.
 A stream ends after STREAM_SECONDS (the page reconnects, and the session is checked again).
+Meanwhile it checks its user's right to read it every WARD_PUSH_RECHECK_SECONDS (a read of the
+session, the user and their permissions; also before a change once that is due), and ends when
+it is gone (deactivated, password changed, logged out, role removed): the page's poll is then
+refused, and it shows the session lost. One user holds at most WARD_PUSH_MAX_CLIENTS_PER_USER
+of a process's streams (max_per_user).
 """
 
 import asyncio
@@ -42,6 +47,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
 from ward.selectors import ChangeMarks, ChangeRows, change_marks_now, change_rows_after
@@ -72,13 +78,22 @@ class TooManyClients(Exception):
     pass
 
 
+class TooManyForUser(Exception):
+    """The user holds max_per_user streams already."""
+
+    def __init__(self, *, held: int) -> None:
+        super().__init__(held)
+        self.held = held
+
+
 class Subscription:
     """One stream's share of the watcher's news: the patients changed and whether a heartbeat
     is due since it last took them. `patient`: only that patient's changes (the patient page).
     `greeted`: it had its first heartbeat (after the first read that succeeded once it came)."""
 
-    def __init__(self, *, patient: str | None) -> None:
+    def __init__(self, *, patient: str | None, user: object = None) -> None:
         self.patient = patient
+        self.user = user  # whose stream (the user's pk): max_per_user counts them
         self.wake: Callable[[], None] = lambda: None
         self.changed: set[str] = set()
         self.heartbeat = False
@@ -146,11 +161,13 @@ class ChangeWatcher:
         self,
         *,
         max_clients: int,
+        max_per_user: int | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         read: Callable[..., ChangeRows] = change_rows_after,
     ) -> None:
         self.max_clients = max_clients
+        self.max_per_user = max_per_user  # None: no cap but max_clients
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
         self.read = read
@@ -166,12 +183,17 @@ class ChangeWatcher:
         self.failing = False
         self.local = threading.local()  # the connection whose reads time out (PostgreSQL)
 
-    def subscribe(self, *, patient: str | None) -> Subscription:
-        """A new stream's subscription, or TooManyClients at max_clients."""
+    def subscribe(self, *, patient: str | None, user: object = None) -> Subscription:
+        """A new stream's subscription, or TooManyClients at max_clients, or TooManyForUser
+        when `user` holds max_per_user already (one login must not take every stream)."""
         with self.lock:
             if len(self.subscriptions) >= self.max_clients:
                 raise TooManyClients
-            subscription = Subscription(patient=patient)
+            if user is not None and self.max_per_user is not None:
+                held = sum(1 for s in self.subscriptions if s.user == user)
+                if held >= self.max_per_user:
+                    raise TooManyForUser(held=held)
+            subscription = Subscription(patient=patient, user=user)
             self.subscriptions.add(subscription)
         return subscription
 
@@ -309,46 +331,126 @@ def change_watcher() -> ChangeWatcher:
 
     with _watcher_lock:
         if _watcher is None:
-            _watcher = ChangeWatcher(max_clients=settings.WARD_PUSH_MAX_CLIENTS)
+            _watcher = ChangeWatcher(
+                max_clients=settings.WARD_PUSH_MAX_CLIENTS,
+                max_per_user=settings.WARD_PUSH_MAX_CLIENTS_PER_USER,
+            )
     _watcher.ensure_running()
     return _watcher
 
 
-async def stream_async(*, watcher: ChangeWatcher, subscription: Subscription) -> AsyncIterator[str]:
-    """The stream under ASGI: waits on an asyncio event the watcher's thread sets."""
+class StreamTimes:
+    """A stream's schedule: when it ends (STREAM_SECONDS), when it checks its user's right
+    again (every recheck_seconds), and when it writes a keep-alive (HEARTBEAT_SECONDS without
+    writing anything)."""
+
+    def __init__(self, *, now: float, recheck_seconds: float) -> None:
+        self.end = now + STREAM_SECONDS
+        self.recheck_seconds = recheck_seconds
+        self.check_at = now + recheck_seconds
+        self.quiet_since = now
+
+    def wait(self, now: float) -> float:
+        """How long to wait for news before something else is due."""
+        due = min(self.end, self.check_at, self.quiet_since + HEARTBEAT_SECONDS)
+        return max(0.0, due - now)
+
+    def check_due(self, now: float) -> bool:
+        """Whether the user's right is to be checked now (the next check then scheduled)."""
+        if now < self.check_at:
+            return False
+        self.check_at = now + self.recheck_seconds
+        return True
+
+    def keepalive_due(self, now: float) -> bool:
+        return now - self.quiet_since >= HEARTBEAT_SECONDS
+
+    def wrote(self, now: float) -> None:
+        self.quiet_since = now
+
+
+def _revoked(*, watcher: ChangeWatcher, subscription: Subscription) -> None:
+    logger.info(
+        "ward stream: its user may no longer read it, ended",
+        extra={"user_id": subscription.user, "patient": subscription.patient},
+    )
+
+
+async def stream_async(
+    *,
+    watcher: ChangeWatcher,
+    subscription: Subscription,
+    allowed: Callable[[], bool] = lambda: True,
+    recheck_seconds: float = STREAM_SECONDS,
+) -> AsyncIterator[str]:
+    """The stream under ASGI: waits on an asyncio event the watcher's thread sets. `allowed`:
+    whether its user may still read it (a database read, in a thread), asked every
+    `recheck_seconds` and before a change once that is due; the stream ends when not."""
     loop = asyncio.get_running_loop()
     woken = asyncio.Event()
     watcher.wake_with(subscription, lambda: loop.call_soon_threadsafe(woken.set))
+    check = sync_to_async(allowed)
     try:
         yield CONNECTED
-        end = time.monotonic() + STREAM_SECONDS
-        while (left := end - time.monotonic()) > 0:
+        times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)
+        while (now := time.monotonic()) < times.end:
+            if times.check_due(now) and not await check():
+                _revoked(watcher=watcher, subscription=subscription)
+                return
             try:
-                await asyncio.wait_for(woken.wait(), timeout=min(left, HEARTBEAT_SECONDS))
+                await asyncio.wait_for(woken.wait(), timeout=times.wait(now))
             except TimeoutError:
+                woke = False
+            else:
+                woke = True
+            now = time.monotonic()
+            if woke:
+                woken.clear()
+                if times.check_due(now) and not await check():
+                    _revoked(watcher=watcher, subscription=subscription)
+                    return
+                if text := watcher.take(subscription):
+                    times.wrote(now)
+                    yield text
+                    continue
+            if times.keepalive_due(now):
+                times.wrote(now)
                 yield KEEPALIVE
-                continue
-            woken.clear()
-            if text := watcher.take(subscription):
-                yield text
     finally:
         watcher.unsubscribe(subscription)
 
 
-def stream_sync(*, watcher: ChangeWatcher, subscription: Subscription) -> Iterator[str]:
+def stream_sync(
+    *,
+    watcher: ChangeWatcher,
+    subscription: Subscription,
+    allowed: Callable[[], bool] = lambda: True,
+    recheck_seconds: float = STREAM_SECONDS,
+) -> Iterator[str]:
     """The stream under a threaded WSGI server (`runserver`, the tests' live server): a thread
-    a client, as that server gives each request anyway."""
+    a client, as that server gives each request anyway. `allowed`: as for stream_async."""
     woken = threading.Event()
     watcher.wake_with(subscription, woken.set)
     try:
         yield CONNECTED
-        end = time.monotonic() + STREAM_SECONDS
-        while (left := end - time.monotonic()) > 0:
-            if not woken.wait(timeout=min(left, HEARTBEAT_SECONDS)):
-                yield KEEPALIVE  # a client gone is found out by this write
-                continue
-            woken.clear()
-            if text := watcher.take(subscription):
-                yield text
+        times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)
+        while (now := time.monotonic()) < times.end:
+            if times.check_due(now) and not allowed():
+                _revoked(watcher=watcher, subscription=subscription)
+                return
+            woke = woken.wait(timeout=times.wait(now))
+            now = time.monotonic()
+            if woke:
+                woken.clear()
+                if times.check_due(now) and not allowed():
+                    _revoked(watcher=watcher, subscription=subscription)
+                    return
+                if text := watcher.take(subscription):
+                    times.wrote(now)
+                    yield text
+                    continue
+            if times.keepalive_due(now):
+                times.wrote(now)  # a client gone is found out by this write
+                yield KEEPALIVE
     finally:
         watcher.unsubscribe(subscription)

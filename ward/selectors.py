@@ -9,9 +9,14 @@ watcher's to say (ward/events.py, ChangeTrail).
 """
 
 from dataclasses import dataclass
+from importlib import import_module
 
+from django.conf import settings
+from django.contrib.auth import get_user
 from django.db.models import Max
+from django.http import HttpRequest
 
+from core.permissions import route_permits
 from vitals.models import AlarmEvent, AuditEvent, PatientMetric
 
 
@@ -48,3 +53,24 @@ def change_rows_after(*, floors: ChangeMarks) -> ChangeRows:
         name: [(pk, None if uuid is None else str(uuid)) for pk, uuid in rows.order_by()]
         for name, rows in (("reading", readings), ("alarm_event", alarms), ("audit_event", audits))
     }
+
+
+def stream_user_may_read(
+    *, session_key: str | None, user_pk: object, routes: tuple[str, ...]
+) -> bool:
+    """Whether the session a stream was opened with still belongs to that user, and the user
+    may still read every route of the page: the session is still in its store (not logged
+    out, not expired), the user active, their password the one the session was opened with
+    (Django's session hash: a change signs every other session out), and their role allows the
+    routes. Read afresh, as the next request of that session would be (get_user; a session
+    whose hash no longer matches is flushed, as that request would flush it)."""
+    if not session_key:
+        return False
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = get_user(request)
+    return (
+        user.is_authenticated
+        and user.pk == user_pk
+        and all(route_permits(user=user, route=route) for route in routes)
+    )

@@ -2,6 +2,7 @@
 the browser then polls from the API (ward/static/ward/js), with the user's own session, and
 refreshes at once when the stream of changes (`events`, ward/events.py) says so."""
 
+import logging
 import uuid
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -28,7 +29,16 @@ from vitals.alarms import LIMIT_RULES
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
 from vitals.signs import OBSERVATION_VALIDITY, SIGNS
-from ward.events import TooManyClients, change_watcher, stream_async, stream_sync
+from ward.events import (
+    TooManyClients,
+    TooManyForUser,
+    change_watcher,
+    stream_async,
+    stream_sync,
+)
+from ward.selectors import stream_user_may_read
+
+logger = logging.getLogger(__name__)
 
 # What the pages call each kind of limit alarm when it is switched off ("ALARM OFF: SpO2 low").
 ALARM_OFF_LABELS = {rule.kind: rule.label for rule in LIMIT_RULES}
@@ -260,6 +270,25 @@ def _cross_origin_allow(request: HttpRequest, response: HttpResponse) -> None:
     patch_vary_headers(response, ["Origin"])
 
 
+def _still_allowed(request: HttpRequest, routes: tuple[str, ...]):
+    """The stream's check of its user's right (ward/events.py): the session it was opened
+    with read afresh, then the connection closed (a stream holds none; kept inside a test's
+    transaction)."""
+    session_key, user_pk = request.session.session_key, request.user.pk
+
+    def allowed() -> bool:
+        try:
+            return stream_user_may_read(session_key=session_key, user_pk=user_pk, routes=routes)
+        except Exception:  # the database unreachable: end the stream (the page polls)
+            logger.warning("ward stream: its user's right could not be checked", exc_info=True)
+            return False
+        finally:
+            if not connection.in_atomic_block:
+                connection.close()
+
+    return allowed
+
+
 def _admission(patient) -> dict | None:
     """The patient's open admission, as the patient page shows it; None if in no bed."""
     found = (
@@ -300,10 +329,23 @@ def events(request: HttpRequest) -> HttpResponse:
         return HttpResponse(status=204)
     watcher = change_watcher()
     try:
-        subscription = watcher.subscribe(patient=patient)
+        subscription = watcher.subscribe(patient=patient, user=request.user.pk)
     except TooManyClients:
         return HttpResponse(status=503, headers={"Retry-After": "30"})
-    stream = (stream_async if asgi else stream_sync)(watcher=watcher, subscription=subscription)
+    except TooManyForUser as refused:
+        text = (
+            f"this user has {refused.held} streams of changes open, the most one user may hold "
+            "(WARD_PUSH_MAX_CLIENTS_PER_USER): this page polls instead\n"
+        )
+        return HttpResponse(
+            text, status=429, content_type="text/plain", headers={"Retry-After": "30"}
+        )
+    stream = (stream_async if asgi else stream_sync)(
+        watcher=watcher,
+        subscription=subscription,
+        allowed=_still_allowed(request, routes),
+        recheck_seconds=settings.WARD_PUSH_RECHECK_SECONDS,
+    )
     if not connection.in_atomic_block:
         connection.close()  # a stream holds no database connection
     response = StreamingHttpResponse(stream, content_type="text/event-stream")

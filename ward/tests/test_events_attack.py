@@ -8,7 +8,8 @@ import time
 import uuid
 
 import pytest
-from django.test import Client
+from asgiref.sync import async_to_sync, sync_to_async
+from django.test import AsyncClient, Client
 
 from patients.tests.factories import PatientFactory
 from vitals.models import AuditEvent
@@ -259,14 +260,15 @@ def test_a_stream_ends_within_the_recheck_once_its_user_may_no_longer_read(
     assert next(stream) == f'event: changed\ndata: {{"patients":["{ann.uuid}"]}}\n\n'.encode()
 
     revoke(client, user)
+    revoked = time.monotonic()
+    time.sleep(settings.WARD_PUSH_RECHECK_SECONDS)  # the check is due
     PatientMetricFactory(patient=ann)
     watcher.clock.now += 0.2
     watcher.step()  # a change of ann's waits for the stream
-    started = time.monotonic()
     rest = list(stream)  # it ends by itself
 
-    assert time.monotonic() - started < settings.WARD_PUSH_RECHECK_SECONDS + 0.5
-    assert rest == []  # nothing of ann's after the revocation
+    assert time.monotonic() - revoked < settings.WARD_PUSH_RECHECK_SECONDS + 0.5
+    assert rest == []  # nothing of ann's once the check was due
     closed(response)
     assert watcher.subscriptions == set()
 
@@ -284,3 +286,26 @@ def test_a_stream_whose_user_keeps_the_right_lives_on_checked_at_each_interval(
     with django_assert_max_num_queries(6):  # the session, the user, their permissions
         assert next(stream) == b"event: heartbeat\ndata: {}\n\n"
     closed(response)
+
+
+def test_under_asgi_too_a_stream_ends_once_its_user_is_deactivated(user, watcher, settings):
+    settings.WARD_PUSH_RECHECK_SECONDS = 0.2
+    client = AsyncClient()
+
+    @async_to_sync
+    async def run() -> tuple:
+        await client.aforce_login(user)
+        response = await client.get("/events/")
+        stream = aiter(response.streaming_content)
+        first = await anext(stream)
+        await sync_to_async(revoke_deactivated)(client, user)
+        revoked = time.monotonic()
+        rest = [chunk async for chunk in stream]
+        took = time.monotonic() - revoked
+        await sync_to_async(closed)(response)
+        return first, rest, took
+
+    first, rest, took = run()
+    assert (first, rest) == (b": connected\n\n", [])
+    assert took < settings.WARD_PUSH_RECHECK_SECONDS + 0.5
+    assert watcher.subscriptions == set()
