@@ -333,6 +333,54 @@ def test_a_stream_open_but_silent_is_not_taken_for_up_and_the_page_polls_on(
         )
 
 
+def test_a_nurse_deactivated_while_her_ward_is_pushed_sees_her_session_lost_not_live(
+    browser, login, user, settings
+):
+    # Polls a minute apart: only the stream's end can tell the page within seconds.
+    settings.WARD_POLL_SECONDS = settings.WARD_PUSH_POLL_SECONDS = 60
+    settings.WARD_PUSH_RECHECK_SECONDS = 0.5
+    store(reading("ann"))
+    login(*NURSE)
+    push = lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-push")  # noqa: E731
+    wait_until(browser, lambda b: push(b) == "up", "the stream up")
+    assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    wait_until(
+        browser,
+        lambda b: b.find_element(By.ID, "connection").text == "Not logged in",
+        "the session shown lost",
+    )
+    banner = browser.find_element(By.ID, "connection-lost")
+    assert banner.text.startswith("The server refuses this session")
+    assert push(browser) == "down"
+
+
+def test_a_ward_opened_by_a_user_who_holds_their_share_of_streams_polls_and_stays_live(
+    browser, login, user, settings, monkeypatch
+):
+    # The nurse's login holds its one stream already (another station's screen): this page's
+    # is refused (429), so it polls at its usual pace, and says Live as its polls succeed.
+    watcher = ChangeWatcher(max_clients=10, max_per_user=1)
+    monkeypatch.setattr(events, "_watcher", watcher)
+    held = watcher.subscribe(patient=None, user=user.pk)
+    try:
+        store(reading("ann"))
+        login(*NURSE)
+        wait_until(browser, lambda b: len(tiles(b)) == 1, "ann's tile")
+        store(reading("ann", ago=0, pulse=131))
+        wait_until(browser, lambda b: tiles(b)[0]["signs"]["pulse"] == "131", "polled: 131")
+        assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+        assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-push") != "up"
+        assert watcher.subscriptions == {held}
+    finally:
+        watcher.stopping.set()
+        if watcher.thread is not None:
+            watcher.thread.join(timeout=2)
+
+
 def empty_beds(browser: WebDriver) -> list[str]:
     return browser.execute_script(
         "return [...document.querySelectorAll('#tiles > li.tile--empty')]"
