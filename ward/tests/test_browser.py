@@ -343,7 +343,8 @@ def test_a_nurse_deactivated_while_her_ward_is_pushed_sees_her_session_lost_not_
     login(*NURSE)
     push = lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-push")  # noqa: E731
     wait_until(browser, lambda b: push(b) == "up", "the stream up")
-    assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
+    live = lambda b: b.find_element(By.ID, "connection").text.startswith("Live · ")  # noqa: E731
+    wait_until(browser, live, "live")
 
     user.is_active = False
     user.save(update_fields=["is_active"])
