@@ -390,9 +390,9 @@ async def stream_async(
     woken = asyncio.Event()
     watcher.wake_with(subscription, lambda: loop.call_soon_threadsafe(woken.set))
     check = sync_to_async(allowed)
+    times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)  # from its opening
     try:
         yield CONNECTED
-        times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)
         while (now := time.monotonic()) < times.end:
             if times.check_due(now) and not await check():
                 _revoked(watcher=watcher, subscription=subscription)
@@ -431,9 +431,9 @@ def stream_sync(
     a client, as that server gives each request anyway. `allowed`: as for stream_async."""
     woken = threading.Event()
     watcher.wake_with(subscription, woken.set)
+    times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)  # from its opening
     try:
         yield CONNECTED
-        times = StreamTimes(now=time.monotonic(), recheck_seconds=recheck_seconds)
         while (now := time.monotonic()) < times.end:
             if times.check_due(now) and not allowed():
                 _revoked(watcher=watcher, subscription=subscription)
