@@ -300,7 +300,8 @@ class WardTiles(RuleBasedStateMachine):
         if self.not_pushed:
             self.not_pushed = False
             return
-        assert changed <= pushed, f"changed, not pushed: {changed - pushed}"
+        missed = {u: (shown.get(u), self.shown.get(u)) for u in changed - pushed}
+        assert not missed, f"changed, not pushed (before, after): {missed}"
 
     @invariant()
     def tiles_are_the_live_list(self) -> None:
