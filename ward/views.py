@@ -312,7 +312,9 @@ def events(request: HttpRequest) -> HttpResponse:
     a threaded WSGI one (`runserver` alone); 204 (the page polls, as EventSource stops on it)
     under a WSGI server whose workers a stream would hold, or with WARD_PUSH_MAX_CLIENTS=0.
     Readable by whoever may read what the page shows, from a page of its own origin or of
-    CSRF_TRUSTED_ORIGINS (403 otherwise); 503 when the process has its maximum of streams."""
+    CSRF_TRUSTED_ORIGINS (403 otherwise); 503 when the process has its maximum of streams, 429
+    when the user has theirs (WARD_PUSH_MAX_CLIENTS_PER_USER). The stream ends when its user may
+    no longer read it (checked every WARD_PUSH_RECHECK_SECONDS)."""
     patient = request.GET.get("patient")
     if patient is not None:
         try:
