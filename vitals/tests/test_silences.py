@@ -1,0 +1,183 @@
+"""An outside tester's attack on the silences (issue 20, round 2): every silence must itself
+be an alarm. A monitor that never sent for an admitted patient, an alarm switched off and
+carried into a later stay, the server's clock stepping back under the sweeps."""
+
+import time
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from patients.tests.factories import PatientFactory
+from units.models import Admission, Bed, Unit
+from units.services import admission_create, admission_discharge
+from vitals.alarm_engine import AlarmEngine
+from vitals.models import Alarm, AlarmOff, AuditEvent
+from vitals.services import alarm_no_data_sweep, alarm_switch_off
+from vitals.tests.fakes import worker_create
+from vitals.tests.test_alarm_engine import judge, reading
+
+pytestmark = pytest.mark.django_db
+
+
+def beds(count: int = 2) -> list[Bed]:
+    unit = Unit.objects.create(code="icu-a", name="ICU A")
+    return [
+        Bed.objects.create(unit=unit, label=f"A{position}", position=position)
+        for position in range(1, count + 1)
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "ALARM OFF outlives the stay: admission_discharge resolves the alarms and ends the "
+        "monitoring but leaves the AlarmOff rows, so a patient admitted again (another bed, "
+        "unit or team, weeks later) has SpO2 low still off, decided by someone else for "
+        "another stay: SpO2 86 raises nothing. Fix (units/services.py admission_discharge): "
+        "switch every ALARM OFF of the patient on (vitals.services.alarm_switch_on, audited "
+        "alarm.on) in the discharge's transaction."
+    ),
+)
+def test_an_alarm_switched_off_in_one_stay_sounds_in_the_next(django_user_model):
+    """ALARM OFF is a decision about a stay (a probe on the ear reading low, a known
+    bradycardia), made by its team: a patient discharged and admitted again weeks later, to
+    another team, starts with every alarm on, and the trail says who switched it off and that
+    the discharge switched it on."""
+    nurse = django_user_model.objects.create_user("nurse")
+    first, second = beds()
+    ann = PatientFactory(name="ann")
+    admission_create(patient=ann, bed=first, by=nurse)
+    alarm_switch_off(patient=ann, kind="spo2_low", reason="probe on the ear reads low", user=nurse)
+    admission_discharge(patient=ann, by=nurse, reason="to ward 7")
+
+    admission_create(patient=ann, bed=second, by=nurse)
+    judge(AlarmEngine(), [reading(ann, s, spo2=86) for s in (0, 5)])
+
+    assert not AlarmOff.objects.filter(patient=ann).exists()
+    assert list(Alarm.objects.values_list("kind", "priority", "state", "value")) == [
+        ("spo2_low", "medium", "active", 86)
+    ]
+    assert list(
+        AuditEvent.objects.order_by("id").values_list("action", "username", "before", "after")
+    ) == [
+        ("patient.admit", "nurse", None, audit_after(ann, "A1")),
+        (
+            "alarm.off",
+            "nurse",
+            {"kind": "spo2_low", "off": False},
+            {
+                "kind": "spo2_low",
+                "off": True,
+                "reason": "probe on the ear reads low",
+                "by": "nurse",
+            },
+        ),
+        ("patient.discharge", "nurse", audit_after(ann, "A1"), discharge_after(ann)),
+        (
+            "alarm.on",
+            "nurse",
+            {
+                "kind": "spo2_low",
+                "off": True,
+                "reason": "probe on the ear reads low",
+                "by": "nurse",
+            },
+            {"kind": "spo2_low", "off": False},
+        ),
+        ("patient.monitoring_end", "nurse", *monitoring_end(ann)),
+        ("patient.admit", "nurse", None, audit_after(ann, "A2")),
+    ]
+
+
+def audit_after(patient, label: str) -> dict:
+    admission = Admission.objects.get(patient=patient, bed__label=label)
+    return {
+        "admission": admission.pk,
+        "unit": "icu-a",
+        "bed": label,
+        "admitted_at": admission.admitted_at.isoformat(),
+        "reason": "",
+    }
+
+
+def discharge_after(patient) -> dict:
+    admission = Admission.objects.get(patient=patient, bed__label="A1")
+    return {
+        "discharged_at": admission.discharged_at.isoformat(),
+        "reason": "to ward 7",
+        "alarms_resolved": [],
+    }
+
+
+def monitoring_end(patient) -> tuple[dict, dict]:
+    after = AuditEvent.objects.get(action="patient.monitoring_end", patient_uuid=patient.uuid)
+    return {"monitoring_ended_at": None}, after.after
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "alarm_no_data_sweep looks only at patients with a latest_metric "
+        "(latest_metric__received_at__lt=...): a patient admitted to a bed (the API, the "
+        "admin, an HL7 ADT A01) whose monitor never delivers a reading (not connected, wrong "
+        "patient on the monitor, every reading refused by the contract) raises nothing, ever: "
+        "the ward shows a tile without values and no alarm, however long. Fix "
+        "(vitals/services.py alarm_no_data_sweep): also take the monitored patients with no "
+        "latest_metric and an open admission (units.Admission, discharged_at null) admitted "
+        "more than silent_for ago (an Exists() on the admissions table, or a "
+        "Patient.monitoring_started_at set by admission_create), message 'No data for 20 s "
+        "(no reading received since admission 10:15:02 UTC)'; patient_monitoring_end still "
+        "stops it (the patient admitted before the monitor is attached)."
+    ),
+)
+def test_an_admitted_patient_whose_monitor_never_sent_raises_no_data():
+    [bed, *_] = beds(1)
+    ann = PatientFactory(name="ann")
+    admission_create(patient=ann, bed=bed, by=None)
+    Admission.objects.filter(patient=ann).update(admitted_at=timezone.now() - timedelta(seconds=20))
+
+    events = alarm_no_data_sweep(silent_for=timedelta(seconds=15))
+
+    assert [(e.type, e.alarm.patient.name, e.alarm.kind) for e in events] == [
+        ("raised", "ann", "no_data")
+    ]
+    alarm = Alarm.objects.get()
+    assert (alarm.kind, alarm.priority, alarm.state) == ("no_data", "medium", "active")
+    assert alarm.message.startswith("No data for 20 s")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "The sweeps compare the wall clock with the times it wrote: after the consumer host's "
+        "clock steps back (a VM resumed, an NTP step, a manual fix), every received_at and "
+        "activated_at is in its future, so a monitor that stops raises no `no_data` and an "
+        "unanswered high alarm is not escalated until the clock has caught up again (an hour "
+        "for an hour's step); the same with two consumers on hosts whose clocks differ (a "
+        "silence seen late by the skew). Fix (vitals/consumer.py): the consumer keeps an "
+        "anchor (the newest received_at it stored, time.monotonic() then) and sweeps with "
+        "now = max(timezone.now(), anchor + (time.monotonic() - anchor_monotonic)), passed "
+        "as now= to alarm_no_data_sweep and alarm_escalation_sweep; log a WARNING when the "
+        "wall clock is behind the anchor by more than ALARM_CLOCK_SKEW_WARN."
+    ),
+)
+def test_a_server_clock_stepped_back_does_not_hide_a_monitor_that_stopped(monkeypatch):
+    worker, consumer, _ = worker_create(no_data_after=15, escalate_after=120)
+    ann = PatientFactory(name="ann")
+    consumer.add_readings([reading(ann, 0, start=timezone.now())])
+    assert worker.process_batch() == 1
+    received = ann.metrics.get().received_at
+
+    # 20 s later by the monotonic clock, the monitor silent; the wall clock stepped back 1 h.
+    stepped_back = received - timedelta(hours=1) + timedelta(seconds=20)
+    later = time.monotonic() + 20
+    monkeypatch.setattr(timezone, "now", lambda: stepped_back)
+    monkeypatch.setattr(time, "monotonic", lambda: later)
+    swept = worker.sweep_alarms()
+    monkeypatch.undo()
+
+    assert swept == 1
+    assert list(Alarm.objects.values_list("patient__name", "kind", "state")) == [
+        ("ann", "no_data", "active")
+    ]
