@@ -6,14 +6,16 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from patients.tests.factories import PatientFactory
 from units.models import Admission, Bed, Unit
 from units.services import admission_create, admission_discharge
 from vitals.alarm_engine import AlarmEngine
+from vitals.contract import reading_to_message
 from vitals.models import Alarm, AlarmOff, AuditEvent
-from vitals.services import alarm_no_data_sweep, alarm_switch_off
+from vitals.services import alarm_no_data_sweep, alarm_switch_off, reading_bulk_store
 from vitals.tests.fakes import worker_create
 from vitals.tests.test_alarm_engine import judge, reading
 
@@ -172,4 +174,43 @@ def test_a_server_clock_stepped_back_does_not_hide_a_monitor_that_stopped(monkey
     assert swept == 1
     assert list(Alarm.objects.values_list("patient__name", "kind", "state")) == [
         ("ann", "no_data", "active")
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A consumer held at a message the DLQ does not take (the DLQ topic's leader away, a "
+        "copy refused) retries its batch for as long as that lasts, and its retry path "
+        "(process_batch: except RetryBatch -> _rewind, _wait_before_retry, return) never "
+        "sweeps nor publishes: no `no_data` for the monitors that go silent meanwhile, no "
+        "escalation of the high alarms nobody answers, and the alarm events of the batch "
+        "stored before the DLQ refused stay in the outbox (the paging system hears nothing). "
+        "The batch spans every partition it fetched, so with one consumer the whole ward "
+        "freezes, each tile turning STALE with no alarm at all. Fix (vitals/consumer.py "
+        "process_batch): call self._sweep_alarms_if_due() and self._update_lag_if_due() in "
+        "the RetryBatch branch too, before _wait_before_retry, and make the wait sweep every "
+        "alarm_sweep_interval (wait on the stop event in slices of at most that interval, "
+        "calling _sweep_alarms_if_due between them): the sweeps need the database, not the "
+        "batch."
+    ),
+)
+def test_a_consumer_held_by_the_dlq_still_raises_no_data_for_a_silent_monitor():
+    worker, consumer, producer = worker_create(no_data_after=15, escalate_after=120)
+    bob = PatientFactory(name="bob")
+    with transaction.atomic():
+        reading_bulk_store(
+            readings=[reading(bob, 0)], received_at=timezone.now() - timedelta(seconds=20)
+        )
+    ivy = reading(PatientFactory(name="ivy"), 0, start=timezone.now() - timedelta(seconds=1))
+    ivy_message = reading_to_message(ivy)
+    consumer.add([ivy_message, (ivy_message[0], b"not json")])
+    producer.fail = 1_000  # the DLQ takes nothing (nor the alarms topic)
+
+    for _ in range(2):
+        assert worker.process_batch() == 2
+        assert worker.stalled == {("vitals", 0)}
+
+    assert list(Alarm.objects.values_list("patient__name", "kind", "state")) == [
+        ("bob", "no_data", "active")
     ]
