@@ -6,12 +6,15 @@ sends is never taken for a silent one (nor a silent one for one that sends).
 In-process: readings stored with reading_bulk_store and judged by AlarmEngine in one
 transaction, as the consumer does (test_alarm_engine.judge)."""
 
-from datetime import timedelta
+import json
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from gateway.er7 import message_parse
+from gateway.pcd01 import oru_handle
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from vitals.alarm_engine import AlarmEngine
@@ -181,3 +184,50 @@ def test_a_reading_stamped_in_the_future_within_the_tolerance_does_not_hold_the_
         ("asystole", "high", "active", 0, 20, at(10), None)
     ]
     assert PatientMetric.objects.filter(patient=patient).count() == 4
+
+
+_DST_REASON = (
+    "An HL7 time without an offset (MSH-7, OBR-7, OBX-14; HL7_DEFAULT_TIMEZONE) in the hour a "
+    "fall-back repeats is read as its first occurrence (zoneinfo's fold=0) whatever the time "
+    "it was received: in the second pass (02:00-02:59 CET, 01:00-01:59 UTC on 2026-10-25 in "
+    "Europe/Berlin) every reading is stamped an hour early, onto the stamps of the first pass "
+    "already stored, so the consumer refuses each as conflicting_duplicate (see the test "
+    "above): for an hour at 3 a.m. every monitor of such a gateway stores nothing and raises "
+    "nothing but no_data. Fix (gateway/pcd01.py hl7_time_parse, given the message's "
+    "received_at by its callers): with no offset, of the two occurrences (fold=0, fold=1) take "
+    "the one nearest to received_at (never after it by more than max_future)."
+)
+
+
+@pytest.mark.parametrize(
+    ("received", "stamped"),
+    [
+        pytest.param("2026-10-25T00:30:05+00:00", "2026-10-25T00:30:00.000+00:00", id="first"),
+        pytest.param(
+            "2026-10-25T01:30:05+00:00",
+            "2026-10-25T01:30:00.000+00:00",
+            id="second",
+            marks=pytest.mark.xfail(strict=True, reason=_DST_REASON),
+        ),
+    ],
+)
+def test_an_hl7_time_in_the_hour_a_fall_back_repeats_is_the_occurrence_just_received(
+    settings, received, stamped
+):
+    settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"  # 03:00 CEST -> 02:00 CET on 2026-10-25
+    outcome = oru_handle(
+        message_parse(
+            "\r".join(
+                [
+                    "MSH|^~\\&|COMEN^^||||20261025023000||ORU^R01|9|P|2.5",
+                    "PID|||7788^^^^MR||Doe^John",
+                    "OBX|1|NM|8867-4^Heart rate^LN||76|/min|||||F",
+                ]
+            )
+        ),
+        received_at=datetime.fromisoformat(received),
+    )
+
+    assert (outcome.code, outcome.errors) == ("AA", [])
+    [(_, value)] = outcome.messages
+    assert json.loads(value)["timestamp"] == stamped
