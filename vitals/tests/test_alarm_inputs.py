@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from confluent_kafka import TIMESTAMP_CREATE_TIME
 
 from vitals.models import Alarm, PatientMetric
 from vitals.tests.fakes import worker_create
@@ -74,3 +75,42 @@ def asystole_raised_from(other: dict) -> None:
     assert list(Alarm.objects.values_list("kind", "priority", "state", "value")) == [
         ("asystole", "high", "active", 0)
     ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A monitor whose clock is set more than VITALS_MAX_FUTURE_SKEW_SECONDS (5 min) ahead "
+        "(a date typed wrong after a battery change, a month or a year ahead) has every "
+        "reading refused (timestamp_in_future) although its Kafka timestamp, the gateway's "
+        "clock, is right: a cardiac arrest raises no asystole, only `no_data` (medium) 15 s "
+        "later, saying the monitor is silent, and the `clock_skew` alarm made for exactly "
+        "this never sounds, the readings being refused before they are judged. Fix "
+        "(vitals/contract.py _parse_timestamp and its callers): refuse a timestamp beyond "
+        "max_future only when the message has no Kafka timestamp or that too is beyond it; "
+        "otherwise keep it (measured_at as sent), so the engine judges it at sent_at and "
+        "raises clock_skew (AlarmEngine.timing already does both); with the idempotency key "
+        "including sent_at (test_alarm_clocks.py's set-back test), the stamps it takes from "
+        "the future collide with nothing when the clock is set right."
+    ),
+)
+def test_a_monitor_clock_set_a_month_ahead_still_raises_asystole_and_says_its_clock_is_off():
+    worker, consumer, producer = worker_create()
+    ann = uuid.uuid4()
+    ahead = -timedelta(days=30).total_seconds()  # "seconds ago", negative: in the future
+    consumer.add([message(ann, ahead + 10, pulse=0), message(ann, ahead + 5, pulse=0)])
+    sent = datetime.now(tz=UTC) - timedelta(seconds=1)
+    for record in consumer.log:
+        record.timestamp = lambda: (TIMESTAMP_CREATE_TIME, int(sent.timestamp() * 1000))
+
+    assert worker.process_batch() == 2
+
+    assert producer.on("vitals.dlq") == []
+    kinds = ("asystole", "clock_skew")  # (news2 and sign_missing beside them: pulse only)
+    assert sorted(
+        Alarm.objects.filter(kind__in=kinds).values_list("kind", "priority", "state")
+    ) == [
+        ("asystole", "high", "active"),
+        ("clock_skew", "low", "active"),
+    ]
+    assert Alarm.objects.get(kind="clock_skew").message == "Monitor clock 2591996 s ahead"
