@@ -27,7 +27,7 @@ from vitals.services import (
     reading_bulk_store,
 )
 from vitals.tests.factories import AlarmFactory
-from vitals.tests.test_alarm_engine import judge, reading
+from vitals.tests.test_alarm_engine import at, judge, reading
 
 pytestmark = pytest.mark.django_db
 
@@ -152,3 +152,44 @@ def test_an_alarm_lowered_to_medium_while_the_escalation_sweep_runs_is_not_escal
     )
     assert events == []
     assert list(AlarmEvent.objects.values_list("type", flat=True)) == ["priority_changed"]
+
+
+def _story(patient, engines: list[AlarmEngine], spo2s: list[int]) -> None:
+    """One reading a batch, 5 s apart, each judged by the next engine in turn."""
+    for i, spo2 in enumerate(spo2s):
+        judge(engines[i % len(engines)], [reading(patient, 5 * i, spo2=spo2)])
+
+
+def _history(patient) -> list[tuple]:
+    return list(
+        Alarm.objects.filter(patient=patient, kind="spo2_low")
+        .order_by("id")
+        .values_list("priority", "state", "raised_at", "resolved_at")
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "Two consumers judging one patient's readings in turn (a partition moved while its "
+        "old owner, past max.poll.interval, still finishes its batch) each count only the "
+        "readings they judged themselves: AlarmEngine._reconcile rebuilds a patient only "
+        "when the open alarms differ from the table's, not when another engine judged "
+        "readings in between, so the delay counts go stale: an alarm is raised one reading "
+        "later (and resolved one later) than one engine raises it, against docs/alarms.md "
+        "('several consumers decide exactly what the detector decides on the readings in "
+        "order'). Fix (vitals/alarm_engine.py): each PatientAlarms remembers the id of the "
+        "last reading it judged; _reconcile also forgets a patient whose newest stored "
+        "reading before this batch (the patient's latest_metric_id as the batch found it, "
+        "or max(id) below the batch's first) is not that one, so it is rebuilt by replaying "
+        "the table as a new owner does."
+    ),
+)
+def test_two_engines_judging_a_patient_in_turn_raise_what_one_engine_raises():
+    alone, shared = PatientFactory(name="alone"), PatientFactory(name="shared")
+    spo2s = [98, 98, 84, 84, 84, 98, 98, 98]
+    _story(alone, [AlarmEngine()], spo2s)
+    _story(shared, [AlarmEngine(), AlarmEngine()], spo2s)
+
+    assert _history(alone) == [("high", "resolved", at(15), at(30))]
+    assert _history(shared) == _history(alone)
