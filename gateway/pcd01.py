@@ -588,10 +588,15 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
             continue
         key, value = reading_to_message(reading)
         try:
-            reading_parse(key=key, value=value, now=received_at)
+            # A sign the contract refuses is dropped from the reading (Reading.refused): here
+            # each gets its ERR, the reading sent without it, as for a whole refusal.
+            refused = reading_parse(key=key, value=value, now=received_at).refused
+            refusal = InvalidReading(refused[0].reason, refused[0].message) if refused else None
         except InvalidReading as exc:
+            refusal = exc
+        if refusal is not None:
             reading = _reading_refusals(
-                exc, patient, measured_at, observations, received_at, errors, counts
+                refusal, patient, measured_at, observations, received_at, errors, counts
             )
             if reading is None:
                 continue

@@ -27,25 +27,6 @@ def message(patient: uuid.UUID, seconds_ago: float, **signs) -> tuple[bytes, byt
     return str(patient).encode(), json.dumps(body).encode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "One sign outside the contract's plausible range, or an implausible pair, refuses the "
-        "whole reading (DLQ out_of_range / implausible), the pulse with it: in a cardiac arrest "
-        "an arterial line reads a flat pressure (systolic = diastolic, e.g. 35/35: 'systolic "
-        "must be above diastolic'; or below the systolic floor of 30, e.g. 25/15) and an "
-        "accidental-hypothermia arrest reads 24.5 °C (floor 25.0): the pulse 0 beside it is "
-        "never judged, so no `asystole` (high, at once) is raised; only `no_data` (medium) "
-        "sounds 15 s later, saying the monitor is silent. Fix (vitals/contract.py, both "
-        "parsers): a sign outside its range or an implausible bp/map is dropped from the "
-        "reading (as the HL7 gateway already does: gateway/pcd01.py _reading_refusals keeps "
-        "every sign the contract takes, an ERR for each refused), the other signs kept and "
-        "judged; the reading goes to the DLQ only when no sign is left (`no_signs`), and the "
-        "dropped value is counted (rejected-sign metric) and said (a `sign_invalid` low "
-        "technical alarm, or the existing sign_missing). At the least: systolic = diastolic "
-        "(a flat arterial trace) is plausible, and the pressure floors are 0."
-    ),
-)
 @pytest.mark.parametrize(
     "other",
     [
@@ -114,3 +95,27 @@ def test_a_monitor_clock_set_a_month_ahead_still_raises_asystole_and_says_its_cl
         ("clock_skew", "low", "active"),
     ]
     assert Alarm.objects.get(kind="clock_skew").message == "Monitor clock 2591996 s ahead"
+
+
+def test_a_sign_refused_beside_the_pulse_is_logged_not_dropped_silently(caplog):
+    """The refused sign is said (one warning with its reason and detail, as a whole refusal's
+    DLQ headers would say them), the reading stored without it."""
+    worker, consumer, producer = worker_create()
+    ann = uuid.uuid4()
+    consumer.add([message(ann, 2, pulse=0, temperature=24.5)])
+
+    with caplog.at_level("WARNING", logger="vitals.contract"):
+        assert worker.process_batch() == 1
+
+    assert producer.on("vitals.dlq") == []
+    assert list(PatientMetric.objects.values_list("pulse", "temperature")) == [(0, None)]
+    [record] = [r for r in caplog.records if r.name == "vitals.contract"]
+    assert record.getMessage() == "sign refused by the contract: the reading kept without it"
+    assert record.patient_uuid == str(ann)
+    assert record.refused == [
+        {
+            "fields": ["temperature"],
+            "reason": "out_of_range",
+            "detail": "'temperature' 24.5 is outside 25.0-45.0",
+        }
+    ]
