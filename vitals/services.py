@@ -13,7 +13,7 @@ import msgspec
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -924,14 +924,25 @@ def _technical_alarm_raise(
 
 
 def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -> list[AlarmEvent]:
-    """Raise `no_data` (medium) for every monitored patient whose newest reading was received
-    more than `silent_for` ago and who has none open. Several consumers may sweep at once:
-    one alarm per silence all the same (`_technical_alarm_raise`)."""
+    """Raise `no_data` (medium) for every monitored patient (monitoring not ended) who has none
+    open and whose newest reading was received more than `silent_for` ago, or who has no
+    reading at all and was admitted (an open admission) more than `silent_for` ago: a monitor
+    never connected, or every reading of it refused, is as silent as one that stopped. Several
+    consumers may sweep at once: one alarm per silence all the same (`_technical_alarm_raise`).
+    """
     now = now or timezone.now()
+    cutoff = now - silent_for
+    # units' model, reached through the relation: vitals imports no app above it.
+    admission = Patient._meta.get_field("admissions").related_model
+    open_admissions = admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True)
     silent = (
-        Patient.objects.filter(
-            monitoring_ended_at__isnull=True,
-            latest_metric__received_at__lt=now - silent_for,
+        Patient.objects.filter(monitoring_ended_at__isnull=True)
+        .filter(
+            Q(latest_metric__received_at__lt=cutoff)
+            | Q(
+                Exists(open_admissions.filter(admitted_at__lt=cutoff)),
+                latest_metric__isnull=True,
+            )
         )
         .exclude(
             Exists(
@@ -941,17 +952,22 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
             )
         )
         .select_related("latest_metric")
+        .annotate(admitted_at=Subquery(open_admissions.values("admitted_at")[:1]))
     )
     events = []
     for patient in silent:
-        last = patient.latest_metric.received_at
+        if patient.latest_metric is not None:
+            last = patient.latest_metric.received_at
+            since = f"last reading received {last.astimezone(UTC):%H:%M:%S} UTC"
+        else:
+            last = patient.admitted_at
+            since = f"no reading received since admission {last.astimezone(UTC):%H:%M:%S} UTC"
         seconds = (now - last).total_seconds()
         event = _technical_alarm_raise(
             patient=patient,
             kind=NO_DATA,
             priority=AlarmPriority.MEDIUM,
-            message=f"No data for {_duration(seconds)} (last reading received "
-            f"{last.astimezone(UTC):%H:%M:%S} UTC)",
+            message=f"No data for {_duration(seconds)} ({since})",
             value=round(seconds, 1),
             threshold=silent_for.total_seconds(),
         )

@@ -3,19 +3,25 @@ be an alarm. A monitor that never sent for an admitted patient, an alarm switche
 carried into a later stay, the server's clock stepping back under the sweeps."""
 
 import time
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.db import transaction
 from django.utils import timezone
 
+from patients.models import Patient
 from patients.tests.factories import PatientFactory
 from units.models import Admission, Bed, Unit
 from units.services import admission_create, admission_discharge
 from vitals.alarm_engine import AlarmEngine
 from vitals.contract import reading_to_message
 from vitals.models import Alarm, AlarmOff, AuditEvent
-from vitals.services import alarm_no_data_sweep, alarm_switch_off, reading_bulk_store
+from vitals.services import (
+    alarm_no_data_sweep,
+    alarm_switch_off,
+    patient_monitoring_end,
+    reading_bulk_store,
+)
 from vitals.tests.fakes import worker_create
 from vitals.tests.test_alarm_engine import judge, reading
 
@@ -109,27 +115,12 @@ def monitoring_end(patient) -> tuple[dict, dict]:
     return {"monitoring_ended_at": None}, after.after
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "alarm_no_data_sweep looks only at patients with a latest_metric "
-        "(latest_metric__received_at__lt=...): a patient admitted to a bed (the API, the "
-        "admin, an HL7 ADT A01) whose monitor never delivers a reading (not connected, wrong "
-        "patient on the monitor, every reading refused by the contract) raises nothing, ever: "
-        "the ward shows a tile without values and no alarm, however long. Fix "
-        "(vitals/services.py alarm_no_data_sweep): also take the monitored patients with no "
-        "latest_metric and an open admission (units.Admission, discharged_at null) admitted "
-        "more than silent_for ago (an Exists() on the admissions table, or a "
-        "Patient.monitoring_started_at set by admission_create), message 'No data for 20 s "
-        "(no reading received since admission 10:15:02 UTC)'; patient_monitoring_end still "
-        "stops it (the patient admitted before the monitor is attached)."
-    ),
-)
 def test_an_admitted_patient_whose_monitor_never_sent_raises_no_data():
     [bed, *_] = beds(1)
     ann = PatientFactory(name="ann")
     admission_create(patient=ann, bed=bed, by=None)
-    Admission.objects.filter(patient=ann).update(admitted_at=timezone.now() - timedelta(seconds=20))
+    admitted_at = timezone.now() - timedelta(seconds=20)
+    Admission.objects.filter(patient=ann).update(admitted_at=admitted_at)
 
     events = alarm_no_data_sweep(silent_for=timedelta(seconds=15))
 
@@ -138,7 +129,31 @@ def test_an_admitted_patient_whose_monitor_never_sent_raises_no_data():
     ]
     alarm = Alarm.objects.get()
     assert (alarm.kind, alarm.priority, alarm.state) == ("no_data", "medium", "active")
-    assert alarm.message.startswith("No data for 20 s")
+    assert alarm.message == (
+        f"No data for 20 s (no reading received since admission "
+        f"{admitted_at.astimezone(UTC):%H:%M:%S} UTC)"
+    )
+    assert (alarm.threshold, round(alarm.value)) == (15, 20)
+    # Swept again: the open one stands, no second alarm.
+    assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
+
+
+def test_a_patient_without_readings_raises_no_no_data_when_just_admitted_discharged_or_ended():
+    """Admitted 10 s ago (the monitor may still be connecting), discharged, the monitoring
+    ended by a clinician (admitted before the monitor is attached), never admitted."""
+    just, gone, ended = beds(3)
+    for name, bed, seconds in (("just", just, 10), ("gone", gone, 60), ("ended", ended, 60)):
+        patient = PatientFactory(name=name)
+        admission_create(patient=patient, bed=bed, by=None)
+        Admission.objects.filter(patient=patient).update(
+            admitted_at=timezone.now() - timedelta(seconds=seconds)
+        )
+    admission_discharge(patient=Patient.objects.get(name="gone"), by=None)
+    patient_monitoring_end(patient=Patient.objects.get(name="ended"), user=None)
+    PatientFactory(name="never admitted")
+
+    assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
+    assert not Alarm.objects.exists()
 
 
 @pytest.mark.xfail(
