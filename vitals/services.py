@@ -897,15 +897,27 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
 
 
 def _technical_alarm_raise(
-    *, patient: Patient, kind: str, priority: str, message: str, value: float, threshold: float
+    *,
+    patient: Patient,
+    kind: str,
+    priority: str,
+    message: str,
+    value: float,
+    threshold: float,
+    still: models.QuerySet[Patient],
 ) -> AlarmEvent | None:
     """Raise an alarm that no reading raises (a sweep's), unless one of its kind is open: the
     partial unique index (one open alarm per patient and kind) decides between two consumers
-    sweeping at once, in a savepoint, so the loser writes nothing and goes on."""
+    sweeping at once, in a savepoint, so the loser writes nothing and goes on. `still`: the
+    sweep's condition, looked at again once the patient is locked (a consumer's batch may have
+    committed a reading since the sweep's SELECT): nothing is raised when the patient is no
+    longer in it."""
     now = timezone.now()
     try:
         with transaction.atomic():
             patients_lock(patient_ids=[patient.pk])  # before the alarm (the lock order)
+            if not still.filter(pk=patient.pk).exists():
+                return None
             alarm = Alarm.objects.create(
                 patient=patient,
                 kind=kind,
@@ -935,16 +947,12 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
     # units' model, reached through the relation: vitals imports no app above it.
     admission = Patient._meta.get_field("admissions").related_model
     open_admissions = admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True)
+    still_silent = Patient.objects.filter(monitoring_ended_at__isnull=True).filter(
+        Q(latest_metric__received_at__lt=cutoff)
+        | Q(Exists(open_admissions.filter(admitted_at__lt=cutoff)), latest_metric__isnull=True)
+    )
     silent = (
-        Patient.objects.filter(monitoring_ended_at__isnull=True)
-        .filter(
-            Q(latest_metric__received_at__lt=cutoff)
-            | Q(
-                Exists(open_admissions.filter(admitted_at__lt=cutoff)),
-                latest_metric__isnull=True,
-            )
-        )
-        .exclude(
+        still_silent.exclude(
             Exists(
                 Alarm.objects.filter(
                     patient=OuterRef("pk"), kind=NO_DATA, state__in=OPEN_ALARM_STATES
@@ -970,6 +978,7 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
             message=f"No data for {_duration(seconds)} ({since})",
             value=round(seconds, 1),
             threshold=silent_for.total_seconds(),
+            still=still_silent,
         )
         if event is not None:
             events.append(event)

@@ -74,20 +74,6 @@ def test_a_double_click_acknowledges_once_and_a_resolved_alarm_is_refused(django
     ) == [("resolved", 130), ("active", 131)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "alarm_no_data_sweep reads the silent patients without a lock, then "
-        "_technical_alarm_raise locks each and inserts `no_data` without looking again: a "
-        "reading committed by a consumer's batch in between (two consumers: one sweeps while "
-        "the other stores) gets a `no_data` (medium) raised for a monitor that just sent, "
-        "published and paged, and resolved only by the next reading. Fix "
-        "(vitals/services.py): pass the cutoff (now - silent_for) to _technical_alarm_raise, "
-        "or re-check in alarm_no_data_sweep's loop, after patients_lock: raise only if "
-        "Patient.objects.filter(pk=patient.pk, monitoring_ended_at__isnull=True, "
-        "latest_metric__received_at__lt=cutoff).exists(), else return None."
-    ),
-)
 def test_a_reading_stored_while_the_no_data_sweep_runs_raises_no_no_data(monkeypatch):
     patient = PatientFactory(name="ann")
     engine = AlarmEngine()
