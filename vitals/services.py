@@ -1028,18 +1028,19 @@ def alarm_escalation_sweep(
         activated_at__lte=now - unanswered_for,
     )
     events = []
-    for alarm in due:
+    for pk, patient_id in list(due.values_list("pk", "patient_id")):
         with transaction.atomic():
             # The patient first, then the alarm, as the consumer's batch takes them: the other
             # way round, a sweep and a batch would deadlock (patients_lock).
-            patients_lock(patient_ids=[alarm.patient_id])
-            won = Alarm.objects.filter(
-                pk=alarm.pk, state=AlarmState.ACTIVE, escalated_at__isnull=True
-            ).update(escalated_at=now)
-            if won:
-                alarm.escalated_at = now
-                events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
-                patient_tiles_refresh(patient_ids=[alarm.patient_id])
+            patients_lock(patient_ids=[patient_id])
+            # Every condition of the SELECT again: a batch may have lowered, acknowledged,
+            # resolved or reactivated the alarm since.
+            if not due.filter(pk=pk).update(escalated_at=now):
+                continue
+            # The event holds the alarm as it is now, not as the SELECT saw it.
+            alarm = Alarm.objects.select_related("patient", "acknowledged_by").get(pk=pk)
+            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+            patient_tiles_refresh(patient_ids=[patient_id])
     return events
 
 

@@ -95,20 +95,6 @@ def test_a_reading_stored_while_the_no_data_sweep_runs_raises_no_no_data(monkeyp
     assert list(Alarm.objects.values_list("kind", "state")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "alarm_escalation_sweep selects the due alarms (high, active, unanswered for the "
-        "delay) without a lock, and its conditional UPDATE after patients_lock checks only "
-        "state=active and escalated_at null: an alarm whose priority the consumer lowered to "
-        "medium in between is escalated all the same, and its `escalated` event (paging) "
-        "carries the stale SELECT's priority and message ('high', SpO2 84) for an alarm now "
-        "medium. Fix (vitals/services.py alarm_escalation_sweep): put every condition of the "
-        "SELECT in the UPDATE (priority=HIGH, state=ACTIVE, escalated_at__isnull=True, "
-        "activated_at__lte=now - unanswered_for), and build the event from the alarm read "
-        "again after the UPDATE (Alarm.objects.select_related(...).get(pk=alarm.pk))."
-    ),
-)
 def test_an_alarm_lowered_to_medium_while_the_escalation_sweep_runs_is_not_escalated(
     monkeypatch,
 ):
