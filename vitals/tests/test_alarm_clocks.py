@@ -186,34 +186,20 @@ def test_a_reading_stamped_in_the_future_within_the_tolerance_does_not_hold_the_
     assert PatientMetric.objects.filter(patient=patient).count() == 4
 
 
-_DST_REASON = (
-    "An HL7 time without an offset (MSH-7, OBR-7, OBX-14; HL7_DEFAULT_TIMEZONE) in the hour a "
-    "fall-back repeats is read as its first occurrence (zoneinfo's fold=0) whatever the time "
-    "it was received: in the second pass (02:00-02:59 CET, 01:00-01:59 UTC on 2026-10-25 in "
-    "Europe/Berlin) every reading is stamped an hour early, onto the stamps of the first pass "
-    "already stored, so the consumer refuses each as conflicting_duplicate (see the test "
-    "above): for an hour at 3 a.m. every monitor of such a gateway stores nothing and raises "
-    "nothing but no_data. Fix (gateway/pcd01.py hl7_time_parse, given the message's "
-    "received_at by its callers): with no offset, of the two occurrences (fold=0, fold=1) take "
-    "the one nearest to received_at (never after it by more than max_future)."
-)
-
-
 @pytest.mark.parametrize(
     ("received", "stamped"),
     [
         pytest.param("2026-10-25T00:30:05+00:00", "2026-10-25T00:30:00.000+00:00", id="first"),
-        pytest.param(
-            "2026-10-25T01:30:05+00:00",
-            "2026-10-25T01:30:00.000+00:00",
-            id="second",
-            marks=pytest.mark.xfail(strict=True, reason=_DST_REASON),
-        ),
+        pytest.param("2026-10-25T01:30:05+00:00", "2026-10-25T01:30:00.000+00:00", id="second"),
     ],
 )
 def test_an_hl7_time_in_the_hour_a_fall_back_repeats_is_the_occurrence_just_received(
     settings, received, stamped
 ):
+    """An HL7 time without an offset in the hour a fall-back repeats (02:00-02:59 twice on
+    2026-10-25 in Europe/Berlin) is the occurrence nearest the time received: read as the first
+    pass, the second pass was stamped an hour early onto stored stamps (conflicting_duplicate),
+    and for an hour at 3 a.m. the gateway's monitors stored and raised nothing but no_data."""
     settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"  # 03:00 CEST -> 02:00 CET on 2026-10-25
     outcome = oru_handle(
         message_parse(
