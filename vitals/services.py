@@ -27,7 +27,7 @@ from patients.services import (
 )
 from vitals.alarms import ALARM_OFF_KINDS, NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
-from vitals.errors import AlarmNotOpen, AlarmOffRefused
+from vitals.errors import AlarmChanged, AlarmNotOpen, AlarmOffRefused
 from vitals.models import (
     OPEN_ALARM_STATES,
     Alarm,
@@ -854,10 +854,14 @@ def alarm_decisions_bulk_apply(
     return _objects_insert(model=AlarmEvent, objs=outbox)
 
 
-def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
+def alarm_acknowledge(
+    *, alarm: Alarm, user: AbstractBaseUser, seen_priority: str | None = None
+) -> Alarm:
     """active -> acknowledged, recording who and when and what was acknowledged (the
     priority and message then). Acknowledging twice changes nothing; a resolved alarm cannot be
-    acknowledged."""
+    acknowledged. `seen_priority`: the priority the nurse was shown; an active alarm that now
+    ranks above it (worse since the screen was drawn) is not acknowledged (AlarmChanged), so a
+    high alarm nobody saw is never silenced by a click on a medium one. None: whatever it is."""
     with transaction.atomic():
         # The patient first, then the alarm (patients_lock: the writers' lock order).
         patients_lock(patient_ids=[alarm.patient_id])
@@ -866,6 +870,15 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
         )
         if alarm.state == AlarmState.RESOLVED:
             raise AlarmNotOpen(f"Alarm {alarm.pk} is already resolved.")
+        if (
+            alarm.state == AlarmState.ACTIVE
+            and seen_priority is not None
+            and PRIORITY_RANK[alarm.priority] > PRIORITY_RANK[seen_priority]
+        ):
+            raise AlarmChanged(
+                f"Alarm {alarm.pk} is {alarm.priority.upper()} now, not {seen_priority.upper()} "
+                f"as shown: {alarm.message}. Look at it again before acknowledging it."
+            )
         if alarm.state == AlarmState.ACTIVE:
             alarm.state = AlarmState.ACKNOWLEDGED
             alarm.acknowledged_at, alarm.acknowledged_by = timezone.now(), user

@@ -167,21 +167,6 @@ def test_two_engines_judging_a_patient_in_turn_raise_what_one_engine_raises():
     assert _history(shared) == _history(alone)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "An acknowledgement covers whatever the alarm is when the click arrives, not what the "
-        "nurse saw: the patient page shows SpO2 low MEDIUM (88 %), the consumer raises it to "
-        "HIGH (84 %) within the poll interval, the nurse's click on the medium row "
-        "acknowledges it at HIGH (acknowledged_priority high): never reactivated, never "
-        "escalated, a high alarm nobody saw silenced. The POST carries nothing to tell "
-        "(ward/static/ward/js/patient.js acknowledge() sends no body). Fix: the page posts "
-        'the priority it showed ({"priority": row.alarm.priority}); vitals/apis.py passes it '
-        "to alarm_acknowledge(seen_priority=...), which answers 409 `alarm_changed` ('Alarm "
-        "12 is HIGH now: SpO2 low: 84 % (< 90); look again') without acknowledging when the "
-        "current priority ranks above the one seen; a POST without it keeps today's rule."
-    ),
-)
 def test_an_acknowledgement_of_a_medium_alarm_that_became_high_meanwhile_does_not_silence_it(
     api_client,
 ):
