@@ -227,7 +227,7 @@ def admission_discharge(
         for kind in (
             AlarmOff.objects.filter(patient=patient).order_by("kind").values_list("kind", flat=True)
         ):
-            alarm_switch_on(patient=patient, kind=kind, user=by)
+            alarm_switch_on(patient=patient, kind=kind, user=by, actor=actor)
         patient_monitoring_end(patient=patient, user=by, actor=actor)
     logger.info(
         "patient discharged",

@@ -1320,9 +1320,12 @@ def alarm_switch_off(
     return off
 
 
-def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | None) -> None:
-    """Switch a kind of limit alarm back on (audited); the detector judges it again from the
-    next reading. An alarm that is on stays on, and nothing is recorded."""
+def alarm_switch_on(
+    *, patient: Patient, kind: str, user: AbstractBaseUser | None, actor: str = ""
+) -> None:
+    """Switch a kind of limit alarm back on (audited, by `user` or, for a system such as the
+    hospital's ADT feed, `actor`); the detector judges it again from the next reading. An
+    alarm that is on stays on, and nothing is recorded."""
     _alarm_off_kind_check(kind)
     with transaction.atomic():
         patients_lock(patient_ids=[patient.pk])  # the patient first (the lock order)
@@ -1336,6 +1339,7 @@ def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | Non
             patient=patient,
             before=_alarm_off_values(off, kind),
             after=_alarm_off_values(None, kind),
+            actor=actor,
         )
         off.delete()
         patient_tiles_refresh(patient_ids=[patient.pk])
