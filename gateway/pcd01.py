@@ -261,10 +261,13 @@ _DTM_RE = re.compile(
 )
 
 
-def hl7_time_parse(text: str) -> datetime:
+def hl7_time_parse(text: str, *, received_at: datetime) -> datetime:
     """An HL7 DTM as an aware datetime, to the millisecond (the contract's precision: two
-    times closer than that are one reading); no offset: HL7_DEFAULT_TIMEZONE. ValueError if
-    it is not one."""
+    times closer than that are one reading); no offset: HL7_DEFAULT_TIMEZONE, and of the two
+    instants a wall time names where that zone's clocks go back (the hour a fall-back repeats)
+    or forward (the hour skipped), the one nearest `received_at`: a reading is sent as it is
+    measured, so the second pass of 02:30 received at 02:30:05 CET is that second pass, not
+    the first an hour before, whose stamps are already stored. ValueError if it is not one."""
     match = _DTM_RE.fullmatch(text.strip())
     if match is None:
         raise ValueError(f"not an HL7 time: {text[:40]!r}")
@@ -288,7 +291,11 @@ def hl7_time_parse(text: str) -> datetime:
             tzinfo=zone,
         )
         # In UTC (as the reading carries it) 9999-12-31T23:59-12:00 is in the year 10000.
-        moment.astimezone(UTC)
+        first = moment.astimezone(UTC)
+        if not sign:
+            second = moment.replace(fold=1).astimezone(UTC)
+            if second != first and abs(second - received_at) < abs(first - received_at):
+                return moment.replace(fold=1)
     except (ValueError, OverflowError):  # month 13, day 32, a year beyond the calendar
         raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
     return moment
@@ -332,7 +339,7 @@ def _unit_of(unit: list[str]) -> UnitKind | bool | None:
     return False
 
 
-def _observations_read(rows: list[_Fields], *, msh_time: str) -> _Message:
+def _observations_read(rows: list[_Fields], *, msh_time: str, received_at: datetime) -> _Message:
     gathered = _Message()
     obr_time: tuple[str, tuple[str, int, int]] | None = None
     obr_seq = obx_seq = 0
@@ -403,7 +410,7 @@ def _observations_read(rows: list[_Fields], *, msh_time: str) -> _Message:
         else:
             time_text, where = msh_time, ("MSH", 1, 7)
         try:
-            measured_at = hl7_time_parse(time_text)
+            measured_at = hl7_time_parse(time_text, received_at=received_at)
         except ValueError:
             segment_name, sequence, number = where
             gathered.errors.append(
@@ -538,7 +545,7 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
     not (AE with ERR segments)."""
     rows = [_Fields(message, segment) for segment in message]
     msh = next(row for row in rows if row.name == "MSH")
-    gathered = _observations_read(rows, msh_time=msh.text(7))
+    gathered = _observations_read(rows, msh_time=msh.text(7), received_at=received_at)
     counts, errors = gathered.counts, gathered.errors
     devices = list(
         dict.fromkeys([d for d in [eui64_of(msh.components(3))] if d] + gathered.devices)
@@ -599,10 +606,15 @@ def oru_handle(message: hl7.Message, *, received_at: datetime) -> Outcome:
             continue
         key, value = reading_to_message(reading)
         try:
-            reading_parse(key=key, value=value, now=received_at)
+            # A sign the contract refuses is dropped from the reading (Reading.refused): here
+            # each gets its ERR, the reading sent without it, as for a whole refusal.
+            refused = reading_parse(key=key, value=value, now=received_at).refused
+            refusal = InvalidReading(refused[0].reason, refused[0].message) if refused else None
         except InvalidReading as exc:
+            refusal = exc
+        if refusal is not None:
             reading = _reading_refusals(
-                exc, patient, measured_at, observations, received_at, errors, counts
+                refusal, patient, measured_at, observations, received_at, errors, counts
             )
             if reading is None:
                 continue

@@ -22,8 +22,13 @@ from patients.models import Patient
 from patients.services import patients_lock
 from units.errors import AlreadyAdmitted, BedOccupied, NotAdmitted
 from units.models import Admission, Bed, Unit
-from vitals.models import AuditEvent
-from vitals.services import audit_event_record, patient_alarms_resolve, patient_monitoring_end
+from vitals.models import AlarmOff, AuditEvent
+from vitals.services import (
+    alarm_switch_on,
+    audit_event_record,
+    patient_alarms_resolve,
+    patient_monitoring_end,
+)
 from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
@@ -188,8 +193,10 @@ def admission_discharge(
     *, patient: Patient, by: AbstractBaseUser | None, reason: str = "", actor: str = ""
 ) -> Admission:
     """Discharge an admitted patient (audited): the admission ends, every open alarm of theirs
-    is resolved with the reason "discharged", and their monitoring ends (no `no_data` for the
-    monitor taken off). Their readings, alarms and exports stay. 409 `not_admitted`."""
+    is resolved with the reason "discharged", every alarm switched off is switched on again
+    (ALARM OFF is the stay's team's decision: a later stay starts with every alarm on), and
+    their monitoring ends (no `no_data` for the monitor taken off). Their readings, alarms and
+    exports stay. 409 `not_admitted`."""
     with transaction.atomic():
         # The patient first, then their alarms, as the consumer's batch takes them: the other
         # way round, a discharge and a batch would deadlock (patients_lock).
@@ -217,6 +224,10 @@ def admission_discharge(
             },
             actor=actor,
         )
+        for kind in (
+            AlarmOff.objects.filter(patient=patient).order_by("kind").values_list("kind", flat=True)
+        ):
+            alarm_switch_on(patient=patient, kind=kind, user=by, actor=actor)
         patient_monitoring_end(patient=patient, user=by, actor=actor)
     logger.info(
         "patient discharged",

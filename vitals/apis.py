@@ -13,6 +13,7 @@ from vitals.models import Alarm, AuditEvent
 from vitals.patient_selectors import patient_get
 from vitals.selectors import alarm_get, alarm_list, audit_event_list
 from vitals.serializers import (
+    AlarmAcknowledgeSerializer,
     AlarmFilterSerializer,
     AlarmSerializer,
     AuditEventSerializer,
@@ -68,13 +69,21 @@ class AlarmViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         return super().list(request, *args, **kwargs)
 
     @extend_schema(
-        request=None,
+        request=AlarmAcknowledgeSerializer,
         responses=AlarmSerializer,
-        summary="Acknowledge an active alarm (records who and when); 409 if it is resolved.",
+        summary="Acknowledge an active alarm (records who and when); 409 alarm_not_open if it "
+        "is resolved, alarm_changed if it ranks above the priority posted (worse meanwhile).",
     )
     @action(detail=True, methods=["post"])
     def acknowledge(self, request: Request, pk: str) -> Response:
-        alarm = alarm_acknowledge(alarm=self.get_object(), user=request.user)
+        alarm = self.get_object()
+        body = AlarmAcknowledgeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        alarm = alarm_acknowledge(
+            alarm=alarm,
+            user=request.user,
+            seen_priority=body.validated_data.get("priority"),
+        )
         return Response(self.get_serializer(alarm).data)
 
 

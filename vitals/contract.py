@@ -7,7 +7,12 @@ vitals/signs.py: `python -m vitals.contract` writes them). Version 1 carries the
 all of them; version 2 any non-empty subset of the registry's signs (absent or null: not
 measured this time). `reading_parse` accepts exactly what the schema of the message's version
 accepts plus the checks JSON Schema cannot express (systolic > diastolic, the clock, duplicate
-fields, no lone surrogate in the name); tests hold the two together. The consumer parses with
+fields, no lone surrogate in the name); tests hold the two together, but for one thing: in a
+version 2 message a sign whose value the contract refuses (out of its range, an implausible
+pressure) is dropped and the reading kept with its other signs, the refusal recorded on it
+(`Reading.refused`) and logged; only a reading with no sign left is refused whole, for the
+first sign's reason. A pulse of 0 must raise asystole whatever the arterial line beside it
+reads. The consumer parses with
 `reading_parse_fast`: the same outcome for any input (tested), a msgspec Struct for a version 2
 message written as `reading_to_message` writes it, `reading_parse` for anything else.
 
@@ -16,6 +21,7 @@ writes into the DLQ header.
 """
 
 import json
+import logging
 import re
 import unicodedata
 import uuid
@@ -28,6 +34,8 @@ import msgspec
 
 from vitals.errors import InvalidReading
 from vitals.signs import SIGN_BY_KEY, SIGN_KEYS, SIGNS, map_from_bp
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSIONS = (1, 2)
 # What a message without `schema_version` is taken for (to say it is missing).
@@ -154,6 +162,21 @@ _NAME_REFUSED_RE = re.compile(f"[{NAME_REFUSED}\\ud800-\\udfff]")
 _NAME_VISIBLE_RE = re.compile(f"[^\\s{NAME_INVISIBLE}]")
 
 
+# The reasons that refuse one sign of a version 2 reading, not the whole of it: its value is
+# not the patient's (a device fault), the other signs measured with it still are.
+SIGN_REFUSAL_REASONS = frozenset({"out_of_range", "implausible"})
+
+
+@dataclass(frozen=True, slots=True)
+class SignRefusal:
+    """A sign dropped from a version 2 reading: its wire field(s), the reason (a DLQ reason
+    code) and the message, as a whole refusal would have said them."""
+
+    fields: tuple[str, ...]
+    reason: str
+    message: str
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     patient_uuid: uuid.UUID
@@ -178,6 +201,8 @@ class Reading:
     # End-tidal CO2, ventilated patients only.
     etco2: int | None = None
     schema_version: int = 1
+    # The signs of the message the contract refused (dropped, None above), version 2 only.
+    refused: tuple[SignRefusal, ...] = ()
 
     @property
     def bp(self) -> str | None:
@@ -396,10 +421,26 @@ def reading_parse(
     def measured(name: str) -> bool:
         return version == 1 or data.get(name) is not None
 
+    # Version 2: a value out of its range, or an implausible pressure, drops that sign only.
+    refused: list[SignRefusal] = []
+
+    def sign_or_refused(fields: tuple[str, ...], parse: Any) -> Any:
+        try:
+            return parse()
+        except InvalidReading as exc:
+            if version == 1 or exc.reason not in SIGN_REFUSAL_REASONS:
+                raise
+            refused.append(SignRefusal(fields, exc.reason, exc.message))
+            return None
+
     systolic = diastolic = None
     if measured("bp"):
-        systolic, diastolic = _as_bp(data)
-    temperature = _as_temperature(data) if measured("temperature") else None
+        systolic, diastolic = sign_or_refused(("bp",), lambda: _as_bp(data)) or (None, None)
+    temperature = (
+        sign_or_refused(("temperature",), lambda: _as_temperature(data))
+        if measured("temperature")
+        else None
+    )
 
     on_oxygen = data.get("on_oxygen", False)
     if not isinstance(on_oxygen, bool):
@@ -410,20 +451,15 @@ def reading_parse(
     artefact = _as_choice(data, "artefact", ARTEFACTS, default=None)
 
     ints = {
-        sign: _as_int(data, sign) if measured(sign) else None
+        sign: sign_or_refused((sign,), lambda sign=sign: _as_int(data, sign))
+        if measured(sign)
+        else None
         for sign in _INT_SIGNS
         if version == 2 or sign in V1_SIGNS
     }
-    if version == 2:
-        # The probe is off the finger: whatever SpO2 the monitor sent was not measured.
-        if artefact == "spo2_probe_off":
-            ints["spo2"] = None
-        if systolic is None and temperature is None and all(v is None for v in ints.values()):
-            raise InvalidReading(
-                "no_signs",
-                "no sign measured: a version 2 reading carries at least one of "
-                f"{', '.join(SIGN_FIELDS)} (not null; not only spo2 with the probe off)",
-            )
+    # The probe is off the finger: whatever SpO2 the monitor sent was not measured.
+    if version == 2 and artefact == "spo2_probe_off":
+        ints["spo2"] = None
 
     map_ = ints.get("map")
     if systolic is not None and diastolic is not None:
@@ -431,12 +467,41 @@ def reading_parse(
             map_ = map_from_bp(systolic, diastolic)
         elif not diastolic <= map_ <= systolic:
             # Measured together (the cuff's oscillometry, an arterial line), the mean lies
-            # between the two: outside, one of the three values is not the patient's.
-            raise InvalidReading(
+            # between the two: outside, one of the three values is not the patient's, and
+            # which one is not known: all three are dropped.
+            implausible = InvalidReading(
                 "implausible",
                 f"'map' {map_} with 'bp' {systolic}/{diastolic}: the mean must lie between "
                 "diastolic and systolic",
             )
+            sign_or_refused(("bp", "map"), lambda: _raise(implausible))
+            systolic = diastolic = map_ = ints["map"] = None
+
+    if (
+        version == 2
+        and systolic is None
+        and temperature is None
+        and all(v is None for v in ints.values())
+    ):
+        if refused:  # every sign measured was refused: the reading whole, for the first's reason
+            raise InvalidReading(refused[0].reason, refused[0].message)
+        raise InvalidReading(
+            "no_signs",
+            "no sign measured: a version 2 reading carries at least one of "
+            f"{', '.join(SIGN_FIELDS)} (not null; not only spo2 with the probe off)",
+        )
+    if refused:
+        logger.warning(
+            "sign refused by the contract: the reading kept without it",
+            extra={
+                "patient_uuid": str(patient_uuid),
+                "measured_at": measured_at.isoformat(),
+                "refused": [
+                    {"fields": list(r.fields), "reason": r.reason, "detail": r.message}
+                    for r in refused
+                ],
+            },
+        )
     return Reading(
         patient_uuid=patient_uuid,
         patient_name=name,
@@ -454,7 +519,12 @@ def reading_parse(
         map=map_,
         etco2=ints.get("etco2"),
         schema_version=version,
+        refused=tuple(refused),
     )
+
+
+def _raise(exc: InvalidReading) -> None:
+    raise exc
 
 
 # --- The fast path: a well-formed version 2 message decoded and checked in C (msgspec) ------
@@ -615,6 +685,9 @@ def _as_bp(data: dict[str, Any]) -> tuple[int, int]:
         )
     pressures = {"systolic": int(match[1]), "diastolic": int(match[2])}
     systolic, diastolic = (_as_int(pressures, name) for name in ("systolic", "diastolic"))
+    # Equal is refused too, as the database's CHECK (metric_systolic_gt_diastolic) does,
+    # although an arterial line reads a flat trace in a cardiac arrest: in version 2 the
+    # pressure alone is dropped then, the pulse beside it judged.
     if systolic <= diastolic:
         raise InvalidReading("implausible", f"'bp' {bp}: systolic must be above diastolic")
     return systolic, diastolic

@@ -19,6 +19,15 @@ class AlarmNotOpen(IcuError):
     default_message = "The alarm is resolved."
 
 
+class AlarmChanged(IcuError):
+    """An acknowledgement of an alarm that now ranks above the priority the nurse was shown:
+    it became worse meanwhile, and must be seen before it is acknowledged."""
+
+    status_code = status.HTTP_409_CONFLICT
+    code = "alarm_changed"
+    default_message = "The alarm changed since it was shown."
+
+
 class AlarmOffRefused(IcuError):
     """Switching off (or on) an alarm that cannot be switched off: NEWS2 escalation, asystole,
     a technical alarm, or no alarm at all."""

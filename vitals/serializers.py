@@ -5,7 +5,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from vitals.alarms import ALARM_KINDS
+from vitals.alarms import ALARM_KINDS, PRIORITY_RANK
 from vitals.models import (
     Alarm,
     AlarmEvent,
@@ -451,6 +451,17 @@ class AuditFilterSerializer(serializers.Serializer):
                 for key in data
             }
         return super().to_internal_value(data)
+
+
+class AlarmAcknowledgeSerializer(serializers.Serializer):
+    """What the nurse acknowledges: the alarm as shown."""
+
+    priority = serializers.ChoiceField(
+        choices=list(PRIORITY_RANK),
+        required=False,
+        help_text="The priority the alarm had on the screen. If it now ranks above it (worse "
+        "meanwhile), 409 alarm_changed and nothing acknowledged. Absent: whatever it is now.",
+    )
 
 
 class AlarmOffSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ import msgspec
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, connection, models, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q, Subquery
 from django.db.models.base import ModelState
 from django.utils import timezone
 
@@ -27,7 +27,7 @@ from patients.services import (
 )
 from vitals.alarms import ALARM_OFF_KINDS, NO_DATA, PRIORITY_RANK, Decision
 from vitals.contract import Reading
-from vitals.errors import AlarmNotOpen, AlarmOffRefused
+from vitals.errors import AlarmChanged, AlarmNotOpen, AlarmOffRefused
 from vitals.models import (
     OPEN_ALARM_STATES,
     Alarm,
@@ -854,10 +854,14 @@ def alarm_decisions_bulk_apply(
     return _objects_insert(model=AlarmEvent, objs=outbox)
 
 
-def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
+def alarm_acknowledge(
+    *, alarm: Alarm, user: AbstractBaseUser, seen_priority: str | None = None
+) -> Alarm:
     """active -> acknowledged, recording who and when and what was acknowledged (the
     priority and message then). Acknowledging twice changes nothing; a resolved alarm cannot be
-    acknowledged."""
+    acknowledged. `seen_priority`: the priority the nurse was shown; an active alarm that now
+    ranks above it (worse since the screen was drawn) is not acknowledged (AlarmChanged), so a
+    high alarm nobody saw is never silenced by a click on a medium one. None: whatever it is."""
     with transaction.atomic():
         # The patient first, then the alarm (patients_lock: the writers' lock order).
         patients_lock(patient_ids=[alarm.patient_id])
@@ -866,6 +870,15 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
         )
         if alarm.state == AlarmState.RESOLVED:
             raise AlarmNotOpen(f"Alarm {alarm.pk} is already resolved.")
+        if (
+            alarm.state == AlarmState.ACTIVE
+            and seen_priority is not None
+            and PRIORITY_RANK[alarm.priority] > PRIORITY_RANK[seen_priority]
+        ):
+            raise AlarmChanged(
+                f"Alarm {alarm.pk} is {alarm.priority.upper()} now, not {seen_priority.upper()} "
+                f"as shown: {alarm.message}. Look at it again before acknowledging it."
+            )
         if alarm.state == AlarmState.ACTIVE:
             alarm.state = AlarmState.ACKNOWLEDGED
             alarm.acknowledged_at, alarm.acknowledged_by = timezone.now(), user
@@ -897,15 +910,27 @@ def alarm_acknowledge(*, alarm: Alarm, user: AbstractBaseUser) -> Alarm:
 
 
 def _technical_alarm_raise(
-    *, patient: Patient, kind: str, priority: str, message: str, value: float, threshold: float
+    *,
+    patient: Patient,
+    kind: str,
+    priority: str,
+    message: str,
+    value: float,
+    threshold: float,
+    still: models.QuerySet[Patient],
 ) -> AlarmEvent | None:
     """Raise an alarm that no reading raises (a sweep's), unless one of its kind is open: the
     partial unique index (one open alarm per patient and kind) decides between two consumers
-    sweeping at once, in a savepoint, so the loser writes nothing and goes on."""
+    sweeping at once, in a savepoint, so the loser writes nothing and goes on. `still`: the
+    sweep's condition, looked at again once the patient is locked (a consumer's batch may have
+    committed a reading since the sweep's SELECT): nothing is raised when the patient is no
+    longer in it."""
     now = timezone.now()
     try:
         with transaction.atomic():
             patients_lock(patient_ids=[patient.pk])  # before the alarm (the lock order)
+            if not still.filter(pk=patient.pk).exists():
+                return None
             alarm = Alarm.objects.create(
                 patient=patient,
                 kind=kind,
@@ -924,16 +949,23 @@ def _technical_alarm_raise(
 
 
 def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -> list[AlarmEvent]:
-    """Raise `no_data` (medium) for every monitored patient whose newest reading was received
-    more than `silent_for` ago and who has none open. Several consumers may sweep at once:
-    one alarm per silence all the same (`_technical_alarm_raise`)."""
+    """Raise `no_data` (medium) for every monitored patient (monitoring not ended) who has none
+    open and whose newest reading was received more than `silent_for` ago, or who has no
+    reading at all and was admitted (an open admission) more than `silent_for` ago: a monitor
+    never connected, or every reading of it refused, is as silent as one that stopped. Several
+    consumers may sweep at once: one alarm per silence all the same (`_technical_alarm_raise`).
+    """
     now = now or timezone.now()
+    cutoff = now - silent_for
+    # units' model, reached through the relation: vitals imports no app above it.
+    admission = Patient._meta.get_field("admissions").related_model
+    open_admissions = admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True)
+    still_silent = Patient.objects.filter(monitoring_ended_at__isnull=True).filter(
+        Q(latest_metric__received_at__lt=cutoff)
+        | Q(Exists(open_admissions.filter(admitted_at__lt=cutoff)), latest_metric__isnull=True)
+    )
     silent = (
-        Patient.objects.filter(
-            monitoring_ended_at__isnull=True,
-            latest_metric__received_at__lt=now - silent_for,
-        )
-        .exclude(
+        still_silent.exclude(
             Exists(
                 Alarm.objects.filter(
                     patient=OuterRef("pk"), kind=NO_DATA, state__in=OPEN_ALARM_STATES
@@ -941,19 +973,25 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
             )
         )
         .select_related("latest_metric")
+        .annotate(admitted_at=Subquery(open_admissions.values("admitted_at")[:1]))
     )
     events = []
     for patient in silent:
-        last = patient.latest_metric.received_at
+        if patient.latest_metric is not None:
+            last = patient.latest_metric.received_at
+            since = f"last reading received {last.astimezone(UTC):%H:%M:%S} UTC"
+        else:
+            last = patient.admitted_at
+            since = f"no reading received since admission {last.astimezone(UTC):%H:%M:%S} UTC"
         seconds = (now - last).total_seconds()
         event = _technical_alarm_raise(
             patient=patient,
             kind=NO_DATA,
             priority=AlarmPriority.MEDIUM,
-            message=f"No data for {_duration(seconds)} (last reading received "
-            f"{last.astimezone(UTC):%H:%M:%S} UTC)",
+            message=f"No data for {_duration(seconds)} ({since})",
             value=round(seconds, 1),
             threshold=silent_for.total_seconds(),
+            still=still_silent,
         )
         if event is not None:
             events.append(event)
@@ -1003,18 +1041,19 @@ def alarm_escalation_sweep(
         activated_at__lte=now - unanswered_for,
     )
     events = []
-    for alarm in due:
+    for pk, patient_id in list(due.values_list("pk", "patient_id")):
         with transaction.atomic():
             # The patient first, then the alarm, as the consumer's batch takes them: the other
             # way round, a sweep and a batch would deadlock (patients_lock).
-            patients_lock(patient_ids=[alarm.patient_id])
-            won = Alarm.objects.filter(
-                pk=alarm.pk, state=AlarmState.ACTIVE, escalated_at__isnull=True
-            ).update(escalated_at=now)
-            if won:
-                alarm.escalated_at = now
-                events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
-                patient_tiles_refresh(patient_ids=[alarm.patient_id])
+            patients_lock(patient_ids=[patient_id])
+            # Every condition of the SELECT again: a batch may have lowered, acknowledged,
+            # resolved or reactivated the alarm since.
+            if not due.filter(pk=pk).update(escalated_at=now):
+                continue
+            # The event holds the alarm as it is now, not as the SELECT saw it.
+            alarm = Alarm.objects.select_related("patient", "acknowledged_by").get(pk=pk)
+            events.append(alarm_event_record(alarm=alarm, type=AlarmEvent.Type.ESCALATED))
+            patient_tiles_refresh(patient_ids=[patient_id])
     return events
 
 
@@ -1297,9 +1336,12 @@ def alarm_switch_off(
     return off
 
 
-def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | None) -> None:
-    """Switch a kind of limit alarm back on (audited); the detector judges it again from the
-    next reading. An alarm that is on stays on, and nothing is recorded."""
+def alarm_switch_on(
+    *, patient: Patient, kind: str, user: AbstractBaseUser | None, actor: str = ""
+) -> None:
+    """Switch a kind of limit alarm back on (audited, by `user` or, for a system such as the
+    hospital's ADT feed, `actor`); the detector judges it again from the next reading. An
+    alarm that is on stays on, and nothing is recorded."""
     _alarm_off_kind_check(kind)
     with transaction.atomic():
         patients_lock(patient_ids=[patient.pk])  # the patient first (the lock order)
@@ -1313,6 +1355,7 @@ def alarm_switch_on(*, patient: Patient, kind: str, user: AbstractBaseUser | Non
             patient=patient,
             before=_alarm_off_values(off, kind),
             after=_alarm_off_values(None, kind),
+            actor=actor,
         )
         off.delete()
         patient_tiles_refresh(patient_ids=[patient.pk])

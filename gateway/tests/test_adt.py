@@ -14,7 +14,8 @@ from patients.tests.factories import PatientFactory
 from units.errors import AlreadyAdmitted
 from units.models import Admission, Bed, Unit
 from units.services import admission_create
-from vitals.models import AuditEvent
+from vitals.models import AlarmOff, AuditEvent
+from vitals.services import alarm_switch_off
 from vitals.tests.factories import AlarmFactory
 
 pytestmark = pytest.mark.django_db
@@ -285,10 +286,12 @@ def test_a02_for_a_patient_in_no_bed_admits_them_with_a_warning(unit) -> None:
     ]
 
 
-def test_a03_discharges_resolving_alarms_and_ending_monitoring(unit) -> None:
+def test_a03_discharges_resolving_alarms_and_ending_monitoring(unit, django_user_model) -> None:
     adt_handle(adt("A01", "MSG1"))
     patient = Patient.objects.get(uuid=ANN)
     alarm = AlarmFactory(patient=patient)
+    nurse = django_user_model.objects.create_user("nurse")
+    alarm_switch_off(patient=patient, kind="spo2_low", reason="probe on the ear", user=nurse)
 
     outcome = adt_handle(adt("A03", "MSG2"))
 
@@ -302,10 +305,14 @@ def test_a03_discharges_resolving_alarms_and_ending_monitoring(unit) -> None:
     assert alarm.state == "resolved"
     patient.refresh_from_db()
     assert patient.monitoring_ended_at is not None
+    # The ALARM OFF of this stay's team is switched on again, in the A03's name as the rest.
+    assert not AlarmOff.objects.exists()
     assert audit() == [
         ("patient.identify", "HL7 ADT A01 MSG1"),
         ("patient.admit", "HL7 ADT A01 MSG1"),
+        ("alarm.off", "nurse"),
         ("patient.discharge", "HL7 ADT A03 MSG2"),
+        ("alarm.on", "HL7 ADT A03 MSG2"),
         ("patient.monitoring_end", "HL7 ADT A03 MSG2"),
     ]
 

@@ -728,7 +728,31 @@ def test_any_edit_of_a_message_gives_an_outcome_never_an_exception(edits) -> Non
 def test_hl7_times_with_their_offsets_or_the_default_zone(text, expected, settings) -> None:
     settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"
 
-    when = pcd01.hl7_time_parse(text)
+    when = pcd01.hl7_time_parse(text, received_at=datetime(2026, 12, 3, 10, 15, tzinfo=UTC))
+
+    assert when.astimezone(UTC).isoformat(timespec="milliseconds") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "received", "expected"),
+    [
+        # 02:30 twice on 2026-10-25 (CEST, then CET): the occurrence nearest the receipt.
+        ("20261025023000", "2026-10-25T00:30:02+00:00", "2026-10-25T00:30:00.000+00:00"),
+        ("20261025023000", "2026-10-25T01:30:02+00:00", "2026-10-25T01:30:00.000+00:00"),
+        ("20261025023000", "2026-10-26T12:00:00+00:00", "2026-10-25T01:30:00.000+00:00"),
+        # 02:30 skipped on 2026-03-29 (CET -> CEST): the reading of it nearest the receipt.
+        ("20260329023000", "2026-03-29T00:30:02+00:00", "2026-03-29T00:30:00.000+00:00"),
+        ("20260329023000", "2026-03-29T01:30:02+00:00", "2026-03-29T01:30:00.000+00:00"),
+        # An offset given: the receipt changes nothing.
+        ("20261025023000+0200", "2026-10-25T01:30:02+00:00", "2026-10-25T00:30:00.000+00:00"),
+    ],
+)
+def test_an_hl7_time_the_zone_s_clock_change_makes_ambiguous_is_the_one_nearest_receipt(
+    text, received, expected, settings
+) -> None:
+    settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"
+
+    when = pcd01.hl7_time_parse(text, received_at=datetime.fromisoformat(received))
 
     assert when.astimezone(UTC).isoformat(timespec="milliseconds") == expected
 
@@ -738,7 +762,7 @@ def test_hl7_times_with_their_offsets_or_the_default_zone(text, expected, settin
 )
 def test_what_is_not_an_hl7_time(text) -> None:
     with pytest.raises(ValueError, match=r"^not an HL7 time"):
-        pcd01.hl7_time_parse(text)
+        pcd01.hl7_time_parse(text, received_at=datetime(2026, 12, 3, 10, 15, tzinfo=UTC))
 
 
 def test_a_device_is_registered_in_the_admin_by_its_eui64(admin_client, icu) -> None:

@@ -218,6 +218,45 @@ def test_a_resolved_alarm_cannot_be_acknowledged(api_client):
     }
 
 
+def test_an_acknowledgement_names_the_priority_shown_and_is_refused_when_the_alarm_is_worse(
+    api_client,
+):
+    """The page posts the priority it showed: an alarm now above it (worse meanwhile) is not
+    acknowledged (409 alarm_changed, the alarm left active); the same or below is; an unknown
+    priority is a 400."""
+    ann = PatientFactory(name="ann")
+    high = make_alarm(ann, priority="high")
+    url = f"/api/alarms/{high.pk}/acknowledge/"
+
+    refused = api_client.post(url, {"priority": "medium"}, format="json")
+
+    assert refused.status_code == 409
+    assert refused.json()["error"] == {
+        "status": 409,
+        "code": "alarm_changed",
+        "message": f"Alarm {high.pk} is HIGH now, not MEDIUM as shown: spo2_low alarm. "
+        "Look at it again before acknowledging it.",
+    }
+    high.refresh_from_db()
+    assert (high.state, high.acknowledged_at) == ("active", None)
+    assert not AlarmEvent.objects.filter(alarm=high).exists()
+
+    bad = api_client.post(url, {"priority": "urgent"}, format="json")
+    assert (bad.status_code, bad.json()["error"]["fields"]) == (
+        400,
+        {"priority": ['"urgent" is not a valid choice.']},
+    )
+
+    acknowledged = api_client.post(url, {"priority": "high"}, format="json")
+    assert (acknowledged.status_code, acknowledged.json()["acknowledged_priority"]) == (200, "high")
+    # Shown high, lowered to medium since: acknowledged (the nurse saw worse).
+    medium = make_alarm(PatientFactory(name="bob"), kind="pulse_high", priority="medium")
+    lower = api_client.post(
+        f"/api/alarms/{medium.pk}/acknowledge/", {"priority": "high"}, format="json"
+    )
+    assert (lower.status_code, lower.json()["state"]) == (200, "acknowledged")
+
+
 def test_anonymous_users_cannot_see_or_acknowledge_alarms(anon_client):
     alarm = make_alarm(PatientFactory(name="ann"))
     assert anon_client.get("/api/alarms/").status_code == 401

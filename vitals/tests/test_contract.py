@@ -32,6 +32,7 @@ from vitals.contract import (
     SIGN_FIELDS,
     TEMPERATURE_RANGE,
     Reading,
+    SignRefusal,
     reading_parse,
     reading_schema,
     reading_to_message,
@@ -470,6 +471,12 @@ BAD: dict[str, Bad] = {
     ),
     "v2-map-below-diastolic": Bad(body2(bp="120/80", map=79), "implausible", "must lie between"),
     "v2-bp-no-slash": Bad(body2(bp="120"), "invalid_bp", 'is not "systolic/diastolic"'),
+    # Every sign measured refused: the reading whole, for the first one's reason.
+    "v2-every-sign-refused": Bad(
+        body2(bp="25/15", pulse=301, temperature=24.5),
+        "out_of_range",
+        "'systolic' 25 is outside 30-300",
+    ),
     "v2-a-bad-sign-beside-null-ones": Bad(
         body2(pulse=None, spo2=101), "out_of_range", "'spo2' 101 is outside 0-100"
     ),
@@ -574,6 +581,7 @@ GOOD_CASES: dict[str, Good] = {
             "map": 93,
             "etco2": None,
             "schema_version": 1,
+            "refused": (),
         },
     ),
     "compact-json-other-field-order": Good(
@@ -716,6 +724,60 @@ GOOD_CASES: dict[str, Good] = {
     "v2-map-null-with-bp-gets-it-computed": Good(body2(bp="90/60", map=None), {"map": 70}),
     "v2-map-sent-is-kept-as-sent": Good(
         body2(bp="90/60", map=75), {"systolic": 90, "diastolic": 60, "map": 75}
+    ),
+    # A value the contract refuses drops that sign only (version 2): a cardiac arrest's pulse
+    # of 0 is judged whatever the arterial line or the thermometer beside it reads.
+    "v2-pulse-kept-beside-a-temperature-out-of-range": Good(
+        body2(pulse=0, temperature=24.5),
+        {
+            "pulse": 0,
+            "temperature": None,
+            "refused": (
+                SignRefusal(
+                    ("temperature",), "out_of_range", "'temperature' 24.5 is outside 25.0-45.0"
+                ),
+            ),
+        },
+    ),
+    "v2-pulse-kept-beside-a-flat-pressure": Good(
+        body2(pulse=0, bp="35/35"),
+        {
+            "pulse": 0,
+            "systolic": None,
+            "diastolic": None,
+            "map": None,
+            "refused": (
+                SignRefusal(("bp",), "implausible", "'bp' 35/35: systolic must be above diastolic"),
+            ),
+        },
+    ),
+    "v2-map-sent-outside-the-bp-drops-both": Good(
+        body2(spo2=80, bp="120/80", map=121),
+        {
+            "spo2": 80,
+            "systolic": None,
+            "diastolic": None,
+            "map": None,
+            "refused": (
+                SignRefusal(
+                    ("bp", "map"),
+                    "implausible",
+                    "'map' 121 with 'bp' 120/80: the mean must lie between diastolic and systolic",
+                ),
+            ),
+        },
+    ),
+    "v2-two-signs-refused-one-kept": Good(
+        body2(resp_rate=0, bp="25/15", spo2=101),
+        {
+            "resp_rate": 0,
+            "systolic": None,
+            "spo2": None,
+            "refused": (
+                SignRefusal(("bp",), "out_of_range", "'systolic' 25 is outside 30-300"),
+                SignRefusal(("spo2",), "out_of_range", "'spo2' 101 is outside 0-100"),
+            ),
+        },
     ),
     "v2-map-without-bp": Good(body2(map=64), {"map": 64, "systolic": None, "diastolic": None}),
     "v2-probe-off-drops-the-spo2-sent": Good(
@@ -1017,6 +1079,13 @@ def python_re_differs_from_ecma(instance: Any) -> bool:
     )
 
 
+def without_refused_signs(instance: Any, reading: Reading) -> Any:
+    """The message as the contract kept it: the fields of the signs it refused taken out (a
+    version 2 reading keeps its other signs); what the schema must then accept."""
+    refused = {name for refusal in reading.refused for name in refusal.fields}
+    return {name: value for name, value in instance.items() if name not in refused}
+
+
 def schema_errors(instance: Any) -> list[str]:
     """The errors of the schema of the instance's version (version 1's for any other)."""
     version = instance.get("schema_version") if isinstance(instance, dict) else None
@@ -1221,12 +1290,12 @@ def test_built_message_validates_against_schema(reading: Reading):
 
 @pytest.mark.parametrize("case", GOOD_CASES.values(), ids=GOOD_CASES.keys())
 def test_accepted_message_validates_against_schema(case: Good):
-    parse(case.value, key=case.key)  # accepted
+    reading = parse(case.value, key=case.key)  # accepted
 
     instance = schema_instance(case.value)
 
     assert instance is not NOT_JSON
-    assert schema_errors(instance) == []
+    assert schema_errors(without_refused_signs(instance, reading)) == []
 
 
 @pytest.mark.parametrize("case", BAD.values(), ids=BAD.keys())
@@ -1421,13 +1490,14 @@ def test_fuzz_parse_returns_reading_or_invalid_reading(seed: int):
             continue
         instance = schema_instance(value)
         accepted += 1
+        reasons.update(refusal.reason for refusal in reading.refused)
         assert instance is not NOT_JSON, value
-        assert schema_errors(instance) == [], value
+        assert schema_errors(without_refused_signs(instance, reading)) == [], value
         again_key, again_value = reading_to_message(reading)
         again = reading_parse(key=again_key, value=again_value, now=NOW)
         millis = reading.measured_at.microsecond // 1000 * 1000
         assert again == replace(
-            reading, measured_at=reading.measured_at.replace(microsecond=millis)
+            reading, measured_at=reading.measured_at.replace(microsecond=millis), refused=()
         )
 
     # The fuzz must explore both sides of the contract, or it tests nothing.
@@ -1437,7 +1507,8 @@ def test_fuzz_parse_returns_reading_or_invalid_reading(seed: int):
 
 @pytest.mark.parametrize("seed", [5, 6], ids=lambda seed: f"seed-{seed}")
 def test_fuzz_schema_rejections_are_parser_rejections(seed: int):
-    """Direction schema -> parser on generated JSON: what the schema rejects, the parser does."""
+    """Direction schema -> parser on generated JSON: what the schema rejects, the parser does,
+    or (version 2) it refuses the signs that break the schema and keeps the others."""
     rng = random.Random(seed)
     schema_rejected = 0
     for _ in range(1000):
@@ -1446,8 +1517,11 @@ def test_fuzz_schema_rejections_are_parser_rejections(seed: int):
         if instance is NOT_JSON or schema_errors(instance) == []:
             continue
         schema_rejected += 1
-        with pytest.raises(InvalidReading) as caught:
-            reading_parse(key=key, value=value, now=NOW)
-        assert caught.value.reason in PARSER_REASONS
+        result = parse_or_error(key, value)
+        if isinstance(result, Reading):
+            assert result.refused, value
+            assert schema_errors(without_refused_signs(instance, result)) == [], value
+        else:
+            assert result.reason in PARSER_REASONS
 
     assert schema_rejected >= 200

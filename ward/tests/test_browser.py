@@ -935,6 +935,57 @@ def test_a_clinician_opens_a_patient_sees_the_trends_and_acknowledges_an_alarm(
     screenshot("acknowledged")
 
 
+# Holds the page's polls of the alarm list (not the acknowledgement) until released: the alarm
+# stays on the screen as drawn while the server's changes under it.
+HOLD_ALARM_POLLS = """
+const real = window.fetch;
+window.heldPolls = true;
+window.fetch = async (url, options) => {
+  if (String(url).includes("/api/alarms/") && !String(url).includes("/acknowledge/")) {
+    while (window.heldPolls) await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return real(url, options);
+};
+"""
+
+
+def test_a_click_on_a_medium_alarm_that_became_high_meanwhile_is_refused_and_it_still_flashes(
+    browser, login, user
+):
+    store(reading("fay", spo2=88))
+    fay = patient("fay")
+    alarm = AlarmFactory(
+        patient=fay, kind="spo2_low", priority="medium", message="SpO2 low: 88 % (< 90)"
+    )
+
+    login(*NURSE, path=f"/patients/{fay.uuid}/")
+    row = wait_until(
+        browser, lambda b: b.find_element(By.CSS_SELECTOR, f'tr[data-alarm-id="{alarm.pk}"]'), "row"
+    )
+    wait_until(browser, lambda b: row.find_elements(By.CSS_SELECTOR, "button"), "its button")
+    browser.execute_script(HOLD_ALARM_POLLS)
+    # Worse at once, between two polls: the nurse still sees MEDIUM.
+    Alarm.objects.filter(pk=alarm.pk).update(priority="high", message="SpO2 low: 84 % (< 90)")
+    wait_until(
+        browser, lambda b: row.find_element(By.CSS_SELECTOR, ".prio").text == "MEDIUM", "MEDIUM"
+    )
+    wait_until(browser, lambda b: row.find_element(By.CSS_SELECTOR, "button").click() or 1, "click")
+
+    message = browser.find_element(By.ID, "alarm-message")
+    wait_until(browser, lambda b: message.text.startswith("Not acknowledged"), "the refusal")
+    assert message.text == (
+        f"Not acknowledged, the alarm got worse: Alarm {alarm.pk} is HIGH now, not MEDIUM as "
+        "shown: SpO2 low: 84 % (< 90). Look at it again before acknowledging it."
+    )
+    browser.execute_script("window.heldPolls = false;")
+    wait_until(browser, lambda b: row.find_element(By.CSS_SELECTOR, ".prio").text == "HIGH", "HIGH")
+    assert row.get_attribute("data-state") == "active"
+    assert "alarm--high" in row.get_attribute("class").split()
+    assert row.find_elements(By.CSS_SELECTOR, "button")
+    alarm.refresh_from_db()
+    assert (alarm.state, alarm.acknowledged_at) == ("active", None)
+
+
 def test_a_viewer_sees_the_alarms_but_no_acknowledge_button(browser, login, viewer):
     store(reading("eve", spo2=86))
     eve = patient("eve")

@@ -646,14 +646,22 @@ async function acknowledge(row) {
   button.disabled = true;
   alarmMessage.textContent = `Acknowledging “${row.alarm.message}”…`;
   try {
-    const alarm = await apiFetch(new URL(row.alarm.acknowledge_url).pathname, { method: "POST" });
+    // The priority shown: an alarm worse since (409 alarm_changed) is not acknowledged unseen.
+    const alarm = await apiFetch(new URL(row.alarm.acknowledge_url).pathname, {
+      method: "POST",
+      json: { priority: row.alarm.priority },
+    });
     updateRow(row, alarm);
     alarmMessage.textContent = `Acknowledged “${alarm.message}”.`;
   } catch (error) {
     button.disabled = false;
     const reason = error instanceof ApiError ? error.message : "no answer from the server";
-    alarmMessage.textContent = `Not acknowledged: ${reason}`;
-    poller.refresh(); // e.g. resolved meanwhile (409): show the alarm as it now is
+    alarmMessage.textContent = error instanceof ApiError && error.code === "alarm_changed"
+      ? `Not acknowledged, the alarm got worse: ${reason}`
+      : `Not acknowledged: ${reason}`;
+    // e.g. resolved (alarm_not_open) or worse (alarm_changed) meanwhile: show the alarm as it
+    // now is, still active and flashing at its new priority.
+    poller.refresh();
   }
 }
 

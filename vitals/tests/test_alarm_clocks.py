@@ -1,0 +1,251 @@
+"""An outside tester's attack on the alarms through clocks (issue 20, round 2): a monitor whose
+clock is wrong, jumps back onto times it already used, or runs behind while it sends; the
+server's own clock. What must hold: no clock hides a deteriorating patient, and a monitor that
+sends is never taken for a silent one (nor a silent one for one that sends).
+
+In-process: readings stored with reading_bulk_store and judged by AlarmEngine in one
+transaction, as the consumer does (test_alarm_engine.judge)."""
+
+import json
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from gateway.er7 import message_parse
+from gateway.pcd01 import oru_handle
+from patients.models import Patient
+from patients.tests.factories import PatientFactory
+from vitals.alarm_engine import AlarmEngine
+from vitals.models import Alarm, PatientMetric
+from vitals.services import alarm_no_data_sweep, reading_bulk_store
+from vitals.tests.test_alarm_engine import alarms, at, reading
+from vitals.tests.test_alarm_trust import monitor
+
+pytestmark = pytest.mark.django_db
+
+
+def judge_all(engine: AlarmEngine, readings: list) -> tuple[list, list]:
+    """Store and judge one batch as the consumer does; (events as (type, kind), the readings
+    refused as conflicting, each as (measured_at, pulse))."""
+    with transaction.atomic():
+        result = reading_bulk_store(readings=readings)
+        events = engine.process(result.new)
+    return (
+        [(e.type, e.alarm.kind) for e in events],
+        [(r.measured_at, r.pulse) for r in result.conflicting],
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A monitor clock set back onto times it already stamped (an NTP step after running "
+        "ahead; a fall-back DST hour of an HL7 gateway sending local times without an offset, "
+        "both occurrences of 02:30 parsed to the same instant) sends readings whose "
+        "(patient, measured_at) is already stored with other values: reading_bulk_store "
+        "refuses them as conflicting_duplicate (DLQ), so they are never judged: a cardiac "
+        "arrest raises no asystole alarm, the ward keeps the old values, and only `no_data` "
+        "(medium) sounds 15 s later, saying the monitor is silent while it sends. Fix: a "
+        "replay is the same Kafka message again, with the same timestamp (sent_at); make the "
+        "readings' idempotency key (patient, measured_at, sent_at) (migration on PatientMetric's "
+        "unique constraint, reading_bulk_store's in-batch dedup key and _stored_values), so a "
+        "reading of an already-used stamp sent later is stored and judged, and one with "
+        "sent_at None keeps today's rule; or, without a migration, judge the conflicting "
+        "readings in AlarmEngine.process (in received order with the new ones) and count them "
+        "as heard from (alarm_no_data_resolve, latest received), while still sending them "
+        "to the DLQ."
+    ),
+)
+def test_a_monitor_clock_set_back_onto_stamps_already_used_still_has_its_readings_judged():
+    patient = PatientFactory(name="ahead")
+    engine = AlarmEngine()
+    # The monitor's clock runs 20 s ahead (within the 30-s tolerance: no clock_skew): its
+    # readings every 5 s are stamped T0+20 ... T0+35.
+    for seconds in (0, 5, 10, 15):
+        judge_all(engine, [monitor(patient, seconds, 20)])
+    # NTP sets it right; from T0+20 it stamps T0+20, T0+25 ... again, the patient in arrest.
+    found = []
+    refused = []
+    for seconds in (20, 25, 30):
+        events, conflicting = judge_all(engine, [monitor(patient, seconds, 0, pulse=0)])
+        found += events
+        refused += conflicting
+    assert refused == []
+    assert ("raised", "asystole") in found
+    assert alarms(patient) == [("asystole", "high", "active", 0, 20, at(20), None)]
+
+
+def test_a_monitor_sending_with_its_clock_an_hour_behind_is_not_silent_and_one_that_stops_is():
+    """no_data goes by the server's clock of receipt, not the monitor's stamps: the monitor an
+    hour behind that keeps sending raises none; one right on time that stopped 20 s ago does."""
+    behind, stopped = PatientFactory(name="behind"), PatientFactory(name="stopped")
+    now = timezone.now()
+    engine = AlarmEngine()
+    with transaction.atomic():
+        stored = reading_bulk_store(
+            readings=[
+                reading(behind, 0, start=now - timedelta(hours=1)),
+                reading(stopped, 0, start=now - timedelta(seconds=20)),
+            ],
+            received_at=now - timedelta(seconds=20),
+        )
+        engine.process(stored.new)
+    with transaction.atomic():
+        # The one behind sends again now (stamped an hour ago); the other has stopped.
+        stored = reading_bulk_store(
+            readings=[reading(behind, 5, start=now - timedelta(hours=1))], received_at=now
+        )
+        engine.process(stored.new)
+
+    [event] = alarm_no_data_sweep(silent_for=timedelta(seconds=15), now=now)
+    assert (event.alarm.patient.name, event.alarm.kind, event.alarm.priority) == (
+        "stopped",
+        "no_data",
+        "medium",
+    )
+    assert list(Alarm.objects.values_list("patient__name", "kind", "state")) == [
+        ("stopped", "no_data", "active")
+    ]
+    # The latest of the one behind is the reading received last, whatever its stamp.
+    behind.refresh_from_db()
+    assert behind.latest_metric.measured_at == now - timedelta(hours=1) + timedelta(seconds=5)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A reading received late with old values (a gateway or monitor that back-fills the "
+        "readings of a network outage after the live ones have resumed: measured an hour ago, "
+        "sent now) is judged as the patient's newest: two such normal readings resolve the "
+        "open spo2_low alarm of a patient whose SpO2 is 84 now (the nurse's acknowledgement "
+        "goes with it; the next live readings raise a new alarm only after the delay), and the "
+        "back-filled reading becomes the ward's latest (an hour-old SpO2 98 shown as the "
+        "patient's, aged from when it was sent). Fix (AlarmEngine.process and "
+        "patient_latest_reading_refresh): a reading whose measured_at is older than the "
+        "newest measured_at already judged for the patient by more than ALARM_CLOCK_SKEW_WARN "
+        "while its own clock offset (measured_at - sent_at) is beyond the tolerance and the "
+        "patient's last judged reading's was within it is a late reading, not a clock set "
+        "back: store it (charts, exports) but do not judge it for alarms nor make it "
+        "latest_metric."
+    ),
+)
+def test_readings_back_filled_after_the_live_ones_neither_resolve_an_alarm_nor_become_latest():
+    patient = PatientFactory(name="backfill")
+    engine = AlarmEngine()
+    now = timezone.now().replace(microsecond=0)
+    live = now - timedelta(seconds=30)
+    # Live, on time: SpO2 84 twice: spo2_low (high) raised.
+    for seconds in (0, 5):
+        judge_all(engine, [monitor_at(patient, live, seconds, 0, spo2=84)])
+    assert [(k, p, s) for k, p, s, *_ in alarms(patient) if k == "spo2_low"] == [
+        ("spo2_low", "high", "active")
+    ]
+    # The outage's readings of an hour ago, sent now: normal values.
+    for seconds in (10, 15, 20):
+        judge_all(engine, [monitor_at(patient, live, seconds, -3600, spo2=98)])
+    assert [(k, p, s) for k, p, s, *_ in alarms(patient) if k == "spo2_low"] == [
+        ("spo2_low", "high", "active")
+    ]
+    patient.refresh_from_db()
+    assert patient.latest_metric.spo2 == 84
+
+
+def monitor_at(patient: Patient, start, seconds: float, offset: float, **values):
+    """`monitor` from test_alarm_trust, the real time counted from `start`."""
+    real = reading(patient, seconds, start=start, **values)
+    return type(real)(
+        **{
+            **{f: getattr(real, f) for f in type(real).__dataclass_fields__},
+            "measured_at": real.measured_at + timedelta(seconds=offset),
+            "sent_at": real.measured_at,
+        }
+    )
+
+
+def test_a_reading_stamped_in_the_future_within_the_tolerance_does_not_hold_the_latest():
+    """A monitor 4 min ahead (inside VITALS_MAX_FUTURE_SKEW_SECONDS), then set right: the
+    readings after the sync are the patient's latest and are judged at once; the alarms'
+    times never go back."""
+    patient = PatientFactory(name="future")
+    engine = AlarmEngine()
+    judge_all(engine, [monitor(patient, 0, 240), monitor(patient, 5, 240)])
+    events, refused = judge_all(
+        engine, [monitor(patient, 10, 0, pulse=0), monitor(patient, 15, 0, pulse=0)]
+    )
+    assert refused == []
+    assert ("raised", "asystole") in events
+    patient.refresh_from_db()
+    assert (patient.latest_metric.measured_at, patient.latest_metric.pulse) == (at(15), 0)
+    # Raised at the reading's own time: T0+10 (the 4-min-ahead ones were judged at their
+    # sent_at, T0+5, beyond the tolerance: times never go back past that).
+    assert [row for row in alarms(patient) if row[0] == "asystole"] == [
+        ("asystole", "high", "active", 0, 20, at(10), None)
+    ]
+    assert PatientMetric.objects.filter(patient=patient).count() == 4
+
+
+@pytest.mark.parametrize(
+    ("received", "stamped"),
+    [
+        pytest.param("2026-10-25T00:30:05+00:00", "2026-10-25T00:30:00.000+00:00", id="first"),
+        pytest.param("2026-10-25T01:30:05+00:00", "2026-10-25T01:30:00.000+00:00", id="second"),
+    ],
+)
+def test_an_hl7_time_in_the_hour_a_fall_back_repeats_is_the_occurrence_just_received(
+    settings, received, stamped
+):
+    """An HL7 time without an offset in the hour a fall-back repeats (02:00-02:59 twice on
+    2026-10-25 in Europe/Berlin) is the occurrence nearest the time received: read as the first
+    pass, the second pass was stamped an hour early onto stored stamps (conflicting_duplicate),
+    and for an hour at 3 a.m. the gateway's monitors stored and raised nothing but no_data."""
+    settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"  # 03:00 CEST -> 02:00 CET on 2026-10-25
+    outcome = oru_handle(
+        message_parse(
+            "\r".join(
+                [
+                    "MSH|^~\\&|COMEN^^||||20261025023000||ORU^R01|9|P|2.5",
+                    "PID|||7788^^^^MR||Doe^John",
+                    "OBX|1|NM|8867-4^Heart rate^LN||76|/min|||||F",
+                ]
+            )
+        ),
+        received_at=datetime.fromisoformat(received),
+    )
+
+    assert (outcome.code, outcome.errors) == ("AA", [])
+    [(_, value)] = outcome.messages
+    assert json.loads(value)["timestamp"] == stamped
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "A patient's newest value of each sign (Patient.latest_signs, news2_track) is replaced "
+        "only by a later-*measured* one, against the rule that the latest is the newest "
+        "*received*: after a monitor clock that ran ahead (within max_future) is set right, "
+        "its new values are not kept until real time passes the old stamps (up to 5 min; "
+        "longer for a clock_skew the contract lets through). Meanwhile a reading without SpO2 "
+        "(a version 2 blood-pressure-only reading) scores NEWS2 with the SpO2 98 of before "
+        "the sync instead of the 84 just measured (sub-score 0 instead of 3: the news2 "
+        "escalation alarm missed), and the ward's tiles (ward/static/ward/js/common.js "
+        "newestSign, which prefers the later-stamped kept value over the latest reading's "
+        "own) show the old SpO2 98 beside a flashing spo2_low alarm. Fix: fold the values "
+        "of the readings actually inserted into latest_signs in the order received, "
+        "whatever their stamps (reading_bulk_store after _reading_insert: a replay is not "
+        "inserted, so it changes nothing), scoring each reading with the values received "
+        "before it; and newestSign takes the latest reading's own value whenever it has one."
+    ),
+)
+def test_after_a_clock_ahead_is_set_right_the_values_just_measured_are_the_patients_newest():
+    patient = PatientFactory(name="synced")
+    engine = AlarmEngine()
+    judge_all(engine, [monitor(patient, 0, 240, spo2=98), monitor(patient, 5, 240, spo2=98)])
+    judge_all(engine, [monitor(patient, 10, 0, spo2=84), monitor(patient, 15, 0, spo2=84)])
+    bp_only = {"pulse": None, "resp_rate": None, "spo2": None, "temperature": None}
+    judge_all(engine, [monitor(patient, 20, 0, systolic=118, diastolic=76, **bp_only)])
+
+    patient.refresh_from_db()
+    assert patient.latest_signs["spo2"] == {"value": 84, "measured_at": at(15).isoformat()}
+    assert patient.latest_metric.news2_subscores["spo2"] == 3
