@@ -113,7 +113,8 @@ def patient_tiles_refresh(
         if latest is None:
             patients = list(queryset)
         else:
-            patients = _latest_metrics_attach(list(queryset.select_related(None)), latest)
+            rows = queryset.select_related(None).values()
+            patients = _latest_metrics_attach([_TilePatient(row) for row in rows], latest)
         _open_alarms_attach(patients, ids)
         rows = [(patient.pk, key, *patient_tile_pieces(patient, tz=tz)) for patient in patients]
         _tiles_upsert(rows)
@@ -149,7 +150,18 @@ def patient_tiles_refresh_or_drop(
         return 0
 
 
-def _open_alarms_attach(patients: list[Patient], ids: list[int]) -> None:
+class _TilePatient:
+    """A patient as patient_list reads them, for a tile: the row's values (what `.values()`
+    gives, the same converters as the model's) as attributes, without building a Patient
+    (Model.__init__ and from_db for every patient of a batch were a tenth of the refresh).
+    Only what patient_data reads of a patient, and `pk`."""
+
+    def __init__(self, row: dict) -> None:
+        self.__dict__.update(row)
+        self.pk = row["id"]
+
+
+def _open_alarms_attach(patients: list["Patient | _TilePatient"], ids: list[int]) -> None:
     """Set each patient's `open_alarms` as patient_list's prefetch gives them (its queryset,
     so its order), the ids one parameter."""
     by_patient: dict[int, list] = {patient.pk: [] for patient in patients}
@@ -161,8 +173,8 @@ def _open_alarms_attach(patients: list[Patient], ids: list[int]) -> None:
 
 
 def _latest_metrics_attach(
-    patients: list[Patient], latest: Mapping[int, PatientMetric]
-) -> list[Patient]:
+    patients: list["Patient | _TilePatient"], latest: Mapping[int, PatientMetric]
+) -> list["Patient | _TilePatient"]:
     """Set each patient's `latest_metric` (read without it) from `latest` when it is the one
     the row points at, the others read in one statement (none in the consumer's batch)."""
     missing = []
