@@ -423,7 +423,9 @@ class VitalsConsumer:
                 # Each patient's last new reading is their latest_metric now: not read back.
                 latest = {metric.patient_id: metric for metric in result.new}
                 # In a savepoint: a tile that cannot be built is dropped (logged), the batch kept.
-                patient_tiles_refresh_or_drop(patient_ids=latest, latest=latest)
+                # Its patients' rows are locked already: reading_bulk_store locked every patient
+                # of the batch first (patients_lock), and these are some of them.
+                patient_tiles_refresh_or_drop(patient_ids=latest, latest=latest, locked=True)
         except DatabaseError:
             # The alarm writes were rolled back with the readings: so must the memory of them.
             self.alarm_engine.forget()

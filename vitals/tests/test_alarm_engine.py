@@ -14,9 +14,10 @@ from django.utils import timezone
 
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
-from vitals.alarm_engine import AlarmEngine
+from vitals.alarm_engine import AlarmEngine, _metrics_newest
 from vitals.contract import Reading, reading_to_message
 from vitals.models import Alarm, AlarmEvent, PatientMetric
+from vitals.selectors import patient_metrics_newest
 from vitals.services import alarm_acknowledge, reading_bulk_store
 from vitals.tests.factories import (
     T0,
@@ -200,7 +201,37 @@ def test_a_new_engine_replays_every_new_patient_of_a_batch_in_one_statement():
     assert written == [("raised", "ann")]
     warm_up = [q["sql"] for q in queries.captured_queries if "vitals_patientmetric" in q["sql"]]
     assert len(warm_up) == 1
-    assert warm_up[0].count("UNION ALL") == 2
+    if connection.vendor == "postgresql":
+        # One LATERAL join over the ids and counts (two array parameters), planned once
+        # whatever the number of patients.
+        assert warm_up[0].count("LATERAL") == 1
+        assert "UNION" not in warm_up[0]
+    else:
+        assert warm_up[0].count("UNION ALL") == 2
+
+
+def test_the_warm_up_reads_each_patients_newest_readings_as_the_selector_does():
+    # The engine's warm-up query (a LATERAL join on PostgreSQL) against patient_metrics_newest:
+    # the same rows, newest first, for patients with more readings than asked for, fewer,
+    # none, and one whose readings arrived out of their measured order.
+    ann, bob, cid, dan = PatientFactory.create_batch(4)
+    for n in range(5):
+        PatientMetricFactory(patient=ann, measured_at=at(n), pulse=70 + n)
+    PatientMetricFactory(patient=bob, measured_at=at(9), pulse=90)
+    PatientMetricFactory(patient=dan, measured_at=at(9), pulse=91)
+    PatientMetricFactory(patient=dan, measured_at=at(3), pulse=92)
+    counts = {ann.pk: 3, bob.pk: 4, cid.pk: 2, dan.pk: 21}
+
+    found = _metrics_newest(counts=counts)
+
+    def shown(newest):
+        return {pid: [(m.pk, m.pulse, m.measured_at) for m in ms] for pid, ms in newest.items()}
+
+    assert shown(found) == shown(patient_metrics_newest(counts=counts))
+    assert [m.pulse for m in found[ann.pk]] == [74, 73, 72]
+    assert found[cid.pk] == []
+    assert [m.pulse for m in found[dan.pk]] == [92, 91]
+    assert all(m.patient_id == pid for pid, ms in found.items() for m in ms)
 
 
 @pytest.mark.parametrize("state", ["active", "acknowledged"])
