@@ -55,6 +55,7 @@ export function alarmProcessingWatch({ alarmProcessingUrl, alarmProcessingPollSe
     banner.className = `banner banner--alarm-processing banner--alarm-processing-${content?.state ?? "ok"}`;
     banner.replaceChildren(...(content ? content.parts : []));
     banner.hidden = !content;
+    dispatchEvent(new Event("resize")); // the ward lays its tiles out again below the banner
   }
 
   new Poller({
