@@ -393,3 +393,23 @@ def test_the_vendored_uplot_is_the_version_the_makefile_pins() -> None:
     )
     assert (vendored / "VERSION").read_text().startswith(f"uplot {version} from the npm registry")
     assert "MIT License" in (vendored / "LICENSE").read_text()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["ward", "patient"])
+def test_both_pages_carry_the_alarms_not_processed_banner_apart_from_the_connections(
+    client: Client, viewer, page
+) -> None:
+    """Hidden until alarm_processing.js reads that no consumer sweeps (test_browser.py shows
+    it); an alert of its own, not the connection's."""
+    client.force_login(viewer)
+    url = "/" if page == "ward" else f"/patients/{PatientFactory().uuid}/"
+
+    body = client.get(url).content.decode()
+
+    assert (
+        '<div id="alarm-processing" class="banner banner--alarm-processing" role="alert" hidden>'
+        "</div>\n"
+        '  <div id="connection-lost" class="banner banner--lost" role="alert" hidden></div>'
+    ) in body
+    assert "ward/js/alarm_processing.js" in body
