@@ -7,6 +7,11 @@ Web (Django; `GET /metrics`, no patient data; for staff users, or for Prometheus
   `<unmatched>` when no pattern matched) and status code.
 - `icu_http_request_duration_seconds{method,route,status}`: histogram of the time from the
   request entering Django's middleware to the response leaving it.
+- `icu_alarm_processing_up`: 1 while a consumer's alarm sweep was heard within
+  ALARM_PROCESSING_STOPPED_AFTER seconds (the database's clock), 0 when none was (stopped, or
+  never started); absent when the database does not answer (alert on `absent()` too).
+- `icu_alarm_processing_heartbeat_age_seconds`: seconds since the latest alarm sweep of any
+  consumer; absent before the first one. Both read at each scrape (vitals/health.py).
 
 Consumer (`manage.py consume_vitals --metrics-port PORT`; the same port answers `/healthz` and
 `/readyz`, 503 with the reason while the consumer cannot write the database, see
@@ -197,6 +202,29 @@ def _metrics_error(status: int, code: str, message: str) -> JsonResponse:
     return response
 
 
+# Collectors the apps add to the web's /metrics (`web_collector_register`, from their
+# AppConfig.ready()): read when scraped, e.g. vitals' alarm processing gauges. Not in REGISTRY:
+# the workers, which serve REGISTRY on their own port, do not collect them.
+_web_collectors: dict[str, object] = {}
+
+
+def web_collector_register(*, name: str, collector: object) -> None:
+    """Add a collector (an object with `collect()` yielding metric families) to the web's
+    /metrics under `name` (registering a name again replaces it)."""
+    _web_collectors[name] = collector
+
+
+class _Joined:
+    """A registry and the apps' collectors, as one for the encoder."""
+
+    def __init__(self, *sources: object) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator:
+        for source in self.sources:
+            yield from source.collect()
+
+
 @require_safe
 def metrics_view(request: HttpRequest) -> HttpResponse:
     """The metrics in the text exposition format (OpenMetrics if the scraper asks for it), for
@@ -211,7 +239,8 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     else:
         registry = REGISTRY
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    return HttpResponse(encoder(registry), content_type=content_type)
+    joined = _Joined(registry, *_web_collectors.values())
+    return HttpResponse(encoder(joined), content_type=content_type)
 
 
 # icu/urls.py mounts this with `path("metrics", include("core.metrics"))`.

@@ -120,6 +120,8 @@ ROUTES: dict[str, Rule] = {
     "api:alarm-list": Rule(read=_ALARM),
     "api:alarm-detail": Rule(read=_ALARM),
     "api:alarm-acknowledge": Rule(read=_ALARM, write={"POST": (*_ALARM, ACKNOWLEDGE_ALARM)}),
+    # Whether alarms are processed at all (a consumer's heartbeat): no patient named.
+    "api:alarm-processing": Rule(read=(VIEW_ALARM,)),
     "api:audit-list": Rule(read=(VIEW_AUDIT,), staff=True),
     # Who read which patient's data: staff holding the access log's view permission.
     "api:access-log-list": Rule(read=(VIEW_ACCESS_LOG,), staff=True),

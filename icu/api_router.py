@@ -26,6 +26,7 @@ from units.apis import (
 )
 from units.report_apis import UnitAlarmReportView
 from vitals.apis import AlarmViewSet, AuditEventViewSet
+from vitals.heartbeat_apis import AlarmProcessingView
 from vitals.patient_apis import BriefPatientViewSet, PatientViewSet
 
 app_name = "api"
@@ -143,6 +144,7 @@ urlpatterns = [
         UnitAlarmReportView.as_view(),
         name="unit-alarm-report",
     ),
+    path("alarm-processing/", AlarmProcessingView.as_view(), name="alarm-processing"),
     path("auth/token/", TokenView.as_view(), name="token"),
     path("schema/", SchemaView.as_view(), name="schema"),
     path("docs/", DocsView.as_view(url_name="api:schema"), name="docs"),

@@ -586,6 +586,10 @@ ALARM_CLOCK_SKEW_WARN = _seconds("ALARM_CLOCK_SKEW_WARN", 30.0)
 # reading's NEWS2 scores each parameter's newest value within it (else the score is
 # incomplete), a tile shows it. Set as "bp=20m,temperature=2h"; the rest from vitals/signs.py.
 SIGN_VALIDITY = _validity("SIGN_VALIDITY")
+# Alarm processing is taken as stopped (the pages' "ALARMS NOT PROCESSED" banner, the web's
+# icu_alarm_processing_up gauge) when no consumer's alarm sweep (every 2 s) was heard for this
+# long by the database's clock: five sweeps missed, never less than 10 s.
+ALARM_PROCESSING_STOPPED_AFTER = _seconds("ALARM_PROCESSING_STOPPED_AFTER", 10.0)
 
 # --- Units, beds and admissions (units/) -----------------------------------------------------
 

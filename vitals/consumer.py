@@ -699,6 +699,11 @@ class VitalsConsumer:
                 events += len(
                     alarm_escalation_sweep(unanswered_for=timedelta(seconds=self.escalate_after))
                 )
+            # The sweep ran (the database answered): alarm processing is alive (the pages'
+            # "ALARMS NOT PROCESSED" banner when no consumer's is heard; docs/alarms.md).
+            from vitals.heartbeat_services import alarm_processing_heartbeat_record
+
+            alarm_processing_heartbeat_record()
         except DatabaseError as exc:
             logger.warning("could not sweep the alarms", extra={"error": str(exc)})
         self.totals.alarm_events += events

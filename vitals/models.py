@@ -474,3 +474,17 @@ class ConsumerStall(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}] @ {self.offset}"
+
+
+class AlarmProcessingHeartbeat(models.Model):
+    """That a consumer's alarm sweep ran: one row per consumer process (`host:pid`), its
+    `beat_at` renewed by every sweep the database answered, stamped with the database's clock
+    (a consumer host whose clock is wrong neither fakes life nor death). The web reads it to say
+    whether alarms are processed at all (vitals/heartbeat_selectors.py): with no consumer
+    running, nobody raises or sweeps alarms, and that is itself an alarm condition."""
+
+    process = models.CharField(max_length=300, unique=True, help_text="host:pid")
+    beat_at = models.DateTimeField(help_text="The latest sweep, by the database's clock.")
+
+    def __str__(self) -> str:
+        return f"{self.process} @ {self.beat_at}"

@@ -53,6 +53,9 @@ UNIT_ROUTES = {
     "transfer": "api:patient-transfer",
     "discharge": "api:patient-discharge",
 }
+# How often the pages ask whether alarms are processed (api:alarm-processing; one small query):
+# with ALARM_PROCESSING_STOPPED_AFTER at 10 s, the banner shows within 15 s of the last sweep.
+ALARM_PROCESSING_POLL_SECONDS = 5.0
 # The placeholders the pages replace in a route's URL.
 UNIT_PLACEHOLDER = "unit-code"
 PATIENT_PLACEHOLDER = uuid.UUID(int=0)
@@ -148,6 +151,9 @@ def _polling() -> dict:
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": resolve_url(settings.LOGIN_URL),
+        # Whether alarms are processed at all (a consumer running): the banner's own poll.
+        "alarmProcessingUrl": reverse("api:alarm-processing"),
+        "alarmProcessingPollSeconds": ALARM_PROCESSING_POLL_SECONDS,
         **_signs_config(),
     }
 

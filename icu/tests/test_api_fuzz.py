@@ -107,7 +107,7 @@ WARD_OPERATIONS = {
 }
 # Operations with no parameter that can be wrong (no query, a path of any string): no invalid
 # case can be generated for them (Hypothesis: Unsatisfiable).
-NOTHING_TO_GET_WRONG = ["GET /api/units/", "GET /api/units/{code}/"]
+NOTHING_TO_GET_WRONG = ["GET /api/units/", "GET /api/units/{code}/", "GET /api/alarm-processing/"]
 CURSOR_OPERATIONS = [label for label, (*_, cursor) in WARD_OPERATIONS.items() if cursor]
 
 

@@ -222,14 +222,15 @@ import json, django
 django.setup()
 from django.conf import settings
 print(json.dumps([settings.ALARM_NO_DATA_AFTER, settings.ALARM_ESCALATE_AFTER,
-                  settings.ALARM_CLOCK_SKEW_WARN]))
+                  settings.ALARM_CLOCK_SKEW_WARN, settings.ALARM_PROCESSING_STOPPED_AFTER]))
 """
 
 
 def test_the_alarm_timings_default_from_the_reading_interval_and_are_read_from_the_env() -> None:
     defaults = run_settings(ALARM_SETTINGS, SECRET_KEY="s", METRICS_INTERVAL="2")
     assert defaults.returncode == 0, defaults.stderr
-    assert json.loads(defaults.stdout) == [6.0, 120.0, 30.0]  # no_data after 3 readings
+    # no_data after 3 readings; alarm processing stopped after 10 s without a sweep
+    assert json.loads(defaults.stdout) == [6.0, 120.0, 30.0, 10.0]
 
     given = run_settings(
         ALARM_SETTINGS,
@@ -237,8 +238,9 @@ def test_the_alarm_timings_default_from_the_reading_interval_and_are_read_from_t
         ALARM_NO_DATA_AFTER="45",
         ALARM_ESCALATE_AFTER="60.5",
         ALARM_CLOCK_SKEW_WARN="10",
+        ALARM_PROCESSING_STOPPED_AFTER="30",
     )
-    assert json.loads(given.stdout) == [45.0, 60.5, 10.0]
+    assert json.loads(given.stdout) == [45.0, 60.5, 10.0, 30.0]
 
 
 PUSH_SETTINGS = """
@@ -426,7 +428,12 @@ BAD_SETTINGS = [
     ("VITALS_MAX_FUTURE_SKEW_SECONDS", "5m", f"{WHOLE} of seconds, 0 or more"),
     *[
         (name, value, SECONDS)
-        for name in ("ALARM_NO_DATA_AFTER", "ALARM_ESCALATE_AFTER", "ALARM_CLOCK_SKEW_WARN")
+        for name in (
+            "ALARM_NO_DATA_AFTER",
+            "ALARM_ESCALATE_AFTER",
+            "ALARM_CLOCK_SKEW_WARN",
+            "ALARM_PROCESSING_STOPPED_AFTER",
+        )
         for value in ("0", "-5", "nan", "inf", "2min", "")
     ],
     *[

@@ -65,6 +65,7 @@ API = {  # DRF views, core/permissions.py
     "api:alarm-list",
     "api:alarm-detail",
     "api:alarm-acknowledge",
+    "api:alarm-processing",
     "api:audit-list",
     "api:access-log-list",
     "api:patient-exports",

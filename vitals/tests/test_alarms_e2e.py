@@ -7,6 +7,7 @@ subprocess must see the rows the test wrote and the test the rows it wrote.
 """
 
 import json
+import socket
 import time
 import uuid
 from collections.abc import Callable
@@ -27,7 +28,8 @@ from vitals.alarms import Limits, PatientAlarms
 from vitals.consumer import VitalsConsumer
 from vitals.contract import Reading, reading_to_message
 from vitals.emulator import patient_uuid_for_name
-from vitals.models import Alarm, AlarmEvent, PatientMetric
+from vitals.heartbeat_selectors import alarm_processing_status
+from vitals.models import Alarm, AlarmEvent, AlarmProcessingHeartbeat, PatientMetric
 from vitals.news2 import news2_of
 from vitals.services import alarm_switch_off
 from vitals.tests.factories import AlarmFactory
@@ -432,6 +434,11 @@ def test_silences_wrong_clocks_and_unanswered_alarms_with_two_consumers(
             ("sam", "medium", "resolved"),
         ]
         wait_until(all_published, 10, "every alarm event published")
+        # Each consumer's sweeps stamp its own heartbeat: alarm processing is alive, twice.
+        beats = set(AlarmProcessingHeartbeat.objects.values_list("process", flat=True))
+        assert {f"{socket.gethostname()}:{c.pid}" for c in consumers} <= beats
+        status = alarm_processing_status()
+        assert (status.status, status.consumers) == ("ok", 2)
     finally:
         for process in (*consumers, emulator):
             if process.poll() is None:

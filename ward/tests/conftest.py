@@ -26,6 +26,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from testing.processes import BASE_DIR
+from vitals.heartbeat_services import alarm_processing_heartbeat_record
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -168,6 +169,10 @@ def login(
     # Also while the pushed stream is up (ward/events.py): the tests were written for polling,
     # and some change what the stream does not carry (units and beds made in one go).
     settings.WARD_POLL_SECONDS = settings.WARD_PUSH_POLL_SECONDS = POLL_SECONDS
+    # No consumer runs here: one heartbeat taken as alive for the test, so that the pages show
+    # no "ALARMS NOT PROCESSED" banner (test_browser.py's lost connection test shows it).
+    settings.ALARM_PROCESSING_STOPPED_AFTER = 24 * 3600
+    alarm_processing_heartbeat_record(process="browser-tests")
     viewport(browser, *STATION)
 
     def log_in(username: str, password: str, path: str = "/") -> None:

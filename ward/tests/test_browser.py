@@ -16,7 +16,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -28,12 +28,13 @@ from patients.tests.factories import PatientFactory
 from units.models import Admission, Bed, Unit
 from vitals.contract import Reading
 from vitals.emulator import patient_uuid_for_name
-from vitals.models import Alarm, AlarmOff, AuditEvent, PatientMetric
+from vitals.heartbeat_services import alarm_processing_heartbeat_record
+from vitals.models import Alarm, AlarmOff, AlarmProcessingHeartbeat, AuditEvent, PatientMetric
 from vitals.services import alarm_limits_update, alarm_switch_off, reading_bulk_store
 from vitals.tests.factories import AlarmFactory
-from ward import events
+from ward import events, views
 from ward.events import ChangeWatcher
-from ward.tests.conftest import STATION, viewport, wait_until
+from ward.tests.conftest import POLL_SECONDS, STATION, viewport, wait_until
 
 pytestmark = [
     pytest.mark.browser,
@@ -500,7 +501,11 @@ def test_a_clinician_admits_from_the_strip_transfers_and_discharges(
     assert csp_violations() == []
 
 
-def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, screenshot):
+def test_a_lost_connection_is_shown_and_the_ward_recovers(
+    browser, login, user, screenshot, settings, monkeypatch
+):
+    """And, unlike it, alarm processing stopped (no consumer's heartbeat): its own banner."""
+    monkeypatch.setattr(views, "ALARM_PROCESSING_POLL_SECONDS", POLL_SECONDS)
     store(reading("ann"))
     login(*NURSE)
     wait_until(
@@ -522,6 +527,13 @@ def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, 
         assert banner.get_attribute("role") == "alert"
         assert browser.find_element(By.ID, "connection").text == "Connection lost"
         assert "tiles--offline" in browser.find_element(By.ID, "tiles").get_attribute("class")
+        # Nor can the page tell whether alarms are processed: never taken for "ok".
+        stopped = browser.find_element(By.ID, "alarm-processing")
+        wait_until(browser, lambda b: stopped.is_displayed(), "the status-unknown banner")
+        assert stopped.text == (
+            "ALARM PROCESSING STATUS UNKNOWN: no answer from the server. Do not rely on this "
+            "screen for alarms until it is known."
+        )
         screenshot("offline")
         store(reading("ann", ago=0, pulse=99))  # arrives while the station is cut off
     finally:
@@ -532,6 +544,31 @@ def test_a_lost_connection_is_shown_and_the_ward_recovers(browser, login, user, 
     wait_until(browser, lambda b: tiles(b)[0]["signs"]["pulse"] == "99", "the new reading")
     assert browser.find_element(By.ID, "connection").text.startswith("Live · ")
     assert "tiles--offline" not in browser.find_element(By.ID, "tiles").get_attribute("class")
+
+    # No consumer's alarm sweep heard for 125 s (the login's heartbeat made old): the page is
+    # connected, but no alarm is processed.
+    wait_until(browser, lambda b: not stopped.is_displayed(), "no banner", lambda: stopped.text)
+    settings.ALARM_PROCESSING_STOPPED_AFTER = 10
+    AlarmProcessingHeartbeat.objects.update(beat_at=F("beat_at") - timedelta(seconds=125))
+    since = timezone.localtime(AlarmProcessingHeartbeat.objects.get().beat_at)
+    wait_until(browser, lambda b: stopped.is_displayed(), "the alarms-not-processed banner")
+    assert stopped.text == (
+        f"⚠ALARMS NOT PROCESSED since {since:%H:%M:%S}: no consumer is running. Patients are "
+        "not being watched. Watch every patient at the bedside and call the on-call engineer "
+        "to restart alarm processing."
+    )
+    assert stopped.get_attribute("role") == "alert"
+    background = "return getComputedStyle(arguments[0]).backgroundColor"
+    assert browser.execute_script(background, stopped) == HIGH_RED  # alarm red
+    assert not banner.is_displayed()  # the page's own connection is fine
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-alarm-processing") == (
+        "stopped"
+    )
+    screenshot("alarms-not-processed")
+
+    alarm_processing_heartbeat_record(process="browser-tests")  # a consumer sweeps again
+    wait_until(browser, lambda b: not stopped.is_displayed(), "the banner gone")
+    assert browser.find_element(By.TAG_NAME, "body").get_attribute("data-alarm-processing") == "ok"
 
 
 def thirty_two_beds() -> None:

@@ -104,6 +104,8 @@ def test_the_ward_page_is_configured_from_the_settings(client: Client, viewer, s
         "staleSeconds": 42,
         "clockSkewSeconds": 12,
         "loginUrl": "/login/",
+        "alarmProcessingUrl": "/api/alarm-processing/",
+        "alarmProcessingPollSeconds": 5.0,
         "unitsUrl": "/api/units/",
         "unitUrl": "/api/units/unit-code/",
         "patientPageUrl": f"/patients/{PLACEHOLDER}/",
@@ -289,6 +291,8 @@ def test_the_patient_page_offers_acknowledging_to_clinicians_only(
         "staleSeconds": settings.WARD_STALE_SECONDS,
         "clockSkewSeconds": settings.ALARM_CLOCK_SKEW_WARN,
         "loginUrl": "/login/",
+        "alarmProcessingUrl": "/api/alarm-processing/",
+        "alarmProcessingPollSeconds": 5.0,
         "patientUrl": f"/api/patients/{patient.uuid}/",
         "trendUrl": f"/api/patients/{patient.uuid}/trend/",
         "limitsUrl": f"/api/patients/{patient.uuid}/alarm-limits/",
@@ -366,6 +370,7 @@ def test_every_static_file_the_pages_reference_exists(client: Client, user) -> N
         "ward/css/ward.css",
         "ward/js/api.js",
         "ward/js/common.js",
+        "ward/js/alarm_processing.js",
         "ward/js/ward.js",
         "ward/js/patient.js",
         "ward/vendor/uplot/uPlot.esm.js",
@@ -388,3 +393,23 @@ def test_the_vendored_uplot_is_the_version_the_makefile_pins() -> None:
     )
     assert (vendored / "VERSION").read_text().startswith(f"uplot {version} from the npm registry")
     assert "MIT License" in (vendored / "LICENSE").read_text()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["ward", "patient"])
+def test_both_pages_carry_the_alarms_not_processed_banner_apart_from_the_connections(
+    client: Client, viewer, page
+) -> None:
+    """Hidden until alarm_processing.js reads that no consumer sweeps (test_browser.py shows
+    it); an alert of its own, not the connection's."""
+    client.force_login(viewer)
+    url = "/" if page == "ward" else f"/patients/{PatientFactory().uuid}/"
+
+    body = client.get(url).content.decode()
+
+    assert (
+        '<div id="alarm-processing" class="banner banner--alarm-processing" role="alert" hidden>'
+        "</div>\n"
+        '  <div id="connection-lost" class="banner banner--lost" role="alert" hidden></div>'
+    ) in body
+    assert "ward/js/alarm_processing.js" in body

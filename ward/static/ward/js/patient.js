@@ -3,6 +3,7 @@
 // from the API.
 
 import uPlot from "uplot";
+import { alarmProcessingWatch } from "ward/alarm-processing";
 import { ApiError, apiFetch, Poller, serverNow } from "ward/api";
 import {
   alarmOffIndicator,
@@ -772,3 +773,4 @@ setInterval(() => {
 }, 1000);
 poller.start();
 pushed(poller, config);
+alarmProcessingWatch(config);

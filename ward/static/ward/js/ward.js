@@ -1,5 +1,6 @@
 // The ward: a tile per patient, the most acute first, polled from the API.
 
+import { alarmProcessingWatch } from "ward/alarm-processing";
 import { ApiError, apiFetch, Poller } from "ward/api";
 import {
   alarmOffIndicator,
@@ -480,3 +481,4 @@ orderNote.textContent = ORDER_NOTES[select.value];
 setInterval(() => tiles.forEach(updateAge), 1000);
 poller.start();
 pushed(poller, config);
+alarmProcessingWatch(config);
