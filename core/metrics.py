@@ -22,6 +22,10 @@ vitals.consumer.ConsumerHealth):
 - `icu_consumer_readings_duplicate_total`: readings already stored (a replay), skipped.
 - `icu_consumer_readings_rejected_total{reason}`: messages that broke the contract (or that the
   database refused), by DLQ reason code; every reason is present from the start, at 0.
+- `icu_consumer_signs_refused_total{reason}`: signs the contract refused (out of range, an
+  implausible pressure) in readings stored without them: the rest of the reading is kept and
+  judged (a pulse of 0 beside a flat pressure); each is also logged. Every reason at 0 from the
+  start.
 - `icu_consumer_dlq_messages_total`: messages the DLQ topic acknowledged; above the rejected
   total only when a batch was retried after part of its DLQ copies had been written.
 - `icu_consumer_dlq_failures_total{error}`: DLQ copies the dead-letter topic did not take
@@ -279,6 +283,12 @@ class ConsumerMetrics:
             ("reason",),
             registry=registry,
         )
+        self.signs_refused = Counter(
+            "icu_consumer_signs_refused",
+            "Signs the contract refused in readings stored without them, by reason.",
+            ("reason",),
+            registry=registry,
+        )
         self.dlq = Counter(
             "icu_consumer_dlq_messages",
             "Messages the dead-letter topic acknowledged.",
@@ -345,6 +355,7 @@ def consumer_metrics(*, reasons: frozenset[str] = frozenset()) -> ConsumerMetric
     metrics = ConsumerMetrics()
     for reason in sorted(reasons):
         metrics.rejected.labels(reason)
+        metrics.signs_refused.labels(reason)
     return metrics
 
 

@@ -120,6 +120,8 @@ class BatchOutcome:
     rejected: list[tuple[Message, InvalidReading]]
     # The database transaction(s) of the valid readings; None when there were none.
     write_seconds: float | None
+    # Signs the contract refused in readings kept without them, by reason.
+    signs_refused: Counter = field(default_factory=Counter)
 
 
 class ConsumerHealth:
@@ -306,6 +308,10 @@ class VitalsConsumer:
             outcome = self._store_and_forward(records)
         except RetryBatch as exc:
             self._rewind(records)
+            # The sweeps need the database, not the batch: a consumer held at a batch (the
+            # DLQ refusing its copy) must not hold back every silence and escalation.
+            self._sweep_alarms_if_due()
+            self._update_lag_if_due()
             self._wait_before_retry(str(exc))
             return len(records)
 
@@ -346,6 +352,8 @@ class VitalsConsumer:
         m.duplicates.inc(outcome.result.duplicates)
         for reason, count in Counter(exc.reason for _, exc in outcome.rejected).items():
             m.rejected.labels(reason).inc(count)
+        for reason, count in outcome.signs_refused.items():
+            m.signs_refused.labels(reason).inc(count)
         m.batch_size.observe(messages)
         if outcome.write_seconds is not None:
             m.batch_write.observe(outcome.write_seconds)
@@ -410,7 +418,13 @@ class VitalsConsumer:
 
         self._forward_to_dlq(rejected)
         return BatchOutcome(
-            result=result, alarm_events=events, rejected=rejected, write_seconds=write_seconds
+            result=result,
+            alarm_events=events,
+            rejected=rejected,
+            write_seconds=write_seconds,
+            signs_refused=Counter(
+                refusal.reason for _, reading in valid for refusal in reading.refused
+            ),
         )
 
     def _store(self, readings: list[Reading]) -> tuple[StoreResult, int]:
@@ -673,8 +687,13 @@ class VitalsConsumer:
         logger.error(
             "batch not stored, will retry", extra={"reason": reason, "retry_in_s": self.backoff}
         )
-        # Waiting on the event lets SIGTERM cut the backoff short.
-        self.stop_event.wait(self.backoff)
+        # Waiting on the event lets SIGTERM cut the backoff short; the alarm sweeps go on
+        # every alarm_sweep_interval meanwhile (a backoff grows to backoff_max).
+        deadline = time.monotonic() + self.backoff
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop_event.wait(min(left, max(self.alarm_sweep_interval, 0.1))):
+                return
+            self._sweep_alarms_if_due()
 
     def _sweep_alarms_if_due(self, force: bool = False) -> None:
         """The periodic alarm work (`force`: at once, for a batch that changed alarms)."""

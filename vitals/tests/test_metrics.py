@@ -150,6 +150,32 @@ def test_a_mixed_batch_adds_exactly_its_totals_to_the_consumer_metrics():
     assert len([t for t, *_ in producer.produced if t == "vitals.dlq"]) == 5
 
 
+@pytest.mark.django_db
+def test_a_sign_the_contract_refuses_beside_others_is_counted_by_its_reason():
+    """A reading keeps its other signs when one is refused (a pulse of 0 is judged whatever
+    the arrest does to the temperature): the refused sign is logged and counted, never lost
+    silently, and the reading is stored, not rejected."""
+    start = datetime.now(tz=UTC).replace(microsecond=0) - timedelta(minutes=1)
+    key_, value = message("ann", start, pulse=0)
+    worker, consumer, _ = worker_create()
+    value = value.replace(b'"schema_version":1', b'"schema_version":2')  # signs optional
+    consumer.add([(key_, value.replace(b'"temperature":36.8', b'"temperature":24.5'))])
+    before = registry_samples("icu_consumer_readings_") | registry_samples("icu_consumer_signs")
+
+    assert worker.process_batch() == 1
+
+    after = registry_samples("icu_consumer_readings_") | registry_samples("icu_consumer_signs")
+    assert changes(before, after) == {
+        key("icu_consumer_readings_consumed_total"): 1,
+        key("icu_consumer_readings_stored_total"): 1,
+        key("icu_consumer_signs_refused_total", reason="out_of_range"): 1,
+    }
+    assert list(PatientMetric.objects.values_list("pulse", "temperature")) == [(0, None)]
+    for reason in REASONS:  # every reason at 0 from the start, as for whole refusals
+        value = REGISTRY.get_sample_value("icu_consumer_signs_refused_total", {"reason": reason})
+        assert value is not None, reason
+
+
 def test_every_dlq_reason_is_exposed_from_the_start_at_zero():
     worker_create()
     for reason in REASONS:

@@ -192,24 +192,6 @@ def test_a_server_clock_stepped_back_does_not_hide_a_monitor_that_stopped(monkey
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A consumer held at a message the DLQ does not take (the DLQ topic's leader away, a "
-        "copy refused) retries its batch for as long as that lasts, and its retry path "
-        "(process_batch: except RetryBatch -> _rewind, _wait_before_retry, return) never "
-        "sweeps nor publishes: no `no_data` for the monitors that go silent meanwhile, no "
-        "escalation of the high alarms nobody answers, and the alarm events of the batch "
-        "stored before the DLQ refused stay in the outbox (the paging system hears nothing). "
-        "The batch spans every partition it fetched, so with one consumer the whole ward "
-        "freezes, each tile turning STALE with no alarm at all. Fix (vitals/consumer.py "
-        "process_batch): call self._sweep_alarms_if_due() and self._update_lag_if_due() in "
-        "the RetryBatch branch too, before _wait_before_retry, and make the wait sweep every "
-        "alarm_sweep_interval (wait on the stop event in slices of at most that interval, "
-        "calling _sweep_alarms_if_due between them): the sweeps need the database, not the "
-        "batch."
-    ),
-)
 def test_a_consumer_held_by_the_dlq_still_raises_no_data_for_a_silent_monitor():
     worker, consumer, producer = worker_create(no_data_after=15, escalate_after=120)
     bob = PatientFactory(name="bob")
@@ -229,3 +211,42 @@ def test_a_consumer_held_by_the_dlq_still_raises_no_data_for_a_silent_monitor():
     assert list(Alarm.objects.values_list("patient__name", "kind", "state")) == [
         ("bob", "no_data", "active")
     ]
+    producer.fail = 0  # the DLQ takes its copy again: the batch goes through
+    assert worker.process_batch() == 2
+    assert worker.stalled == set()
+    assert worker.metrics.dlq_blocked._value.get() == 0
+
+
+def test_a_consumer_waiting_to_retry_a_batch_sweeps_every_interval_and_stops_at_once():
+    """The backoff before a batch is tried again grows to backoff_max (a minute): the sweeps
+    go on every alarm_sweep_interval meanwhile, and a stop cuts the wait short."""
+
+    class Clock:
+        now = 1_000.0
+
+    class StopEvent:
+        def __init__(self, stop_after: int) -> None:
+            self.waits: list[float] = []
+            self.stop_after = stop_after
+
+        def wait(self, timeout: float) -> bool:
+            self.waits.append(round(timeout, 3))
+            Clock.now += timeout
+            return len(self.waits) >= self.stop_after
+
+    worker, _, _ = worker_create(no_data_after=15, escalate_after=120)
+    worker.alarm_sweep_interval, worker.backoff_initial, worker.backoff_max = 2.0, 5.0, 60.0
+    sweeps: list[float] = []
+    worker.sweep_alarms = lambda: sweeps.append(Clock.now) or 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "monotonic", lambda: Clock.now)
+        worker._last_sweep = Clock.now
+        worker.stop_event = StopEvent(stop_after=99)
+        worker._wait_before_retry("the DLQ took nothing")
+        assert worker.stop_event.waits == [2.0, 2.0, 1.0]
+        assert sweeps == [1_002.0, 1_004.0]  # due at 1,002 and 1,004; 1,005 is not 2 s on
+
+        worker.stop_event = StopEvent(stop_after=1)
+        worker._wait_before_retry("the DLQ took nothing")  # backoff 10 s, stopped at 2 s
+        assert worker.stop_event.waits == [2.0]
+        assert sweeps == [1_002.0, 1_004.0]
