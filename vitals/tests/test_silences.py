@@ -164,11 +164,14 @@ def test_a_patient_without_readings_raises_no_no_data_when_just_admitted_dischar
         "activated_at is in its future, so a monitor that stops raises no `no_data` and an "
         "unanswered high alarm is not escalated until the clock has caught up again (an hour "
         "for an hour's step); the same with two consumers on hosts whose clocks differ (a "
-        "silence seen late by the skew). Fix (vitals/consumer.py): the consumer keeps an "
-        "anchor (the newest received_at it stored, time.monotonic() then) and sweeps with "
-        "now = max(timezone.now(), anchor + (time.monotonic() - anchor_monotonic)), passed "
-        "as now= to alarm_no_data_sweep and alarm_escalation_sweep; log a WARNING when the "
-        "wall clock is behind the anchor by more than ALARM_CLOCK_SKEW_WARN."
+        "silence seen late by the skew). NOT the anchor proposed first (sweep with now = "
+        "max(wall, newest received_at + monotonic elapsed)): the readings stored after the "
+        "step are stamped by the stepped-back wall clock, an hour before that `now`, so every "
+        "patient would look silent at once (a no_data flood), and this test would pass. Fix: "
+        "one clock for alarm timing, the database's (as the alarm-processing heartbeat now "
+        "is): the consumer reads it once a batch and once a sweep and passes it as "
+        "received_at to reading_bulk_store, as now to the engine's alarm writes and to both "
+        "sweeps; this test then steps the database's clock, not the host's."
     ),
 )
 def test_a_server_clock_stepped_back_does_not_hide_a_monitor_that_stopped(monkeypatch):
