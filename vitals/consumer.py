@@ -696,13 +696,15 @@ class VitalsConsumer:
             self._sweep_alarms_if_due()
 
     def _sweep_alarms_if_due(self, force: bool = False) -> None:
-        """The periodic alarm work (`force`: at once, for a batch that changed alarms)."""
+        """The periodic alarm work, every alarm_sweep_interval, busy or idle; `force`: publish
+        the outbox at once (a batch that changed alarms). A forced publish never puts the
+        sweeps off: batches changing some alarm every second must not starve them."""
         now = time.monotonic()
-        if not force and now - self._last_sweep < self.alarm_sweep_interval:
-            return
-        self._last_sweep = now
-        if not force:
+        if now - self._last_sweep >= self.alarm_sweep_interval:
+            self._last_sweep = now
             self.sweep_alarms()
+        elif not force:
+            return
         if self.alarms_topic:
             self.publish_alarm_events()
 

@@ -253,3 +253,28 @@ def test_a_consumer_waiting_to_retry_a_batch_sweeps_every_interval_and_stops_at_
         worker._wait_before_retry("the DLQ took nothing")  # backoff 10 s, stopped at 2 s
         assert worker.stop_event.waits == [2.0]
         assert sweeps == [1_002.0, 1_004.0]
+
+
+def test_batches_that_change_alarms_faster_than_the_sweep_interval_do_not_starve_the_sweeps():
+    """A busy ward changes some alarm every second: each such batch publishes at once
+    (force), and the sweeps (no_data, escalation, the heartbeat) still run every interval,
+    or no silent monitor is ever paged and every station says alarms are not processed.
+    Found by review: force set the sweep's timer and skipped the sweep."""
+
+    class Clock:
+        now = 1_000.0
+
+    worker, _, _ = worker_create(no_data_after=15, escalate_after=120)
+    worker.alarm_sweep_interval = 2.0
+    sweeps: list[float] = []
+    published: list[float] = []
+    worker.sweep_alarms = lambda: sweeps.append(Clock.now) or 0
+    worker.publish_alarm_events = lambda: published.append(Clock.now) or 0
+    worker._last_sweep = Clock.now
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(time, "monotonic", lambda: Clock.now)
+        for _ in range(6):  # a batch with alarm events every second
+            Clock.now += 1.0
+            worker._sweep_alarms_if_due(force=True)
+    assert sweeps == [1_002.0, 1_004.0, 1_006.0]
+    assert published == [1_001.0, 1_002.0, 1_003.0, 1_004.0, 1_005.0, 1_006.0]
