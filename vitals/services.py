@@ -960,9 +960,13 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
     # units' model, reached through the relation: vitals imports no app above it.
     admission = Patient._meta.get_field("admissions").related_model
     open_admissions = admission.objects.filter(patient=OuterRef("pk"), discharged_at__isnull=True)
+    # A pointer on a reading that is gone (latest_metric has no foreign-key constraint: a
+    # reading deleted behind the ORM's back) is as silent as none: tested on the joined row.
+    heard_of_nothing = Q(latest_metric__received_at__isnull=True)
     still_silent = Patient.objects.filter(monitoring_ended_at__isnull=True).filter(
         Q(latest_metric__received_at__lt=cutoff)
-        | Q(Exists(open_admissions.filter(admitted_at__lt=cutoff)), latest_metric__isnull=True)
+        | Q(Exists(open_admissions.filter(admitted_at__lt=cutoff)), heard_of_nothing)
+        | Q(heard_of_nothing, latest_metric_id__isnull=False)
     )
     silent = (
         still_silent.exclude(
@@ -980,9 +984,11 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
         if patient.latest_metric is not None:
             last = patient.latest_metric.received_at
             since = f"last reading received {last.astimezone(UTC):%H:%M:%S} UTC"
-        else:
+        elif patient.admitted_at is not None:
             last = patient.admitted_at
             since = f"no reading received since admission {last.astimezone(UTC):%H:%M:%S} UTC"
+        else:  # its latest reading was deleted behind the ORM's back: when is unknown
+            last, since = now - silent_for, "its last reading is gone"
         seconds = (now - last).total_seconds()
         event = _technical_alarm_raise(
             patient=patient,

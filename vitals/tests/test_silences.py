@@ -6,7 +6,7 @@ import time
 from datetime import UTC, timedelta
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from patients.models import Patient
@@ -135,6 +135,38 @@ def test_an_admitted_patient_whose_monitor_never_sent_raises_no_data():
     )
     assert (alarm.threshold, round(alarm.value)) == (15, 20)
     # Swept again: the open one stands, no second alarm.
+    assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
+
+
+@pytest.mark.parametrize("admitted", [True, False], ids=["admitted", "not_admitted"])
+def test_a_patient_whose_latest_reading_is_gone_raises_no_data(admitted):
+    """latest_metric has no foreign-key constraint (patients 0010: its rewrite must be a HOT
+    update): a reading deleted behind the ORM's back (by hand in SQL, a partial restore)
+    leaves the pointer on nothing. The patient is then as silent as one never heard from,
+    and swept as such, not dropped by the join (found by review)."""
+    [bed, *_] = beds(1)
+    ann = PatientFactory(name="ann")
+    with transaction.atomic():
+        reading_bulk_store(
+            readings=[reading(ann, 0)], received_at=timezone.now() - timedelta(seconds=60)
+        )
+    if admitted:
+        admission_create(patient=ann, bed=bed, by=None)
+        Admission.objects.filter(patient=ann).update(
+            admitted_at=timezone.now() - timedelta(seconds=120)
+        )
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM vitals_patientmetric")
+    assert Patient.objects.get().latest_metric_id is not None
+
+    events = alarm_no_data_sweep(silent_for=timedelta(seconds=15))
+
+    assert [(e.type, e.alarm.patient.name, e.alarm.kind) for e in events] == [
+        ("raised", "ann", "no_data")
+    ]
+    alarm = Alarm.objects.get()
+    since = "no reading received since admission" if admitted else "its last reading is gone"
+    assert since in alarm.message
     assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
 
 
