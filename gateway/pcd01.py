@@ -293,9 +293,12 @@ def hl7_time_parse(text: str, *, received_at: datetime) -> datetime:
         # In UTC (as the reading carries it) 9999-12-31T23:59-12:00 is in the year 10000.
         first = moment.astimezone(UTC)
         if not sign:
+            # In UTC: Python compares and hashes two times of one zone by their wall clock,
+            # fold ignored, so the two passes of 02:30 would sort (and group) as one.
             second = moment.replace(fold=1).astimezone(UTC)
             if second != first and abs(second - received_at) < abs(first - received_at):
-                return moment.replace(fold=1)
+                return second
+            return first
     except (ValueError, OverflowError):  # month 13, day 32, a year beyond the calendar
         raise ValueError(f"not an HL7 time: {text[:40]!r}") from None
     return moment

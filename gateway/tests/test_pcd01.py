@@ -271,6 +271,31 @@ def test_loinc_coded_ucum_units_msh7_without_offset_in_the_default_zone(settings
     ]
 
 
+def test_readings_of_both_passes_of_a_fall_back_hour_are_sent_apart_in_the_order_measured(
+    settings,
+) -> None:
+    """Received at 02:00:30 of the second pass (01:00:30 UTC), one message
+    holds 02:59:50 of the first pass (00:59:50 UTC) and 02:00:20 of the second (01:00:20
+    UTC): two readings, the earlier first (the engine judges in the order received), not
+    one merged nor the later first (found by review: times of one zone compare and hash by
+    their wall clock, fold ignored)."""
+    settings.HL7_DEFAULT_TIMEZONE = "Europe/Berlin"
+    outcome = oru_handle(
+        parse(
+            "MSH|^~\\&|COMEN^^||||20261025020030||ORU^R01|9|P|2.5",
+            "PID|||7788^^^^MR||Doe^John",
+            "OBX|1|NM|8867-4^Heart rate^LN||76|/min|||||F|||20261025025950",
+            "OBX|2|NM|8867-4^Heart rate^LN||0|/min|||||F|||20261025020020",
+        ),
+        received_at=datetime(2026, 10, 25, 1, 0, 30, tzinfo=UTC),
+    )
+
+    assert [(v["timestamp"], v["pulse"]) for v in values(outcome)] == [
+        ("2026-10-25T00:59:50.000+00:00", 76),
+        ("2026-10-25T01:00:20.000+00:00", 0),
+    ]
+
+
 def test_fahrenheit_and_kilopascal_converted() -> None:
     outcome = handle(
         *mindray(
