@@ -70,9 +70,9 @@ def _whole_number(name: str, default: int, *, minimum: int, unit: str = "") -> i
     return int(text)
 
 
-def _seconds(name: str, default: float) -> float:
-    """A number of seconds above 0: 0, a negative number or NaN would switch off what it times
-    (an alarm, a poll, a staleness mark)."""
+def _seconds(name: str, default: float, *, at_least: float = 0.0) -> float:
+    """A number of seconds above 0 (and `at_least`): 0, a negative number or NaN would switch
+    off what it times (an alarm, a poll, a staleness mark)."""
     text = env.str(name, default=str(default))
     try:
         seconds = float(text)
@@ -80,6 +80,8 @@ def _seconds(name: str, default: float) -> float:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
         raise _refuse(name, text, "a number of seconds above 0")
+    if seconds < at_least:
+        raise _refuse(name, text, f"a number of seconds, {at_least:g} or more")
     return seconds
 
 
@@ -589,7 +591,8 @@ SIGN_VALIDITY = _validity("SIGN_VALIDITY")
 # Alarm processing is taken as stopped (the pages' "ALARMS NOT PROCESSED" banner, the web's
 # icu_alarm_processing_up gauge) when no consumer's alarm sweep (every 2 s) was heard for this
 # long by the database's clock: five sweeps missed, never less than 10 s.
-ALARM_PROCESSING_STOPPED_AFTER = _seconds("ALARM_PROCESSING_STOPPED_AFTER", 10.0)
+# (Less would flap the banner on every station between two sweeps.)
+ALARM_PROCESSING_STOPPED_AFTER = _seconds("ALARM_PROCESSING_STOPPED_AFTER", 10.0, at_least=10.0)
 
 # --- Units, beds and admissions (units/) -----------------------------------------------------
 

@@ -426,6 +426,11 @@ BAD_SETTINGS = [
     ("METRICS_INTERVAL", "", SECONDS),
     ("PATIENT_UUID", "bob", "a UUID like 5f0c6a8e-0b7e-4d0e-9a57-3f1c2b7d9e10, or empty"),
     ("VITALS_MAX_FUTURE_SKEW_SECONDS", "5m", f"{WHOLE} of seconds, 0 or more"),
+    # Below five sweeps (every 2 s) the banner would flap on every station.
+    *[
+        ("ALARM_PROCESSING_STOPPED_AFTER", value, "a number of seconds, 10 or more")
+        for value in ("4", "9.9")
+    ],
     *[
         (name, value, SECONDS)
         for name in (
