@@ -190,6 +190,9 @@ def reading_bulk_store(
         # latest_metric UPDATE, both in whatever order their plan visits the rows.
         patients_lock(patient_ids=[patient.pk for patient in patients.values()])
         validity = settings.SIGN_VALIDITY
+        # Each patient's values before the batch: should a reading not be inserted (delivered
+        # again), those after it are scored again without it (`_news2_rescore`).
+        before = {u: dict(values) for u, values in latest.items()}
         candidates = [
             _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
             for r in unique.values()
@@ -201,6 +204,13 @@ def reading_bulk_store(
                 for reading, metric in zip(unique.values(), candidates, strict=True)
                 if metric.pk is None
             ]
+            _news2_rescore(
+                new=new,
+                skipped=[m for _, m in skipped],
+                latest=latest,
+                before=before,
+                validity=validity,
+            )
             stored_values = _stored_values([metric for _, metric in skipped])
             conflicting += [
                 reading
@@ -493,14 +503,65 @@ def _reading(
             "sent_at": reading.sent_at,
         },
     )
-    # Scored once: the alarm engine reads the same result from `metric.news2`.
+    _metric_score(metric, latest, validity)
+    return metric
+
+
+def _metric_score(
+    metric: PatientMetric, latest: dict[str, tuple[object, datetime]], validity: dict
+) -> None:
+    """Score a metric's NEWS2 with the patient's newest values `latest` (`news2_track`, which
+    keeps the metric's own in `latest`). Scored once: the alarm engine reads the same result
+    from `metric.news2`."""
     metric.news2 = score = news2_track(
         latest, metric, validity=validity, spo2_scale=metric.spo2_scale
     )
-    if score is not None:
+    if score is None:
+        metric.news2_score = metric.news2_risk = metric.news2_subscores = None
+        metric.news2_missing = []
+    else:
         metric.news2_score, metric.news2_risk = score.score, score.risk
         metric.news2_subscores, metric.news2_missing = score.subscores, list(score.missing)
-    return metric
+
+
+_NEWS2_FIELDS = ("news2_score", "news2_risk", "news2_subscores", "news2_missing")
+_news2_get = attrgetter(*_NEWS2_FIELDS)
+
+
+def _news2_rescore(
+    *,
+    new: list[PatientMetric],
+    skipped: list[PatientMetric],
+    latest: dict[uuid.UUID, dict],
+    before: dict[uuid.UUID, dict],
+    validity: dict,
+) -> None:
+    """Score the inserted readings again, for the patients of which a reading of the batch was
+    not inserted (delivered again), with the values received before each: the readings
+    delivered again were scored, and their values kept, as if received now, so those received
+    after them in the batch were scored with them. Each such patient's values are those of
+    before the batch (`before`, by uuid), then each inserted reading's in the order received;
+    a score that changed is written again (one UPDATE, only then: when a reading delivered
+    again is followed in its batch by a new one of its patient that it scored otherwise)."""
+    redo = {m.patient_id for m in skipped} & {m.patient_id for m in new}
+    if not redo:
+        return
+    values = {m.patient_id: dict(before[m.patient.uuid]) for m in new if m.patient_id in redo}
+    changed = []
+    for metric in new:
+        if metric.patient_id in redo:
+            before = _news2_get(metric)
+            _metric_score(metric, values[metric.patient_id], validity)
+            if _news2_get(metric) != before:
+                changed.append((metric.pk, *_news2_get(metric)))
+    for metric in new:
+        if metric.patient_id in redo:
+            # The values kept are those of the inserted readings only (the dict the batch
+            # writes to latest_signs, and the cache keeps, is the patient's own).
+            kept = latest[metric.patient.uuid]
+            kept.clear()
+            kept.update(values[metric.patient_id])
+    _rows_update(model=PatientMetric, fields=list(_NEWS2_FIELDS), rows=changed)
 
 
 _signs_get = attrgetter(*SIGN_KEYS)

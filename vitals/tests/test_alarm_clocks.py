@@ -219,25 +219,6 @@ def test_an_hl7_time_in_the_hour_a_fall_back_repeats_is_the_occurrence_just_rece
     assert json.loads(value)["timestamp"] == stamped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A patient's newest value of each sign (Patient.latest_signs, news2_track) is replaced "
-        "only by a later-*measured* one, against the rule that the latest is the newest "
-        "*received*: after a monitor clock that ran ahead (within max_future) is set right, "
-        "its new values are not kept until real time passes the old stamps (up to 5 min; "
-        "longer for a clock_skew the contract lets through). Meanwhile a reading without SpO2 "
-        "(a version 2 blood-pressure-only reading) scores NEWS2 with the SpO2 98 of before "
-        "the sync instead of the 84 just measured (sub-score 0 instead of 3: the news2 "
-        "escalation alarm missed), and the ward's tiles (ward/static/ward/js/common.js "
-        "newestSign, which prefers the later-stamped kept value over the latest reading's "
-        "own) show the old SpO2 98 beside a flashing spo2_low alarm. Fix: fold the values "
-        "of the readings actually inserted into latest_signs in the order received, "
-        "whatever their stamps (reading_bulk_store after _reading_insert: a replay is not "
-        "inserted, so it changes nothing), scoring each reading with the values received "
-        "before it; and newestSign takes the latest reading's own value whenever it has one."
-    ),
-)
 def test_after_a_clock_ahead_is_set_right_the_values_just_measured_are_the_patients_newest():
     patient = PatientFactory(name="synced")
     engine = AlarmEngine()
@@ -249,3 +230,33 @@ def test_after_a_clock_ahead_is_set_right_the_values_just_measured_are_the_patie
     patient.refresh_from_db()
     assert patient.latest_signs["spo2"] == {"value": 84, "measured_at": at(15).isoformat()}
     assert patient.latest_metric.news2_subscores["spo2"] == 3
+
+
+def test_a_reading_delivered_again_changes_neither_the_newest_values_nor_the_next_score():
+    """A re-delivered batch (a restart, a rebalance) begins with readings already stored: they
+    are not inserted, so their values are not received again; the new reading after them is
+    scored with the values received before it (SpO2 84, sub-score 3), not the replay's 98."""
+    patient = PatientFactory(name="replayed")
+    first = reading(patient, 0, spo2=98)
+    judge_all(AlarmEngine(), [first, reading(patient, 5, spo2=84)])
+    bp_only = {"pulse": None, "resp_rate": None, "spo2": None, "temperature": None}
+    with transaction.atomic():
+        result = reading_bulk_store(readings=[first, reading(patient, 10, **bp_only)])
+    assert (result.stored, result.duplicates) == (1, 1)
+    [new] = result.new
+    assert (new.news2_subscores["spo2"], new.news2.subscores["spo2"]) == (3, 3)
+    stored = PatientMetric.objects.get(pk=new.pk)
+    assert (
+        stored.news2_score,
+        stored.news2_risk,
+        stored.news2_subscores,
+        stored.news2_missing,
+    ) == (
+        new.news2_score,
+        new.news2_risk,
+        new.news2_subscores,
+        new.news2_missing,
+    )
+    assert stored.news2_subscores["spo2"] == 3
+    patient.refresh_from_db()
+    assert patient.latest_signs["spo2"] == {"value": 84, "measured_at": at(5).isoformat()}
