@@ -11,8 +11,10 @@ one stopped.
 
 A patient's readings are judged in the order they were received, which is the order their
 monitor sent them (one key, one partition): a monitor clock that is wrong, or jumps, changes
-neither which alarms sound nor when. Clock offsets are measured against the Kafka timestamp
-(`timing`) and beyond ALARM_CLOCK_SKEW_WARN raise the technical alarm `clock_skew`.
+neither which alarms sound nor when. A late reading (`reading_late`: back-filled after the
+live ones resumed, measured long before it was sent) is stored but not judged. Clock offsets
+are measured against the Kafka timestamp (`timing`) and beyond ALARM_CLOCK_SKEW_WARN raise the
+technical alarm `clock_skew`.
 """
 
 from collections import defaultdict
@@ -26,7 +28,7 @@ from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
 from vitals.models import OPEN_ALARM_STATES, Alarm, AlarmEvent, PatientMetric
 from vitals.selectors import alarm_limits_for, patient_metrics_newest
-from vitals.services import alarm_decisions_bulk_apply, alarm_no_data_resolve
+from vitals.services import alarm_decisions_bulk_apply, alarm_no_data_resolve, reading_late
 
 # Readings replayed to rebuild a patient's counters: the longest delay allowed (10), twice over,
 # so that artefact readings in the window (which count neither way) do not cut the replay short.
@@ -59,14 +61,19 @@ class AlarmEngine:
             self._load(unknown, by_patient, limits)
 
         # Heard from again: silence over (the readings of a batch share their received_at).
+        # Not by a late reading (reading_late: back-filled, measured long ago), which is
+        # neither judged nor the patient's latest.
+        heard = [pid for pid, ms in by_patient.items() if not all(_late(m) for m in ms)]
         events: list[AlarmEvent] = alarm_no_data_resolve(
-            patient_ids=list(by_patient), received_at=min(m.received_at for m in metrics_seen)
+            patient_ids=heard, received_at=min(m.received_at for m in metrics_seen)
         )
         decided = []
         for patient_id, patient_metrics in by_patient.items():
             state = self.states[patient_id]
             decisions = []
             for metric in patient_metrics:
+                if _late(metric):
+                    continue
                 at, offset = self.timing(metric)
                 decisions += state.evaluate(
                     metric, metric.news2, limits[patient_id], at=at, clock_offset=offset
@@ -129,7 +136,17 @@ class AlarmEngine:
             state = PatientAlarms(clock_skew_warn=self.clock_skew_warn)
             batch = {m.pk for m in by_patient[patient_id]}
             recent = [m for m in newest[patient_id] if m.pk not in batch][:WARM_UP_READINGS]
+            previous = None  # the last reading judged: the late ones are skipped as they were
             for metric in reversed(recent):
+                if reading_late(
+                    measured_at=metric.measured_at,
+                    sent_at=metric.sent_at,
+                    received_at=metric.received_at,
+                    previous=previous,
+                    tolerance=self.clock_skew_warn,
+                ):
+                    continue
+                previous = (metric.measured_at, metric.sent_at, metric.received_at)
                 at, offset = self.timing(metric)
                 state.evaluate(
                     metric,
@@ -176,3 +193,9 @@ def _metrics_newest(*, counts: dict[int, int]) -> dict[int, list[PatientMetric]]
     for metrics in found.values():
         metrics.sort(key=lambda m: m.pk, reverse=True)
     return found
+
+
+def _late(metric: PatientMetric) -> bool:
+    """Whether reading_bulk_store found the reading late (`reading_late`); a metric built
+    elsewhere is not."""
+    return getattr(metric, "late", False)

@@ -4,7 +4,8 @@ import logging
 import sqlite3
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -190,11 +191,14 @@ def reading_bulk_store(
         # latest_metric UPDATE, both in whatever order their plan visits the rows.
         patients_lock(patient_ids=[patient.pk for patient in patients.values()])
         validity = settings.SIGN_VALIDITY
+        late = _readings_late(readings=unique.values(), patients=patients, received_at=received_at)
         # Each patient's values before the batch: should a reading not be inserted (delivered
         # again), those after it are scored again without it (`_news2_rescore`).
         before = {u: dict(values) for u, values in latest.items()}
         candidates = [
-            _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
+            _reading(
+                r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity, late
+            )
             for r in unique.values()
         ]
         new = _reading_insert(candidates)
@@ -251,6 +255,86 @@ def reading_bulk_store(
         conflicting=conflicting,
         name_mismatches=mismatches,
     )
+
+
+def reading_late(
+    *,
+    measured_at: datetime,
+    sent_at: datetime | None,
+    received_at: datetime,
+    previous: tuple[datetime, datetime | None, datetime] | None,
+    tolerance: float,
+) -> bool:
+    """Whether a reading is *late*: one measured long before it was sent, received while its
+    monitor's on-time readings keep coming (a gateway back-filling an outage after the live
+    readings resumed), as opposed to a monitor whose clock is wrong or was set back. A late
+    reading is stored (charts, exports) but neither judged for alarms, nor made the patient's
+    latest, nor counted as heard from (docs/alarms.md, "Monitor clocks").
+
+    `previous`: the (measured_at, sent_at, received_at) of the patient's last reading judged
+    (their `latest_metric`), None if none. Late when all hold, `tolerance` the seconds of
+    ALARM_CLOCK_SKEW_WARN:
+    - its own clock offset (measured_at - sent_at) is beyond the tolerance (a clock set right,
+      within it, is judged at once);
+    - it was measured more than the tolerance before the last reading judged;
+    - the last reading judged was on time (its offset within the tolerance, or unknown);
+    - and was received at most the tolerance before it: on-time readings still come. A
+      monitor whose clock jumps back while nothing else sends is judged again once that much
+      time has passed (its `clock_skew` raised then), not left unjudged for the hour.
+    """
+    if previous is None or sent_at is None:
+        return False
+    skew = timedelta(seconds=tolerance)
+    previous_measured, previous_sent, previous_received = previous
+    return (
+        abs(measured_at - sent_at) > skew
+        and measured_at < previous_measured - skew
+        and (previous_sent is None or abs(previous_measured - previous_sent) <= skew)
+        and received_at - previous_received <= skew
+    )
+
+
+def _readings_late(
+    *, readings: Iterable[Reading], patients: dict[uuid.UUID, Patient], received_at: datetime
+) -> set[int]:
+    """The id()s of the late readings of a batch (`reading_late`), each judged against the
+    last reading of its patient that was not late, in the order received. Only a reading sent
+    more than the tolerance after it was measured can be late: for the patients of such
+    readings (none in a batch of monitors on time), their latest reading is read (one
+    SELECT); no statement otherwise."""
+    tolerance = settings.ALARM_CLOCK_SKEW_WARN
+    skew = timedelta(seconds=tolerance)
+    behind = [r for r in readings if r.sent_at is not None and r.measured_at < r.sent_at - skew]
+    if not behind:
+        return set()
+    ids = {patients[r.patient_uuid].pk for r in behind}
+    previous: dict[int, tuple] = {
+        pk: (measured, sent, received)
+        for pk, measured, sent, received in Patient.objects.filter(
+            pk__in=values_in(sorted(ids)), latest_metric__isnull=False
+        ).values_list(
+            "pk",
+            "latest_metric__measured_at",
+            "latest_metric__sent_at",
+            "latest_metric__received_at",
+        )
+    }
+    late = set()
+    for reading in readings:
+        pk = patients[reading.patient_uuid].pk
+        if pk not in ids:
+            continue
+        if reading_late(
+            measured_at=reading.measured_at,
+            sent_at=reading.sent_at,
+            received_at=received_at,
+            previous=previous.get(pk),
+            tolerance=tolerance,
+        ):
+            late.add(id(reading))
+        else:
+            previous[pk] = (reading.measured_at, reading.sent_at, received_at)
+    return late
 
 
 def _stored_values(metrics: list[PatientMetric]) -> dict[tuple, tuple]:
@@ -478,8 +562,10 @@ def _reading(
     received_at: datetime,
     latest: dict[str, tuple[object, datetime]],
     validity: dict[str, timedelta],
+    late: AbstractSet[int] = frozenset(),
 ) -> PatientMetric:
-    """The PatientMetric of a validated reading, NEWS2 scored.
+    """The PatientMetric of a validated reading, NEWS2 scored; `.late` when its id() is in
+    `late` (`_readings_late`).
 
     Built without Model.__init__ (`_metric_new`): its per-keyword work was a tenth of the
     consumer's time under alarm churn, for values already of their column's type. A test
@@ -501,6 +587,8 @@ def _reading(
             "news2_missing": [],
             "received_at": received_at,
             "sent_at": reading.sent_at,
+            # Not a column: a late reading is stored, neither judged nor made latest.
+            "late": id(reading) in late,
         },
     )
     _metric_score(metric, latest, validity)
@@ -511,10 +599,10 @@ def _metric_score(
     metric: PatientMetric, latest: dict[str, tuple[object, datetime]], validity: dict
 ) -> None:
     """Score a metric's NEWS2 with the patient's newest values `latest` (`news2_track`, which
-    keeps the metric's own in `latest`). Scored once: the alarm engine reads the same result
-    from `metric.news2`."""
+    keeps the metric's own in `latest`, unless it is late). Scored once: the alarm engine
+    reads the same result from `metric.news2`."""
     metric.news2 = score = news2_track(
-        latest, metric, validity=validity, spo2_scale=metric.spo2_scale
+        latest, metric, validity=validity, spo2_scale=metric.spo2_scale, fold=not metric.late
     )
     if score is None:
         metric.news2_score = metric.news2_risk = metric.news2_subscores = None
@@ -613,11 +701,13 @@ def patient_latest_reading_refresh(
 
     By arrival, not by measured_at: a monitor whose clock runs ahead would otherwise keep its
     future reading "latest" until real time caught up, hiding every reading after it. A
-    re-delivered reading is not inserted again, so it never replaces a newer one.
+    re-delivered reading is not inserted again, so it never replaces a newer one; a late one
+    (`reading_late`: measured long ago, back-filled) is not the patient's latest either.
     """
     newest: dict[int, int] = {}
     for metric in new:
-        newest[metric.patient_id] = metric.pk
+        if not getattr(metric, "late", False):
+            newest[metric.patient_id] = metric.pk
     latest_signs = latest_signs or {}
     with_signs = [(pid, pk, latest_signs[pid]) for pid, pk in newest.items() if pid in latest_signs]
     without = [(pid, pk) for pid, pk in newest.items() if pid not in latest_signs]
