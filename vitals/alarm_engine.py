@@ -38,6 +38,9 @@ WARM_UP_READINGS = 20
 class AlarmEngine:
     def __init__(self, *, clock_skew_warn: float = 30.0) -> None:
         self.states: dict[int, PatientAlarms] = {}
+        # The id of the last reading judged, by patient (not late: the patient's latest_metric
+        # as this engine left it); None when the warm-up replayed none.
+        self.last_judged: dict[int, int | None] = {}
         self.clock_skew_warn = clock_skew_warn
 
     def process(self, metrics: Iterable[PatientMetric]) -> list[AlarmEvent]:
@@ -55,7 +58,7 @@ class AlarmEngine:
         limits = alarm_limits_for(patient_ids=by_patient.keys())
         known = [pid for pid in by_patient if pid in self.states]
         if known:
-            self._reconcile(known)
+            self._reconcile(known, by_patient)
         unknown = [pid for pid in by_patient if pid not in self.states]
         if unknown:
             self._load(unknown, by_patient, limits)
@@ -78,6 +81,7 @@ class AlarmEngine:
                 decisions += state.evaluate(
                     metric, metric.news2, limits[patient_id], at=at, clock_offset=offset
                 )
+                self.last_judged[patient_id] = metric.pk
             if decisions:
                 decided.append((patients[patient_id], decisions))
         # The whole batch's decisions in a few statements (not a few per decision).
@@ -102,16 +106,31 @@ class AlarmEngine:
         whose alarm writes were rolled back, or when their partitions go to another consumer."""
         if patient_ids is None:
             self.states.clear()
+            self.last_judged.clear()
         else:
             for patient_id in patient_ids:
                 self.states.pop(patient_id, None)
+                self.last_judged.pop(patient_id, None)
 
-    def _reconcile(self, patient_ids: list[int]) -> None:
-        """Forget the patients whose open alarms are not what the memory says (one statement):
-        an alarm closed by someone else than this engine (ALARM OFF switched on again at once,
-        a discharge and a new admission, an admin) would otherwise stay open in memory, and its
-        condition, still beyond the limit, never be raised again while it lasts. Forgotten,
-        they are loaded again as a restarted consumer would load them."""
+    def _reconcile(self, patient_ids: list[int], by_patient: dict[int, list]) -> None:
+        """Forget the patients this engine no longer knows as they are; forgotten, they are
+        loaded again as a restarted consumer would load them:
+        - those whose latest reading before this batch (`latest_before`, as reading_bulk_store
+          found it) is not the last this engine judged: another consumer judged readings in
+          between (a partition moved while its old owner still finished its batch), and the
+          delay counts would be stale (no statement);
+        - of the others, those whose open alarms are not what the memory says (one
+          statement): an alarm closed by someone else than this engine (ALARM OFF switched on
+          again at once, a discharge and a new admission, an admin) would otherwise stay open
+          in memory, and its condition, still beyond the limit, never be raised again while it
+          lasts."""
+        for patient_id in patient_ids:
+            before = getattr(by_patient[patient_id][0], "latest_before", _UNKNOWN)
+            if before is not _UNKNOWN and before != self.last_judged.get(patient_id):
+                self.forget([patient_id])
+        patient_ids = [pid for pid in patient_ids if pid in self.states]
+        if not patient_ids:
+            return
         open_now: dict[int, dict[str, str]] = defaultdict(dict)
         for patient_id, kind, priority in Alarm.objects.filter(
             patient_id__in=values_in(patient_ids), state__in=OPEN_ALARM_STATES
@@ -119,7 +138,7 @@ class AlarmEngine:
             open_now[patient_id][kind] = priority
         for patient_id in patient_ids:
             if self.states[patient_id].open_alarms() != open_now.get(patient_id, {}):
-                del self.states[patient_id]
+                self.forget([patient_id])
 
     def _load(
         self,
@@ -137,6 +156,7 @@ class AlarmEngine:
             batch = {m.pk for m in by_patient[patient_id]}
             recent = [m for m in newest[patient_id] if m.pk not in batch][:WARM_UP_READINGS]
             previous = None  # the last reading judged: the late ones are skipped as they were
+            self.last_judged[patient_id] = None
             for metric in reversed(recent):
                 if reading_late(
                     measured_at=metric.measured_at,
@@ -147,6 +167,7 @@ class AlarmEngine:
                 ):
                     continue
                 previous = (metric.measured_at, metric.sent_at, metric.received_at)
+                self.last_judged[patient_id] = metric.pk
                 at, offset = self.timing(metric)
                 state.evaluate(
                     metric,
@@ -193,6 +214,9 @@ def _metrics_newest(*, counts: dict[int, int]) -> dict[int, list[PatientMetric]]
     for metrics in found.values():
         metrics.sort(key=lambda m: m.pk, reverse=True)
     return found
+
+
+_UNKNOWN = object()  # a metric not from reading_bulk_store: no latest_before to check
 
 
 def _late(metric: PatientMetric) -> bool:

@@ -115,12 +115,15 @@ class PatientCache:
             rows = (
                 Patient.objects.filter(uuid__in=values_in(cached))
                 .order_by()
-                .values_list("uuid", "id", "name", "hypercapnic_respiratory_failure")
+                .values_list(
+                    "uuid", "id", "name", "hypercapnic_respiratory_failure", "latest_metric_id"
+                )
             )
-            for patient_uuid, pk, name, hypercapnic in rows:
+            for patient_uuid, pk, name, hypercapnic, latest_metric_id in rows:
                 patient = self.patients[patient_uuid]
                 if patient.pk == pk:
                     patient.name, patient.hypercapnic_respiratory_failure = name, hypercapnic
+                    patient.latest_metric_id = latest_metric_id
                     patients[patient_uuid] = patient
                     latest[patient_uuid] = self.latest[patient_uuid]
         missing = {u: n for u, n in names_by_uuid.items() if u not in patients}
@@ -189,7 +192,7 @@ def reading_bulk_store(
         # Every writer's lock order: the patients first, in id order. Before the readings'
         # INSERT, whose foreign key checks lock each patient's row (KEY SHARE), and the
         # latest_metric UPDATE, both in whatever order their plan visits the rows.
-        patients_lock(patient_ids=[patient.pk for patient in patients.values()])
+        locked = patients_lock(patient_ids=[patient.pk for patient in patients.values()])
         validity = settings.SIGN_VALIDITY
         late = _readings_late(readings=unique.values(), patients=patients, received_at=received_at)
         # Each patient's values before the batch: should a reading not be inserted (delivered
@@ -231,6 +234,11 @@ def reading_bulk_store(
             patients=patients, names_seen=seen, seen_at=received_at
         )
         by_id = {p.pk: u for u, p in patients.items()}
+        # Each patient's latest reading as the batch found it (under the lock on PostgreSQL,
+        # read with the patients on SQLite, whose writers take turns): the alarm engine
+        # checks against it that it judged that reading last (`AlarmEngine._reconcile`).
+        for metric in new:
+            metric.latest_before = locked.get(metric.patient_id, metric.patient.latest_metric_id)
         if new:
             patient_latest_reading_refresh(
                 new=new,
