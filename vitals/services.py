@@ -91,25 +91,34 @@ class PatientCache:
       a patient's readings come from one partition, which one consumer holds at a time; so the
       copy in memory is the one in the database, kept only for the patients whose
       `latest_signs` the batch wrote (the others of the batch are dropped: their values were
-      not written). The consumer forgets everything when its partitions are revoked and when
-      a batch's transaction fails (`forget`), as the alarm engine does;
+      not written), with the `latest_metric_id` written beside them. Should two consumers
+      store a patient's readings in turn all the same (a moved partition's old owner still
+      finishing its batch), the patient's `latest_metric_id` as the batch finds it is not the
+      one remembered: its `latest_signs` is read again (`reading_bulk_store`). The consumer
+      forgets everything when its partitions are revoked and when a batch's transaction
+      fails (`forget`), as the alarm engine does;
     - a patient gone from the database, or another row with the uuid, is looked up anew.
     """
 
     def __init__(self) -> None:
         self.patients: dict[uuid.UUID, Patient] = {}
         self.latest: dict[uuid.UUID, dict[str, tuple[object, datetime]]] = {}
+        # The latest_metric_id the values in `latest` go with.
+        self.latest_ids: dict[uuid.UUID, int | None] = {}
 
     def forget(self) -> None:
         self.patients.clear()
         self.latest.clear()
+        self.latest_ids.clear()
 
     def get_or_create(
         self, *, names_by_uuid: dict[uuid.UUID, str]
-    ) -> tuple[dict[uuid.UUID, Patient], dict[uuid.UUID, dict]]:
-        """The batch's patients (created when missing) and their newest values."""
+    ) -> tuple[dict[uuid.UUID, Patient], dict[uuid.UUID, dict], dict[uuid.UUID, int | None]]:
+        """The batch's patients (created when missing), their newest values, and the
+        `latest_metric_id` those values go with."""
         patients: dict[uuid.UUID, Patient] = {}
         latest: dict[uuid.UUID, dict] = {}
+        signs_of: dict[uuid.UUID, int | None] = {}
         cached = [u for u in names_by_uuid if u in self.patients]
         if cached:
             rows = (
@@ -126,25 +135,35 @@ class PatientCache:
                     patient.latest_metric_id = latest_metric_id
                     patients[patient_uuid] = patient
                     latest[patient_uuid] = self.latest[patient_uuid]
+                    signs_of[patient_uuid] = self.latest_ids[patient_uuid]
         missing = {u: n for u, n in names_by_uuid.items() if u not in patients}
         if missing:
             found = patient_bulk_get_or_create(names_by_uuid=missing)
             patients.update(found)
             latest.update((u, _latest_signs_load(p.latest_signs)) for u, p in found.items())
-        return patients, latest
+            signs_of.update((u, p.latest_metric_id) for u, p in found.items())
+        return patients, latest, signs_of
 
     def keep(
-        self, *, patients: dict[uuid.UUID, Patient], latest: dict[uuid.UUID, dict], written: set
+        self,
+        *,
+        patients: dict[uuid.UUID, Patient],
+        latest: dict[uuid.UUID, dict],
+        latest_ids: dict[int, int | None],
+        written: set,
     ) -> None:
         """After a batch: remember the patients whose `latest_signs` it wrote (by uuid in
-        `written`), forget the batch's others."""
+        `written`) with their `latest_metric_id` now (`latest_ids`, by patient id), forget
+        the batch's others."""
         for patient_uuid, patient in patients.items():
             if patient_uuid in written:
                 self.patients[patient_uuid] = patient
                 self.latest[patient_uuid] = latest[patient_uuid]
+                self.latest_ids[patient_uuid] = latest_ids[patient.pk]
             else:
                 self.patients.pop(patient_uuid, None)
                 self.latest.pop(patient_uuid, None)
+                self.latest_ids.pop(patient_uuid, None)
 
 
 def reading_bulk_store(
@@ -187,12 +206,17 @@ def reading_bulk_store(
         if cache is None:
             patients = patient_bulk_get_or_create(names_by_uuid=names)
             latest = {u: _latest_signs_load(p.latest_signs) for u, p in patients.items()}
+            signs_of = {u: p.latest_metric_id for u, p in patients.items()}
         else:
-            patients, latest = cache.get_or_create(names_by_uuid=names)
+            patients, latest, signs_of = cache.get_or_create(names_by_uuid=names)
         # Every writer's lock order: the patients first, in id order. Before the readings'
         # INSERT, whose foreign key checks lock each patient's row (KEY SHARE), and the
         # latest_metric UPDATE, both in whatever order their plan visits the rows.
         locked = patients_lock(patient_ids=[patient.pk for patient in patients.values()])
+        # Each patient's latest reading as the batch found it: under the lock on PostgreSQL
+        # (the newest committed), read with the patients on SQLite, whose writers take turns.
+        prior = {p.pk: locked.get(p.pk, p.latest_metric_id) for p in patients.values()}
+        _latest_signs_reload(patients=patients, latest=latest, signs_of=signs_of, prior=prior)
         validity = settings.SIGN_VALIDITY
         late = _readings_late(readings=unique.values(), patients=patients, received_at=received_at)
         # Each patient's values before the batch: should a reading not be inserted (delivered
@@ -234,11 +258,9 @@ def reading_bulk_store(
             patients=patients, names_seen=seen, seen_at=received_at
         )
         by_id = {p.pk: u for u, p in patients.items()}
-        # Each patient's latest reading as the batch found it (under the lock on PostgreSQL,
-        # read with the patients on SQLite, whose writers take turns): the alarm engine
-        # checks against it that it judged that reading last (`AlarmEngine._reconcile`).
+        # The alarm engine checks that it judged that reading last (`AlarmEngine._reconcile`).
         for metric in new:
-            metric.latest_before = locked.get(metric.patient_id, metric.patient.latest_metric_id)
+            metric.latest_before = prior[metric.patient_id]
         if new:
             patient_latest_reading_refresh(
                 new=new,
@@ -250,7 +272,9 @@ def reading_bulk_store(
             )
         if cache is not None:
             written = {by_id[m.patient_id] for m in new}
-            cache.keep(patients=patients, latest=latest, written=written)
+            now = dict(prior)
+            now.update((m.patient_id, m.pk) for m in new if not m.late)
+            cache.keep(patients=patients, latest=latest, latest_ids=now, written=written)
     if new:
         patient_ids = list(dict.fromkeys(m.patient_id for m in new))
         for hook in _PATIENTS_STORED_HOOKS:
@@ -263,6 +287,26 @@ def reading_bulk_store(
         conflicting=conflicting,
         name_mismatches=mismatches,
     )
+
+
+def _latest_signs_reload(
+    *,
+    patients: dict[uuid.UUID, Patient],
+    latest: dict[uuid.UUID, dict],
+    signs_of: dict[uuid.UUID, int | None],
+    prior: dict[int, int | None],
+) -> None:
+    """Read again the `latest_signs` of the patients whose values in `latest` go with another
+    latest reading (`signs_of`) than the one the batch found (`prior`): another consumer stored
+    readings of theirs meanwhile (a moved partition's old owner still finishing its batch; on
+    PostgreSQL, also one that committed between the patients' SELECT and their lock). One
+    SELECT, only then."""
+    stale = [u for u, p in patients.items() if prior[p.pk] != signs_of[u]]
+    if not stale:
+        return
+    rows = Patient.objects.filter(uuid__in=values_in(stale)).values_list("uuid", "latest_signs")
+    for patient_uuid, stored in rows:
+        latest[patient_uuid] = _latest_signs_load(stored)
 
 
 def reading_late(
