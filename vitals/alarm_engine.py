@@ -48,10 +48,15 @@ class AlarmEngine:
         they were received), and write the decisions; resolve the `no_data` alarms of the
         patients heard from again."""
         by_patient: dict[int, list[PatientMetric]] = defaultdict(list)
+        # The readings judged: not the late ones (reading_late: back-filled, measured long
+        # ago), which are neither judged nor the patient's latest.
+        judged: dict[int, list[PatientMetric]] = defaultdict(list)
         patients: dict[int, Patient] = {}
         metrics_seen = list(metrics)
         for metric in metrics_seen:
             by_patient[metric.patient_id].append(metric)
+            if not getattr(metric, "late", False):
+                judged[metric.patient_id].append(metric)
             patients[metric.patient_id] = metric.patient
         if not by_patient:
             return []
@@ -64,24 +69,20 @@ class AlarmEngine:
             self._load(unknown, by_patient, limits)
 
         # Heard from again: silence over (the readings of a batch share their received_at).
-        # Not by a late reading (reading_late: back-filled, measured long ago), which is
-        # neither judged nor the patient's latest.
-        heard = [pid for pid, ms in by_patient.items() if not all(_late(m) for m in ms)]
+        # Not by a late reading only.
         events: list[AlarmEvent] = alarm_no_data_resolve(
-            patient_ids=heard, received_at=min(m.received_at for m in metrics_seen)
+            patient_ids=list(judged), received_at=min(m.received_at for m in metrics_seen)
         )
         decided = []
-        for patient_id, patient_metrics in by_patient.items():
+        for patient_id, patient_metrics in judged.items():
             state = self.states[patient_id]
             decisions = []
             for metric in patient_metrics:
-                if _late(metric):
-                    continue
                 at, offset = self.timing(metric)
                 decisions += state.evaluate(
                     metric, metric.news2, limits[patient_id], at=at, clock_offset=offset
                 )
-                self.last_judged[patient_id] = metric.pk
+            self.last_judged[patient_id] = patient_metrics[-1].pk
             if decisions:
                 decided.append((patients[patient_id], decisions))
         # The whole batch's decisions in a few statements (not a few per decision).
@@ -217,9 +218,3 @@ def _metrics_newest(*, counts: dict[int, int]) -> dict[int, list[PatientMetric]]
 
 
 _UNKNOWN = object()  # a metric not from reading_bulk_store: no latest_before to check
-
-
-def _late(metric: PatientMetric) -> bool:
-    """Whether reading_bulk_store found the reading late (`reading_late`); a metric built
-    elsewhere is not."""
-    return getattr(metric, "late", False)
