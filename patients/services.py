@@ -22,7 +22,10 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
     is an identity conflict: `patient_name_conflicts_record`). Safe against a concurrent
     consumer creating the same patient (the uuid is unique; the loser re-reads).
     """
-    fields = ("id", "uuid", "name", "hypercapnic_respiratory_failure", "latest_signs", "mrn")
+    fields = (
+        *("id", "uuid", "name", "hypercapnic_respiratory_failure", "latest_signs", "mrn"),
+        "latest_metric",  # its id: the consumer's alarm engine checks its memory against it
+    )
     found = {p.uuid: p for p in Patient.objects.filter(uuid__in=names_by_uuid).only(*fields)}
     missing = [Patient(uuid=u, name=name) for u, name in names_by_uuid.items() if u not in found]
     if missing:
@@ -32,9 +35,12 @@ def patient_bulk_get_or_create(*, names_by_uuid: dict[uuid.UUID, str]) -> dict[u
     return found
 
 
-def patients_lock(*, patient_ids: Iterable[int]) -> None:
+def patients_lock(*, patient_ids: Iterable[int]) -> dict[int, int | None]:
     """Lock these patients' rows until the transaction ends (FOR UPDATE, in id order), on
     PostgreSQL; nothing on SQLite, whose writers take turns. Call it inside a transaction.
+    Return each locked patient's `latest_metric_id` as the lock found it (the newest committed:
+    the consumer's batch tells from it whether another consumer stored readings since its
+    alarm engine judged the patient); {} on SQLite.
 
     The lock order of every writer: the patients first, then their alarms, then their tiles
     (vitals/tile_services.py). The consumer's batch takes its patients' rows first (it updates
@@ -46,12 +52,13 @@ def patients_lock(*, patient_ids: Iterable[int]) -> None:
     if ids and connection.features.has_select_for_update:
         # The ids as one parameter (values_in): a placeholder each was parsed by psycopg in
         # Python, some 8 ms for a consumer's batch of 1,000 patients.
-        list(
+        return dict(
             Patient.objects.select_for_update()
             .filter(pk__in=values_in(ids))
             .order_by("pk")
-            .values_list("pk", flat=True)
+            .values_list("pk", "latest_metric_id")
         )
+    return {}
 
 
 @dataclass(frozen=True)

@@ -268,15 +268,19 @@ def news2_track(
     *,
     validity: Mapping[str, timedelta] = VALIDITY,
     spo2_scale: int = 1,
+    fold: bool = True,
 ) -> News2 | None:
     """The NEWS2 of the next reading received from a patient whose newest values are `latest`
     (key of LATEST_KEYS -> (value, when measured)), and `latest` brought up to date with it.
 
     The reading's own values, and for the parameters it did not measure the newest within
-    their window (`news2_latest`). A value replaces the one kept only if measured later: a
-    reading delivered again, or one arriving after a later-stamped one, changes nothing it
-    should not. None (and `latest` untouched) for a reading whose values are not the patient's
-    (`artefact_voids`).
+    their window (`news2_latest`). The reading's values replace those kept whatever its stamp:
+    the newest is the newest *received* (docs/alarms.md, "Monitor clocks"), so the values a
+    monitor measures after its clock, which ran ahead, was set right are kept at once. The
+    caller folds only readings received for the first time (a reading delivered again is not
+    stored again: `reading_bulk_store` scores it, but keeps the values of before it), and
+    `fold=False` scores a reading without keeping its values (a late one). None (and `latest`
+    untouched) for a reading whose values are not the patient's (`artefact_voids`).
     """
     if artefact_voids(reading):
         return None
@@ -287,8 +291,6 @@ def news2_track(
         if (value := getattr(reading, key, None)) is not None
     }
     news2 = news2_latest({**latest, **own}, at=at, validity=validity, spo2_scale=spo2_scale)
-    for key, newest in own.items():
-        known = latest.get(key)
-        if known is None or at > known[1]:
-            latest[key] = newest
+    if fold:
+        latest.update(own)
     return news2

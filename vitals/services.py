@@ -4,7 +4,8 @@ import logging
 import sqlite3
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
@@ -90,57 +91,79 @@ class PatientCache:
       a patient's readings come from one partition, which one consumer holds at a time; so the
       copy in memory is the one in the database, kept only for the patients whose
       `latest_signs` the batch wrote (the others of the batch are dropped: their values were
-      not written). The consumer forgets everything when its partitions are revoked and when
-      a batch's transaction fails (`forget`), as the alarm engine does;
+      not written), with the `latest_metric_id` written beside them. Should two consumers
+      store a patient's readings in turn all the same (a moved partition's old owner still
+      finishing its batch), the patient's `latest_metric_id` as the batch finds it is not the
+      one remembered: its `latest_signs` is read again (`reading_bulk_store`). The consumer
+      forgets everything when its partitions are revoked and when a batch's transaction
+      fails (`forget`), as the alarm engine does;
     - a patient gone from the database, or another row with the uuid, is looked up anew.
     """
 
     def __init__(self) -> None:
         self.patients: dict[uuid.UUID, Patient] = {}
         self.latest: dict[uuid.UUID, dict[str, tuple[object, datetime]]] = {}
+        # The latest_metric_id the values in `latest` go with.
+        self.latest_ids: dict[uuid.UUID, int | None] = {}
 
     def forget(self) -> None:
         self.patients.clear()
         self.latest.clear()
+        self.latest_ids.clear()
 
     def get_or_create(
         self, *, names_by_uuid: dict[uuid.UUID, str]
-    ) -> tuple[dict[uuid.UUID, Patient], dict[uuid.UUID, dict]]:
-        """The batch's patients (created when missing) and their newest values."""
+    ) -> tuple[dict[uuid.UUID, Patient], dict[uuid.UUID, dict], dict[uuid.UUID, int | None]]:
+        """The batch's patients (created when missing), their newest values, and the
+        `latest_metric_id` those values go with."""
         patients: dict[uuid.UUID, Patient] = {}
         latest: dict[uuid.UUID, dict] = {}
+        signs_of: dict[uuid.UUID, int | None] = {}
         cached = [u for u in names_by_uuid if u in self.patients]
         if cached:
             rows = (
                 Patient.objects.filter(uuid__in=values_in(cached))
                 .order_by()
-                .values_list("uuid", "id", "name", "hypercapnic_respiratory_failure")
+                .values_list(
+                    "uuid", "id", "name", "hypercapnic_respiratory_failure", "latest_metric_id"
+                )
             )
-            for patient_uuid, pk, name, hypercapnic in rows:
+            for patient_uuid, pk, name, hypercapnic, latest_metric_id in rows:
                 patient = self.patients[patient_uuid]
                 if patient.pk == pk:
                     patient.name, patient.hypercapnic_respiratory_failure = name, hypercapnic
+                    patient.latest_metric_id = latest_metric_id
                     patients[patient_uuid] = patient
                     latest[patient_uuid] = self.latest[patient_uuid]
+                    signs_of[patient_uuid] = self.latest_ids[patient_uuid]
         missing = {u: n for u, n in names_by_uuid.items() if u not in patients}
         if missing:
             found = patient_bulk_get_or_create(names_by_uuid=missing)
             patients.update(found)
             latest.update((u, _latest_signs_load(p.latest_signs)) for u, p in found.items())
-        return patients, latest
+            signs_of.update((u, p.latest_metric_id) for u, p in found.items())
+        return patients, latest, signs_of
 
     def keep(
-        self, *, patients: dict[uuid.UUID, Patient], latest: dict[uuid.UUID, dict], written: set
+        self,
+        *,
+        patients: dict[uuid.UUID, Patient],
+        latest: dict[uuid.UUID, dict],
+        latest_ids: dict[int, int | None],
+        written: set,
     ) -> None:
         """After a batch: remember the patients whose `latest_signs` it wrote (by uuid in
-        `written`), forget the batch's others."""
+        `written`) with their `latest_metric_id` now (`latest_ids`, by patient id), forget
+        the batch's others."""
         for patient_uuid, patient in patients.items():
             if patient_uuid in written:
                 self.patients[patient_uuid] = patient
                 self.latest[patient_uuid] = latest[patient_uuid]
+                self.latest_ids[patient_uuid] = latest_ids[patient.pk]
             else:
                 self.patients.pop(patient_uuid, None)
                 self.latest.pop(patient_uuid, None)
+                self.latest_ids.pop(patient_uuid, None)
 
 
 def reading_bulk_store(
@@ -183,15 +206,26 @@ def reading_bulk_store(
         if cache is None:
             patients = patient_bulk_get_or_create(names_by_uuid=names)
             latest = {u: _latest_signs_load(p.latest_signs) for u, p in patients.items()}
+            signs_of = {u: p.latest_metric_id for u, p in patients.items()}
         else:
-            patients, latest = cache.get_or_create(names_by_uuid=names)
+            patients, latest, signs_of = cache.get_or_create(names_by_uuid=names)
         # Every writer's lock order: the patients first, in id order. Before the readings'
         # INSERT, whose foreign key checks lock each patient's row (KEY SHARE), and the
         # latest_metric UPDATE, both in whatever order their plan visits the rows.
-        patients_lock(patient_ids=[patient.pk for patient in patients.values()])
+        locked = patients_lock(patient_ids=[patient.pk for patient in patients.values()])
+        # Each patient's latest reading as the batch found it: under the lock on PostgreSQL
+        # (the newest committed), read with the patients on SQLite, whose writers take turns.
+        prior = {p.pk: locked.get(p.pk, p.latest_metric_id) for p in patients.values()}
+        _latest_signs_reload(patients=patients, latest=latest, signs_of=signs_of, prior=prior)
         validity = settings.SIGN_VALIDITY
+        late = _readings_late(readings=unique.values(), patients=patients, received_at=received_at)
+        # Each patient's values before the batch: should a reading not be inserted (delivered
+        # again), those after it are scored again without it (`_news2_rescore`).
+        before = {u: dict(values) for u, values in latest.items()}
         candidates = [
-            _reading(r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity)
+            _reading(
+                r, patients[r.patient_uuid], received_at, latest[r.patient_uuid], validity, late
+            )
             for r in unique.values()
         ]
         new = _reading_insert(candidates)
@@ -201,6 +235,13 @@ def reading_bulk_store(
                 for reading, metric in zip(unique.values(), candidates, strict=True)
                 if metric.pk is None
             ]
+            _news2_rescore(
+                new=new,
+                skipped=[m for _, m in skipped],
+                latest=latest,
+                before=before,
+                validity=validity,
+            )
             stored_values = _stored_values([metric for _, metric in skipped])
             conflicting += [
                 reading
@@ -217,6 +258,9 @@ def reading_bulk_store(
             patients=patients, names_seen=seen, seen_at=received_at
         )
         by_id = {p.pk: u for u, p in patients.items()}
+        # The alarm engine checks that it judged that reading last (`AlarmEngine._reconcile`).
+        for metric in new:
+            metric.latest_before = prior[metric.patient_id]
         if new:
             patient_latest_reading_refresh(
                 new=new,
@@ -228,7 +272,9 @@ def reading_bulk_store(
             )
         if cache is not None:
             written = {by_id[m.patient_id] for m in new}
-            cache.keep(patients=patients, latest=latest, written=written)
+            now = dict(prior)
+            now.update((m.patient_id, m.pk) for m in new if not m.late)
+            cache.keep(patients=patients, latest=latest, latest_ids=now, written=written)
     if new:
         patient_ids = list(dict.fromkeys(m.patient_id for m in new))
         for hook in _PATIENTS_STORED_HOOKS:
@@ -241,6 +287,106 @@ def reading_bulk_store(
         conflicting=conflicting,
         name_mismatches=mismatches,
     )
+
+
+def _latest_signs_reload(
+    *,
+    patients: dict[uuid.UUID, Patient],
+    latest: dict[uuid.UUID, dict],
+    signs_of: dict[uuid.UUID, int | None],
+    prior: dict[int, int | None],
+) -> None:
+    """Read again the `latest_signs` of the patients whose values in `latest` go with another
+    latest reading (`signs_of`) than the one the batch found (`prior`): another consumer stored
+    readings of theirs meanwhile (a moved partition's old owner still finishing its batch; on
+    PostgreSQL, also one that committed between the patients' SELECT and their lock). One
+    SELECT, only then."""
+    stale = [u for u, p in patients.items() if prior[p.pk] != signs_of[u]]
+    if not stale:
+        return
+    rows = Patient.objects.filter(uuid__in=values_in(stale)).values_list("uuid", "latest_signs")
+    for patient_uuid, stored in rows:
+        latest[patient_uuid] = _latest_signs_load(stored)
+
+
+def reading_late(
+    *,
+    measured_at: datetime,
+    sent_at: datetime | None,
+    received_at: datetime,
+    previous: tuple[datetime, datetime | None, datetime] | None,
+    tolerance: float,
+) -> bool:
+    """Whether a reading is *late*: one measured long before it was sent, received while its
+    monitor's on-time readings keep coming (a gateway back-filling an outage after the live
+    readings resumed), as opposed to a monitor whose clock is wrong or was set back. A late
+    reading is stored (charts, exports) but neither judged for alarms, nor made the patient's
+    latest, nor counted as heard from (docs/alarms.md, "Monitor clocks").
+
+    `previous`: the (measured_at, sent_at, received_at) of the patient's last reading judged
+    (their `latest_metric`), None if none. Late when all hold, `tolerance` the seconds of
+    ALARM_CLOCK_SKEW_WARN:
+    - its own clock offset (measured_at - sent_at) is beyond the tolerance (a clock set right,
+      within it, is judged at once);
+    - it was measured more than the tolerance before the last reading judged;
+    - the last reading judged was on time (its offset within the tolerance, or unknown);
+    - and was received at most the tolerance before it: on-time readings still come. A
+      monitor whose clock jumps back while nothing else sends is judged again once that much
+      time has passed (its `clock_skew` raised then), not left unjudged for the hour.
+    """
+    if previous is None or sent_at is None:
+        return False
+    skew = timedelta(seconds=tolerance)
+    previous_measured, previous_sent, previous_received = previous
+    return (
+        abs(measured_at - sent_at) > skew
+        and measured_at < previous_measured - skew
+        and (previous_sent is None or abs(previous_measured - previous_sent) <= skew)
+        and received_at - previous_received <= skew
+    )
+
+
+def _readings_late(
+    *, readings: Iterable[Reading], patients: dict[uuid.UUID, Patient], received_at: datetime
+) -> set[int]:
+    """The id()s of the late readings of a batch (`reading_late`), each judged against the
+    last reading of its patient that was not late, in the order received. Only a reading sent
+    more than the tolerance after it was measured can be late: for the patients of such
+    readings (none in a batch of monitors on time), their latest reading is read (one
+    SELECT); no statement otherwise."""
+    tolerance = settings.ALARM_CLOCK_SKEW_WARN
+    skew = timedelta(seconds=tolerance)
+    behind = [r for r in readings if r.sent_at is not None and r.measured_at < r.sent_at - skew]
+    if not behind:
+        return set()
+    ids = {patients[r.patient_uuid].pk for r in behind}
+    previous: dict[int, tuple] = {
+        pk: (measured, sent, received)
+        for pk, measured, sent, received in Patient.objects.filter(
+            pk__in=values_in(sorted(ids)), latest_metric__isnull=False
+        ).values_list(
+            "pk",
+            "latest_metric__measured_at",
+            "latest_metric__sent_at",
+            "latest_metric__received_at",
+        )
+    }
+    late = set()
+    for reading in readings:
+        pk = patients[reading.patient_uuid].pk
+        if pk not in ids:
+            continue
+        if reading_late(
+            measured_at=reading.measured_at,
+            sent_at=reading.sent_at,
+            received_at=received_at,
+            previous=previous.get(pk),
+            tolerance=tolerance,
+        ):
+            late.add(id(reading))
+        else:
+            previous[pk] = (reading.measured_at, reading.sent_at, received_at)
+    return late
 
 
 def _stored_values(metrics: list[PatientMetric]) -> dict[tuple, tuple]:
@@ -468,8 +614,10 @@ def _reading(
     received_at: datetime,
     latest: dict[str, tuple[object, datetime]],
     validity: dict[str, timedelta],
+    late: AbstractSet[int] = frozenset(),
 ) -> PatientMetric:
-    """The PatientMetric of a validated reading, NEWS2 scored.
+    """The PatientMetric of a validated reading, NEWS2 scored; `.late` when its id() is in
+    `late` (`_readings_late`).
 
     Built without Model.__init__ (`_metric_new`): its per-keyword work was a tenth of the
     consumer's time under alarm churn, for values already of their column's type. A test
@@ -491,16 +639,69 @@ def _reading(
             "news2_missing": [],
             "received_at": received_at,
             "sent_at": reading.sent_at,
+            # Not a column: a late reading is stored, neither judged nor made latest.
+            "late": id(reading) in late,
         },
     )
-    # Scored once: the alarm engine reads the same result from `metric.news2`.
+    _metric_score(metric, latest, validity)
+    return metric
+
+
+def _metric_score(
+    metric: PatientMetric, latest: dict[str, tuple[object, datetime]], validity: dict
+) -> None:
+    """Score a metric's NEWS2 with the patient's newest values `latest` (`news2_track`, which
+    keeps the metric's own in `latest`, unless it is late). Scored once: the alarm engine
+    reads the same result from `metric.news2`."""
     metric.news2 = score = news2_track(
-        latest, metric, validity=validity, spo2_scale=metric.spo2_scale
+        latest, metric, validity=validity, spo2_scale=metric.spo2_scale, fold=not metric.late
     )
-    if score is not None:
+    if score is None:
+        metric.news2_score = metric.news2_risk = metric.news2_subscores = None
+        metric.news2_missing = []
+    else:
         metric.news2_score, metric.news2_risk = score.score, score.risk
         metric.news2_subscores, metric.news2_missing = score.subscores, list(score.missing)
-    return metric
+
+
+_NEWS2_FIELDS = ("news2_score", "news2_risk", "news2_subscores", "news2_missing")
+_news2_get = attrgetter(*_NEWS2_FIELDS)
+
+
+def _news2_rescore(
+    *,
+    new: list[PatientMetric],
+    skipped: list[PatientMetric],
+    latest: dict[uuid.UUID, dict],
+    before: dict[uuid.UUID, dict],
+    validity: dict,
+) -> None:
+    """Score the inserted readings again, for the patients of which a reading of the batch was
+    not inserted (delivered again), with the values received before each: the readings
+    delivered again were scored, and their values kept, as if received now, so those received
+    after them in the batch were scored with them. Each such patient's values are those of
+    before the batch (`before`, by uuid), then each inserted reading's in the order received;
+    a score that changed is written again (one UPDATE, only then: when a reading delivered
+    again is followed in its batch by a new one of its patient that it scored otherwise)."""
+    redo = {m.patient_id for m in skipped} & {m.patient_id for m in new}
+    if not redo:
+        return
+    values = {m.patient_id: dict(before[m.patient.uuid]) for m in new if m.patient_id in redo}
+    changed = []
+    for metric in new:
+        if metric.patient_id in redo:
+            before = _news2_get(metric)
+            _metric_score(metric, values[metric.patient_id], validity)
+            if _news2_get(metric) != before:
+                changed.append((metric.pk, *_news2_get(metric)))
+    for metric in new:
+        if metric.patient_id in redo:
+            # The values kept are those of the inserted readings only (the dict the batch
+            # writes to latest_signs, and the cache keeps, is the patient's own).
+            kept = latest[metric.patient.uuid]
+            kept.clear()
+            kept.update(values[metric.patient_id])
+    _rows_update(model=PatientMetric, fields=list(_NEWS2_FIELDS), rows=changed)
 
 
 _signs_get = attrgetter(*SIGN_KEYS)
@@ -552,11 +753,13 @@ def patient_latest_reading_refresh(
 
     By arrival, not by measured_at: a monitor whose clock runs ahead would otherwise keep its
     future reading "latest" until real time caught up, hiding every reading after it. A
-    re-delivered reading is not inserted again, so it never replaces a newer one.
+    re-delivered reading is not inserted again, so it never replaces a newer one; a late one
+    (`reading_late`: measured long ago, back-filled) is not the patient's latest either.
     """
     newest: dict[int, int] = {}
     for metric in new:
-        newest[metric.patient_id] = metric.pk
+        if not getattr(metric, "late", False):
+            newest[metric.patient_id] = metric.pk
     latest_signs = latest_signs or {}
     with_signs = [(pid, pk, latest_signs[pid]) for pid, pk in newest.items() if pid in latest_signs]
     without = [(pid, pk) for pid, pk in newest.items() if pid not in latest_signs]

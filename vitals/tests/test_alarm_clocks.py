@@ -113,24 +113,6 @@ def test_a_monitor_sending_with_its_clock_an_hour_behind_is_not_silent_and_one_t
     assert behind.latest_metric.measured_at == now - timedelta(hours=1) + timedelta(seconds=5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A reading received late with old values (a gateway or monitor that back-fills the "
-        "readings of a network outage after the live ones have resumed: measured an hour ago, "
-        "sent now) is judged as the patient's newest: two such normal readings resolve the "
-        "open spo2_low alarm of a patient whose SpO2 is 84 now (the nurse's acknowledgement "
-        "goes with it; the next live readings raise a new alarm only after the delay), and the "
-        "back-filled reading becomes the ward's latest (an hour-old SpO2 98 shown as the "
-        "patient's, aged from when it was sent). Fix (AlarmEngine.process and "
-        "patient_latest_reading_refresh): a reading whose measured_at is older than the "
-        "newest measured_at already judged for the patient by more than ALARM_CLOCK_SKEW_WARN "
-        "while its own clock offset (measured_at - sent_at) is beyond the tolerance and the "
-        "patient's last judged reading's was within it is a late reading, not a clock set "
-        "back: store it (charts, exports) but do not judge it for alarms nor make it "
-        "latest_metric."
-    ),
-)
 def test_readings_back_filled_after_the_live_ones_neither_resolve_an_alarm_nor_become_latest():
     patient = PatientFactory(name="backfill")
     engine = AlarmEngine()
@@ -150,6 +132,97 @@ def test_readings_back_filled_after_the_live_ones_neither_resolve_an_alarm_nor_b
     ]
     patient.refresh_from_db()
     assert patient.latest_metric.spo2 == 84
+    # Stored all the same, for the charts and exports.
+    assert PatientMetric.objects.filter(patient=patient).count() == 5
+    assert patient.latest_signs["spo2"]["value"] == 84
+    # A restarted consumer replays the table as the running one judged it: the live SpO2 84
+    # once more raises nothing new (the alarm is open), the back-filled readings counted for
+    # nothing.
+    events, _ = judge_all(AlarmEngine(), [monitor_at(patient, live, 25, 0, spo2=84)])
+    assert events == []
+    assert [(k, p, s) for k, p, s, *_ in alarms(patient) if k == "spo2_low"] == [
+        ("spo2_low", "high", "active")
+    ]
+
+
+@pytest.mark.parametrize("restarted", [False, True], ids=["running", "restarted"])
+def test_back_filled_readings_count_for_no_alarm_delay_also_after_a_restart(restarted):
+    """SpO2 84 once (the alarm's delay not yet over), the outage back-filled with normal
+    values, then 84 again: raised at once, as if the back-fill had not come; a restarted
+    consumer, replaying the table, skips the late readings as the running one did."""
+    patient = PatientFactory(name="delay")
+    engine = AlarmEngine()
+    live = timezone.now().replace(microsecond=0) - timedelta(seconds=30)
+    judge_all(engine, [monitor_at(patient, live, 0, 0, spo2=84)])
+    for seconds in (2, 3, 4):
+        judge_all(engine, [monitor_at(patient, live, seconds, -3600, spo2=98)])
+    events, _ = judge_all(
+        AlarmEngine() if restarted else engine, [monitor_at(patient, live, 5, 0, spo2=84)]
+    )
+    assert ("raised", "spo2_low") in events
+
+
+def store_at(engine: AlarmEngine, readings: list, received_at) -> list:
+    """judge_all, received at `received_at`; the events as (type, kind)."""
+    with transaction.atomic():
+        stored = reading_bulk_store(readings=readings, received_at=received_at)
+        return [(e.type, e.alarm.kind) for e in engine.process(stored.new)]
+
+
+def test_a_clock_set_back_is_judged_at_once_and_one_jumped_back_alone_after_the_tolerance():
+    """Late is a reading behind its own sending time while the patient's on-time readings keep
+    coming (within ALARM_CLOCK_SKEW_WARN, 30 s, of the last one judged). A monitor whose clock
+    was ahead and is set back is on time again: judged at once (the asystole raised). One
+    whose clock jumps an hour back while nothing else sends for the patient is late only
+    until 30 s after its last on-time reading: `no_data` sounds meanwhile (its latest is the
+    last on-time one), then its readings are judged again (asystole, clock_skew)."""
+    engine = AlarmEngine()
+    now = timezone.now().replace(microsecond=0)
+    start = now - timedelta(seconds=120)
+
+    ahead = PatientFactory(name="ahead then set back")
+    for seconds in (0, 5):
+        store_at(
+            engine, [monitor_at(ahead, start, seconds, 240)], start + timedelta(seconds=seconds)
+        )
+    found = []
+    for seconds in (10, 15):
+        found += store_at(
+            engine,
+            [monitor_at(ahead, start, seconds, 0, pulse=0)],
+            start + timedelta(seconds=seconds),
+        )
+    assert ("raised", "asystole") in found
+
+    jumped = PatientFactory(name="jumped back")
+    for seconds in (0, 5):
+        store_at(
+            engine, [monitor_at(jumped, start, seconds, 0)], start + timedelta(seconds=seconds)
+        )
+    found = []
+    for seconds in (10, 15, 20, 25, 30, 35):
+        found += store_at(
+            engine,
+            [monitor_at(jumped, start, seconds, -3600, pulse=0)],
+            start + timedelta(seconds=seconds),
+        )
+    assert found == []  # within 30 s of the last on-time reading (T+5): late
+    silences = alarm_no_data_sweep(
+        silent_for=timedelta(seconds=15), now=start + timedelta(seconds=35)
+    )
+    assert [e.alarm.kind for e in silences if e.alarm.patient_id == jumped.pk] == ["no_data"]
+    found = []
+    for seconds in (40, 45):
+        found += store_at(
+            engine,
+            [monitor_at(jumped, start, seconds, -3600, pulse=0)],
+            start + timedelta(seconds=seconds),
+        )
+    assert ("resolved", "no_data") in found
+    assert ("raised", "asystole") in found
+    assert ("raised", "clock_skew") in found
+    jumped.refresh_from_db()
+    assert jumped.latest_metric.measured_at == start + timedelta(seconds=45 - 3600)
 
 
 def monitor_at(patient: Patient, start, seconds: float, offset: float, **values):
@@ -219,25 +292,6 @@ def test_an_hl7_time_in_the_hour_a_fall_back_repeats_is_the_occurrence_just_rece
     assert json.loads(value)["timestamp"] == stamped
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A patient's newest value of each sign (Patient.latest_signs, news2_track) is replaced "
-        "only by a later-*measured* one, against the rule that the latest is the newest "
-        "*received*: after a monitor clock that ran ahead (within max_future) is set right, "
-        "its new values are not kept until real time passes the old stamps (up to 5 min; "
-        "longer for a clock_skew the contract lets through). Meanwhile a reading without SpO2 "
-        "(a version 2 blood-pressure-only reading) scores NEWS2 with the SpO2 98 of before "
-        "the sync instead of the 84 just measured (sub-score 0 instead of 3: the news2 "
-        "escalation alarm missed), and the ward's tiles (ward/static/ward/js/common.js "
-        "newestSign, which prefers the later-stamped kept value over the latest reading's "
-        "own) show the old SpO2 98 beside a flashing spo2_low alarm. Fix: fold the values "
-        "of the readings actually inserted into latest_signs in the order received, "
-        "whatever their stamps (reading_bulk_store after _reading_insert: a replay is not "
-        "inserted, so it changes nothing), scoring each reading with the values received "
-        "before it; and newestSign takes the latest reading's own value whenever it has one."
-    ),
-)
 def test_after_a_clock_ahead_is_set_right_the_values_just_measured_are_the_patients_newest():
     patient = PatientFactory(name="synced")
     engine = AlarmEngine()
@@ -249,3 +303,33 @@ def test_after_a_clock_ahead_is_set_right_the_values_just_measured_are_the_patie
     patient.refresh_from_db()
     assert patient.latest_signs["spo2"] == {"value": 84, "measured_at": at(15).isoformat()}
     assert patient.latest_metric.news2_subscores["spo2"] == 3
+
+
+def test_a_reading_delivered_again_changes_neither_the_newest_values_nor_the_next_score():
+    """A re-delivered batch (a restart, a rebalance) begins with readings already stored: they
+    are not inserted, so their values are not received again; the new reading after them is
+    scored with the values received before it (SpO2 84, sub-score 3), not the replay's 98."""
+    patient = PatientFactory(name="replayed")
+    first = reading(patient, 0, spo2=98)
+    judge_all(AlarmEngine(), [first, reading(patient, 5, spo2=84)])
+    bp_only = {"pulse": None, "resp_rate": None, "spo2": None, "temperature": None}
+    with transaction.atomic():
+        result = reading_bulk_store(readings=[first, reading(patient, 10, **bp_only)])
+    assert (result.stored, result.duplicates) == (1, 1)
+    [new] = result.new
+    assert (new.news2_subscores["spo2"], new.news2.subscores["spo2"]) == (3, 3)
+    stored = PatientMetric.objects.get(pk=new.pk)
+    assert (
+        stored.news2_score,
+        stored.news2_risk,
+        stored.news2_subscores,
+        stored.news2_missing,
+    ) == (
+        new.news2_score,
+        new.news2_risk,
+        new.news2_subscores,
+        new.news2_missing,
+    )
+    assert stored.news2_subscores["spo2"] == 3
+    patient.refresh_from_db()
+    assert patient.latest_signs["spo2"] == {"value": 84, "measured_at": at(5).isoformat()}

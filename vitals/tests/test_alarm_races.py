@@ -140,23 +140,6 @@ def _history(patient) -> list[tuple]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Two consumers judging one patient's readings in turn (a partition moved while its "
-        "old owner, past max.poll.interval, still finishes its batch) each count only the "
-        "readings they judged themselves: AlarmEngine._reconcile rebuilds a patient only "
-        "when the open alarms differ from the table's, not when another engine judged "
-        "readings in between, so the delay counts go stale: an alarm is raised one reading "
-        "later (and resolved one later) than one engine raises it, against docs/alarms.md "
-        "('several consumers decide exactly what the detector decides on the readings in "
-        "order'). Fix (vitals/alarm_engine.py): each PatientAlarms remembers the id of the "
-        "last reading it judged; _reconcile also forgets a patient whose newest stored "
-        "reading before this batch (the patient's latest_metric_id as the batch found it, "
-        "or max(id) below the batch's first) is not that one, so it is rebuilt by replaying "
-        "the table as a new owner does."
-    ),
-)
 def test_two_engines_judging_a_patient_in_turn_raise_what_one_engine_raises():
     alone, shared = PatientFactory(name="alone"), PatientFactory(name="shared")
     spo2s = [98, 98, 84, 84, 84, 98, 98, 98]

@@ -202,8 +202,12 @@ def test_a_batch_locks_its_patients_in_id_order_before_writing_any_of_them() -> 
     ]
     assert len(locking) == 2, locking
     lock, update = locking
-    # Ordered by the first column selected: the id.
-    assert lock.startswith('SELECT "patients_patient"."id" AS "pk" FROM "patients_patient" ')
+    # Ordered by the first column selected: the id; the latest reading as the lock finds it
+    # comes with it (the alarm engine checks its memory against it).
+    assert lock.startswith(
+        'SELECT "patients_patient"."id" AS "pk", "patients_patient"."latest_metric_id" AS '
+        '"latest_metric_id" FROM "patients_patient" '
+    )
     assert lock.endswith(" ORDER BY 1 ASC FOR UPDATE")
     # All of them, in one statement (the ids one parameter: core.sql.values_in).
     assert f"unnest('{{{first.pk},{second.pk},{third.pk}}}'" in lock

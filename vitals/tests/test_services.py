@@ -313,7 +313,9 @@ def test_a_reading_built_without_model_init_is_what_django_would_build():
         ]
         assert built.patient is patient
         assert (built._state.adding, built._state.db) == (True, None)
-        assert set(built.__dict__) - {"news2"} == set(django.__dict__)
+        # What the alarm engine reads besides the fields: the score, and whether it is late.
+        assert set(built.__dict__) - {"news2", "late"} == set(django.__dict__)
+        assert built.late is False
 
 
 def test_rows_written_in_bulk_keep_every_character_and_value_on_both_engines():
@@ -707,3 +709,24 @@ def test_the_patient_cache_looks_up_a_patient_deleted_and_created_again():
 
     assert cache.patients[BOB].pk == again.pk
     assert list(PatientMetric.objects.values_list("patient_id", flat=True)) == [again.pk]
+
+
+def test_two_consumers_storing_a_patient_in_turn_keep_the_values_the_other_stored():
+    """A moved partition's old owner still finishing its batch: consumer B stores SpO2 98
+    after consumer A's 84; A's next, blood pressure only, is scored with B's 98 (sub-score 0),
+    and the patient's newest SpO2 stays B's, not A's memory of 84."""
+    first, second = PatientCache(), PatientCache()
+    reading_bulk_store(readings=[reading(BOB, 0, spo2=84)], received_at=T0, cache=first)
+    reading_bulk_store(readings=[reading(BOB, 5, spo2=98)], received_at=T0, cache=second)
+    bp_only = {"resp_rate": None, "spo2": None, "temperature": None}
+
+    result = reading_bulk_store(
+        readings=[reading(BOB, 10, pulse=None, **bp_only)], received_at=T0, cache=first
+    )
+
+    [metric] = result.new
+    assert metric.news2_subscores["spo2"] == 0
+    assert Patient.objects.get(uuid=BOB).latest_signs["spo2"] == {
+        "value": 98,
+        "measured_at": (T0 + timedelta(seconds=5)).isoformat(),
+    }

@@ -45,14 +45,14 @@ export function signCells(config) {
   return cells;
 }
 
-// A sign's (or observation's) newest value and when it was measured: the patient's
-// `latest_signs`, or the latest reading's own value where that is newer.
+// A sign's (or observation's) newest value and when it was measured: the latest reading's
+// own value when it has one (the latest is the newest *received*, whatever its stamp: a
+// monitor clock set right after running ahead stamps its new values earlier than the old),
+// else the patient's `latest_signs`.
 export function newestSign(latestSigns, metric, key) {
-  const kept = latestSigns?.[key] ?? null;
   const value = metric?.[key];
-  const own = value === null || value === undefined ? null : { value, measured_at: metric.measured_at };
-  if (!kept || !own) return kept ?? own;
-  return Date.parse(own.measured_at) > Date.parse(kept.measured_at) ? own : kept;
+  if (value !== null && value !== undefined) return { value, measured_at: metric.measured_at };
+  return latestSigns?.[key] ?? null;
 }
 
 // The newest value of a sign still valid (measured within its validity), with its age in
