@@ -36,9 +36,10 @@ from django.db.models.functions import Coalesce, Greatest, Least
 from django.utils import timezone
 
 from units.models import Admission, Bed, Unit
+from vitals.alarms import REFUSED_KINDS
 from vitals.models import Alarm
 
-TECHNICAL_KINDS = ("spo2_probe_off", "clock_skew", "no_data", "sign_missing")
+TECHNICAL_KINDS = ("spo2_probe_off", "clock_skew", "no_data", "sign_missing", *REFUSED_KINDS)
 NUISANCE_SECONDS = 30
 PRIORITIES = ("high", "medium", "low")
 # The acknowledge-time distribution's bins, in seconds: [lower, upper) each, the last open.

@@ -143,6 +143,24 @@ CONTINUOUS_SIGNS = tuple(sign.key for sign in SIGNS if sign.continuous)
 # asystole (lethal) and the technical alarms always sound.
 ALARM_OFF_KINDS = tuple(rule.kind for rule in LIMIT_RULES)
 
+# A sign the contract refused in a reading it kept (version 2: out of its range, or an
+# implausible pressure; the rest of the reading is judged) must not vanish: one alarm kind per
+# contract field, raised at once by a reading carrying it refused, resolved by the first
+# carrying a valid value of it. High when the value was below its range (a pressure or a
+# temperature collapsing beyond what the contract takes: the patient as likely as the sensor),
+# medium otherwise (above the range, a pair that cannot be: an artefact as likely as not).
+REFUSED_FIELDS = tuple(dict.fromkeys(sign.wire or sign.key for sign in SIGNS))
+REFUSED_KIND = {name: f"{name}_refused" for name in REFUSED_FIELDS}
+REFUSED_KINDS = tuple(REFUSED_KIND.values())
+# The sign a valid value of the field is read from, and how the alarm names the field.
+_REFUSED_SIGN = {
+    name: next(sign.key for sign in SIGNS if (sign.wire or sign.key) == name)
+    for name in REFUSED_FIELDS
+}
+_REFUSED_LABEL = {
+    name: "Blood pressure" if name == "bp" else SIGN_BY_KEY[name].label for name in REFUSED_FIELDS
+}
+
 ALARM_KINDS = (
     *(rule.kind for rule in LIMIT_RULES),
     "asystole",
@@ -151,6 +169,7 @@ ALARM_KINDS = (
     "clock_skew",
     SIGN_MISSING,
     NO_DATA,
+    *REFUSED_KINDS,
 )
 
 
@@ -199,6 +218,8 @@ class PatientAlarms:
     last_at: datetime | None = None
     # A monitor clock off by more than this many seconds raises `clock_skew`.
     clock_skew_warn: float = 30.0
+    # Some `<field>_refused` alarm is open: each reading is looked at for a valid value.
+    refusals_open: bool = False
 
     def open_alarms(self) -> dict[str, str]:
         """kind -> priority of the alarms this state believes open."""
@@ -207,6 +228,8 @@ class PatientAlarms:
     def mark_open(self, kind: str, priority: str) -> None:
         """Tell the state about an alarm that is open in the database (at load time)."""
         self._condition(kind).open_priority = priority
+        if kind in REFUSED_KINDS:
+            self.refusals_open = True
 
     def _condition(self, kind: str) -> _Condition:
         # Not setdefault(): that would build a _Condition on every call, for every rule of
@@ -273,6 +296,12 @@ class PatientAlarms:
                     self.clock_skew_warn,
                     f"Monitor clock {off_by:.0f} s {way}",
                 )
+
+        # A reading replayed from the database carries no refusals: its refused signs are
+        # None there, so they neither raise nor clear.
+        refused = getattr(reading, "refused", ())
+        if refused or self.refusals_open:
+            self._judge_refusals(reading, refused, decide)
 
         spo2 = reading.spo2
         probe_off = reading.artefact == "spo2_probe_off"
@@ -346,6 +375,28 @@ class PatientAlarms:
                     )
                     decide("news2", outcome, score, threshold, message)
         return decisions
+
+    def _judge_refusals(self, reading: ReadingLike, refused, decide) -> None:
+        """The `<field>_refused` alarms: at once, no delay (the refusal is the device's word,
+        not a noisy value); cleared by the field's next valid value."""
+        by_field = {refusal.fields[0]: refusal for refusal in refused}
+        for name in REFUSED_FIELDS:
+            kind = REFUSED_KIND[name]
+            refusal = by_field.get(name)
+            if refusal is None and kind not in self.conditions:
+                continue  # neither refused now nor ever open: nothing to count
+            valid = getattr(reading, _REFUSED_SIGN[name], None)
+            if refusal is not None:
+                priority = "high" if refusal.floor is not None else "medium"
+                if outcome := self._step(kind, True, False, priority, 1):
+                    value = 0 if refusal.value is None else refusal.value
+                    message = f"{_REFUSED_LABEL[name]} refused: {refusal.message}"
+                    decide(kind, outcome, value, refusal.floor, message)
+            elif outcome := self._step(kind, False, valid is not None, None, 1):
+                decide(kind, outcome, valid, None, f"{_REFUSED_LABEL[name]} valid again")
+        self.refusals_open = any(
+            self.conditions[kind].open_priority for kind in REFUSED_KINDS if kind in self.conditions
+        )
 
     def _step(
         self, kind: str, breached: bool, cleared: bool, priority: str | None, delay: int

@@ -170,11 +170,15 @@ SIGN_REFUSAL_REASONS = frozenset({"out_of_range", "implausible"})
 @dataclass(frozen=True, slots=True)
 class SignRefusal:
     """A sign dropped from a version 2 reading: its wire field(s), the reason (a DLQ reason
-    code) and the message, as a whole refusal would have said them."""
+    code) and the message, as a whole refusal would have said them; the value refused, and
+    `floor`, the range's floor when the value was below it (a collapse as likely as an
+    artefact: its `<field>_refused` alarm is high then, vitals/alarms.py)."""
 
     fields: tuple[str, ...]
     reason: str
     message: str
+    value: float | None = None
+    floor: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +277,12 @@ def _as_int(data: dict[str, Any], name: str) -> int:
         raise InvalidReading("wrong_type", f"'{name}' must be an integer, got {value!r:.40}")
     low, high = INT_RANGES[name]
     if not low <= value <= high:
-        raise InvalidReading("out_of_range", f"'{name}' {value!r:.40} is outside {low}-{high}")
+        raise InvalidReading(
+            "out_of_range",
+            f"'{name}' {value!r:.40} is outside {low}-{high}",
+            value=value,
+            floor=low if value < low else None,
+        )
     return value
 
 
@@ -430,7 +439,7 @@ def reading_parse(
         except InvalidReading as exc:
             if version == 1 or exc.reason not in SIGN_REFUSAL_REASONS:
                 raise
-            refused.append(SignRefusal(fields, exc.reason, exc.message))
+            refused.append(SignRefusal(fields, exc.reason, exc.message, exc.value, exc.floor))
             return None
 
     systolic = diastolic = None
@@ -473,6 +482,7 @@ def reading_parse(
                 "implausible",
                 f"'map' {map_} with 'bp' {systolic}/{diastolic}: the mean must lie between "
                 "diastolic and systolic",
+                value=map_,
             )
             sign_or_refused(("bp", "map"), lambda: _raise(implausible))
             systolic = diastolic = map_ = ints["map"] = None
@@ -689,7 +699,9 @@ def _as_bp(data: dict[str, Any]) -> tuple[int, int]:
     # although an arterial line reads a flat trace in a cardiac arrest: in version 2 the
     # pressure alone is dropped then, the pulse beside it judged.
     if systolic <= diastolic:
-        raise InvalidReading("implausible", f"'bp' {bp}: systolic must be above diastolic")
+        raise InvalidReading(
+            "implausible", f"'bp' {bp}: systolic must be above diastolic", value=systolic
+        )
     return systolic, diastolic
 
 
@@ -702,7 +714,10 @@ def _as_temperature(data: dict[str, Any]) -> float:
     low, high = TEMPERATURE_RANGE
     if not low <= temperature <= high:
         raise InvalidReading(
-            "out_of_range", f"'temperature' {temperature!r:.40} is outside {low}-{high}"
+            "out_of_range",
+            f"'temperature' {temperature!r:.40} is outside {low}-{high}",
+            value=temperature,
+            floor=low if temperature < low else None,
         )
     return round(float(temperature), 1)
 

@@ -47,6 +47,11 @@ class InvalidReading(IcuError):
     status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
     code = "invalid_reading"
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(
+        self, reason: str, message: str, *, value: float | None = None, floor: float | None = None
+    ) -> None:
         self.reason = reason
+        # A sign's value refused (out of its range, an implausible pressure), and the range's
+        # floor when it was below it (a collapse as likely as an artefact).
+        self.value, self.floor = value, floor
         super().__init__(message)

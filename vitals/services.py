@@ -42,7 +42,7 @@ from vitals.models import (
     PatientMetric,
 )
 from vitals.news2 import LATEST_KEYS, news2_track
-from vitals.signs import SIGN_KEYS
+from vitals.signs import SIGN_KEYS, SIGNS
 from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
@@ -641,10 +641,19 @@ def _reading(
             "sent_at": reading.sent_at,
             # Not a column: a late reading is stored, neither judged nor made latest.
             "late": id(reading) in late,
+            # Nor this: the signs the contract refused, for their alarms (vitals/alarms.py).
+            "refused": reading.refused,
         },
     )
     _metric_score(metric, latest, validity)
     return metric
+
+
+# The signs (LATEST_KEYS) a contract field carries: `bp` both pressures, the others their own.
+_KEYS_OF_FIELD = {
+    field: tuple(sign.key for sign in SIGNS if (sign.wire or sign.key) == field)
+    for field in {sign.wire or sign.key for sign in SIGNS}
+}
 
 
 def _metric_score(
@@ -652,7 +661,14 @@ def _metric_score(
 ) -> None:
     """Score a metric's NEWS2 with the patient's newest values `latest` (`news2_track`, which
     keeps the metric's own in `latest`, unless it is late). Scored once: the alarm engine
-    reads the same result from `metric.news2`."""
+    reads the same result from `metric.news2`. A sign the contract refused in it is no longer
+    the patient's: its older value is dropped, not carried on as if measured (a pressure
+    collapsing below the range must not be scored and shown as the 120/80 before it)."""
+    if metric.refused and not metric.late:
+        for refusal in metric.refused:
+            for field in refusal.fields:
+                for key in _KEYS_OF_FIELD[field]:
+                    latest.pop(key, None)
     metric.news2 = score = news2_track(
         latest, metric, validity=validity, spo2_scale=metric.spo2_scale, fold=not metric.late
     )

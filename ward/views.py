@@ -25,7 +25,7 @@ from access.services import patient_access_record
 from core.permissions import route_permits
 from patients.errors import PatientNotFound
 from units.models import Admission
-from vitals.alarms import LIMIT_RULES
+from vitals.alarms import LIMIT_RULES, REFUSED_KIND
 from vitals.news2 import SUBSCORE_KEYS
 from vitals.patient_selectors import patient_get
 from vitals.signs import OBSERVATION_VALIDITY, SIGNS
@@ -74,7 +74,8 @@ PATIENT_READS = (
 # the signs of one contract field share ("BP 118/76").
 WIRE_LABELS = {"bp": {"short": "BP", "label": "Blood pressure"}}
 # The alarms about a sign that are not its limits: its cell shows them too.
-OTHER_SIGN_ALARMS = {"asystole": "pulse"}
+# Asystole is about the pulse; a sign the contract refused, about its own cell.
+OTHER_SIGN_ALARMS = {"asystole": "pulse"} | {kind: field for field, kind in REFUSED_KIND.items()}
 OBSERVATION_LABELS = {"consciousness": "Consciousness (ACVPU)", "on_oxygen": "Air or oxygen"}
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME
 
+from patients.models import Patient
 from vitals.models import Alarm, PatientMetric
 from vitals.tests.fakes import worker_create
 
@@ -28,15 +29,22 @@ def message(patient: uuid.UUID, seconds_ago: float, **signs) -> tuple[bytes, byt
 
 
 @pytest.mark.parametrize(
-    "other",
+    ("other", "refused"),
     [
-        pytest.param({"bp": "35/35"}, id="flat_arterial_pressure"),
-        pytest.param({"bp": "25/15"}, id="systolic_below_30"),
-        pytest.param({"temperature": 24.5}, id="deep_hypothermia"),
+        pytest.param(
+            {"bp": "35/35"}, ("bp_refused", "medium", "active", 35), id="flat_arterial_pressure"
+        ),
+        pytest.param({"bp": "25/15"}, ("bp_refused", "high", "active", 25), id="systolic_below_30"),
+        pytest.param(
+            {"temperature": 24.5},
+            ("temperature_refused", "high", "active", 24.5),
+            id="deep_hypothermia",
+        ),
     ],
 )
-def test_a_pulse_of_0_raises_asystole_whatever_the_other_signs_of_the_arrest_read(other):
-    asystole_raised_from(other)
+def test_a_pulse_of_0_raises_asystole_whatever_the_other_signs_of_the_arrest_read(other, refused):
+    """And the refused sign its own alarm (high below its range), never dropped in silence."""
+    asystole_raised_from(other, refused)
 
 
 def test_a_pulse_of_0_beside_a_low_pressure_in_range_raises_asystole():
@@ -44,7 +52,7 @@ def test_a_pulse_of_0_beside_a_low_pressure_in_range_raises_asystole():
     asystole_raised_from({"bp": "40/30"})
 
 
-def asystole_raised_from(other: dict) -> None:
+def asystole_raised_from(other: dict, *refused: tuple) -> None:
     worker, consumer, producer = worker_create()
     ann = uuid.uuid4()
     consumer.add([message(ann, 2, pulse=0, spo2=None, **other)])
@@ -53,8 +61,63 @@ def asystole_raised_from(other: dict) -> None:
 
     assert producer.on("vitals.dlq") == []
     assert list(PatientMetric.objects.values_list("pulse", flat=True)) == [0]
-    assert list(Alarm.objects.values_list("kind", "priority", "state", "value")) == [
-        ("asystole", "high", "active", 0)
+    assert list(
+        Alarm.objects.order_by("kind").values_list("kind", "priority", "state", "value")
+    ) == [("asystole", "high", "active", 0), *refused]
+
+
+def test_a_sign_refused_as_below_its_range_is_a_high_alarm_until_a_valid_one_comes():
+    """A pressure collapsing below what the contract takes (PEA: a pulse on the ECG, an
+    arterial line at 22/14) must not vanish: the rest of the reading is judged, the old
+    120/80 is no longer the patient's newest pressure (NEWS2 and the tile would score and show
+    it for half an hour), and a `bp_refused` alarm, high for a value below the range, sounds
+    at once until a valid pressure comes (found by review: the refused sign was dropped in
+    silence, the patient with no alarm at all, where refusing the whole reading had at least
+    raised no_data)."""
+    worker, consumer, producer = worker_create()
+    ann = uuid.uuid4()
+    consumer.add([message(ann, 60, pulse=80, bp="120/80", spo2=97, resp_rate=16)])
+    worker.process_batch()
+    consumer.add([message(ann, 50 - s, pulse=80, bp="22/14") for s in range(3)])
+
+    assert worker.process_batch() == 3
+
+    assert producer.on("vitals.dlq") == []
+    patient = Patient.objects.get(uuid=ann)
+    assert not {"systolic", "diastolic"} & patient.latest_signs.keys()
+    assert patient.latest_signs["pulse"]["value"] == 80
+    [alarm] = Alarm.objects.filter(kind="bp_refused")
+    assert (alarm.priority, alarm.state, alarm.threshold) == ("high", "active", 30)
+    assert alarm.message == "Blood pressure refused: 'systolic' 22 is outside 30-300"
+
+    consumer.add([message(ann, 40, pulse=80, bp="96/60")])
+    assert worker.process_batch() == 1
+
+    alarm.refresh_from_db()
+    assert alarm.state == "resolved"
+    signs = Patient.objects.get(uuid=ann).latest_signs
+    assert (signs["systolic"]["value"], signs["diastolic"]["value"]) == (96, 60)
+
+
+@pytest.mark.parametrize(
+    ("signs", "kind", "priority"),
+    [
+        pytest.param({"temperature": 46.0}, "temperature_refused", "medium", id="above_range"),
+        pytest.param({"bp": "35/35"}, "bp_refused", "medium", id="implausible"),
+        pytest.param({"spo2": 101}, "spo2_refused", "medium", id="spo2_above"),
+    ],
+)
+def test_a_sign_refused_otherwise_is_a_medium_alarm(signs, kind, priority):
+    """Above the range, or a pair that cannot be (an artefact as likely as the patient):
+    medium, never silent. Each sign its own kind, so each resolves with its own valid value."""
+    worker, consumer, _ = worker_create()
+    ann = uuid.uuid4()
+    consumer.add([message(ann, 5, pulse=80, **signs)])
+
+    assert worker.process_batch() == 1
+
+    assert list(Alarm.objects.values_list("kind", "priority", "state")) == [
+        (kind, priority, "active")
     ]
 
 

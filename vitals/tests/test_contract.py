@@ -734,7 +734,11 @@ GOOD_CASES: dict[str, Good] = {
             "temperature": None,
             "refused": (
                 SignRefusal(
-                    ("temperature",), "out_of_range", "'temperature' 24.5 is outside 25.0-45.0"
+                    ("temperature",),
+                    "out_of_range",
+                    "'temperature' 24.5 is outside 25.0-45.0",
+                    value=24.5,
+                    floor=25.0,  # below the range: its alarm is high
                 ),
             ),
         },
@@ -747,7 +751,9 @@ GOOD_CASES: dict[str, Good] = {
             "diastolic": None,
             "map": None,
             "refused": (
-                SignRefusal(("bp",), "implausible", "'bp' 35/35: systolic must be above diastolic"),
+                SignRefusal(
+                    ("bp",), "implausible", "'bp' 35/35: systolic must be above diastolic", 35
+                ),
             ),
         },
     ),
@@ -763,6 +769,7 @@ GOOD_CASES: dict[str, Good] = {
                     ("bp", "map"),
                     "implausible",
                     "'map' 121 with 'bp' 120/80: the mean must lie between diastolic and systolic",
+                    121,
                 ),
             ),
         },
@@ -774,8 +781,8 @@ GOOD_CASES: dict[str, Good] = {
             "systolic": None,
             "spo2": None,
             "refused": (
-                SignRefusal(("bp",), "out_of_range", "'systolic' 25 is outside 30-300"),
-                SignRefusal(("spo2",), "out_of_range", "'spo2' 101 is outside 0-100"),
+                SignRefusal(("bp",), "out_of_range", "'systolic' 25 is outside 30-300", 25, 30),
+                SignRefusal(("spo2",), "out_of_range", "'spo2' 101 is outside 0-100", 101),
             ),
         },
     ),

@@ -313,9 +313,10 @@ def test_a_reading_built_without_model_init_is_what_django_would_build():
         ]
         assert built.patient is patient
         assert (built._state.adding, built._state.db) == (True, None)
-        # What the alarm engine reads besides the fields: the score, and whether it is late.
-        assert set(built.__dict__) - {"news2", "late"} == set(django.__dict__)
-        assert built.late is False
+        # What the alarm engine reads besides the fields: the score, whether it is late, and
+        # the signs the contract refused in it.
+        assert set(built.__dict__) - {"news2", "late", "refused"} == set(django.__dict__)
+        assert (built.late, built.refused) == (False, ())
 
 
 def test_rows_written_in_bulk_keep_every_character_and_value_on_both_engines():

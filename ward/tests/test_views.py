@@ -218,6 +218,14 @@ def test_both_pages_get_the_signs_from_the_registry(client: Client, viewer, sett
         "etco2_low": "etco2",
         "etco2_high": "etco2",
         "asystole": "pulse",
+        # A sign the contract refused flashes its own cell.
+        "pulse_refused": "pulse",
+        "resp_rate_refused": "resp_rate",
+        "bp_refused": "bp",
+        "map_refused": "map",
+        "spo2_refused": "spo2",
+        "temperature_refused": "temperature",
+        "etco2_refused": "etco2",
     }
     assert found["news2Parameters"] == {
         "resp_rate": "Resp. rate",
