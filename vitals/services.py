@@ -1182,8 +1182,11 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
     # A pointer on a reading that is gone (latest_metric has no foreign-key constraint: a
     # reading deleted behind the ORM's back) is as silent as none: tested on the joined row.
     heard_of_nothing = Q(latest_metric__received_at__isnull=True)
+    # Silent since the later of the last reading and the admission: a patient admitted again
+    # weeks after their last reading is not paged while the monitor is being connected.
+    just_admitted = Exists(open_admissions.filter(admitted_at__gte=cutoff))
     still_silent = Patient.objects.filter(monitoring_ended_at__isnull=True).filter(
-        Q(latest_metric__received_at__lt=cutoff)
+        Q(Q(latest_metric__received_at__lt=cutoff), ~just_admitted)
         | Q(Exists(open_admissions.filter(admitted_at__lt=cutoff)), heard_of_nothing)
         | Q(heard_of_nothing, latest_metric_id__isnull=False)
     )
@@ -1200,10 +1203,13 @@ def alarm_no_data_sweep(*, silent_for: timedelta, now: datetime | None = None) -
     )
     events = []
     for patient in silent:
-        if patient.latest_metric is not None:
+        admitted_at = patient.admitted_at
+        if patient.latest_metric is not None and (
+            admitted_at is None or patient.latest_metric.received_at >= admitted_at
+        ):
             last = patient.latest_metric.received_at
             since = f"last reading received {last.astimezone(UTC):%H:%M:%S} UTC"
-        elif patient.admitted_at is not None:
+        elif admitted_at is not None:
             last = patient.admitted_at
             since = f"no reading received since admission {last.astimezone(UTC):%H:%M:%S} UTC"
         else:  # its latest reading was deleted behind the ORM's back: when is unknown

@@ -170,6 +170,35 @@ def test_a_patient_whose_latest_reading_is_gone_raises_no_data(admitted):
     assert alarm_no_data_sweep(silent_for=timedelta(seconds=15)) == []
 
 
+def test_a_patient_admitted_again_is_silent_from_the_admission_not_the_last_stays_reading():
+    """Readmitted weeks later: the last reading is the previous stay's. No `no_data` the
+    moment the patient is admitted (the monitor is being connected): it is measured from the
+    later of the last reading and the admission, as for a patient never heard from (found by
+    h23d: every readmission paged at once, a nuisance alarm that teaches nurses to ignore
+    no_data)."""
+    bed, other = beds(2)
+    ann, bob = PatientFactory(name="ann"), PatientFactory(name="bob")
+    weeks_ago = timezone.now() - timedelta(days=21)
+    for patient in (ann, bob):
+        with transaction.atomic():
+            reading_bulk_store(readings=[reading(patient, 0)], received_at=weeks_ago)
+    admission_create(patient=ann, bed=bed, by=None)
+    admission_create(patient=bob, bed=other, by=None)
+    admitted_20_s_ago = timezone.now() - timedelta(seconds=20)
+    Admission.objects.filter(patient=ann).update(admitted_at=timezone.now() - timedelta(seconds=10))
+    Admission.objects.filter(patient=bob).update(admitted_at=admitted_20_s_ago)
+
+    events = alarm_no_data_sweep(silent_for=timedelta(seconds=15))
+
+    assert [(e.type, e.alarm.patient.name, e.alarm.kind) for e in events] == [
+        ("raised", "bob", "no_data")
+    ]
+    assert Alarm.objects.get().message == (
+        f"No data for 20 s (no reading received since admission "
+        f"{admitted_20_s_ago.astimezone(UTC):%H:%M:%S} UTC)"
+    )
+
+
 def test_a_patient_without_readings_raises_no_no_data_when_just_admitted_discharged_or_ended():
     """Admitted 10 s ago (the monitor may still be connecting), discharged, the monitoring
     ended by a clinician (admitted before the monitor is attached), never admitted."""
