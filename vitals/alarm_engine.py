@@ -21,8 +21,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db import connection
-
 from core.sql import values_in
 from patients.models import Patient
 from vitals.alarms import Limits, PatientAlarms
@@ -149,7 +147,7 @@ class AlarmEngine:
     ) -> None:
         # The last readings received before this batch (ids follow arrival), replayed in the
         # order they came, as the running engine judged them: every new patient's at once.
-        newest = _metrics_newest(
+        newest = patient_metrics_newest(
             counts={pid: WARM_UP_READINGS + len(by_patient[pid]) for pid in patient_ids}
         )
         for patient_id in patient_ids:
@@ -188,33 +186,6 @@ class AlarmEngine:
         ).values_list("patient_id", "kind", "priority")
         for patient_id, kind, priority in open_alarms:
             self.states[patient_id].mark_open(kind, priority)
-
-
-def _metrics_newest(*, counts: dict[int, int]) -> dict[int, list[PatientMetric]]:
-    """patient_metrics_newest, on PostgreSQL as one LATERAL join over the ids and counts (two
-    array parameters): each patient's `ORDER BY id DESC LIMIT n`, as the selector's UNION ALL
-    branches, but planned once. PostgreSQL planned the UNION ALL's 400 branches one by one:
-    0.67 s (670 us a patient) for the first batch of a ward of 1,000 (issue 20), again after
-    every rebalance (the engine forgets its patients then). SQLite: the selector itself."""
-    if connection.vendor != "postgresql" or not counts:
-        return patient_metrics_newest(counts=counts)
-    meta = PatientMetric._meta
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in meta.concrete_fields)
-    # Only the model's table and column names go into the SQL text; ids and counts are
-    # parameters.
-    sql = (
-        f"SELECT newest.* FROM unnest(%s::bigint[], %s::bigint[]) AS wanted(pid, n) "  # noqa: S608
-        f"CROSS JOIN LATERAL (SELECT {columns} FROM {quote(meta.db_table)} "
-        f"WHERE {quote('patient_id')} = wanted.pid ORDER BY {quote('id')} DESC "
-        f"LIMIT wanted.n) AS newest"
-    )
-    found: dict[int, list[PatientMetric]] = {pid: [] for pid in counts}
-    for metric in PatientMetric.objects.raw(sql, [list(counts), list(counts.values())]):
-        found[metric.patient_id].append(metric)
-    for metrics in found.values():
-        metrics.sort(key=lambda m: m.pk, reverse=True)
-    return found
 
 
 _UNKNOWN = object()  # a metric not from reading_bulk_store: no latest_before to check

@@ -217,13 +217,29 @@ def patient_metrics_newest(*, counts: dict[int, int]) -> dict[int, list[PatientM
     says how many of whom. One statement per 400 patients, not one a patient: a UNION ALL
     of each patient's own `ORDER BY id DESC LIMIT n` (each branch the query a single patient's
     would be, so each uses the indexes as that one does). Only the model's table and column
-    names go into the SQL text; patient ids and counts are parameters."""
+    names go into the SQL text; patient ids and counts are parameters.
+
+    On PostgreSQL one LATERAL join over the ids and counts (two array parameters) instead:
+    it planned each UNION ALL branch one by one, 0.67 s (670 us a patient) for the alarm
+    engine's first batch of a ward of 1,000 (issue 20), again after every rebalance."""
     found: dict[int, list[PatientMetric]] = {pid: [] for pid in counts}
     if not counts:
         return found
     meta = PatientMetric._meta
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in meta.concrete_fields)
+    if connection.vendor == "postgresql":
+        sql = (
+            f"SELECT newest.* FROM unnest(%s::bigint[], %s::bigint[]) AS wanted(pid, n) "  # noqa: S608
+            f"CROSS JOIN LATERAL (SELECT {columns} FROM {quote(meta.db_table)} "
+            f"WHERE {quote('patient_id')} = wanted.pid ORDER BY {quote('id')} DESC "
+            f"LIMIT wanted.n) AS newest"
+        )
+        for metric in PatientMetric.objects.raw(sql, [list(counts), list(counts.values())]):
+            found[metric.patient_id].append(metric)
+        for metrics in found.values():
+            metrics.sort(key=lambda m: m.pk, reverse=True)
+        return found
     branch = (
         f"SELECT * FROM (SELECT {columns} FROM {quote(meta.db_table)} "  # noqa: S608
         f"WHERE {quote('patient_id')} = %s ORDER BY {quote('id')} DESC LIMIT %s) AS newest_"

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from patients.models import Patient
 from patients.tests.factories import PatientFactory
-from vitals.alarm_engine import AlarmEngine, _metrics_newest
+from vitals.alarm_engine import AlarmEngine
 from vitals.contract import Reading, reading_to_message
 from vitals.models import Alarm, AlarmEvent, PatientMetric
 from vitals.selectors import patient_metrics_newest
@@ -210,10 +210,11 @@ def test_a_new_engine_replays_every_new_patient_of_a_batch_in_one_statement():
         assert warm_up[0].count("UNION ALL") == 2
 
 
-def test_the_warm_up_reads_each_patients_newest_readings_as_the_selector_does():
-    # The engine's warm-up query (a LATERAL join on PostgreSQL) against patient_metrics_newest:
-    # the same rows, newest first, for patients with more readings than asked for, fewer,
-    # none, and one whose readings arrived out of their measured order.
+def test_the_warm_up_reads_each_patients_newest_readings():
+    # The engine's warm-up query (patient_metrics_newest: a LATERAL join on PostgreSQL, a
+    # UNION ALL on SQLite) against each patient's own ORM query: the same rows, newest first,
+    # for patients with more readings than asked for, fewer, none, and one whose readings
+    # arrived out of their measured order.
     ann, bob, cid, dan = PatientFactory.create_batch(4)
     for n in range(5):
         PatientMetricFactory(patient=ann, measured_at=at(n), pulse=70 + n)
@@ -222,12 +223,16 @@ def test_the_warm_up_reads_each_patients_newest_readings_as_the_selector_does():
     PatientMetricFactory(patient=dan, measured_at=at(3), pulse=92)
     counts = {ann.pk: 3, bob.pk: 4, cid.pk: 2, dan.pk: 21}
 
-    found = _metrics_newest(counts=counts)
+    found = patient_metrics_newest(counts=counts)
 
     def shown(newest):
         return {pid: [(m.pk, m.pulse, m.measured_at) for m in ms] for pid, ms in newest.items()}
 
-    assert shown(found) == shown(patient_metrics_newest(counts=counts))
+    each_alone = {
+        pid: list(PatientMetric.objects.filter(patient_id=pid).order_by("-id")[:n])
+        for pid, n in counts.items()
+    }
+    assert shown(found) == shown(each_alone)
     assert [m.pulse for m in found[ann.pk]] == [74, 73, 72]
     assert found[cid.pk] == []
     assert [m.pulse for m in found[dan.pk]] == [92, 91]
