@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Protocol
 
 from vitals.news2 import News2, artefact_voids
-from vitals.signs import LIMIT_DEFAULTS, SIGN_BY_KEY, SIGN_OF_LIMIT, SIGNS
+from vitals.signs import LIMIT_DEFAULTS, SIGN_BY_KEY, SIGN_KEYS_OF_FIELD, SIGN_OF_LIMIT, SIGNS
 
 PRIORITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
@@ -149,14 +149,11 @@ ALARM_OFF_KINDS = tuple(rule.kind for rule in LIMIT_RULES)
 # carrying a valid value of it. High when the value was below its range (a pressure or a
 # temperature collapsing beyond what the contract takes: the patient as likely as the sensor),
 # medium otherwise (above the range, a pair that cannot be: an artefact as likely as not).
-REFUSED_FIELDS = tuple(dict.fromkeys(sign.wire or sign.key for sign in SIGNS))
+REFUSED_FIELDS = tuple(SIGN_KEYS_OF_FIELD)
 REFUSED_KIND = {name: f"{name}_refused" for name in REFUSED_FIELDS}
 REFUSED_KINDS = tuple(REFUSED_KIND.values())
 # The sign a valid value of the field is read from, and how the alarm names the field.
-_REFUSED_SIGN = {
-    name: next(sign.key for sign in SIGNS if (sign.wire or sign.key) == name)
-    for name in REFUSED_FIELDS
-}
+_REFUSED_SIGN = {name: keys[0] for name, keys in SIGN_KEYS_OF_FIELD.items()}
 _REFUSED_LABEL = {
     name: "Blood pressure" if name == "bp" else SIGN_BY_KEY[name].label for name in REFUSED_FIELDS
 }

@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from vitals.errors import InvalidReading
-from vitals.signs import SIGN_BY_KEY, SIGN_KEYS, SIGNS, map_from_bp
+from vitals.signs import SIGN_BY_KEY, SIGN_KEYS, SIGN_KEYS_OF_FIELD, SIGNS, map_from_bp
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ OPTIONAL_FIELDS = ("on_oxygen", "consciousness", "artefact")
 # Version 2: the header fields are required, each sign field optional (`bp` carries systolic
 # and diastolic), at least one of them measured.
 HEADER_FIELDS = ("schema_version", "patient_uuid", "patient_name", "timestamp")
-SIGN_FIELDS: tuple[str, ...] = tuple(dict.fromkeys(sign.wire_field for sign in SIGNS))
+SIGN_FIELDS: tuple[str, ...] = tuple(SIGN_KEYS_OF_FIELD)
 FIELDS_V2 = HEADER_FIELDS + SIGN_FIELDS
 # The v1 signs: every one of them required in a v1 message.
 V1_SIGNS = ("pulse", "resp_rate", "systolic", "diastolic", "spo2", "temperature")

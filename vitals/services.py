@@ -42,7 +42,7 @@ from vitals.models import (
     PatientMetric,
 )
 from vitals.news2 import LATEST_KEYS, news2_track
-from vitals.signs import SIGN_KEYS, SIGNS
+from vitals.signs import SIGN_KEYS, SIGN_KEYS_OF_FIELD
 from vitals.tile_services import patient_tiles_refresh
 
 logger = logging.getLogger(__name__)
@@ -649,13 +649,6 @@ def _reading(
     return metric
 
 
-# The signs (LATEST_KEYS) a contract field carries: `bp` both pressures, the others their own.
-_KEYS_OF_FIELD = {
-    field: tuple(sign.key for sign in SIGNS if (sign.wire or sign.key) == field)
-    for field in {sign.wire or sign.key for sign in SIGNS}
-}
-
-
 def _metric_score(
     metric: PatientMetric, latest: dict[str, tuple[object, datetime]], validity: dict
 ) -> None:
@@ -667,7 +660,7 @@ def _metric_score(
     if metric.refused and not metric.late:
         for refusal in metric.refused:
             for field in refusal.fields:
-                for key in _KEYS_OF_FIELD[field]:
+                for key in SIGN_KEYS_OF_FIELD[field]:
                     latest.pop(key, None)
     metric.news2 = score = news2_track(
         latest, metric, validity=validity, spo2_scale=metric.spo2_scale, fold=not metric.late

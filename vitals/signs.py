@@ -299,6 +299,11 @@ SIGNS: tuple[Sign, ...] = (
 
 SIGN_BY_KEY: dict[str, Sign] = {sign.key: sign for sign in SIGNS}
 SIGN_KEYS: tuple[str, ...] = tuple(SIGN_BY_KEY)
+# Each contract field, in order, and the signs it carries (`bp`: systolic and diastolic).
+SIGN_KEYS_OF_FIELD: dict[str, tuple[str, ...]] = {
+    name: tuple(sign.key for sign in SIGNS if sign.wire_field == name)
+    for name in dict.fromkeys(sign.wire_field for sign in SIGNS)
+}
 LIMIT_DEFAULTS: tuple[LimitDefault, ...] = tuple(limit for sign in SIGNS for limit in sign.limits)
 LIMIT_BY_KIND: dict[str, LimitDefault] = {limit.kind: limit for limit in LIMIT_DEFAULTS}
 SIGN_OF_LIMIT: dict[str, str] = {limit.kind: sign.key for sign in SIGNS for limit in sign.limits}

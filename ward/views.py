@@ -119,7 +119,7 @@ def _signs_config() -> dict:
             key: _valid_seconds(key, valid) for key, valid in OBSERVATION_VALIDITY.items()
         },
         # The cell an alarm is about, by kind: its limits', and the others'.
-        "alarmSigns": {limit.kind: sign.wire or sign.key for sign in SIGNS for limit in sign.limits}
+        "alarmSigns": {limit.kind: sign.wire_field for sign in SIGNS for limit in sign.limits}
         | OTHER_SIGN_ALARMS,
         # The NEWS2 parameters an incomplete score names as missing, in words.
         "news2Parameters": {key: labels[key] for key in SUBSCORE_KEYS},
